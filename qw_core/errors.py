@@ -1,0 +1,77 @@
+"""The error tree of qw.
+
+Every error qw raises on purpose derives from :class:`QwError`, so a caller can catch
+"anything qw refused" in one clause. Where an error refines a builtin, it inherits that
+too (a target module that cannot be found is also an :class:`ImportError`), the way
+attrs' ``FrozenError`` is an ``AttributeError``.
+
+Backends translate their driver's errors into this tree where they happen
+(``raise BrokerUnavailable(...) from exc``), so nothing above the broker needs to know
+which driver is underneath.
+"""
+
+from __future__ import annotations
+
+
+class QwError(Exception):
+    """Root of every error qw raises on purpose."""
+
+
+class ConfigurationError(QwError, ValueError):
+    """A setting is invalid: a worker count, a URL, an option value."""
+
+
+class InvalidName(ConfigurationError):
+    """A manager or worker name would collide with the key schema or is malformed."""
+
+
+class InvalidJob(QwError, ValueError):
+    """Job data that cannot be queued: not JSON, too large, or using a reserved field."""
+
+
+class JobTooLarge(InvalidJob):
+    """Job data whose encoded size exceeds the broker's configured limit."""
+
+
+class TargetError(QwError):
+    """Base class for a target string that does not name a callable."""
+
+
+class TargetModuleNotFound(TargetError, ImportError):
+    """The module part of a target string cannot be imported."""
+
+
+class TargetAttributeNotFound(TargetError, AttributeError):
+    """The module imports, but has no attribute with the target's name."""
+
+
+class TargetNotCallable(TargetError, TypeError):
+    """The target string names an object that cannot be called."""
+
+
+class BackendError(QwError):
+    """Base class for failures of a broker backend."""
+
+
+class BackendNotFound(BackendError, LookupError):
+    """No installed backend has the requested name."""
+
+
+class BrokerUnavailable(BackendError, ConnectionError):
+    """The broker's server cannot be reached (down, wrong address, refused credentials)."""
+
+
+class PluginError(QwError):
+    """A plugin could not be loaded or implements a hook that does not exist."""
+
+
+class Retry(QwError):  # noqa: N818 - named for what a target asks for, like dramatiq's Retry
+    """Raised by a target to ask for the job to be run again.
+
+    :param delay: seconds to wait before the next attempt; ``None`` lets the retry
+        policy choose its back-off.
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay

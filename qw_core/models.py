@@ -1,0 +1,162 @@
+"""The values qw passes around: jobs, failures, and what to do with a failed job.
+
+Everything here is a frozen attrs class, changed with :func:`attrs.evolve`. None of it
+knows how a backend stores it: the Redis hash layout lives in ``qw_redis.codec``, the way
+attrs' documentation asks for the business model and the wire format to stay apart.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Union
+
+import attrs
+
+#: Any value that survives ``json.dumps`` / ``json.loads`` unchanged.
+JSON = Union[dict[str, "JSON"], list["JSON"], str, int, float, bool, None]
+
+
+def new_job_id() -> str:
+    """A fresh job id: a random UUID4 string, as the original qw used."""
+    return str(uuid.uuid4())
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One unit of work: the id and data handed to ``target(job_id, job_data)``.
+
+    :param id: the job id (a UUID4 string for jobs qw creates; any string for jobs written
+        by other programs).
+    :param data: the job's data, any JSON value. A mapping is the common case and the only
+        shape the original qw could carry.
+    :param manager: the manager whose private queue the job was queued on, or ``None``.
+    :param worker: the worker the job was queued for directly, or ``None``.
+    :param attempts: how many times the job has already been run and failed or was
+        retried; ``0`` for a job on its first run.
+    :param queued_at: when the job was queued (seconds since the epoch), if known.
+    :param meta: framework metadata that travels with the job (retry overrides, a job
+        timeout, ...). Plugins may read it; keys are owned by whoever documents them.
+    """
+
+    id: str = attrs.field(factory=new_job_id)
+    data: JSON = attrs.field(factory=dict)
+    manager: str | None = None
+    worker: str | None = None
+    attempts: int = 0
+    queued_at: float | None = None
+    meta: Mapping[str, JSON] = attrs.field(factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        data: JSON,
+        *,
+        manager: str | None = None,
+        worker: str | None = None,
+        meta: Mapping[str, JSON] | None = None,
+    ) -> Job:
+        """A job ready to be queued: a fresh id and the current time."""
+        return cls(
+            data=data, manager=manager, worker=worker, queued_at=time.time(), meta=dict(meta or {})
+        )
+
+    @property
+    def attempt(self) -> int:
+        """The number of the run in progress: ``1`` on the first run."""
+        return self.attempts + 1
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """Why a job failed, as kept in the failed-job registry.
+
+    :param kind: ``"error"`` (the target raised), ``"timeout"``, ``"crashed"`` (its worker
+        died too often while running it) or ``"invalid"`` (the stored job was unreadable).
+    """
+
+    kind: str = "error"
+    exc_type: str
+    message: str
+    traceback: str = ""
+    worker: str | None = None
+    failed_at: float = attrs.field(factory=time.time)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, worker: str | None, kind: str = "error") -> Failure:
+        """Describe ``exc`` (with its traceback) as a failure seen by ``worker``."""
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(
+            kind=kind,
+            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            message=str(exc),
+            traceback=text,
+            worker=worker,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class FailedJob:
+    """A job in the failed-job registry: the job as it last ran, and why it failed."""
+
+    job: Job
+    failure: Failure
+
+
+class Action(enum.Enum):
+    """What happens to a job whose target raised."""
+
+    RETRY = "retry"  #: queue it again (after ``Decision.delay`` seconds)
+    FAIL = "fail"  #: keep it in the failed-job registry
+    DROP = "drop"  #: forget it, as if it had finished
+
+
+@attrs.frozen
+class Decision:
+    """The answer of the ``qw_job_failed`` hook."""
+
+    action: Action
+    delay: float = 0.0
+
+    @classmethod
+    def retry(cls, delay: float = 0.0) -> Decision:
+        return cls(Action.RETRY, delay)
+
+    @classmethod
+    def fail(cls) -> Decision:
+        return cls(Action.FAIL)
+
+    @classmethod
+    def drop(cls) -> Decision:
+        return cls(Action.DROP)
+
+
+class Outcome(enum.Enum):
+    """How a run of a job ended, as reported to ``qw_job_finished``."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    DROPPED = "dropped"
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """Who a worker is, as hooks in the worker process see it."""
+
+    name: str
+    manager: str
+    pid: int
+
+
+@attrs.frozen(kw_only=True)
+class ManagerInfo:
+    """Who a manager is, as hooks in the manager process see it."""
+
+    name: str
+    num_workers: int
+    backend: str
