@@ -10,7 +10,7 @@ can be blocked by name (``disabled=["qw.builtin.logging"]``), like pytest's ``-p
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import ModuleType
 
 import attrs
@@ -100,20 +100,15 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, object]]:
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     rows: list[dict[str, object]] = []
     for name, plugin in pm.list_name_plugin():
-        if plugin is None:
+        if plugin is None:  # a blocked name
             continue
         dist = dists.get(id(plugin))
-        hooks: Sequence[str] = sorted(impl.hook_name for impl in _impls(pm, plugin))
         rows.append(
             {
                 "name": name,
-                "distribution": dist.metadata["Name"] if dist is not None else None,
+                "distribution": dist.project_name if dist is not None else None,
                 "version": dist.version if dist is not None else None,
-                "hooks": list(hooks),
+                "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []),
             }
         )
     return rows
-
-
-def _impls(pm: pluggy.PluginManager, plugin: object) -> list[pluggy.HookImpl]:
-    return [impl for caller in pm.get_hookcallers(plugin) or [] for impl in caller.get_hookimpls() if impl.plugin is plugin]
