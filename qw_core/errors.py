@@ -65,7 +65,7 @@ class PluginError(QwError):
     """A plugin could not be loaded or implements a hook that does not exist."""
 
 
-class Retry(QwError):  # noqa: N818 - named for what a target asks for, like dramatiq's Retry
+class Retry(QwError):
     """Raised by a target to ask for the job to be run again.
 
     :param delay: seconds to wait before the next attempt; ``None`` lets the retry

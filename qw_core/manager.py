@@ -159,7 +159,12 @@ class Manager:
             nonlocal requests
             requests += 1
             cold = signum == signal.SIGQUIT or (signum == signal.SIGINT and requests > 1)
-            log.info("manager %s got %s: stopping %s", self.name, signal.Signals(signum).name, "now" if cold else "after running jobs")
+            log.info(
+                "manager %s got %s: stopping %s",
+                self.name,
+                signal.Signals(signum).name,
+                "now" if cold else "after running jobs",
+            )
             self.stop(cold=cold)
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
@@ -172,7 +177,7 @@ class Manager:
     # -- supervision (supervisor thread only) ----------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        process = self._ctx.Process(
+        process = self._ctx.Process(  # type: ignore[attr-defined]  # typeshed's BaseContext lacks Process
             target=worker_main, args=(self._spec, os.getpid()), name=f"qw-worker-{self.name}", daemon=False
         )
         process.start()
@@ -189,7 +194,7 @@ class Manager:
                 by_sentinel = {s.process.sentinel: s for s in self._slots if s.process is not None}
                 waitables.extend(by_sentinel)
                 for ready in multiprocessing.connection.wait(waitables, timeout=self._next_restart_in()):
-                    slot = by_sentinel.get(ready)  # type: ignore[call-overload]
+                    slot = by_sentinel.get(ready) if isinstance(ready, int) else None
                     if slot is not None:
                         self._on_worker_exit(slot)
         except Exception:
@@ -219,11 +224,15 @@ class Manager:
             self._stop_requested.set()
             return
         recovered = self._broker.recover_worker(manager=self.name, worker=worker)
-        self._pm.hook.qw_worker_died(manager=self.info, worker=worker, exitcode=process.exitcode, recovered=recovered)
+        self._pm.hook.qw_worker_died(
+            manager=self.info, worker=worker, exitcode=process.exitcode, recovered=recovered
+        )
         lived = time.monotonic() - slot.started_at
         slot.failures = 0 if lived >= HEALTHY_RUN_SECONDS else slot.failures + 1
         first, cap = self.restart_backoff
-        slot.restart_at = time.monotonic() + (min(cap, first * 2 ** (slot.failures - 1)) if slot.failures else 0.0)
+        slot.restart_at = time.monotonic() + (
+            min(cap, first * 2 ** (slot.failures - 1)) if slot.failures else 0.0
+        )
 
     def _shutdown(self) -> None:
         try:

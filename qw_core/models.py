@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import enum
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
-from typing import Union
+from typing import TypeAlias
 
 import attrs
 
 #: Any value that survives ``json.dumps`` / ``json.loads`` unchanged.
-JSON = Union[dict[str, "JSON"], list["JSON"], str, int, float, bool, None]
+JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
 
 
 def new_job_id() -> str:
@@ -59,9 +60,7 @@ class Job:
         meta: Mapping[str, JSON] | None = None,
     ) -> Job:
         """A job ready to be queued: a fresh id and the current time."""
-        return cls(
-            data=data, manager=manager, worker=worker, queued_at=time.time(), meta=dict(meta or {})
-        )
+        return cls(data=data, manager=manager, worker=worker, queued_at=time.time(), meta=dict(meta or {}))
 
     @property
     def attempt(self) -> int:
@@ -87,8 +86,6 @@ class Failure:
     @classmethod
     def from_exception(cls, exc: BaseException, *, worker: str | None, kind: str = "error") -> Failure:
         """Describe ``exc`` (with its traceback) as a failure seen by ``worker``."""
-        import traceback
-
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(
             kind=kind,

@@ -85,7 +85,9 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as exc:  # any error raised by third-party plugin code at import
-        raise PluginError(f"a plugin installed under the {ENTRY_POINT_GROUP!r} entry points failed to load: {exc}") from exc
+        raise PluginError(
+            f"a plugin installed under the {ENTRY_POINT_GROUP!r} entry points failed to load: {exc}"
+        ) from exc
 
 
 def _import_plugin(module_name: str) -> ModuleType:

@@ -50,7 +50,9 @@ class TargetLoader:
         if loaded is None:
             raise TargetError(f"no plugin understands the target {target!r}")
         if not callable(loaded):
-            raise TargetNotCallable(f"target {target!r} names a {type(loaded).__name__}, which is not callable")
+            raise TargetNotCallable(
+                f"target {target!r} names a {type(loaded).__name__}, which is not callable"
+            )
         return loaded  # type: ignore[no-any-return]
 
 
@@ -70,9 +72,7 @@ def import_target(spec: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise TargetAttributeNotFound(
-                f"target {spec!r}: {walked!r} has no attribute {part!r}"
-            ) from None
+            raise TargetAttributeNotFound(f"target {spec!r}: {walked!r} has no attribute {part!r}") from None
         walked = f"{walked}.{part}"
     return obj
 

@@ -164,7 +164,9 @@ class Worker:
 
     def _settle_failure(self, job: Job, exc: Exception) -> Outcome:
         failure = Failure.from_exception(exc, worker=self.name)
-        decision: Decision | None = self.hook.qw_job_failed(job=job, worker=self.info, exc=exc, failure=failure)
+        decision: Decision | None = self.hook.qw_job_failed(
+            job=job, worker=self.info, exc=exc, failure=failure
+        )
         if decision is None:  # every failure plugin blocked: keep the job, never drop it
             decision = Decision.fail()
         if decision.action is Action.RETRY:

@@ -14,6 +14,4 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(FIXTURES), os.environ.get("PYTHONPATH", "")) if p
-)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(FIXTURES), os.environ.get("PYTHONPATH", "")) if p)

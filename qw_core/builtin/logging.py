@@ -46,7 +46,13 @@ def qw_worker_stopping(worker: WorkerInfo) -> None:
 
 @hookimpl
 def qw_job_failed(job: Job, worker: WorkerInfo, exc: BaseException, failure: Failure) -> None:
-    log.warning("job %s raised %s: %s", job.id, failure.exc_type, failure.message, exc_info=log.isEnabledFor(logging.DEBUG))
+    log.warning(
+        "job %s raised %s: %s",
+        job.id,
+        failure.exc_type,
+        failure.message,
+        exc_info=log.isEnabledFor(logging.DEBUG),
+    )
 
 
 @hookimpl

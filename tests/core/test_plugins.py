@@ -63,25 +63,31 @@ def test_default_failure_decision_is_fail() -> None:
 def test_a_user_failure_decision_overrides_the_default() -> None:
     class AlwaysRetry:
         @hookimpl
-        def qw_job_failed(self, job: Job, worker: WorkerInfo, exc: BaseException, failure: Failure) -> Decision:
+        def qw_job_failed(
+            self, job: Job, worker: WorkerInfo, exc: BaseException, failure: Failure
+        ) -> Decision:
             return Decision.retry(2.0)
 
     pm = make_plugin_manager(NO_EP, extra=[AlwaysRetry()])
     exc = ValueError("x")
     failure = Failure.from_exception(exc, worker="m.1")
-    assert pm.hook.qw_job_failed(job=Job.new({}), worker=WORKER, exc=exc, failure=failure) == Decision.retry(2.0)
+    assert pm.hook.qw_job_failed(job=Job.new({}), worker=WORKER, exc=exc, failure=failure) == Decision.retry(
+        2.0
+    )
 
 
 @pytest.mark.parametrize("spec", spec_functions(), ids=lambda f: f.__name__)  # type: ignore[attr-defined]
 def test_every_hook_is_documented(spec: object) -> None:
     """Each hookspec says when it fires, in which process, and what it returns (datasette's check)."""
     doc = inspect.getdoc(spec) or ""
-    assert "Fires" in doc and "process" in doc, "say when and in which process it fires"
-    params = [p for p in inspect.signature(spec).parameters]  # type: ignore[arg-type]
+    assert "Fires" in doc, "say when it fires"
+    assert "process" in doc, "say in which process it fires"
+    params = list(inspect.signature(spec).parameters)  # type: ignore[arg-type]
     for param in params:
         assert f":param {param}:" in doc, f"document parameter {param}"
     if getattr(spec, "qw_spec", {}).get("firstresult"):
-        assert ":return:" in doc and "first non-None" in doc
+        assert ":return:" in doc
+        assert "first non-None" in doc
 
 
 def test_hook_names_carry_the_prefix() -> None:

@@ -54,7 +54,9 @@ def test_missing_module(loader: TargetLoader, spec: str) -> None:
     assert isinstance(info.value, ImportError)
 
 
-@pytest.mark.parametrize("spec", ["qwtest_targets:missing", "qwtest_targets.missing", "qwtest_targets:Targets.nope"])
+@pytest.mark.parametrize(
+    "spec", ["qwtest_targets:missing", "qwtest_targets.missing", "qwtest_targets:Targets.nope"]
+)
 def test_missing_attribute(loader: TargetLoader, spec: str) -> None:
     with pytest.raises(TargetAttributeNotFound, match="has no attribute") as info:
         loader.load(spec)

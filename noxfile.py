@@ -1,0 +1,50 @@
+"""Developer and CI sessions: ``nox`` runs tests, lint and types; ``nox -s wheels`` too.
+
+One data-driven file for both distributions: each session installs the two packages from
+this checkout (qw-core at the root, qw-redis in ./qw_redis) plus the dependency group it
+needs from pyproject.toml, into a fresh virtualenv on the interpreter nox runs with.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "types"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+LOCAL_PACKAGES = ["-e", ".[embedded]", "-e", "./qw_redis[hiredis]"]
+
+
+def install_group(session: nox.Session, group: str, *, local: bool = True) -> None:
+    """Install a dependency group (and, unless told not to, the two local packages)."""
+    requirements = nox.project.dependency_groups(PYPROJECT, group)
+    session.install(*(LOCAL_PACKAGES if local else []), *requirements)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite; needs a Redis server at 127.0.0.1:6379 (``.ci/run`` starts one)."""
+    install_group(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    install_group(session, "lint", local=False)
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy --strict on the three packages."""
+    install_group(session, "types")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark against the peers (not a test): ``nox -s bench -- --help``."""
+    install_group(session, "bench")
+    session.run("python", "bench/run.py", *session.posargs)

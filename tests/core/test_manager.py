@@ -1,0 +1,208 @@
+"""The manager with real worker processes on the memory backend."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qw_core.errors import ConfigurationError, TargetModuleNotFound
+from qw_core.manager import Manager
+from qw_core.memory import MemoryBroker
+from qw_core.models import Job
+from qw_core.plugins import PluginConfig
+from qwtest_targets import read_records
+
+pytestmark = pytest.mark.slow
+
+RECORDING = PluginConfig(modules=("qwtest_targets.plugin",), entry_points=False)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QWTEST_RECORD_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def broker() -> Iterator[MemoryBroker]:
+    broker = MemoryBroker()
+    yield broker
+    broker.close()
+
+
+def make_manager(broker: MemoryBroker, target: str = "qwtest_targets:record", **kwargs: Any) -> Manager:
+    kwargs.setdefault("num_workers", 2)
+    kwargs.setdefault("plugins", RECORDING)
+    return Manager(target, broker, name="test", block_timeout=0.2, **kwargs)
+
+
+def test_two_workers_process_1000_jobs_exactly_once_with_hooks_in_order(
+    broker: MemoryBroker, records: Path
+) -> None:
+    jobs = [Job.new({"n": n}) for n in range(1000)]
+    broker.queue_jobs(jobs)
+    manager = make_manager(broker)
+    manager.start()
+    try:
+        wait_for(lambda: len(read_records(records, "ran")) >= 1000, what="1000 jobs to run")
+        wait_for(lambda: not broker.queued_job_ids(), what="the queue to drain")
+    finally:
+        manager.stop()
+        assert manager.join(timeout=20)
+
+    ran = Counter(row["job_id"] for row in read_records(records, "ran"))
+    assert ran == Counter({job.id: 1 for job in jobs})
+    assert len({row["pid"] for row in read_records(records, "ran")}) == 2, "both workers took jobs"
+    by_job: dict[str, list[str]] = {}
+    for row in read_records(records, "hook"):
+        by_job.setdefault(row["job_id"], []).append(row["hook"])
+    assert all(hooks == ["started", "succeeded", "finished"] for hooks in by_job.values())
+    assert len(by_job) == 1000
+    assert all(broker.get_job(job.id) is None for job in jobs), "finished jobs leave nothing behind"
+    assert broker.managers() == []
+    assert broker.workers("test") == []
+
+
+def test_manager_registers_itself_and_its_workers(broker: MemoryBroker) -> None:
+    manager = make_manager(broker)
+    manager.start()
+    try:
+        assert broker.managers() == ["test"]
+        workers = wait_for(lambda: len(broker.workers("test")) == 2 and broker.workers("test"))
+        assert all(name.startswith("test.") for name in workers)
+    finally:
+        manager.stop()
+        assert manager.join(timeout=20)
+    assert broker.managers() == []
+
+
+def test_a_killed_worker_is_replaced_and_its_job_recovered(broker: MemoryBroker, records: Path) -> None:
+    slow = Job.new({"sleep": 30})
+    broker.queue_job(slow)
+    manager = make_manager(broker, num_workers=1, restart_backoff=(0.05, 1.0))
+    manager.start()
+    try:
+        began = wait_for(lambda: read_records(records, "began"), what="the job to start")
+        victim = began[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for(
+            lambda: [w for w in broker.workers("test") if w != f"test.{victim}"],
+            what="a replacement worker",
+        )
+        assert replacement[0] != f"test.{victim}"
+        # the job the dead worker held went back on the queue and was taken again
+        wait_for(lambda: len(read_records(records, "began")) == 2, what="the recovered job to start again")
+        assert {row["job_id"] for row in read_records(records, "began")} == {slow.id}
+    finally:
+        manager.stop(cold=True)
+        assert manager.join(timeout=20)
+    assert broker.queued_job_ids() == [slow.id], "a cold stop puts the running job back"
+
+
+def test_sigterm_mid_job_lets_the_job_finish_then_exits_0(records: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 1.0}]'],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        began = wait_for(lambda: read_records(records, "began"), what="the job to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+    ran = read_records(records, "ran")
+    assert [row["job_id"] for row in ran] == [began[0]["job_id"]], "the job in flight finished"
+
+
+def test_ctrl_c_to_the_process_group_does_not_abort_the_running_job(records: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 1.0}]'],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: read_records(records, "began"), what="the job to start")
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+    assert len(read_records(records, "ran")) == 1
+
+
+def test_second_sigint_stops_cold_and_puts_the_job_back(records: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 30}]'],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: read_records(records, "began"), what="the job to start")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)  # the two presses of Ctrl-C are two separate events in time
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+    assert read_records(records, "ran") == [], "the job was cut off, not finished"
+
+
+def test_grace_period_kills_overrunning_jobs(records: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 30}]', "0.5"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: read_records(records, "began"), what="the job to start")
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - start < 10
+    finally:
+        proc.kill()
+
+
+def test_an_unimportable_target_fails_before_any_worker_starts(broker: MemoryBroker) -> None:
+    with pytest.raises(TargetModuleNotFound):
+        Manager("no_such_module_qw:f", broker)
+
+
+@pytest.mark.parametrize("count", [0, -1, True, 2.5])
+def test_worker_count_must_be_a_positive_integer(broker: MemoryBroker, count: Any) -> None:
+    with pytest.raises(ConfigurationError, match="positive integer"):
+        Manager("qwtest_targets:noop", broker, num_workers=count)
+
+
+def test_spawn_start_method_loads_a_string_target_in_each_worker(broker: MemoryBroker, records: Path) -> None:
+    jobs = [Job.new({"n": n}) for n in range(10)]
+    broker.queue_jobs(jobs)
+    manager = make_manager(broker, start_method="spawn")
+    manager.start()
+    try:
+        wait_for(lambda: len(read_records(records, "ran")) >= 10, what="10 jobs to run")
+    finally:
+        manager.stop()
+        assert manager.join(timeout=30)
+    assert sorted(row["job_id"] for row in read_records(records, "ran")) == sorted(j.id for j in jobs)
