@@ -54,7 +54,9 @@ class Broker(abc.ABC):
     """Where jobs wait, who holds them, and who is running.
 
     Names: manager and worker names are checked with :meth:`check_name` before anything
-    is written; a worker's name is ``<manager>.<pid>``.
+    is written. A worker's name is ``<manager>.<pid>``, so a worker's manager is the part
+    of its name before the last dot; this is where a job queued directly on a worker goes
+    back to when it is retried, released, recovered or requeued.
 
     Thread safety: one broker object serves one thread. Open another (through
     :meth:`factory`) for another thread or process.
@@ -106,7 +108,8 @@ class Broker(abc.ABC):
         shared queue. Each taken job is on ``worker``'s held list before this returns. If
         none is available, waits up to ``timeout`` seconds for one; returns ``[]`` when
         the wait runs out. It may also return ``[]`` early (a spurious wake-up): callers
-        loop. ``limit=0`` only finishes.
+        loop. ``limit=0`` only finishes; a ``limit`` above ``capabilities.max_take`` is
+        cut down to it.
 
         :param held: the ids ``worker`` has taken and not settled yet (excluding
             ``finished``); they are not handed out again.

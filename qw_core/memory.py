@@ -1,0 +1,418 @@
+"""The in-memory backend: the whole broker model in one process, for tests and trials.
+
+It serves one manager on one host, whose workers may be threads or processes (with the
+broker living in the manager process): worker processes reach it through
+:meth:`MemoryBroker.factory`, which starts a small JSON-over-socket server beside it
+(:mod:`qw_core.memory_rpc`).
+
+What qw does differently from the in-memory brokers of its peers (dramatiq's stub broker,
+saq's in-memory queue), and why:
+
+* **Jobs are stored as JSON text**, never as the caller's objects. A target that mutates
+  its data cannot change the stored job, and data a networked backend could not carry
+  (a set, NaN, integer keys) is refused here too, so tests against this backend do not
+  pass by accident.
+* **It keeps the held lists**, with the same guarded finish, recovery and take order as
+  a real backend, so the worker and manager code is tested against the same contract the
+  Redis backend satisfies (:class:`qw_core.testing.BrokerContract` runs on both).
+* **Nothing polls.** A blocked :meth:`~MemoryBroker.take` waits on a condition variable
+  that every write notifies, with its wait cut short at the next delayed job's due time;
+  delayed jobs sit in a heap and move to their queue when due.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from qw_core.broker import Broker
+from qw_core.errors import ConfigurationError, InvalidJob, InvalidName
+from qw_core.memory_rpc import (
+    CAPABILITIES,
+    MemoryFactory,
+    MemoryServer,
+    dumps,
+    failure_from_dict,
+    failure_to_dict,
+    job_from_dict,
+    job_to_dict,
+)
+from qw_core.models import FailedJob, Failure, Job
+
+#: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
+RESERVED_NAMES = frozenset({"all", "job", "qw"})
+
+#: The longest manager or worker name accepted.
+MAX_NAME_LENGTH = 200
+
+#: Where a job goes back to: a manager's name (its queue), or ``None`` (the shared queue).
+Origin = str | None
+
+#: The origin of a job queued straight onto a worker without a manager: it goes back to
+#: the queue of that worker's manager, known once the worker takes it (or is recovered).
+#: It contains ``:``, so no valid name can be mistaken for it.
+_WORKERS_MANAGER = ":worker's manager"
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it can name a manager or worker in any backend's key schema.
+
+    :raises InvalidName: with a one-line reason.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidName(f"a name must be a non-empty string, not {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    if ":" in name:
+        raise InvalidName(f"name {name!r} contains ':', which separates the parts of a key")
+    if any(char.isspace() for char in name):
+        raise InvalidName(f"name {name!r} contains whitespace")
+    if name in RESERVED_NAMES:
+        raise InvalidName(f"name {name!r} is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})")
+    return name
+
+
+class _State:
+    """Everything one memory broker holds, guarded by one condition variable."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jobs: dict[str, str] = {}  # id -> the job as JSON text
+        self.queues: defaultdict[Origin, deque[str]] = defaultdict(deque)  # next to run first
+        self.held: defaultdict[str, dict[str, Origin]] = defaultdict(dict)  # oldest first
+        self.delayed: list[tuple[float, int, str, Origin]] = []  # heap of (due, seq, id, origin)
+        self.failed: dict[str, tuple[str, Origin]] = {}  # id -> (failure JSON, origin), oldest first
+        self.managers: set[str] = set()
+        self.workers: defaultdict[str, set[str]] = defaultdict(set)
+        self.sequence = itertools.count()
+        self.server: MemoryServer | None = None
+
+
+class MemoryBroker(Broker):
+    """A complete broker in this process's memory (``qw run --backend memory``).
+
+    Unlike the contract's minimum, one object may be shared by any number of threads:
+    every method holds the state's lock, which is also what lets the server of
+    :meth:`factory` call it from a thread per client. A forked child must not use the
+    copy it inherited (it would diverge): it opens a client with the factory.
+    """
+
+    capabilities = CAPABILITIES
+
+    def __init__(self) -> None:
+        self._state = _State()
+
+    # -- producing -------------------------------------------------------------------
+
+    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+        """See :meth:`Broker.queue_jobs`; the whole batch is checked before any job is stored.
+
+        :raises InvalidJob: also when a job's id is already stored (queued, held, delayed
+            or failed), since two entries for one id would defeat the guarded finish.
+        """
+        staged = [(job, self._encode(job)) for job in jobs]
+        state = self._state
+        with state.cond:
+            ids = [job.id for job in jobs]
+            stored = [job_id for job_id in ids if job_id in state.jobs]
+            if stored:
+                raise InvalidJob(f"a job with id {stored[0]!r} is already stored")
+            if len(set(ids)) != len(ids):
+                raise InvalidJob("the batch holds two jobs with the same id")
+            for job, text in staged:
+                state.jobs[job.id] = text
+                if job.worker is not None:
+                    origin = job.manager if job.manager is not None else _WORKERS_MANAGER
+                    state.held[job.worker][job.id] = origin
+                else:
+                    state.queues[job.manager].append(job.id)
+            state.cond.notify_all()
+
+    def _encode(self, job: Job) -> str:
+        for name in (job.manager, job.worker):
+            if name is not None:
+                self.check_name(name)
+        return dumps(job_to_dict(job))
+
+    # -- consuming -------------------------------------------------------------------
+
+    def take(
+        self,
+        *,
+        manager: str,
+        worker: str,
+        finished: Sequence[str] = (),
+        held: Sequence[str] = (),
+        limit: int = 1,
+        timeout: float = 0.0,
+    ) -> list[Job]:
+        """See :meth:`Broker.take`. ``limit`` is clamped to ``0 .. capabilities.max_take``.
+
+        Never returns ``[]`` early: the wait is cut only by a new job or the next due time.
+        """
+        self.check_name(manager)
+        self.check_name(worker)
+        limit = max(0, min(limit, self.capabilities.max_take))
+        deadline = time.monotonic() + max(0.0, timeout)
+        state = self._state
+        with state.cond:
+            self._finish(worker, finished)
+            if limit == 0:
+                return []
+            skip = set(held)
+            while True:
+                next_due = self._promote_due()
+                taken = self._take_ids(manager, worker, skip, limit)
+                if taken:
+                    return [load_job(state.jobs[job_id]) for job_id in taken]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                state.cond.wait(remaining if next_due is None else min(remaining, next_due))
+
+    def _take_ids(self, manager: str, worker: str, skip: set[str], limit: int) -> list[str]:
+        """Take up to ``limit`` ids in the contract's order; the caller holds the lock."""
+        state = self._state
+        own = state.held[worker]
+        taken = [job_id for job_id in own if job_id not in skip][:limit]
+        for job_id in taken:
+            if own[job_id] == _WORKERS_MANAGER:
+                own[job_id] = manager
+        for origin in (manager, None):
+            queue = state.queues.get(origin)
+            while queue and len(taken) < limit:
+                job_id = queue.popleft()
+                own[job_id] = origin
+                taken.append(job_id)
+        return taken
+
+    def _promote_due(self) -> float | None:
+        """Move delayed jobs that are due to their queues; seconds until the next is due."""
+        state = self._state
+        now = time.monotonic()
+        while state.delayed and state.delayed[0][0] <= now:
+            _, _, job_id, origin = heapq.heappop(state.delayed)
+            state.queues[origin].append(job_id)
+        return state.delayed[0][0] - now if state.delayed else None
+
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+        """See :meth:`Broker.finish_jobs`."""
+        with self._state.cond:
+            return self._finish(worker, job_ids)
+
+    def _finish(self, worker: str, job_ids: Iterable[str]) -> list[bool]:
+        state = self._state
+        own = state.held.get(worker, {})
+        done = []
+        for job_id in job_ids:
+            holds = job_id in own
+            if holds:
+                del own[job_id]
+                del state.jobs[job_id]
+            done.append(holds)
+        return done
+
+    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
+        """See :meth:`Broker.fail_job`. The failed job stays readable with :meth:`get_job`."""
+        text, failure_text = self._encode(job), dumps(failure_to_dict(failure))
+        state = self._state
+        with state.cond:
+            if not self._holds(worker, job.id):
+                return False
+            origin = self._unhold(worker, job.id)
+            state.jobs[job.id] = text
+            state.failed[job.id] = (failure_text, origin)
+            return True
+
+    def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
+        """See :meth:`Broker.retry_job`. The job goes to the back of its queue when due."""
+        text = self._encode(attrs.evolve(job, attempts=job.attempts + 1))
+        state = self._state
+        with state.cond:
+            if not self._holds(worker, job.id):
+                return False
+            origin = self._unhold(worker, job.id)
+            state.jobs[job.id] = text
+            if delay > 0:
+                due = time.monotonic() + delay
+                heapq.heappush(state.delayed, (due, next(state.sequence), job.id, origin))
+            else:
+                state.queues[origin].append(job.id)
+            state.cond.notify_all()  # also makes blocked takers recompute their wait
+            return True
+
+    def release_jobs(self, *, worker: str, job_ids: Sequence[str]) -> int:
+        """See :meth:`Broker.release_jobs`; released jobs keep the order they had."""
+        state = self._state
+        count = 0
+        with state.cond:
+            for job_id in reversed(list(dict.fromkeys(job_ids))):
+                if self._holds(worker, job_id):
+                    state.queues[self._unhold(worker, job_id)].appendleft(job_id)
+                    count += 1
+            state.cond.notify_all()
+        return count
+
+    def _holds(self, worker: str, job_id: str) -> bool:
+        return job_id in self._state.held.get(worker, {})
+
+    def _unhold(self, worker: str, job_id: str) -> Origin:
+        """Take a held ``job_id`` off ``worker``'s held list; the queue it goes back to."""
+        origin = self._state.held[worker].pop(job_id)
+        return self._manager_of(worker) if origin == _WORKERS_MANAGER else origin
+
+    def _manager_of(self, worker: str) -> str | None:
+        """The manager of a worker that holds a job it never took (a rare case)."""
+        for manager, workers in self._state.workers.items():
+            if worker in workers:
+                return manager
+        head, dot, _ = worker.rpartition(".")  # the <manager>.<pid> convention
+        return head if dot and head else None
+
+    def recover_worker(self, *, manager: str, worker: str) -> int:
+        """See :meth:`Broker.recover_worker`.
+
+        Recovered jobs go to the *front* of their queues, in the order the worker held
+        them: they were queued before anything still waiting there.
+        """
+        self.check_name(manager)
+        self.check_name(worker)
+        state = self._state
+        with state.cond:
+            own = state.held.pop(worker, {})
+            for job_id, origin in reversed(own.items()):
+                state.queues[manager if origin == _WORKERS_MANAGER else origin].appendleft(job_id)
+            state.workers[manager].discard(worker)
+            state.cond.notify_all()
+            return len(own)
+
+    # -- membership ------------------------------------------------------------------
+
+    def register_manager(self, name: str) -> None:
+        """See :meth:`Broker.register_manager`."""
+        self.check_name(name)
+        with self._state.cond:
+            self._state.managers.add(name)
+
+    def deregister_manager(self, name: str) -> None:
+        """See :meth:`Broker.deregister_manager`."""
+        self.check_name(name)
+        with self._state.cond:
+            self._state.managers.discard(name)
+
+    def register_worker(self, *, manager: str, worker: str) -> None:
+        """See :meth:`Broker.register_worker`."""
+        self.check_name(manager)
+        self.check_name(worker)
+        with self._state.cond:
+            self._state.workers[manager].add(worker)
+
+    def deregister_worker(self, *, manager: str, worker: str) -> None:
+        """See :meth:`Broker.deregister_worker`; jobs the worker holds stay held."""
+        self.check_name(manager)
+        self.check_name(worker)
+        with self._state.cond:
+            self._state.workers[manager].discard(worker)
+
+    # -- read-only queries -----------------------------------------------------------
+
+    def managers(self) -> list[str]:
+        """See :meth:`Broker.managers`."""
+        with self._state.cond:
+            return sorted(self._state.managers)
+
+    def workers(self, manager: str) -> list[str]:
+        """See :meth:`Broker.workers`."""
+        with self._state.cond:
+            return sorted(self._state.workers.get(manager, ()))
+
+    def queued_job_ids(self, manager: str | None = None) -> list[str]:
+        """See :meth:`Broker.queued_job_ids`. Delayed jobs are listed once they are due."""
+        with self._state.cond:
+            self._promote_due()
+            return list(self._state.queues.get(manager, ()))
+
+    def held_job_ids(self, worker: str) -> list[str]:
+        """See :meth:`Broker.held_job_ids`; oldest first."""
+        with self._state.cond:
+            return list(self._state.held.get(worker, ()))
+
+    def get_job(self, job_id: str) -> Job | None:
+        """See :meth:`Broker.get_job`: queued, held, delayed and failed jobs are stored."""
+        with self._state.cond:
+            text = self._state.jobs.get(job_id)
+        return None if text is None else load_job(text)
+
+    def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
+        """See :meth:`Broker.failed_jobs`."""
+        with self._state.cond:
+            newest = list(reversed(self._state.failed.items()))[: max(0, limit)]
+            found = [(self._state.jobs[job_id], failure) for job_id, (failure, _) in newest]
+        return [
+            FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
+        ]
+
+    def requeue_failed(self, job_id: str) -> bool:
+        """See :meth:`Broker.requeue_failed`; the job goes to the back of its queue."""
+        state = self._state
+        with state.cond:
+            entry = state.failed.pop(job_id, None)
+            if entry is None:
+                return False
+            job = load_job(state.jobs[job_id])
+            state.jobs[job_id] = dumps(job_to_dict(attrs.evolve(job, attempts=0)))
+            state.queues[entry[1]].append(job_id)
+            state.cond.notify_all()
+            return True
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> MemoryBroker:
+        """A new, empty broker for ``None`` or ``"memory://"``.
+
+        :raises ConfigurationError: any other URL.
+        """
+        if url not in (None, "memory://"):
+            raise ConfigurationError(f"the memory backend takes no URL but 'memory://', not {url!r}")
+        return cls()
+
+    def factory(self) -> MemoryFactory:
+        """Opens clients of this broker in any process; the first call starts the server."""
+        state = self._state
+        with state.cond:
+            if state.server is None:
+                state.server = MemoryServer(self)
+            return state.server.factory
+
+    def check_name(self, name: str) -> str:
+        """See :meth:`Broker.check_name` and :func:`check_name`."""
+        return check_name(name)
+
+    def close(self) -> None:
+        """Stop the server of :meth:`factory`, if one runs; its clients are cut off."""
+        with self._state.cond:
+            server, self._state.server = self._state.server, None
+        if server is not None:
+            server.close()
+
+    def describe(self) -> str:
+        """``memory://``."""
+        return "memory://"
+
+
+def _loads(text: str) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(text)
+    return loaded
+
+
+def load_job(text: str) -> Job:
+    """The job stored as ``text``."""
+    return job_from_dict(_loads(text))

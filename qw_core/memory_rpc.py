@@ -1,0 +1,429 @@
+"""The memory backend across processes: its JSON encoding, a small server and a client.
+
+The in-memory broker (:mod:`qw_core.memory`) lives in the manager process; worker
+processes reach it through :class:`MemoryFactory`, which :meth:`MemoryBroker.factory
+<qw_core.memory.MemoryBroker.factory>` returns. The factory is a tiny frozen value (an
+address and a key), so it pickles for ``spawn`` as well as ``fork``, and calling it in
+any process opens a :class:`MemoryClient`: a :class:`~qw_core.broker.Broker` that
+forwards every call to a :class:`MemoryServer` thread beside the broker.
+
+Why not :mod:`multiprocessing.managers`: its proxies pickle every argument and result,
+and unpickling what arrives on a socket runs whatever the sender chose. Here the socket
+carries JSON only (``send_bytes``/``recv_bytes``), the encoding below is written out by
+hand, and errors come back by class name from an allow-list. The random ``authkey`` keeps
+other local users from talking to the server; the listener binds to 127.0.0.1 only,
+because the memory backend serves one host (``capabilities.multi_host`` is ``False``).
+
+The same encoding turns jobs into the JSON text the broker stores, so the memory
+backend copies nothing by reference and rejects what a networked backend must reject.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
+from typing import Any
+
+import attrs
+
+from qw_core import errors
+from qw_core.broker import Broker, Capabilities
+from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
+from qw_core.models import FailedJob, Failure, Job
+
+#: What the memory broker and its clients declare: one host, delays kept by the broker.
+CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True)
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def check_json(value: object, where: str = "data") -> None:
+    """Raise :class:`InvalidJob` unless ``value`` survives a JSON round trip unchanged.
+
+    ``json.dumps`` alone is not strict enough: it turns tuples into lists and integer
+    keys into strings, so a job would come back different from what was queued.
+
+    :param where: how the message names ``value`` (``data``, ``meta``).
+    """
+    try:
+        _check_json(value, where)
+    except RecursionError:
+        raise InvalidJob(f"{where} is nested too deeply (or contains itself)") from None
+
+
+def _check_json(value: object, path: str) -> None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidJob(f"{path} is {value!r}, which JSON cannot represent")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidJob(f"{path} has the key {key!r}; JSON object keys are strings")
+            _check_json(item, f"{path}[{key!r}]")
+        return
+    raise InvalidJob(f"{path} holds a {type(value).__qualname__}, which is not a JSON value")
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """``job`` as a plain JSON-ready dict, after checking that it is one.
+
+    :raises InvalidJob: the id is not a non-empty string, or data or meta is not JSON.
+    """
+    if not isinstance(job.id, str) or not job.id:
+        raise InvalidJob(f"a job id must be a non-empty string, not {job.id!r}")
+    check_json(job.data, "data")
+    check_json(dict(job.meta), "meta")
+    return {
+        "id": job.id,
+        "data": job.data,
+        "manager": job.manager,
+        "worker": job.worker,
+        "attempts": job.attempts,
+        "queued_at": job.queued_at,
+        "meta": dict(job.meta),
+    }
+
+
+def job_from_dict(raw: Mapping[str, Any]) -> Job:
+    """The :class:`Job` that :func:`job_to_dict` encoded."""
+    return Job(
+        id=raw["id"],
+        data=raw["data"],
+        manager=raw["manager"],
+        worker=raw["worker"],
+        attempts=raw["attempts"],
+        queued_at=raw["queued_at"],
+        meta=raw["meta"],
+    )
+
+
+def failure_to_dict(failure: Failure) -> dict[str, Any]:
+    """``failure`` as a plain JSON-ready dict."""
+    return attrs.asdict(failure)
+
+
+def failure_from_dict(raw: Mapping[str, Any]) -> Failure:
+    """The :class:`Failure` that :func:`failure_to_dict` encoded."""
+    return Failure(**raw)
+
+
+def dumps(value: object) -> str:
+    """Compact JSON text; NaN and infinities are refused, as JSON has no spelling for them."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+# -- server -----------------------------------------------------------------------------
+
+_Handler = Callable[[Broker, dict[str, Any]], object]
+
+#: One entry per broker method a client may call: decode the arguments, call, encode.
+_HANDLERS: dict[str, _Handler] = {
+    "queue_jobs": lambda b, kw: b.queue_jobs([job_from_dict(j) for j in kw["jobs"]]),
+    "take": lambda b, kw: [job_to_dict(j) for j in b.take(**kw)],
+    "finish_jobs": lambda b, kw: b.finish_jobs(**kw),
+    "fail_job": lambda b, kw: b.fail_job(
+        worker=kw["worker"], job=job_from_dict(kw["job"]), failure=failure_from_dict(kw["failure"])
+    ),
+    "retry_job": lambda b, kw: b.retry_job(
+        worker=kw["worker"], job=job_from_dict(kw["job"]), delay=kw["delay"]
+    ),
+    "release_jobs": lambda b, kw: b.release_jobs(**kw),
+    "recover_worker": lambda b, kw: b.recover_worker(**kw),
+    "register_manager": lambda b, kw: b.register_manager(**kw),
+    "deregister_manager": lambda b, kw: b.deregister_manager(**kw),
+    "register_worker": lambda b, kw: b.register_worker(**kw),
+    "deregister_worker": lambda b, kw: b.deregister_worker(**kw),
+    "managers": lambda b, kw: b.managers(),
+    "workers": lambda b, kw: b.workers(**kw),
+    "queued_job_ids": lambda b, kw: b.queued_job_ids(**kw),
+    "held_job_ids": lambda b, kw: b.held_job_ids(**kw),
+    "get_job": lambda b, kw: None if (job := b.get_job(**kw)) is None else job_to_dict(job),
+    "failed_jobs": lambda b, kw: [
+        {"job": job_to_dict(f.job), "failure": failure_to_dict(f.failure)} for f in b.failed_jobs(**kw)
+    ],
+    "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
+    "check_name": lambda b, kw: b.check_name(**kw),
+}
+
+#: The errors a client raises again by name; anything else arrives as BackendError.
+_ERRORS: dict[str, type[QwError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.QwError,
+        errors.ConfigurationError,
+        errors.InvalidName,
+        errors.InvalidJob,
+        errors.JobTooLarge,
+        errors.BackendError,
+        errors.BrokerUnavailable,
+    )
+}
+
+
+class MemoryServer:
+    """Serves one broker to :class:`MemoryClient` connections, one thread per connection.
+
+    A thread per connection, because a client's blocking :meth:`~Broker.take` holds its
+    thread for up to its timeout and must not hold up anybody else. All threads call the
+    same broker object, so it must be thread-safe (:class:`~qw_core.memory.MemoryBroker`
+    is). Threads are daemons: a manager that exits does not wait for idle clients.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        authkey = secrets.token_bytes(32)
+        # No authkey here: the handshake runs in each connection's thread (below), so a
+        # client that connects and says nothing cannot stall the accept loop.
+        self._listener = Listener(("127.0.0.1", 0), backlog=64)
+        self._authkey = authkey
+        host, port = self._listener.address
+        #: Opens clients of this server, in any process.
+        self.factory = MemoryFactory(address=(host, port), authkey=authkey)
+        self._lock = threading.Lock()
+        self._connections: set[Connection] = set()
+        self._closed = False
+        threading.Thread(target=self._accept_loop, name="qw-memory-server", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting, and cut every client off (their next call raises BrokerUnavailable)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live = list(self._connections)
+        # accept() is not interrupted by closing its socket on Linux; a last connection is.
+        try:
+            with socket.create_connection(self.factory.address, timeout=5):
+                pass
+        except OSError:
+            pass  # the accept loop has already ended
+        self._listener.close()
+        for conn in live:
+            # shutdown() (unlike close()) wakes a thread blocked in recv on the same socket.
+            try:
+                with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # that client's thread closed it meanwhile
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._connections.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), name="qw-memory-client", daemon=True).start()
+
+    def _serve(self, conn: Connection) -> None:
+        try:
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+            while True:
+                request = conn.recv_bytes()
+                conn.send_bytes(self._handle(request).encode())
+        except (OSError, EOFError, AuthenticationError):
+            pass  # the client went away or was not one of ours
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
+
+    def _handle(self, request: bytes) -> str:
+        try:
+            message = json.loads(request)
+            result = _HANDLERS[message["op"]](self._broker, message["kw"])
+            return dumps({"ok": result})
+        except QwError as exc:
+            name = type(exc).__name__ if type(exc).__name__ in _ERRORS else "BackendError"
+            return dumps({"error": [name, str(exc)]})
+        except Exception as exc:  # reported to the caller, as a driver error would be
+            return dumps({"error": ["BackendError", f"{type(exc).__name__}: {exc}"]})
+
+
+# -- client -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class MemoryFactory:
+    """Opens a :class:`MemoryClient` of one server; picklable, so workers can be spawned.
+
+    :param address: the server's (host, port).
+    :param authkey: the server's secret; kept out of ``repr`` so it stays out of logs.
+    """
+
+    address: tuple[str, int]
+    authkey: bytes = attrs.field(repr=False)
+
+    def __call__(self) -> MemoryClient:
+        return MemoryClient(self)
+
+
+class MemoryClient(Broker):
+    """A :class:`~qw_core.broker.Broker` that forwards each call to a :class:`MemoryServer`.
+
+    Jobs are checked and encoded here, so invalid data raises :class:`InvalidJob` before
+    anything is sent. One client serves one thread, as the broker contract says; a lock
+    keeps a misused client from interleaving replies all the same.
+    """
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, factory: MemoryFactory) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        try:
+            self._conn = Client(factory.address, authkey=factory.authkey)
+        except (OSError, EOFError, AuthenticationError) as exc:
+            raise BrokerUnavailable(f"cannot reach the memory broker at {self.describe()}: {exc}") from exc
+
+    def _call(self, op: str, **kw: Any) -> Any:
+        request = dumps({"op": op, "kw": kw}).encode()
+        with self._lock:
+            try:
+                self._conn.send_bytes(request)
+                reply = json.loads(self._conn.recv_bytes())
+            except (OSError, EOFError) as exc:
+                raise BrokerUnavailable(f"lost the memory broker at {self.describe()}: {exc}") from exc
+        if "error" in reply:
+            name, message = reply["error"]
+            raise _ERRORS.get(name, BackendError)(message)
+        return reply["ok"]
+
+    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+        """See :meth:`Broker.queue_jobs`."""
+        self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs])
+
+    def take(
+        self,
+        *,
+        manager: str,
+        worker: str,
+        finished: Sequence[str] = (),
+        held: Sequence[str] = (),
+        limit: int = 1,
+        timeout: float = 0.0,
+    ) -> list[Job]:
+        """See :meth:`Broker.take`; the wait happens in the server, not in this process."""
+        found = self._call(
+            "take",
+            manager=manager,
+            worker=worker,
+            finished=list(finished),
+            held=list(held),
+            limit=limit,
+            timeout=timeout,
+        )
+        return [job_from_dict(raw) for raw in found]
+
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+        """See :meth:`Broker.finish_jobs`."""
+        return [bool(done) for done in self._call("finish_jobs", worker=worker, job_ids=list(job_ids))]
+
+    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
+        """See :meth:`Broker.fail_job`."""
+        encoded = {"job": job_to_dict(job), "failure": failure_to_dict(failure)}
+        return bool(self._call("fail_job", worker=worker, **encoded))
+
+    def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
+        """See :meth:`Broker.retry_job`."""
+        return bool(self._call("retry_job", worker=worker, job=job_to_dict(job), delay=delay))
+
+    def release_jobs(self, *, worker: str, job_ids: Sequence[str]) -> int:
+        """See :meth:`Broker.release_jobs`."""
+        return int(self._call("release_jobs", worker=worker, job_ids=list(job_ids)))
+
+    def recover_worker(self, *, manager: str, worker: str) -> int:
+        """See :meth:`Broker.recover_worker`."""
+        return int(self._call("recover_worker", manager=manager, worker=worker))
+
+    def register_manager(self, name: str) -> None:
+        """See :meth:`Broker.register_manager`."""
+        self._call("register_manager", name=name)
+
+    def deregister_manager(self, name: str) -> None:
+        """See :meth:`Broker.deregister_manager`."""
+        self._call("deregister_manager", name=name)
+
+    def register_worker(self, *, manager: str, worker: str) -> None:
+        """See :meth:`Broker.register_worker`."""
+        self._call("register_worker", manager=manager, worker=worker)
+
+    def deregister_worker(self, *, manager: str, worker: str) -> None:
+        """See :meth:`Broker.deregister_worker`."""
+        self._call("deregister_worker", manager=manager, worker=worker)
+
+    def managers(self) -> list[str]:
+        """See :meth:`Broker.managers`."""
+        return [str(name) for name in self._call("managers")]
+
+    def workers(self, manager: str) -> list[str]:
+        """See :meth:`Broker.workers`."""
+        return [str(name) for name in self._call("workers", manager=manager)]
+
+    def queued_job_ids(self, manager: str | None = None) -> list[str]:
+        """See :meth:`Broker.queued_job_ids`."""
+        return [str(job_id) for job_id in self._call("queued_job_ids", manager=manager)]
+
+    def held_job_ids(self, worker: str) -> list[str]:
+        """See :meth:`Broker.held_job_ids`."""
+        return [str(job_id) for job_id in self._call("held_job_ids", worker=worker)]
+
+    def get_job(self, job_id: str) -> Job | None:
+        """See :meth:`Broker.get_job`."""
+        raw = self._call("get_job", job_id=job_id)
+        return None if raw is None else job_from_dict(raw)
+
+    def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
+        """See :meth:`Broker.failed_jobs`."""
+        return [
+            FailedJob(job=job_from_dict(raw["job"]), failure=failure_from_dict(raw["failure"]))
+            for raw in self._call("failed_jobs", limit=limit)
+        ]
+
+    def requeue_failed(self, job_id: str) -> bool:
+        """See :meth:`Broker.requeue_failed`."""
+        return bool(self._call("requeue_failed", job_id=job_id))
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> Broker:
+        """Not supported: a client needs the server's secret, which only its factory carries.
+
+        :raises ConfigurationError: always.
+        """
+        raise ConfigurationError("a memory client is opened with MemoryBroker.factory(), not a URL")
+
+    def factory(self) -> MemoryFactory:
+        """The factory this client came from: every client of a server is equivalent."""
+        return self._factory
+
+    def check_name(self, name: str) -> str:
+        """See :meth:`Broker.check_name`; asked of the server, which owns the rules."""
+        return str(self._call("check_name", name=name))
+
+    def close(self) -> None:
+        """Close the connection; the server's thread for it ends."""
+        self._conn.close()
+
+    def describe(self) -> str:
+        """``memory://127.0.0.1:PORT``: the server this client talks to."""
+        host, port = self._factory.address
+        return f"memory://{host}:{port}"

@@ -1,0 +1,143 @@
+"""Testing with qw: an in-memory broker for your tests, and the contract suite for backends.
+
+``from qw_core.testing import MemoryBroker`` gives a complete broker with no server to run,
+as saq and dramatiq ship for their users; the helpers below (:func:`make_jobs`,
+:func:`drain`, ...) work with it or any other broker. A backend's test subclasses
+:class:`BrokerContract` and defines one ``broker`` fixture (see :mod:`.contract`).
+
+The contract suite needs pytest, which qw-core does not depend on; it is imported only when
+first asked for, so code that only wants the broker and helpers works without pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from qw_core.broker import Broker, BrokerFactory
+from qw_core.memory import MemoryBroker
+from qw_core.models import Job
+
+if TYPE_CHECKING:
+    from qw_core.testing.contract import BrokerContract
+
+__all__ = [
+    "MANAGER",
+    "OTHER_MANAGER",
+    "OTHER_WORKER",
+    "WORKER",
+    "WORKER_2",
+    "BrokerContract",
+    "MemoryBroker",
+    "drain",
+    "ids",
+    "make_jobs",
+    "opened",
+    "poll_take",
+    "take_while_blocked",
+]
+
+#: Names the contract suite uses; they follow the ``<manager>.<pid>`` convention.
+MANAGER = "m1"
+OTHER_MANAGER = "m2"
+WORKER = "m1.101"
+WORKER_2 = "m1.102"
+OTHER_WORKER = "m2.201"
+
+
+def make_jobs(count: int, *, manager: str | None = None, worker: str | None = None) -> list[Job]:
+    """``count`` fresh jobs with data ``{"n": 0}``, ``{"n": 1}``, ..."""
+    return [Job.new({"n": n}, manager=manager, worker=worker) for n in range(count)]
+
+
+def ids(jobs: Iterable[Job]) -> list[str]:
+    """The ids of ``jobs``, in order."""
+    return [job.id for job in jobs]
+
+
+@contextlib.contextmanager
+def opened(factory: BrokerFactory) -> Iterator[Broker]:
+    """Open a broker with ``factory`` (for another thread or process) and close it after."""
+    broker = factory()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def poll_take(
+    broker: Broker,
+    *,
+    manager: str = MANAGER,
+    worker: str = WORKER,
+    timeout: float,
+    step: float,
+) -> tuple[list[Job], float]:
+    """Take with waits of up to ``step`` until a job comes or ``timeout`` runs out.
+
+    Loops over early ``[]`` returns, as the contract asks callers to.
+
+    :returns: the jobs taken (``[]`` on timeout) and the ``time.monotonic()`` it returned.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        jobs = broker.take(manager=manager, worker=worker, timeout=max(0.0, min(step, remaining)))
+        if jobs or remaining <= 0:
+            return jobs, time.monotonic()
+
+
+def take_while_blocked(
+    broker: Broker, act: Callable[[], object], *, worker: str = WORKER, timeout: float = 5.0
+) -> tuple[list[Job], float]:
+    """Block a take in another thread (on a broker from ``broker.factory()``), then ``act``.
+
+    :returns: what the blocked take got, and how many seconds after ``act`` it returned.
+    """
+    ready = threading.Event()
+
+    def taker(other: Broker) -> tuple[list[Job], float]:
+        ready.set()
+        return poll_take(other, worker=worker, timeout=timeout, step=timeout)
+
+    with opened(broker.factory()) as other, ThreadPoolExecutor(1) as pool:
+        future = pool.submit(taker, other)
+        if not ready.wait(timeout):
+            raise TimeoutError("the taker thread did not start")
+        time.sleep(0.1)  # lets the taker block first; the outcome does not depend on it
+        started = time.monotonic()
+        act()
+        taken, returned_at = future.result(timeout=2 * timeout)
+    return taken, returned_at - started
+
+
+def drain(broker: Broker, *, manager: str = MANAGER, worker: str = WORKER, limit: int = 1) -> list[Job]:
+    """Take and finish batches of up to ``limit`` until ``manager``'s and the shared queue are empty.
+
+    :returns: every job taken, in order.
+    """
+    taken: list[Job] = []
+    finished: list[str] = []
+    while True:
+        batch = broker.take(manager=manager, worker=worker, finished=finished, limit=limit)
+        taken += batch
+        finished = ids(batch)
+        if not batch and not broker.queued_job_ids(manager) and not broker.queued_job_ids():
+            return taken
+
+
+def __getattr__(name: str) -> Any:
+    """Import :class:`BrokerContract` (and pytest) on first use (PEP 562)."""
+    if name == "BrokerContract":
+        import pytest  # noqa: PLC0415 - deferred: only the contract suite needs pytest
+
+        # Plain asserts in the suite then explain their failures, as in a test module.
+        pytest.register_assert_rewrite("qw_core.testing.contract")
+        from qw_core.testing import contract  # noqa: PLC0415 - deferred, as above
+
+        return contract.BrokerContract
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
