@@ -1,0 +1,115 @@
+"""``qw enqueue``: queue jobs from a JSON argument, a file, or stdin.
+
+All input is read and parsed before the broker is even opened, so malformed input queues
+nothing. Jobs go to the broker in batches (one ``queue_jobs`` call per
+:data:`BATCH_SIZE` jobs, which a networked backend serves in one round trip), each job's
+id is printed on stdout as soon as its batch is stored, and ``qw_job_queued`` fires for
+each, as it would in any program that queues through qw.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from qw_cli.errors import CliError
+from qw_cli.jobinput import decode, parse_document, parse_documents
+from qw_cli.options import backend_options, opened_broker, plugin_option
+from qw_core.models import Job
+from qw_core.plugins import PluginConfig, make_plugin_manager
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from qw_core.models import JSON
+
+#: Jobs per ``queue_jobs`` call.
+BATCH_SIZE = 1000
+
+
+@click.command(short_help="Queue jobs from JSON (argument, file or stdin).")
+@backend_options
+@click.option("--manager", metavar="M", help="Queue on manager M's own queue (only its workers take it).")
+@click.option("--worker", metavar="W", help="Queue straight onto worker W's held list.")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    metavar="FILE",
+    help="Read jobs from FILE ('-' for stdin): one JSON document, or JSON Lines (one job per line).",
+)
+@plugin_option
+@click.argument("data", required=False)
+def enqueue(
+    *,
+    backend: str,
+    url: str | None,
+    manager: str | None,
+    worker: str | None,
+    path: str | None,
+    plugins: tuple[str, ...],
+    data: str | None,
+) -> None:
+    """Queue jobs and print their ids, one per line.
+
+    DATA is one job's data as a JSON string; '-' (or --file -) reads stdin instead. A file
+    or stdin may hold one JSON document or many (JSON Lines): all are parsed first, then
+    queued together, so bad input queues nothing.
+
+    \b
+    Examples:
+      qw enqueue '{"hello": "world"}'
+      qw enqueue --manager web1 '{"n": 7}'
+      qw enqueue --file jobs.jsonl
+      producer | qw enqueue -
+    """
+    if manager is not None and worker is not None:
+        raise click.UsageError("give --manager or --worker, not both")
+    payloads = _read_payloads(data, path)
+    hook = make_plugin_manager(PluginConfig(modules=plugins)).hook
+    with opened_broker(backend, url) as broker:
+        if manager is not None:
+            broker.check_name(manager)
+        if worker is not None:
+            broker.check_name(worker)
+        jobs = [Job.new(payload, manager=manager, worker=worker) for payload in payloads]
+        queued = 0
+        for start in range(0, len(jobs), BATCH_SIZE):
+            batch = jobs[start : start + BATCH_SIZE]
+            try:
+                broker.queue_jobs(batch)
+            except Exception:
+                if queued:  # earlier batches are stored: say so, their ids are printed above
+                    click.echo(f"qw: queued {queued} of {len(jobs)} jobs before this error", err=True)
+                raise
+            _announce(batch, hook)
+            queued += len(batch)
+    click.echo(f"queued {queued} job{'s' if queued != 1 else ''}", err=True)
+
+
+def _read_payloads(data: str | None, path: str | None) -> list[JSON]:
+    """Every job's data, parsed from the one source given."""
+    if data is not None and path is not None:
+        raise click.UsageError("give DATA or --file, not both")
+    if data is None and path is None:
+        raise click.UsageError("give the job data as DATA, --file FILE, or '-' to read stdin")
+    if data is not None and data != "-":
+        return [parse_document(data, "the DATA argument")]
+    if path is None or path == "-":
+        return parse_documents(decode(sys.stdin.buffer.read(), "stdin"), "stdin")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_documents(decode(raw, path), path)
+
+
+def _announce(batch: Sequence[Job], hook: pluggy.HookRelay) -> None:
+    """Print each stored job's id and fire ``qw_job_queued`` for it."""
+    for job in batch:
+        hook.qw_job_queued(job=job)
+        click.echo(job.id)

@@ -1,0 +1,134 @@
+"""``qw status``, ``qw managers``, ``qw workers`` and ``qw jobs``: what is running and waiting.
+
+They only read, through the broker's query methods, so they work against any backend and
+never disturb a running manager. Each has ``--json`` for scripts; the text forms are one
+name per line (``managers``, ``workers``) or an aligned table (``status``, ``jobs``).
+
+Where a job is: *queued* on the shared queue or on one manager's queue, or *held* by a
+worker (taken and not finished, or queued straight onto that worker).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from qw_cli.options import backend_options, json_option, opened_broker
+from qw_cli.output import Cell, echo_json, echo_table
+
+if TYPE_CHECKING:
+    from qw_core.broker import Broker
+
+#: How the shared queue is named in output (``all:jobs`` in Redis).
+SHARED = "shared"
+
+
+@click.command(short_help="Show managers, workers, queued and held counts.")
+@backend_options
+@json_option
+def status(*, backend: str, url: str | None, as_json: bool) -> None:
+    """Show managers, their workers, and how many jobs wait or are held.
+
+    One row for the shared queue, one per manager (jobs on its own queue, and held by its
+    workers in total) and one per worker (jobs it holds).
+    """
+    with opened_broker(backend, url) as broker:
+        report = _status(broker)
+    if as_json:
+        echo_json(report)
+        return
+    rows: list[list[Cell]] = [["queue", SHARED, report["queued"], None]]
+    for manager in report["managers"]:
+        rows.append(["manager", manager["name"], manager["queued"], manager["held"]])
+        rows.extend(["worker", worker["name"], None, worker["held"]] for worker in manager["workers"])
+    echo_table(["kind", "name", "queued", "held"], rows)
+
+
+def _status(broker: Broker) -> dict[str, Any]:
+    managers: list[dict[str, Any]] = []
+    for name in broker.managers():
+        held = {worker: len(broker.held_job_ids(worker)) for worker in broker.workers(name)}
+        managers.append(
+            {
+                "name": name,
+                "queued": len(broker.queued_job_ids(name)),
+                "held": sum(held.values()),
+                "workers": [{"name": worker, "held": count} for worker, count in held.items()],
+            }
+        )
+    return {"backend": broker.describe(), "queued": len(broker.queued_job_ids(None)), "managers": managers}
+
+
+@click.command(short_help="List running managers.")
+@backend_options
+@json_option
+def managers(*, backend: str, url: str | None, as_json: bool) -> None:
+    """List the running managers, one per line."""
+    with opened_broker(backend, url) as broker:
+        names = broker.managers()
+    if as_json:
+        echo_json(names)
+    else:
+        for name in names:
+            click.echo(name)
+
+
+@click.command(short_help="List running workers.")
+@backend_options
+@json_option
+@click.argument("manager", required=False)
+def workers(*, backend: str, url: str | None, as_json: bool, manager: str | None) -> None:
+    """List the running workers (of MANAGER, or of every manager), one per line.
+
+    --json prints an object mapping each manager to its workers.
+    """
+    with opened_broker(backend, url) as broker:
+        names = [broker.check_name(manager)] if manager is not None else broker.managers()
+        by_manager = {name: broker.workers(name) for name in names}
+    if as_json:
+        echo_json(by_manager)
+    else:
+        for names_ in by_manager.values():
+            for name in names_:
+                click.echo(name)
+
+
+@click.command(short_help="List queued and held job ids.")
+@backend_options
+@json_option
+@click.argument("manager", required=False)
+def jobs(*, backend: str, url: str | None, as_json: bool, manager: str | None) -> None:
+    """List the ids of jobs waiting or held (for MANAGER, or everywhere).
+
+    Without MANAGER: the shared queue, every manager's queue, and what every worker holds.
+    With MANAGER: its own queue and what its workers hold. --json prints a list of
+    {"id", "state", "manager", "worker"} objects.
+    """
+    with opened_broker(backend, url) as broker:
+        records = _job_records(broker, manager)
+    if as_json:
+        echo_json(records)
+    else:
+        echo_table(
+            ["state", "manager", "worker", "job"],
+            [[r["state"], r["manager"], r["worker"], r["id"]] for r in records],
+        )
+
+
+def _job_records(broker: Broker, manager: str | None) -> list[dict[str, str | None]]:
+    records: list[dict[str, str | None]] = []
+    if manager is None:
+        records += [_record(job_id, "queued", None, None) for job_id in broker.queued_job_ids(None)]
+        names = broker.managers()
+    else:
+        names = [broker.check_name(manager)]
+    for name in names:
+        records += [_record(job_id, "queued", name, None) for job_id in broker.queued_job_ids(name)]
+        for worker in broker.workers(name):
+            records += [_record(job_id, "held", name, worker) for job_id in broker.held_job_ids(worker)]
+    return records
+
+
+def _record(job_id: str, state: str, manager: str | None, worker: str | None) -> dict[str, str | None]:
+    return {"id": job_id, "state": state, "manager": manager, "worker": worker}

@@ -1,0 +1,189 @@
+"""``qw enqueue``: one job from an argument, many from a file or stdin, and every refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import DEAD_URL, REDIS_URL, assert_one_line_error, invoke, read_jsonl
+
+pytestmark = pytest.mark.redis
+
+
+def enqueue(*args: str, input: str | bytes | None = None, **env: str) -> Any:
+    return invoke("enqueue", "--url", REDIS_URL, *args, input=input, env=env)
+
+
+def test_one_job_from_an_argument(broker: Any) -> None:
+    result = enqueue('{"hello": "world", "n": [1, 2.5, null]}')
+    assert result.exit_code == 0, result.stderr
+    (job_id,) = result.stdout.split()
+    assert result.stderr == "queued 1 job\n"
+    assert broker.queued_job_ids(None) == [job_id]
+    job = broker.get_job(job_id)
+    assert job.data == {"hello": "world", "n": [1, 2.5, None]}
+
+
+def test_json_lines_file_is_one_batch_in_order(broker: Any, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"n": 1}\n\n{"n": 2}\n  {"n": 3}  \n"just a string"\n', encoding="utf-8")
+    result = enqueue("--file", str(path))
+    assert result.exit_code == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == 4
+    assert result.stderr == "queued 4 jobs\n"
+    assert broker.queued_job_ids(None) == ids  # next to run first: input order
+    assert [broker.get_job(i).data for i in ids] == [{"n": 1}, {"n": 2}, {"n": 3}, "just a string"]
+
+
+def test_one_pretty_printed_document_from_stdin(broker: Any) -> None:
+    document = json.dumps({"a": {"b": [1, 2]}, "c": "d"}, indent=4)
+    for args in (["-"], ["--file", "-"]):
+        result = enqueue(*args, input=document)
+        assert result.exit_code == 0, result.stderr
+        (job_id,) = result.stdout.split()
+        assert broker.get_job(job_id).data == {"a": {"b": [1, 2]}, "c": "d"}
+
+
+def test_utf8_with_byte_order_mark(broker: Any, tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes('\ufeff{"name": "Zoë"}'.encode())
+    result = enqueue("-f", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert broker.get_job(result.stdout.strip()).data == {"name": "Zoë"}
+
+
+def test_manager_and_worker_queues(broker: Any) -> None:
+    to_manager = enqueue("--manager", "web1", '{"for": "web1"}')
+    to_worker = enqueue("--worker", "web1.42", '{"for": "web1.42"}')
+    assert to_manager.exit_code == 0, to_manager.stderr
+    assert to_worker.exit_code == 0, to_worker.stderr
+    assert broker.queued_job_ids("web1") == [to_manager.stdout.strip()]
+    assert broker.held_job_ids("web1.42") == [to_worker.stdout.strip()]
+    assert broker.queued_job_ids(None) == []
+
+
+def test_more_jobs_than_one_batch(broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qw_cli.enqueue
+
+    monkeypatch.setattr(qw_cli.enqueue, "BATCH_SIZE", 3)
+    lines = "\n".join(json.dumps({"n": n}) for n in range(8))
+    result = enqueue("-", input=lines)
+    assert result.exit_code == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == 8
+    assert broker.queued_job_ids(None) == ids
+
+
+def test_queued_hook_fires_for_each_job(broker: Any, record_dir: Path) -> None:
+    result = enqueue("-p", "qwtest_plugin", "--manager", "m1", "-", input='{"n": 1}\n{"n": 2}\n')
+    assert result.exit_code == 0, result.stderr
+    records = read_jsonl(record_dir, "plugin")
+    assert [r["job_id"] for r in records] == result.stdout.split()
+    assert [(r["hook"], r["data"], r["manager"]) for r in records] == [
+        ("qw_job_queued", {"n": 1}, "m1"),
+        ("qw_job_queued", {"n": 2}, "m1"),
+    ]
+
+
+def test_environment_supplies_settings_and_flags_win(broker: Any, record_dir: Path) -> None:
+    from_env = invoke(
+        "enqueue", "{}", env={"QW_URL": REDIS_URL, "QW_BACKEND": "redis", "QW_PLUGINS": "qwtest_plugin"}
+    )
+    assert from_env.exit_code == 0, from_env.stderr
+    assert len(read_jsonl(record_dir, "plugin")) == 1
+    flag_wins = invoke(
+        "enqueue",
+        "--url",
+        REDIS_URL,
+        "--backend",
+        "redis",
+        "{}",
+        env={"QW_URL": DEAD_URL, "QW_BACKEND": "nope"},
+    )
+    assert flag_wins.exit_code == 0, flag_wins.stderr
+    assert len(broker.queued_job_ids(None)) == 2
+
+
+# -- refusals: one line, non-zero exit, nothing written -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "needles"),
+    [
+        (['{"a": }'], None, ["invalid JSON in the DATA argument", "line 1, column 7: Expecting value"]),
+        (["{'a': 1}"], None, ["line 1, column 2: Expecting property name enclosed in double quotes"]),
+        (['{"a": 1} {"b": 2}'], None, ["holds 2 JSON documents"]),
+        (
+            ["-"],
+            '{"n": 1}\n{"n": 2}\n{"n": }\n{"n": 4}\n',
+            ["invalid JSON in stdin: line 3, column 7: Expecting value"],
+        ),
+        (["-"], '{"n": 1}\n{"n": NaN}\n', ["stdin: line 2: NaN is not valid JSON"]),
+        (["-"], '{"n": 1}\n[1, 2\n', ["line 3, column 1: Expecting ',' delimiter"]),
+        (["-"], "", ["stdin is empty"]),
+        (["-"], " \n\t\n", ["stdin is empty"]),
+        ([""], None, ["the DATA argument is empty"]),
+    ],
+)
+def test_bad_input_queues_nothing(
+    redis_db: Any, args: list[str], stdin: str | None, needles: list[str]
+) -> None:
+    result = enqueue(*args, input=stdin)
+    assert_one_line_error(result, *needles)
+    assert result.stdout == ""
+    assert redis_db.keys("*") == []
+
+
+def test_malformed_file_names_line_and_column(redis_db: Any, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text('{"n": 1}\n{"n": 2}\n    oops\n', encoding="utf-8")
+    assert_one_line_error(
+        enqueue("--file", str(path)), f"invalid JSON in {path}: line 3, column 5: Expecting value"
+    )
+    assert redis_db.keys("*") == []
+
+
+def test_unreadable_files(redis_db: Any, tmp_path: Path) -> None:
+    assert_one_line_error(enqueue("--file", str(tmp_path / "missing.json")), "cannot read", "No such file")
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"a": "\xff"}')
+    assert_one_line_error(enqueue("--file", str(binary)), "is not UTF-8 text")
+    assert redis_db.keys("*") == []
+
+
+def test_bad_names_queue_nothing(redis_db: Any) -> None:
+    assert_one_line_error(enqueue("--manager", "all", "{}"), "reserved")
+    assert_one_line_error(enqueue("--worker", "a b", "{}"), "whitespace")
+    assert_one_line_error(enqueue("--manager", "x:y", "{}"), "':'")
+    assert redis_db.keys("*") == []
+
+
+def test_unknown_backend_lists_the_installed_ones() -> None:
+    line = assert_one_line_error(invoke("enqueue", "--backend", "rediss", "{}"), "unknown backend 'rediss'")
+    assert "memory" in line
+    assert "redis" in line
+    assert "did you mean 'redis'?" in line
+
+
+def test_unreachable_redis_says_what_to_do() -> None:
+    result = invoke("enqueue", "--url", DEAD_URL, "{}")
+    assert_one_line_error(result, "127.0.0.1:1", "start Redis", "--url", "--embedded")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give the job data as DATA, --file FILE, or '-' to read stdin"),
+        (["{}", "--file", "x.json"], "give DATA or --file, not both"),
+        (["--manager", "a", "--worker", "a.1", "{}"], "give --manager or --worker, not both"),
+    ],
+)
+def test_usage_errors(redis_db: Any, args: list[str], message: str) -> None:
+    result = enqueue(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert redis_db.keys("*") == []

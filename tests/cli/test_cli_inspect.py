@@ -1,0 +1,121 @@
+"""``qw status``, ``managers``, ``workers``, ``jobs``: text and ``--json``, on a state set up by hand."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cli_support import DEAD_URL, REDIS_URL, assert_one_line_error, invoke
+
+from qw_core.models import Job
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def state(broker: Any) -> dict[str, Any]:
+    """Two managers; web1 has two workers, one holding a job; jobs on every kind of queue."""
+    broker.register_manager("web1")
+    broker.register_manager("web2")
+    broker.register_worker(manager="web1", worker="web1.101")
+    broker.register_worker(manager="web1", worker="web1.102")
+    broker.register_worker(manager="web2", worker="web2.201")
+    shared = [Job.new({"n": n}) for n in range(3)]
+    for_web1 = [Job.new({"m": n}, manager="web1") for n in range(2)]
+    broker.queue_jobs([*shared, *for_web1])
+    (held,) = broker.take(manager="web1", worker="web1.101", limit=1)  # takes web1's first job
+    return {"shared": [j.id for j in shared], "web1": [j.id for j in for_web1[1:]], "held": held.id}
+
+
+def qw(*args: str, **env: str) -> Any:
+    result = invoke(*args, "--url", REDIS_URL, env=env)
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def test_status_table(state: dict[str, Any]) -> None:
+    lines = qw("status").stdout.splitlines()
+    assert [line.split() for line in lines] == [
+        ["KIND", "NAME", "QUEUED", "HELD"],
+        ["queue", "shared", "3", "-"],
+        ["manager", "web1", "1", "1"],
+        ["worker", "web1.101", "-", "1"],
+        ["worker", "web1.102", "-", "0"],
+        ["manager", "web2", "0", "0"],
+        ["worker", "web2.201", "-", "0"],
+    ]
+    # aligned: every cell starts where its header does
+    starts = [lines[0].index(header) for header in ("NAME", "QUEUED", "HELD")]
+    for line in lines[1:]:
+        assert all(line[start - 1] == " " and line[start] != " " for start in starts), line
+
+
+def test_status_json(state: dict[str, Any]) -> None:
+    report = json.loads(qw("status", "--json").stdout)
+    assert report == {
+        "backend": REDIS_URL,
+        "queued": 3,
+        "managers": [
+            {
+                "name": "web1",
+                "queued": 1,
+                "held": 1,
+                "workers": [{"name": "web1.101", "held": 1}, {"name": "web1.102", "held": 0}],
+            },
+            {"name": "web2", "queued": 0, "held": 0, "workers": [{"name": "web2.201", "held": 0}]},
+        ],
+    }
+
+
+def test_managers(state: dict[str, Any]) -> None:
+    assert qw("managers").stdout == "web1\nweb2\n"
+    assert json.loads(qw("managers", "--json").stdout) == ["web1", "web2"]
+
+
+def test_workers(state: dict[str, Any]) -> None:
+    assert qw("workers").stdout == "web1.101\nweb1.102\nweb2.201\n"
+    assert qw("workers", "web1").stdout == "web1.101\nweb1.102\n"
+    assert json.loads(qw("workers", "--json").stdout) == {
+        "web1": ["web1.101", "web1.102"],
+        "web2": ["web2.201"],
+    }
+    assert json.loads(qw("workers", "web2", "--json").stdout) == {"web2": ["web2.201"]}
+
+
+def test_jobs(state: dict[str, Any]) -> None:
+    rows = [line.split() for line in qw("jobs").stdout.splitlines()]
+    assert rows[0] == ["STATE", "MANAGER", "WORKER", "JOB"]
+    assert rows[1:] == [
+        *(["queued", "-", "-", job_id] for job_id in state["shared"]),
+        *(["queued", "web1", "-", job_id] for job_id in state["web1"]),
+        ["held", "web1", "web1.101", state["held"]],
+    ]
+    only_web1 = json.loads(qw("jobs", "web1", "--json").stdout)
+    assert only_web1 == [
+        *({"id": job_id, "state": "queued", "manager": "web1", "worker": None} for job_id in state["web1"]),
+        {"id": state["held"], "state": "held", "manager": "web1", "worker": "web1.101"},
+    ]
+    assert json.loads(qw("jobs", "web2", "--json").stdout) == []
+
+
+def test_empty_broker(redis_db: Any) -> None:
+    assert qw("status").stdout.splitlines()[1].split() == ["queue", "shared", "0", "-"]
+    assert qw("managers").stdout == ""
+    assert json.loads(qw("jobs", "--json").stdout) == []
+    assert qw("jobs").stdout.split() == ["STATE", "MANAGER", "WORKER", "JOB"]
+
+
+def test_url_from_environment(state: dict[str, Any]) -> None:
+    result = invoke("managers", env={"QW_URL": REDIS_URL})
+    assert result.stdout == "web1\nweb2\n"
+
+
+@pytest.mark.parametrize("command", ["status", "managers", "workers", "jobs"])
+def test_unreachable_redis(command: str) -> None:
+    assert_one_line_error(invoke(command, "--url", DEAD_URL), "start Redis")
+
+
+def test_bad_manager_name(redis_db: Any) -> None:
+    assert_one_line_error(invoke("workers", "--url", REDIS_URL, "a:b"), "':'")
+    assert_one_line_error(invoke("jobs", "--url", REDIS_URL, "all"), "reserved")

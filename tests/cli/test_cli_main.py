@@ -1,0 +1,87 @@
+"""The ``qw`` group: version, help on every command, completion, central error handling, start-up cost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from cli_support import assert_one_line_error, invoke
+
+from qw_cli.main import main
+from qw_core import __version__
+
+COMMANDS = sorted(main.commands)
+
+
+def test_every_command_is_there() -> None:
+    assert COMMANDS == ["backends", "enqueue", "jobs", "managers", "plugins", "run", "status", "workers"]
+
+
+def test_version() -> None:
+    for flag in ("--version", "-V"):
+        result = invoke(flag)
+        assert result.exit_code == 0
+        assert result.stdout == f"qw {__version__}\n"
+
+
+def test_group_help_mentions_environment_and_completion() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for text in ("QW_BACKEND", "QW_PLUGINS", "_QW_COMPLETE=bash_source qw", *COMMANDS):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_on_every_command(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: qw {command} [OPTIONS]")
+
+
+def test_run_help_shows_flags_defaults_and_env_vars() -> None:
+    text = invoke("run", "--help").stdout
+    for needle in (
+        "--backend NAME",
+        "default: redis",
+        "-w, --workers",
+        "QW_WORKERS",
+        "-n, --name",
+        "QW_NAME",
+        "-l, --level [debug|info|warn|warning|error]",
+        "QW_LEVEL",
+        "-p, --plugin MODULE",
+        "--prefetch",
+        "--grace SECONDS",
+        "--embedded",
+        "--sample-jobs N",
+    ):
+        assert needle in text, needle
+
+
+def test_shell_completion() -> None:
+    source = invoke(env={"_QW_COMPLETE": "bash_source"})
+    assert source.exit_code == 0
+    assert "_qw_completion" in source.stdout
+    words = invoke(env={"_QW_COMPLETE": "bash_complete", "COMP_WORDS": "qw st", "COMP_CWORD": "1"})
+    assert "status" in words.stdout
+
+
+def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qw_cli.options
+
+    def boom(name: str, url: str | None) -> None:
+        raise RuntimeError("boom\nwith a second line")
+
+    monkeypatch.setattr(qw_cli.options, "open_broker", boom)
+    monkeypatch.delenv("QW_DEBUG", raising=False)
+    assert_one_line_error(
+        invoke("managers"), "unexpected RuntimeError: boom with a second line", "QW_DEBUG=1"
+    )
+
+
+def test_startup_imports_no_backend_driver() -> None:
+    heavy = ("redis", "fakeredis", "lupa", "qw_redis", "qw_core.manager", "multiprocessing.connection")
+    code = f"import sys, qw_cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

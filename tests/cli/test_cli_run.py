@@ -1,0 +1,159 @@
+"""``qw run`` as a real process: jobs queued with ``qw enqueue`` run, SIGTERM stops it cleanly.
+
+Also the embedded first run (no Redis), and ``qw run``'s refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import (
+    DEAD_URL,
+    REDIS_URL,
+    Process,
+    assert_one_line_error,
+    invoke,
+    read_jsonl,
+    run_script,
+    script,
+    wait_for,
+    wait_for_records,
+)
+
+JOBS = 6
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_run_processes_enqueued_jobs_and_stops_on_sigterm(
+    redis_db: Any, record_dir: Path, tmp_path: Path
+) -> None:
+    name = "cli-run-test"
+    argv = [*script("qw"), "run", "--backend", "redis", "--url", REDIS_URL, "-w", "2", "-n", name]
+    with Process([*argv, "-p", "qwtest_targets.plugin", "qwtest_targets:record"]) as manager:
+        wait_for(
+            lambda: redis_db.sismember("all:managers", name) or not manager.alive(),
+            what="manager to register",
+        )
+        assert manager.alive(), manager.stderr.text()
+        assert wait_for(lambda: len(redis_db.smembers(f"{name}:workers")) == 2, what="two workers")
+
+        path = tmp_path / "jobs.jsonl"
+        path.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(JOBS)), encoding="utf-8")
+        queued = run_script("qw", "enqueue", "--url", REDIS_URL, "--file", str(path))
+        assert queued.returncode == 0, queued.stderr
+        assert queued.stderr == f"queued {JOBS} jobs\n"
+        ids = queued.stdout.split()
+
+        ran = wait_for_records(record_dir, "ran", JOBS)
+        assert sorted(r["job_id"] for r in ran) == sorted(ids)
+        assert sorted(r["data"]["n"] for r in ran) == list(range(JOBS))
+        assert len({r["pid"] for r in ran}) <= 2
+        hooks = read_jsonl(record_dir, "hook")  # -p plugins reach the workers
+        assert sorted(r["job_id"] for r in hooks if r["hook"] == "finished") == sorted(ids)
+
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
+    assert not redis_db.sismember("all:managers", name)
+    assert redis_db.smembers(f"{name}:workers") == set()
+    assert redis_db.keys("job:*") == []  # every job finished
+    log = manager.stderr.text()
+    assert f"manager {name} started with 2 workers on {REDIS_URL}" in log
+    for job_id in ids:
+        assert re.search(
+            rf"^\S+ \S+ INFO job {job_id} succeeded on {name}\.\d+ in [\d.]+ ms$", log, re.MULTILINE
+        ), log
+
+
+@pytest.mark.slow
+def test_embedded_first_run(tmp_path: Path) -> None:
+    with Process(
+        [*script("qw"), "run", "--embedded", "--sample-jobs", "3", "-w", "2", "qw_core.examples:echo"]
+    ) as manager:
+        wait_for(
+            lambda: len(manager.stdout.snapshot()) >= 3 or not manager.alive(), timeout=20, what="3 echoes"
+        )
+        lines = manager.stdout.snapshot()
+        assert len(lines) == 3, manager.stderr.text()
+        assert sorted(json.loads(line.split(": ", 1)[1])["sample"] for line in lines) == [1, 2, 3]
+
+        # the printed command works against the embedded server
+        hint = wait_for(
+            lambda: manager.stderr.matching(lambda line: "qw enqueue --url" in line), what="the URL line"
+        )
+        url = re.search(r"--url (redis://127\.0\.0\.1:\d+/0)", hint[0]).group(1)  # type: ignore[union-attr]
+        queued = run_script("qw", "enqueue", "--url", url, '{"hello": "world"}')
+        assert queued.returncode == 0, queued.stderr
+        job_id = queued.stdout.strip()
+        wait_for(lambda: manager.stdout.matching(lambda line: job_id in line), what="the queued job to run")
+        assert manager.stdout.matching(lambda line: job_id in line)[0].endswith(
+            f'job {job_id}: {{"hello": "world"}}'
+        )
+
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
+
+
+@pytest.mark.redis
+def test_bad_target_is_one_line(redis_db: Any) -> None:
+    for target, needle in [
+        ("no_such_module_xyz:run", "no module named 'no_such_module_xyz'"),
+        ("qwtest_targets:missing", "has no attribute 'missing'"),
+        ("qwtest_targets:NOT_CALLABLE", "not callable"),
+        ("qwtest_targets.broken_import:run", "broken on purpose"),
+    ]:
+        assert_one_line_error(invoke("run", "--url", REDIS_URL, target), "target", needle)
+    assert redis_db.keys("*") == []
+
+
+@pytest.mark.redis
+def test_bad_settings_are_refused(redis_db: Any) -> None:
+    assert_one_line_error(invoke("run", "--url", REDIS_URL, "-n", "all", "qwtest_targets:noop"), "reserved")
+    assert_one_line_error(
+        invoke("run", "--backend", "nope", "qwtest_targets:noop"), "unknown backend 'nope'", "redis"
+    )
+    assert_one_line_error(
+        invoke("run", "--url", REDIS_URL, "-p", "no_such_plugin", "qwtest_targets:noop"), "no_such_plugin"
+    )
+    for args in (["-w", "0"], ["-w", "x"], ["--prefetch", "0"], ["--level", "loud"], ["--grace", "-1"]):
+        result = invoke("run", "--url", REDIS_URL, *args, "qwtest_targets:noop")
+        assert result.exit_code == 2, args
+        assert "Traceback" not in result.stderr
+    bad_env = invoke("run", "--url", REDIS_URL, "qwtest_targets:noop", env={"QW_WORKERS": "-3"})
+    assert bad_env.exit_code == 2
+    assert "QW_WORKERS" in bad_env.stderr
+    assert redis_db.keys("*") == []
+
+
+def test_embedded_refuses_other_servers() -> None:
+    assert "do not give --url" in invoke("run", "--embedded", "--url", REDIS_URL, "x:y").stderr
+    assert "runs the redis backend" in invoke("run", "--embedded", "--backend", "memory", "x:y").stderr
+
+
+@pytest.mark.slow
+def test_unreachable_redis_says_what_to_do() -> None:
+    done = run_script("qw", "run", "--url", DEAD_URL, "-w", "1", "qwtest_targets:noop")
+    assert_one_line_error(done, "127.0.0.1:1", "start Redis", "qw run --embedded")
+
+
+@pytest.mark.slow
+def test_memory_backend_with_sample_jobs(record_dir: Path) -> None:
+    with Process(
+        [
+            *script("qw"),
+            "run",
+            "--backend",
+            "memory",
+            "-w",
+            "1",
+            "--sample-jobs",
+            "2",
+            "qwtest_targets:record",
+        ]
+    ) as manager:
+        ran = wait_for_records(record_dir, "ran", 2)
+        assert sorted(r["data"]["sample"] for r in ran) == [1, 2]
+        assert manager.stop(signal.SIGINT) == 0, manager.stderr.text()
