@@ -32,8 +32,8 @@ def embedded_redis() -> Iterator[str]:
     try:
         # Deferred (PLC0415): only --embedded needs them, and fakeredis is slow to import.
         # lupa is what lets fakeredis run the Lua scripts the redis backend relies on.
-        import lupa  # type: ignore[import-untyped]  # noqa: F401, PLC0415 - see above
-        from fakeredis import TcpFakeServer  # noqa: PLC0415 - see above
+        import lupa  # type: ignore[import-untyped]  # noqa: F401 - see above
+        from fakeredis import TcpFakeServer
     except ImportError as exc:
         raise CliError(
             f"--embedded needs fakeredis with Lua support ({exc.name} is missing): {INSTALL_HINT}"

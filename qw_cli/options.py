@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from qw_core.backends import open_broker
+from qw_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
@@ -73,8 +74,18 @@ def _split_plugins(ctx: click.Context, param: click.Parameter, value: Iterable[s
 
 @contextlib.contextmanager
 def opened_broker(backend: str, url: str | None) -> Iterator[Broker]:
-    """The broker of ``backend`` at ``url``, closed afterwards."""
+    """The broker of ``backend`` at ``url``, closed afterwards.
+
+    Refuses a backend whose jobs live inside one process (``memory``): a command run
+    from the shell would only ever see an empty broker of its own.
+    """
     broker = open_broker(backend, url)
+    if not broker.capabilities.shared_by_url:
+        broker.close()
+        raise ConfigurationError(
+            f"the {backend!r} backend keeps its jobs inside the process that runs the manager; "
+            "this command cannot reach them (use a backend with a server, such as redis)"
+        )
     try:
         yield broker
     finally:

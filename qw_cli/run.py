@@ -151,7 +151,7 @@ def _embedded_backend(ctx: click.Context, backend: str) -> str:
 
 
 def _embedded_redis() -> contextlib.AbstractContextManager[str]:
-    from qw_cli.embedded import embedded_redis  # noqa: PLC0415 - deferred: only --embedded needs it
+    from qw_cli.embedded import embedded_redis
 
     return embedded_redis()
 
@@ -174,7 +174,7 @@ def run_manager(
 
     :return: the manager's exit code (0: a clean stop).
     """
-    from qw_core.manager import Manager  # noqa: PLC0415 - deferred: multiprocessing is for qw run only
+    from qw_core.manager import Manager
 
     try:
         manager = Manager(

@@ -39,11 +39,15 @@ class Capabilities:
     :param multi_host: managers on different hosts may share the broker.
     :param max_take: the largest batch :meth:`Broker.take` will hand back in one call.
     :param delayed: :meth:`Broker.retry_job` honours a delay itself.
+    :param shared_by_url: another process opening :meth:`Broker.from_url` sees the same
+        jobs (false for the in-memory backend, whose jobs live in one process), so a
+        command such as ``qw enqueue`` can refuse instead of queuing into nowhere.
     """
 
     multi_host: bool
     max_take: int = 100
     delayed: bool = True
+    shared_by_url: bool = True
 
 
 #: Opens a broker; must be picklable so worker processes started with ``spawn`` can call it.

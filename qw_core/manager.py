@@ -128,7 +128,14 @@ class Manager:
             raise QwError(f"manager {self.name} was already started")
         for slot in self._slots:
             self._spawn(slot)
-        self._broker.register_manager(self.name)
+        try:
+            self._broker.register_manager(self.name)
+        except BaseException:
+            for slot in self._slots:  # do not leave workers behind without a manager
+                if slot.process is not None:
+                    slot.process.kill()
+                    slot.process.join()
+            raise
         self._pm.hook.qw_manager_started(manager=self.info)
         self._thread = threading.Thread(target=self._supervise, name=f"qw-manager-{self.name}", daemon=True)
         self._thread.start()

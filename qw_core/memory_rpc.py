@@ -39,7 +39,7 @@ from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, 
 from qw_core.models import FailedJob, Failure, Job
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
-CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True)
+CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False)
 
 # -- encoding ---------------------------------------------------------------------------
 

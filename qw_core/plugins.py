@@ -70,8 +70,9 @@ def make_plugin_manager(
     if config.entry_points:
         _load_entry_points(pm)
     for module_name in config.modules:
-        if not pm.is_blocked(module_name):
-            pm.register(_import_plugin(module_name), name=module_name)
+        module = _import_plugin(module_name)
+        if not pm.is_blocked(module_name) and not pm.is_registered(module):  # may be an entry point too
+            pm.register(module, name=module_name)
     for plugin in extra:
         pm.register(plugin)
     try:

@@ -187,3 +187,10 @@ def test_usage_errors(redis_db: Any, args: list[str], message: str) -> None:
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert redis_db.keys("*") == []
+
+
+@pytest.mark.parametrize("command", [("enqueue", "{}"), ("status",), ("jobs",)])
+def test_a_backend_living_in_one_process_is_refused(command: tuple[str, ...]) -> None:
+    """Queuing into a fresh in-memory broker would report success and lose the job."""
+    result = invoke(command[0], "--backend", "memory", *command[1:])
+    assert_one_line_error(result, "'memory' backend keeps its jobs inside the process")

@@ -119,12 +119,16 @@ def test_a_killed_worker_is_replaced_and_its_job_recovered(broker: MemoryBroker,
     assert broker.queued_job_ids() == [slow.id], "a cold stop puts the running job back"
 
 
+def start_manager_process(jobs: str, grace: float | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+    """A manager with one recording worker in a child process, with ``jobs`` (JSON) queued."""
+    args = [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", jobs]
+    if grace is not None:
+        args.append(str(grace))
+    return subprocess.Popen(args, stderr=subprocess.DEVNULL, **popen)
+
+
 def test_sigterm_mid_job_lets_the_job_finish_then_exits_0(records: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 1.0}]'],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_manager_process('[{"sleep": 1.0}]')
     try:
         began = wait_for(lambda: read_records(records, "began"), what="the job to start")
         proc.send_signal(signal.SIGTERM)
@@ -136,12 +140,7 @@ def test_sigterm_mid_job_lets_the_job_finish_then_exits_0(records: Path) -> None
 
 
 def test_ctrl_c_to_the_process_group_does_not_abort_the_running_job(records: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 1.0}]'],
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_manager_process('[{"sleep": 1.0}]', start_new_session=True)
     try:
         wait_for(lambda: read_records(records, "began"), what="the job to start")
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
@@ -152,11 +151,7 @@ def test_ctrl_c_to_the_process_group_does_not_abort_the_running_job(records: Pat
 
 
 def test_second_sigint_stops_cold_and_puts_the_job_back(records: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 30}]'],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_manager_process('[{"sleep": 30}]')
     try:
         wait_for(lambda: read_records(records, "began"), what="the job to start")
         proc.send_signal(signal.SIGINT)
@@ -169,11 +164,7 @@ def test_second_sigint_stops_cold_and_puts_the_job_back(records: Path) -> None:
 
 
 def test_grace_period_kills_overrunning_jobs(records: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", '[{"sleep": 30}]', "0.5"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_manager_process('[{"sleep": 30}]', grace=0.5)
     try:
         wait_for(lambda: read_records(records, "began"), what="the job to start")
         start = time.monotonic()
