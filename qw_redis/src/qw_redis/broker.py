@@ -1,0 +1,354 @@
+"""The Redis backend: :class:`RedisBroker`, speaking the original qw key schema.
+
+Keys are in :mod:`qw_redis.keys`, the hash encoding in :mod:`qw_redis.codec`, and every
+operation touching more than one key is a Lua script (:mod:`qw_redis.scripts`), so each
+broker method is one round trip, except a ``take`` that has to wait.
+
+Waiting. An idle worker does not poll: :meth:`RedisBroker.take` runs ``take.lua`` and,
+finding nothing, blocks in ``BLPOP qw:wake:<m> qw:wake:all`` for at most
+``RedisOptions.block_slice`` (0.5 s) at a time, then runs ``take.lua`` again. Jobs
+queued through qw push a token onto the wake list of their queue, so a job for a
+manager wakes its workers as fast as a shared one (the original made it wait up to 10 s
+behind ``BRPOPLPUSH all:jobs``). A job pushed by hand sends no token and is seen at the
+next slice. A token only means "look again": the job itself never leaves its queue except
+by ``take.lua``, so a popped token cannot lose a job, and ``take.lua`` deletes the tokens
+of a queue it finds empty so stale ones do not make workers spin.
+
+Where a job goes back to (retry, release, recovery) is recorded by ``take.lua`` in
+``qw:origin`` when the job is taken, for qw's jobs and hand-written ones alike, so no
+script has to parse a job's JSON.
+
+Unreadable jobs. A hash over ``max_job_size`` (checked inside ``take.lua``, so its data
+never crosses the network) or one whose qw marker cannot be decoded is not handed to the
+target: the broker moves it to the failed registry with a ``Failure`` of kind
+``"invalid"``, keeping the hash untouched under ``qw:invalid:<id>`` so that
+:meth:`RedisBroker.requeue_failed` can restore it (after the limit is raised, say).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+import attrs
+import redis
+
+from qw_core.broker import Broker, BrokerFactory, Capabilities
+from qw_core.errors import ConfigurationError, InvalidJob, JobTooLarge, QwError
+from qw_core.models import FailedJob, Failure, Job
+from qw_redis import codec, connection, keys
+from qw_redis.connection import DEFAULT_URL, RedisOptions
+from qw_redis.scripts import Scripts, Taken
+
+log = logging.getLogger("qw.redis")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: Most jobs queued by one script call.
+QUEUE_BATCH = 1000
+#: Shortest blocking wait worth a round trip, in seconds.
+_MIN_BLOCK = 0.01
+
+
+_Method = Callable[Concatenate["RedisBroker", _P], _R]
+
+
+def _translated(method: _Method[_P, _R]) -> _Method[_P, _R]:
+    """Turn the redis errors ``method`` raises into qw errors, at the boundary."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisBroker, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise self._error(exc) from exc
+
+    return wrapper
+
+
+class RedisBroker(Broker):
+    """A :class:`~qw_core.broker.Broker` on Redis 6.2 or newer (or fakeredis with Lua).
+
+    :param client: a client created with ``decode_responses=True``; the broker does not
+        close it. :meth:`from_url` opens one the broker owns.
+    :param options: job size limit, blocking slice, and connection settings (the latter
+        used when this broker opens clients, in :meth:`from_url` and its factory).
+    :param url: the URL ``client`` was opened from, if known (for :meth:`describe` and
+        :meth:`factory`; otherwise both are derived from the client's settings).
+    """
+
+    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True)
+
+    def __init__(
+        self, client: redis.Redis, options: RedisOptions | None = None, *, url: str | None = None
+    ) -> None:
+        self._client = client
+        self._options = options or RedisOptions()
+        self._url = url
+        self._owns_client = False
+        self._scripts = Scripts(client)
+        self._names: set[str] = set()
+        kwargs = client.connection_pool.connection_kwargs
+        if not kwargs.get("decode_responses"):
+            raise ConfigurationError("RedisBroker needs a client created with decode_responses=True")
+        self._fake = client.connection_pool.connection_class.__module__.startswith("fakeredis")
+        socket_timeout = kwargs.get("socket_timeout")
+        slice_ = self._options.block_slice
+        self._slice = min(slice_, socket_timeout / 2) if socket_timeout else slice_
+
+    # -- producing ---------------------------------------------------------------------------
+
+    @_translated
+    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+        batches: dict[tuple[str, str | None], list[tuple[str, dict[str, str]]]] = {}
+        where: tuple[str, str | None]
+        for job in jobs:  # encode (and refuse) everything before anything is written
+            if job.worker is not None:
+                self._check_cached(job.worker)
+                where = (keys.queue(job.worker), None)
+            elif job.manager is not None:
+                self._check_cached(job.manager)
+                where = (keys.queue(job.manager), keys.wake(job.manager))
+            else:
+                where = (keys.ALL_JOBS, keys.WAKE_ALL)
+            fields = codec.encode_job(job, max_size=self._options.max_job_size)
+            batches.setdefault(where, []).append((job.id, fields))
+        for (queue, wake), batch in batches.items():
+            for start in range(0, len(batch), QUEUE_BATCH):
+                self._scripts.queue(queue=queue, wake=wake, jobs=batch[start : start + QUEUE_BATCH])
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    @_translated
+    def take(
+        self,
+        *,
+        manager: str,
+        worker: str,
+        finished: Sequence[str] = (),
+        held: Sequence[str] = (),
+        limit: int = 1,
+        timeout: float = 0.0,
+    ) -> list[Job]:
+        self._check_cached(manager)
+        self._check_cached(worker)
+        limit = max(0, min(limit, self.capabilities.max_take))
+        jobs = self._take_once(manager, worker, finished, len(held), limit)
+        if jobs or limit == 0 or timeout <= 0:
+            return jobs
+        deadline = time.monotonic() + timeout
+        wake_keys = [keys.wake(manager), keys.WAKE_ALL]
+        while (remaining := deadline - time.monotonic()) >= _MIN_BLOCK:
+            self._client.blpop(wake_keys, timeout=min(self._slice, remaining))
+            jobs = self._take_once(manager, worker, (), len(held), limit)
+            if jobs:
+                return jobs
+        return []
+
+    def _take_once(
+        self, manager: str, worker: str, finished: Sequence[str], held: int, limit: int
+    ) -> list[Job]:
+        _, taken = self._scripts.take(
+            manager=manager,
+            worker=worker,
+            finished=finished,
+            held=held,
+            limit=limit,
+            max_size=self._options.max_job_size,
+        )
+        jobs = []
+        for item in taken:
+            job = self._decode_taken(item, manager, worker)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    def _decode_taken(self, item: Taken, manager: str, worker: str) -> Job | None:
+        """The taken job, or ``None`` after moving an unreadable one to the failed registry."""
+        # Where a hash without qw's marker came from (qw's own hashes say it themselves).
+        from_manager = manager if item.source == "m" else None
+        from_worker = worker if item.source == "w" else None
+        error: InvalidJob
+        if item.fields is None:
+            limit = self._options.max_job_size
+            error = JobTooLarge(f"job {item.id} is {item.size} bytes; the limit is {limit}")
+        else:
+            try:
+                return codec.decode_job(item.id, item.fields, manager=from_manager, worker=from_worker)
+            except InvalidJob as exc:
+                error = exc
+        log.warning("job %s is unreadable, moved to the failed jobs: %s", item.id, error)
+        job = Job(id=item.id, data=None, manager=from_manager, worker=from_worker)
+        failure = Failure.from_exception(error, worker=worker, kind="invalid")
+        self._fail(worker, job, failure, keep_hash=True)
+        return None
+
+    @_translated
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+        return self._scripts.finish(worker=worker, job_ids=job_ids)
+
+    @_translated
+    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
+        return self._fail(worker, job, failure, keep_hash=False)
+
+    def _fail(self, worker: str, job: Job, failure: Failure, *, keep_hash: bool) -> bool:
+        return self._scripts.fail(
+            worker=worker,
+            job_id=job.id,
+            record=codec.encode_record(job),
+            failure=codec.encode_failure(failure),
+            failed_at=failure.failed_at,
+            keep_hash=keep_hash,
+        )
+
+    @_translated
+    def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
+        again = attrs.evolve(job, attempts=job.attempts + 1)
+        fields = codec.encode_job(again, max_size=self._options.max_job_size)
+        return self._scripts.retry(worker=worker, job_id=job.id, fields=fields, delay=delay)
+
+    @_translated
+    def release_jobs(self, *, worker: str, job_ids: Sequence[str]) -> int:
+        return self._scripts.release(worker=worker, job_ids=job_ids)
+
+    @_translated
+    def recover_worker(self, *, manager: str, worker: str) -> int:
+        total = 0
+        while True:
+            moved, left = self._scripts.recover(manager=manager, worker=worker)
+            total += moved
+            if not left:
+                return total
+
+    # -- membership --------------------------------------------------------------------------
+
+    @_translated
+    def register_manager(self, name: str) -> None:
+        self._client.sadd(keys.ALL_MANAGERS, self.check_name(name))
+
+    @_translated
+    def deregister_manager(self, name: str) -> None:
+        self._client.srem(keys.ALL_MANAGERS, name)
+
+    @_translated
+    def register_worker(self, *, manager: str, worker: str) -> None:
+        self._client.sadd(keys.manager_workers(self.check_name(manager)), self.check_name(worker))
+
+    @_translated
+    def deregister_worker(self, *, manager: str, worker: str) -> None:
+        self._client.srem(keys.manager_workers(manager), worker)
+
+    # -- read-only queries -------------------------------------------------------------------
+
+    @_translated
+    def managers(self) -> list[str]:
+        return sorted(cast("set[str]", self._client.smembers(keys.ALL_MANAGERS)))
+
+    @_translated
+    def workers(self, manager: str) -> list[str]:
+        return sorted(cast("set[str]", self._client.smembers(keys.manager_workers(manager))))
+
+    @_translated
+    def queued_job_ids(self, manager: str | None = None) -> list[str]:
+        # Producers LPUSH and takers pop from the right: the next to run is the last.
+        return self._list(keys.queue(manager))[::-1]
+
+    @_translated
+    def held_job_ids(self, worker: str) -> list[str]:
+        """Ids on ``<worker>:jobs`` as stored: sent directly (newest first), then held in take order."""
+        return self._list(keys.queue(worker))
+
+    def _list(self, key: str) -> list[str]:
+        return cast("list[str]", self._client.lrange(key, 0, -1))
+
+    @_translated
+    def get_job(self, job_id: str) -> Job | None:
+        """The job stored as ``job:<id>``, else the one in the failed registry, else ``None``."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        pipe.hget(keys.ORIGIN, job_id)
+        pipe.hget(keys.failed_job(job_id), "job")
+        fields, origin, record = pipe.execute()
+        if fields:
+            return codec.decode_job(job_id, fields, manager=origin or None)
+        return None if record is None else codec.decode_record(record)
+
+    @_translated
+    def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
+        if limit <= 0:
+            return []
+        ids = cast("list[str]", self._client.zrevrange(keys.FAILED, 0, limit - 1))
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
+        failed = []
+        for record, failure in pipe.execute():
+            if record is not None and failure is not None:
+                job, why = codec.decode_record(record), codec.decode_failure(failure)
+                failed.append(FailedJob(job=job, failure=why))
+        return failed
+
+    @_translated
+    def requeue_failed(self, job_id: str) -> bool:
+        record = cast("str | None", self._client.hget(keys.failed_job(job_id), "job"))
+        if record is None:
+            return False
+        job = attrs.evolve(codec.decode_record(record), attempts=0)
+        fields = codec.encode_job(job, max_size=0)
+        return self._scripts.requeue_failed(job_id=job_id, fields=fields)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> RedisBroker:
+        """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+        Default ``redis://localhost:6379/0``. A user and password go in the URL
+        (``redis://user:password@host:6379/0``, Redis 6 ACLs); the database is the path.
+
+        :raises ConfigurationError: the URL is malformed (the message hides passwords).
+        :raises BrokerUnavailable: Redis does not answer, or refuses the login.
+        """
+        return cls._open(url or DEFAULT_URL, options or RedisOptions(), ())
+
+    @classmethod
+    def _open(cls, url: str, options: RedisOptions, extra: tuple[tuple[str, Any], ...]) -> RedisBroker:
+        client = connection.open_client(url, options, **dict(extra))
+        password = client.connection_pool.connection_kwargs.get("password")
+        connection.ping(client, connection.redact_url(url), password)
+        broker = cls(client, options, url=url)
+        broker._owns_client = True
+        return broker
+
+    def factory(self) -> BrokerFactory:
+        from qw_redis import factories  # noqa: PLC0415 - factories open brokers: a cycle
+
+        if self._url is not None:
+            return factories.RedisBrokerFactory(url=self._url, options=self._options)
+        return factories.factory_for(self._client, self._options)
+
+    def check_name(self, name: str) -> str:
+        return keys.check_name(name)
+
+    def _check_cached(self, name: str) -> None:
+        if name not in self._names:
+            self._names.add(keys.check_name(name))
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def describe(self) -> str:
+        if self._fake:
+            return f"fakeredis (in-process) db {self._client.connection_pool.connection_kwargs.get('db', 0)}"
+        if self._url is not None:
+            return connection.redact_url(self._url)
+        return connection.client_url(self._client)
+
+    def _error(self, exc: redis.RedisError) -> QwError:
+        """The qw error for a redis error raised while talking to this broker's Redis."""
+        password = self._client.connection_pool.connection_kwargs.get("password")
+        return connection.translate(exc, self.describe(), password)

@@ -1,0 +1,314 @@
+"""How a job is stored in its ``job:<id>`` hash, and how failed jobs are recorded.
+
+The original qw stored one hash field per top-level key of the job data and handed the
+hash back as it came out of ``HGETALL``: only a flat map of strings survived the trip.
+qw keeps that layout readable by plain Redis clients and adds a marker for everything else.
+
+The encoding (version 1)
+------------------------
+
+**A hash without a** ``__qw__`` **field** was written by hand or by the original qw. Its
+fields reach the target exactly as stored, a ``dict`` of ``str`` to ``str``
+(``{"n": "7"}`` stays ``{"n": "7"}``); a missing hash is ``{}``. Job metadata comes from
+the queue the job was taken from.
+
+**A hash qw writes** always carries the marker field ``__qw__``, a compact JSON object:
+
+==============  =========================================================================
+``v``           encoding version (``1``); a reader refuses a newer one as invalid
+``json``        names of the fields whose values are JSON text (omitted when none)
+``keys``        every data field's name, in the data's order (omitted for 0 or 1 field):
+                Redis forgets the order of a hash's fields once it grows
+``manager``     the manager the job was queued for (omitted when none)
+``worker``      the worker the job was queued for (omitted when none)
+``attempts``    runs that already failed and were retried (omitted when 0)
+``queued_at``   when it was queued, seconds since the epoch (omitted when unknown)
+``meta``        framework metadata travelling with the job (omitted when empty)
+==============  =========================================================================
+
+The data is stored in one of two shapes:
+
+* a ``dict`` whose keys are strings and none starts with ``__qw``: one field per key.
+  String values are stored as they are, so ``HGETALL`` and an original qw reader see
+  natural strings; any other value is stored as JSON text and its field is listed in
+  ``json``. ``{"n": 7, "name": "x"}`` becomes ``n = 7``, ``name = x`` and
+  ``__qw__ = {"v":1,"json":["n"],...}``.
+* anything else (a list, a scalar, ``null``, a dict with a reserved key): the whole value
+  as JSON text in the single field ``__qw_data__``.
+
+Any JSON value round-trips exactly: nested values, unicode (stored as UTF-8, not
+escaped), integers of any size, floats (shortest repr, so ``0.1`` stays ``0.1``), booleans
+and ``null``. Values that JSON would change on the way are refused with
+:class:`~qw_core.errors.InvalidJob` before anything is written: NaN and infinities,
+tuples, sets, non-string mapping keys, lone surrogates.
+
+**Size.** The encoded size of a hash is the sum of the UTF-8 lengths of its field names
+and values. :func:`encode_job` refuses a job over the broker's limit (default 512 KiB)
+with :class:`~qw_core.errors.JobTooLarge`; ``take.lua`` measures hand-written hashes the
+same way (in Lua, over the ``HGETALL`` reply it builds anyway, so the data of an oversized
+job never crosses the network) and the broker moves such a job to the failed registry.
+
+Failed jobs (``qw:failed:<id>``) keep the job as a JSON *record* (``id``, ``data``,
+``manager``, ``worker``, ``attempts``, ``queued_at``, ``meta``) and the failure as the JSON
+of :class:`~qw_core.models.Failure`'s fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, cast
+
+import attrs
+
+from qw_core.errors import InvalidJob, JobTooLarge
+from qw_core.models import JSON, Failure, Job
+
+#: The field that marks a hash written by qw; its value is the JSON marker object.
+MARKER = "__qw__"
+#: The field holding the whole data as JSON when it is not a plain mapping.
+DATA_FIELD = "__qw_data__"
+#: Data keys starting with this are reserved: such data is stored whole in ``DATA_FIELD``.
+RESERVED_PREFIX = "__qw"
+#: The encoding version written by this module.
+VERSION = 1
+#: Default limit on a job hash's encoded size, in bytes.
+DEFAULT_MAX_JOB_SIZE = 512 * 1024
+
+
+#: Built once: ``json.dumps`` with non-default options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_dumps = _ENCODER.encode
+
+
+def to_json(value: object, what: str) -> str:
+    """``value`` as compact JSON text, refusing anything that would not come back equal.
+
+    :raises InvalidJob: ``value`` is not JSON (the message says where and why).
+    """
+    try:
+        text = _dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidJob(f"{what} is not JSON: {exc}") from exc
+    if not _plain(value) and json.loads(text) != value:  # the round trip only when in doubt
+        raise InvalidJob(f"{what} is not JSON: {_why_not_json(value)}")
+    return text
+
+
+def _plain(value: object) -> bool:
+    """True if ``value`` is built of exactly dict, list, str, int, float, bool and None.
+
+    Such a value survives JSON unchanged (floats are finite once ``_dumps`` accepted
+    them), so :func:`to_json` can skip its round trip; subclasses and tuples cannot.
+    """
+    kind = type(value)
+    if kind is list:
+        return all(map(_plain, cast("list[object]", value)))
+    if kind is dict:
+        mapping = cast("dict[object, object]", value)
+        return all(type(key) is str for key in mapping) and all(map(_plain, mapping.values()))
+    return kind is str or kind is int or kind is float or kind is bool or value is None
+
+
+def _why_not_json(value: object, path: str = "") -> str:
+    """Describe the first part of ``value`` that JSON would change."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"key {key!r} at {path or 'top level'} is a {type(key).__name__}, not a string"
+            reason = _why_not_json(item, f"{path}[{key!r}]")
+            if reason:
+                return reason
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            reason = _why_not_json(item, f"{path}[{index}]")
+            if reason:
+                return reason
+    elif not isinstance(value, (str, int, float, type(None))):
+        return f"{type(value).__name__} at {path or 'top level'} would not come back as itself"
+    return ""
+
+
+def _is_field_map(data: JSON) -> bool:
+    """True if ``data`` is stored one field per key (a dict of plain, unreserved keys)."""
+    if not isinstance(data, dict):
+        return False
+    return all(isinstance(key, str) and not key.startswith(RESERVED_PREFIX) for key in data)
+
+
+def hash_size(fields: Mapping[str, str]) -> int:
+    """The encoded size of a hash: the UTF-8 lengths of its field names and values.
+
+    :raises InvalidJob: a name or value is not encodable as UTF-8 (a lone surrogate).
+    """
+    try:
+        # str.isascii() is O(1) in CPython, so plain ASCII text is never copied here.
+        size = 0
+        for name, value in fields.items():
+            size += len(name) if name.isascii() else len(name.encode())
+            size += len(value) if value.isascii() else len(value.encode())
+        return size
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(f"job data is not valid unicode text: {exc.reason} at {exc.object[:40]!r}") from exc
+
+
+def _scalar_json(value: object) -> str | None:
+    """The JSON text of an int, bool, finite float or None, as json.dumps writes it.
+
+    The common values skip :func:`to_json`'s round trip; ``None`` means "not one of those".
+    """
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(cast("int", value))
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is float and math.isfinite(cast("float", value)):
+        return float.__repr__(cast("float", value))
+    return "null" if value is None else None
+
+
+def _add_metadata(marker: dict[str, Any], job: Job) -> None:
+    """Put ``job``'s metadata in ``marker``, defaults left out."""
+    if job.manager is not None:
+        marker["manager"] = job.manager
+    if job.worker is not None:
+        marker["worker"] = job.worker
+    if job.attempts:
+        marker["attempts"] = job.attempts
+    if job.queued_at is not None:
+        marker["queued_at"] = job.queued_at
+    if job.meta:
+        marker["meta"] = dict(job.meta)
+
+
+def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, str]:
+    """The ``job:<id>`` hash fields for ``job``.
+
+    :param max_size: refuse a hash larger than this many bytes (``0``: no limit).
+    :raises InvalidJob: the data or meta is not JSON.
+    :raises JobTooLarge: the encoded hash is over ``max_size``.
+    """
+    if not isinstance(job.id, str) or not job.id:
+        raise InvalidJob(f"a job id must be a non-empty string, not {job.id!r}")
+    fields: dict[str, str] = {}
+    marker: dict[str, Any] = {"v": VERSION}
+    data = job.data
+    if _is_field_map(data):
+        json_fields = []
+        for key, value in cast("dict[str, JSON]", data).items():
+            if isinstance(value, str):
+                fields[key] = value
+                continue
+            text = _scalar_json(value)
+            fields[key] = to_json(value, f"job data[{key!r}]") if text is None else text
+            json_fields.append(key)
+        if json_fields:
+            marker["json"] = json_fields
+        if len(fields) > 1:  # Redis keeps a hash's field order only while it is small
+            marker["keys"] = list(fields)
+    else:
+        fields[DATA_FIELD] = to_json(data, "job data")
+    if job.meta:
+        to_json(dict(job.meta), "job meta")  # checked here; the marker's other parts are safe
+    _add_metadata(marker, job)
+    try:
+        fields[MARKER] = _dumps(marker)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(f"job {job.id} metadata is not JSON: {exc}") from exc
+    size = hash_size(fields)
+    if max_size and size > max_size:
+        raise JobTooLarge(f"job {job.id} encodes to {size} bytes; the limit is {max_size}")
+    return fields
+
+
+def decode_job(
+    job_id: str,
+    fields: Mapping[str, str],
+    *,
+    manager: str | None = None,
+    worker: str | None = None,
+) -> Job:
+    """The job stored in ``fields`` (an ``HGETALL`` reply, ``{}`` for a missing hash).
+
+    :param manager: the manager queue the job was taken from, for a hash without marker.
+    :param worker: the worker it was queued on directly, for a hash without marker.
+    :raises InvalidJob: the hash has a marker but cannot be decoded.
+    """
+    marker_text = fields.get(MARKER)
+    if marker_text is None:
+        return Job(id=job_id, data=dict(fields), manager=manager, worker=worker)
+    try:
+        marker = json.loads(marker_text)
+        if not isinstance(marker, dict) or not isinstance(marker.get("v"), int):
+            raise ValueError("the __qw__ marker is not an object with a version")
+        if marker["v"] > VERSION:
+            raise ValueError(f"written with encoding version {marker['v']}, newer than this qw ({VERSION})")
+        data: JSON = json.loads(fields[DATA_FIELD]) if DATA_FIELD in fields else _field_map(marker, fields)
+        return Job(
+            id=job_id,
+            data=data,
+            manager=marker.get("manager"),
+            worker=marker.get("worker"),
+            attempts=int(marker.get("attempts", 0)),
+            queued_at=marker.get("queued_at"),
+            meta=marker.get("meta", {}),
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidJob(f"job {job_id} cannot be decoded: {exc}") from exc
+
+
+def _field_map(marker: dict[str, Any], fields: Mapping[str, str]) -> dict[str, JSON]:
+    """The data of a hash stored one field per key, in the order the marker recorded."""
+    json_fields = set(marker.get("json", ()))
+    order = [key for key in marker.get("keys", ()) if key in fields]
+    seen = set(order)
+    order += [key for key in fields if key != MARKER and key not in seen]  # fields added by hand
+    return {key: json.loads(fields[key]) if key in json_fields else fields[key] for key in order}
+
+
+# -- the failed-job registry ------------------------------------------------------------------
+
+
+def encode_record(job: Job) -> str:
+    """``job`` as one JSON object, as the failed-job registry keeps it."""
+    return to_json(
+        {
+            "id": job.id,
+            "data": job.data,
+            "manager": job.manager,
+            "worker": job.worker,
+            "attempts": job.attempts,
+            "queued_at": job.queued_at,
+            "meta": dict(job.meta),
+        },
+        f"job {job.id}",
+    )
+
+
+def decode_record(text: str) -> Job:
+    """The job :func:`encode_record` wrote."""
+    record = json.loads(text)
+    return Job(
+        id=record["id"],
+        data=record["data"],
+        manager=record.get("manager"),
+        worker=record.get("worker"),
+        attempts=record.get("attempts", 0),
+        queued_at=record.get("queued_at"),
+        meta=record.get("meta") or {},
+    )
+
+
+_FAILURE_FIELDS = tuple(field.name for field in attrs.fields(Failure))
+
+
+def encode_failure(failure: Failure) -> str:
+    """``failure`` as one JSON object."""
+    return to_json(attrs.asdict(failure), "failure")
+
+
+def decode_failure(text: str) -> Failure:
+    """The failure :func:`encode_failure` wrote (unknown keys from newer versions ignored)."""
+    values = json.loads(text)
+    return Failure(**{name: values[name] for name in _FAILURE_FIELDS if name in values})

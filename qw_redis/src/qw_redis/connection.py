@@ -1,0 +1,222 @@
+"""Opening Redis connections: URLs, options, password redaction, start-up errors.
+
+A URL is the one way a qw process names its Redis (``qw run --url``), and URLs carry
+passwords, so everything here that may end up in a log or an error message goes through
+:func:`redact_url` first. A Redis that is down at start-up is reported in one line
+(``cannot reach Redis at redis://localhost:6379/0: Connection refused``), never as a
+traceback.
+
+Transient connection errors are retried by redis-py itself
+(:class:`redis.retry.Retry` with :class:`redis.backoff.ExponentialBackoff`), so a Redis
+restart or a failover costs a short pause rather than a dead worker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import attrs
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, QwError
+from qw_redis.codec import DEFAULT_MAX_JOB_SIZE
+
+#: The URL used when none is given.
+DEFAULT_URL = "redis://localhost:6379/0"
+_SCHEMES = ("redis", "rediss", "unix")
+_MASK = "***"
+
+
+@attrs.frozen(kw_only=True)
+class RedisOptions:
+    """How a :class:`~qw_redis.broker.RedisBroker` stores jobs and talks to Redis.
+
+    :param max_job_size: the largest job hash, in bytes (``0``: no limit); bigger jobs are
+        refused when queued and failed as invalid when found on a queue.
+    :param block_slice: the longest single blocking wait for a wake-up, in seconds: a job
+        pushed by hand (which sends no wake-up) waits at most this long.
+    :param retries: how often a command is retried after a connection error.
+    :param backoff_cap: the longest pause between two retries, in seconds.
+    :param socket_timeout: seconds to wait for a reply; kept above ``block_slice``.
+    :param connect_timeout: seconds to wait for a connection.
+    """
+
+    max_job_size: int = attrs.field(default=DEFAULT_MAX_JOB_SIZE, validator=attrs.validators.ge(0))
+    block_slice: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    backoff_cap: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    socket_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    connect_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.socket_timeout <= self.block_slice:
+            raise ConfigurationError(
+                f"socket_timeout ({self.socket_timeout}s) must exceed block_slice ({self.block_slice}s)"
+            )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (in the user part and in the query)."""
+    try:
+        parts = urlsplit(url)
+        if "@" in parts.path or "@" in parts.query:
+            raise ValueError("a '/' or '?' in the password (not %-encoded) hides where it ends")
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            name = user.split(":", 1)[0]
+            netloc = f"{name}:{_MASK}@{host}"
+        query = parts.query
+        if "password" in query:
+            query = urlencode(
+                [(k, _MASK if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
+                safe="*/",
+            )
+        # Not urlunsplit: it turns "unix:///path" (empty host) into "unix:/path".
+        shown = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url
+        return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    except ValueError:  # unparseable: mask anything between "//user:" and the last "@"
+        return re.sub(r"(//[^/:@]*:).*@", rf"\g<1>{_MASK}@", url)
+
+
+def _scrub(text: str, password: str | None) -> str:
+    return text.replace(password, _MASK) if password else text
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if it names a Redis qw can open.
+
+    :raises ConfigurationError: with the reason, and the URL without its password.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        if "@" in parts.path or "@" in parts.query:
+            raise ValueError("'/', '?' and '#' in a user name or password must be %-encoded")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {shown}: {_scrub(str(exc), _password(url))}") from exc
+    if parts.scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"invalid Redis URL {shown}: the scheme must be redis://, rediss:// or unix://"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigurationError(f"invalid Redis URL {shown}: a unix:// URL needs a socket path")
+    elif not re.fullmatch(r"/?|/\d+", parts.path):
+        raise ConfigurationError(f"invalid Redis URL {shown}: the path must be a database number, like /0")
+    return url
+
+
+def _password(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        return parts.password or dict(parse_qsl(parts.query)).get("password")
+    except ValueError:
+        return None
+
+
+def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
+    """A client for ``url`` that decodes replies and retries transient errors.
+
+    Does not connect yet (see :func:`ping`).
+
+    :param extra: further ``redis.Redis`` keyword arguments (TLS files, ...).
+    :raises ConfigurationError: the URL or an option in its query string is invalid.
+    """
+    check_url(url)
+    try:
+        kwargs: dict[str, Any] = {
+            "socket_timeout": options.socket_timeout,
+            "socket_connect_timeout": options.connect_timeout,
+            "retry": Retry(ExponentialBackoff(cap=options.backoff_cap, base=0.05), options.retries),
+            **extra,
+            "decode_responses": True,
+        }
+        return redis.Redis.from_url(url, **kwargs)
+    except (ValueError, TypeError) as exc:
+        message = _scrub(str(exc), _password(url))
+        raise ConfigurationError(f"invalid Redis URL {redact_url(url)}: {message}") from exc
+
+
+def unavailable(exc: redis.RedisError, shown_url: str, password: str | None = None) -> BrokerUnavailable:
+    """A one-line :class:`BrokerUnavailable` for a connection-level ``exc``."""
+    text = _scrub(str(exc), password).strip()
+    match = re.match(r"Error -?\d+ connecting to \S+?\.? (.*)", text)
+    reason = (match.group(1) if match else text).rstrip(".") or type(exc).__name__
+    if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        return BrokerUnavailable(f"Redis at {shown_url} refused the login: {reason}")
+    return BrokerUnavailable(f"cannot reach Redis at {shown_url}: {reason}")
+
+
+def translate(exc: redis.RedisError, shown_url: str, password: str | None = None) -> QwError:
+    """The qw error for ``exc``, raised while talking to the Redis at ``shown_url``."""
+    text = _scrub(str(exc), password)
+    lost = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+    if lost or text.startswith(("NOAUTH", "WRONGPASS")):
+        return unavailable(exc, shown_url, password)
+    if "unknown command" in text.lower():
+        return BackendError(f"Redis at {shown_url} is too old for qw (needs 6.2 or newer): {text}")
+    return BackendError(f"Redis at {shown_url} answered with an error: {text}")
+
+
+def ping(client: redis.Redis, shown_url: str, password: str | None = None) -> None:
+    """Check that Redis answers.
+
+    :raises BrokerUnavailable: in one line, without the password.
+    """
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise unavailable(exc, shown_url, password) from exc
+
+
+# -- describing an existing client ----------------------------------------------------------
+
+#: Connection settings copied from an existing client into a factory (picklable values only).
+_COPIED = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "client_name",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_ca_data",
+    "ssl_check_hostname",
+    "ssl_password",
+)
+
+
+def client_url(client: redis.Redis, *, with_password: bool = False) -> str:
+    """The URL of the server ``client`` talks to (password masked unless asked for)."""
+    pool = client.connection_pool
+    kw: Mapping[str, Any] = pool.connection_kwargs
+    user, password = kw.get("username"), kw.get("password")
+    auth = ""
+    if user or password:
+        shown = quote(str(password), safe="") if with_password else _MASK
+        auth = quote(str(user or ""), safe="") + (f":{shown}" if password else "") + "@"
+    db = int(kw.get("db") or 0)
+    if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
+        return f"unix://{auth}{kw.get('path', '')}?db={db}"
+    scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
+    host = kw.get("host", "localhost")
+    host = f"[{host}]" if ":" in str(host) else host
+    return f"{scheme}://{auth}{host}:{kw.get('port', 6379)}/{db}"
+
+
+def client_extras(client: redis.Redis) -> tuple[tuple[str, Any], ...]:
+    """The settings of ``client`` a factory must pass on besides its URL."""
+    kw = client.connection_pool.connection_kwargs
+    return tuple(
+        (name, kw[name])
+        for name in _COPIED
+        if name in kw and isinstance(kw[name], (str, int, float, bool, type(None)))
+    )

@@ -1,0 +1,162 @@
+"""Every Redis key qw reads or writes, and the check that keeps names from colliding.
+
+This module is the one place a key pattern is spelt. The Lua scripts build the few keys
+they derive from data (``job:<id>`` from an id popped off a list, ``<m>:jobs`` from a
+recorded origin) with functions generated here (:data:`LUA_PRELUDE`), so a future cluster
+mode can map keys to hash slots by changing this module alone.
+
+The original qw 0.1.1 schema (kept exactly, see ``shared/spec/redis-protocol.md``):
+
+=====================  ======  ==========================================================
+key                    type    meaning
+=====================  ======  ==========================================================
+``all:managers``       set     names of the running managers
+``<m>:workers``        set     names of manager ``<m>``'s running workers
+``all:jobs``           list    ids any worker may take (LPUSH to queue, taken from the right)
+``<m>:jobs``           list    ids only manager ``<m>``'s workers take
+``<w>:jobs``           list    ids worker ``<w>`` holds (tail) or was sent directly (head)
+``job:<id>``           hash    the job's data, one field per top-level key
+=====================  ======  ==========================================================
+
+What qw adds lives under ``qw:``, a prefix no queue or membership key can have (a name
+is never ``qw`` and never contains ``:``):
+
+=====================  ======  ==========================================================
+``qw:wake:all``        list    wake-up tokens for workers blocked waiting for shared jobs
+``qw:wake:<m>``        list    wake-up tokens for manager ``<m>``'s blocked workers
+``qw:origin``          hash    held or delayed job id → the manager whose queue it came
+                               from (``""``: the shared queue); recovery, release and
+                               retry put a job back where this says
+``qw:delayed``         zset    job id → when (server time, seconds) a retried job is due
+``qw:failed``          zset    failed job id → when it failed
+``qw:failed:<id>``     hash    a failed job: ``job`` (JSON record), ``failure`` (JSON),
+                               ``origin`` (as in ``qw:origin``)
+``qw:invalid:<id>``    hash    the untouched hash of a failed job that could not be read
+                               (too large, or not decodable), restored by a requeue
+=====================  ======  ==========================================================
+
+Names: manager and worker names become part of keys, so :func:`check_name` refuses the
+ones that would collide with the schema (``all``, ``job``, ``qw``, anything with ``:``)
+or make keys unreadable (whitespace, control characters, more than 200 characters).
+A worker's name is ``<manager>.<pid>`` (:func:`worker_name`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from qw_core.errors import InvalidName
+
+# -- the original schema ------------------------------------------------------------------
+
+#: Set of the running managers' names.
+ALL_MANAGERS = "all:managers"
+#: The shared queue.
+ALL_JOBS = "all:jobs"
+
+_QUEUE_SUFFIX = ":jobs"
+_WORKERS_SUFFIX = ":workers"
+_JOB_PREFIX = "job:"
+
+# -- qw's own keys --------------------------------------------------------------------------
+
+_QW = "qw:"
+_WAKE_PREFIX = _QW + "wake:"
+#: Wake-up tokens for jobs on the shared queue.
+WAKE_ALL = _WAKE_PREFIX + "all"
+#: Held (and delayed) job id → origin manager name, ``""`` for the shared queue.
+ORIGIN = _QW + "origin"
+#: Retried jobs waiting for their due time (score: server time in seconds).
+DELAYED = _QW + "delayed"
+#: Failed job ids by failure time.
+FAILED = _QW + "failed"
+_FAILED_PREFIX = FAILED + ":"
+_INVALID_PREFIX = _QW + "invalid:"
+
+#: Value of an ``ORIGIN`` entry for a job taken from the shared queue.
+SHARED_ORIGIN = ""
+
+
+def manager_workers(manager: str) -> str:
+    """``<m>:workers``: the set of ``manager``'s running workers."""
+    return manager + _WORKERS_SUFFIX
+
+
+def queue(name: str | None) -> str:
+    """``<name>:jobs``: a manager's queue or a worker's held list; ``all:jobs`` for ``None``."""
+    return ALL_JOBS if name is None else name + _QUEUE_SUFFIX
+
+
+def job(job_id: str) -> str:
+    """``job:<id>``: the job's data hash."""
+    return _JOB_PREFIX + job_id
+
+
+def wake(manager: str | None) -> str:
+    """``qw:wake:<m>`` (or ``qw:wake:all`` for ``None``): tokens that wake blocked takers."""
+    return WAKE_ALL if manager is None else _WAKE_PREFIX + manager
+
+
+def failed_job(job_id: str) -> str:
+    """``qw:failed:<id>``: a failed job's record, failure and origin."""
+    return _FAILED_PREFIX + job_id
+
+
+def invalid_job(job_id: str) -> str:
+    """``qw:invalid:<id>``: the raw hash of a job that failed because it was unreadable."""
+    return _INVALID_PREFIX + job_id
+
+
+def worker_name(manager: str, pid: int) -> str:
+    """A worker's name: ``<manager>.<pid>``, as the original qw named them."""
+    return f"{manager}.{pid}"
+
+
+# -- names ----------------------------------------------------------------------------------
+
+#: Longest manager or worker name accepted.
+MAX_NAME_LENGTH = 200
+_RESERVED_NAMES = frozenset({"all", "job", "qw"})
+_BAD_CHAR = re.compile(r"[:\s\x00-\x1f\x7f-\x9f]")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it can be a manager or worker name.
+
+    :raises InvalidName: with a one-line reason.
+    """
+    if not isinstance(name, str):
+        raise InvalidName(f"a name must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidName("a name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
+    if name in _RESERVED_NAMES:
+        raise InvalidName(f"{name!r} is reserved by the key schema ({name}:jobs, ...)")
+    bad = _BAD_CHAR.search(name)
+    if bad is not None:
+        what = "':'" if bad.group() == ":" else f"{bad.group()!r} (whitespace or a control character)"
+        raise InvalidName(f"name {name!r} contains {what}, which would break its Redis keys")
+    return name
+
+
+# -- the same patterns for Lua ------------------------------------------------------------
+
+
+def _lua_string(text: str) -> str:
+    # The patterns above are plain ASCII without quotes or backslashes; keep it so.
+    assert "'" not in text
+    assert "\\" not in text
+    return f"'{text}'"
+
+
+#: Prepended to every script: key builders and constants generated from the patterns above.
+LUA_PRELUDE = f"""\
+-- Generated from qw_redis/keys.py: the key patterns, so they are spelt in one place.
+local ALL_JOBS = {_lua_string(ALL_JOBS)}
+local WAKE_ALL = {_lua_string(WAKE_ALL)}
+local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
+local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
+local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end
+local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
+"""

@@ -1,0 +1,33 @@
+-- fail.lua: move a held job to the failed-job registry, guarded.
+--
+-- KEYS[1]  <w>:jobs          the worker's list
+-- KEYS[2]  job:<id>          the job's data
+-- KEYS[3]  qw:failed         failed ids by time
+-- KEYS[4]  qw:failed:<id>    the failed job's entry
+-- KEYS[5]  qw:origin         held job id -> manager it was taken for
+-- KEYS[6]  qw:invalid:<id>   where an unreadable job's hash is kept
+-- ARGV[1]  the job id
+-- ARGV[2]  the job record (JSON)
+-- ARGV[3]  the failure (JSON)
+-- ARGV[4]  when it failed (seconds since the epoch)
+-- ARGV[5]  1: keep the job's hash as it is under KEYS[6] (it could not be read);
+--          0: delete it (the record in ARGV[2] has its data)
+--
+-- Only if LREM removed the id from KEYS[1] (the worker still held it): write KEYS[4]
+-- (job, failure, and the origin entry moved from KEYS[5]), ZADD KEYS[3], and delete or
+-- keep KEYS[2]. Returns 1 if the job was failed, 0 if the worker no longer held it.
+
+local id = ARGV[1]
+if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
+local from = redis.call('HGET', KEYS[5], id)
+redis.call('HDEL', KEYS[5], id)
+redis.call('DEL', KEYS[4], KEYS[6])
+redis.call('HSET', KEYS[4], 'job', ARGV[2], 'failure', ARGV[3])
+if from then redis.call('HSET', KEYS[4], 'origin', from) end
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('RENAME', KEYS[2], KEYS[6])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('ZADD', KEYS[3], ARGV[4], id)
+return 1

@@ -1,0 +1,11 @@
+-- finish.lua: finish jobs a worker completed, without taking any (see take.lua).
+--
+-- KEYS[1]  <w>:jobs    the worker's list
+-- KEYS[2]  qw:origin   held job id -> manager it was taken for
+-- ARGV     the finished ids
+--
+-- For each id that LREM removes from the tail of KEYS[1]: DEL job:<id> and HDEL its
+-- origin entry; an id the worker no longer holds (recovered meanwhile) is left alone.
+-- Returns: a list of 1/0 per id, 1 if it was held.
+
+return finish(KEYS[1], KEYS[2], 1)

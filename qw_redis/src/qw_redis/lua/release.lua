@@ -1,0 +1,23 @@
+-- release.lua: put held jobs that never started back at the front of their queues.
+--
+-- KEYS[1]  <w>:jobs      the worker's list
+-- KEYS[2]  qw:origin     held job id -> manager it was taken for ('' = shared queue)
+-- KEYS[3]  all:jobs      the shared queue (also where a job without origin goes)
+-- KEYS[4]  qw:wake:all   its wake list
+-- ARGV     the ids, in the order they were taken
+--
+-- For each id (last first) that LREM removes from KEYS[1]: RPUSH it onto its origin
+-- queue (the right end, which LMOVE RIGHT pops next, so ARGV[1] ends up first in line),
+-- drop its origin entry, and push one wake-up token per job.
+-- Returns: how many were put back.
+
+local wakes = {}
+local count = 0
+for i = #ARGV, 1, -1 do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) > 0 then
+    put_back(ARGV[i], KEYS[2], KEYS[3], KEYS[4], true, wakes)
+    count = count + 1
+  end
+end
+flush_wakes(wakes)
+return count

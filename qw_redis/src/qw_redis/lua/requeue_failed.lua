@@ -1,0 +1,31 @@
+-- requeue_failed.lua: move a failed job back onto the queue it came from.
+--
+-- KEYS[1]  qw:failed         failed ids by time
+-- KEYS[2]  qw:failed:<id>    the failed job's entry (its 'origin' field says where to)
+-- KEYS[3]  job:<id>          the job's data, rewritten
+-- KEYS[4]  qw:invalid:<id>   an unreadable job's hash, kept as it was
+-- KEYS[5]  all:jobs          the shared queue (origin '' or none)
+-- KEYS[6]  qw:wake:all       its wake list
+-- ARGV[1]  the job id
+-- ARGV[2]  n, the number of fields; ARGV[3..] the n field/value pairs of the new hash
+--
+-- Only if ZREM removes the id from KEYS[1]: restore KEYS[3] (RENAME from KEYS[4] when
+-- the job was kept as it was, else from ARGV), delete KEYS[2], LPUSH the id onto its
+-- queue and push one wake-up token.
+-- Returns 1 if requeued, 0 if no such failed job.
+
+local id = ARGV[1]
+if redis.call('ZREM', KEYS[1], id) == 0 then return 0 end
+local from = redis.call('HGET', KEYS[2], 'origin')
+redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('DEL', KEYS[3])
+  redis.call('RENAME', KEYS[4], KEYS[3])
+else
+  write_hash(KEYS[3], ARGV, 3, tonumber(ARGV[2]))
+end
+local q, w = KEYS[5], KEYS[6]
+if from and from ~= SHARED_ORIGIN then q, w = queue_key(from), wake_key(from) end
+redis.call('LPUSH', q, id)
+wake(w, 1)
+return 1

@@ -1,0 +1,29 @@
+-- retry.lua: put a held job back on the queue it came from, re-encoded, now or later.
+--
+-- KEYS[1]  <w>:jobs      the worker's list
+-- KEYS[2]  job:<id>      the job's data
+-- KEYS[3]  qw:origin     held job id -> manager it was taken for ('' = shared queue)
+-- KEYS[4]  all:jobs      the shared queue (also where a job without origin goes)
+-- KEYS[5]  qw:wake:all   its wake list
+-- KEYS[6]  qw:delayed    retried jobs by due time
+-- ARGV[1]  the job id
+-- ARGV[2]  delay in seconds (0: queue it now)
+-- ARGV[3]  n, the number of fields; ARGV[4..] the n field/value pairs of the new hash
+--
+-- Only if LREM removed the id from KEYS[1]: replace KEYS[2], then either LPUSH the id
+-- onto its origin queue (the back of the line; one wake-up token) and drop its origin
+-- entry, or ZADD it to KEYS[6] at server time + delay, keeping the origin entry for
+-- take.lua to promote it by. Returns 1 if retried, 0 if the worker no longer held it.
+
+local id = ARGV[1]
+if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
+write_hash(KEYS[2], ARGV, 4, tonumber(ARGV[3]))
+local delay = tonumber(ARGV[2])
+if delay > 0 then
+  redis.call('ZADD', KEYS[6], now() + delay, id)
+else
+  local wakes = {}
+  put_back(id, KEYS[3], KEYS[4], KEYS[5], false, wakes)
+  flush_wakes(wakes)
+end
+return 1

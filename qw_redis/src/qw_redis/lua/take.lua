@@ -1,0 +1,131 @@
+-- take.lua: the hot path. Finish what a worker completed, then take its next jobs and
+-- return their data, all in one round trip.
+--
+-- KEYS[1]  <w>:jobs     the worker's list: ids sent to it directly at the head (LPUSH),
+--                       the ids it holds at the tail (the last ARGV[3] entries)
+-- KEYS[2]  <m>:jobs     its manager's queue
+-- KEYS[3]  all:jobs     the shared queue
+-- KEYS[4]  qw:origin    held job id -> manager it was taken for ('' = shared queue)
+-- KEYS[5]  qw:wake:<m>  wake-up tokens for the manager's queue
+-- KEYS[6]  qw:wake:all  wake-up tokens for the shared queue
+-- KEYS[7]  qw:delayed   retried jobs by due time
+-- ARGV[1]  the manager's name
+-- ARGV[2]  limit: how many jobs to take at most (0: only finish)
+-- ARGV[3]  held: how many ids at the tail of KEYS[1] the worker holds already
+-- ARGV[4]  the largest hash (bytes of names and values) handed out; 0: no limit
+-- ARGV[5..] ids the worker finished
+--
+-- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
+--    there, DEL job:<id> and its origin entry. (A job recovered meanwhile is left alone.)
+-- 2. Promote due delayed jobs to their queues (only when KEYS[7] exists).
+-- 3. Take, in order:
+--    a. ids on KEYS[1] outside the held tail: first leftovers of an earlier run of this
+--       worker (they have an origin entry; right before the tail, in take order), then
+--       ids sent to the worker directly (no entry; LPUSHed, so the oldest is rightmost).
+--       Each is moved to the tail (LREM + RPUSH) so the tail stays in take order. When
+--       nothing is left over or sent directly (the usual case) this costs one LLEN.
+--    b. LMOVE <m>:jobs -> tail of KEYS[1], while under the limit and it has ids;
+--    c. LMOVE all:jobs -> tail of KEYS[1], likewise.
+--    Each newly taken id gets its origin recorded in KEYS[4] (a direct one: the manager).
+--    A queue found empty has its wake list deleted (its tokens are stale).
+-- Returns: {finished, taken...} where finished is a list of 1/0 per ARGV[5..] id
+-- (1: it was held and is gone now) and each taken entry is {id, source, fields}:
+-- source 'w' (sent to the worker), 'm' (from the manager queue), 'a' (from the shared
+-- queue); fields the flat HGETALL reply, or the hash's size (a number) when its field
+-- names and values add up to more than ARGV[4] bytes (the data is then not sent).
+
+local wjobs, mjobs, ajobs, origin = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local manager = ARGV[1]
+local limit = tonumber(ARGV[2])
+local held = tonumber(ARGV[3])
+local max_size = tonumber(ARGV[4])
+
+local reply = {finish(wjobs, origin, 5)}
+if limit <= 0 then return reply end
+
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now(), 'LIMIT', 0, 100)
+  local wakes = {}
+  for _, id in ipairs(due) do
+    redis.call('ZREM', KEYS[7], id)
+    put_back(id, origin, ajobs, KEYS[6], false, wakes)
+  end
+  flush_wakes(wakes)
+end
+
+-- Hand out `id`: record where it came from unless it has an entry already (a leftover),
+-- and add its data (or its size, when too large) to the reply.
+local function hand_out(id, source, from)
+  if from then redis.call('HSET', origin, id, from) end
+  local fields = redis.call('HGETALL', job_key(id))
+  if max_size > 0 then
+    local size = 0
+    for i = 1, #fields do size = size + #fields[i] end
+    if size > max_size then fields = size end
+  end
+  reply[#reply + 1] = {id, source, fields}
+end
+
+local taken = 0
+local unclaimed = redis.call('LLEN', wjobs) - held
+if unclaimed > 0 then
+  -- Leftovers (taken by an earlier run of this worker, so they have an origin entry) sit
+  -- right before the held tail in take order; ids sent directly sit left of them, newest
+  -- first. Find where the leftovers start, scanning leftwards.
+  local first = unclaimed
+  local scanning = true
+  while scanning and first > 0 do
+    local ids = redis.call('LRANGE', wjobs, math.max(0, first - 100), first - 1)
+    for i = #ids, 1, -1 do
+      if redis.call('HEXISTS', origin, ids[i]) == 0 then
+        scanning = false
+        break
+      end
+      first = first - 1
+    end
+  end
+  -- Leftovers first, oldest first; then direct ids, oldest (rightmost) first.
+  local picks, direct = {}, {}
+  if first < unclaimed then
+    picks = redis.call('LRANGE', wjobs, first, math.min(unclaimed, first + limit) - 1)
+  end
+  if #picks < limit and first > 0 then
+    local ids = redis.call('LRANGE', wjobs, math.max(0, first - (limit - #picks)), first - 1)
+    for i = #ids, 1, -1 do
+      picks[#picks + 1] = ids[i]
+      direct[ids[i]] = true
+    end
+  end
+  -- Move each pick to the tail, so the held tail stays in take order.
+  for _, id in ipairs(picks) do
+    redis.call('LREM', wjobs, -1, id)
+    redis.call('RPUSH', wjobs, id)
+    if direct[id] then
+      hand_out(id, 'w', manager)
+    elseif redis.call('HGET', origin, id) == SHARED_ORIGIN then
+      hand_out(id, 'a', false)
+    else
+      hand_out(id, 'm', false)
+    end
+  end
+  taken = #picks
+end
+while taken < limit do
+  local id = redis.call('LMOVE', mjobs, wjobs, 'RIGHT', 'RIGHT')
+  if not id then
+    redis.call('DEL', KEYS[5])
+    break
+  end
+  hand_out(id, 'm', manager)
+  taken = taken + 1
+end
+while taken < limit do
+  local id = redis.call('LMOVE', ajobs, wjobs, 'RIGHT', 'RIGHT')
+  if not id then
+    redis.call('DEL', KEYS[6])
+    break
+  end
+  hand_out(id, 'a', SHARED_ORIGIN)
+  taken = taken + 1
+end
+return reply

@@ -1,0 +1,163 @@
+"""RedisBroker behaviour beyond the shared contract, on a real Redis (and fakeredis)."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import redis
+from redis_support import CommandCounter
+
+from qw_core.errors import InvalidName, JobTooLarge
+from qw_core.models import Failure, Job
+from qw_redis import keys
+from qw_redis.broker import RedisBroker
+from qw_redis.connection import RedisOptions
+
+REDIS_DB = 12
+M, W, W2 = "m1", "m1.101", "m1.102"
+
+
+def test_a_job_too_large_is_refused_when_queued_and_nothing_is_written(
+    real_client: redis.Redis, redis_db: int
+) -> None:
+    broker = RedisBroker(real_client, RedisOptions(max_job_size=10_000))
+    fine, big = Job.new({"n": 1}), Job.new({"blob": "x" * 10_000})
+    with pytest.raises(JobTooLarge, match="the limit is 10000"):
+        broker.queue_jobs([fine, big])
+    assert real_client.keys("*") == []
+
+
+def test_the_default_limit_is_512_kib(real_broker: RedisBroker, real_client: redis.Redis) -> None:
+    real_broker.queue_job(Job.new({"blob": "x" * 500_000}))
+    with pytest.raises(JobTooLarge, match="524288"):
+        real_broker.queue_job(Job.new({"blob": "x" * 530_000}))
+    assert real_client.llen("all:jobs") == 1
+
+
+def test_an_invalid_name_is_refused_before_anything_is_written(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    with pytest.raises(InvalidName):
+        real_broker.take(manager="bad:name", worker=W)
+    with pytest.raises(InvalidName):
+        real_broker.register_worker(manager=M, worker="all")
+    assert real_client.keys("*") == []
+
+
+def test_large_batches_are_queued_in_chunks_per_queue(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    jobs = [Job.new({"n": n}, manager=M if n % 2 else None) for n in range(2500)]
+    counter = CommandCounter(real_broker._client)
+    real_broker.queue_jobs(jobs)
+    assert counter.names == ["EVALSHA"] * 4  # 1250 per queue: 1000 + 250, twice
+    assert real_broker.queued_job_ids() == [job.id for job in jobs if not job.manager]
+    assert real_broker.queued_job_ids(M) == [job.id for job in jobs if job.manager]
+    assert real_client.llen("qw:wake:all") == real_client.llen("qw:wake:m1") == 64
+
+
+def test_take_is_one_round_trip_per_job_finish_included(real_broker: RedisBroker) -> None:
+    jobs = [Job.new({"n": n}) for n in range(200)]
+    real_broker.queue_jobs(jobs)
+    counter = CommandCounter(real_broker._client)
+    finished: list[str] = []
+    taken: list[Job] = []
+    while batch := real_broker.take(manager=M, worker=W, finished=finished):
+        taken += batch
+        finished = [job.id for job in batch]
+    assert taken == jobs
+    assert counter.names == ["EVALSHA"] * (len(jobs) + 1)  # the last take finds nothing
+    assert real_broker.held_job_ids(W) == []
+
+
+def test_guarded_settling_after_recovery(real_broker: RedisBroker) -> None:
+    first, second = Job.new({"n": 1}), Job.new({"n": 2})
+    real_broker.queue_jobs([first, second])
+    real_broker.take(manager=M, worker=W, limit=2)
+    assert real_broker.recover_worker(manager=M, worker=W) == 2
+    assert real_broker.take(manager=M, worker=W2, limit=2) == [first, second]
+    failure = Failure(exc_type="E", message="late")
+    assert not real_broker.fail_job(worker=W, job=first, failure=failure)
+    assert not real_broker.retry_job(worker=W, job=first)
+    assert real_broker.release_jobs(worker=W, job_ids=[first.id, second.id]) == 0
+    assert real_broker.finish_jobs(worker=W, job_ids=[second.id]) == [False]
+    assert real_broker.held_job_ids(W2) == [first.id, second.id]
+    assert real_broker.failed_jobs() == []
+    assert real_broker.finish_jobs(worker=W2, job_ids=[first.id, second.id]) == [True, True]
+
+
+def test_recovering_20000_jobs_works_in_batches(real_broker: RedisBroker, real_client: redis.Redis) -> None:
+    ids = [f"j{n}" for n in range(20_000)]
+    for start in range(0, len(ids), 5000):
+        real_client.lpush(f"{W}:jobs", *ids[start : start + 5000])  # sent to the worker directly
+    real_client.hset(keys.ORIGIN, mapping={"j0": "", "j1": M})  # two of them taken already
+    real_client.sadd("m1:workers", W)
+    counter = CommandCounter(real_broker._client)
+    assert real_broker.recover_worker(manager=M, worker=W) == 20_000
+    assert counter.names == ["EVALSHA"] * 20
+    assert real_client.lrange("all:jobs", 0, -1) == ["j0"]
+    # j1 was taken: first in line again; the others were never taken: oldest first, behind.
+    queued = real_broker.queued_job_ids(M)
+    assert (len(queued), queued[:3], queued[-1]) == (19_999, ["j1", "j2", "j3"], "j19999")
+    assert not real_client.exists(f"{W}:jobs", "m1:workers", keys.ORIGIN)
+
+
+def test_a_restarted_worker_takes_leftovers_then_direct_jobs_oldest_first(
+    real_broker: RedisBroker,
+) -> None:
+    taken = [Job.new({"n": n}) for n in range(3)]
+    real_broker.queue_jobs(taken)
+    assert real_broker.take(manager=M, worker=W, limit=3) == taken
+    direct = [Job.new({"d": n}, worker=W) for n in range(3)]
+    real_broker.queue_jobs(direct)
+    # A new run of the worker holds nothing yet: leftovers first, in take order; then
+    # the jobs sent to it, oldest first; each batch ends up held, in take order.
+    first = real_broker.take(manager=M, worker=W, limit=2)
+    rest = real_broker.take(manager=M, worker=W, held=[job.id for job in first], limit=10)
+    assert first + rest == taken + direct
+    assert real_broker.held_job_ids(W) == [job.id for job in taken + direct]
+
+
+def test_jobs_sent_to_a_worker_go_back_to_its_manager(real_broker: RedisBroker) -> None:
+    job = Job.new({"n": 1}, worker=W)
+    real_broker.queue_job(job)
+    [taken] = real_broker.take(manager=M, worker=W)
+    assert real_broker.release_jobs(worker=W, job_ids=[taken.id]) == 1
+    assert real_broker.queued_job_ids(M) == [job.id]
+    assert real_broker.take(manager=M, worker=W2) == [job]
+
+
+def test_a_delayed_retry_returns_to_the_queue_it_came_from(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    real_client.hset("job:hand", mapping={"n": "7"})
+    real_client.lpush("m1:jobs", "hand")
+    [job] = real_broker.take(manager=M, worker=W)
+    assert real_broker.retry_job(worker=W, job=job, delay=0.2)
+    assert real_client.zcard(keys.DELAYED) == 1
+    assert real_broker.take(manager="m2", worker="m2.1", timeout=0.5) == []
+    [again] = real_broker.take(manager=M, worker=W2, timeout=2.0)
+    # A hand-written job gets qw's marker once qw rewrites it; its strings stay strings.
+    assert again == attrs.evolve(job, attempts=1)
+    assert real_client.hget("job:hand", "n") == "7"
+    assert not real_client.exists(keys.DELAYED)
+
+
+def test_a_failed_job_is_kept_readably(real_broker: RedisBroker, real_client: redis.Redis) -> None:
+    job = Job.new({"n": 1}, manager=M)
+    real_broker.queue_job(job)
+    real_broker.take(manager=M, worker=W)
+    failure = Failure(exc_type="builtins.ValueError", message="bad", failed_at=1000.0)
+    assert real_broker.fail_job(worker=W, job=job, failure=failure)
+    assert real_client.zrange(keys.FAILED, 0, -1, withscores=True) == [(job.id, 1000.0)]
+    entry = real_client.hgetall(keys.failed_job(job.id))
+    assert set(entry) == {"job", "failure", "origin"}
+    assert entry["origin"] == M
+    assert not real_client.exists(keys.job(job.id), f"{W}:jobs", keys.ORIGIN)
+
+
+def test_scripts_are_reloaded_after_a_script_flush(fake_broker: RedisBroker) -> None:
+    job = Job.new({"n": 1})
+    fake_broker.queue_job(job)
+    fake_broker._client.script_flush()
+    assert fake_broker.take(manager=M, worker=W) == [job]

@@ -1,0 +1,144 @@
+"""The original qw 0.1.1 API (Client, Manager, Worker) on a real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis_support import REDIS_HOST, REDIS_PORT
+
+from qw_redis import Client, Manager, Worker
+
+REDIS_DB = 13
+
+
+@pytest.fixture
+def client(real_client: redis.Redis, redis_db: int) -> Iterator[Client]:
+    client = Client(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    yield client
+    client.close()
+
+
+def test_client_is_a_decoding_strict_redis(client: Client) -> None:
+    assert isinstance(client, redis.StrictRedis)
+    client.set("k", "v")
+    assert client.get("k") == "v"
+
+
+def test_membership(client: Client) -> None:
+    client.register_manager("m1")
+    client.register_manager("m2")
+    client.register_worker("m1", "m1.1")
+    client.register_worker("m1", "m1.2")
+    assert client.get_all_managers() == {"m1", "m2"}
+    assert client.get_manager_workers("m1") == {"m1.1", "m1.2"}
+    client.deregister_worker("m1", "m1.2")
+    client.deregister_manager("m2")
+    assert client.get_all_managers() == {"m1"}
+    assert client.get_manager_workers("m1") == {"m1.1"}
+    assert client.smembers("all:managers") == {"m1"}
+
+
+def test_fetch_keeps_the_job_on_the_worker_list_until_finished(client: Client) -> None:
+    job_id = client.queue_job({"n": 7, "name": "x"})
+    assert client.lrange("all:jobs", 0, -1) == [job_id]
+    assert client.fetch_next_job("m1", "m1.1", timeout=1) == (job_id, {"n": 7, "name": "x"})
+    assert client.get_worker_pending_jobs("m1.1") == [job_id]
+    assert client.exists(f"job:{job_id}")
+    # Fetched and not finished: not handed out again by this client.
+    assert client.fetch_next_job("m1", "m1.1", timeout=0) is None
+    client.finish_job(job_id, "m1.1")
+    assert client.get_worker_pending_jobs("m1.1") == []
+    assert not client.exists(f"job:{job_id}")
+
+
+def test_a_restarted_client_gets_the_unfinished_job_back(client: Client, redis_db: int) -> None:
+    job_id = client.queue_job({"n": 1}, manager="m1")
+    assert client.fetch_next_job("m1", "m1.1", timeout=1) == (job_id, {"n": 1})
+    again = Client(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    assert again.fetch_next_job("m1", "m1.1", timeout=0) == (job_id, {"n": 1})
+    again.finish_job(job_id, "m1.1")
+    again.close()
+    assert set(client.keys("*")) <= {"qw:wake:m1"}  # a token nobody needed
+
+
+def test_fetch_waits_up_to_its_timeout(client: Client) -> None:
+    started = time.monotonic()
+    assert client.fetch_next_job("m1", "m1.1", timeout=0.3) is None
+    assert 0.25 < time.monotonic() - started < 1.5
+
+
+def test_queue_for_a_manager_or_a_worker(client: Client) -> None:
+    for_manager = client.queue_job({"a": 1}, manager="m1")
+    for_worker = client.queue_job([1, 2], worker="m1.1")
+    assert client.get_manager_queued_jobs("m1") == [for_manager]
+    assert client.get_worker_pending_jobs("m1.1") == [for_worker]
+    assert client.fetch_next_job("m1", "m1.1", timeout=0) == (for_worker, [1, 2])
+    assert client.fetch_next_job("m1", "m1.1", timeout=0) == (for_manager, {"a": 1})
+
+
+def test_listings_of_all_queued_and_pending_jobs(client: Client) -> None:
+    client.register_manager("m1")
+    client.register_manager("m2")
+    client.register_worker("m1", "m1.1")
+    shared = [client.queue_job({"n": n}) for n in range(2)]
+    mine = client.queue_job({"n": 9}, manager="m2")
+    assert list(client.get_all_queued_jobs()) == [(None, shared[1]), (None, shared[0]), ("m2", mine)]
+    taken, _ = client.fetch_next_job("m1", "m1.1", timeout=0) or ("", None)
+    assert taken == shared[0]
+    assert list(client.get_all_pending_jobs()) == [("m1.1", taken)]
+
+
+# -- Manager and Worker processes --------------------------------------------------------
+
+DONE = "compat-test:done"
+
+
+def record(job_id: str, job_data: Any) -> None:
+    """A target: note the job in Redis (it runs in a worker process)."""
+    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB) as conn:
+        conn.sadd(DONE, job_id)
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_manager_runs_workers_that_process_jobs(client: Client, redis_db: int) -> None:
+    manager = Manager(record, host=REDIS_HOST, port=REDIS_PORT, db=redis_db, num_workers=2, name="compat")
+    assert (manager.name, manager.num_workers) == ("compat", 2)
+    manager.start()
+    try:
+        ids = [client.queue_job({"n": n}) for n in range(5)] + [client.queue_job({"m": 1}, manager="compat")]
+        wait_for(lambda: client.scard(DONE) == 6)
+        assert client.smembers(DONE) == set(ids)
+        assert client.get_all_managers() == {"compat"}
+        wait_for(lambda: len(client.get_manager_workers("compat")) == 2)  # one may have done all
+    finally:
+        manager.stop()
+        assert manager.join(10)
+    assert client.get_all_managers() == set()
+    assert client.keys("job:*") == []
+
+
+def test_worker_process_runs_until_shutdown(client: Client) -> None:
+    worker = Worker(client, record, manager_name="cw", timeout=10)
+    worker.start()
+    try:
+        job_id = client.queue_job({"n": 1}, manager="cw")
+        wait_for(lambda: client.sismember(DONE, job_id))
+        assert client.get_manager_workers("cw") == {f"cw.{worker.pid}"}
+    finally:
+        started = time.monotonic()
+        worker.shutdown()
+        worker.join(10)
+    assert worker.exitcode == 0
+    assert time.monotonic() - started < 3
+    assert client.get_manager_workers("cw") == set()
+    wait_for(lambda: not client.exists(f"job:{job_id}"), timeout=2)

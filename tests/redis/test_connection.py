@@ -1,0 +1,199 @@
+"""URLs, options, password redaction, start-up errors, factories and the entry point."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import fakeredis
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis_support import REDIS_HOST, REDIS_PORT, free_port, redis_url
+
+from qw_core.backends import load_backend, open_broker
+from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.models import Job
+from qw_redis import connection
+from qw_redis.broker import RedisBroker
+from qw_redis.connection import RedisOptions, redact_url
+from qw_redis.factories import FakeRedisBrokerFactory, RedisBrokerFactory
+
+REDIS_DB = 10
+
+
+# -- URLs ------------------------------------------------------------------------------
+
+
+def kwargs_of(url: str) -> dict[str, object]:
+    client = connection.open_client(url, RedisOptions())
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs["connection_class"] = client.connection_pool.connection_class
+    return kwargs
+
+
+def test_redis_url_with_acl_user_password_and_db() -> None:
+    kw = kwargs_of("redis://alice:s%40cret@redis.example:6380/4")
+    assert (kw["host"], kw["port"], kw["db"]) == ("redis.example", 6380, 4)
+    assert (kw["username"], kw["password"]) == ("alice", "s@cret")
+    assert kw["decode_responses"] is True
+    assert kw["socket_timeout"] == 5.0
+
+
+def test_rediss_url_uses_tls() -> None:
+    kw = kwargs_of("rediss://:pw@redis.example/2")
+    assert kw["connection_class"] is redis.SSLConnection
+    assert (kw["password"], kw["db"]) == ("pw", 2)
+
+
+def test_unix_url_uses_the_socket_and_db_query() -> None:
+    kw = kwargs_of("unix://bob:pw@/run/redis.sock?db=3")
+    assert kw["connection_class"] is redis.UnixDomainSocketConnection
+    assert (kw["path"], kw["db"], kw["username"], kw["password"]) == ("/run/redis.sock", 3, "bob", "pw")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://user:hunter2@host:6379/0", "scheme"),
+        ("redis://user:hunter2@host:6379/zero", "database number"),
+        ("redis://user:hunter2@host:port/0", "invalid Redis URL"),
+        ("redis://user:hunter2/x@host:6379/0", "must be %-encoded"),
+        ("unix://user:hunter2@", "socket path"),
+        ("redis://user:hunter2@host:6379/0?socket_timeout=soon", "invalid Redis URL"),
+    ],
+)
+def test_malformed_urls_are_configuration_errors_without_the_password(url: str, why: str) -> None:
+    with pytest.raises(ConfigurationError, match=why) as caught:
+        RedisBroker.from_url(url)
+    assert "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("redis://:hunter2@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        ("redis://alice:hunter2@localhost:6379/0", "redis://alice:***@localhost:6379/0"),
+        ("rediss://alice:hun@ter2@host/1", "rediss://alice:***@host/1"),
+        ("redis://alice@localhost/0", "redis://alice@localhost/0"),
+        ("unix:///tmp/r.sock?db=1&password=hunter2", "unix:///tmp/r.sock?db=1&password=***"),
+        ("redis://alice:hunter2@host:notaport/0", "redis://alice:***@host:notaport/0"),
+        ("redis://alice:hun/ter2@host:6379/0", "redis://alice:***@host:6379/0"),
+        ("redis://alice:hun?ter2@host:6379/0", "redis://alice:***@host:6379/0"),
+    ],
+)
+def test_redact_url_hides_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_options_keep_the_socket_timeout_above_the_blocking_slice() -> None:
+    with pytest.raises(ConfigurationError, match="must exceed block_slice"):
+        RedisOptions(block_slice=2.0, socket_timeout=1.0)
+    with pytest.raises(ValueError, match="max_job_size"):
+        RedisOptions(max_job_size=-1)
+
+
+# -- start-up and connection errors --------------------------------------------------------
+
+
+def test_a_redis_that_is_down_is_one_clear_line() -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        RedisBroker.from_url(f"redis://alice:hunter2@127.0.0.1:{port}/0")
+    shown = f"redis://alice:***@127.0.0.1:{port}/0"
+    assert str(caught.value) == f"cannot reach Redis at {shown}: Connection refused"
+    assert time.monotonic() - started < 5
+    with pytest.raises(BrokerUnavailable, match="No such file or directory"):
+        RedisBroker.from_url("unix:///nonexistent/redis.sock")
+
+
+def test_the_backend_is_found_by_its_entry_point_name() -> None:
+    assert load_backend("redis") is RedisBroker
+    with pytest.raises(BrokerUnavailable, match="cannot reach Redis"):
+        open_broker("redis", f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_refused_credentials_are_reported_without_the_password(redis_db: int) -> None:
+    url = f"redis://qw-no-such-user:hunter2@{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    with pytest.raises(BrokerUnavailable) as caught:
+        RedisBroker.from_url(url)
+    message = str(caught.value)
+    shown = f"redis://qw-no-such-user:***@{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    assert message.startswith(f"Redis at {shown} refused the login: ")
+    assert "hunter2" not in message
+
+
+def test_losing_redis_later_raises_broker_unavailable() -> None:
+    retry = Retry(NoBackoff(), 0)
+    client = redis.Redis(host="127.0.0.1", port=free_port(), decode_responses=True, retry=retry)
+    broker = RedisBroker(client)
+    with pytest.raises(BrokerUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1"):
+        broker.managers()
+    with pytest.raises(BrokerUnavailable):
+        broker.take(manager="m1", worker="m1.1")
+
+
+def test_redis_errors_become_backend_errors(real_broker: RedisBroker, real_client: redis.Redis) -> None:
+    from qw_core.errors import BackendError
+
+    real_client.set("all:managers", "not a set")
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        real_broker.managers()
+
+
+# -- describe and factories ----------------------------------------------------------------
+
+
+def test_describe_shows_the_url_without_password(redis_db: int) -> None:
+    client = redis.Redis(
+        host=REDIS_HOST, port=REDIS_PORT, db=redis_db, username="u", password="hunter2", decode_responses=True
+    )
+    assert RedisBroker(client).describe() == f"redis://u:***@{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    assert RedisBroker.from_url(redis_url(redis_db)).describe() == redis_url(redis_db)
+    assert RedisBroker(fakeredis.FakeRedis(decode_responses=True)).describe().startswith("fakeredis")
+
+
+def test_factory_pickles_and_opens_an_equivalent_broker(real_broker: RedisBroker, redis_db: int) -> None:
+    factory = real_broker.factory()
+    assert isinstance(factory, RedisBrokerFactory)
+    other = pickle.loads(pickle.dumps(factory))()
+    job = Job.new({"n": 1})
+    real_broker.queue_job(job)
+    assert other.take(manager="m1", worker="m1.1") == [job]
+    other.close()
+
+
+def test_factory_of_a_broker_built_on_a_client_keeps_its_settings(
+    real_client: redis.Redis, redis_db: int
+) -> None:
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db, decode_responses=True)
+    factory = RedisBroker(client).factory()
+    assert "hunter2" not in repr(factory)
+    other = pickle.loads(pickle.dumps(factory))()
+    other.register_manager("m1")
+    assert real_client.smembers("all:managers") == {"m1"}
+    assert other.describe() == redis_url(redis_db)
+    other.close()
+
+
+def test_factory_repr_hides_the_password() -> None:
+    factory = RedisBrokerFactory(url="redis://u:hunter2@host:6379/0")
+    assert repr(factory) == "RedisBrokerFactory('redis://u:***@host:6379/0')"
+
+
+def test_fakeredis_factory_shares_the_fake_server(fake_broker: RedisBroker) -> None:
+    factory = fake_broker.factory()
+    assert isinstance(factory, FakeRedisBrokerFactory)
+    other = factory()
+    job = Job.new({"n": 1})
+    fake_broker.queue_job(job)
+    assert other.take(manager="m1", worker="m1.1") == [job]
+
+
+def test_a_client_that_does_not_decode_replies_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="decode_responses=True"):
+        RedisBroker(redis.Redis())

@@ -1,0 +1,182 @@
+"""Interoperation with programs that use nothing but a Redis client, on a real Redis.
+
+The other side of each test is plain redis-py speaking the original qw protocol
+(``shared/spec/redis-protocol.md``), with no qw code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+import redis
+from redis_support import CommandCounter
+
+from qw_core.models import Job
+from qw_redis.broker import RedisBroker
+from qw_redis.connection import RedisOptions
+
+REDIS_DB = 11
+M, W = "m1", "m1.4242"
+
+
+def hand_written(client: redis.Redis, job_id: str, fields: dict[str, str], queue: str) -> None:
+    client.hset(f"job:{job_id}", mapping=fields)
+    client.lpush(queue, job_id)
+
+
+@pytest.mark.parametrize(("queue", "manager"), [("all:jobs", None), ("m1:jobs", "m1")])
+def test_a_hand_written_job_is_taken_as_strings_and_leaves_nothing_behind(
+    real_broker: RedisBroker, real_client: redis.Redis, queue: str, manager: str | None
+) -> None:
+    hand_written(real_client, "hand-1", {"n": "7", "to": "someone@example.com"}, queue)
+    [job] = real_broker.take(manager=M, worker=W)
+    assert job == Job(id="hand-1", data={"n": "7", "to": "someone@example.com"}, manager=manager)
+    assert real_client.lrange(f"{W}:jobs", 0, -1) == ["hand-1"]
+    assert real_broker.take(manager=M, worker=W, finished=["hand-1"], limit=0) == []
+    assert real_client.keys("*") == []
+
+
+def test_a_hand_written_job_without_a_hash_is_empty_data(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    real_client.lpush("all:jobs", "no-hash")
+    assert real_broker.take(manager=M, worker=W) == [Job(id="no-hash", data={})]
+
+
+def test_a_job_queued_by_qw_reads_naturally_with_plain_commands(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    job = Job.new({"name": "x", "n": 7, "tags": ["a"]}, manager=M)
+    real_broker.queue_job(job)
+    assert real_client.lrange("m1:jobs", 0, -1) == [job.id]
+    stored = real_client.hgetall(f"job:{job.id}")
+    assert stored["name"] == "x"
+    assert stored["n"] == "7"
+    assert stored["tags"] == '["a"]'
+    assert set(stored) == {"name", "n", "tags", "__qw__"}
+
+
+def test_an_original_style_consumer_can_process_a_qw_job(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    job = Job.new({"name": "x", "n": "7"})
+    real_broker.queue_job(job)
+    # The original worker: RPOPLPUSH, HGETALL, then DEL + LREM.
+    job_id = real_client.rpoplpush("all:jobs", "old.1:jobs")
+    data = real_client.hgetall(f"job:{job_id}")
+    assert (data["name"], data["n"]) == ("x", "7")
+    real_client.delete(f"job:{job_id}")
+    real_client.lrem("old.1:jobs", 1, job_id)
+    assert set(real_client.keys("*")) <= {"qw:wake:all"}
+
+
+@pytest.fixture
+def blocked_taker(real_broker: RedisBroker) -> Iterator[Callable[[float], Future[tuple[list[Job], float]]]]:
+    """Start a take(timeout) on another connection; the future gives (jobs, returned at)."""
+    other = real_broker.factory()()
+    pool = ThreadPoolExecutor(1)
+
+    def start(timeout: float) -> Future[tuple[list[Job], float]]:
+        ready = threading.Event()
+
+        def take() -> tuple[list[Job], float]:
+            ready.set()
+            jobs = other.take(manager=M, worker=W, timeout=timeout)
+            return jobs, time.monotonic()
+
+        future = pool.submit(take)
+        assert ready.wait(5)
+        time.sleep(0.6)  # past the first blocking slice: the taker is in BLPOP
+        return future
+
+    yield start
+    pool.shutdown()
+    other.close()
+
+
+def test_a_job_pushed_by_hand_on_a_manager_queue_starts_within_a_second(
+    real_client: redis.Redis, blocked_taker: Callable[[float], Future[tuple[list[Job], float]]]
+) -> None:
+    future = blocked_taker(5.0)
+    pushed_at = time.monotonic()
+    hand_written(real_client, "hand-2", {"n": "1"}, "m1:jobs")
+    jobs, taken_at = future.result(10)
+    assert [job.id for job in jobs] == ["hand-2"]
+    assert taken_at - pushed_at < 1.0
+
+
+@pytest.mark.parametrize("manager", [M, None])
+def test_a_job_queued_through_qw_wakes_a_blocked_take_at_once(
+    real_broker: RedisBroker,
+    blocked_taker: Callable[[float], Future[tuple[list[Job], float]]],
+    manager: str | None,
+) -> None:
+    future = blocked_taker(5.0)
+    job = Job.new({"n": 1}, manager=manager)
+    queued_at = time.monotonic()
+    real_broker.queue_job(job)
+    jobs, taken_at = future.result(10)
+    assert jobs == [job]
+    assert taken_at - queued_at < 0.1  # measured: about 1 ms
+
+
+def test_stale_wake_tokens_do_not_make_an_idle_worker_spin(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    real_broker.queue_jobs([Job.new({"n": n}, manager=M) for n in range(100)])
+    assert real_client.llen("qw:wake:m1") == 64  # capped
+    assert len(real_broker.take(manager=M, worker=W, limit=100)) == 100
+    real_client.delete(f"{W}:jobs")
+    # Tokens are left (the batch took them all without popping any); an idle take deletes
+    # them on its first look, then blocks instead of waking 64 times.
+    counter = CommandCounter(real_broker._client)
+    started = time.monotonic()
+    assert real_broker.take(manager=M, worker=W, timeout=0.3) == []
+    assert 0.25 < time.monotonic() - started < 1.0
+    assert real_client.exists("qw:wake:m1", "qw:wake:all") == 0
+    assert counter.names == ["EVALSHA", "BLPOP", "EVALSHA"]
+
+
+# -- unreadable jobs -------------------------------------------------------------------
+
+
+def test_a_hand_written_hash_over_the_limit_is_failed_as_invalid_without_running(
+    real_client: redis.Redis, redis_db: int
+) -> None:
+    small = RedisBroker(
+        redis.Redis(host="127.0.0.1", port=6379, db=redis_db, decode_responses=True),
+        RedisOptions(max_job_size=1000),
+    )
+    hand_written(real_client, "big", {"blob": "x" * 2000}, "m1:jobs")
+    hand_written(real_client, "fine", {"n": "1"}, "m1:jobs")
+    assert small.take(manager=M, worker=W, limit=2) == [Job(id="fine", data={"n": "1"}, manager=M)]
+    [failed] = small.failed_jobs()
+    assert failed.job == Job(id="big", data=None, manager=M)
+    assert failed.failure.kind == "invalid"
+    assert failed.failure.exc_type == "qw_core.errors.JobTooLarge"
+    assert "2004 bytes; the limit is 1000" in failed.failure.message
+    assert real_client.lrange(f"{W}:jobs", 0, -1) == ["fine"]
+    assert real_client.hgetall("qw:invalid:big") == {"blob": "x" * 2000}
+    assert not real_client.exists("job:big")
+    # Raise the limit and requeue: the untouched hash goes back on its queue.
+    roomy = RedisBroker(small._client, RedisOptions(max_job_size=4000))
+    assert roomy.requeue_failed("big")
+    assert real_client.lrange("m1:jobs", 0, -1) == ["big"]
+    [again] = roomy.take(manager=M, worker="m1.2")
+    assert again == Job(id="big", data={"blob": "x" * 2000}, manager=M)
+
+
+def test_an_undecodable_qw_hash_is_failed_as_invalid(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    hand_written(real_client, "future", {"__qw__": '{"v": 99}', "x": "1"}, "all:jobs")
+    assert real_broker.take(manager=M, worker=W) == []
+    [failed] = real_broker.failed_jobs()
+    assert failed.failure.kind == "invalid"
+    assert "encoding version 99" in failed.failure.message
+    assert real_client.hgetall("qw:invalid:future") == {"__qw__": '{"v": 99}', "x": "1"}
+    assert real_broker.held_job_ids(W) == []
