@@ -115,8 +115,10 @@ class Broker(abc.ABC):
         loop. ``limit=0`` only finishes; a ``limit`` above ``capabilities.max_take`` is
         cut down to it.
 
-        :param held: the ids ``worker`` has taken and not settled yet (excluding
-            ``finished``); they are not handed out again.
+        :param held: exactly the ids ``worker`` has taken and not settled yet (excluding
+            ``finished``); they are not handed out again. A backend may rely on their
+            number alone. Ids on the held list that the worker never saw (a reply lost
+            to a connection error) are handed out again by a later take.
         """
 
     @abc.abstractmethod
@@ -153,8 +155,10 @@ class Broker(abc.ABC):
         """Put back every job a dead worker held, and remove it from its manager's workers.
 
         Called by whoever knows the worker is dead (its manager saw the process exit).
-        Atomic per worker; jobs go back to the queue they came from (a job queued on the
-        worker directly goes to its manager's queue). Returns how many jobs were put back.
+        Atomic per job and idempotent; a backend may move a long list in batches so no
+        single step blocks others. Jobs go back to the queue they came from (a job queued
+        on the worker directly goes to its manager's queue). Returns how many jobs were
+        put back.
         """
 
     # -- membership ------------------------------------------------------------------
@@ -195,7 +199,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job | None:
-        """The stored job, or ``None`` if there is none with that id."""
+        """The stored job (queued, held, delayed or failed), or ``None`` if there is none."""
 
     @abc.abstractmethod
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:

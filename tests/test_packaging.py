@@ -44,4 +44,6 @@ def test_wheels_install_into_a_clean_venv(tmp_path: Path) -> None:
     assert "memory" in backends
     assert "redis" in backends
     # the wheels carry their type information
-    run(bindir / "python", "-c", "import importlib.resources as r; assert r.files('qw_redis').joinpath('py.typed').is_file()")
+    for package in ("qw_core", "qw_redis"):
+        check = f"import importlib.resources as r; assert r.files({package!r}).joinpath('py.typed').is_file()"
+        run(bindir / "python", "-c", check)
