@@ -12,6 +12,7 @@ and signal handlers only wake that thread through a pipe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -20,7 +21,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -160,6 +161,18 @@ class Manager:
         The first signal stops warmly; a second SIGINT, or SIGQUIT, stops cold. Must be
         called from the main thread (where Python delivers signals).
         """
+        with self.stopping_on_signals():
+            self.start()
+            while not self.join(timeout=0.5):  # short waits keep the main thread responsive to signals
+                pass
+        return 1 if self.error else 0
+
+    @contextlib.contextmanager
+    def stopping_on_signals(self) -> Iterator[None]:
+        """Within the block, SIGTERM/SIGINT/SIGHUP stop warmly; a second SIGINT or SIGQUIT, cold.
+
+        Restores the previous handlers afterwards. Main thread only.
+        """
         requests = 0
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -174,12 +187,13 @@ class Manager:
             )
             self.stop(cold=cold)
 
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(signum, on_signal)
-        self.start()
-        while not self.join(timeout=0.5):  # short waits keep the main thread responsive to signals
-            pass
-        return 1 if self.error else 0
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        previous = {signum: signal.signal(signum, on_signal) for signum in signums}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     # -- supervision (supervisor thread only) ----------------------------------------
 

@@ -44,6 +44,7 @@ class WorkerSpec:
 def worker_main(spec: WorkerSpec, parent_pid: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the manager, which stops us warmly
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)  # not the manager's handler, inherited through fork
     if not logging.getLogger().handlers:  # spawn: nothing configured logging in this process
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

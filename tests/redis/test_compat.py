@@ -142,3 +142,49 @@ def test_worker_process_runs_until_shutdown(client: Client) -> None:
     assert time.monotonic() - started < 3
     assert client.get_manager_workers("cw") == set()
     wait_for(lambda: not client.exists(f"job:{job_id}"), timeout=2)
+
+
+BASIC_USAGE = '''
+from qw_redis import Manager
+
+
+def job_printer(job_id, job_data):
+    print(job_id)
+    print(job_data)
+
+
+manager = Manager(job_printer)
+manager.start()
+manager.join()
+'''
+
+
+def test_the_original_basic_usage_runs_with_only_its_import_changed(tmp_path: Any) -> None:
+    """The original README's script (Python 3 prints), on its default localhost:6379/0.
+
+    Db 0 is shared, so this test writes only its own job and leaves nothing behind.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "basic_usage.py"
+    script.write_text(BASIC_USAGE, encoding="utf-8")
+    default = Client()  # the example's own defaults: localhost, 6379, db 0
+    manager = socket.gethostname()
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: manager in default.get_all_managers())
+        job_id = default.queue_job({"hello": "basic usage"}, manager=manager)
+        wait_for(lambda: not default.exists(f"job:{job_id}") and not default.llen(f"{manager}:jobs"))
+        proc.terminate()  # SIGTERM: the script's join() stops the manager cleanly
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert f"{job_id}\n{{'hello': 'basic usage'}}\n" in out
+    assert manager not in default.get_all_managers()
+    assert default.smembers(f"{manager}:workers") == set()
+    default.close()

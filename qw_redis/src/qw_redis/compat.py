@@ -170,8 +170,20 @@ class Manager:
         self._manager.stop()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the manager and its workers have stopped; return whether they have."""
-        return self._manager.join(timeout)
+        """Wait until the manager and its workers have stopped; return whether they have.
+
+        Called from the main thread, as in the original's "Basic Usage" script, it also
+        stops the manager cleanly on SIGTERM, SIGINT (Ctrl-C) or SIGHUP, so such a script
+        deregisters and lets running jobs finish instead of dying mid-job.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return self._manager.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._manager.stopping_on_signals():
+            while not self._manager.join(timeout=0.5):  # short waits let signal handlers run
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+        return True
 
 
 class Worker(multiprocessing.Process):
