@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cli_support import assert_one_line_error, invoke, wait_for
+from cli_support import assert_one_line_error, invoke
+from qwtest_redis import PrivateRedis
 
 pytestmark = pytest.mark.redis
 
@@ -18,32 +15,10 @@ PASSWORD = "s3cret-Pa55"
 
 
 @pytest.fixture(scope="module")
-def locked_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def locked_redis() -> Iterator[int]:
     """A private redis-server with ``requirepass``, on a free port; yields the port."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    directory: Path = tmp_path_factory.mktemp("locked-redis")
-    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", PASSWORD]
-    argv += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def accepting() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
-
-    try:
-        wait_for(accepting, timeout=10, what="the private redis-server")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with PrivateRedis(["--requirepass", PASSWORD]) as server:
+        yield server.port
 
 
 def test_wrong_password_is_one_line_without_the_password(locked_redis: int) -> None:
