@@ -9,6 +9,7 @@ each, as it would in any program that queues through qw.
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -17,9 +18,11 @@ import click
 
 from qw_cli.errors import CliError
 from qw_cli.jobinput import decode, parse_document, parse_documents
-from qw_cli.options import backend_options, opened_broker, plugin_option
+from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option
+from qw_core.broker import seconds_until
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
+from qw_core.policy import RETRY_META_KEY
 
 if TYPE_CHECKING:
     import pluggy
@@ -41,6 +44,24 @@ BATCH_SIZE = 1000
     metavar="FILE",
     help="Read jobs from FILE ('-' for stdin): one JSON document, or JSON Lines (one job per line).",
 )
+@click.option(
+    "--delay",
+    type=DURATION,
+    metavar="DURATION",
+    help="Let the jobs be taken only after this long (30, 30s, 5m, 2h, 1d).",
+)
+@click.option(
+    "--at",
+    "at_text",
+    metavar="ISO-TIME",
+    help="Let the jobs be taken only from this time (2030-01-31T09:00:00+01:00; no offset: local time).",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Retry these jobs up to N times, whatever the manager's --max-retries (meta retry.max_retries).",
+)
 @plugin_option
 @click.argument("data", required=False)
 def enqueue(
@@ -50,6 +71,9 @@ def enqueue(
     manager: str | None,
     worker: str | None,
     path: str | None,
+    delay: float | None,
+    at_text: str | None,
+    max_retries: int | None,
     plugins: tuple[str, ...],
     data: str | None,
 ) -> None:
@@ -64,10 +88,15 @@ def enqueue(
       qw enqueue '{"hello": "world"}'
       qw enqueue --manager web1 '{"n": 7}'
       qw enqueue --file jobs.jsonl
+      qw enqueue --delay 30s '{"remind": "me"}'
       producer | qw enqueue -
     """
     if manager is not None and worker is not None:
         raise click.UsageError("give --manager or --worker, not both")
+    wait = _delay(delay, at_text)
+    if wait and worker is not None:
+        raise click.UsageError("a job queued on a worker directly cannot be delayed")
+    meta: dict[str, JSON] = {} if max_retries is None else {RETRY_META_KEY: {"max_retries": max_retries}}
     payloads = _read_payloads(data, path)
     hook = make_plugin_manager(PluginConfig(modules=plugins)).hook
     with opened_broker(backend, url) as broker:
@@ -75,12 +104,12 @@ def enqueue(
             broker.check_name(manager)
         if worker is not None:
             broker.check_name(worker)
-        jobs = [Job.new(payload, manager=manager, worker=worker) for payload in payloads]
+        jobs = [Job.new(payload, manager=manager, worker=worker, meta=meta) for payload in payloads]
         queued = 0
         for start in range(0, len(jobs), BATCH_SIZE):
             batch = jobs[start : start + BATCH_SIZE]
             try:
-                broker.queue_jobs(batch)
+                broker.queue_jobs(batch, delay=wait)
             except Exception:
                 if queued:  # earlier batches are stored: say so, their ids are printed above
                     click.echo(f"qw: queued {queued} of {len(jobs)} jobs before this error", err=True)
@@ -88,6 +117,22 @@ def enqueue(
             _announce(batch, hook)
             queued += len(batch)
     click.echo(f"queued {queued} job{'s' if queued != 1 else ''}", err=True)
+
+
+def _delay(delay: float | None, at_text: str | None) -> float:
+    """Seconds the jobs wait, from ``--delay`` or ``--at``."""
+    if at_text is None:
+        return delay or 0.0
+    if delay is not None:
+        raise click.UsageError("give --delay or --at, not both")
+    text = at_text.strip()
+    try:  # Python 3.10's fromisoformat does not read a trailing Z
+        when = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{at_text!r} is not an ISO 8601 time such as 2030-01-31T09:00:00+01:00", param_hint="'--at'"
+        ) from None
+    return seconds_until(when)
 
 
 def _read_payloads(data: str | None, path: str | None) -> list[JSON]:

@@ -15,6 +15,7 @@ import click
 from qw_cli.discover import backends, plugins
 from qw_cli.enqueue import enqueue
 from qw_cli.errors import translate
+from qw_cli.failed import failed
 from qw_cli.inspect import jobs, managers, status, workers
 from qw_cli.run import run
 from qw_core import __version__
@@ -57,5 +58,5 @@ def main() -> None:
     """
 
 
-for command in (run, enqueue, status, managers, workers, jobs, backends, plugins):
+for command in (run, enqueue, status, managers, workers, jobs, failed, backends, plugins):
     main.add_command(command)

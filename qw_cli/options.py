@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
 from qw_core.backends import open_broker
 from qw_core.errors import ConfigurationError
+from qw_core.policy import RetryPolicy
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
@@ -58,6 +59,88 @@ def plugin_option(func: F) -> F:
         callback=_split_plugins,
         help="Also load this module as a plugin (repeatable).",
     )(func)
+
+
+if TYPE_CHECKING:
+    _FloatParam = click.ParamType[float]
+else:
+    _FloatParam = click.ParamType
+
+
+class Duration(_FloatParam):
+    """Seconds, written ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``."""
+
+    name = "duration"
+    _PATTERN = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
+    _UNITS: ClassVar[dict[str, float]] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        match = self._PATTERN.fullmatch(str(value))
+        if match is None:
+            self.fail(f"{value!r} is not a duration (e.g. 30, 250ms, 30s, 5m, 2h, 7d)", param, ctx)
+        number, unit = match.groups()
+        return float(number) * self._UNITS[(unit or "s").lower()]
+
+
+#: The ``--delay 30s`` kind of value.
+DURATION = Duration()
+
+
+def retry_options(func: F) -> F:
+    """The ``--max-retries`` and ``--retry-*`` options that make the manager's retry policy."""
+    default = RetryPolicy()
+    for decorator in reversed(
+        [
+            click.option(
+                "--max-retries",
+                type=click.IntRange(min=0),
+                default=default.max_retries,
+                show_default=True,
+                metavar="N",
+                help="Run a failed job again up to N times (0: failed jobs go straight to 'qw failed').",
+            ),
+            click.option(
+                "--retry-backoff",
+                type=DURATION,
+                default="1s",
+                show_default=True,
+                metavar="DURATION",
+                help="Delay before the first retry; it doubles for each retry after.",
+            ),
+            click.option(
+                "--retry-backoff-max",
+                type=DURATION,
+                default="5m",
+                show_default=True,
+                metavar="DURATION",
+                help="The longest delay between two runs.",
+            ),
+            click.option(
+                "--retry-jitter",
+                type=click.FloatRange(0, 1),
+                default=default.jitter,
+                show_default=True,
+                metavar="FRACTION",
+                help="Shorten each delay by up to this fraction, at random.",
+            ),
+            click.option(
+                "--retry-on",
+                multiple=True,
+                metavar="EXCEPTION",
+                help="Retry only these exception types (repeatable; e.g. ConnectionError, myapp.Busy).",
+            ),
+            click.option(
+                "--no-retry-on",
+                multiple=True,
+                metavar="EXCEPTION",
+                help="Never retry these exception types (repeatable).",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
 
 
 def json_option(func: F) -> F:

@@ -13,19 +13,28 @@ start: together they make a first run that needs nothing but ``pip install``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+import attrs
 import click
 
-from qw_cli.options import DEFAULT_BACKEND, backend_options, plugin_option
+from qw_cli.options import DEFAULT_BACKEND, DURATION, backend_options, plugin_option, retry_options
 from qw_core.backends import open_broker
+from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits, RetryPolicy
+from qw_core.worker import DEFAULT_PREFETCH
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
+    from qw_core.models import JSON
+
+#: The plugin module ``--metrics-port`` loads.
+METRICS_PLUGIN = "qw_core.contrib.prometheus"
 
 #: ``--level`` choices and the logging levels they mean (``warn`` as the original had it).
 LEVELS = {
@@ -69,15 +78,77 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULT_PREFETCH,
     show_default=True,
-    help="Jobs a worker may take at once.",
+    help="Most jobs a worker may take at once (it batches only while the queue is deep and jobs are quick).",
 )
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
     help="On stop, wait this long for running jobs, then kill them (they are put back).  [default: wait]",
+)
+@click.option(
+    "--job-timeout",
+    type=DURATION,
+    metavar="DURATION",
+    help='Kill the worker of a job running longer, and fail the job (a job\'s meta "timeout", '
+    "in seconds, overrides).  [default: none]",
+)
+@click.option(
+    "--heartbeat",
+    type=DURATION,
+    default=f"{DEFAULT_HEARTBEAT:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="How often the manager refreshes its and its workers' heartbeats.",
+)
+@click.option(
+    "--heartbeat-ttl",
+    type=DURATION,
+    default=f"{DEFAULT_TTL:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="A worker without a heartbeat for this long is presumed dead: its jobs are put back.",
+)
+@click.option(
+    "--max-recoveries",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_RECOVERIES,
+    show_default=True,
+    metavar="N",
+    help="Put a job back at most N times after its worker died holding it; then fail it.",
+)
+@retry_options
+@click.option(
+    "--failed-max",
+    type=click.IntRange(min=0),
+    default=DEFAULT_FAILED_LIMITS.max_count,
+    show_default=True,
+    metavar="N",
+    help="Keep at most N failed jobs (the oldest are deleted first).",
+)
+@click.option(
+    "--failed-max-age",
+    type=DURATION,
+    default="30d",
+    show_default=True,
+    metavar="DURATION",
+    help="Delete failed jobs older than this.",
+)
+@click.option(
+    "-o",
+    "--option",
+    "plugin_options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A plugin setting (repeatable); VALUE is JSON, or else a string.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    metavar="PORT",
+    help=f"Serve Prometheus metrics on PORT (loads {METRICS_PLUGIN}; needs qw-core[prometheus]).",
 )
 @click.option(
     "--embedded",
@@ -102,6 +173,20 @@ def run(
     plugins: tuple[str, ...],
     prefetch: int,
     grace: float | None,
+    job_timeout: float | None,
+    heartbeat: float,
+    heartbeat_ttl: float,
+    max_recoveries: int,
+    max_retries: int,
+    retry_backoff: float,
+    retry_backoff_max: float,
+    retry_jitter: float,
+    retry_on: tuple[str, ...],
+    no_retry_on: tuple[str, ...],
+    failed_max: int,
+    failed_max_age: float,
+    plugin_options: tuple[str, ...],
+    metrics_port: int | None,
     embedded: bool,
     sample_jobs: int,
     target: str,
@@ -116,8 +201,18 @@ def run(
     Examples:
       qw run --embedded --sample-jobs 3 qw_core.examples:echo
       qw run -w 4 --url redis://redis.internal:6379/0 myapp.jobs:handle
+      qw run --max-retries 5 --retry-backoff 2s --metrics-port 9100 myapp.jobs:handle
     """
     ctx = click.get_current_context()
+    retry = RetryPolicy(
+        max_retries=max_retries,
+        backoff=retry_backoff,
+        backoff_max=retry_backoff_max,
+        jitter=retry_jitter,
+        retry_on=retry_on,
+        never_retry_on=no_retry_on,
+    )
+    config = plugin_config(plugins, plugin_options, metrics_port, retry)
     configure_logging(level)
     with contextlib.ExitStack() as stack:
         if embedded:
@@ -132,12 +227,38 @@ def run(
             open_broker(backend, url),
             workers=workers,
             name=name,
-            plugins=PluginConfig(modules=plugins),
+            plugins=config,
             prefetch=prefetch,
             grace=grace,
             sample_jobs=sample_jobs,
+            failed_limits=FailedLimits(max_count=failed_max, max_age=failed_max_age),
+            reliability=Reliability(
+                job_timeout=job_timeout,
+                heartbeat=heartbeat,
+                heartbeat_ttl=heartbeat_ttl,
+                max_recoveries=max_recoveries,
+            ),
         )
     ctx.exit(code)
+
+
+def plugin_config(
+    modules: tuple[str, ...], options: tuple[str, ...], metrics_port: int | None, retry: RetryPolicy
+) -> PluginConfig:
+    """The plugins and settings ``qw run`` hands the manager and its workers."""
+    settings: dict[str, JSON] = {}
+    for item in options:
+        name, equals, text = item.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="'-o' / '--option'")
+        try:
+            settings[name.strip()] = json.loads(text)
+        except ValueError:
+            settings[name.strip()] = text
+    if metrics_port is not None:
+        modules = (*modules, METRICS_PLUGIN) if METRICS_PLUGIN not in modules else modules
+        settings["prometheus.port"] = metrics_port
+    return PluginConfig(modules=modules, retry=retry, options=settings)
 
 
 def _embedded_backend(ctx: click.Context, backend: str) -> str:
@@ -156,6 +277,16 @@ def _embedded_redis() -> contextlib.AbstractContextManager[str]:
     return embedded_redis()
 
 
+@attrs.frozen(kw_only=True)
+class Reliability:
+    """The manager's liveness and time-limit settings (``qw run --job-timeout``, ``--heartbeat``...)."""
+
+    job_timeout: float | None = None
+    heartbeat: float = DEFAULT_HEARTBEAT
+    heartbeat_ttl: float = DEFAULT_TTL
+    max_recoveries: int | None = DEFAULT_MAX_RECOVERIES
+
+
 def run_manager(
     target: str,
     broker: Broker,
@@ -163,9 +294,11 @@ def run_manager(
     workers: int | None,
     name: str | None,
     plugins: PluginConfig,
-    prefetch: int = 1,
+    prefetch: int = DEFAULT_PREFETCH,
     grace: float | None = None,
     sample_jobs: int = 0,
+    failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS,
+    reliability: Reliability | None = None,
 ) -> int:
     """Build the manager on ``broker``, queue the sample jobs, run until stopped.
 
@@ -178,7 +311,15 @@ def run_manager(
 
     try:
         manager = Manager(
-            target, broker, num_workers=workers, name=name, plugins=plugins, prefetch=prefetch, grace=grace
+            target,
+            broker,
+            num_workers=workers,
+            name=name,
+            plugins=plugins,
+            prefetch=prefetch,
+            grace=grace,
+            failed_limits=failed_limits,
+            **attrs.asdict(reliability or Reliability()),
         )
         if sample_jobs:
             queue_sample_jobs(broker, manager.name, sample_jobs, plugins)

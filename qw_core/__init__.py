@@ -35,6 +35,7 @@ from qw_core.models import (
     WorkerInfo,
 )
 from qw_core.plugins import PluginConfig, hookimpl, make_plugin_manager
+from qw_core.policy import FailedLimits, RetryPolicy
 
 __version__ = "1.0.0.dev0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "Decision",
     "FailedJob",
+    "FailedLimits",
     "Failure",
     "InvalidJob",
     "InvalidName",
@@ -61,6 +63,7 @@ __all__ = [
     "PluginError",
     "QwError",
     "Retry",
+    "RetryPolicy",
     "TargetAttributeNotFound",
     "TargetError",
     "TargetModuleNotFound",

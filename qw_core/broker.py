@@ -18,6 +18,10 @@ Every method is designed so that a networked backend can serve it in one round t
 call. Whatever a worker holds when it dies stays on its held list until
 :meth:`recover_worker` puts it back, so no job is lost to a crash.
 
+Liveness: a manager keeps a heartbeat with a TTL for itself and each running worker
+(:meth:`beat`); every manager runs a reaper (:meth:`reap`) that recovers the workers whose
+heartbeat has lapsed, so the jobs of a worker whose manager died too are not lost either.
+
 Differences between backends are declared in :class:`Capabilities`, never discovered
 with ``isinstance``.
 """
@@ -25,11 +29,15 @@ with ``isinstance``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+import datetime
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from qw_core.errors import ConfigurationError, InvalidJob
 from qw_core.models import FailedJob, Failure, Job
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 
 @attrs.frozen(kw_only=True)
@@ -38,7 +46,8 @@ class Capabilities:
 
     :param multi_host: managers on different hosts may share the broker.
     :param max_take: the largest batch :meth:`Broker.take` will hand back in one call.
-    :param delayed: :meth:`Broker.retry_job` honours a delay itself.
+    :param delayed: the broker keeps delayed jobs itself: :meth:`Broker.queue_jobs` and
+        :meth:`Broker.retry_job` honour a delay (without it, ``queue_jobs`` refuses one).
     :param shared_by_url: another process opening :meth:`Broker.from_url` sees the same
         jobs (false for the in-memory backend, whose jobs live in one process), so a
         command such as ``qw enqueue`` can refuse instead of queuing into nowhere.
@@ -52,6 +61,22 @@ class Capabilities:
 
 #: Opens a broker; must be picklable so worker processes started with ``spawn`` can call it.
 BrokerFactory = Callable[[], "Broker"]
+
+
+@attrs.frozen(kw_only=True)
+class Reaped:
+    """A dead worker whose held jobs a reaper recovered (see :meth:`Broker.reap`).
+
+    :param manager: the worker's manager.
+    :param worker: the worker's name.
+    :param requeued: jobs put back on their queues.
+    :param failed: jobs recovered too often, moved to the failed registry (kind ``"crashed"``).
+    """
+
+    manager: str
+    worker: str
+    requeued: int = 0
+    failed: int = 0
 
 
 class Broker(abc.ABC):
@@ -72,7 +97,7 @@ class Broker(abc.ABC):
     # -- producing -------------------------------------------------------------------
 
     @abc.abstractmethod
-    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
         """Queue ``jobs``, each on the queue its ``manager``/``worker`` fields name.
 
         A job with ``worker`` set goes on that worker's held list; else with ``manager``
@@ -80,13 +105,31 @@ class Broker(abc.ABC):
         either fully queued or not at all, never data without a queue entry. Jobs are
         taken in the order given (first in, first out per queue).
 
-        :raises InvalidJob: a job's data cannot be stored (before anything is written).
+        With ``delay`` above 0 the jobs first wait, delayed, and each is moved to the back
+        of its queue once ``delay`` seconds have passed (by the backend's clock). Moving a
+        due job is atomic and happens exactly once however many processes use the broker:
+        a job is never both delayed and queued, and never lost in between. A blocked
+        :meth:`take` notices a job that comes due while it waits. While delayed, a job is
+        listed by :meth:`delayed_job_ids` and readable with :meth:`get_job`.
+
+        :param delay: seconds to wait before the jobs may be taken; ``0`` queues them now.
+        :raises InvalidJob: a job's data cannot be stored, or a job queued on a worker
+            directly is delayed (before anything is written).
         :raises InvalidName: a named manager or worker is not a valid name.
         """
 
-    def queue_job(self, job: Job) -> None:
-        """Queue one job; see :meth:`queue_jobs`."""
-        self.queue_jobs([job])
+    def queue_job(self, job: Job, *, delay: float = 0.0, at: datetime.datetime | None = None) -> None:
+        """Queue one job; see :meth:`queue_jobs`.
+
+        :param delay: seconds to wait before the job may be taken.
+        :param at: when the job may be taken instead (a timezone-aware datetime, or a naive
+            one in local time); a time in the past queues it now. Not with ``delay``.
+        """
+        if at is not None:
+            if delay:
+                raise ConfigurationError("give delay or at, not both")
+            delay = seconds_until(at)
+        self.queue_jobs([job], delay=delay)
 
     # -- consuming -------------------------------------------------------------------
 
@@ -126,10 +169,18 @@ class Broker(abc.ABC):
         """Finish jobs now, guarded as in :meth:`take`; say which ones ``worker`` still held."""
 
     @abc.abstractmethod
-    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
+    def fail_job(
+        self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
+    ) -> bool:
         """Move ``job`` from ``worker``'s held list to the failed-job registry, atomically.
 
         Guarded: does nothing and returns ``False`` if ``worker`` no longer holds it.
+
+        In the same atomic step the registry is trimmed to ``limits``: entries that failed
+        more than ``limits.max_age`` seconds before ``failure.failed_at``, then the oldest
+        beyond ``limits.max_count``, are deleted (the new entry counts). A backend may
+        delete a bounded number per call, so a bound that was just lowered is reached over
+        the next few failures.
         """
 
     @abc.abstractmethod
@@ -151,14 +202,63 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    def recover_worker(self, *, manager: str, worker: str) -> int:
+    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
         """Put back every job a dead worker held, and remove it from its manager's workers.
 
         Called by whoever knows the worker is dead (its manager saw the process exit).
         Atomic per job and idempotent; a backend may move a long list in batches so no
         single step blocks others. Jobs go back to the queue they came from (a job queued
-        on the worker directly goes to its manager's queue). Returns how many jobs were
-        put back.
+        on the worker directly goes to its manager's queue). The worker's heartbeat, if
+        any, is deleted. Returns how many jobs were put back.
+
+        :param max_recoveries: count, per job, how often it was recovered (the count is
+            cleared when the job is finished or failed); a job recovered more often than
+            this is a poison job and goes to the failed registry instead, with a
+            :class:`~qw_core.models.Failure` of kind ``"crashed"``. ``None`` counts
+            nothing (a worker stopped on purpose, not crashed).
+        """
+
+    # -- liveness --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def beat(
+        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+    ) -> dict[str, str | None]:
+        """Say that ``manager`` and ``workers`` are alive for ``ttl`` more seconds.
+
+        One atomic step: each name's heartbeat is set to its token (unique to one start
+        of that process) and expires ``ttl`` seconds later unless refreshed; the manager
+        is registered (and becomes one the reapers look after) and so is each worker
+        (again, if a reaper removed it while it was paused).
+
+        :param workers: worker name → token.
+        :return: the names whose heartbeat was not this token, each with the token it had
+            (``None``: it had lapsed or never existed): a process paused past its TTL,
+            whose jobs a reaper may have handed to others, or another process using the
+            same name.
+        """
+
+    @abc.abstractmethod
+    def reap(
+        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+    ) -> list[Reaped] | None:
+        """Recover every worker whose heartbeat has lapsed, as :meth:`recover_worker` does.
+
+        Looks only at managers that have called :meth:`beat` (a process speaking the
+        original protocol without heartbeats is never reaped). Checking that a worker's
+        heartbeat is gone and moving its jobs is one atomic step (per batch, for a long
+        list, each batch checking again), so a worker that beats again is left alone and
+        concurrent reapers move each job once. A manager whose heartbeat is gone and that
+        has no worker left is deregistered.
+
+        :param owner: this reaper's token.
+        :param lease: throttle: if another owner ran a reap less than ``lease`` seconds
+            ago, do nothing and return ``None``; ``0`` always runs.
+        :param ttl: the heartbeat TTL: a backend that can tell that its server restarted
+            less than ``ttl`` seconds ago (so heartbeats may have lapsed while nobody
+            could write them) judges nobody dead and returns ``None``.
+        :param max_recoveries: as for :meth:`recover_worker`.
+        :return: the workers recovered, or ``None`` if this reaper did not run.
         """
 
     # -- membership ------------------------------------------------------------------
@@ -169,7 +269,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def deregister_manager(self, name: str) -> None:
-        """Announce that manager ``name`` has stopped (idempotent)."""
+        """Announce that manager ``name`` has stopped (idempotent); deletes its heartbeat."""
 
     @abc.abstractmethod
     def register_worker(self, *, manager: str, worker: str) -> None:
@@ -177,7 +277,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def deregister_worker(self, *, manager: str, worker: str) -> None:
-        """Announce that ``worker`` of ``manager`` has stopped (idempotent)."""
+        """Announce that ``worker`` of ``manager`` has stopped (idempotent); deletes its heartbeat."""
 
     # -- read-only queries (what a status command or dashboard shows) ----------------
 
@@ -202,12 +302,35 @@ class Broker(abc.ABC):
         """The stored job (queued, held, delayed or failed), or ``None`` if there is none."""
 
     @abc.abstractmethod
+    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+        """Ids waiting for their due time that then go to ``manager``'s queue (or the shared
+        queue), the soonest due first. Delayed retries are listed too."""
+
+    @abc.abstractmethod
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """The most recently failed jobs, newest first."""
 
     @abc.abstractmethod
+    def failed_count(self) -> int:
+        """How many jobs the failed-job registry holds."""
+
+    @abc.abstractmethod
+    def get_failed(self, job_id: str) -> FailedJob | None:
+        """The failed job ``job_id`` as the registry keeps it, or ``None`` if it has none."""
+
+    @abc.abstractmethod
     def requeue_failed(self, job_id: str) -> bool:
-        """Move a failed job back onto the queue it came from, attempts reset."""
+        """Move a failed job back onto the queue it came from, attempts reset.
+
+        Atomic and idempotent: a second call (or a concurrent one) returns ``False``.
+        """
+
+    @abc.abstractmethod
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        """Delete failed jobs from the registry: ``job_ids``, or every one for ``None``.
+
+        Ids that are not in the registry are ignored. Returns how many were deleted.
+        """
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -239,3 +362,27 @@ class Broker(abc.ABC):
     def describe(self) -> str:
         """A one-line, password-free description for logs (``redis://host:6379/0``)."""
         return type(self).__name__
+
+    def setup_warnings(self) -> list[str]:
+        """Ways the server is set up that can lose jobs (a manager logs each at start).
+
+        For example a Redis whose ``maxmemory-policy`` may evict keys. Empty by default.
+        """
+        return []
+
+
+def seconds_until(when: datetime.datetime) -> float:
+    """Seconds from now until ``when`` (naive: local time); ``0`` if it has passed."""
+    return max(0.0, when.timestamp() - time.time())
+
+
+def refuse_delayed_direct(jobs: Sequence[Job]) -> None:
+    """Refuse to delay a job queued on a worker directly (it is that worker's at once).
+
+    For backends' :meth:`Broker.queue_jobs`, before anything is written.
+
+    :raises InvalidJob: naming the first such job.
+    """
+    for job in jobs:
+        if job.worker is not None:
+            raise InvalidJob(f"job {job.id} is queued on worker {job.worker} directly and cannot be delayed")

@@ -61,6 +61,20 @@ class BrokerUnavailable(BackendError, ConnectionError):
     """The broker's server cannot be reached (down, wrong address, refused credentials)."""
 
 
+class JobCrashed(QwError):
+    """Recorded (never raised) for a job whose worker kept dying while it held the job.
+
+    The failed-job registry keeps such a job with a failure of kind ``"crashed"``.
+    """
+
+
+class JobTimeout(QwError, TimeoutError):
+    """Recorded (never raised) for a job that ran past its time limit; its worker was killed.
+
+    The failed-job registry keeps such a job with a failure of kind ``"timeout"``.
+    """
+
+
 class PluginError(QwError):
     """A plugin could not be loaded or implements a hook that does not exist."""
 

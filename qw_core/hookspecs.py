@@ -1,22 +1,27 @@
 """Every hook qw calls, and nothing else.
 
 Plugins implement these with ``from qw_core import hookimpl``. Notifications are named in
-the past tense or as ``_stopping``; decisions are verbs. All names carry the ``qw_`` prefix,
+the past tense or as ``_starting``/``_stopping``; decisions are verbs. All names carry the ``qw_`` prefix,
 so :meth:`pluggy.PluginManager.check_pending` turns a misspelt hook into a start-up error.
 
 Hooks run in the process that fires them: manager hooks in the manager process, worker
 and job hooks in each worker process. A plugin therefore holds no state shared across
-processes; it uses the broker or its own store for that (see the metrics plugin).
+processes; it uses the broker or its own store for that (see the metrics plugin,
+:mod:`qw_core.contrib.prometheus`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from qw_core.models import Decision, Failure, Job, ManagerInfo, Outcome, WorkerInfo
+
+if TYPE_CHECKING:
+    from qw_core.broker import Broker
+    from qw_core.plugins import PluginConfig
 
 hookspec = pluggy.HookspecMarker("qw")
 
@@ -40,6 +45,19 @@ def qw_load_target(spec: str) -> Callable[..., Any] | None:
 
 
 @hookspec
+def qw_plugins_loaded(config: PluginConfig) -> None:
+    """Every plugin of this process is registered; read your settings.
+
+    Fires once in every process that builds a plugin manager (the manager, each worker,
+    ``qw enqueue``), at the end of :func:`~qw_core.plugins.make_plugin_manager`.
+
+    :param config: what was loaded and the settings: ``config.options`` holds plugin
+        settings under dotted names each plugin owns (``qw run -o NAME=VALUE``),
+        ``config.retry`` the retry policy.
+    """
+
+
+@hookspec
 def qw_job_queued(job: Job) -> None:
     """A job was queued.
 
@@ -52,6 +70,19 @@ def qw_job_queued(job: Job) -> None:
 # ---------------------------------------------------------------------------------------
 # Manager process
 # ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def qw_manager_starting(manager: ManagerInfo, broker: Broker) -> None:
+    """The manager is about to start its workers.
+
+    Fires once in the manager process, before any worker process exists: the place to
+    prepare what workers inherit (environment variables, a shared directory).
+
+    :param manager: who the manager is.
+    :param broker: the manager's broker, for reading queues (a plugin reading from another
+        thread opens its own with ``broker.factory()()``, as one broker serves one thread).
+    """
 
 
 @hookspec
@@ -76,14 +107,31 @@ def qw_manager_stopping(manager: ManagerInfo) -> None:
 
 @hookspec
 def qw_worker_died(manager: ManagerInfo, worker: str, exitcode: int | None, recovered: int) -> None:
-    """A worker process exited without being asked to; the manager will replace it.
+    """A worker process exited without being asked to (or was killed because its job ran
+    past its time limit); the manager will replace it.
 
-    Fires in the manager process, after the jobs the worker held were put back.
+    Fires in the manager process, after the jobs the worker held were put back (a job
+    that overran is failed, kind ``"timeout"``; a job its workers kept dying on, kind
+    ``"crashed"``).
 
     :param manager: the worker's manager.
     :param worker: the dead worker's name.
     :param exitcode: its exit code (negative: killed by that signal), if known.
     :param recovered: how many held jobs were put back on their queues.
+    """
+
+
+@hookspec
+def qw_worker_reaped(manager: ManagerInfo, worker: str, requeued: int, failed: int) -> None:
+    """This manager's reaper found a worker whose heartbeat had lapsed, and recovered it.
+
+    Fires in the manager process, on its reaper thread, after the jobs were moved. The
+    worker may belong to any manager (one that died, or this one, if it was paused).
+
+    :param manager: the manager whose reaper did it.
+    :param worker: the dead worker's name (``<its manager>.<pid>``).
+    :param requeued: how many held jobs were put back on their queues.
+    :param failed: how many were failed instead (kind ``"crashed"``: put back too often).
     """
 
 
@@ -163,7 +211,9 @@ def qw_job_failed(job: Job, worker: WorkerInfo, exc: BaseException, failure: Fai
     :param failure: ``exc`` described for the failed-job registry.
     :return: a :class:`~qw_core.models.Decision`: retry (with a delay), fail (keep it in
         the failed-job registry) or drop; stops at the first non-None result. The
-        built-in default (``trylast``) fails the job, so nothing is silently dropped.
+        built-in retry plugin (``trylast``) retries as its policy allows and otherwise
+        returns ``None``; the built-in default after it (``trylast``) fails the job, so
+        nothing is silently dropped.
     """
 
 

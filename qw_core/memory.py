@@ -28,12 +28,12 @@ import json
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from qw_core.broker import Broker
-from qw_core.errors import ConfigurationError, InvalidJob, InvalidName
+from qw_core.broker import Broker, Reaped, refuse_delayed_direct
+from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed
 from qw_core.memory_rpc import (
     CAPABILITIES,
     MemoryFactory,
@@ -45,6 +45,7 @@ from qw_core.memory_rpc import (
     job_to_dict,
 )
 from qw_core.models import FailedJob, Failure, Job
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 #: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
 RESERVED_NAMES = frozenset({"all", "job", "qw"})
@@ -79,6 +80,15 @@ def check_name(name: str) -> str:
     return name
 
 
+@attrs.frozen
+class _Failed:
+    """One entry of the failed-job registry (the job itself stays in ``_State.jobs``)."""
+
+    failure: str  # the Failure as JSON text
+    origin: Origin
+    failed_at: float
+
+
 class _State:
     """Everything one memory broker holds, guarded by one condition variable."""
 
@@ -88,11 +98,21 @@ class _State:
         self.queues: defaultdict[Origin, deque[str]] = defaultdict(deque)  # next to run first
         self.held: defaultdict[str, dict[str, Origin]] = defaultdict(dict)  # oldest first
         self.delayed: list[tuple[float, int, str, Origin]] = []  # heap of (due, seq, id, origin)
-        self.failed: dict[str, tuple[str, Origin]] = {}  # id -> (failure JSON, origin), oldest first
+        self.failed: dict[str, _Failed] = {}  # oldest first
         self.managers: set[str] = set()
         self.workers: defaultdict[str, set[str]] = defaultdict(set)
         self.sequence = itertools.count()
         self.server: MemoryServer | None = None
+        # Liveness: name -> (token, expiry on the monotonic clock); the managers that beat
+        # (name -> token), which the reaper looks after; crash counts; the reaper lease.
+        self.heartbeats: dict[str, tuple[str, float]] = {}
+        self.beating: dict[str, str] = {}
+        self.recoveries: dict[str, int] = {}
+        self.lease: tuple[str, float] | None = None
+
+    def alive(self, name: str, now: float) -> bool:
+        beat = self.heartbeats.get(name)
+        return beat is not None and beat[1] > now
 
 
 class MemoryBroker(Broker):
@@ -111,13 +131,15 @@ class MemoryBroker(Broker):
 
     # -- producing -------------------------------------------------------------------
 
-    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
         """See :meth:`Broker.queue_jobs`; the whole batch is checked before any job is stored.
 
         :raises InvalidJob: also when a job's id is already stored (queued, held, delayed
             or failed), since two entries for one id would defeat the guarded finish.
         """
         staged = [(job, self._encode(job)) for job in jobs]
+        if delay > 0:
+            refuse_delayed_direct(jobs)
         state = self._state
         with state.cond:
             ids = [job.id for job in jobs]
@@ -126,9 +148,12 @@ class MemoryBroker(Broker):
                 raise InvalidJob(f"a job with id {stored[0]!r} is already stored")
             if len(set(ids)) != len(ids):
                 raise InvalidJob("the batch holds two jobs with the same id")
+            due = time.monotonic() + delay
             for job, text in staged:
                 state.jobs[job.id] = text
-                if job.worker is not None:
+                if delay > 0:
+                    heapq.heappush(state.delayed, (due, next(state.sequence), job.id, job.manager))
+                elif job.worker is not None:
                     origin = job.manager if job.manager is not None else _WORKERS_MANAGER
                     state.held[job.worker][job.id] = origin
                 else:
@@ -216,10 +241,13 @@ class MemoryBroker(Broker):
             if holds:
                 del own[job_id]
                 del state.jobs[job_id]
+                state.recoveries.pop(job_id, None)
             done.append(holds)
         return done
 
-    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
+    def fail_job(
+        self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
+    ) -> bool:
         """See :meth:`Broker.fail_job`. The failed job stays readable with :meth:`get_job`."""
         text, failure_text = self._encode(job), dumps(failure_to_dict(failure))
         state = self._state
@@ -228,8 +256,27 @@ class MemoryBroker(Broker):
                 return False
             origin = self._unhold(worker, job.id)
             state.jobs[job.id] = text
-            state.failed[job.id] = (failure_text, origin)
+            state.recoveries.pop(job.id, None)
+            state.failed[job.id] = _Failed(failure_text, origin, failure.failed_at)
+            self._trim_failed(limits, now=failure.failed_at)
             return True
+
+    def _trim_failed(self, limits: FailedLimits, *, now: float) -> None:
+        """Delete the oldest failed jobs beyond ``limits``; the caller holds the lock."""
+        state = self._state
+        doomed: list[str] = []
+        if limits.max_age is not None:
+            cutoff = now - limits.max_age
+            doomed += [job_id for job_id, entry in state.failed.items() if entry.failed_at < cutoff]
+        if limits.max_count is not None:
+            excess = len(state.failed) - len(doomed) - limits.max_count
+            if excess > 0:
+                aged = set(doomed)
+                kept = (job_id for job_id in state.failed if job_id not in aged)
+                doomed += list(itertools.islice(kept, excess))
+        for job_id in doomed:
+            del state.failed[job_id]
+            del state.jobs[job_id]
 
     def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
         """See :meth:`Broker.retry_job`. The job goes to the back of its queue when due."""
@@ -276,7 +323,7 @@ class MemoryBroker(Broker):
         head, dot, _ = worker.rpartition(".")  # the <manager>.<pid> convention
         return head if dot and head else None
 
-    def recover_worker(self, *, manager: str, worker: str) -> int:
+    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
         """See :meth:`Broker.recover_worker`.
 
         Recovered jobs go to the *front* of their queues, in the order the worker held
@@ -284,14 +331,81 @@ class MemoryBroker(Broker):
         """
         self.check_name(manager)
         self.check_name(worker)
+        with self._state.cond:
+            return self._recover(manager, worker, max_recoveries).requeued
+
+    def _recover(self, manager: str, worker: str, max_recoveries: int | None) -> Reaped:
+        """Recover ``worker``'s held jobs; the caller holds the lock."""
+        state = self._state
+        own = state.held.pop(worker, {})
+        state.heartbeats.pop(worker, None)
+        state.workers[manager].discard(worker)
+        requeued, poison = 0, []
+        for job_id, origin in reversed(own.items()):
+            back_to = manager if origin == _WORKERS_MANAGER else origin
+            if max_recoveries is not None:
+                state.recoveries[job_id] = count = state.recoveries.get(job_id, 0) + 1
+                if count > max_recoveries:
+                    poison.append((job_id, back_to))
+                    continue
+            state.queues[back_to].appendleft(job_id)
+            requeued += 1
+        for job_id, back_to in poison:
+            error = JobCrashed(
+                f"worker {worker} died while holding job {job_id}, which had been put back "
+                f"{max_recoveries} times already after its worker died"
+            )
+            failure = Failure.from_exception(error, worker=worker, kind="crashed")
+            state.recoveries.pop(job_id, None)
+            state.failed[job_id] = _Failed(dumps(failure_to_dict(failure)), back_to, failure.failed_at)
+            self._trim_failed(DEFAULT_FAILED_LIMITS, now=failure.failed_at)
+        state.cond.notify_all()
+        return Reaped(manager=manager, worker=worker, requeued=requeued, failed=len(poison))
+
+    # -- liveness --------------------------------------------------------------------
+
+    def beat(
+        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+    ) -> dict[str, str | None]:
+        """See :meth:`Broker.beat`."""
+        for name in (manager, *workers):
+            self.check_name(name)
         state = self._state
         with state.cond:
-            own = state.held.pop(worker, {})
-            for job_id, origin in reversed(own.items()):
-                state.queues[manager if origin == _WORKERS_MANAGER else origin].appendleft(job_id)
-            state.workers[manager].discard(worker)
-            state.cond.notify_all()
-            return len(own)
+            now = time.monotonic()
+            changed: dict[str, str | None] = {}
+            for name, mine in ((manager, token), *workers.items()):
+                previous = state.heartbeats[name][0] if state.alive(name, now) else None
+                if previous != mine:
+                    changed[name] = previous
+                state.heartbeats[name] = (mine, now + ttl)
+            state.managers.add(manager)
+            state.beating[manager] = token
+            state.workers[manager].update(workers)
+            return changed
+
+    def reap(
+        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+    ) -> list[Reaped] | None:
+        """See :meth:`Broker.reap`; the server never restarts, so ``ttl`` is not used."""
+        state = self._state
+        with state.cond:
+            now = time.monotonic()
+            if lease > 0:
+                if state.lease is not None and state.lease[1] > now:
+                    return None
+                state.lease = (owner, now + lease)
+            reaped = [
+                self._recover(manager, worker, max_recoveries)
+                for manager in sorted(state.beating)
+                for worker in sorted(state.workers.get(manager, ()))
+                if not state.alive(worker, now)
+            ]
+            for manager in list(state.beating):
+                if not state.alive(manager, now) and not state.workers.get(manager):
+                    del state.beating[manager]
+                    state.managers.discard(manager)
+            return reaped
 
     # -- membership ------------------------------------------------------------------
 
@@ -306,6 +420,8 @@ class MemoryBroker(Broker):
         self.check_name(name)
         with self._state.cond:
             self._state.managers.discard(name)
+            self._state.beating.pop(name, None)
+            self._state.heartbeats.pop(name, None)
 
     def register_worker(self, *, manager: str, worker: str) -> None:
         """See :meth:`Broker.register_worker`."""
@@ -320,6 +436,7 @@ class MemoryBroker(Broker):
         self.check_name(worker)
         with self._state.cond:
             self._state.workers[manager].discard(worker)
+            self._state.heartbeats.pop(worker, None)
 
     # -- read-only queries -----------------------------------------------------------
 
@@ -350,14 +467,34 @@ class MemoryBroker(Broker):
             text = self._state.jobs.get(job_id)
         return None if text is None else load_job(text)
 
+    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+        """See :meth:`Broker.delayed_job_ids`."""
+        with self._state.cond:
+            self._promote_due()
+            return [job_id for _, _, job_id, origin in sorted(self._state.delayed) if origin == manager]
+
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""
         with self._state.cond:
             newest = list(reversed(self._state.failed.items()))[: max(0, limit)]
-            found = [(self._state.jobs[job_id], failure) for job_id, (failure, _) in newest]
+            found = [(self._state.jobs[job_id], entry.failure) for job_id, entry in newest]
         return [
             FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
         ]
+
+    def failed_count(self) -> int:
+        """See :meth:`Broker.failed_count`."""
+        with self._state.cond:
+            return len(self._state.failed)
+
+    def get_failed(self, job_id: str) -> FailedJob | None:
+        """See :meth:`Broker.get_failed`."""
+        with self._state.cond:
+            entry = self._state.failed.get(job_id)
+            if entry is None:
+                return None
+            job = self._state.jobs[job_id]
+        return FailedJob(job=load_job(job), failure=failure_from_dict(_loads(entry.failure)))
 
     def requeue_failed(self, job_id: str) -> bool:
         """See :meth:`Broker.requeue_failed`; the job goes to the back of its queue."""
@@ -368,9 +505,19 @@ class MemoryBroker(Broker):
                 return False
             job = load_job(state.jobs[job_id])
             state.jobs[job_id] = dumps(job_to_dict(attrs.evolve(job, attempts=0)))
-            state.queues[entry[1]].append(job_id)
+            state.queues[entry.origin].append(job_id)
             state.cond.notify_all()
             return True
+
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        """See :meth:`Broker.purge_failed`."""
+        state = self._state
+        with state.cond:
+            doomed = list(state.failed) if job_ids is None else [i for i in job_ids if i in state.failed]
+            for job_id in dict.fromkeys(doomed):
+                del state.failed[job_id]
+                del state.jobs[job_id]
+            return len(set(doomed))
 
     # -- lifecycle -------------------------------------------------------------------
 

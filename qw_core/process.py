@@ -12,19 +12,24 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import attrs
 
-from qw_core.broker import BrokerFactory
-from qw_core.errors import QwError
+from qw_core.backoff import Backoff
+from qw_core.broker import Broker, BrokerFactory
+from qw_core.errors import BrokerUnavailable, QwError
 from qw_core.plugins import PluginConfig, make_plugin_manager
-from qw_core.worker import Worker
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.status import JobStatus
+from qw_core.worker import DEFAULT_PREFETCH, Worker
 
-#: Exit code of a worker that could not start (bad target, unreachable broker): the
-#: manager stops instead of restarting it in a loop.
+#: Exit code of a worker that could not start (a bad target or plugin): the manager
+#: stops instead of restarting it in a loop. (A broker that cannot be reached is waited
+#: for: the manager reached it, so it is an outage.)
 EXIT_CANNOT_START = 78  # EX_CONFIG
 
 
@@ -36,20 +41,49 @@ class WorkerSpec:
     broker_factory: BrokerFactory
     manager: str
     plugins: PluginConfig
-    prefetch: int = 1
+    prefetch: int = DEFAULT_PREFETCH
     block_timeout: float = 1.0
     log_level: int = logging.INFO
+    failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS
+    job_timeout: float | None = None
 
 
-def worker_main(spec: WorkerSpec, parent_pid: int) -> None:
-    """Entry point of a worker process."""
+def _open_broker(spec: WorkerSpec, parent_pid: int) -> Broker | None:
+    """Open the broker, waiting out an outage (the manager reached it, so it comes back).
+
+    :return: the broker, or ``None`` if the manager died meanwhile.
+    """
+    backoff = Backoff()
+    while True:
+        try:
+            return spec.broker_factory()
+        except BrokerUnavailable as exc:
+            if backoff.failures == 0:
+                print(f"qw worker {spec.manager}.{os.getpid()}: {exc}; retrying", file=sys.stderr)
+            time.sleep(backoff.next())
+            if os.getppid() != parent_pid:
+                return None
+
+
+def worker_main(
+    spec: WorkerSpec, parent_pid: int, status: JobStatus | None = None, go: Any = None
+) -> None:
+    """Entry point of a worker process.
+
+    :param status: where to report the running job to the manager (time limits).
+    :param go: an event the manager sets once the worker's first heartbeat is written;
+        the worker takes no job before (so no reaper can take it for a dead one).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the manager, which stops us warmly
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)  # not the manager's handler, inherited through fork
     if not logging.getLogger().handlers:  # spawn: nothing configured logging in this process
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         pm = make_plugin_manager(spec.plugins)
-        broker = spec.broker_factory()
+        opened = _open_broker(spec, parent_pid)
+        if opened is None:
+            return
+        broker = opened
         worker = Worker(
             broker,
             spec.target,
@@ -58,6 +92,9 @@ def worker_main(spec: WorkerSpec, parent_pid: int) -> None:
             prefetch=spec.prefetch,
             block_timeout=spec.block_timeout,
             parent_pid=parent_pid,
+            failed_limits=spec.failed_limits,
+            job_timeout=spec.job_timeout,
+            status=status,
         )
     except QwError as exc:
         print(f"qw worker {spec.manager}.{os.getpid()}: {exc}", file=sys.stderr)
@@ -68,6 +105,10 @@ def worker_main(spec: WorkerSpec, parent_pid: int) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+    while go is not None and not go.wait(0.5):
+        if os.getppid() != parent_pid or worker.stopping:
+            broker.close()
+            return
     try:
         worker.run()
     finally:

@@ -8,6 +8,16 @@ Signals: a worker process ignores SIGINT (a Ctrl-C to the process group is for t
 manager, which then stops workers warmly) and treats SIGTERM as "finish the current job,
 take nothing new". It also stops if its manager process disappears, because recovery
 will hand the jobs it would take to others.
+
+Broker outages: a call that fails with :class:`~qw_core.errors.BrokerUnavailable` is
+retried after a capped, jittered back-off (:mod:`qw_core.backoff`), logging once per
+outage, so a Redis restart or failover pauses the worker instead of killing it. A take
+gives up when the worker is asked to stop; settling a job that ran (finish, fail, retry)
+keeps trying until it works or the manager is gone (what stays held is recovered).
+
+Time limits: before calling the target the worker writes the job id and its deadline to
+the shared record its manager reads (:mod:`qw_core.status`), two memory writes per job;
+the manager kills a worker whose job overruns.
 """
 
 from __future__ import annotations
@@ -19,17 +29,29 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
+from qw_core.backoff import Backoff
 from qw_core.broker import Broker
-from qw_core.errors import ConfigurationError
+from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.plugins import make_plugin_manager
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.status import JobStatus
 from qw_core.targets import TargetLoader
 
 log = logging.getLogger("qw.worker")
+
+_T = TypeVar("_T")
+
+#: The ``meta`` key of a job's own time limit in seconds (overrides the manager's).
+TIMEOUT_META = "timeout"
+#: How many jobs a worker may take at once unless told otherwise (``qw run --prefetch``).
+#: It takes more than one only while the queue is deep and jobs are quick (see
+#: :meth:`Worker._next_limit`), so a batch never keeps slow jobs from idle workers.
+DEFAULT_PREFETCH = 10
 
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("qw_current_job", default=None)
 
@@ -51,14 +73,27 @@ class Worker:
     :param manager: the manager this worker belongs to.
     :param name: the worker's name; defaults to ``<manager>.<pid>``.
     :param hook: the plugin manager's hook relay; defaults to a fresh default one.
-    :param prefetch: how many jobs one take may hand over; ``1`` means none are held
-        waiting. With more, a job finished while others of its batch wait is finished on
-        the next take, so a crash in between runs it again (at-least-once).
+    :param prefetch: the most jobs one take may hand over; ``1`` means none are held
+        waiting. Batches grow only while the queue is deep and jobs are quick (see
+        :meth:`_next_limit`). A job finished while others of its batch wait is finished on
+        the next take (within :attr:`finish_delay`), so a crash in between runs it again
+        (at-least-once).
     :param block_timeout: how long one take waits for a job before the loop checks
         whether it should stop; bounds how late a stop request is noticed.
     :param parent_pid: stop when the parent process is no longer this pid (its manager
         died); ``None`` disables the check (threads, tests).
+    :param failed_limits: the bounds of the failed-job registry, applied each time this
+        worker fails a job.
+    :param job_timeout: seconds a job may run (``None``: no limit); a job's
+        ``meta["timeout"]`` overrides it. Enforced by the manager, which reads ``status``.
+    :param status: where to report the running job and its deadline to the manager.
     """
+
+    #: Longest time, in seconds from its start, that a job which succeeded may stay held
+    #: waiting to be finished with the next take. Quick jobs of one batch are thus all
+    #: finished by a single round trip; a slow job, or a batch that has run this long, is
+    #: finished at once. Until it is finished a crash of the worker runs the job again.
+    finish_delay: float = 0.1
 
     def __init__(
         self,
@@ -68,9 +103,12 @@ class Worker:
         manager: str,
         name: str | None = None,
         hook: pluggy.HookRelay | None = None,
-        prefetch: int = 1,
+        prefetch: int = DEFAULT_PREFETCH,
         block_timeout: float = 1.0,
         parent_pid: int | None = None,
+        failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS,
+        job_timeout: float | None = None,
+        status: JobStatus | None = None,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -83,7 +121,12 @@ class Worker:
         self.prefetch = min(prefetch, broker.capabilities.max_take)
         self.block_timeout = block_timeout
         self.parent_pid = parent_pid
+        self.failed_limits = failed_limits
+        self.job_timeout = job_timeout
+        self.status = status
         self._stop = threading.Event()
+        self._backoff = Backoff()
+        self._settled = True  # False when the loop ended holding jobs it could not settle
 
     # -- control ---------------------------------------------------------------------
 
@@ -98,66 +141,164 @@ class Worker:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        """Register, process jobs until asked to stop, then deregister."""
-        self.broker.register_worker(manager=self.manager, worker=self.name)
+        """Register, process jobs until asked to stop, then deregister.
+
+        A worker that stops still holding jobs it could not settle (the broker was
+        unreachable) stays registered, so that its manager or a reaper finds them.
+        """
+        try:
+            self._patiently(
+                lambda: self.broker.register_worker(manager=self.manager, worker=self.name),
+                give_up=lambda: self.stopping,
+            )
+        except BrokerUnavailable:
+            return
         self.hook.qw_worker_started(worker=self.info)
         try:
             self._loop()
         finally:
             self.hook.qw_worker_stopping(worker=self.info)
-            self.broker.deregister_worker(manager=self.manager, worker=self.name)
+            if self._settled:
+                try:
+                    self.broker.deregister_worker(manager=self.manager, worker=self.name)
+                except BrokerUnavailable as exc:
+                    log.warning("worker %s could not deregister: %s", self.name, exc)
+
+    def _patiently(self, call: Callable[[], _T], *, give_up: Callable[[], bool]) -> _T:
+        """``call()``, retried after a back-off while the broker is unreachable.
+
+        :raises BrokerUnavailable: once ``give_up()`` says so after a failure.
+        """
+        while True:
+            try:
+                result = call()
+            except BrokerUnavailable as exc:
+                if give_up():
+                    raise
+                self._wait_out(exc)
+                continue
+            if self._backoff.failures:
+                self._answered()
+            return result
+
+    def _wait_out(self, exc: BrokerUnavailable) -> None:
+        """Wait before trying the broker again (a stop request cuts the wait short)."""
+        if self._backoff.failures == 0:
+            log.warning("worker %s: %s; retrying", self.name, exc)
+        self._stop.wait(self._backoff.next())
+
+    def _answered(self) -> None:
+        log.info("worker %s: the broker answers again", self.name)
+        self._backoff.reset()
+
+    def _manager_gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _loop(self) -> None:
         waiting: deque[Job] = deque()  # taken, not started yet
         finished: list[str] = []  # succeeded, to finish with the next take
+        deferred_since = 0.0  # when the first job in `finished` started
+        limit, batch, batch_at = 1, 0, 0.0  # the last take's limit, what it gave, when
         try:
             while not self.stopping:
                 if not waiting:
-                    waiting.extend(self._take(finished))
+                    limit = self._next_limit(limit, batch, time.monotonic() - batch_at)
+                    taken = self._take(finished, limit)
+                    if taken is None:  # the broker was unreachable: `finished` is still held
+                        continue
+                    waiting.extend(taken)
+                    batch, batch_at = len(taken), time.monotonic()
                     finished = []
                     continue
                 job = waiting.popleft()
+                started = time.monotonic()
                 if self._run_one(job) is Outcome.SUCCEEDED:
+                    if not finished:
+                        deferred_since = started
                     finished.append(job.id)
-                    if waiting:  # finish now: jobs still waiting would delay it
+                    # Settle with the next take (one round trip for the batch) unless
+                    # that would leave a finished job held for long: see finish_delay.
+                    if waiting and time.monotonic() - deferred_since >= self.finish_delay:
                         self._finish(finished)
                         finished = []
         finally:
-            if finished:
-                self._finish(finished)
-            if waiting:
-                self.broker.release_jobs(worker=self.name, job_ids=[job.id for job in waiting])
+            try:
+                if finished:
+                    self._finish(finished)
+                if waiting:
+                    self.broker.release_jobs(worker=self.name, job_ids=[job.id for job in waiting])
+            except BrokerUnavailable as exc:
+                self._settled = False
+                log.warning("worker %s stops holding jobs it could not settle: %s", self.name, exc)
 
-    def _take(self, finished: list[str]) -> list[Job]:
-        return self.broker.take(
-            manager=self.manager,
-            worker=self.name,
-            finished=finished,
-            limit=self.prefetch,
-            timeout=self.block_timeout,
-        )
+    def _next_limit(self, limit: int, taken: int, elapsed: float) -> int:
+        """How many jobs the next take asks for: 1 unless the queue is deep and jobs are quick.
+
+        A batch saves a round trip per job, which matters only for quick jobs, and jobs
+        held waiting cannot go to an idle worker, which matters only for slow ones. So
+        after a full batch (``taken == limit``: the queue had more) that ran within
+        :attr:`finish_delay` the limit doubles, up to :attr:`prefetch`; after a full batch
+        that took longer it halves; after a short one (the queue ran dry) it is 1 again.
+        """
+        if taken < limit:
+            return 1
+        if elapsed < self.finish_delay:
+            return min(self.prefetch, 2 * limit)
+        return max(1, limit // 2)
+
+    def _take(self, finished: list[str], limit: int) -> list[Job] | None:
+        """Finish ``finished`` and take the next jobs; ``None`` if the broker was unreachable."""
+        try:
+            jobs = self.broker.take(
+                manager=self.manager,
+                worker=self.name,
+                finished=finished,
+                limit=limit,
+                timeout=self.block_timeout,
+            )
+        except BrokerUnavailable as exc:
+            self._wait_out(exc)
+            return None
+        if self._backoff.failures:
+            self._answered()
+        return jobs
 
     def _finish(self, job_ids: list[str]) -> None:
-        self.broker.finish_jobs(worker=self.name, job_ids=job_ids)
+        self._patiently(
+            lambda: self.broker.finish_jobs(worker=self.name, job_ids=job_ids), give_up=self._manager_gone
+        )
 
     # -- one job ---------------------------------------------------------------------
 
     def _run_one(self, job: Job) -> Outcome:
         """Run ``job`` through the hooks and settle a failure; return how it ended."""
         hook = self.hook
-        hook.qw_job_started(job=job, worker=self.info)
+        # A hook nobody implements (started and succeeded, by default) is not called at
+        # all: a pluggy call costs a few microseconds even with nothing to call.
+        if hook.qw_job_started.get_hookimpls():
+            hook.qw_job_started(job=job, worker=self.info)
         token = _current_job.set(job)
+        status = self.status
+        if status is not None:
+            status.started(job.id, self._time_limit(job))
         start = time.perf_counter()
         try:
             hook.qw_job_run(job=job, worker=self.info, target=self.target)
         except Exception as exc:
             duration = time.perf_counter() - start
+            if status is not None:
+                status.ended()
             outcome = self._settle_failure(job, exc)
         else:
             duration = time.perf_counter() - start
+            if status is not None:
+                status.ended()
             outcome = Outcome.SUCCEEDED
-            hook.qw_job_succeeded(job=job, worker=self.info, duration=duration)
+            if hook.qw_job_succeeded.get_hookimpls():
+                hook.qw_job_succeeded(job=job, worker=self.info, duration=duration)
         finally:
+            if status is not None:
+                status.ended()
             _current_job.reset(token)
         hook.qw_job_finished(job=job, worker=self.info, outcome=outcome, duration=duration)
         return outcome
@@ -170,10 +311,25 @@ class Worker:
         if decision is None:  # every failure plugin blocked: keep the job, never drop it
             decision = Decision.fail()
         if decision.action is Action.RETRY:
-            self.broker.retry_job(worker=self.name, job=job, delay=decision.delay)
+            self._patiently(
+                lambda: self.broker.retry_job(worker=self.name, job=job, delay=decision.delay),
+                give_up=self._manager_gone,
+            )
             return Outcome.RETRIED
         if decision.action is Action.DROP:
             self._finish([job.id])
             return Outcome.DROPPED
-        self.broker.fail_job(worker=self.name, job=job, failure=failure)
+        self._patiently(
+            lambda: self.broker.fail_job(
+                worker=self.name, job=job, failure=failure, limits=self.failed_limits
+            ),
+            give_up=self._manager_gone,
+        )
         return Outcome.FAILED
+
+    def _time_limit(self, job: Job) -> float | None:
+        """Seconds ``job`` may run: its ``meta["timeout"]`` if a positive number, else the default."""
+        limit = job.meta.get(TIMEOUT_META) if job.meta else None
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+            return float(limit)
+        return self.job_timeout

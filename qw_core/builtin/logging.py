@@ -35,6 +35,16 @@ def qw_worker_died(manager: ManagerInfo, worker: str, exitcode: int | None, reco
 
 
 @hookimpl
+def qw_worker_reaped(manager: ManagerInfo, worker: str, requeued: int, failed: int) -> None:
+    log.warning(
+        "worker %s had no heartbeat: presumed dead; %d held job(s) put back, %d failed as crashed",
+        worker,
+        requeued,
+        failed,
+    )
+
+
+@hookimpl
 def qw_worker_started(worker: WorkerInfo) -> None:
     log.debug("worker %s started", worker.name)
 

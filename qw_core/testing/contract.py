@@ -19,6 +19,7 @@ may derive a worker's manager from its name.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +29,9 @@ import attrs
 import pytest
 
 from qw_core.broker import Broker, Capabilities
-from qw_core.errors import InvalidJob, InvalidName
+from qw_core.errors import ConfigurationError, InvalidJob, InvalidName
 from qw_core.models import JSON, Failure, Job
+from qw_core.policy import FailedLimits
 from qw_core.testing import (
     MANAGER,
     OTHER_MANAGER,
@@ -502,3 +504,295 @@ class BrokerContract:
         assert broker.queued_job_ids() == []
         assert broker.held_job_ids(WORKER) == broker.held_job_ids(WORKER_2) == []
         assert all(broker.get_job(job.id) is None for job in jobs[::50])
+
+    # -- delayed jobs ----------------------------------------------------------------
+
+    @staticmethod
+    def _needs_delays(broker: Broker) -> None:
+        if not broker.capabilities.delayed:
+            pytest.skip("the backend does not keep delayed jobs (capabilities.delayed is false)")
+
+    def test_delayed_job_waits_then_is_taken(self, broker: Broker) -> None:
+        self._needs_delays(broker)
+        delay = 0.4
+        job = Job.new({"n": 1})
+        queued_at = time.monotonic()
+        broker.queue_jobs([job], delay=delay)
+        assert broker.take(manager=MANAGER, worker=WORKER) == []
+        assert broker.delayed_job_ids() == [job.id]
+        assert broker.queued_job_ids() == []
+        assert broker.get_job(job.id) == job
+        taken, taken_at = poll_take(broker, timeout=5.0, step=0.1)
+        assert taken == [job]
+        assert taken_at - queued_at >= delay - 0.05
+        assert broker.delayed_job_ids() == []
+        assert broker.held_job_ids(WORKER) == [job.id]
+
+    def test_delayed_job_goes_to_its_own_queue_when_due(self, broker: Broker) -> None:
+        self._needs_delays(broker)
+        mine, shared = Job.new({"n": 1}, manager=MANAGER), Job.new({"n": 2})
+        broker.queue_jobs([mine, shared], delay=0.2)
+        assert broker.delayed_job_ids(MANAGER) == [mine.id]
+        assert broker.delayed_job_ids() == [shared.id]
+        assert broker.delayed_job_ids(OTHER_MANAGER) == []
+        taken, _ = poll_take(broker, manager=OTHER_MANAGER, worker=OTHER_WORKER, timeout=5.0, step=0.1)
+        assert taken == [shared]
+        assert broker.take(manager=OTHER_MANAGER, worker=OTHER_WORKER, held=[shared.id]) == []
+        assert broker.queued_job_ids(MANAGER) == [mine.id]
+        assert broker.take(manager=MANAGER, worker=WORKER) == [mine]
+
+    def test_a_delayed_batch_keeps_its_order(self, broker: Broker) -> None:
+        self._needs_delays(broker)
+        jobs = make_jobs(5)
+        broker.queue_jobs(jobs, delay=0.2)
+        assert broker.delayed_job_ids() == ids(jobs)
+        first, _ = poll_take(broker, timeout=5.0, step=0.1)
+        assert first == jobs[:1]
+        assert broker.take(manager=MANAGER, worker=WORKER, held=ids(first), limit=10) == jobs[1:]
+
+    def test_queue_job_at_a_time(self, broker: Broker) -> None:
+        self._needs_delays(broker)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        later, past = Job.new({"n": 1}), Job.new({"n": 2})
+        broker.queue_job(later, at=now + datetime.timedelta(seconds=0.3))
+        broker.queue_job(past, at=now - datetime.timedelta(hours=1))
+        assert broker.delayed_job_ids() == [later.id]
+        assert broker.take(manager=MANAGER, worker=WORKER) == [past]
+        taken, _ = poll_take(broker, worker=WORKER_2, timeout=5.0, step=0.1)
+        assert taken == [later]
+        with pytest.raises(ConfigurationError):
+            broker.queue_job(Job.new({}), delay=1, at=now)
+
+    def test_delaying_a_job_queued_on_a_worker_is_refused(self, broker: Broker) -> None:
+        valid, direct = Job.new({"n": 1}), Job.new({"n": 2}, worker=WORKER)
+        with pytest.raises(InvalidJob):
+            broker.queue_jobs([valid, direct], delay=1)
+        assert broker.get_job(valid.id) is None
+        assert broker.get_job(direct.id) is None
+        assert broker.held_job_ids(WORKER) == []
+
+    def test_blocked_take_wakes_when_a_queued_delayed_job_is_due(self, broker: Broker) -> None:
+        self._needs_delays(broker)
+        job = Job.new({"n": 1})
+        taken, waited = take_while_blocked(broker, lambda: broker.queue_jobs([job], delay=0.3))
+        assert taken == [job]
+        assert 0.25 <= waited < 1.3
+
+    def test_due_jobs_are_taken_exactly_once_by_racing_takers(self, broker: Broker) -> None:
+        self._needs_delays(broker)
+        jobs = make_jobs(300)
+        broker.queue_jobs(jobs, delay=0.3)
+        factory = broker.factory()
+        workers = [f"{MANAGER}.{300 + n}" for n in range(4)]
+
+        def work(worker: str) -> list[str]:
+            taken: list[str] = []
+            with opened(factory) as mine:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    batch = mine.take(
+                        manager=MANAGER, worker=worker, finished=taken[-10:], limit=10, timeout=0.2
+                    )
+                    taken += ids(batch)
+                    if not batch and not mine.delayed_job_ids() and not mine.queued_job_ids():
+                        break
+            return taken
+
+        with ThreadPoolExecutor(len(workers)) as pool:
+            results = list(pool.map(work, workers))
+        everything = [job_id for result in results for job_id in result]
+        assert sorted(everything) == sorted(ids(jobs))
+        assert broker.delayed_job_ids() == broker.queued_job_ids() == []
+
+    # -- the failed-job registry -----------------------------------------------------
+
+    def _fail(
+        self, broker: Broker, jobs: list[Job], limits: FailedLimits | None = None, **when: float
+    ) -> None:
+        broker.queue_jobs(jobs)
+        broker.take(manager=MANAGER, worker=WORKER, limit=len(jobs))
+        for n, job in enumerate(jobs):
+            failed_at = when.get("failed_at", time.time()) + n * 0.001
+            failure = Failure(exc_type="builtins.ValueError", message=f"bad {n}", failed_at=failed_at)
+            kwargs = {} if limits is None else {"limits": limits}
+            assert broker.fail_job(worker=WORKER, job=job, failure=failure, **kwargs)
+
+    def test_failed_count_and_get_failed(self, broker: Broker) -> None:
+        jobs = make_jobs(3)
+        assert broker.failed_count() == 0
+        self._fail(broker, jobs)
+        assert broker.failed_count() == 3
+        found = broker.get_failed(jobs[1].id)
+        assert found is not None
+        assert found.job == jobs[1]
+        assert found.failure.message == "bad 1"
+        assert broker.get_failed("no-such-job") is None
+
+    def test_purge_failed_some_then_all(self, broker: Broker) -> None:
+        jobs = make_jobs(4)
+        self._fail(broker, jobs)
+        assert broker.purge_failed([jobs[0].id, "no-such-job", jobs[0].id]) == 1
+        assert broker.get_failed(jobs[0].id) is None
+        assert broker.get_job(jobs[0].id) is None
+        assert broker.failed_count() == 3
+        assert broker.purge_failed() == 3
+        assert broker.failed_jobs() == []
+        assert all(broker.get_job(job.id) is None for job in jobs)
+        assert not broker.requeue_failed(jobs[1].id)
+
+    def test_failed_registry_keeps_at_most_max_count_newest(self, broker: Broker) -> None:
+        jobs = make_jobs(5)
+        self._fail(broker, jobs, FailedLimits(max_count=3, max_age=None))
+        assert broker.failed_count() == 3
+        assert [f.job.id for f in broker.failed_jobs()] == ids(reversed(jobs[2:]))
+        assert broker.get_failed(jobs[0].id) is None
+        assert broker.get_job(jobs[0].id) is None
+
+    def test_failed_registry_drops_entries_older_than_max_age(self, broker: Broker) -> None:
+        old, new = make_jobs(2)
+        self._fail(broker, [old], failed_at=time.time() - 100)
+        self._fail(broker, [new], FailedLimits(max_count=None, max_age=50))
+        assert [f.job.id for f in broker.failed_jobs()] == [new.id]
+        assert broker.get_job(old.id) is None
+
+    def test_requeued_failed_job_runs_again_and_can_fail_again(self, broker: Broker) -> None:
+        job = Job.new({"n": 1}, manager=MANAGER)
+        self._fail(broker, [job])
+        assert broker.requeue_failed(job.id)
+        assert broker.failed_count() == 0
+        [again] = broker.take(manager=MANAGER, worker=WORKER_2)
+        assert again == job
+        failure = Failure(exc_type="builtins.ValueError", message="again")
+        assert broker.fail_job(worker=WORKER_2, job=again, failure=failure)
+        found = broker.get_failed(job.id)
+        assert found is not None
+        assert found.failure.message == "again"
+
+    # -- liveness: heartbeats, the reaper, poison jobs ---------------------------------
+
+    def _wait_reaped(self, broker: Broker, worker: str, ttl: float) -> list[Any]:
+        """Reap (no lease) until ``worker`` is reaped; fail after a few TTLs."""
+        deadline = time.monotonic() + 10 * ttl + 2
+        while time.monotonic() < deadline:
+            reaped = broker.reap(owner="test", lease=0, ttl=ttl) or []
+            if any(r.worker == worker for r in reaped):
+                return reaped
+            time.sleep(ttl / 5)
+        pytest.fail(f"{worker} was not reaped")
+
+    def test_beat_registers_and_reports_heartbeats_that_were_not_its_own(self, broker: Broker) -> None:
+        first = broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
+        assert first == {MANAGER: None, WORKER: None}
+        assert broker.managers() == [MANAGER]
+        assert broker.workers(MANAGER) == [WORKER]
+        assert broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30) == {}
+        assert broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-2"}, ttl=30) == {WORKER: "w-1"}
+
+    def test_deregistering_deletes_the_heartbeat(self, broker: Broker) -> None:
+        broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
+        broker.deregister_worker(manager=MANAGER, worker=WORKER)
+        broker.deregister_manager(MANAGER)
+        again = broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
+        assert again == {MANAGER: None, WORKER: None}
+
+    def test_reap_recovers_only_workers_whose_heartbeat_lapsed(self, broker: Broker) -> None:
+        ttl = 0.3
+        jobs = make_jobs(3)
+        broker.queue_jobs(jobs)
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a", WORKER_2: "b"}, ttl=ttl)
+        dead = broker.take(manager=MANAGER, worker=WORKER, limit=2)
+        alive = broker.take(manager=MANAGER, worker=WORKER_2)
+        assert broker.reap(owner="test", lease=0, ttl=ttl) == []
+        broker.beat(manager=MANAGER, token="m", workers={WORKER_2: "b"}, ttl=30)  # WORKER stops beating
+        [reaped] = self._wait_reaped(broker, WORKER, ttl)
+        assert (reaped.manager, reaped.requeued, reaped.failed) == (MANAGER, 2, 0)
+        assert broker.queued_job_ids() == ids(dead)
+        assert broker.held_job_ids(WORKER) == []
+        assert broker.held_job_ids(WORKER_2) == ids(alive)
+        assert broker.workers(MANAGER) == [WORKER_2]
+        assert broker.managers() == [MANAGER]
+
+    def test_a_reaped_worker_that_beats_again_is_registered_again(self, broker: Broker) -> None:
+        ttl = 0.2
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        broker.beat(manager=MANAGER, token="m", workers={}, ttl=30)
+        self._wait_reaped(broker, WORKER, ttl)
+        assert broker.workers(MANAGER) == []
+        assert broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=30) == {WORKER: None}
+        assert broker.workers(MANAGER) == [WORKER]
+
+    def test_reap_forgets_a_dead_manager_after_its_workers(self, broker: Broker) -> None:
+        ttl = 0.2
+        broker.queue_jobs(make_jobs(1))
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        [job] = broker.take(manager=MANAGER, worker=WORKER)
+        self._wait_reaped(broker, WORKER, ttl)
+        deadline = time.monotonic() + 5
+        while broker.managers() and time.monotonic() < deadline:
+            broker.reap(owner="test", lease=0, ttl=ttl)
+        assert broker.managers() == []
+        assert broker.queued_job_ids() == [job.id]
+
+    def test_reap_never_touches_managers_that_do_not_beat(self, broker: Broker) -> None:
+        broker.queue_jobs(make_jobs(1))
+        broker.register_manager(MANAGER)
+        broker.register_worker(manager=MANAGER, worker=WORKER)
+        [job] = broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.reap(owner="test", lease=0, ttl=0.1) == []
+        assert broker.held_job_ids(WORKER) == [job.id]
+        assert broker.workers(MANAGER) == [WORKER]
+
+    def test_reap_is_throttled_by_a_lease(self, broker: Broker) -> None:
+        assert broker.reap(owner="one", lease=30, ttl=0.1) == []
+        assert broker.reap(owner="two", lease=30, ttl=0.1) is None
+        assert broker.reap(owner="three", lease=0, ttl=0.1) == []
+
+    def test_a_job_recovered_too_often_is_failed_as_crashed(self, broker: Broker) -> None:
+        job = Job.new({"poison": True})
+        broker.queue_jobs([job])
+        for _ in range(2):
+            broker.take(manager=MANAGER, worker=WORKER)
+            assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=2) == 1
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=2) == 0
+        assert broker.queued_job_ids() == []
+        assert broker.held_job_ids(WORKER) == []
+        [failed] = broker.failed_jobs()
+        assert failed.job.id == job.id
+        assert failed.job.data == {"poison": True}
+        assert failed.failure.kind == "crashed"
+        assert failed.failure.worker == WORKER
+        assert broker.requeue_failed(job.id)
+        assert broker.queued_job_ids() == [job.id]
+
+    def test_recoveries_are_counted_only_when_asked_and_cleared_by_finishing(self, broker: Broker) -> None:
+        job = Job.new({"n": 1})
+        broker.queue_jobs([job])
+        for _ in range(3):  # a stop on purpose, not a crash: nothing counted
+            broker.take(manager=MANAGER, worker=WORKER)
+            assert broker.recover_worker(manager=MANAGER, worker=WORKER) == 1
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1) == 1
+        broker.take(manager=MANAGER, worker=WORKER, limit=0, finished=[])
+        assert broker.take(manager=MANAGER, worker=WORKER) == [job]
+        assert broker.finish_jobs(worker=WORKER, job_ids=[job.id]) == [True]
+        broker.queue_jobs([job])  # the same id again: its old count is gone
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1) == 1
+        assert broker.failed_jobs() == []
+
+    def test_reap_fails_poison_jobs_too(self, broker: Broker) -> None:
+        ttl = 0.2
+        job = Job.new({"n": 1})
+        broker.queue_jobs([job])
+        broker.take(manager=MANAGER, worker=WORKER)
+        broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1)
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        broker.take(manager=MANAGER, worker=WORKER)
+        broker.beat(manager=MANAGER, token="m", workers={}, ttl=30)
+        deadline = time.monotonic() + 5
+        reaped: list[Any] = []
+        while not reaped and time.monotonic() < deadline:
+            reaped = broker.reap(owner="test", lease=0, ttl=ttl, max_recoveries=1) or []
+        assert [(r.worker, r.requeued, r.failed) for r in reaped] == [(WORKER, 0, 1)]
+        assert [f.job.id for f in broker.failed_jobs()] == [job.id]

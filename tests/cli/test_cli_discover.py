@@ -32,9 +32,10 @@ def test_plugins_lists_the_builtins_with_their_hooks() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "HOOKS"]
     names = [line.split()[0] for line in lines[1:]]
-    assert names[:4] == [
+    assert names[:5] == [
         "qw.builtin.targets",
         "qw.builtin.runner",
+        "qw.builtin.retries",
         "qw.builtin.failures",
         "qw.builtin.logging",
     ]

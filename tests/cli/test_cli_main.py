@@ -15,7 +15,17 @@ COMMANDS = sorted(main.commands)
 
 
 def test_every_command_is_there() -> None:
-    assert COMMANDS == ["backends", "enqueue", "jobs", "managers", "plugins", "run", "status", "workers"]
+    assert COMMANDS == [
+        "backends",
+        "enqueue",
+        "failed",
+        "jobs",
+        "managers",
+        "plugins",
+        "run",
+        "status",
+        "workers",
+    ]
 
 
 def test_version() -> None:

@@ -92,5 +92,5 @@ def test_every_hook_is_documented(spec: object) -> None:
 
 def test_hook_names_carry_the_prefix() -> None:
     names = [f.__name__ for f in spec_functions()]  # type: ignore[attr-defined]
-    assert len(names) == 12
+    assert len(names) == 15
     assert all(name.startswith("qw_") for name in names)

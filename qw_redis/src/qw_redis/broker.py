@@ -30,15 +30,16 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import attrs
 import redis
 
-from qw_core.broker import Broker, BrokerFactory, Capabilities
-from qw_core.errors import ConfigurationError, InvalidJob, JobTooLarge, QwError
+from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, refuse_delayed_direct
+from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError
 from qw_core.models import FailedJob, Failure, Job
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_redis import codec, connection, keys
 from qw_redis.connection import DEFAULT_URL, RedisOptions
 from qw_redis.scripts import Scripts, Taken
@@ -64,9 +65,19 @@ def _translated(method: _Method[_P, _R]) -> _Method[_P, _R]:
         try:
             return method(self, *args, **kwargs)
         except redis.RedisError as exc:
+            if connection.is_failover(exc):  # connected to a node that is no master now
+                self._client.connection_pool.disconnect()
             raise self._error(exc) from exc
 
     return wrapper
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        keys.check_name(name)
+    except InvalidName:  # written by something else: no key of ours can be built from it
+        return False
+    return True
 
 
 class RedisBroker(Broker):
@@ -102,7 +113,10 @@ class RedisBroker(Broker):
     # -- producing ---------------------------------------------------------------------------
 
     @_translated
-    def queue_jobs(self, jobs: Sequence[Job]) -> None:
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
+        if delay > 0:
+            self._queue_delayed(jobs, delay)
+            return
         batches: dict[tuple[str, str | None], list[tuple[str, dict[str, str]]]] = {}
         where: tuple[str, str | None]
         for job in jobs:  # encode (and refuse) everything before anything is written
@@ -119,6 +133,22 @@ class RedisBroker(Broker):
         for (queue, wake), batch in batches.items():
             for start in range(0, len(batch), QUEUE_BATCH):
                 self._scripts.queue(queue=queue, wake=wake, jobs=batch[start : start + QUEUE_BATCH])
+
+    def _queue_delayed(self, jobs: Sequence[Job], delay: float) -> None:
+        """Queue ``jobs`` in ``qw:delayed``, grouped by the queue each goes to when due."""
+        refuse_delayed_direct(jobs)
+        batches: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        for job in jobs:
+            if job.manager is not None:
+                self._check_cached(job.manager)
+            fields = codec.encode_job(job, max_size=self._options.max_job_size)
+            origin = keys.SHARED_ORIGIN if job.manager is None else job.manager
+            batches.setdefault(origin, []).append((job.id, fields))
+        for origin, batch in batches.items():
+            for start in range(0, len(batch), QUEUE_BATCH):
+                self._scripts.queue_delayed(
+                    origin=origin, delay=delay, jobs=batch[start : start + QUEUE_BATCH]
+                )
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -142,7 +172,11 @@ class RedisBroker(Broker):
         deadline = time.monotonic() + timeout
         wake_keys = [keys.wake(manager), keys.WAKE_ALL]
         while (remaining := deadline - time.monotonic()) >= _MIN_BLOCK:
-            self._client.blpop(wake_keys, timeout=min(self._slice, remaining))
+            # Idle anyway: move due delayed jobs, and wake up when the next one is due.
+            _, due_in = self._scripts.promote()
+            wait = min(self._slice, remaining, due_in if due_in is not None else remaining)
+            if wait >= _MIN_BLOCK:
+                self._client.blpop(wake_keys, timeout=wait)
             jobs = self._take_once(manager, worker, (), len(held), limit)
             if jobs:
                 return jobs
@@ -191,10 +225,20 @@ class RedisBroker(Broker):
         return self._scripts.finish(worker=worker, job_ids=job_ids)
 
     @_translated
-    def fail_job(self, *, worker: str, job: Job, failure: Failure) -> bool:
-        return self._fail(worker, job, failure, keep_hash=False)
+    def fail_job(
+        self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
+    ) -> bool:
+        return self._fail(worker, job, failure, keep_hash=False, limits=limits)
 
-    def _fail(self, worker: str, job: Job, failure: Failure, *, keep_hash: bool) -> bool:
+    def _fail(
+        self,
+        worker: str,
+        job: Job,
+        failure: Failure,
+        *,
+        keep_hash: bool,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
+    ) -> bool:
         return self._scripts.fail(
             worker=worker,
             job_id=job.id,
@@ -202,6 +246,8 @@ class RedisBroker(Broker):
             failure=codec.encode_failure(failure),
             failed_at=failure.failed_at,
             keep_hash=keep_hash,
+            max_age=limits.max_age,
+            max_count=limits.max_count,
         )
 
     @_translated
@@ -215,13 +261,124 @@ class RedisBroker(Broker):
         return self._scripts.release(worker=worker, job_ids=job_ids)
 
     @_translated
-    def recover_worker(self, *, manager: str, worker: str) -> int:
-        total = 0
+    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
+        self._check_cached(manager)
+        self._check_cached(worker)
+        recovered = self._recover(manager, worker, if_dead=False, max_recoveries=max_recoveries)
+        return 0 if recovered is None else recovered.requeued
+
+    def _recover(
+        self, manager: str, worker: str, *, if_dead: bool, max_recoveries: int | None
+    ) -> Reaped | None:
+        """Run ``recover.lua`` until the worker's list is empty; fail the poison jobs it finds.
+
+        :return: what was done, or ``None`` if ``if_dead`` and the worker had a heartbeat.
+        """
+        requeued = failed = 0
+        first = True
         while True:
-            moved, left = self._scripts.recover(manager=manager, worker=worker)
-            total += moved
-            if not left:
-                return total
+            step = self._scripts.recover(
+                manager=manager, worker=worker, if_dead=if_dead, max_recoveries=max_recoveries
+            )
+            if step.alive:  # alive (again): leave it what it still holds
+                if first:
+                    return None
+                break
+            first = False
+            requeued += step.moved
+            for job_id in step.poison:
+                failed += self._fail_poison(manager, worker, job_id, max_recoveries)
+            if step.left <= len(step.poison):
+                break
+        return Reaped(manager=manager, worker=worker, requeued=requeued, failed=failed)
+
+    def _fail_poison(self, manager: str, worker: str, job_id: str, max_recoveries: int | None) -> int:
+        """Move a job recovered too often from the dead ``worker``'s list to the failed registry."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        pipe.hget(keys.ORIGIN, job_id)
+        fields, origin = cast("tuple[dict[str, str], str | None]", pipe.execute())
+        keep_hash = False
+        try:
+            job = codec.decode_job(job_id, fields, manager=origin or None)
+        except InvalidJob:  # kept as it is, as an unreadable job is
+            job, keep_hash = Job(id=job_id, data=None, manager=origin or None), True
+        error = JobCrashed(
+            f"worker {worker} died while holding job {job_id}, which had been put back "
+            f"{max_recoveries} times already after its worker died"
+        )
+        failure = Failure.from_exception(error, worker=worker, kind="crashed")
+        log.warning("job %s: %s; moved to the failed jobs", job_id, error)
+        return int(self._fail(worker, job, failure, keep_hash=keep_hash))
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    @_translated
+    def beat(
+        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+    ) -> dict[str, str | None]:
+        self._check_cached(manager)
+        for worker in workers:
+            self._check_cached(worker)
+        changed = self._scripts.beat(
+            manager=manager, token=token, workers=workers, ttl_ms=max(1, round(ttl * 1000))
+        )
+        return {name: previous or None for name, previous in changed.items()}
+
+    @_translated
+    def reap(
+        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+    ) -> list[Reaped] | None:
+        """See :meth:`Broker.reap`; the lease is ``SET qw:reaper <owner> NX PX``.
+
+        Skips the round when Redis has been up for less than ``ttl`` seconds (a restart:
+        heartbeats written before it may be gone, or lapsed while it was down).
+        """
+        if lease > 0 and not self._client.set(keys.REAPER, owner, nx=True, px=max(1, round(lease * 1000))):
+            return None
+        uptime = self._info_field("server", "uptime_in_seconds")
+        if uptime is not None and float(uptime) < ttl:
+            return None
+        managers = sorted(cast("dict[str, str]", self._client.hgetall(keys.MANAGERS)))
+        pipe = self._client.pipeline(transaction=False)
+        for manager in managers:
+            pipe.smembers(keys.manager_workers(manager))
+            pipe.exists(keys.heartbeat(manager))
+        found = pipe.execute()
+        workers = [(m, w) for m, members in zip(managers, found[::2], strict=True) for w in sorted(members)]
+        pipe = self._client.pipeline(transaction=False)
+        for _, worker in workers:
+            pipe.exists(keys.heartbeat(worker))
+        reaped = []
+        for (manager, worker), alive in zip(workers, pipe.execute(), strict=True):
+            if not alive and _valid_name(worker):
+                done = self._recover(manager, worker, if_dead=True, max_recoveries=max_recoveries)
+                if done is not None:
+                    reaped.append(done)
+        for manager, alive in zip(managers, found[1::2], strict=True):
+            if not alive:
+                self._scripts.forget_manager(manager)
+        return reaped
+
+    def _info_field(self, section: str, field: str) -> Any:
+        """One field of ``INFO section``, or ``None`` where INFO is missing (fakeredis)."""
+        try:
+            return self._client.info(section).get(field)
+        except redis.ResponseError:
+            return None
+
+    def setup_warnings(self) -> list[str]:
+        """Warns when Redis's ``maxmemory-policy`` may evict keys (anything but ``noeviction``)."""
+        try:
+            policy = self._info_field("memory", "maxmemory_policy")
+        except redis.RedisError as exc:
+            raise self._error(exc) from exc
+        if policy is None or policy == "noeviction":
+            return []
+        return [
+            f"Redis at {self.describe()} has maxmemory-policy {policy}: under memory pressure it "
+            "may evict qw's keys (queued and held jobs) and lose them; set maxmemory-policy noeviction"
+        ]
 
     # -- membership --------------------------------------------------------------------------
 
@@ -231,7 +388,11 @@ class RedisBroker(Broker):
 
     @_translated
     def deregister_manager(self, name: str) -> None:
-        self._client.srem(keys.ALL_MANAGERS, name)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.srem(keys.ALL_MANAGERS, name)
+        pipe.hdel(keys.MANAGERS, name)
+        pipe.delete(keys.heartbeat(name))
+        pipe.execute()
 
     @_translated
     def register_worker(self, *, manager: str, worker: str) -> None:
@@ -239,7 +400,10 @@ class RedisBroker(Broker):
 
     @_translated
     def deregister_worker(self, *, manager: str, worker: str) -> None:
-        self._client.srem(keys.manager_workers(manager), worker)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.srem(keys.manager_workers(manager), worker)
+        pipe.delete(keys.heartbeat(worker))
+        pipe.execute()
 
     # -- read-only queries -------------------------------------------------------------------
 
@@ -290,6 +454,41 @@ class RedisBroker(Broker):
                 job, why = codec.decode_record(record), codec.decode_failure(failure)
                 failed.append(FailedJob(job=job, failure=why))
         return failed
+
+    @_translated
+    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+        ids = cast("list[str]", self._client.zrange(keys.DELAYED, 0, -1))
+        if not ids:
+            return []
+        want = keys.SHARED_ORIGIN if manager is None else manager
+        origins: list[str | None] = []
+        for start in range(0, len(ids), QUEUE_BATCH):
+            origins += cast(
+                "list[str | None]", self._client.hmget(keys.ORIGIN, ids[start : start + QUEUE_BATCH])
+            )
+        return [job_id for job_id, origin in zip(ids, origins, strict=True) if (origin or "") == want]
+
+    @_translated
+    def failed_count(self) -> int:
+        return int(self._client.zcard(keys.FAILED))
+
+    @_translated
+    def get_failed(self, job_id: str) -> FailedJob | None:
+        record, failure = cast(
+            "list[str | None]", self._client.hmget(keys.failed_job(job_id), ["job", "failure"])
+        )
+        if record is None or failure is None:
+            return None
+        return FailedJob(job=codec.decode_record(record), failure=codec.decode_failure(failure))
+
+    @_translated
+    def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
+        if job_ids is None:
+            job_ids = cast("list[str]", self._client.zrange(keys.FAILED, 0, -1))
+        return sum(
+            self._scripts.purge_failed(job_ids[start : start + QUEUE_BATCH])
+            for start in range(0, len(job_ids), QUEUE_BATCH)
+        )
 
     @_translated
     def requeue_failed(self, job_id: str) -> bool:

@@ -154,9 +154,27 @@ def unavailable(exc: redis.RedisError, shown_url: str, password: str | None = No
     return BrokerUnavailable(f"cannot reach Redis at {shown_url}: {reason}")
 
 
+#: Error replies of a server that is no master any more (a failover under way): the
+#: connection is dropped and the call fails as if the connection had been lost.
+_FAILOVER_REPLIES = ("READONLY", "UNBLOCKED", "MASTERDOWN")
+
+
+def is_failover(exc: redis.RedisError) -> bool:
+    """Whether ``exc`` says the server stopped being a master (``READONLY``, ``UNBLOCKED``).
+
+    Callers treat it as a lost connection: reconnect (to the new master, where a proxy,
+    DNS or Sentinel points) and try again after a back-off.
+    """
+    if isinstance(exc, (redis.ReadOnlyError, redis.exceptions.MasterDownError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).lstrip("-").startswith(_FAILOVER_REPLIES)
+
+
 def translate(exc: redis.RedisError, shown_url: str, password: str | None = None) -> QwError:
     """The qw error for ``exc``, raised while talking to the Redis at ``shown_url``."""
     text = _scrub(str(exc), password)
+    if is_failover(exc):
+        return BrokerUnavailable(f"Redis at {shown_url} is not a master now (failover?): {text}")
     lost = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
     if lost or text.startswith(("NOAUTH", "WRONGPASS")):
         return unavailable(exc, shown_url, password)

@@ -27,12 +27,29 @@ is never ``qw`` and never contains ``:``):
 ``qw:origin``          hash    held or delayed job id → the manager whose queue it came
                                from (``""``: the shared queue); recovery, release and
                                retry put a job back where this says
-``qw:delayed``         zset    job id → when (server time, seconds) a retried job is due
-``qw:failed``          zset    failed job id → when it failed
+``qw:delayed``         zset    job id → when (server time, seconds) a delayed job or a
+                               retried one is due; its data is in ``job:<id>`` and its
+                               queue in ``qw:origin``. A script moves it to the back of
+                               that queue when due (ZREM and LPUSH in one step)
+``qw:failed``          zset    failed job id → when it failed (the failing worker's
+                               clock); trimmed to the registry's bounds on each failure
 ``qw:failed:<id>``     hash    a failed job: ``job`` (JSON record), ``failure`` (JSON),
                                ``origin`` (as in ``qw:origin``)
 ``qw:invalid:<id>``    hash    the untouched hash of a failed job that could not be read
                                (too large, or not decodable), restored by a requeue
+``qw:hb:<name>``       string  heartbeat of a running manager or worker: a token unique to
+                               that start of the process, expiring (PX) after the
+                               heartbeat TTL unless its manager refreshes it; no key
+                               means the process is dead (or was cut off that long)
+``qw:managers``        hash    manager name → the token of its current start: the
+                               managers whose workers the reaper looks after (a process
+                               that writes no heartbeat, such as the original qw, is
+                               never reaped)
+``qw:reaper``          string  the reaper lease: the token of the manager whose reaper
+                               ran last, expiring (PX) after the reap interval
+``qw:recoveries``      hash    job id → how often the job was put back because its
+                               worker died holding it; cleared when it is finished or
+                               failed
 =====================  ======  ==========================================================
 
 Names: manager and worker names become part of keys, so :func:`check_name` refuses the
@@ -72,6 +89,13 @@ DELAYED = _QW + "delayed"
 FAILED = _QW + "failed"
 _FAILED_PREFIX = FAILED + ":"
 _INVALID_PREFIX = _QW + "invalid:"
+_HEARTBEAT_PREFIX = _QW + "hb:"
+#: Manager name → the token of its current start: the managers the reaper looks after.
+MANAGERS = _QW + "managers"
+#: The reaper lease (the token of the manager whose reaper holds it).
+REAPER = _QW + "reaper"
+#: Job id → how many times it was put back after its worker died holding it.
+RECOVERIES = _QW + "recoveries"
 
 #: Value of an ``ORIGIN`` entry for a job taken from the shared queue.
 SHARED_ORIGIN = ""
@@ -105,6 +129,11 @@ def failed_job(job_id: str) -> str:
 def invalid_job(job_id: str) -> str:
     """``qw:invalid:<id>``: the raw hash of a job that failed because it was unreadable."""
     return _INVALID_PREFIX + job_id
+
+
+def heartbeat(name: str) -> str:
+    """``qw:hb:<name>``: the heartbeat of a running manager or worker."""
+    return _HEARTBEAT_PREFIX + name
 
 
 def worker_name(manager: str, pid: int) -> str:
@@ -156,7 +185,10 @@ LUA_PRELUDE = f"""\
 local ALL_JOBS = {_lua_string(ALL_JOBS)}
 local WAKE_ALL = {_lua_string(WAKE_ALL)}
 local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
+local RECOVERIES = {_lua_string(RECOVERIES)}
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
+local function failed_key(id) return {_lua_string(_FAILED_PREFIX)} .. id end
+local function invalid_key(id) return {_lua_string(_INVALID_PREFIX)} .. id end
 local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end
 local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
 """

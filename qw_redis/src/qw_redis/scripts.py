@@ -30,6 +30,8 @@ from qw_redis import keys
 WAKE_CAP = 64
 #: Most ids a single recover.lua call moves, so one dead worker never blocks Redis long.
 RECOVER_BATCH = 1000
+#: Most due delayed jobs a single promote.lua call moves.
+PROMOTE_BATCH = 1000
 
 
 def _read(name: str) -> str:
@@ -59,6 +61,22 @@ class Taken:
     size: int = 0
 
 
+@attrs.frozen
+class Recovery:
+    """What one ``recover.lua`` call did.
+
+    :param moved: ids put back on their queues.
+    :param left: ids still on the worker's list (``poison`` included).
+    :param alive: the worker had a heartbeat, so nothing was done.
+    :param poison: ids recovered too often, left on the list for the caller to fail.
+    """
+
+    moved: int
+    left: int
+    alive: bool = False
+    poison: list[str] = attrs.field(factory=list)
+
+
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     it = iter(flat)
     return dict(zip(it, it, strict=False))
@@ -86,13 +104,43 @@ class Scripts:
         self._retry = client.register_script(script_source("retry.lua"))
         self._release = client.register_script(script_source("release.lua"))
         self._recover = client.register_script(script_source("recover.lua"))
+        self._beat = client.register_script(script_source("beat.lua"))
+        self._forget_manager = client.register_script(script_source("forget_manager.lua"))
         self._requeue = client.register_script(script_source("requeue_failed.lua"))
+        self._queue_delayed = client.register_script(script_source("queue_delayed.lua"))
+        self._promote = client.register_script(script_source("promote.lua"))
+        self._purge_failed = client.register_script(script_source("purge_failed.lua"))
 
     def queue(self, *, queue: str, wake: str | None, jobs: Sequence[tuple[str, Mapping[str, str]]]) -> int:
         """Queue ``jobs`` (id, hash fields) on ``queue``; one token each on ``wake`` if given."""
         batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(self._queue(keys=[queue, wake or keys.WAKE_ALL], args=["1" if wake else "0", payload]))
+
+    def queue_delayed(
+        self, *, origin: str, delay: float, jobs: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> int:
+        """Queue ``jobs`` to wait ``delay`` seconds, then go to ``origin``'s queue (``""``: shared)."""
+        batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
+        payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+        return int(
+            self._queue_delayed(keys=[keys.DELAYED, keys.ORIGIN], args=[repr(float(delay)), origin, payload])
+        )
+
+    def promote(self, *, limit: int = PROMOTE_BATCH) -> tuple[int, float | None]:
+        """Move due delayed jobs to their queues; see ``lua/promote.lua``.
+
+        :return: how many moved, and seconds until the next delayed job is due (``None``:
+            none is delayed).
+        """
+        moved, next_ms = self._promote(keys=[keys.DELAYED, keys.ORIGIN], args=[limit])
+        return int(moved), None if int(next_ms) < 0 else int(next_ms) / 1000
+
+    def purge_failed(self, job_ids: Sequence[str]) -> int:
+        """Delete ``job_ids`` from the failed registry; how many were there."""
+        if not job_ids:
+            return 0
+        return int(self._purge_failed(keys=[keys.FAILED], args=list(job_ids)))
 
     def take(
         self,
@@ -137,9 +185,19 @@ class Scripts:
         return [flag == 1 for flag in reply]
 
     def fail(
-        self, *, worker: str, job_id: str, record: str, failure: str, failed_at: float, keep_hash: bool
+        self,
+        *,
+        worker: str,
+        job_id: str,
+        record: str,
+        failure: str,
+        failed_at: float,
+        keep_hash: bool,
+        max_age: float | None = None,
+        max_count: int | None = None,
     ) -> bool:
-        """Move a held job to the failed registry; ``False`` if ``worker`` no longer held it."""
+        """Move a held job to the failed registry and trim it to ``max_age``/``max_count``;
+        ``False`` if ``worker`` no longer held it."""
         result = self._fail(
             keys=[
                 keys.queue(worker),
@@ -149,7 +207,15 @@ class Scripts:
                 keys.ORIGIN,
                 keys.invalid_job(job_id),
             ],
-            args=[job_id, record, failure, repr(failed_at), "1" if keep_hash else "0"],
+            args=[
+                job_id,
+                record,
+                failure,
+                repr(failed_at),
+                "1" if keep_hash else "0",
+                "" if max_age is None else repr(float(max_age)),
+                "" if max_count is None else str(max_count),
+            ],
         )
         return bool(result)
 
@@ -178,19 +244,66 @@ class Scripts:
         )
         return int(result)
 
-    def recover(self, *, manager: str, worker: str, batch: int = RECOVER_BATCH) -> tuple[int, int]:
-        """Move one batch of a dead worker's jobs back; ``(moved, still on its list)``."""
-        moved, left = self._recover(
+    def recover(
+        self,
+        *,
+        manager: str,
+        worker: str,
+        if_dead: bool = False,
+        max_recoveries: int | None = None,
+        batch: int = RECOVER_BATCH,
+    ) -> Recovery:
+        """Move one batch of a dead worker's jobs back; see ``lua/recover.lua``.
+
+        :param if_dead: do nothing if the worker has a heartbeat (the reaper's check).
+        :param max_recoveries: count each job's recoveries; one past this is poison.
+        """
+        reply: list[Any] = self._recover(
             keys=[
                 keys.queue(worker),
                 keys.manager_workers(manager),
                 keys.ORIGIN,
                 keys.queue(manager),
                 keys.wake(manager),
+                keys.heartbeat(worker),
+                keys.RECOVERIES,
             ],
-            args=[worker, batch],
+            args=[
+                worker,
+                batch,
+                "1" if if_dead else "0",
+                "" if max_recoveries is None else max_recoveries,
+                manager,
+            ],
         )
-        return int(moved), int(left)
+        moved, left, alive, *poison = reply
+        return Recovery(moved=int(moved), left=int(left), alive=alive == 1, poison=[str(p) for p in poison])
+
+    def beat(self, *, manager: str, token: str, workers: Mapping[str, str], ttl_ms: int) -> dict[str, str]:
+        """Refresh the heartbeats of ``manager`` and ``workers`` (name → token); see ``lua/beat.lua``.
+
+        :return: name → previous token (``""``: none) of each heartbeat that was not ours.
+        """
+        names = list(workers)
+        reply: list[str] = self._beat(
+            keys=[
+                keys.ALL_MANAGERS,
+                keys.MANAGERS,
+                keys.manager_workers(manager),
+                keys.heartbeat(manager),
+                *(keys.heartbeat(name) for name in names),
+            ],
+            args=[manager, token, ttl_ms, *(text for name in names for text in (name, workers[name]))],
+        )
+        return _pairs(reply)
+
+    def forget_manager(self, manager: str) -> bool:
+        """Drop a dead manager that has no workers left from the membership keys."""
+        result = self._forget_manager(
+            keys=[keys.ALL_MANAGERS, keys.MANAGERS, keys.heartbeat(manager), keys.manager_workers(manager)],
+            args=[manager],
+        )
+        return bool(result)
 
     def requeue_failed(self, *, job_id: str, fields: Mapping[str, str]) -> bool:
         """Move a failed job back to its queue with ``fields`` as its new hash."""

@@ -67,7 +67,8 @@ local function write_hash(key, list, first, n)
 end
 
 -- Finish, guarded, the ids ARGV[first..]: only an id still on the worker's list `wjobs`
--- (LREM from the tail, where held ids are) has its job:<id> and origin entry deleted.
+-- (LREM from the tail, where held ids are) has its job:<id>, origin entry and recovery
+-- count (RECOVERIES, from the prelude) deleted.
 -- Returns a list of 1/0 per id: 1 if it was held.
 local function finish(wjobs, origin, first)
   local done = {}
@@ -76,6 +77,7 @@ local function finish(wjobs, origin, first)
     if redis.call('LREM', wjobs, -1, id) > 0 then
       redis.call('DEL', job_key(id))
       redis.call('HDEL', origin, id)
+      redis.call('HDEL', RECOVERIES, id)
       done[#done + 1] = 1
     else
       done[#done + 1] = 0
@@ -83,3 +85,18 @@ local function finish(wjobs, origin, first)
   end
   return done
 end
+
+-- Move up to `limit` delayed jobs that are due (score <= server time) from the zset
+-- `delayed` to the back of the queue their entry in the origin hash `origin` names (the
+-- shared queue without one), each in the same step as its ZREM, so a job is never both
+-- delayed and queued and two movers never move one twice. Counts wake-ups in `wakes`.
+-- Returns how many were moved.
+local function promote_due(delayed, origin, limit, wakes)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now(), 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed, id)
+    put_back(id, origin, ALL_JOBS, WAKE_ALL, false, wakes)
+  end
+  return #due
+end
+

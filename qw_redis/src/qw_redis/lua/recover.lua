@@ -1,30 +1,86 @@
--- recover.lua: hand a dead worker's jobs back, one batch per call.
+-- recover.lua: hand a dead worker's jobs back, one batch per call; the reaper's atomic
+-- step (checking that the worker is dead and moving its jobs cannot be split).
 --
--- KEYS[1]  <w>:jobs      the dead worker's list
--- KEYS[2]  <m>:workers   its manager's workers
--- KEYS[3]  qw:origin     held job id -> manager it was taken for ('' = shared queue)
--- KEYS[4]  <m>:jobs      its manager's queue: where jobs sent to the worker directly go
--- KEYS[5]  qw:wake:<m>   the manager's wake list
+-- KEYS[1]  <w>:jobs       the dead worker's list
+-- KEYS[2]  <m>:workers    its manager's workers
+-- KEYS[3]  qw:origin      held job id -> manager it was taken for ('' = shared queue)
+-- KEYS[4]  <m>:jobs       its manager's queue: where jobs sent to the worker directly go
+-- KEYS[5]  qw:wake:<m>    the manager's wake list
+-- KEYS[6]  qw:hb:<w>      the worker's heartbeat
+-- KEYS[7]  qw:recoveries  job id -> how often it was put back after a crash
 -- ARGV[1]  the worker's name
 -- ARGV[2]  batch size: how many ids to move in this call
+-- ARGV[3]  1: only if KEYS[6] does not exist (the reaper: the worker must be dead);
+--          0: unconditionally (its manager saw the process exit)
+-- ARGV[4]  the most recoveries a job may have (count them); '' to count nothing
+-- ARGV[5]  the manager's name (the origin a poison job sent to the worker directly gets)
 --
--- SREM the worker from KEYS[2]; take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE
--- + LTRIM) and, tail first, put each back: a job the worker had taken (it has an origin
--- entry) goes to the front of its origin queue (RPUSH), so what was taken first is first
--- in line again; a job sent to the worker and never taken (no entry) goes to the back of
--- KEYS[4] (LPUSH), oldest first. Origin entries are dropped; wake-up tokens are pushed.
--- The caller repeats until nothing remains.
--- Returns: {moved in this call, ids still on KEYS[1]}.
+-- If ARGV[3] is 1 and KEYS[6] exists, change nothing. Else SREM the worker from KEYS[2],
+-- DEL KEYS[6], take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE + LTRIM) and,
+-- tail first, put each back: a job the worker had taken (it has an origin entry) goes to
+-- the front of its origin queue (RPUSH), so what was taken first is first in line again;
+-- a job sent to the worker and never taken (no entry) goes to the back of KEYS[4]
+-- (LPUSH), oldest first. Origin entries are dropped; wake-up tokens are pushed. With
+-- ARGV[4], HINCRBY each id's count in KEYS[7] first: an id counted past ARGV[4] is a
+-- poison job: it is not put back but RPUSHed again onto the tail of KEYS[1] (keeping its
+-- origin entry, or given ARGV[5] as one) and returned, for the caller to move it to the failed registry
+-- with fail.lua, guarded by KEYS[1] like any failure. The caller repeats until nothing
+-- but the returned ids remains.
+-- Returns: {moved in this call, ids left on KEYS[1] (the returned ones included),
+-- 1 if the worker was alive (nothing done) else 0, poison ids...}.
 
-redis.call('SREM', KEYS[2], ARGV[1])
-local batch = tonumber(ARGV[2])
-local ids = redis.call('LRANGE', KEYS[1], -batch, -1)
-if #ids == 0 then return {0, 0} end
-redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
-local wakes = {}
-for i = #ids, 1, -1 do
-  local taken = redis.call('HEXISTS', KEYS[3], ids[i]) == 1
-  put_back(ids[i], KEYS[3], KEYS[4], KEYS[5], taken, wakes)
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
+  return {0, redis.call('LLEN', KEYS[1]), 1}
 end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[6])
+local batch = tonumber(ARGV[2])
+local limit = tonumber(ARGV[4])
+local ids = redis.call('LRANGE', KEYS[1], -batch, -1)
+if #ids == 0 then return {0, 0, 0} end
+redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
+-- Where each id goes, grouped by queue so that each queue gets one push per batch:
+-- `front` ids (taken: RPUSH, in this order), `back` ids (sent directly: LPUSH).
+local front, back, wakes, poison, forget = {}, {}, {}, {}, {}
+local moved = 0
+local function add(groups, q, id)
+  local list = groups[q]
+  if not list then
+    list = {}
+    groups[q] = list
+  end
+  list[#list + 1] = id
+end
+for i = #ids, 1, -1 do
+  local id = ids[i]
+  if limit and redis.call('HINCRBY', KEYS[7], id, 1) > limit then
+    table.insert(poison, 1, id)
+    if redis.call('HEXISTS', KEYS[3], id) == 0 then redis.call('HSET', KEYS[3], id, ARGV[5]) end
+  else
+    local m = redis.call('HGET', KEYS[3], id)
+    local w
+    if not m then
+      add(back, KEYS[4], id)
+      w = KEYS[5]
+    else
+      forget[#forget + 1] = id
+      if m == SHARED_ORIGIN then
+        add(front, ALL_JOBS, id)
+        w = WAKE_ALL
+      else
+        add(front, queue_key(m), id)
+        w = wake_key(m)
+      end
+    end
+    wakes[w] = (wakes[w] or 0) + 1
+    moved = moved + 1
+  end
+end
+if #forget > 0 then call_chunked('HDEL', KEYS[3], forget, 1, #forget) end
+for q, list in pairs(front) do call_chunked('RPUSH', q, list, 1, #list) end
+for q, list in pairs(back) do call_chunked('LPUSH', q, list, 1, #list) end
 flush_wakes(wakes)
-return {#ids, redis.call('LLEN', KEYS[1])}
+if #poison > 0 then call_chunked('RPUSH', KEYS[1], poison, 1, #poison) end
+local reply = {moved, redis.call('LLEN', KEYS[1]), 0}
+for _, id in ipairs(poison) do reply[#reply + 1] = id end
+return reply

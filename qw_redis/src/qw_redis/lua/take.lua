@@ -8,7 +8,7 @@
 -- KEYS[4]  qw:origin    held job id -> manager it was taken for ('' = shared queue)
 -- KEYS[5]  qw:wake:<m>  wake-up tokens for the manager's queue
 -- KEYS[6]  qw:wake:all  wake-up tokens for the shared queue
--- KEYS[7]  qw:delayed   retried jobs by due time
+-- KEYS[7]  qw:delayed   delayed and retried jobs by due time
 -- ARGV[1]  the manager's name
 -- ARGV[2]  limit: how many jobs to take at most (0: only finish)
 -- ARGV[3]  held: how many ids at the tail of KEYS[1] the worker holds already
@@ -44,12 +44,8 @@ local reply = {finish(wjobs, origin, 5)}
 if limit <= 0 then return reply end
 
 if redis.call('EXISTS', KEYS[7]) == 1 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now(), 'LIMIT', 0, 100)
   local wakes = {}
-  for _, id in ipairs(due) do
-    redis.call('ZREM', KEYS[7], id)
-    put_back(id, origin, ajobs, KEYS[6], false, wakes)
-  end
+  promote_due(KEYS[7], origin, 100, wakes)
   flush_wakes(wakes)
 end
 

@@ -1,0 +1,67 @@
+"""The peers the harness knows: what to install for each, and which adapter module runs it.
+
+This module is imported by ``bench/run.py`` (in qw's environment) and must not import any
+peer library. Each adapter module (``peers/<module>.py``) is only ever imported inside its
+peer's own virtualenv, by ``bench/driver.py`` and by the worker processes it starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One column of the comparison.
+
+    :param name: what the table calls it (and ``--peers`` selects).
+    :param module: the adapter module under ``bench/peers/``.
+    :param venv: the virtualenv under ``bench/.venvs/`` it runs in (peers may share one);
+        ``None``: qw itself, run with the interpreter running the harness.
+    :param requirements: what ``pip install`` puts in that virtualenv.
+    :param dists: distributions whose versions the table shows.
+    :param delivery: what a worker crash does to a job it had taken.
+    """
+
+    name: str
+    module: str
+    venv: str | None
+    requirements: tuple[str, ...] = ()
+    dists: tuple[str, ...] = ()
+    delivery: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+#: Every peer venv also gets redis-py (the task's INCR uses it) and hiredis (qw's benchmark
+#: runs with qw-redis[hiredis]; the peers built on redis-py get the same parser).
+COMMON = ("redis", "hiredis")
+
+PEERS: dict[str, Peer] = {
+    peer.name: peer
+    for peer in (
+        Peer("qw", "qw_peer", None, dists=("qw-core", "redis", "hiredis"), delivery="at-least-once"),
+        Peer("rq", "rq_peer", "rq", ("rq",), ("rq",), "at-least-once"),
+        Peer("dramatiq", "dramatiq_peer", "dramatiq", ("dramatiq[redis]",), ("dramatiq",), "at-least-once"),
+        Peer("celery", "celery_peer", "celery", ("celery[redis]",), ("celery",), "at-most-once (default)"),
+        Peer("arq", "arq_peer", "arq", ("arq",), ("arq",), "at-least-once"),
+        Peer("huey", "huey_peer", "huey", ("huey",), ("huey",), "at-most-once"),
+        Peer(
+            "taskiq-list",
+            "taskiq_list_peer",
+            "taskiq",
+            ("taskiq", "taskiq-redis"),
+            ("taskiq", "taskiq-redis"),
+            "at-most-once",
+        ),
+        Peer(
+            "taskiq-stream",
+            "taskiq_stream_peer",
+            "taskiq",
+            ("taskiq", "taskiq-redis"),
+            ("taskiq", "taskiq-redis"),
+            "at-least-once",
+        ),
+        # saq 0.26 imports typing_extensions without declaring it.
+        Peer("saq", "saq_peer", "saq", ("saq", "typing_extensions"), ("saq",), "at-least-once"),
+    )
+}

@@ -1,0 +1,68 @@
+"""What every peer's task does, and the keys the harness watches.
+
+The task is the same no-op for everyone: ``INCR bench:done`` on a redis-py client of its
+own. A latency job carries the time it was queued (``t``, from ``time.time()``, one clock
+for all processes of the host); its task first pushes ``now - t`` onto ``bench:lat``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+DONE = "bench:done"
+LATENCY = "bench:lat"
+#: The manager name qw runs under (its private queue is ``bench:jobs``).
+QW_MANAGER = "bench"
+
+_client: redis.Redis | None = None
+_pid = 0
+
+
+def client() -> redis.Redis:
+    """This process's own client (a forked worker opens a new one)."""
+    global _client, _pid
+    if _client is None or _pid != os.getpid():
+        _client, _pid = redis.Redis.from_url(URL), os.getpid()
+    return _client
+
+
+def task(t: float = 0) -> None:
+    """The benchmark job: count it; report how late it started if it carries a time."""
+    if t:
+        started = time.time()
+        client().rpush(LATENCY, started - t)
+    client().incr(DONE)
+
+
+def version(*dists: str) -> str:
+    """``name version`` of each distribution, for the table."""
+    from importlib import metadata
+
+    parts = []
+    for dist in dists:
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    return ", ".join(parts)
+
+
+def run_processes(argvs: list[list[str]]) -> None:
+    """Start one process per argv and wait for them all (the harness stops them)."""
+    import subprocess
+
+    children = [subprocess.Popen(argv) for argv in argvs]
+    for child in children:
+        child.wait()
+
+
+def tool(name: str) -> str:
+    """The console script ``name`` of the running virtualenv."""
+    import sys
+    from pathlib import Path
+
+    return str(Path(sys.executable).with_name(name))

@@ -1,0 +1,29 @@
+"""dramatiq: ``dramatiq -p N`` (N processes, dramatiq's default 8 worker threads each) on its Redis broker."""
+
+import os
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from peers import common
+
+dramatiq.set_broker(RedisBroker(url=common.URL))
+
+
+def version():
+    return common.version("dramatiq", "redis", "hiredis")
+
+
+@dramatiq.actor
+def job(t=0):
+    common.task(t)
+
+
+class Producer:
+    def send(self, t, queue="shared"):
+        job.send(t)
+
+
+def worker(workers):
+    argv = [common.tool("dramatiq"), "peers.dramatiq_peer", "--processes", str(workers)]
+    os.execv(argv[0], argv)

@@ -1,0 +1,583 @@
+"""qw against the other Redis job queues for Python: one table, measured in one run.
+
+    python bench/run.py                  # qw and every peer (installs them on first use)
+    python bench/run.py --quick          # qw only, small N (the CI smoke)
+    python bench/run.py --peers qw,huey --json
+
+One private ``redis-server`` (a free port, no persistence) serves every peer in turn. Each
+peer runs from its own virtualenv under ``bench/.venvs/`` (see ``venvs.py``) through
+``driver.py`` and its adapter in ``peers/``; qw runs with the interpreter running this
+script. For each peer, with 2 worker processes and a no-op task that INCRs a counter:
+
+1. enqueue: N single calls, timed in the producer; then the bulk API where there is one;
+2. Redis memory per queued job: ``used_memory`` before and after queuing the drain jobs;
+3. drain: start the workers on the full queue; rate, commands and round trips per job are
+   taken between 10% and 90% of the jobs done (start-up and the tail left out), from
+   ``INFO commandstats`` (commands, those inside scripts included) and
+   ``total_reads_processed`` (requests read from clients: a pipeline or a script is one)
+   minus the harness's own polling;
+4. idle: the workers' CPU over two seconds with an empty queue, and their RSS;
+5. latency: one job at a time to idle workers, the task reports ``start - queued``.
+
+A peer that fails to install or run shows its reason in the table; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import redis  # noqa: E402 - in the bench dependency group (and a dependency of qw-redis)
+import venvs  # noqa: E402
+from peers import PEERS, Peer  # noqa: E402
+from peers.common import DONE  # noqa: E402
+
+RESULTS = HERE / "results"
+WORKERS = 2
+#: Drain window: from this fraction of the jobs done to the next.
+WINDOW = (0.10, 0.90)
+POLL = 0.005
+
+
+@dataclass(frozen=True)
+class Sizes:
+    single: int
+    drain: int
+    latency: int
+
+
+FULL = Sizes(single=5_000, drain=20_000, latency=300)
+QUICK = Sizes(single=300, drain=1_000, latency=20)
+
+
+class PeerFailed(Exception):
+    """One peer could not be measured; the message goes in the table."""
+
+
+# -- the private Redis ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis(binary: str) -> Iterator[redis.Redis]:
+    """A redis-server of our own on a free port, gone on exit."""
+    path = shutil.which(binary)
+    if path is None:
+        raise SystemExit(f"bench: {binary} is not on the PATH (install Redis, or pass --redis-server)")
+    with tempfile.TemporaryDirectory(prefix="qw-bench-") as workdir:
+        port = free_port()
+        argv = [path, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--dir", workdir, "--loglevel", "warning", "--protected-mode", "no"]
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+        try:
+            for _ in range(200):
+                with contextlib.suppress(redis.ConnectionError):
+                    client.ping()
+                    break
+                if server.poll() is not None:
+                    raise SystemExit(f"bench: redis-server exited with {server.returncode}")
+                time.sleep(0.025)
+            yield client
+        finally:
+            client.close()
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def url_of(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+@dataclass
+class Snapshot:
+    at: float
+    done: int
+    commands: dict[str, int]
+    reads: int
+    used_memory: int
+
+
+def snapshot(client: redis.Redis) -> Snapshot:
+    pipe = client.pipeline(transaction=False)
+    pipe.get(DONE)
+    pipe.info("everything")
+    done, info = pipe.execute()
+    commands = {key[8:]: int(value["calls"]) for key, value in info.items() if key.startswith("cmdstat_")}
+    return Snapshot(
+        time.perf_counter(),
+        int(done or 0),
+        commands,
+        int(info["total_reads_processed"]),
+        int(info["used_memory"]),
+    )
+
+
+def reset(client: redis.Redis) -> None:
+    client.flushall()
+    client.config_resetstat()
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs the driver for one peer, with the peer's interpreter and environment."""
+
+    def __init__(self, peer: Peer, python: Path, url: str, logs: Path, env: dict[str, str]) -> None:
+        self.peer, self.python, self.logs = peer, python, logs
+        self.env = {**os.environ, **env, "BENCH_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def argv(self, action: str, *args: str) -> list[str]:
+        return [str(self.python), str(HERE / "driver.py"), self.peer.module, action, *args]
+
+    def call(self, action: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+        log = self.logs / f"{self.peer.name}-{action}.log"
+        try:
+            done = subprocess.run(
+                self.argv(action, *args),
+                check=False,
+                env=self.env,
+                cwd=HERE,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PeerFailed(f"{action} took over {timeout:g} s") from exc
+        log.write_text(f"$ {' '.join(self.argv(action, *args))}\n{done.stdout}\n{done.stderr}")
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            raise PeerFailed(f"{action} failed: {last_line(done.stderr)} (see {log})")
+        result: dict[str, Any] = json.loads(lines[-1])
+        if "error" in result:
+            raise PeerFailed(f"{action}: {result['error']}")
+        return result
+
+    @contextlib.contextmanager
+    def workers(self) -> Iterator[subprocess.Popen[bytes]]:
+        """The peer's worker processes, in a session of their own, all ended on exit."""
+        log = (self.logs / f"{self.peer.name}-worker.log").open("wb")
+        process = subprocess.Popen(
+            self.argv("worker", "--workers", str(WORKERS)),
+            env=self.env,
+            cwd=HERE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            stop_session(process)
+            log.close()
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every process in session ``sid`` (the worker command and whatever it started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session ...
+            pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime stime
+    return total / ticks
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def stop_session(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker session (warm stop), then SIGKILL whatever is left."""
+    sid = process.pid
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        pids = session_pids(sid)
+        if not pids and process.poll() is not None:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            process.poll()
+            if not session_pids(sid):
+                process.wait()
+                return
+            time.sleep(0.05)
+
+
+# -- one peer ------------------------------------------------------------------------------------
+
+
+def per_job(before: Snapshot, after: Snapshot, jobs: int, own_cmds: int, own_reads: int) -> dict[str, Any]:
+    commands = {
+        name: after.commands.get(name, 0) - before.commands.get(name, 0)
+        for name in after.commands
+        if name != "info"
+    }
+    commands = {name: calls for name, calls in commands.items() if calls > 0}
+    if "get" in commands:
+        commands["get"] -= own_cmds
+    total = sum(commands.values())
+    return {
+        "commands_per_job": total / jobs,
+        "round_trips_per_job": (after.reads - before.reads - own_reads) / jobs,
+        "command_mix": {
+            name: round(calls / jobs, 3) for name, calls in sorted(commands.items()) if calls > 0
+        },
+    }
+
+
+def drain(client: redis.Redis, process: subprocess.Popen[bytes], jobs: int, stall: float) -> dict[str, Any]:
+    """Wait for ``jobs`` to be done, measuring the window between WINDOW's marks."""
+    low, high = (max(1, int(jobs * f)) for f in WINDOW)
+    first = last = None
+    polls = 0
+    progress_at, seen = time.monotonic(), -1
+    zero = snapshot(client)
+    started = zero.at
+    while True:
+        done = int(client.get(DONE) or 0)
+        if first is not None and last is None:
+            polls += 1
+        if first is None and done >= low:
+            first = snapshot(client)
+            done = first.done
+        elif first is not None and last is None and done >= high:
+            last = snapshot(client)
+            done = last.done
+        if done >= jobs:
+            break
+        if done != seen:
+            progress_at, seen = time.monotonic(), done
+        elif time.monotonic() - progress_at > stall:
+            raise PeerFailed(f"drain stalled at {done}/{jobs} jobs for {stall:g} s")
+        if process.poll() is not None:
+            raise PeerFailed(f"the worker exited with {process.returncode} at {done}/{jobs} jobs")
+        time.sleep(POLL)
+    total = time.perf_counter() - started
+    if first is None or last is None or last.done <= first.done:  # too few jobs for a window
+        first, last, polls = zero, snapshot(client), polls + 1
+    counted = last.done - first.done
+    result = {
+        "drain_per_s": counted / (last.at - first.at) if last.at > first.at else float("nan"),
+        "drain_total_s": total,
+    }
+    # The harness's own requests in the window: one GET per poll, plus the last snapshot's.
+    result.update(per_job(first, last, counted, own_cmds=polls + 1, own_reads=polls + 1))
+    return result
+
+
+def measure(
+    peer: Peer, client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    try:
+        python = venvs.ensure(peer, reinstall=args.reinstall)
+    except venvs.InstallFailed as exc:
+        raise PeerFailed(f"install failed: {exc}") from exc
+    env = {"BENCH_QW_PREFETCH": str(args.qw_prefetch)} if args.qw_prefetch else {}
+    runner = Runner(peer, python, url_of(client), logs, env)
+    out: dict[str, Any] = {}
+    info = runner.call("info", timeout=120)
+    out["version"] = info["version"]
+
+    reset(client)
+    result = runner.call("enqueue", "--n", str(sizes.single))
+    out["enqueue_per_s"] = sizes.single / result["seconds"]
+    after = snapshot(client)
+    out["enqueue_round_trips_per_job"] = after.reads / sizes.single
+    if client.get(DONE) is not None:
+        raise PeerFailed("jobs ran with no worker started")
+
+    reset(client)
+    base = snapshot(client).used_memory
+    if info["bulk"]:
+        result = runner.call("enqueue", "--n", str(sizes.drain), "--bulk")
+        out["bulk_per_s"] = sizes.drain / result["seconds"]
+    else:
+        runner.call("enqueue", "--n", str(sizes.drain))
+    out["memory_per_job"] = (snapshot(client).used_memory - base) / sizes.drain
+    client.config_resetstat()
+
+    with runner.workers() as process:
+        out.update(drain(client, process, sizes.drain, stall=args.stall))
+        time.sleep(1.0)  # let the workers settle into their idle wait
+        pids = session_pids(process.pid)
+        out["processes"] = len(pids)
+        out["rss_mb"] = rss_mb(pids)
+        cpu = cpu_seconds(pids)
+        idle_started = time.perf_counter()
+        time.sleep(2.0)
+        out["idle_cpu_percent"] = 100 * (cpu_seconds(pids) - cpu) / (time.perf_counter() - idle_started)
+        queues = ["shared", "manager"] if peer.name == "qw" else ["shared"]
+        for queue in queues:
+            result = runner.call("latency", "--n", str(sizes.latency), "--queue", queue)
+            samples = sorted(result["samples"])
+            key = "latency" if queue == "shared" else "latency_manager"
+            out[key] = {
+                "p50_ms": 1000 * statistics.median(samples),
+                "p99_ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+                "max_ms": 1000 * samples[-1],
+            }
+        if process.poll() is not None:
+            raise PeerFailed(f"the worker exited with {process.returncode}")
+    return out
+
+
+def median_of(runs: list[Any]) -> Any:
+    """The median of each number across ``runs`` (dicts of the same shape); else the first value."""
+    first = runs[0]
+    if isinstance(first, dict):
+        keys = {key for run in runs for key in run}
+        return {key: median_of([run[key] for run in runs if key in run]) for key in sorted(keys)}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(runs)
+    return first
+
+
+def measure_repeated(
+    peer: Peer, client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    """:func:`measure` ``args.repeat`` times; the median of the runs that worked."""
+    runs, errors = [], []
+    for _ in range(args.repeat):
+        try:
+            runs.append(measure(peer, client, sizes, args, logs))
+        except PeerFailed as exc:
+            errors.append(str(exc))
+            if str(exc).startswith("install failed"):
+                break
+    if not runs:
+        raise PeerFailed(errors[0])
+    result: dict[str, Any] = median_of(runs)
+    result["runs"] = len(runs)
+    if errors:
+        result["failed_runs"] = errors
+    return result
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("peer", 14),
+    ("delivery", 22),
+    ("enqueue/s", 9),
+    ("bulk/s", 8),
+    ("drain/s", 8),
+    ("cmds/job", 8),
+    ("rt/job", 6),
+    ("p50 ms", 6),
+    ("p99 ms", 6),
+    ("RSS MB", 8),
+    ("idle CPU", 8),
+    ("B/job", 6),
+    ("qw drain x", 10),
+    ("qw enq x", 8),
+    ("qw p50 x", 8),
+)
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    if not ours or not theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x"
+
+
+def best_enqueue(row: dict[str, Any]) -> float | None:
+    rates = [row.get("enqueue_per_s"), row.get("bulk_per_s")]
+    return max((rate for rate in rates if rate), default=None)
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    qw = results.get("qw", {})
+    lines = [
+        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+    ]
+    for name, row in results.items():
+        peer = PEERS[name]
+        if "error" in row:
+            cells = [name, peer.delivery, f"**{row['error']}**"] + [""] * (len(COLUMNS) - 3)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        lat = row.get("latency", {})
+        cells = [
+            name,
+            peer.delivery,
+            fmt(row.get("enqueue_per_s")),
+            fmt(row.get("bulk_per_s")),
+            fmt(row.get("drain_per_s")),
+            fmt(row.get("commands_per_job"), 2),
+            fmt(row.get("round_trips_per_job"), 2),
+            fmt(lat.get("p50_ms"), 2),
+            fmt(lat.get("p99_ms"), 2),
+            f"{fmt(row.get('rss_mb'))} ({row.get('processes', '?')})",
+            f"{fmt(row.get('idle_cpu_percent'), 1)}%",
+            fmt(row.get("memory_per_job")),
+            "" if name == "qw" else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
+            "" if name == "qw" else ratio(best_enqueue(qw), best_enqueue(row)),
+            "" if name == "qw" else ratio(lat.get("p50_ms"), qw.get("latency", {}).get("p50_ms")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if "latency_manager" in row:
+            lat = row["latency_manager"]
+            cells = [f"{name} <m>:jobs", "", *[""] * 5, fmt(lat["p50_ms"], 2), fmt(lat["p99_ms"], 2)]
+            lines.append("| " + " | ".join(cells + [""] * (len(COLUMNS) - len(cells))) + " |")
+    return "\n".join(lines)
+
+
+def versions(results: dict[str, dict[str, Any]]) -> str:
+    return "\n".join(f"  {name}: {row['version']}" for name, row in results.items() if row.get("version"))
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--peers", help=f"comma-separated, from: {', '.join(PEERS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small N, qw only unless --peers (CI smoke)")
+    parser.add_argument("--jobs", type=int, help="jobs per drain (default 20,000; --quick 1,000)")
+    parser.add_argument("--single", type=int, help="jobs queued one call each (default 5,000)")
+    parser.add_argument("--latency", type=int, help="latency samples (default 300)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per peer; the table shows medians")
+    parser.add_argument("--qw-prefetch", type=int, help="qw run --prefetch (default: qw's default)")
+    parser.add_argument("--json", nargs="?", const="", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--results", default=str(RESULTS), help="where logs and --json go (bench/results)")
+    parser.add_argument("--redis-server", default="redis-server", help="the redis-server binary")
+    parser.add_argument("--reinstall", action="store_true", help="rebuild the peers' virtualenvs")
+    parser.add_argument("--stall", type=float, default=60.0, help="fail a drain making no progress this long")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = QUICK if args.quick else FULL
+    sizes = Sizes(
+        single=args.single or base.single, drain=args.jobs or base.drain, latency=args.latency or base.latency
+    )
+    names = args.peers.split(",") if args.peers else (["qw"] if args.quick else list(PEERS))
+    unknown = [name for name in names if name not in PEERS]
+    if unknown:
+        print(f"bench: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = Path(args.results)
+    logs = results_dir / "logs" / stamp
+    results: dict[str, dict[str, Any]] = {}
+    with private_redis(args.redis_server) as client:
+        server = client.info("server")
+        machine = {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "redis": server["redis_version"],
+            "platform": platform.platform(),
+        }
+        print(
+            f"bench: {machine['cpus']} CPUs, Python {machine['python']}, Redis {machine['redis']} "
+            f"at {url_of(client)}; {WORKERS} workers; {sizes.drain:,} jobs per drain",
+            file=sys.stderr,
+        )
+        for name in names:
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            try:
+                results[name] = measure_repeated(PEERS[name], client, sizes, args, logs)
+            except PeerFailed as exc:
+                results[name] = {"error": str(exc)}
+            except Exception as exc:  # a bug in one adapter must not lose the others' results
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            row = results[name]
+            outcome = row["error"] if "error" in row else f"{fmt(row['drain_per_s'])} jobs/s drain"
+            print(
+                f"bench: {name}: {outcome} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True
+            )
+    print(table(results))
+    print(f"\nversions:\n{versions(results)}")
+    print(
+        f"machine: {machine['cpus']} CPUs, Python {machine['python']}, Redis {machine['redis']}, "
+        f"{machine['platform']}"
+    )
+    if args.json is not None:
+        path = Path(args.json) if args.json else results_dir / f"bench-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "machine": machine,
+            "sizes": sizes.__dict__,
+            "workers": WORKERS,
+            "repeat": args.repeat,
+            "qw_prefetch": args.qw_prefetch,
+            "results": results,
+        }
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"results: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

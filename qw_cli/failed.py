@@ -1,0 +1,186 @@
+"""``qw failed``: list, show, requeue and purge the jobs in the failed-job registry.
+
+A job lands in the registry when its target raised and no retry was left (or none was
+configured), or when its stored data could not be read. Every command here goes through
+the broker's failed-job methods, so it works on any backend that has a server.
+
+``--url``/``--backend`` may be given to the group (``qw failed --url U show ID``) or to a
+subcommand (``qw failed show ID --url U``); the subcommand's win.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from qw_cli.errors import CliError
+from qw_cli.options import DEFAULT_BACKEND, backend_options, json_option, opened_broker
+from qw_cli.output import Cell, echo_json, echo_table
+
+if TYPE_CHECKING:
+    from qw_core.broker import Broker
+    from qw_core.models import FailedJob
+
+#: How the shared queue is named in output (as ``qw status`` names it).
+SHARED = "shared"
+#: The longest error text shown in the table.
+ERROR_WIDTH = 72
+
+
+@click.group(invoke_without_command=True, short_help="List, show, requeue or purge failed jobs.")
+@backend_options
+@json_option
+@click.option(
+    "-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="List this many."
+)
+@click.pass_context
+def failed(ctx: click.Context, *, backend: str, url: str | None, as_json: bool, limit: int) -> None:
+    """List the most recently failed jobs, newest first (with no subcommand).
+
+    ATTEMPTS is how many times the job ran. A failed job keeps its data, the exception
+    (type, message, traceback), the worker and the time; the registry keeps a bounded
+    number for a bounded time (qw run --failed-max, --failed-max-age).
+
+    \b
+    Examples:
+      qw failed
+      qw failed show 6f1c...
+      qw failed requeue --all
+      qw failed purge
+    """
+    ctx.obj = {"backend": backend, "url": url}
+    if ctx.invoked_subcommand is not None:
+        return
+    with opened_broker(backend, url) as broker:
+        total = broker.failed_count()
+        found = broker.failed_jobs(limit=limit)
+    if as_json:
+        echo_json([describe(item) for item in found])
+        return
+    rows: list[list[Cell]] = [
+        [_time(item.failure.failed_at), item.job.id, _queue(item), item.job.attempt, _error(item)]
+        for item in found
+    ]
+    echo_table(["failed at", "id", "queue", "attempts", "error"], rows)
+    if total > len(found):
+        click.echo(f"({len(found)} of {total} shown; --limit N shows more)", err=True)
+
+
+@failed.command(short_help="Show one failed job in full.")
+@backend_options
+@json_option
+@click.argument("job_id", metavar="ID")
+def show(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
+    """Show failed job ID: its data, metadata, the exception and its traceback."""
+    with _broker(backend, url) as broker:
+        item = broker.get_failed(job_id)
+    if item is None:
+        raise CliError(f"no failed job {job_id!r} (see 'qw failed')")
+    record = describe(item, traceback=True)
+    if as_json:
+        echo_json(record)
+        return
+    for key in ("id", "queue", "attempts", "failed_at", "worker", "kind"):
+        click.echo(f"{key.replace('_', ' ') + ':':<11} {record[key] if record[key] is not None else '-'}")
+    click.echo(f"{'error:':<11} {record['exc_type']}: {record['message']}")
+    click.echo(f"{'data:':<11} {json.dumps(record['data'], ensure_ascii=False)}")
+    if record["meta"]:
+        click.echo(f"{'meta:':<11} {json.dumps(record['meta'], ensure_ascii=False)}")
+    if record["traceback"]:
+        click.echo("traceback:")
+        click.echo(record["traceback"].rstrip("\n"))
+
+
+@failed.command(short_help="Put failed jobs back on their queues.")
+@backend_options
+@click.option("--all", "everything", is_flag=True, help="Requeue every failed job.")
+@click.argument("job_ids", metavar="[ID]...", nargs=-1)
+def requeue(*, backend: str, url: str | None, everything: bool, job_ids: tuple[str, ...]) -> None:
+    """Put failed jobs back on the queue each came from, with attempts reset to 0.
+
+    Prints each requeued id. An ID that is not in the registry is an error (the others
+    are requeued all the same).
+    """
+    if everything == bool(job_ids):
+        raise click.UsageError("give the IDs of failed jobs, or --all")
+    with _broker(backend, url) as broker:
+        wanted = list(_all_failed_ids(broker)) if everything else list(dict.fromkeys(job_ids))
+        missing = []
+        for job_id in wanted:
+            if broker.requeue_failed(job_id):
+                click.echo(job_id)
+            else:
+                missing.append(job_id)
+    done = len(wanted) - len(missing)
+    click.echo(f"requeued {done} job{'s' if done != 1 else ''}", err=True)
+    if missing and not everything:  # with --all, one requeued meanwhile by someone else is fine
+        raise CliError(
+            f"no failed job {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+
+
+@failed.command(short_help="Delete failed jobs.")
+@backend_options
+@click.argument("job_ids", metavar="[ID]...", nargs=-1)
+def purge(*, backend: str, url: str | None, job_ids: tuple[str, ...]) -> None:
+    """Delete the failed jobs IDs from the registry, or every failed job if none is given."""
+    with _broker(backend, url) as broker:
+        count = broker.purge_failed(list(job_ids) if job_ids else None)
+    click.echo(f"purged {count} failed job{'s' if count != 1 else ''}", err=True)
+
+
+def describe(item: FailedJob, *, traceback: bool = False) -> dict[str, Any]:
+    """A failed job as the JSON output shows it."""
+    record: dict[str, Any] = {
+        "id": item.job.id,
+        "queue": _queue(item),
+        "attempts": item.job.attempt,
+        "failed_at": _time(item.failure.failed_at),
+        "worker": item.failure.worker,
+        "kind": item.failure.kind,
+        "exc_type": item.failure.exc_type,
+        "message": item.failure.message,
+        "data": item.job.data,
+        "meta": dict(item.job.meta),
+        "queued_at": None if item.job.queued_at is None else _time(item.job.queued_at),
+    }
+    if traceback:
+        record["traceback"] = item.failure.traceback
+    return record
+
+
+def _broker(backend: str, url: str | None) -> Any:
+    """The broker named on the subcommand, else on the group (``qw failed --url U show``)."""
+    ctx = click.get_current_context()
+    group = ctx.parent.obj if ctx.parent is not None and ctx.parent.obj else {}
+    default = click.core.ParameterSource.DEFAULT
+    if ctx.get_parameter_source("backend") is default and backend == DEFAULT_BACKEND:
+        backend = group.get("backend", backend)
+    if url is None:
+        url = group.get("url")
+    return opened_broker(backend, url)
+
+
+def _all_failed_ids(broker: Broker) -> Iterator[str]:
+    """Every failed job's id, read once before anything is requeued (a requeued job that
+    fails again is not requeued a second time)."""
+    ids = [item.job.id for item in broker.failed_jobs(limit=max(1, broker.failed_count()))]
+    yield from ids
+
+
+def _queue(item: FailedJob) -> str:
+    return item.job.manager or SHARED
+
+
+def _time(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+def _error(item: FailedJob) -> str:
+    name = item.failure.exc_type.removeprefix("builtins.")
+    text = " ".join(f"{name}: {item.failure.message}".split())
+    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 3] + "..."

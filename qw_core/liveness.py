@@ -1,0 +1,256 @@
+"""Liveness: the manager's heartbeat and its reaper, each on a thread of its own.
+
+A worker that dies is normally noticed by its manager, which sees the process exit and
+puts its jobs back. That fails when the manager dies too (the host crashes, the process
+group is killed) or when a worker is paused or cut off while its process lives on. So:
+
+* **Heartbeats.** The manager, which runs no jobs (a target that hangs or hogs the GIL
+  cannot stop it), refreshes every ``heartbeat`` seconds a heartbeat that expires after
+  ``ttl`` seconds for itself and for each of its workers whose process is running (a
+  stopped process, SIGSTOP or a debugger, gets none: it is not working). Each heartbeat
+  carries a token unique to one start of the process, so a process that reuses a name or
+  pid is not taken for the old one, and a paused process that comes back is told that
+  its heartbeat lapsed (:meth:`Broker.beat`).
+* **The reaper.** Every manager runs one, every ``reap_interval`` seconds, throttled by a
+  lease in the broker so that only one of them works per interval. It recovers every
+  worker whose heartbeat has lapsed (the broker checks and moves atomically, see
+  :meth:`Broker.reap`), counting recoveries per job so a job that kills its worker every
+  time ends in the failed registry instead of looping.
+* **After an outage** (any broker call of the manager failing with
+  :class:`BrokerUnavailable`), the reaper judges nobody dead for one ``ttl``: while the
+  broker was unreachable no manager could refresh its heartbeats, so lapsed heartbeats
+  then say nothing about who is alive.
+
+How the peers do it, and why qw differs: Sidekiq's reliable fetch and dramatiq keep a
+heartbeat per consumer process that the process itself refreshes, so a consumer stuck in
+a long C call (or holding the GIL) looks dead and loses its jobs to a reaper; rq's
+abandoned-job reaper needs the worker's own heartbeat too. qw's workers write nothing
+for liveness; their manager vouches for them while their process runs.
+
+Each thread opens its own broker with the manager broker's factory, since a broker
+serves one thread, and a slow reap (a dead worker holding many jobs) never delays a
+heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from qw_core.backoff import Backoff
+from qw_core.broker import Broker, BrokerFactory, Reaped
+from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
+
+log = logging.getLogger("qw.manager")
+
+#: Production defaults: a heartbeat every 5 s, presumed dead after 30 s without one.
+DEFAULT_HEARTBEAT = 5.0
+DEFAULT_TTL = 30.0
+#: How often a job may be put back after its worker died holding it before it is
+#: failed (kind ``"crashed"``) instead.
+DEFAULT_MAX_RECOVERIES = 3
+
+
+@attrs.frozen(kw_only=True)
+class LivenessSettings:
+    """How often a manager beats and reaps.
+
+    :param heartbeat: seconds between two heartbeats.
+    :param ttl: seconds a heartbeat lasts; a process without one for this long is dead.
+        Must exceed ``heartbeat`` (three times over or more is wise: a refresh can be
+        late when the broker is slow).
+    :param reap_interval: seconds between two reaps; ``None``: the heartbeat interval.
+    :param max_recoveries: how often a job may be put back after a crash before it is
+        failed as a poison job; ``None``: always put it back.
+    """
+
+    heartbeat: float = DEFAULT_HEARTBEAT
+    ttl: float = DEFAULT_TTL
+    reap_interval: float | None = None
+    max_recoveries: int | None = DEFAULT_MAX_RECOVERIES
+
+    def __attrs_post_init__(self) -> None:
+        if not self.heartbeat > 0:
+            raise ConfigurationError(f"the heartbeat interval must be positive, not {self.heartbeat!r}")
+        if not self.ttl > self.heartbeat:
+            raise ConfigurationError(
+                f"the heartbeat TTL ({self.ttl}s) must exceed the heartbeat interval ({self.heartbeat}s)"
+            )
+        if self.reap_interval is not None and not self.reap_interval > 0:
+            raise ConfigurationError(f"the reap interval must be positive, not {self.reap_interval!r}")
+        if self.max_recoveries is not None and self.max_recoveries < 0:
+            raise ConfigurationError(f"max_recoveries must be 0 or more, not {self.max_recoveries!r}")
+
+    @property
+    def reap_every(self) -> float:
+        """Seconds between two reaps."""
+        return self.heartbeat if self.reap_interval is None else self.reap_interval
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, SIGTSTP, a debugger).
+
+    Reads ``/proc/<pid>/stat`` (Linux); elsewhere, or if it cannot be read, ``False``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may contain spaces and parentheses, so split at the last ')'.
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state in (b"T", b"t")
+
+
+class Liveness:
+    """The heartbeat and reaper threads of one manager.
+
+    :param factory: opens a broker for each thread.
+    :param manager: the manager's name.
+    :param token: the token of this start of the manager.
+    :param settings: intervals and limits.
+    :param workers: returns the running workers to vouch for now: name → token.
+    :param on_reaped: called (on the reaper thread) for each worker the reaper recovered.
+    """
+
+    def __init__(
+        self,
+        factory: BrokerFactory,
+        *,
+        manager: str,
+        token: str,
+        settings: LivenessSettings,
+        workers: Callable[[], Mapping[str, str]],
+        on_reaped: Callable[[Reaped], None],
+    ) -> None:
+        self._factory = factory
+        self.manager = manager
+        self.token = token
+        self.settings = settings
+        self._workers = workers
+        self._on_reaped = on_reaped
+        self._stop = threading.Event()
+        self._trouble_at = -float("inf")
+        self._threads: list[threading.Thread] = []
+        self._local = threading.local()  # each thread's own broker
+
+    # -- control ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start beating and reaping."""
+        for name, loop in (("heartbeat", self._beat_loop), ("reaper", self._reap_loop)):
+            thread = threading.Thread(target=loop, name=f"qw-{name}-{self.manager}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop both threads and wait (briefly) for them."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.settings.ttl)
+
+    def note_trouble(self) -> None:
+        """The broker could not be reached just now: nobody is judged dead for one TTL."""
+        self._trouble_at = time.monotonic()
+
+    @property
+    def troubled(self) -> bool:
+        """Whether the broker was unreachable less than one TTL ago."""
+        return time.monotonic() - self._trouble_at < self.settings.ttl
+
+    # -- the threads -----------------------------------------------------------------
+
+    def _call(self, what: str, call: Callable[[Broker], object], backoff: Backoff) -> object | None:
+        """Run ``call`` on this thread's broker (opened on first use); ``None`` on trouble."""
+        try:
+            if self._broker_of_thread() is None:
+                self._local.broker = self._factory()
+            result = call(self._local.broker)
+        except BrokerUnavailable as exc:
+            self.note_trouble()
+            if backoff.failures == 0:
+                log.warning("manager %s: %s failed, retrying: %s", self.manager, what, exc)
+            return None
+        if backoff.failures:
+            log.info("manager %s: %s works again", self.manager, what)
+        backoff.reset()
+        return result
+
+    def _broker_of_thread(self) -> Broker | None:
+        return getattr(self._local, "broker", None)
+
+    def _close_broker(self) -> None:
+        broker = self._broker_of_thread()
+        if broker is not None:
+            self._local.broker = None
+            broker.close()
+
+    def _beat_loop(self) -> None:
+        settings = self.settings
+        backoff = Backoff(first=min(0.1, settings.heartbeat), cap=settings.heartbeat)
+        try:
+            while not self._stop.is_set():
+                changed = self._call(
+                    "the heartbeat",
+                    lambda broker: broker.beat(
+                        manager=self.manager, token=self.token, workers=self._workers(), ttl=settings.ttl
+                    ),
+                    backoff,
+                )
+                if changed is None:
+                    self._stop.wait(backoff.next())
+                    continue
+                assert isinstance(changed, dict)
+                for name, previous in changed.items():
+                    self._report(name, previous)
+                self._stop.wait(settings.heartbeat)
+        finally:
+            self._close_broker()
+
+    def _report(self, name: str, previous: str | None) -> None:
+        what = "manager" if name == self.manager else "worker"
+        if previous is None:
+            log.warning(
+                "%s %s had no heartbeat (it was paused or cut off for longer than the %gs TTL, or "
+                "the broker lost it): a reaper may have handed its jobs to others; it is registered again",
+                what,
+                name,
+                self.settings.ttl,
+            )
+        else:
+            log.error(
+                "%s %s: another process was using this name (a previous start that died, or a "
+                "duplicate name on another host); names must be unique",
+                what,
+                name,
+            )
+
+    def _reap_loop(self) -> None:
+        settings = self.settings
+        backoff = Backoff(first=min(0.1, settings.reap_every), cap=settings.reap_every)
+        try:
+            while not self._stop.wait(settings.reap_every):
+                if self.troubled:
+                    continue
+                try:
+                    reaped = self._call(
+                        "the reaper",
+                        lambda broker: broker.reap(
+                            owner=self.token,
+                            lease=settings.reap_every,
+                            ttl=settings.ttl,
+                            max_recoveries=settings.max_recoveries,
+                        ),
+                        backoff,
+                    )
+                except QwError:  # a bug or a broken server: keep reaping later
+                    log.exception("manager %s: the reaper failed", self.manager)
+                    continue
+                for done in reaped if isinstance(reaped, list) else ():
+                    self._on_reaped(done)
+        finally:
+            self._close_broker()

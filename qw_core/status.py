@@ -1,0 +1,102 @@
+"""What a worker process is running, in memory it shares with its manager.
+
+The manager enforces job time limits (``--job-timeout``, ``meta["timeout"]``) from outside
+the worker, since a target that hangs or holds the GIL cannot be stopped from inside. For
+that it must know, for each worker, which job runs and until when it may run, without a
+Redis round trip per job on the hot path: the worker writes the job id and its deadline
+into a small shared-memory record before calling the target and clears the deadline
+after (two memory writes), and the manager reads the records a few times a second.
+
+The record is written by one process and read by another without a lock: the writer
+bumps ``seq`` when a job starts, and clears ``deadline`` when it ends before writing the
+next job's id, so an overdue deadline always belongs to the id beside it. The manager
+kills an overrunning worker before it reads the id, and compares ``seq`` with what it saw
+before the kill, so a job that ended just in time is never failed as timed out.
+
+Deadlines are on :func:`time.monotonic`, a system-wide clock on the platforms qw runs on,
+so both processes read the same clock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Any
+
+import attrs
+
+#: Longest job id (in UTF-8 bytes) a worker can report; a longer one is reported as
+#: unknown, and a timed-out job with such an id is recovered as after a crash instead.
+MAX_ID_BYTES = 1024
+
+
+class _Record(ctypes.Structure):
+    _fields_ = [
+        ("seq", ctypes.c_uint64),
+        ("deadline", ctypes.c_double),
+        ("limit", ctypes.c_double),
+        ("size", ctypes.c_uint32),
+        ("job_id", ctypes.c_char * MAX_ID_BYTES),
+    ]
+
+
+@attrs.frozen
+class Running:
+    """A job a worker reported as running.
+
+    :param seq: how many jobs the worker had started, this one included.
+    :param job_id: the job's id, or ``None`` if it was too long to report.
+    :param deadline: when it must end, on :func:`time.monotonic`.
+    :param limit: its time limit in seconds.
+    """
+
+    seq: int
+    job_id: str | None
+    deadline: float
+    limit: float
+
+
+class JobStatus:
+    """The shared record of one worker slot; created by the manager, written by its worker.
+
+    :param context: the multiprocessing context the worker is started with (the record
+        is passed to the worker process as an argument, so it survives ``spawn``).
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._record = context.RawValue(_Record)
+
+    def started(self, job_id: str, limit: float | None) -> None:
+        """The worker is about to call the target for ``job_id``, allowed ``limit`` seconds."""
+        record = self._record
+        data = job_id.encode("utf-8", "surrogatepass")
+        size = len(data) if len(data) <= MAX_ID_BYTES else 0
+        ctypes.memmove(ctypes.addressof(record) + _Record.job_id.offset, data, size)
+        record.size = size
+        record.limit = 0.0 if limit is None else limit
+        record.deadline = 0.0 if limit is None else time.monotonic() + limit
+        record.seq += 1
+
+    def ended(self) -> None:
+        """The target returned or raised."""
+        self._record.deadline = 0.0
+
+    def reset(self) -> None:
+        """Forget everything (the manager, before starting a new worker in the slot)."""
+        self._record.deadline = 0.0
+        self._record.size = 0
+
+    def running(self) -> Running | None:
+        """The job running under a time limit now, or ``None`` (idle, or running without one)."""
+        record = self._record
+        seq, deadline, limit, size = record.seq, record.deadline, record.limit, record.size
+        if deadline <= 0:
+            return None
+        raw = ctypes.string_at(ctypes.addressof(record) + _Record.job_id.offset, size)
+        job_id = raw.decode("utf-8", "surrogatepass") if size else None
+        return Running(seq=seq, job_id=job_id, deadline=deadline, limit=limit)
+
+    @property
+    def seq(self) -> int:
+        """How many jobs the worker has started."""
+        return int(self._record.seq)

@@ -1,0 +1,23 @@
+-- queue_delayed.lua: queue a batch of jobs that wait until they are due.
+--
+-- KEYS[1]  qw:delayed   delayed and retried jobs by due time (server time, seconds)
+-- KEYS[2]  qw:origin    delayed job id -> manager whose queue it goes to ('' = shared)
+-- ARGV[1]  delay in seconds (more than 0)
+-- ARGV[2]  the queue the jobs go to when due: a manager's name, or '' for the shared queue
+-- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...]] (as in queue.lua)
+--
+-- Writes, per job: job:<id> replaced (DEL, HSET), its origin entry set to ARGV[2], then
+-- its id ZADDed to KEYS[1] at server time + delay (plus a microsecond per position, so
+-- the batch keeps its order when it comes due), before the next job is touched.
+-- promote.lua and take.lua move it to its queue when due.
+-- Returns: the number of jobs queued.
+
+local jobs = cjson.decode(ARGV[3])
+local due = now() + tonumber(ARGV[1])
+for i, job in ipairs(jobs) do
+  local id, fields = job[1], job[2]
+  write_hash(job_key(id), fields, 1, #fields / 2)
+  redis.call('HSET', KEYS[2], id, ARGV[2])
+  redis.call('ZADD', KEYS[1], due + (i - 1) / 1000000, id)
+end
+return #jobs

@@ -1,0 +1,116 @@
+"""Batching in the worker loop: how many jobs each take asks for, and when finished jobs are settled.
+
+A worker asks for more than one job only while the queue is deep and its jobs are quick;
+a quick job finished while others of its batch wait is finished by the next take (one
+round trip for the batch); a slow one is finished at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from qw_core import Job, PluginConfig, make_plugin_manager
+from qw_core.memory import MemoryBroker
+from qw_core.worker import DEFAULT_PREFETCH, Worker
+
+
+class SpyBroker(MemoryBroker):
+    """Records each take (limit asked, ids it finished, jobs it gave) and each finish call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.takes: list[tuple[int, int, int]] = []
+        self.finishes: list[list[str]] = []
+
+    def take(self, **kwargs: Any) -> list[Job]:
+        jobs = super().take(**kwargs)
+        self.takes.append((kwargs["limit"], len(kwargs.get("finished", ())), len(jobs)))
+        return jobs
+
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+        self.finishes.append(list(job_ids))
+        return super().finish_jobs(worker=worker, job_ids=job_ids)
+
+
+def run_jobs(broker: SpyBroker, count: int, work: Callable[[], None], **kwargs: Any) -> Worker:
+    """Queue ``count`` jobs and run a worker in this thread until it has run them all."""
+    broker.queue_jobs([Job.new({"n": n}) for n in range(count)])
+    done = 0
+    worker: Worker
+
+    def target(job_id: str, job_data: Any) -> None:
+        nonlocal done
+        work()
+        done += 1
+        if done == count:
+            worker.request_stop()
+
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(broker, target, manager="m", name="m.1", hook=hook, block_timeout=0.01, **kwargs)
+    worker.run()
+    return worker
+
+
+def test_the_default_prefetch_is_small_but_batches() -> None:
+    assert 1 < DEFAULT_PREFETCH <= 20
+
+
+def test_quick_jobs_on_a_deep_queue_are_taken_in_growing_batches_and_finished_by_takes() -> None:
+    broker = SpyBroker()
+    run_jobs(broker, 60, lambda: None, prefetch=8)
+    limits = [limit for limit, _, _ in broker.takes]
+    assert limits[:5] == [1, 2, 4, 8, 8]
+    assert max(got for _, _, got in broker.takes) == 8
+    # Every job but the last batch's was finished by the take after it: no separate call.
+    finished_by_takes = sum(count for _, count, _ in broker.takes)
+    finished_apart = sum(len(ids) for ids in broker.finishes)
+    assert finished_by_takes + finished_apart == 60
+    assert len(broker.finishes) <= 1  # the final flush when the worker stops
+    assert broker.held_job_ids("m.1") == []
+    assert broker.queued_job_ids() == []
+
+
+def test_slow_jobs_are_taken_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Worker, "finish_delay", 0.005)
+    broker = SpyBroker()
+    run_jobs(broker, 6, lambda: time.sleep(0.01), prefetch=8)
+    assert {limit for limit, _, _ in broker.takes} == {1}
+    assert len(broker.finishes) <= 1  # each finished by the next take; the last when it stops
+    assert broker.queued_job_ids() == []
+
+
+def test_a_slow_job_in_a_batch_is_finished_at_once() -> None:
+    broker = SpyBroker()
+    calls = 0
+
+    def work() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 8:  # the first job of the batch of 4 (after batches of 1, 2 and 4)
+            time.sleep(0.15)
+
+    run_jobs(broker, 20, work, prefetch=4)
+    assert broker.finishes, "the slow job's batch should have been finished before the next take"
+    assert len(broker.finishes[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("limit", "taken", "elapsed", "expected"),
+    [
+        (1, 0, 0.0, 1),  # nothing came: ask for one
+        (1, 1, 0.001, 2),  # a full, quick batch: double
+        (8, 8, 0.001, 10),  # up to prefetch
+        (10, 10, 0.001, 10),
+        (8, 8, 0.5, 4),  # a full but slow batch: halve
+        (1, 1, 0.5, 1),
+        (8, 3, 0.001, 1),  # a short batch: the queue ran dry, back to one
+    ],
+)
+def test_next_limit(limit: int, taken: int, elapsed: float, expected: int) -> None:
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(MemoryBroker(), lambda job_id, data: None, manager="m", hook=hook, prefetch=10)
+    assert worker._next_limit(limit, taken, elapsed) == expected

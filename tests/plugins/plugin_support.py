@@ -1,0 +1,85 @@
+"""Helpers for the lifecycle plugin tests: a worker in a thread, outcome recording, polling."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from qw_core import Job, Outcome, PluginConfig, WorkerInfo, hookimpl, make_plugin_manager
+from qw_core.broker import Broker
+from qw_core.worker import Worker
+
+T = TypeVar("T")
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+#: The databases these tests own (flushed before and after each test using them).
+REDIS_DB = 1
+CLI_REDIS_DB = 2
+
+
+def redis_url(db: int) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def wait_for(condition: Callable[[], T | None], *, timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Recorder:
+    """A plugin that records each run's outcome and attempt, in the order they finish."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, int, Outcome, float]] = []  # (job id, attempt, outcome, when)
+        self._lock = threading.Lock()
+
+    @hookimpl
+    def qw_job_finished(self, job: Job, worker: WorkerInfo, outcome: Outcome, duration: float) -> None:
+        with self._lock:
+            self.runs.append((job.id, job.attempt, outcome, time.monotonic()))
+
+    def outcomes(self, job_id: str) -> list[Outcome]:
+        with self._lock:
+            return [outcome for run_id, _, outcome, _ in self.runs if run_id == job_id]
+
+    def settled(self, job_id: str) -> bool:
+        """Whether the job's last run ended it (succeeded, failed or dropped)."""
+        outcomes = self.outcomes(job_id)
+        return bool(outcomes) and outcomes[-1] is not Outcome.RETRIED
+
+
+@contextmanager
+def running_worker(
+    broker: Broker, target: Callable[..., Any] | str, config: PluginConfig | None = None, **kwargs: Any
+) -> Iterator[Recorder]:
+    """A worker on ``broker`` in a thread (with a broker of its own), recording outcomes."""
+    recorder = Recorder()
+    pm = make_plugin_manager(config or PluginConfig(entry_points=False), extra=[recorder])
+    own = broker.factory()()
+    worker = Worker(own, target, manager="m1", name="m1.1", hook=pm.hook, block_timeout=0.05, **kwargs)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        own.close()

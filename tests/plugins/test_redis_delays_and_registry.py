@@ -1,0 +1,167 @@
+"""The Redis side of delayed jobs and the failed registry, on a real server (database 1).
+
+The mover (``promote.lua``, and the same step inside ``take.lua``) is raced by many
+clients at once; an observer takes atomic snapshots meanwhile to check that no job is
+ever both delayed and queued, nor neither.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import redis
+from plugin_support import REDIS_DB, redis_url
+
+from qw_core import FailedLimits, Failure, Job
+from qw_core.testing import make_jobs, poll_take, take_while_blocked
+from qw_redis import keys
+from qw_redis.broker import RedisBroker
+from qw_redis.scripts import Scripts
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"no Redis server at 127.0.0.1:6379 ({exc})", pytrace=False)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def broker(client: redis.Redis) -> Iterator[RedisBroker]:
+    broker = RedisBroker.from_url(redis_url(REDIS_DB))
+    yield broker
+    broker.close()
+
+
+def test_delayed_jobs_are_stored_under_the_documented_keys(broker: RedisBroker, client: redis.Redis) -> None:
+    mine, shared = Job.new({"n": 1}, manager="m1"), Job.new({"n": 2})
+    broker.queue_jobs([mine, shared], delay=60)
+    (server_now, _) = client.time()
+    scores = dict(client.zrange(keys.DELAYED, 0, -1, withscores=True))
+    assert set(scores) == {mine.id, shared.id}
+    assert all(server_now + 55 < score < server_now + 65 for score in scores.values())
+    assert client.hgetall(keys.ORIGIN) == {mine.id: "m1", shared.id: keys.SHARED_ORIGIN}
+    assert client.hget(keys.job(mine.id), "n") == "1"
+    assert client.llen(keys.ALL_JOBS) == client.llen(keys.queue("m1")) == 0
+
+
+def test_racing_movers_move_every_job_exactly_once(client: redis.Redis) -> None:
+    count, movers = 3000, 8
+    broker = RedisBroker(client)
+    jobs = make_jobs(count) + make_jobs(count // 3, manager="m1")
+    broker.queue_jobs(jobs, delay=0.5)
+    everyone = {job.id for job in jobs}
+    moved = [0] * movers
+    problems: list[str] = []
+    start = threading.Barrier(movers + 1)
+    done = threading.Event()
+
+    def mover(n: int) -> None:
+        own = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
+        scripts = Scripts(own)
+        start.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            got, next_due = scripts.promote(limit=50)
+            moved[n] += got
+            if next_due is None:
+                break
+        own.close()
+
+    def observer() -> None:
+        own = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
+        while not done.is_set():
+            pipe = own.pipeline(transaction=True)  # MULTI/EXEC: one consistent snapshot
+            pipe.zrange(keys.DELAYED, 0, -1)
+            pipe.lrange(keys.ALL_JOBS, 0, -1)
+            pipe.lrange(keys.queue("m1"), 0, -1)
+            delayed, shared, mine = pipe.execute()
+            both = set(delayed) & (set(shared) | set(mine))
+            if both or Counter(delayed + shared + mine) != Counter(everyone):
+                problems.append(f"{len(both)} both delayed and queued; {len(delayed + shared + mine)} seen")
+        own.close()
+
+    threads = [threading.Thread(target=mover, args=(n,)) for n in range(movers)]
+    watcher = threading.Thread(target=observer)
+    for thread in [*threads, watcher]:
+        thread.start()
+    start.wait()
+    for thread in threads:
+        thread.join(30)
+    done.set()
+    watcher.join(30)
+    assert problems == []
+    assert sum(moved) == len(jobs)
+    assert sum(1 for n in moved if n) > 1, "the movers really raced"
+    queued = broker.queued_job_ids() + broker.queued_job_ids("m1")
+    assert Counter(queued) == Counter(everyone), "every job queued exactly once"
+    assert broker.queued_job_ids("m1") == [job.id for job in jobs[count:]], "each on its own queue, in order"
+    assert client.zcard(keys.DELAYED) == 0
+    assert client.hlen(keys.ORIGIN) == 0
+
+
+def test_a_blocked_take_wakes_for_a_job_due_between_two_slices(broker: RedisBroker) -> None:
+    # Idle takers block in slices of 0.5 s; a job due 1.1 s later is still taken on time.
+    job = Job.new({"n": 1})
+    taken, waited = take_while_blocked(broker, lambda: broker.queue_jobs([job], delay=1.1))
+    assert taken == [job]
+    assert 1.05 <= waited < 1.35
+
+
+def test_a_delayed_retry_comes_back_with_its_attempts(broker: RedisBroker) -> None:
+    job = Job.new({"n": 1}, manager="m1")
+    broker.queue_job(job)
+    broker.take(manager="m1", worker="m1.1")
+    assert broker.retry_job(worker="m1.1", job=job, delay=0.2)
+    assert broker.delayed_job_ids("m1") == [job.id]
+    taken, _ = poll_take(broker, manager="m1", worker="m1.2", timeout=5, step=0.1)
+    assert [j.attempts for j in taken] == [1]
+
+
+def _flood(broker: RedisBroker, count: int, limits: FailedLimits) -> list[Job]:
+    jobs = make_jobs(count)
+    broker.queue_jobs(jobs)
+    taken: list[Job] = []
+    while len(taken) < count:
+        taken += broker.take(manager="m1", worker="m1.1", held=[j.id for j in taken], limit=100)
+    for job in taken:
+        failure = Failure(exc_type="builtins.ValueError", message="poison")
+        assert broker.fail_job(worker="m1.1", job=job, failure=failure, limits=limits)
+    return jobs
+
+
+def test_a_poison_flood_cannot_grow_the_registry_past_its_bound(
+    broker: RedisBroker, client: redis.Redis
+) -> None:
+    jobs = _flood(broker, 1500, FailedLimits(max_count=100, max_age=None))
+    assert broker.failed_count() == 100
+    assert len(list(client.scan_iter(match="qw:failed:*", count=1000))) == 100, (
+        "trimmed entries leave no keys"
+    )
+    assert [f.job.id for f in broker.failed_jobs(limit=3)] == [j.id for j in reversed(jobs[-3:])]
+    others = {key for key in client.scan_iter(count=1000) if not key.startswith("qw:failed:")}
+    assert others <= {keys.FAILED, keys.WAKE_ALL}, "no job hash or origin entry is left behind"
+
+
+def test_lowering_the_bound_trims_in_batches(broker: RedisBroker) -> None:
+    _flood(broker, 30, FailedLimits(max_count=None, max_age=None))
+    _flood(broker, 1, FailedLimits(max_count=5, max_age=None))
+    assert broker.failed_count() == 5
+
+
+def test_purging_everything_deletes_every_key(broker: RedisBroker, client: redis.Redis) -> None:
+    _flood(broker, 250, FailedLimits())
+    assert broker.purge_failed() == 250
+    assert list(client.scan_iter(match="qw:failed*")) == []

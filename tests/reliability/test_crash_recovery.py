@@ -1,0 +1,196 @@
+"""Crashes: a worker killed mid-job, a whole manager killed, a paused worker reaped, poison
+jobs, and jobs that overrun their time limit (issue 5, tests 1 to 4, and time limits).
+
+Real redis-server (a private one per module); test-sized timings (heartbeat 0.2 s, TTL 1 s).
+Every test ends with the "exactly one place" invariant.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from reliability_support import (
+    ManagerProcess,
+    assert_each_job_in_one_place,
+    pid_of_began,
+    records,
+    runs,
+    start_manager,
+    stop_manager,
+    wait_for,
+    worker_pids,
+)
+
+from qw_core.models import Job
+from qw_redis import RedisBroker
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def queue(url: str, jobs: list[Job]) -> list[str]:
+    broker = RedisBroker.from_url(url)
+    try:
+        broker.queue_jobs(jobs)
+    finally:
+        broker.close()
+    return [job.id for job in jobs]
+
+
+def test_1_a_worker_killed_mid_job_gives_its_job_back_which_then_finishes_once(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    [job_id] = queue(url, [Job.new({"sleep": 0.5})])
+    manager = start_manager(url, "t1")
+    try:
+        victim = wait_for(lambda: pid_of_began(record_dir, job_id), what="the job to start")
+        dead = f"t1.{victim}"
+        assert client.lrange(f"{dead}:jobs", 0, -1) == [job_id]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: pid_of_began(record_dir, job_id, other_than=victim), what="the job to run again")
+        assert time.monotonic() - killed_at < 3.0
+        wait_for(lambda: runs(record_dir)[job_id] == 1 and not client.exists(f"job:{job_id}"), what="finish")
+        assert not client.exists(f"{dead}:jobs"), "the dead worker's list is gone"
+        assert dead not in client.smembers("t1:workers")
+        assert not client.exists(f"qw:hb:{dead}")
+        assert [row["worker"] for row in records(record_dir, "died")] == [dead]
+    finally:
+        stop_manager(manager)
+    assert runs(record_dir, "began")[job_id] == 2
+    assert runs(record_dir)[job_id] == 1
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
+
+
+def test_2_a_killed_manager_group_is_reaped_by_a_new_manager(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    job_ids = queue(url, [Job.new({"sleep": 0.2, "n": n}) for n in range(20)])
+    old = ManagerProcess(url, "old", record_dir=record_dir)
+    try:
+        wait_for(lambda: len(runs(record_dir)) >= 3, what="some jobs to finish")
+        wait_for(lambda: len(client.keys("old.*:jobs")) == 2, what="both workers to hold a job")
+        old.signal_group(signal.SIGKILL)
+        old.wait()
+    finally:
+        old.close()
+    in_flight = {job_id for key in client.keys("old.*:jobs") for job_id in client.lrange(key, 0, -1)}
+    dead_workers = client.smembers("old:workers")
+    assert in_flight
+    assert len(dead_workers) == 2
+    ran_before = runs(record_dir)
+
+    new = start_manager(url, "new")
+    try:
+        wait_for(lambda: set(runs(record_dir)) == set(job_ids), what="every job to run")
+        wait_for(lambda: client.smembers("all:managers") == {"new"}, what="the dead manager to go")
+        where = wait_for(
+            lambda: (w := assert_each_job_in_one_place(client, job_ids))
+            and set(w.values()) == {"finished"}
+            and w,
+            what="every job to finish",
+        )
+    finally:
+        stop_manager(new)
+    assert len(where) == 20
+    ran = runs(record_dir)
+    twice = {job_id for job_id, count in ran.items() if count > 1}
+    assert twice <= in_flight, "only the jobs in flight at the kill ran twice"
+    assert all(count <= 2 for count in ran.values())
+    assert all(ran_before[job_id] <= 1 for job_id in job_ids)
+    reaped = {row["worker"] for row in records(record_dir, "reaped")}
+    assert reaped == dead_workers
+    assert not client.exists("old:workers")
+    assert not client.hexists("qw:managers", "old")
+    assert not client.keys("qw:hb:old*")
+
+
+def test_3_a_paused_worker_is_reaped_and_its_late_finish_changes_nothing(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    [job_id] = queue(url, [Job.new({"sleep": 2.5})])
+    manager = start_manager(url, "t3")
+    try:
+        paused = wait_for(lambda: pid_of_began(record_dir, job_id), what="the job to start")
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            other = wait_for(
+                lambda: pid_of_began(record_dir, job_id, other_than=paused),
+                what="the reaper to hand the job to the other worker",
+            )
+            assert f"t3.{paused}" not in client.smembers("t3:workers")
+            assert [row["worker"] for row in records(record_dir, "reaped")] == [f"t3.{paused}"]
+        finally:
+            os.kill(paused, signal.SIGCONT)
+        # The paused worker wakes up, completes its run, and finishes (guarded, so nothing
+        # happens) with its next take, after which it blocks for new jobs: the only client
+        # blocked, as the other worker is still running the job.
+        wait_for(lambda: any(r["pid"] == paused for r in records(record_dir, "ran")), what="the late run")
+        wait_for(lambda: any(c["cmd"] == "blpop" for c in client.client_list()), what="the late finish")
+        assert client.lrange(f"t3.{other}:jobs", 0, -1) == [job_id], "still held by the other worker"
+        assert client.exists(f"job:{job_id}")
+        wait_for(lambda: any(r["pid"] == other for r in records(record_dir, "ran")), what="the real run")
+        wait_for(lambda: not client.exists(f"job:{job_id}"), what="the job to finish")
+        wait_for(lambda: f"t3.{paused}" in client.smembers("t3:workers"), what="re-registration")
+        assert worker_pids(manager) == sorted([paused, other]), "the paused worker lives on"
+    finally:
+        stop_manager(manager)
+    assert runs(record_dir)[job_id] == 2
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
+
+
+def test_4_a_job_that_kills_its_worker_is_failed_after_the_limit_while_others_finish(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    poison = Job.new({"crash": True})
+    others = [Job.new({"n": n}) for n in range(100)]
+    job_ids = queue(url, [poison, *others])
+    manager = start_manager(url, "t4", max_recoveries=3)
+    broker = RedisBroker.from_url(url)
+    try:
+        failed = wait_for(lambda: broker.failed_jobs(), what="the poison job to fail")
+        wait_for(lambda: len(runs(record_dir)) == 100, what="the other jobs")
+    finally:
+        stop_manager(manager)
+        broker.close()
+    [entry] = failed
+    assert entry.job.id == poison.id
+    assert entry.job.data == {"crash": True}
+    assert entry.failure.kind == "crashed"
+    assert runs(record_dir, "began")[poison.id] == 4, "run once, put back 3 times"
+    assert all(count == 1 for count in runs(record_dir).values())
+    where = assert_each_job_in_one_place(client, job_ids)
+    assert where[poison.id] == "failed"
+    assert {where[job.id] for job in others} == {"finished"}
+    assert not client.exists("qw:recoveries")
+
+
+def test_a_job_past_its_time_limit_is_failed_and_its_worker_replaced(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    own_limit = Job.new({"sleep": 60}, meta={"timeout": 0.3})
+    default_limit = Job.new({"sleep": 60})
+    quick = [Job.new({"n": n}) for n in range(10)]
+    job_ids = queue(url, [own_limit, default_limit, *quick])
+    manager = start_manager(url, "tl", job_timeout=1.0)
+    broker = RedisBroker.from_url(url)
+    try:
+        first = worker_pids(manager)
+        failed = wait_for(lambda: len(broker.failed_jobs()) == 2 and broker.failed_jobs(), what="timeouts")
+        wait_for(lambda: len(runs(record_dir)) == 10, what="the quick jobs")
+        wait_for(lambda: len(worker_pids(manager)) == 2, what="replacements")
+        assert not set(worker_pids(manager)) & set(first), "both workers were replaced"
+    finally:
+        stop_manager(manager)
+        broker.close()
+    kinds = {entry.job.id: entry.failure for entry in failed}
+    assert set(kinds) == {own_limit.id, default_limit.id}
+    assert {failure.kind for failure in kinds.values()} == {"timeout"}
+    assert "0.3s limit" in kinds[own_limit.id].message
+    assert "1s limit" in kinds[default_limit.id].message
+    where = assert_each_job_in_one_place(client, job_ids)
+    assert sorted(where.values()) == ["failed"] * 2 + ["finished"] * 10

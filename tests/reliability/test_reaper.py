@@ -1,0 +1,180 @@
+"""The reaper at scale: five reapers racing over the same dead workers, and a dead worker
+holding 100,000 jobs drained in batches without stalling anyone (issue 5, tests 8 and 10).
+
+Real redis-server (a private one for the module), driven through the broker API directly.
+Both end with the "exactly one place" invariant.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from reliability_support import assert_each_job_in_one_place, wait_for
+
+from qw_core.broker import Reaped
+from qw_core.models import Job
+from qw_redis import RedisBroker
+from qw_redis.scripts import RECOVER_BATCH
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TTL = 0.3
+
+
+@pytest.fixture
+def broker(url: str, client: redis.Redis) -> Iterator[RedisBroker]:
+    # The reaper judges nobody dead on a server up for less than a TTL (a restart).
+    wait_for(lambda: int(client.info("server")["uptime_in_seconds"]) >= 1, what="the server's first second")
+    opened = RedisBroker.from_url(url)
+    yield opened
+    opened.close()
+
+
+def lapse(client: redis.Redis, *names: str) -> None:
+    wait_for(lambda: client.exists(*(f"qw:hb:{name}" for name in names)) == 0, what="heartbeats to lapse")
+
+
+def race(url: str, count: int, *, lease: float) -> list[list[Reaped] | None]:
+    """``count`` reapers, each with its own connection, started together."""
+    brokers = [RedisBroker.from_url(url) for _ in range(count)]
+    start = threading.Barrier(count)
+    results: list[list[Reaped] | None] = [None] * count
+
+    def reap(index: int) -> None:
+        start.wait()
+        results[index] = brokers[index].reap(owner=f"reaper-{index}", lease=lease, ttl=TTL)
+
+    threads = [threading.Thread(target=reap, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for opened in brokers:
+        opened.close()
+    return results
+
+
+def test_8_five_racing_reapers_move_each_job_once(url: str, client: redis.Redis, broker: RedisBroker) -> None:
+    workers = [f"dead.{pid}" for pid in range(100, 120)]
+    shared = [Job.new({"n": n}) for n in range(6000)]
+    private = [Job.new({"n": n}, manager="dead") for n in range(4000)]
+    direct = [Job.new({"n": n}, worker=workers[n % 20]) for n in range(40)]
+    broker.queue_jobs([*shared, *private])
+    broker.beat(manager="dead", token="m", workers={w: f"t{w}" for w in workers}, ttl=TTL)
+    for worker in workers:
+        taken: list[str] = []
+        for _ in range(5):
+            taken += [job.id for job in broker.take(manager="dead", worker=worker, held=taken, limit=100)]
+    broker.queue_jobs(direct)  # sent to the workers directly, never taken
+    held = sum(client.llen(f"{w}:jobs") for w in workers)
+    assert held == 10_000 + 40
+    lapse(client, "dead", *workers)
+
+    results = race(url, 5, lease=0)
+    reaped = [r for result in results for r in result or ()]
+    assert sum(r.requeued for r in reaped) == held, "each job moved once"
+    assert {r.worker for r in reaped} == set(workers)
+    assert client.hvals("qw:recoveries") == ["1"] * held, "each job counted once"
+    queued = client.lrange("all:jobs", 0, -1) + client.lrange("dead:jobs", 0, -1)
+    assert len(queued) == len(set(queued)) == held
+    all_ids = [job.id for job in (*shared, *private, *direct)]
+    where = assert_each_job_in_one_place(client, all_ids)
+    assert {where[job.id] for job in shared} == {"all:jobs"}
+    assert {where[job.id] for job in (*private, *direct)} == {"dead:jobs"}
+    assert client.smembers("all:managers") == set(), "the dead manager is forgotten"
+    assert not client.exists("dead:workers", "qw:managers")
+
+
+def test_8_the_lease_lets_one_reaper_of_five_work(url: str, client: redis.Redis, broker: RedisBroker) -> None:
+    broker.queue_jobs([Job.new({"n": 1})])
+    broker.beat(manager="dead", token="m", workers={"dead.1": "w"}, ttl=TTL)
+    [job] = broker.take(manager="dead", worker="dead.1")
+    lapse(client, "dead", "dead.1")
+    results = race(url, 5, lease=30)
+    assert sum(result is not None for result in results) == 1
+    assert client.get("qw:reaper") in {f"reaper-{i}" for i in range(5)}
+    assert assert_each_job_in_one_place(client, [job.id]) == {job.id: "all:jobs"}
+
+
+def _probe(url: str, stop: Any, slowest: Any, calls: Any) -> None:
+    client = redis.Redis.from_url(url)
+    while not stop.is_set():
+        for command in (("PING",), ("LLEN", "all:jobs")):
+            started = time.perf_counter()
+            client.execute_command(*command)
+            slowest.value = max(slowest.value, time.perf_counter() - started)
+            calls.value += 1
+
+
+class LatencyProbe:
+    """Another client, in a process of its own (so it never waits for this one's GIL),
+    sending PING and LLEN in a loop: the slowest reply it waited for."""
+
+    def __init__(self, url: str) -> None:
+        context = multiprocessing.get_context("fork")
+        self._stop = context.Event()
+        self._slowest = context.Value("d", 0.0, lock=False)
+        self._calls = context.Value("q", 0, lock=False)
+        self._process = context.Process(target=_probe, args=(url, self._stop, self._slowest, self._calls))
+
+    @property
+    def slowest(self) -> float:
+        return float(self._slowest.value)
+
+    @property
+    def calls(self) -> int:
+        return int(self._calls.value)
+
+    def __enter__(self) -> LatencyProbe:
+        self._process.start()
+        wait_for(lambda: self.calls > 100, what="the probe to run")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._process.join(timeout=10)
+
+
+def test_10_a_dead_worker_holding_100_000_jobs_is_drained_in_batches_without_stalling_redis(
+    url: str, client: redis.Redis, broker: RedisBroker
+) -> None:
+    count = 100_000
+    job_ids = [f"big-{n:06d}" for n in range(count)]
+    for start in range(0, count, 10_000):
+        chunk = job_ids[start : start + 10_000]
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush("big.1:jobs", *chunk)  # taken, as take.lua leaves them: origin recorded
+        pipe.hset("qw:origin", mapping=dict.fromkeys(chunk, ""))
+        for job_id in chunk:
+            pipe.hset(f"job:{job_id}", "n", job_id)
+        pipe.execute()
+    broker.beat(manager="big", token="m", workers={"big.1": "w"}, ttl=TTL)
+    lapse(client, "big.1")
+    client.config_set("slowlog-log-slower-than", 1_000)  # microseconds: the script calls
+    client.slowlog_reset()
+
+    with LatencyProbe(url) as probe:
+        calls_before = probe.calls
+        started = time.perf_counter()
+        [reaped] = broker.reap(owner="reaper", lease=0, ttl=TTL) or []
+        took = time.perf_counter() - started
+        calls_during = probe.calls - calls_before
+    batches = sorted(entry["duration"] / 1000 for entry in client.slowlog_get(1000))
+
+    assert (reaped.worker, reaped.requeued, reaped.failed) == ("big.1", count, 0)
+    assert probe.slowest < 0.050, f"a call waited {probe.slowest * 1000:.1f} ms"
+    assert max(batches, default=0) < 50, f"a script ran {max(batches):.1f} ms"
+    assert calls_during > count // RECOVER_BATCH, "other clients were served between the batches"
+    assert client.lrange("all:jobs", -3, -1) == job_ids[2::-1], "the oldest taken is next in line"
+    print(
+        f"\n100,000 held ids recovered in {took:.2f} s; slowest other call {probe.slowest * 1000:.1f} ms; "
+        f"{len(batches)} script calls over 1 ms, the longest {max(batches, default=0):.1f} ms"
+    )
+    where = assert_each_job_in_one_place(client, job_ids)
+    assert set(where.values()) == {"all:jobs"}

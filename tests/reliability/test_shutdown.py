@@ -1,0 +1,98 @@
+"""Stopping ``qw run``: warm, past the grace period, and cold (issue 5, test 5).
+
+Real redis-server; ``qw run`` runs in a process group of its own, so a Ctrl-C to the
+whole group can be simulated. Every test ends with the "exactly one place" invariant.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from reliability_support import ManagerProcess, assert_each_job_in_one_place, runs, wait_for
+
+from qw_core.models import Job
+from qw_redis import RedisBroker
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture
+def start(url: str, record_dir: Path) -> Iterator[Callable[..., ManagerProcess]]:
+    started: list[ManagerProcess] = []
+
+    def start(*flags: str) -> ManagerProcess:
+        process = ManagerProcess(url, "sd", *flags, record_dir=record_dir, workers=1)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def queue(url: str, *jobs: Job) -> list[str]:
+    broker = RedisBroker.from_url(url)
+    try:
+        broker.queue_jobs(list(jobs))
+    finally:
+        broker.close()
+    return [job.id for job in jobs]
+
+
+def assert_deregistered(client: redis.Redis) -> None:
+    assert client.smembers("all:managers") == set()
+    assert not client.exists("sd:workers", "qw:managers")
+    assert client.keys("qw:hb:*") == []
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c to the group"])
+def test_5_warm_stop_lets_the_running_job_finish_and_takes_nothing_new(
+    how: str, url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess]
+) -> None:
+    running, waiting = Job.new({"sleep": 1.0}), Job.new({"n": 1})
+    job_ids = queue(url, running, waiting)
+    manager = start()
+    wait_for(lambda: runs(record_dir, "began")[running.id], what="the job to start")
+    if how == "sigterm":
+        manager.signal(signal.SIGTERM)
+    else:
+        manager.signal_group(signal.SIGINT)
+    assert manager.wait() == 0, manager.output()
+    assert runs(record_dir) == {running.id: 1}, "the running job completed; nothing new was taken"
+    assert assert_each_job_in_one_place(client, job_ids) == {running.id: "finished", waiting.id: "all:jobs"}
+    assert_deregistered(client)
+
+
+def test_5_past_the_grace_period_the_job_is_put_back_and_the_worker_killed(
+    url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess]
+) -> None:
+    job_ids = queue(url, long := Job.new({"sleep": 60}), Job.new({"n": 1}))
+    manager = start("--grace", "0.3")
+    wait_for(lambda: runs(record_dir, "began")[long.id], what="the job to start")
+    manager.signal(signal.SIGTERM)
+    assert manager.wait(timeout=10) == 0, manager.output()
+    assert runs(record_dir) == {}
+    assert client.lrange("all:jobs", 0, -1) == job_ids[::-1], "put back at the front, in order"
+    assert not client.exists("qw:recoveries"), "a stop on purpose is no crash"
+    assert set(assert_each_job_in_one_place(client, job_ids).values()) == {"all:jobs"}
+    assert_deregistered(client)
+
+
+def test_5_a_second_sigint_stops_cold_and_puts_the_job_back(
+    url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess]
+) -> None:
+    [job_id] = queue(url, Job.new({"sleep": 60}))
+    manager = start()
+    wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
+    manager.signal_group(signal.SIGINT)
+    wait_for(lambda: "stopping after running jobs" in manager.output(), what="the warm stop to begin")
+    manager.signal_group(signal.SIGINT)
+    assert manager.wait(timeout=10) == 0, manager.output()
+    assert runs(record_dir) == {}
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "all:jobs"}
+    assert not client.exists("qw:recoveries")
+    assert_deregistered(client)
