@@ -6,7 +6,7 @@ backend authors subclass :class:`Broker` and run :mod:`qw_core.testing`'s contra
 
 from __future__ import annotations
 
-from qw_core.broker import Broker, BrokerFactory, Capabilities
+from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped
 from qw_core.errors import (
     BackendError,
     BackendNotFound,
@@ -14,6 +14,8 @@ from qw_core.errors import (
     ConfigurationError,
     InvalidJob,
     InvalidName,
+    JobCrashed,
+    JobTimeout,
     JobTooLarge,
     PluginError,
     QwError,
@@ -56,12 +58,15 @@ __all__ = [
     "InvalidJob",
     "InvalidName",
     "Job",
+    "JobCrashed",
+    "JobTimeout",
     "JobTooLarge",
     "ManagerInfo",
     "Outcome",
     "PluginConfig",
     "PluginError",
     "QwError",
+    "Reaped",
     "Retry",
     "RetryPolicy",
     "TargetAttributeNotFound",

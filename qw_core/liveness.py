@@ -91,19 +91,21 @@ class LivenessSettings:
         return self.heartbeat if self.reap_interval is None else self.reap_interval
 
 
-def process_stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP, SIGTSTP, a debugger).
+def process_working(pid: int) -> bool:
+    """Whether process ``pid`` can be running jobs: not stopped (SIGSTOP, SIGTSTP, a
+    debugger) and not a zombie (exited, not yet reaped by its parent).
 
-    Reads ``/proc/<pid>/stat`` (Linux); elsewhere, or if it cannot be read, ``False``.
+    Reads ``/proc/<pid>/stat`` (Linux); elsewhere, or if it cannot be read, ``True``
+    (there, a stopped worker keeps its heartbeat).
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
-        return False
+        return True
     # "pid (comm) state ...": comm may contain spaces and parentheses, so split at the last ')'.
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state in (b"T", b"t")
+    end = stat.rfind(b")")
+    return stat[end + 2 : end + 3] not in (b"T", b"t", b"Z", b"X")
 
 
 class Liveness:
@@ -238,7 +240,7 @@ class Liveness:
                     continue
                 try:
                     reaped = self._call(
-                        "the reaper",
+                        "reaping",
                         lambda broker: broker.reap(
                             owner=self.token,
                             lease=settings.reap_every,
@@ -250,6 +252,8 @@ class Liveness:
                 except QwError:  # a bug or a broken server: keep reaping later
                     log.exception("manager %s: the reaper failed", self.manager)
                     continue
+                if reaped is None and backoff.failures == 0 and self.troubled:
+                    backoff.next()  # it failed just now: log the next failure only after a success
                 for done in reaped if isinstance(reaped, list) else ():
                     self._on_reaped(done)
         finally:

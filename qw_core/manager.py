@@ -46,7 +46,7 @@ from qw_core.liveness import (
     DEFAULT_TTL,
     Liveness,
     LivenessSettings,
-    process_stopped,
+    process_working,
 )
 from qw_core.models import Failure, ManagerInfo
 from qw_core.plugins import PluginConfig, make_plugin_manager
@@ -190,7 +190,14 @@ class Manager:
             log.warning("manager %s: %s", self.name, warning)
         # Registered, with a heartbeat, before any worker can hold a job: a reaper finds
         # the workers of a manager that dies from here on.
-        self._broker.beat(manager=self.name, token=self._token, workers={}, ttl=self._liveness.ttl)
+        previous = self._broker.beat(manager=self.name, token=self._token, workers={}, ttl=self._liveness.ttl)
+        if previous.get(self.name) is not None:
+            log.warning(
+                "manager %s: another start of a manager with this name beat less than %gs ago (one "
+                "that just died, or one running elsewhere: names must be unique)",
+                self.name,
+                self._liveness.ttl,
+            )
         self._live = Liveness(
             self._broker.factory(),
             manager=self.name,
@@ -294,13 +301,13 @@ class Manager:
         go.set()
 
     def _running_workers(self) -> dict[str, str]:
-        """Workers to vouch for in a heartbeat: running, and not stopped (SIGSTOP)."""
+        """Workers to vouch for in a heartbeat: running, not stopped (SIGSTOP), not exited."""
         return {
             slot.name: slot.token
             for slot in list(self._slots)
             if (process := slot.process) is not None
             and process.pid is not None
-            and not process_stopped(process.pid)
+            and process_working(process.pid)
         }
 
     def _on_reaped(self, reaped: Reaped) -> None:
@@ -373,7 +380,7 @@ class Manager:
         process.join()
         slot.process = None
         after = slot.status.running()
-        overran = after is not None and after.seq == running.seq and after.job_id is not None
+        same_run = after is not None and after.seq == running.seq  # not a job that started since
         log.warning(
             "manager %s: job %s ran past its %gs limit on %s; killed the worker",
             self.name,
@@ -383,11 +390,12 @@ class Manager:
         )
         recovered = 0
         try:
-            if overran and running.job_id is not None:
+            if same_run and running.job_id is not None:
                 self._fail_timed_out(worker, running)
-            # The others it held never ran; a job whose id could not be reported counts
-            # as a crash, so a job that always overruns still ends in the failed registry.
-            count = None if overran else self._liveness.max_recoveries
+            # The others it held never ran. A job whose id was too long to report counts as
+            # a crash, so a job that always overruns still ends in the failed registry.
+            unknown = same_run and running.job_id is None
+            count = self._liveness.max_recoveries if unknown else None
             recovered = self._broker.recover_worker(manager=self.name, worker=worker, max_recoveries=count)
         except BrokerUnavailable as exc:
             self._trouble(f"settling the jobs of {worker} (the reaper will put them back)", exc)

@@ -48,6 +48,9 @@ class Job:
     :param queued_at: when the job was queued (seconds since the epoch), if known.
     :param meta: framework metadata that travels with the job (retry overrides, a job
         timeout, ...). Plugins may read it; keys are owned by whoever documents them.
+        ``meta["timeout"]``, a positive number of seconds, is the job's own time limit:
+        its worker is killed and the job failed (kind ``"timeout"``) if it runs longer
+        (it overrides the manager's ``job_timeout``).
     """
 
     id: str = attrs.field(factory=new_job_id)

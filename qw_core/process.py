@@ -65,9 +65,7 @@ def _open_broker(spec: WorkerSpec, parent_pid: int) -> Broker | None:
                 return None
 
 
-def worker_main(
-    spec: WorkerSpec, parent_pid: int, status: JobStatus | None = None, go: Any = None
-) -> None:
+def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = None, go: Any = None) -> None:
     """Entry point of a worker process.
 
     :param status: where to report the running job to the manager (time limits).

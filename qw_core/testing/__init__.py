@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from qw_core.broker import Broker, BrokerFactory
+from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.memory import MemoryBroker
 from qw_core.models import Job
 
@@ -39,6 +39,7 @@ __all__ = [
     "opened",
     "poll_take",
     "take_while_blocked",
+    "wait_reaped",
 ]
 
 #: Names the contract suite uses; they follow the ``<manager>.<pid>`` convention.
@@ -128,6 +129,21 @@ def drain(broker: Broker, *, manager: str = MANAGER, worker: str = WORKER, limit
         finished = ids(batch)
         if not batch and not broker.queued_job_ids(manager) and not broker.queued_job_ids():
             return taken
+
+
+def wait_reaped(broker: Broker, worker: str, *, ttl: float, max_recoveries: int | None = 3) -> list[Reaped]:
+    """Reap (without a lease) until ``worker`` is among the reaped; a few TTLs at most.
+
+    :returns: what that reap recovered.
+    :raises TimeoutError: ``worker`` was not reaped in time.
+    """
+    deadline = time.monotonic() + 10 * ttl + 2
+    while time.monotonic() < deadline:
+        reaped = broker.reap(owner="test", lease=0, ttl=ttl, max_recoveries=max_recoveries) or []
+        if any(r.worker == worker for r in reaped):
+            return reaped
+        time.sleep(ttl / 5)
+    raise TimeoutError(f"{worker} was not reaped")
 
 
 def __getattr__(name: str) -> Any:

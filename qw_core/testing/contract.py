@@ -44,6 +44,7 @@ from qw_core.testing import (
     opened,
     poll_take,
     take_while_blocked,
+    wait_reaped,
 )
 
 #: Values whose JSON round trip must be exact, as job data.
@@ -670,16 +671,6 @@ class BrokerContract:
 
     # -- liveness: heartbeats, the reaper, poison jobs ---------------------------------
 
-    def _wait_reaped(self, broker: Broker, worker: str, ttl: float) -> list[Any]:
-        """Reap (no lease) until ``worker`` is reaped; fail after a few TTLs."""
-        deadline = time.monotonic() + 10 * ttl + 2
-        while time.monotonic() < deadline:
-            reaped = broker.reap(owner="test", lease=0, ttl=ttl) or []
-            if any(r.worker == worker for r in reaped):
-                return reaped
-            time.sleep(ttl / 5)
-        pytest.fail(f"{worker} was not reaped")
-
     def test_beat_registers_and_reports_heartbeats_that_were_not_its_own(self, broker: Broker) -> None:
         first = broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
         assert first == {MANAGER: None, WORKER: None}
@@ -704,7 +695,7 @@ class BrokerContract:
         alive = broker.take(manager=MANAGER, worker=WORKER_2)
         assert broker.reap(owner="test", lease=0, ttl=ttl) == []
         broker.beat(manager=MANAGER, token="m", workers={WORKER_2: "b"}, ttl=30)  # WORKER stops beating
-        [reaped] = self._wait_reaped(broker, WORKER, ttl)
+        [reaped] = wait_reaped(broker, WORKER, ttl=ttl)
         assert (reaped.manager, reaped.requeued, reaped.failed) == (MANAGER, 2, 0)
         assert broker.queued_job_ids() == ids(dead)
         assert broker.held_job_ids(WORKER) == []
@@ -716,7 +707,7 @@ class BrokerContract:
         ttl = 0.2
         broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
         broker.beat(manager=MANAGER, token="m", workers={}, ttl=30)
-        self._wait_reaped(broker, WORKER, ttl)
+        wait_reaped(broker, WORKER, ttl=ttl)
         assert broker.workers(MANAGER) == []
         assert broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=30) == {WORKER: None}
         assert broker.workers(MANAGER) == [WORKER]
@@ -726,7 +717,7 @@ class BrokerContract:
         broker.queue_jobs(make_jobs(1))
         broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
         [job] = broker.take(manager=MANAGER, worker=WORKER)
-        self._wait_reaped(broker, WORKER, ttl)
+        wait_reaped(broker, WORKER, ttl=ttl)
         deadline = time.monotonic() + 5
         while broker.managers() and time.monotonic() < deadline:
             broker.reap(owner="test", lease=0, ttl=ttl)
@@ -773,7 +764,6 @@ class BrokerContract:
             assert broker.recover_worker(manager=MANAGER, worker=WORKER) == 1
         broker.take(manager=MANAGER, worker=WORKER)
         assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1) == 1
-        broker.take(manager=MANAGER, worker=WORKER, limit=0, finished=[])
         assert broker.take(manager=MANAGER, worker=WORKER) == [job]
         assert broker.finish_jobs(worker=WORKER, job_ids=[job.id]) == [True]
         broker.queue_jobs([job])  # the same id again: its old count is gone

@@ -22,14 +22,14 @@ def server() -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-def url(server: PrivateRedis) -> Iterator[str]:
+def url(server: PrivateRedis) -> str:
     """The private server's URL; the server is emptied before the test."""
     if server.process is None or server.process.poll() is not None:
         server.start()  # a test killed it and failed before restarting it
     client = redis.Redis.from_url(server.url())
     client.flushall()
     client.close()
-    yield server.url()
+    return server.url()
 
 
 @pytest.fixture

@@ -89,9 +89,9 @@ def test_2_a_killed_manager_group_is_reaped_by_a_new_manager(
         wait_for(lambda: set(runs(record_dir)) == set(job_ids), what="every job to run")
         wait_for(lambda: client.smembers("all:managers") == {"new"}, what="the dead manager to go")
         where = wait_for(
-            lambda: (w := assert_each_job_in_one_place(client, job_ids))
-            and set(w.values()) == {"finished"}
-            and w,
+            lambda: (
+                (w := assert_each_job_in_one_place(client, job_ids)) and set(w.values()) == {"finished"} and w
+            ),
             what="every job to finish",
         )
     finally:
@@ -152,7 +152,7 @@ def test_4_a_job_that_kills_its_worker_is_failed_after_the_limit_while_others_fi
     manager = start_manager(url, "t4", max_recoveries=3)
     broker = RedisBroker.from_url(url)
     try:
-        failed = wait_for(lambda: broker.failed_jobs(), what="the poison job to fail")
+        failed = wait_for(broker.failed_jobs, what="the poison job to fail")
         wait_for(lambda: len(runs(record_dir)) == 100, what="the other jobs")
     finally:
         stop_manager(manager)

@@ -95,7 +95,8 @@ def test_7_connections_killed_mid_wait_reconnect_and_nothing_runs_twice(
             for connection in blocked:
                 client.client_kill_filter(_id=connection["id"])
             job_ids += queue(url, [Job.new({"round": round_, "n": n}) for n in range(5)])
-            wait_for(lambda: set(runs(record_dir)) == set(job_ids), what=f"round {round_}")
+            expected = set(job_ids)
+            wait_for(lambda: set(runs(record_dir)) == expected, what=f"round {round_}")  # noqa: B023 - called in this iteration
         assert worker_pids(manager) == workers
         assert records(record_dir, "died") == []
     finally:

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import attrs
@@ -80,6 +80,36 @@ DEFAULT_MAX_JOB_SIZE = 512 * 1024
 #: Built once: ``json.dumps`` with non-default options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _dumps = _ENCODER.encode
+
+
+def _checked_dumps() -> Callable[[object], str]:
+    """``_dumps`` for values already known to be JSON, without its per-call set-up.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs more than
+    encoding a job's small ``__qw__`` marker. This one is built once, without the
+    circular-reference check (the marker holds only values :func:`to_json` has
+    checked). Where the C encoder is missing or differs, it is ``_dumps`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _dumps
+    try:
+        # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
+        quote = json.encoder.encode_basestring
+        encoder = make(None, _ENCODER.default, quote, None, ":", ",", False, False, False)
+
+        def dumps(value: object) -> str:
+            return "".join(encoder(value, 0))
+
+        sample = {"v": 1, "json": ["n", "é"], "queued_at": 0.1, "meta": {"a": [None, True, 2**70]}}
+        if dumps(sample) == _dumps(sample):
+            return dumps
+    except (TypeError, ValueError):
+        pass
+    return _dumps
+
+
+_dumps_checked = _checked_dumps()
 
 
 def to_json(value: object, what: str) -> str:
@@ -213,7 +243,7 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
         to_json(dict(job.meta), "job meta")  # checked here; the marker's other parts are safe
     _add_metadata(marker, job)
     try:
-        fields[MARKER] = _dumps(marker)
+        fields[MARKER] = _dumps_checked(marker)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"job {job.id} metadata is not JSON: {exc}") from exc
     size = hash_size(fields)

@@ -20,12 +20,14 @@
 -- tail first, put each back: a job the worker had taken (it has an origin entry) goes to
 -- the front of its origin queue (RPUSH), so what was taken first is first in line again;
 -- a job sent to the worker and never taken (no entry) goes to the back of KEYS[4]
--- (LPUSH), oldest first. Origin entries are dropped; wake-up tokens are pushed. With
--- ARGV[4], HINCRBY each id's count in KEYS[7] first: an id counted past ARGV[4] is a
--- poison job: it is not put back but RPUSHed again onto the tail of KEYS[1] (keeping its
--- origin entry, or given ARGV[5] as one) and returned, for the caller to move it to the failed registry
--- with fail.lua, guarded by KEYS[1] like any failure. The caller repeats until nothing
--- but the returned ids remains.
+-- (LPUSH), oldest first. (The ids are grouped per queue and pushed with one command per
+-- queue and chunk, which keeps a 1,000-id batch to a few milliseconds.) Origin entries
+-- are dropped; wake-up tokens are pushed. With ARGV[4], HINCRBY each id's count in
+-- KEYS[7] first: an id counted past ARGV[4] is a poison job: it is not put back but
+-- RPUSHed again onto the tail of KEYS[1] (keeping its origin entry, or given ARGV[5] as
+-- one) and returned, for the caller to move it to the failed registry with fail.lua,
+-- guarded by KEYS[1] like any failure. The caller repeats until nothing but the
+-- returned ids remains.
 -- Returns: {moved in this call, ids left on KEYS[1] (the returned ones included),
 -- 1 if the worker was alive (nothing done) else 0, poison ids...}.
 
