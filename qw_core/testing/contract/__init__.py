@@ -1,0 +1,40 @@
+"""The broker contract as pytest tests: every backend runs the same suite.
+
+A backend's test module subclasses :class:`BrokerContract` and defines one fixture,
+``broker``, that yields a fresh, empty broker (and closes it afterwards)::
+
+    class TestMyBroker(BrokerContract):
+        @pytest.fixture
+        def broker(self) -> Iterator[Broker]:
+            broker = MyBroker.from_url(...)
+            yield broker
+            broker.close()
+
+After fsspec's abstract filesystem tests. Each test states one sentence of the contract
+in :mod:`qw_core.broker`; timing tests use short delays and poll with a deadline, and a
+second broker for another thread always comes from ``broker.factory()()``, since a broker
+object serves one thread. Names follow the ``<manager>.<pid>`` convention, so a backend
+may derive a worker's manager from its name.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qw_core.broker import Broker
+from qw_core.testing.contract.data import DataContract
+from qw_core.testing.contract.liveness import LivenessContract
+from qw_core.testing.contract.scheduling import SchedulingContract
+from qw_core.testing.contract.settling import SettlingContract
+from qw_core.testing.contract.taking import TakingContract
+
+__all__ = ["BrokerContract"]
+
+
+class BrokerContract(TakingContract, SettlingContract, DataContract, SchedulingContract, LivenessContract):
+    """The contract of :class:`~qw_core.broker.Broker`, run against the ``broker`` fixture."""
+
+    @pytest.fixture
+    def broker(self) -> Broker:
+        """A fresh, empty broker: every subclass defines this."""
+        pytest.fail(f"{type(self).__name__} must define a `broker` fixture")

@@ -1,0 +1,142 @@
+"""The broker contract, in part: heartbeats, the reaper and poison jobs.
+
+Mixed into :class:`qw_core.testing.contract.BrokerContract`; see there for how to use it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from qw_core.broker import Broker
+from qw_core.models import Job
+from qw_core.testing import (
+    MANAGER,
+    WORKER,
+    WORKER_2,
+    ids,
+    make_jobs,
+    wait_reaped,
+)
+
+
+class LivenessContract:
+    """Heartbeats, the reaper and poison jobs."""
+
+    # -- liveness: heartbeats, the reaper, poison jobs ---------------------------------
+
+    def test_beat_registers_and_reports_heartbeats_that_were_not_its_own(self, broker: Broker) -> None:
+        first = broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
+        assert first == {MANAGER: None, WORKER: None}
+        assert broker.managers() == [MANAGER]
+        assert broker.workers(MANAGER) == [WORKER]
+        assert broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30) == {}
+        assert broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-2"}, ttl=30) == {WORKER: "w-1"}
+
+    def test_deregistering_deletes_the_heartbeat(self, broker: Broker) -> None:
+        broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
+        broker.deregister_worker(manager=MANAGER, worker=WORKER)
+        broker.deregister_manager(MANAGER)
+        again = broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
+        assert again == {MANAGER: None, WORKER: None}
+
+    def test_reap_recovers_only_workers_whose_heartbeat_lapsed(self, broker: Broker) -> None:
+        ttl = 0.3
+        jobs = make_jobs(3)
+        broker.queue_jobs(jobs)
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a", WORKER_2: "b"}, ttl=ttl)
+        dead = broker.take(manager=MANAGER, worker=WORKER, limit=2)
+        alive = broker.take(manager=MANAGER, worker=WORKER_2)
+        assert broker.reap(owner="test", lease=0, ttl=ttl) == []
+        broker.beat(manager=MANAGER, token="m", workers={WORKER_2: "b"}, ttl=30)  # WORKER stops beating
+        [reaped] = wait_reaped(broker, WORKER, ttl=ttl)
+        assert (reaped.manager, reaped.requeued, reaped.failed) == (MANAGER, 2, 0)
+        assert broker.queued_job_ids() == ids(dead)
+        assert broker.held_job_ids(WORKER) == []
+        assert broker.held_job_ids(WORKER_2) == ids(alive)
+        assert broker.workers(MANAGER) == [WORKER_2]
+        assert broker.managers() == [MANAGER]
+
+    def test_a_reaped_worker_that_beats_again_is_registered_again(self, broker: Broker) -> None:
+        ttl = 0.2
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        broker.beat(manager=MANAGER, token="m", workers={}, ttl=30)
+        wait_reaped(broker, WORKER, ttl=ttl)
+        assert broker.workers(MANAGER) == []
+        assert broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=30) == {WORKER: None}
+        assert broker.workers(MANAGER) == [WORKER]
+
+    def test_reap_forgets_a_dead_manager_after_its_workers(self, broker: Broker) -> None:
+        ttl = 0.2
+        broker.queue_jobs(make_jobs(1))
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        [job] = broker.take(manager=MANAGER, worker=WORKER)
+        wait_reaped(broker, WORKER, ttl=ttl)
+        deadline = time.monotonic() + 5
+        while broker.managers() and time.monotonic() < deadline:
+            broker.reap(owner="test", lease=0, ttl=ttl)
+        assert broker.managers() == []
+        assert broker.queued_job_ids() == [job.id]
+
+    def test_reap_never_touches_managers_that_do_not_beat(self, broker: Broker) -> None:
+        broker.queue_jobs(make_jobs(1))
+        broker.register_manager(MANAGER)
+        broker.register_worker(manager=MANAGER, worker=WORKER)
+        [job] = broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.reap(owner="test", lease=0, ttl=0.1) == []
+        assert broker.held_job_ids(WORKER) == [job.id]
+        assert broker.workers(MANAGER) == [WORKER]
+
+    def test_reap_is_throttled_by_a_lease(self, broker: Broker) -> None:
+        assert broker.reap(owner="one", lease=30, ttl=0.1) == []
+        assert broker.reap(owner="two", lease=30, ttl=0.1) is None
+        assert broker.reap(owner="three", lease=0, ttl=0.1) == []
+
+    def test_a_job_recovered_too_often_is_failed_as_crashed(self, broker: Broker) -> None:
+        job = Job.new({"poison": True})
+        broker.queue_jobs([job])
+        for _ in range(2):
+            broker.take(manager=MANAGER, worker=WORKER)
+            assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=2) == 1
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=2) == 0
+        assert broker.queued_job_ids() == []
+        assert broker.held_job_ids(WORKER) == []
+        [failed] = broker.failed_jobs()
+        assert failed.job.id == job.id
+        assert failed.job.data == {"poison": True}
+        assert failed.failure.kind == "crashed"
+        assert failed.failure.worker == WORKER
+        assert broker.requeue_failed(job.id)
+        assert broker.queued_job_ids() == [job.id]
+
+    def test_recoveries_are_counted_only_when_asked_and_cleared_by_finishing(self, broker: Broker) -> None:
+        job = Job.new({"n": 1})
+        broker.queue_jobs([job])
+        for _ in range(3):  # a stop on purpose, not a crash: nothing counted
+            broker.take(manager=MANAGER, worker=WORKER)
+            assert broker.recover_worker(manager=MANAGER, worker=WORKER) == 1
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1) == 1
+        assert broker.take(manager=MANAGER, worker=WORKER) == [job]
+        assert broker.finish_jobs(worker=WORKER, job_ids=[job.id]) == [True]
+        broker.queue_jobs([job])  # the same id again: its old count is gone
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1) == 1
+        assert broker.failed_jobs() == []
+
+    def test_reap_fails_poison_jobs_too(self, broker: Broker) -> None:
+        ttl = 0.2
+        job = Job.new({"n": 1})
+        broker.queue_jobs([job])
+        broker.take(manager=MANAGER, worker=WORKER)
+        broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1)
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        broker.take(manager=MANAGER, worker=WORKER)
+        broker.beat(manager=MANAGER, token="m", workers={}, ttl=30)
+        deadline = time.monotonic() + 5
+        reaped: list[Any] = []
+        while not reaped and time.monotonic() < deadline:
+            reaped = broker.reap(owner="test", lease=0, ttl=ttl, max_recoveries=1) or []
+        assert [(r.worker, r.requeued, r.failed) for r in reaped] == [(WORKER, 0, 1)]
+        assert [f.job.id for f in broker.failed_jobs()] == [job.id]
