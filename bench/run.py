@@ -394,22 +394,13 @@ def median_of(runs: list[Any]) -> Any:
     return first
 
 
-def measure_repeated(
-    peer: Peer, client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path
-) -> dict[str, Any]:
-    """:func:`measure` ``args.repeat`` times; the median of the runs that worked."""
-    runs, errors = [], []
-    for _ in range(args.repeat):
-        try:
-            runs.append(measure(peer, client, sizes, args, logs))
-        except PeerFailed as exc:
-            errors.append(str(exc))
-            if str(exc).startswith("install failed"):
-                break
+def combine(runs: list[dict[str, Any]], errors: list[str]) -> dict[str, Any]:
+    """One peer's row: the median of the runs that worked, or the first error."""
     if not runs:
-        raise PeerFailed(errors[0])
+        return {"error": errors[0] if errors else "not measured"}
     result: dict[str, Any] = median_of(runs)
     result["runs"] = len(runs)
+    result["drain_per_s_each_run"] = [run["drain_per_s"] for run in runs]
     if errors:
         result["failed_runs"] = errors
     return result
@@ -476,7 +467,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             fmt(row.get("round_trips_per_job"), 2),
             fmt(lat.get("p50_ms"), 2),
             fmt(lat.get("p99_ms"), 2),
-            f"{fmt(row.get('rss_mb'))} ({row.get('processes', '?')})",
+            f"{fmt(row.get('rss_mb'))} ({fmt(row.get('processes'))})",
             f"{fmt(row.get('idle_cpu_percent'), 1)}%",
             fmt(row.get("memory_per_job")),
             "" if name == "qw" else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
@@ -505,7 +496,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, help="jobs per drain (default 20,000; --quick 1,000)")
     parser.add_argument("--single", type=int, help="jobs queued one call each (default 5,000)")
     parser.add_argument("--latency", type=int, help="latency samples (default 300)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per peer; the table shows medians")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds over all peers; the table shows each one's medians"
+    )
     parser.add_argument("--qw-prefetch", type=int, help="qw run --prefetch (default: qw's default)")
     parser.add_argument("--json", nargs="?", const="", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--results", default=str(RESULTS), help="where logs and --json go (bench/results)")
@@ -515,8 +508,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: the workers and redis-server are stopped on the way
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background
+        signal.signal(signal.SIGINT, _stop)
     base = QUICK if args.quick else FULL
     sizes = Sizes(
         single=args.single or base.single, drain=args.jobs or base.drain, latency=args.latency or base.latency
@@ -543,20 +543,27 @@ def main(argv: list[str] | None = None) -> int:
             f"at {url_of(client)}; {WORKERS} workers; {sizes.drain:,} jobs per drain",
             file=sys.stderr,
         )
-        for name in names:
-            print(f"bench: {name} ...", file=sys.stderr, flush=True)
-            started = time.monotonic()
-            try:
-                results[name] = measure_repeated(PEERS[name], client, sizes, args, logs)
-            except PeerFailed as exc:
-                results[name] = {"error": str(exc)}
-            except Exception as exc:  # a bug in one adapter must not lose the others' results
-                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            row = results[name]
-            outcome = row["error"] if "error" in row else f"{fmt(row['drain_per_s'])} jobs/s drain"
-            print(
-                f"bench: {name}: {outcome} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True
-            )
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        errors: dict[str, list[str]] = {name: [] for name in names}
+        # Round by round (every peer once, then again), so that a busy spell on the
+        # machine falls on all of them rather than on one peer's runs.
+        for round_ in range(1, args.repeat + 1):
+            for name in names:
+                if errors[name] and errors[name][-1].startswith("install failed"):
+                    continue
+                label = f"{name} (run {round_}/{args.repeat})" if args.repeat > 1 else name
+                print(f"bench: {label} ...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                try:
+                    runs[name].append(measure(PEERS[name], client, sizes, args, logs))
+                    outcome = f"{fmt(runs[name][-1]['drain_per_s'])} jobs/s drain"
+                except Exception as exc:  # a bug in one adapter must not lose the others' results
+                    reason = str(exc) if isinstance(exc, PeerFailed) else f"{type(exc).__name__}: {exc}"
+                    errors[name].append(reason)
+                    outcome = reason
+                elapsed = time.monotonic() - started
+                print(f"bench: {label}: {outcome} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+        results = {name: combine(runs[name], errors[name]) for name in names}
     print(table(results))
     print(f"\nversions:\n{versions(results)}")
     print(

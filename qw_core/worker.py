@@ -51,7 +51,7 @@ TIMEOUT_META = "timeout"
 #: How many jobs a worker may take at once unless told otherwise (``qw run --prefetch``).
 #: It takes more than one only while the queue is deep and jobs are quick (see
 #: :meth:`Worker._next_limit`), so a batch never keeps slow jobs from idle workers.
-DEFAULT_PREFETCH = 10
+DEFAULT_PREFETCH = 32
 
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("qw_current_job", default=None)
 

@@ -56,7 +56,7 @@ def run_jobs(broker: SpyBroker, count: int, work: Callable[[], None], **kwargs: 
 
 
 def test_the_default_prefetch_is_small_but_batches() -> None:
-    assert 1 < DEFAULT_PREFETCH <= 20
+    assert 1 < DEFAULT_PREFETCH <= 32
 
 
 def test_quick_jobs_on_a_deep_queue_are_taken_in_growing_batches_and_finished_by_takes() -> None:
