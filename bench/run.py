@@ -477,7 +477,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         if "latency_manager" in row:
             lat = row["latency_manager"]
-            cells = [f"{name} <m>:jobs", "", *[""] * 5, fmt(lat["p50_ms"], 2), fmt(lat["p99_ms"], 2)]
+            cells = [f"{name} `<m>:jobs`", "", *[""] * 5, fmt(lat["p50_ms"], 2), fmt(lat["p99_ms"], 2)]
             lines.append("| " + " | ".join(cells + [""] * (len(COLUMNS) - len(cells))) + " |")
     return "\n".join(lines)
 
