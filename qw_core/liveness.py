@@ -139,6 +139,10 @@ class Liveness:
         self._trouble_at = -float("inf")
         self._threads: list[threading.Thread] = []
         self._local = threading.local()  # each thread's own broker
+        #: Held while a heartbeat is computed and sent. The manager takes it to put back an
+        #: exited worker's jobs, so a beat already in flight for that worker (which would
+        #: register it again) lands before the clean-up, never after it.
+        self.beat_lock = threading.Lock()
 
     # -- control ---------------------------------------------------------------------
 
@@ -196,13 +200,14 @@ class Liveness:
         backoff = Backoff(first=min(0.1, settings.heartbeat), cap=settings.heartbeat)
         try:
             while not self._stop.is_set():
-                changed = self._call(
-                    "the heartbeat",
-                    lambda broker: broker.beat(
-                        manager=self.manager, token=self.token, workers=self._workers(), ttl=settings.ttl
-                    ),
-                    backoff,
-                )
+                with self.beat_lock:
+                    changed = self._call(
+                        "the heartbeat",
+                        lambda broker: broker.beat(
+                            manager=self.manager, token=self.token, workers=self._workers(), ttl=settings.ttl
+                        ),
+                        backoff,
+                    )
                 if changed is None:
                     self._stop.wait(backoff.next())
                     continue

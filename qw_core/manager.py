@@ -396,7 +396,10 @@ class Manager:
             # a crash, so a job that always overruns still ends in the failed registry.
             unknown = same_run and running.job_id is None
             count = self._liveness.max_recoveries if unknown else None
-            recovered = self._broker.recover_worker(manager=self.name, worker=worker, max_recoveries=count)
+            with self._live.beat_lock:
+                recovered = self._broker.recover_worker(
+                    manager=self.name, worker=worker, max_recoveries=count
+                )
         except BrokerUnavailable as exc:
             self._trouble(f"settling the jobs of {worker} (the reaper will put them back)", exc)
         self._pm.hook.qw_worker_died(
@@ -426,9 +429,10 @@ class Manager:
             self._stop_requested.set()
             return
         try:
-            recovered = self._broker.recover_worker(
-                manager=self.name, worker=worker, max_recoveries=self._liveness.max_recoveries
-            )
+            with self._live.beat_lock:  # no heartbeat for it may land after this
+                recovered = self._broker.recover_worker(
+                    manager=self.name, worker=worker, max_recoveries=self._liveness.max_recoveries
+                )
         except BrokerUnavailable as exc:  # its heartbeat lapses, and a reaper puts them back
             self._trouble(f"putting back the jobs of {worker} (the reaper will)", exc)
             recovered = 0
@@ -473,7 +477,8 @@ class Manager:
             try:
                 for slot in self._slots:
                     if slot.process is not None:
-                        self._broker.recover_worker(manager=self.name, worker=self._worker_name(slot))
+                        with self._live.beat_lock:
+                            self._broker.recover_worker(manager=self.name, worker=self._worker_name(slot))
                         slot.process = None
                 self._broker.deregister_manager(self.name)
                 return
