@@ -300,6 +300,10 @@ class Manager:
             self._trouble(f"the first heartbeat of worker {slot.name}", exc)
         go.set()
 
+    def _no_heartbeat_in_flight(self) -> contextlib.AbstractContextManager[object]:
+        """Hold off heartbeats while an exited worker's jobs are put back (see ``beat_lock``)."""
+        return self._live.beat_lock if self._live is not None else contextlib.nullcontext()
+
     def _running_workers(self) -> dict[str, str]:
         """Workers to vouch for in a heartbeat: running, not stopped (SIGSTOP), not exited."""
         return {
@@ -396,7 +400,7 @@ class Manager:
             # a crash, so a job that always overruns still ends in the failed registry.
             unknown = same_run and running.job_id is None
             count = self._liveness.max_recoveries if unknown else None
-            with self._live.beat_lock:
+            with self._no_heartbeat_in_flight():
                 recovered = self._broker.recover_worker(
                     manager=self.name, worker=worker, max_recoveries=count
                 )
@@ -429,7 +433,7 @@ class Manager:
             self._stop_requested.set()
             return
         try:
-            with self._live.beat_lock:  # no heartbeat for it may land after this
+            with self._no_heartbeat_in_flight():  # no heartbeat for it may land after this
                 recovered = self._broker.recover_worker(
                     manager=self.name, worker=worker, max_recoveries=self._liveness.max_recoveries
                 )
@@ -477,7 +481,7 @@ class Manager:
             try:
                 for slot in self._slots:
                     if slot.process is not None:
-                        with self._live.beat_lock:
+                        with self._no_heartbeat_in_flight():
                             self._broker.recover_worker(manager=self.name, worker=self._worker_name(slot))
                         slot.process = None
                 self._broker.deregister_manager(self.name)
