@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from qw_core.manager import Manager
+from qw_core.models import Job
 from qw_core.plugins import PluginConfig
 from qw_redis import RedisBroker
 from qwtest_targets import read_records
@@ -192,3 +193,13 @@ class ManagerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self._log.close()
+
+
+def queue(url: str, jobs: list[Job]) -> list[str]:
+    """Queue ``jobs`` on the Redis at ``url`` with a broker of its own; return their ids."""
+    broker = RedisBroker.from_url(url)
+    try:
+        broker.queue_jobs(jobs)
+    finally:
+        broker.close()
+    return [job.id for job in jobs]

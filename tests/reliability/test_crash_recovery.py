@@ -18,6 +18,7 @@ from reliability_support import (
     ManagerProcess,
     assert_each_job_in_one_place,
     pid_of_began,
+    queue,
     records,
     runs,
     start_manager,
@@ -30,15 +31,6 @@ from qw_core.models import Job
 from qw_redis import RedisBroker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def queue(url: str, jobs: list[Job]) -> list[str]:
-    broker = RedisBroker.from_url(url)
-    try:
-        broker.queue_jobs(jobs)
-    finally:
-        broker.close()
-    return [job.id for job in jobs]
 
 
 def test_1_a_worker_killed_mid_job_gives_its_job_back_which_then_finishes_once(

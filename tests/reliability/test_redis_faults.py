@@ -18,6 +18,7 @@ import redis
 from qwtest_redis import PrivateRedis
 from reliability_support import (
     assert_each_job_in_one_place,
+    queue,
     records,
     runs,
     start_manager,
@@ -32,15 +33,6 @@ from qw_redis import RedisBroker
 from qw_redis.connection import translate
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def queue(url: str, jobs: list[Job]) -> list[str]:
-    broker = RedisBroker.from_url(url)
-    try:
-        broker.queue_jobs(jobs)
-    finally:
-        broker.close()
-    return [job.id for job in jobs]
 
 
 def blocked_clients(client: redis.Redis) -> list[dict[str, str]]:
