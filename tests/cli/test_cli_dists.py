@@ -9,7 +9,6 @@ run in that environment.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import FIXTURES, Process, invoke, read_jsonl, wait_for
+from qwtest_venv import can_build_offline
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     lines = "".join(f"import site; site.addsitedir({path!r})\n" for path in ours)
     (purelib / "_qwtest_parent_env.pth").write_text(lines, encoding="utf-8")
-    offline = ["--no-build-isolation"] if _can_build_offline() else []  # else pip fetches setuptools
+    offline = ["--no-build-isolation"] if can_build_offline() else []  # else pip fetches setuptools
     pip: list[str | Path] = [
         interpreter,
         "-m",
@@ -58,18 +58,6 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     run(*pip, *offline, *sources)
     return interpreter
-
-
-def _can_build_offline() -> bool:
-    """Whether setuptools here can build wheels (before 70.1 it needs the wheel package)."""
-    if importlib.util.find_spec("setuptools") is None:
-        return False
-    if importlib.util.find_spec("wheel") is not None:
-        return True
-    from importlib.metadata import version
-
-    major, minor = (int(part) for part in version("setuptools").split(".")[:2])
-    return (major, minor) >= (70, 1)
 
 
 def test_this_environment_does_not_have_them() -> None:

@@ -8,7 +8,6 @@ run against the installed copy.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from plugin_support import wait_for
+from qwtest_venv import can_build_offline
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (purelib / "_qw_parent_env.pth").write_text(
         "".join(f"import site; site.addsitedir({path!r})\n" for path in ours), encoding="utf-8"
     )
-    offline = ["--no-build-isolation"] if _can_build_offline() else []
+    offline = ["--no-build-isolation"] if can_build_offline() else []
     run(
         python,
         "-m",
@@ -59,17 +59,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         source,
     )
     return python, source
-
-
-def _can_build_offline() -> bool:
-    if importlib.util.find_spec("setuptools") is None:
-        return False
-    if importlib.util.find_spec("wheel") is not None:
-        return True
-    from importlib.metadata import version
-
-    major, minor = (int(part) for part in version("setuptools").split(".")[:2])
-    return (major, minor) >= (70, 1)
 
 
 def test_qw_plugins_finds_it_through_its_entry_point(installed: tuple[Path, Path]) -> None:
