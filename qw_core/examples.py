@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from qw_core.models import JSON
 
@@ -15,7 +16,11 @@ from qw_core.models import JSON
 def echo(job_id: str, job_data: JSON) -> None:
     """Print one line per job on stdout: the worker's pid, the job id and its data as JSON.
 
-    Flushes at once, so the line shows up while the worker runs (stdout is a pipe, not a
-    terminal, under most supervisors).
+    The line goes out in one ``write`` with its newline and is flushed at once: every worker
+    shares the manager's stdout, and ``print`` writes the text and the newline separately, so
+    under an unbuffered stdout two workers' lines could interleave. One write of a short line
+    to a pipe is atomic.
     """
-    print(f"[worker {os.getpid()}] job {job_id}: {json.dumps(job_data, sort_keys=True)}", flush=True)
+    line = f"[worker {os.getpid()}] job {job_id}: {json.dumps(job_data, sort_keys=True)}\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
