@@ -26,7 +26,9 @@ def install_group(session: nox.Session, group: str, *, local: bool = True) -> No
 def tests(session: nox.Session) -> None:
     """The whole test suite; needs a Redis server at 127.0.0.1:6379 (``.ci/run`` starts one)."""
     install_group(session, "test")
-    session.run("pytest", *session.posargs)
+    # Three processes on two cores: most of the suite waits on worker processes, Redis and
+    # timers rather than the CPU. Tests sharing a database stay in one process (tests/conftest.py).
+    session.run("pytest", "-n", "3", *session.posargs)
 
 
 @nox.session

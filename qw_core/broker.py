@@ -202,7 +202,9 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
+    def recover_worker(
+        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+    ) -> int:
         """Put back every job a dead worker held, and remove it from its manager's workers.
 
         Called by whoever knows the worker is dead (its manager saw the process exit).
@@ -216,6 +218,10 @@ class Broker(abc.ABC):
             this is a poison job and goes to the failed registry instead, with a
             :class:`~qw_core.models.Failure` of kind ``"crashed"``. ``None`` counts
             nothing (a worker stopped on purpose, not crashed).
+        :param crashed_job: the job the worker had in hand when it died, if its manager
+            knows it: only that job's recoveries are counted, since the others it held
+            (taken in the same batch, or run and not yet finished) did not kill it.
+            ``None`` counts every held job (nobody knows which one ran).
         """
 
     # -- liveness --------------------------------------------------------------------

@@ -432,10 +432,17 @@ class Manager:
             log.error("manager %s: %s; stopping", self.name, self.error)
             self._stop_requested.set()
             return
+        # Blame the job it died with in hand, and only that one: the others it held were
+        # waiting their turn (or ran and were not finished yet). Dying between jobs, it
+        # blames none; with an id too long to report, every job it held.
+        busy = slot.status.busy() if slot.status is not None else None
         try:
             with self._no_heartbeat_in_flight():  # no heartbeat for it may land after this
                 recovered = self._broker.recover_worker(
-                    manager=self.name, worker=worker, max_recoveries=self._liveness.max_recoveries
+                    manager=self.name,
+                    worker=worker,
+                    max_recoveries=None if busy is None else self._liveness.max_recoveries,
+                    crashed_job=None if busy is None else busy.job_id,
                 )
         except BrokerUnavailable as exc:  # its heartbeat lapses, and a reaper puts them back
             self._trouble(f"putting back the jobs of {worker} (the reaper will)", exc)

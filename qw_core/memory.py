@@ -323,7 +323,9 @@ class MemoryBroker(Broker):
         head, dot, _ = worker.rpartition(".")  # the <manager>.<pid> convention
         return head if dot and head else None
 
-    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
+    def recover_worker(
+        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+    ) -> int:
         """See :meth:`Broker.recover_worker`.
 
         Recovered jobs go to the *front* of their queues, in the order the worker held
@@ -332,9 +334,11 @@ class MemoryBroker(Broker):
         self.check_name(manager)
         self.check_name(worker)
         with self._state.cond:
-            return self._recover(manager, worker, max_recoveries).requeued
+            return self._recover(manager, worker, max_recoveries, crashed_job).requeued
 
-    def _recover(self, manager: str, worker: str, max_recoveries: int | None) -> Reaped:
+    def _recover(
+        self, manager: str, worker: str, max_recoveries: int | None, crashed_job: str | None = None
+    ) -> Reaped:
         """Recover ``worker``'s held jobs; the caller holds the lock."""
         state = self._state
         own = state.held.pop(worker, {})
@@ -343,7 +347,7 @@ class MemoryBroker(Broker):
         requeued, poison = 0, []
         for job_id, origin in reversed(own.items()):
             back_to = manager if origin == _WORKERS_MANAGER else origin
-            if max_recoveries is not None:
+            if max_recoveries is not None and crashed_job in (None, job_id):
                 state.recoveries[job_id] = count = state.recoveries.get(job_id, 0) + 1
                 if count > max_recoveries:
                     poison.append((job_id, back_to))

@@ -373,10 +373,18 @@ class MemoryClient(Broker):
         """See :meth:`Broker.release_jobs`."""
         return int(self._call("release_jobs", worker=worker, job_ids=list(job_ids)))
 
-    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
+    def recover_worker(
+        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+    ) -> int:
         """See :meth:`Broker.recover_worker`."""
         return int(
-            self._call("recover_worker", manager=manager, worker=worker, max_recoveries=max_recoveries)
+            self._call(
+                "recover_worker",
+                manager=manager,
+                worker=worker,
+                max_recoveries=max_recoveries,
+                crashed_job=crashed_job,
+            )
         )
 
     def beat(

@@ -7,6 +7,10 @@ Redis round trip per job on the hot path: the worker writes the job id and its d
 into a small shared-memory record before calling the target and clears the deadline
 after (two memory writes), and the manager reads the records a few times a second.
 
+The same record says which job a worker has in hand (from its ``qw_job_started`` hook to
+its ``qw_job_finished`` one), so that when a worker dies its manager blames that job
+alone for the crash, not the jobs it held beside it (:meth:`Broker.recover_worker`).
+
 The record is written by one process and read by another without a lock: the writer
 bumps ``seq`` when a job starts, and clears ``deadline`` when it ends before writing the
 next job's id, so an overdue deadline always belongs to the id beside it. The manager
@@ -36,6 +40,7 @@ class _Record(ctypes.Structure):
         ("deadline", ctypes.c_double),
         ("limit", ctypes.c_double),
         ("size", ctypes.c_uint32),
+        ("busy", ctypes.c_uint8),
         ("job_id", ctypes.c_char * MAX_ID_BYTES),
     ]
 
@@ -56,6 +61,16 @@ class Running:
     limit: float
 
 
+@attrs.frozen
+class Busy:
+    """The job a worker had in hand.
+
+    :param job_id: its id, or ``None`` if it was too long to report.
+    """
+
+    job_id: str | None
+
+
 class JobStatus:
     """The shared record of one worker slot; created by the manager, written by its worker.
 
@@ -66,13 +81,18 @@ class JobStatus:
     def __init__(self, context: Any) -> None:
         self._record = context.RawValue(_Record)
 
-    def started(self, job_id: str, limit: float | None) -> None:
-        """The worker is about to call the target for ``job_id``, allowed ``limit`` seconds."""
+    def began(self, job_id: str) -> None:
+        """The worker has ``job_id`` in hand: its hooks and target are about to run."""
         record = self._record
         data = job_id.encode("utf-8", "surrogatepass")
         size = len(data) if len(data) <= MAX_ID_BYTES else 0
         ctypes.memmove(ctypes.addressof(record) + _Record.job_id.offset, data, size)
         record.size = size
+        record.busy = 1
+
+    def started(self, limit: float | None) -> None:
+        """The worker is about to call the target for the job it began, allowed ``limit`` seconds."""
+        record = self._record
         record.limit = 0.0 if limit is None else limit
         record.deadline = 0.0 if limit is None else time.monotonic() + limit
         record.seq += 1
@@ -81,10 +101,27 @@ class JobStatus:
         """The target returned or raised."""
         self._record.deadline = 0.0
 
+    def done(self) -> None:
+        """The job is settled and its last hook has run: the worker holds nothing in hand."""
+        self._record.busy = 0
+
     def reset(self) -> None:
         """Forget everything (the manager, before starting a new worker in the slot)."""
         self._record.deadline = 0.0
         self._record.size = 0
+        self._record.busy = 0
+
+    def busy(self) -> Busy | None:
+        """The job the worker has in hand, or ``None`` between jobs.
+
+        Read after the worker died, this is the job it died running (or in its hooks).
+        """
+        record = self._record
+        if not record.busy:
+            return None
+        size = record.size
+        raw = ctypes.string_at(ctypes.addressof(record) + _Record.job_id.offset, size)
+        return Busy(raw.decode("utf-8", "surrogatepass") if size else None)
 
     def running(self) -> Running | None:
         """The job running under a time limit now, or ``None`` (idle, or running without one)."""

@@ -273,14 +273,16 @@ class Worker:
     def _run_one(self, job: Job) -> Outcome:
         """Run ``job`` through the hooks and settle a failure; return how it ended."""
         hook = self.hook
+        status = self.status
+        if status is not None:
+            status.began(job.id)
         # A hook nobody implements (started and succeeded, by default) is not called at
         # all: a pluggy call costs a few microseconds even with nothing to call.
         if hook.qw_job_started.get_hookimpls():
             hook.qw_job_started(job=job, worker=self.info)
         token = _current_job.set(job)
-        status = self.status
         if status is not None:
-            status.started(job.id, self._time_limit(job))
+            status.started(self._time_limit(job))
         start = time.perf_counter()
         try:
             hook.qw_job_run(job=job, worker=self.info, target=self.target)
@@ -301,6 +303,8 @@ class Worker:
                 status.ended()
             _current_job.reset(token)
         hook.qw_job_finished(job=job, worker=self.info, outcome=outcome, duration=duration)
+        if status is not None:
+            status.done()
         return outcome
 
     def _settle_failure(self, job: Job, exc: Exception) -> Outcome:

@@ -10,8 +10,40 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(FIXTURES), os.environ.get("PYTHONPATH", "")) if p)
+
+#: Folders whose test modules share one database on the machine's Redis (each module in
+#: tests/redis owns a database of its own instead).
+SHARED_DB_FOLDERS = ("tests/cli/", "tests/plugins/")
+
+
+def scheduling_scope(nodeid: str) -> str:
+    """The unit ``pytest -n`` hands to one worker process: a test file, or a whole folder.
+
+    Tests on the machine's shared Redis flush the database they own, so every test on one
+    database must run in one worker, one after another: a module in tests/redis owns its
+    database, and the modules of tests/cli (and of tests/plugins) share theirs. Tests on
+    private servers or the memory backend need no more than their own file.
+    """
+    for folder in SHARED_DB_FOLDERS:
+        if nodeid.startswith(folder):
+            return folder
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under ``pytest -n N`` (pytest-xdist), schedule by :func:`scheduling_scope`."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRedisScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scheduling_scope(nodeid)
+
+    return SharedRedisScheduling(config, log)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from reliability_support import ManagerProcess, assert_each_job_in_one_place, runs, wait_for
+from reliability_support import ManagerProcess, assert_each_job_in_one_place, records, runs, wait_for
 
 from qw_core.models import Job
 from qw_redis import RedisBroker
@@ -95,4 +95,26 @@ def test_5_a_second_sigint_stops_cold_and_puts_the_job_back(
     assert runs(record_dir) == {}
     assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "all:jobs"}
     assert not client.exists("qw:recoveries")
+    assert_deregistered(client)
+
+
+def test_a_worker_done_early_is_deregistered_while_its_sibling_finishes(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    # The idle worker exits at once; the other runs a job longer than the 1 s heartbeat
+    # TTL. The first deregisters as it exits: left registered without a heartbeat, it
+    # would be taken for dead by the manager's own reaper.
+    [job_id] = queue(url, Job.new({"sleep": 2.5}))
+    manager = ManagerProcess(url, "sd", record_dir=record_dir, workers=2)
+    try:
+        wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
+        manager.signal(signal.SIGTERM)
+        wait_for(lambda: client.scard("sd:workers") == 1, what="the idle worker to be deregistered")
+        assert not runs(record_dir), "the long job is still running"
+        assert manager.wait() == 0, manager.output()
+    finally:
+        manager.close()
+    assert runs(record_dir) == {job_id: 1}
+    assert records(record_dir, "reaped") == [], "a worker stopped on purpose is never reaped"
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
     assert_deregistered(client)

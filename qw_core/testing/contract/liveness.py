@@ -110,6 +110,22 @@ class LivenessContract:
         assert broker.requeue_failed(job.id)
         assert broker.queued_job_ids() == [job.id]
 
+    def test_only_the_job_the_worker_died_running_is_counted(self, broker: Broker) -> None:
+        a, b, c = (Job.new({"n": n}) for n in range(3))
+        broker.queue_jobs([a, b, c])
+
+        def crash_running(job: Job) -> int:
+            assert len(broker.take(manager=MANAGER, worker=WORKER, limit=3)) == 3
+            return broker.recover_worker(
+                manager=MANAGER, worker=WORKER, max_recoveries=1, crashed_job=job.id
+            )
+
+        assert crash_running(b) == 3
+        assert crash_running(a) == 3, "a was not counted when b crashed, or it would be poison now"
+        assert crash_running(b) == 2, "b crashed twice: past the limit"
+        assert broker.queued_job_ids() == [a.id, c.id], "the others back in line, in order"
+        assert [failed.job.id for failed in broker.failed_jobs()] == [b.id]
+
     def test_recoveries_are_counted_only_when_asked_and_cleared_by_finishing(self, broker: Broker) -> None:
         job = Job.new({"n": 1})
         broker.queue_jobs([job])

@@ -261,26 +261,41 @@ class RedisBroker(Broker):
         return self._scripts.release(worker=worker, job_ids=job_ids)
 
     @_translated
-    def recover_worker(self, *, manager: str, worker: str, max_recoveries: int | None = None) -> int:
+    def recover_worker(
+        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+    ) -> int:
         self._check_cached(manager)
         self._check_cached(worker)
-        recovered = self._recover(manager, worker, if_dead=False, max_recoveries=max_recoveries)
+        recovered = self._recover(
+            manager, worker, if_dead=False, max_recoveries=max_recoveries, crashed_job=crashed_job
+        )
         return 0 if recovered is None else recovered.requeued
 
     def _recover(
-        self, manager: str, worker: str, *, if_dead: bool, max_recoveries: int | None
+        self,
+        manager: str,
+        worker: str,
+        *,
+        if_dead: bool,
+        max_recoveries: int | None,
+        crashed_job: str | None = None,
     ) -> Reaped | None:
         """Run ``recover.lua`` until the worker's list is empty; fail the poison jobs it finds.
 
-        :return: what was done, or ``None`` if ``if_dead`` and the worker had a heartbeat.
+        :return: what was done, or ``None`` if ``if_dead`` and the worker had a heartbeat
+            or had deregistered itself (a warm stop racing the reaper's listing).
         """
         requeued = failed = 0
         first = True
         while True:
             step = self._scripts.recover(
-                manager=manager, worker=worker, if_dead=if_dead, max_recoveries=max_recoveries
+                manager=manager,
+                worker=worker,
+                if_dead=if_dead,
+                max_recoveries=max_recoveries,
+                crashed_job=crashed_job,
             )
-            if step.alive:  # alive (again): leave it what it still holds
+            if step.skipped:  # alive (again), or gone: leave it what it still holds
                 if first:
                     return None
                 break

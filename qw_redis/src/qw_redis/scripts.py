@@ -67,13 +67,14 @@ class Recovery:
 
     :param moved: ids put back on their queues.
     :param left: ids still on the worker's list (``poison`` included).
-    :param alive: the worker had a heartbeat, so nothing was done.
+    :param skipped: nothing was done: the reaper found the worker alive (it has a
+        heartbeat), or gone (it deregistered itself, holding nothing, since it was listed).
     :param poison: ids recovered too often, left on the list for the caller to fail.
     """
 
     moved: int
     left: int
-    alive: bool = False
+    skipped: bool = False
     poison: list[str] = attrs.field(factory=list)
 
 
@@ -251,12 +252,14 @@ class Scripts:
         worker: str,
         if_dead: bool = False,
         max_recoveries: int | None = None,
+        crashed_job: str | None = None,
         batch: int = RECOVER_BATCH,
     ) -> Recovery:
         """Move one batch of a dead worker's jobs back; see ``lua/recover.lua``.
 
         :param if_dead: do nothing if the worker has a heartbeat (the reaper's check).
         :param max_recoveries: count each job's recoveries; one past this is poison.
+        :param crashed_job: count only this job's (the one the worker died running).
         """
         reply: list[Any] = self._recover(
             keys=[
@@ -274,10 +277,12 @@ class Scripts:
                 "1" if if_dead else "0",
                 "" if max_recoveries is None else max_recoveries,
                 manager,
+                crashed_job or "",
             ],
         )
-        moved, left, alive, *poison = reply
-        return Recovery(moved=int(moved), left=int(left), alive=alive == 1, poison=[str(p) for p in poison])
+        moved, left, skipped, *poison = reply
+        poison_ids = [str(p) for p in poison]
+        return Recovery(moved=int(moved), left=int(left), skipped=skipped == 1, poison=poison_ids)
 
     def beat(self, *, manager: str, token: str, workers: Mapping[str, str], ttl_ms: int) -> dict[str, str]:
         """Refresh the heartbeats of ``manager`` and ``workers`` (name → token); see ``lua/beat.lua``.

@@ -14,8 +14,12 @@
 --          0: unconditionally (its manager saw the process exit)
 -- ARGV[4]  the most recoveries a job may have (count them); '' to count nothing
 -- ARGV[5]  the manager's name (the origin a poison job sent to the worker directly gets)
+-- ARGV[6]  the job the worker died running, if its manager knows: only it is counted;
+--          '' to count every id (the reaper cannot know which one ran)
 --
--- If ARGV[3] is 1 and KEYS[6] exists, change nothing. Else SREM the worker from KEYS[2],
+-- If ARGV[3] is 1 and KEYS[6] exists, change nothing; likewise if the worker is no longer
+-- in KEYS[2] and holds nothing (it stopped and deregistered itself after the reaper listed
+-- it: it is gone, not dead). Else SREM the worker from KEYS[2],
 -- DEL KEYS[6], take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE + LTRIM) and,
 -- tail first, put each back: a job the worker had taken (it has an origin entry) goes to
 -- the front of its origin queue (RPUSH), so what was taken first is first in line again;
@@ -23,21 +27,24 @@
 -- (LPUSH), oldest first. (The ids are grouped per queue and pushed with one command per
 -- queue and chunk, which keeps a 1,000-id batch to a few milliseconds.) Origin entries
 -- are dropped; wake-up tokens are pushed. With ARGV[4], HINCRBY each id's count in
--- KEYS[7] first: an id counted past ARGV[4] is a poison job: it is not put back but
--- RPUSHed again onto the tail of KEYS[1] (keeping its origin entry, or given ARGV[5] as
--- one) and returned, for the caller to move it to the failed registry with fail.lua,
+-- KEYS[7] first (only ARGV[6]'s, if given): an id counted past ARGV[4] is a poison job:
+-- it is not put back but RPUSHed again onto the tail of KEYS[1] (keeping its origin
+-- entry, or given ARGV[5] as one) and returned, for the caller to move it to the failed registry with fail.lua,
 -- guarded by KEYS[1] like any failure. The caller repeats until nothing but the
 -- returned ids remains.
 -- Returns: {moved in this call, ids left on KEYS[1] (the returned ones included),
--- 1 if the worker was alive (nothing done) else 0, poison ids...}.
+-- 1 if nothing was done (alive, or gone) else 0, poison ids...}.
 
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
-  return {0, redis.call('LLEN', KEYS[1]), 1}
+if ARGV[3] == '1' then
+  local held = redis.call('LLEN', KEYS[1])
+  if redis.call('EXISTS', KEYS[6]) == 1 then return {0, held, 1} end
+  if held == 0 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {0, 0, 1} end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[6])
 local batch = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])
+local counted = ARGV[6]
 local ids = redis.call('LRANGE', KEYS[1], -batch, -1)
 if #ids == 0 then return {0, 0, 0} end
 redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
@@ -55,7 +62,7 @@ local function add(groups, q, id)
 end
 for i = #ids, 1, -1 do
   local id = ids[i]
-  if limit and redis.call('HINCRBY', KEYS[7], id, 1) > limit then
+  if limit and (counted == '' or counted == id) and redis.call('HINCRBY', KEYS[7], id, 1) > limit then
     table.insert(poison, 1, id)
     if redis.call('HEXISTS', KEYS[3], id) == 0 then redis.call('HSET', KEYS[3], id, ARGV[5]) end
   else
