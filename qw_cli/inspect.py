@@ -24,40 +24,49 @@ if TYPE_CHECKING:
 SHARED = "shared"
 
 
-@click.command(short_help="Show managers, workers, queued and held counts.")
+@click.command(short_help="Show managers, workers, and job counts.")
 @backend_options
 @json_option
 def status(*, backend: str, url: str | None, as_json: bool) -> None:
-    """Show managers, their workers, and how many jobs wait or are held.
+    """Show managers, their workers, and how many jobs wait, are delayed, held or failed.
 
-    One row for the shared queue, one per manager (jobs on its own queue, and held by its
-    workers in total) and one per worker (jobs it holds).
+    One row for the shared queue, one per manager (jobs on its own queue, delayed for it,
+    and held by its workers in total) and one per worker (jobs it holds); then the size
+    of the failed-job registry (``qw failed`` lists it).
     """
     with opened_broker(backend, url) as broker:
         report = _status(broker)
     if as_json:
         echo_json(report)
         return
-    rows: list[list[Cell]] = [["queue", SHARED, report["queued"], None]]
+    rows: list[list[Cell]] = [["queue", SHARED, report["queued"], report["delayed"], None]]
     for manager in report["managers"]:
-        rows.append(["manager", manager["name"], manager["queued"], manager["held"]])
-        rows.extend(["worker", worker["name"], None, worker["held"]] for worker in manager["workers"])
-    echo_table(["kind", "name", "queued", "held"], rows)
+        rows.append(["manager", manager["name"], manager["queued"], manager["delayed"], manager["held"]])
+        rows.extend(["worker", worker["name"], None, None, worker["held"]] for worker in manager["workers"])
+    echo_table(["kind", "name", "queued", "delayed", "held"], rows)
+    click.echo(f"failed jobs: {report['failed']}")
 
 
 def _status(broker: Broker) -> dict[str, Any]:
     managers: list[dict[str, Any]] = []
     for name in broker.managers():
-        held = {worker: len(broker.held_job_ids(worker)) for worker in broker.workers(name)}
+        held = {worker: broker.held_count(worker) for worker in broker.workers(name)}
         managers.append(
             {
                 "name": name,
-                "queued": len(broker.queued_job_ids(name)),
+                "queued": broker.queued_count(name),
+                "delayed": broker.delayed_count(name),
                 "held": sum(held.values()),
                 "workers": [{"name": worker, "held": count} for worker, count in held.items()],
             }
         )
-    return {"backend": broker.describe(), "queued": len(broker.queued_job_ids(None)), "managers": managers}
+    return {
+        "backend": broker.describe(),
+        "queued": broker.queued_count(None),
+        "delayed": broker.delayed_count(None),
+        "failed": broker.failed_count(),
+        "managers": managers,
+    }
 
 
 @click.command(short_help="List running managers.")
@@ -94,16 +103,17 @@ def workers(*, backend: str, url: str | None, as_json: bool, manager: str | None
                 click.echo(name)
 
 
-@click.command(short_help="List queued and held job ids.")
+@click.command(short_help="List queued, delayed and held job ids.")
 @backend_options
 @json_option
 @click.argument("manager", required=False)
 def jobs(*, backend: str, url: str | None, as_json: bool, manager: str | None) -> None:
-    """List the ids of jobs waiting or held (for MANAGER, or everywhere).
+    """List the ids of jobs waiting, delayed or held (for MANAGER, or everywhere).
 
-    Without MANAGER: the shared queue, every manager's queue, and what every worker holds.
-    With MANAGER: its own queue and what its workers hold. --json prints a list of
-    {"id", "state", "manager", "worker"} objects.
+    Without MANAGER: the shared queue, every manager's queue, the delayed jobs due for
+    each, and what every worker holds. With MANAGER: its own queue and delayed jobs, and
+    what its workers hold. Failed jobs are listed by ``qw failed``. --json prints a list
+    of {"id", "state", "manager", "worker"} objects; state is queued, delayed or held.
     """
     with opened_broker(backend, url) as broker:
         records = _job_records(broker, manager)
@@ -119,15 +129,22 @@ def jobs(*, backend: str, url: str | None, as_json: bool, manager: str | None) -
 def _job_records(broker: Broker, manager: str | None) -> list[dict[str, str | None]]:
     records: list[dict[str, str | None]] = []
     if manager is None:
-        records += [_record(job_id, "queued", None, None) for job_id in broker.queued_job_ids(None)]
+        records += _waiting(broker, None)
         names = broker.managers()
     else:
         names = [broker.check_name(manager)]
     for name in names:
-        records += [_record(job_id, "queued", name, None) for job_id in broker.queued_job_ids(name)]
+        records += _waiting(broker, name)
         for worker in broker.workers(name):
             records += [_record(job_id, "held", name, worker) for job_id in broker.held_job_ids(worker)]
     return records
+
+
+def _waiting(broker: Broker, manager: str | None) -> list[dict[str, str | None]]:
+    """The jobs queued for ``manager`` (or everybody), next first, then those delayed, soonest first."""
+    return [_record(job_id, "queued", manager, None) for job_id in broker.queued_job_ids(manager)] + [
+        _record(job_id, "delayed", manager, None) for job_id in broker.delayed_job_ids(manager)
+    ]
 
 
 def _record(job_id: str, state: str, manager: str | None, worker: str | None) -> dict[str, str | None]:

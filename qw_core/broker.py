@@ -303,6 +303,23 @@ class Broker(abc.ABC):
     def held_job_ids(self, worker: str) -> list[str]:
         """Ids on ``worker``'s held list."""
 
+    def queued_count(self, manager: str | None = None) -> int:
+        """How many ids wait on ``manager``'s queue (or the shared queue).
+
+        Counts :meth:`queued_job_ids`; a backend that can count without listing (Redis:
+        ``LLEN``) overrides this, so a status command or a metrics scrape stays cheap
+        however deep the queue.
+        """
+        return len(self.queued_job_ids(manager))
+
+    def held_count(self, worker: str) -> int:
+        """How many ids ``worker`` holds; see :meth:`queued_count`."""
+        return len(self.held_job_ids(worker))
+
+    def delayed_count(self, manager: str | None = None) -> int:
+        """How many ids wait for their due time for ``manager``'s queue (or the shared one)."""
+        return len(self.delayed_job_ids(manager))
+
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job | None:
         """The stored job (queued, held, delayed or failed), or ``None`` if there is none."""

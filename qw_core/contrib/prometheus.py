@@ -154,10 +154,10 @@ class QueueCollector(Collector):
         manager = self._manager
         depth = GaugeMetricFamily("qw_queue_jobs", "Jobs by queue and state.", labels=["queue", "state"])
         for queue, label in ((None, SHARED), (manager, manager)):
-            depth.add_metric([label, "queued"], len(broker.queued_job_ids(queue)))
-            depth.add_metric([label, "delayed"], len(broker.delayed_job_ids(queue)))
+            depth.add_metric([label, "queued"], broker.queued_count(queue))
+            depth.add_metric([label, "delayed"], broker.delayed_count(queue))
         workers = broker.workers(manager)
-        held = sum(len(broker.held_job_ids(worker)) for worker in workers)
+        held = sum(broker.held_count(worker) for worker in workers)
         depth.add_metric([manager, "in_progress"], held)
         yield depth
         yield GaugeMetricFamily(

@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 from cli_support import DEAD_URL, REDIS_URL, assert_one_line_error, invoke
 
-from qw_core.models import Job
+from qw_core.models import Failure, Job
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
 def state(broker: Any) -> dict[str, Any]:
-    """Two managers; web1 has two workers, one holding a job; jobs on every kind of queue."""
+    """Two managers; web1 has two workers, one holding a job; jobs on every kind of queue,
+    two delayed (one for everybody, one for web2) and one failed."""
     broker.register_manager("web1")
     broker.register_manager("web2")
     broker.register_worker(manager="web1", worker="web1.101")
@@ -25,7 +26,17 @@ def state(broker: Any) -> dict[str, Any]:
     for_web1 = [Job.new({"m": n}, manager="web1") for n in range(2)]
     broker.queue_jobs([*shared, *for_web1])
     (held,) = broker.take(manager="web1", worker="web1.101", limit=1)  # takes web1's first job
-    return {"shared": [j.id for j in shared], "web1": [j.id for j in for_web1[1:]], "held": held.id}
+    later = [Job.new({"later": 1}), Job.new({"later": 2}, manager="web2")]
+    broker.queue_jobs(later, delay=3600)
+    broker.queue_jobs([Job.new({"doomed": True}, manager="web2")])
+    (doomed,) = broker.take(manager="web2", worker="web2.201", limit=1)
+    broker.fail_job(worker="web2.201", job=doomed, failure=Failure(exc_type="ValueError", message="no"))
+    return {
+        "shared": [j.id for j in shared],
+        "web1": [j.id for j in for_web1[1:]],
+        "held": held.id,
+        "delayed": [j.id for j in later],
+    }
 
 
 def qw(*args: str, **env: str) -> Any:
@@ -37,17 +48,18 @@ def qw(*args: str, **env: str) -> Any:
 def test_status_table(state: dict[str, Any]) -> None:
     lines = qw("status").stdout.splitlines()
     assert [line.split() for line in lines] == [
-        ["KIND", "NAME", "QUEUED", "HELD"],
-        ["queue", "shared", "3", "-"],
-        ["manager", "web1", "1", "1"],
-        ["worker", "web1.101", "-", "1"],
-        ["worker", "web1.102", "-", "0"],
-        ["manager", "web2", "0", "0"],
-        ["worker", "web2.201", "-", "0"],
+        ["KIND", "NAME", "QUEUED", "DELAYED", "HELD"],
+        ["queue", "shared", "3", "1", "-"],
+        ["manager", "web1", "1", "0", "1"],
+        ["worker", "web1.101", "-", "-", "1"],
+        ["worker", "web1.102", "-", "-", "0"],
+        ["manager", "web2", "0", "1", "0"],
+        ["worker", "web2.201", "-", "-", "0"],
+        ["failed", "jobs:", "1"],
     ]
     # aligned: every cell starts where its header does
-    starts = [lines[0].index(header) for header in ("NAME", "QUEUED", "HELD")]
-    for line in lines[1:]:
+    starts = [lines[0].index(header) for header in ("NAME", "QUEUED", "DELAYED", "HELD")]
+    for line in lines[1:-1]:
         assert all(line[start - 1] == " " and line[start] != " " for start in starts), line
 
 
@@ -56,14 +68,23 @@ def test_status_json(state: dict[str, Any]) -> None:
     assert report == {
         "backend": REDIS_URL,
         "queued": 3,
+        "delayed": 1,
+        "failed": 1,
         "managers": [
             {
                 "name": "web1",
                 "queued": 1,
+                "delayed": 0,
                 "held": 1,
                 "workers": [{"name": "web1.101", "held": 1}, {"name": "web1.102", "held": 0}],
             },
-            {"name": "web2", "queued": 0, "held": 0, "workers": [{"name": "web2.201", "held": 0}]},
+            {
+                "name": "web2",
+                "queued": 0,
+                "delayed": 1,
+                "held": 0,
+                "workers": [{"name": "web2.201", "held": 0}],
+            },
         ],
     }
 
@@ -88,19 +109,23 @@ def test_jobs(state: dict[str, Any]) -> None:
     assert rows[0] == ["STATE", "MANAGER", "WORKER", "JOB"]
     assert rows[1:] == [
         *(["queued", "-", "-", job_id] for job_id in state["shared"]),
+        ["delayed", "-", "-", state["delayed"][0]],
         *(["queued", "web1", "-", job_id] for job_id in state["web1"]),
         ["held", "web1", "web1.101", state["held"]],
+        ["delayed", "web2", "-", state["delayed"][1]],
     ]
     only_web1 = json.loads(qw("jobs", "web1", "--json").stdout)
     assert only_web1 == [
         *({"id": job_id, "state": "queued", "manager": "web1", "worker": None} for job_id in state["web1"]),
         {"id": state["held"], "state": "held", "manager": "web1", "worker": "web1.101"},
     ]
-    assert json.loads(qw("jobs", "web2", "--json").stdout) == []
+    assert json.loads(qw("jobs", "web2", "--json").stdout) == [
+        {"id": state["delayed"][1], "state": "delayed", "manager": "web2", "worker": None}
+    ]
 
 
 def test_empty_broker(redis_db: Any) -> None:
-    assert qw("status").stdout.splitlines()[1].split() == ["queue", "shared", "0", "-"]
+    assert qw("status").stdout.splitlines()[1:] == ["queue  shared  0       0        -", "failed jobs: 0"]
     assert qw("managers").stdout == ""
     assert json.loads(qw("jobs", "--json").stdout) == []
     assert qw("jobs").stdout.split() == ["STATE", "MANAGER", "WORKER", "JOB"]

@@ -175,6 +175,21 @@ class SettlingContract:
         broker.recover_worker(manager=MANAGER, worker=WORKER)
         assert broker.take(manager=MANAGER, worker=WORKER_2) == [job]
 
+    # -- counts ----------------------------------------------------------------------
+
+    def test_counts_agree_with_the_listings(self, broker: Broker) -> None:
+        mine = [Job.new({"m": n}, manager=MANAGER) for n in range(2)]
+        broker.queue_jobs([*(Job.new({"n": n}) for n in range(3)), *mine])
+        broker.take(manager=MANAGER, worker=WORKER, limit=1)  # the manager's queue first
+        if broker.capabilities.delayed:
+            broker.queue_jobs([Job.new({"d": 1}), Job.new({"d": 2}, manager=MANAGER)], delay=60)
+        assert (broker.queued_count(), broker.queued_count(MANAGER), broker.held_count(WORKER)) == (3, 1, 1)
+        for manager in (None, MANAGER, OTHER_MANAGER):
+            assert broker.queued_count(manager) == len(broker.queued_job_ids(manager))
+            assert broker.delayed_count(manager) == len(broker.delayed_job_ids(manager))
+        for worker in (WORKER, WORKER_2):
+            assert broker.held_count(worker) == len(broker.held_job_ids(worker))
+
     # -- membership ------------------------------------------------------------------
 
     def test_managers_register_idempotently_and_list_sorted(self, broker: Broker) -> None:

@@ -436,6 +436,14 @@ class RedisBroker(Broker):
         return self._list(keys.queue(manager))[::-1]
 
     @_translated
+    def queued_count(self, manager: str | None = None) -> int:
+        return int(self._client.llen(keys.queue(manager)))
+
+    @_translated
+    def held_count(self, worker: str) -> int:
+        return int(self._client.llen(keys.queue(worker)))
+
+    @_translated
     def held_job_ids(self, worker: str) -> list[str]:
         """Ids on ``<worker>:jobs`` as stored: sent directly (newest first), then held in take order."""
         return self._list(keys.queue(worker))
