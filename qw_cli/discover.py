@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from qw_cli.options import json_option, plugin_option
+from qw_cli.options import json_option, plugin_option, split_plugin_names
 from qw_cli.output import echo_json, echo_table
 from qw_core.backends import available_backends
 from qw_core.plugins import DEFAULT_PLUGINS, PluginConfig, describe_plugins, make_plugin_manager
@@ -46,7 +46,8 @@ def plugins(*, plugins: tuple[str, ...], as_json: bool) -> None:
     Built-in plugins come first, then those installed under the 'qw' entry points, then
     -p/QW_PLUGINS modules.
     """
-    rows = describe_plugins(make_plugin_manager(PluginConfig(modules=plugins)))
+    modules, blocked = split_plugin_names(plugins)
+    rows = describe_plugins(make_plugin_manager(PluginConfig(modules=modules, disabled=blocked)))
     if as_json:
         echo_json(rows)
         return

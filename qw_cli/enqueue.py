@@ -18,7 +18,7 @@ import click
 
 from qw_cli.errors import CliError
 from qw_cli.jobinput import decode, parse_document, parse_documents
-from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option
+from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option, split_plugin_names
 from qw_core.broker import seconds_until
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
@@ -98,7 +98,8 @@ def enqueue(
         raise click.UsageError("a job queued on a worker directly cannot be delayed")
     meta: dict[str, JSON] = {} if max_retries is None else {RETRY_META_KEY: {"max_retries": max_retries}}
     payloads = _read_payloads(data, path)
-    hook = make_plugin_manager(PluginConfig(modules=plugins)).hook
+    modules, blocked = split_plugin_names(plugins)
+    hook = make_plugin_manager(PluginConfig(modules=modules, disabled=blocked)).hook
     with opened_broker(backend, url) as broker:
         if manager is not None:
             broker.check_name(manager)

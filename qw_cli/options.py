@@ -47,7 +47,8 @@ def backend_options(func: F) -> F:
 
 
 def plugin_option(func: F) -> F:
-    """``-p/--plugin MODULE``, repeatable (``QW_PLUGINS``, space or comma separated)."""
+    """``-p/--plugin MODULE``, repeatable (``QW_PLUGINS``, space or comma separated);
+    ``-p no:NAME`` blocks a plugin instead, as in pytest (see :func:`split_plugin_names`)."""
     return click.option(
         "-p",
         "--plugin",
@@ -57,7 +58,8 @@ def plugin_option(func: F) -> F:
         show_envvar=True,
         metavar="MODULE",
         callback=_split_plugins,
-        help="Also load this module as a plugin (repeatable).",
+        help="Also load this module as a plugin; 'no:NAME' blocks the plugin NAME, built-in or "
+        "installed (repeatable).",
     )(func)
 
 
@@ -153,6 +155,13 @@ def _split_plugins(ctx: click.Context, param: click.Parameter, value: Iterable[s
     for item in value:
         names.extend(name for name in re.split(r"[\s,]+", item) if name)
     return tuple(dict.fromkeys(names))  # drop repeats, keep order
+
+
+def split_plugin_names(names: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``-p`` values as (modules to load, plugin names to block): ``no:NAME`` blocks NAME."""
+    modules = tuple(name for name in names if not name.startswith("no:"))
+    blocked = tuple(name[3:] for name in names if name.startswith("no:"))
+    return modules, blocked
 
 
 @contextlib.contextmanager

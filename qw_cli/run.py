@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, TextIO
 import attrs
 import click
 
-from qw_cli.options import DEFAULT_BACKEND, DURATION, backend_options, plugin_option, retry_options
+from qw_cli.options import (
+    DEFAULT_BACKEND,
+    DURATION,
+    backend_options,
+    plugin_option,
+    retry_options,
+    split_plugin_names,
+)
 from qw_core.backends import open_broker
 from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
 from qw_core.models import Job
@@ -243,9 +250,10 @@ def run(
 
 
 def plugin_config(
-    modules: tuple[str, ...], options: tuple[str, ...], metrics_port: int | None, retry: RetryPolicy
+    names: tuple[str, ...], options: tuple[str, ...], metrics_port: int | None, retry: RetryPolicy
 ) -> PluginConfig:
     """The plugins and settings ``qw run`` hands the manager and its workers."""
+    modules, blocked = split_plugin_names(names)
     settings: dict[str, JSON] = {}
     for item in options:
         name, equals, text = item.partition("=")
@@ -258,7 +266,7 @@ def plugin_config(
     if metrics_port is not None:
         modules = (*modules, METRICS_PLUGIN) if METRICS_PLUGIN not in modules else modules
         settings["prometheus.port"] = metrics_port
-    return PluginConfig(modules=modules, retry=retry, options=settings)
+    return PluginConfig(modules=modules, disabled=blocked, retry=retry, options=settings)
 
 
 def _embedded_backend(ctx: click.Context, backend: str) -> str:

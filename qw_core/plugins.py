@@ -10,6 +10,7 @@ can be blocked by name (``disabled=["qw.builtin.logging"]``), like pytest's ``-p
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
@@ -42,6 +43,11 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Hooks without which no job can run: blocking their built-in implementation is allowed
+#: only with a replacement (a job would otherwise "succeed" without its target running).
+ESSENTIAL_HOOKS = ("qw_load_target", "qw_job_run")
+
+
 def _options(value: Mapping[str, JSON] | None) -> Mapping[str, JSON]:
     return dict(value or {})
 
@@ -52,7 +58,8 @@ class PluginConfig:
     rebuilds the same set.
 
     :param modules: importable module names to register as plugins (``qw run -p``).
-    :param disabled: plugin names to block (built-in or entry-point names).
+    :param disabled: plugin names to block (built-in or entry-point names); a name that
+        is neither is an error, so a typo cannot leave a plugin running unnoticed.
     :param entry_points: load plugins installed under the ``qw`` entry-point group.
     :param retry: the retry policy of the built-in retry plugin (``qw.builtin.retries``).
     :param options: settings for other plugins, JSON values under dotted names owned by
@@ -80,6 +87,7 @@ def make_plugin_manager(
     :raises PluginError: a module cannot be imported or implements an unknown hook.
     """
     config = config or PluginConfig()
+    _check_blocked_names(config)
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in config.disabled:
@@ -99,8 +107,23 @@ def make_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc
+    for hook in ESSENTIAL_HOOKS:
+        if not getattr(pm.hook, hook).get_hookimpls():
+            raise PluginError(f"no plugin implements {hook}: a built-in one was blocked with no replacement")
     pm.hook.qw_plugins_loaded(config=config)
     return pm
+
+
+def _check_blocked_names(config: PluginConfig) -> None:
+    known = {name for name, _ in DEFAULT_PLUGINS} | set(config.modules)
+    if config.entry_points:
+        known |= {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    unknown = [name for name in config.disabled if name not in known]
+    if unknown:
+        raise PluginError(
+            f"cannot block {', '.join(map(repr, unknown))}: no such plugin (see 'qw plugins'; "
+            f"built-in: {', '.join(name for name, _ in DEFAULT_PLUGINS)})"
+        )
 
 
 def _builtin(where: str, config: PluginConfig) -> object:

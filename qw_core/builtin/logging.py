@@ -16,7 +16,8 @@ log = logging.getLogger("qw")
 
 @hookimpl
 def qw_manager_started(manager: ManagerInfo) -> None:
-    log.info("manager %s started with %d workers on %s", manager.name, manager.num_workers, manager.backend)
+    workers = f"{manager.num_workers} worker{'' if manager.num_workers == 1 else 's'}"
+    log.info("manager %s started with %s on %s", manager.name, workers, manager.backend)
 
 
 @hookimpl

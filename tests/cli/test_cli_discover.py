@@ -72,3 +72,16 @@ def test_unimportable_plugin() -> None:
         invoke("plugins", "-p", "no_such_plugin_module"),
         "plugin module 'no_such_plugin_module' cannot be imported",
     )
+
+
+def test_no_name_blocks_a_plugin() -> None:
+    rows = json.loads(invoke("plugins", "--json", "-p", "no:qw.builtin.logging").stdout)
+    names = [row["name"] for row in rows]
+    assert "qw.builtin.logging" not in names
+    assert "qw.builtin.runner" in names
+
+
+def test_blocking_an_unknown_plugin_is_one_line() -> None:
+    assert_one_line_error(
+        invoke("plugins", "-p", "no:qw.builtin.loging"), "cannot block 'qw.builtin.loging': no such plugin"
+    )

@@ -96,7 +96,7 @@ def test_run_uses_the_installed_backend_and_plugin(python: Path, record_dir: Pat
         )
         assert len(manager.stdout.snapshot()) == 2, manager.stderr.text()
         assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
-    assert "started with 1 workers on tiny://" in manager.stderr.text()
+    assert "started with 1 worker on tiny://" in manager.stderr.text()
     hooks = read_jsonl(record_dir, "plugin")
     assert [r["hook"] for r in hooks].count("qw_job_queued") == 2
     (started,) = [r for r in hooks if r["hook"] == "qw_manager_started"]

@@ -157,3 +157,16 @@ def test_memory_backend_with_sample_jobs(record_dir: Path) -> None:
         ran = wait_for_records(record_dir, "ran", 2)
         assert sorted(r["data"]["sample"] for r in ran) == [1, 2]
         assert manager.stop(signal.SIGINT) == 0, manager.stderr.text()
+
+
+@pytest.mark.slow
+def test_a_blocked_builtin_plugin_stays_out_of_the_workers(record_dir: Path) -> None:
+    # -p no:qw.builtin.logging: jobs run, and nobody logs them (a user's own logging
+    # plugin would take over).
+    argv = [*script("qw"), "run", "--backend", "memory", "-w", "1", "--sample-jobs", "2"]
+    with Process([*argv, "-p", "no:qw.builtin.logging", "qwtest_targets:record"]) as manager:
+        wait_for_records(record_dir, "ran", 2)
+        assert manager.stop(signal.SIGINT) == 0, manager.stderr.text()
+    log = manager.stderr.text()
+    assert "manager" in log, "the manager's own lines remain"
+    assert " succeeded on " not in log, log

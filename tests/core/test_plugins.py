@@ -94,3 +94,24 @@ def test_hook_names_carry_the_prefix() -> None:
     names = [f.__name__ for f in spec_functions()]  # type: ignore[attr-defined]
     assert len(names) == 15
     assert all(name.startswith("qw_") for name in names)
+
+
+def test_blocking_an_unknown_name_is_an_error() -> None:
+    # A typo must not leave the plugin it meant running unnoticed.
+    with pytest.raises(PluginError, match=r"cannot block 'qw.builtin.loging': no such plugin"):
+        make_plugin_manager(PluginConfig(entry_points=False, disabled=("qw.builtin.loging",)))
+
+
+def test_the_runner_is_blocked_only_with_a_replacement() -> None:
+    # Without any qw_job_run, a job would "succeed" with its target never called.
+    blocked = PluginConfig(entry_points=False, disabled=("qw.builtin.runner",))
+    with pytest.raises(PluginError, match="no plugin implements qw_job_run"):
+        make_plugin_manager(blocked)
+
+    class Runner:
+        @hookimpl
+        def qw_job_run(self, job: Job, worker: WorkerInfo, target: object) -> bool:
+            return True
+
+    pm = make_plugin_manager(blocked, extra=[Runner()])
+    assert pm.get_plugin("qw.builtin.runner") is None
