@@ -22,7 +22,7 @@ from qw_cli.options import DURATION, backend_options, opened_broker, plugin_opti
 from qw_core.broker import seconds_until
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
-from qw_core.policy import RETRY_META_KEY
+from qw_core.policy import RETRY_META_KEY, TIMEOUT_META
 
 if TYPE_CHECKING:
     import pluggy
@@ -62,6 +62,13 @@ BATCH_SIZE = 1000
     metavar="N",
     help="Retry these jobs up to N times, whatever the manager's --max-retries (meta retry.max_retries).",
 )
+@click.option(
+    "--timeout",
+    type=DURATION,
+    metavar="DURATION",
+    help="Kill a job's worker and fail the job (kind timeout) if it runs longer than this, "
+    "whatever the manager's --job-timeout (meta timeout).",
+)
 @plugin_option
 @click.argument("data", required=False)
 def enqueue(
@@ -74,6 +81,7 @@ def enqueue(
     delay: float | None,
     at_text: str | None,
     max_retries: int | None,
+    timeout: float | None,
     plugins: tuple[str, ...],
     data: str | None,
 ) -> None:
@@ -89,6 +97,7 @@ def enqueue(
       qw enqueue --manager web1 '{"n": 7}'
       qw enqueue --file jobs.jsonl
       qw enqueue --delay 30s '{"remind": "me"}'
+      qw enqueue --timeout 5m '{"report": "monthly"}'
       producer | qw enqueue -
     """
     if manager is not None and worker is not None:
@@ -97,6 +106,10 @@ def enqueue(
     if wait and worker is not None:
         raise click.UsageError("a job queued on a worker directly cannot be delayed")
     meta: dict[str, JSON] = {} if max_retries is None else {RETRY_META_KEY: {"max_retries": max_retries}}
+    if timeout is not None:
+        if timeout <= 0:
+            raise click.BadParameter("must be longer than 0", param_hint="'--timeout'")
+        meta[TIMEOUT_META] = timeout
     payloads = _read_payloads(data, path)
     modules, blocked = split_plugin_names(plugins)
     hook = make_plugin_manager(PluginConfig(modules=modules, disabled=blocked)).hook

@@ -32,6 +32,9 @@ from qw_core.errors import ConfigurationError
 #: The ``Job.meta`` key holding a job's own retry settings (a JSON object whose keys are
 #: :class:`RetryPolicy` field names), e.g. ``{"retry": {"max_retries": 5}}``.
 RETRY_META_KEY = "retry"
+#: The ``Job.meta`` key of a job's own time limit in seconds (overrides the manager's
+#: ``job_timeout``; enforced by the manager, see :mod:`qw_core.status`).
+TIMEOUT_META = "timeout"
 
 _DAY = 86400.0
 

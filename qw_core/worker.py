@@ -38,7 +38,7 @@ from qw_core.broker import Broker
 from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.plugins import make_plugin_manager
-from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.policy import DEFAULT_FAILED_LIMITS, TIMEOUT_META, FailedLimits
 from qw_core.status import JobStatus
 from qw_core.targets import TargetLoader
 
@@ -46,8 +46,6 @@ log = logging.getLogger("qw.worker")
 
 _T = TypeVar("_T")
 
-#: The ``meta`` key of a job's own time limit in seconds (overrides the manager's).
-TIMEOUT_META = "timeout"
 #: How many jobs a worker may take at once unless told otherwise (``qw run --prefetch``).
 #: It takes more than one only while the queue is deep and jobs are quick (see
 #: :meth:`Worker._next_limit`), so a batch never keeps slow jobs from idle workers.

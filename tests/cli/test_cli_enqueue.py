@@ -26,6 +26,14 @@ def test_one_job_from_an_argument(broker: Any) -> None:
     assert job.data == {"hello": "world", "n": [1, 2.5, None]}
 
 
+def test_timeout_sets_the_jobs_own_time_limit(broker: Any) -> None:
+    # meta["timeout"] is what the manager enforces (tests/reliability: a job past its limit).
+    result = enqueue("--timeout", "90s", '{"n": 1}')
+    assert result.exit_code == 0, result.stderr
+    (job_id,) = result.stdout.split()
+    assert broker.get_job(job_id).meta == {"timeout": 90.0}
+
+
 def test_json_lines_file_is_one_batch_in_order(broker: Any, tmp_path: Path) -> None:
     path = tmp_path / "jobs.jsonl"
     path.write_text('{"n": 1}\n\n{"n": 2}\n  {"n": 3}  \n"just a string"\n', encoding="utf-8")
@@ -179,6 +187,8 @@ def test_unreachable_redis_says_what_to_do() -> None:
         ([], "give the job data as DATA, --file FILE, or '-' to read stdin"),
         (["{}", "--file", "x.json"], "give DATA or --file, not both"),
         (["--manager", "a", "--worker", "a.1", "{}"], "give --manager or --worker, not both"),
+        (["--timeout", "0", "{}"], "must be longer than 0"),
+        (["--timeout", "soon", "{}"], "soon"),
     ],
 )
 def test_usage_errors(redis_db: Any, args: list[str], message: str) -> None:
