@@ -203,7 +203,9 @@ def qw_job_succeeded(job: Job, worker: WorkerInfo, duration: float) -> None:
 def qw_job_failed(job: Job, worker: WorkerInfo, exc: BaseException, failure: Failure) -> Decision | None:
     """A job's target raised; decide what happens to the job.
 
-    Fires in the worker process, before anything is written.
+    Fires in the worker process, before anything is written; for a job that ran past its
+    time limit, in the manager process, after it killed the worker (``exc`` is a
+    :class:`~qw_core.errors.JobTimeout`, ``failure.kind`` is ``"timeout"``).
 
     :param job: the job; ``job.attempts`` counts the runs before this one.
     :param worker: the worker that ran it.
@@ -221,7 +223,8 @@ def qw_job_failed(job: Job, worker: WorkerInfo, exc: BaseException, failure: Fai
 def qw_job_finished(job: Job, worker: WorkerInfo, outcome: Outcome, duration: float) -> None:
     """A job's run is over and its outcome is decided.
 
-    Fires in the worker process, once per run, whatever the outcome. A failed, retried
+    Fires in the worker process, once per run, whatever the outcome (in the manager
+    process for a job that ran past its time limit; ``duration`` is then the limit). A failed, retried
     or dropped job is already settled in the broker; a succeeded one is finished together
     with the worker's next take (one round trip for both).
 

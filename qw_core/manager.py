@@ -48,7 +48,7 @@ from qw_core.liveness import (
     LivenessSettings,
     process_working,
 )
-from qw_core.models import Failure, ManagerInfo
+from qw_core.models import Action, Decision, Failure, ManagerInfo, Outcome, WorkerInfo
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import EXIT_CANNOT_START, WorkerSpec, worker_main
@@ -395,7 +395,7 @@ class Manager:
         recovered = 0
         try:
             if same_run and running.job_id is not None:
-                self._fail_timed_out(worker, running)
+                self._settle_timed_out(worker, process.pid, running)
             # The others it held never ran. A job whose id was too long to report counts as
             # a crash, so a job that always overruns still ends in the failed registry.
             unknown = same_run and running.job_id is None
@@ -411,7 +411,13 @@ class Manager:
         )
         slot.restart_at = time.monotonic()
 
-    def _fail_timed_out(self, worker: str, running: Running) -> None:
+    def _settle_timed_out(self, worker: str, pid: int | None, running: Running) -> None:
+        """Settle the job that overran, as its worker would have settled a failure.
+
+        The plugins decide, here in the manager, through the same ``qw_job_failed`` hook
+        (the exception is a :class:`JobTimeout`): the retry plugin may run it again, and
+        otherwise it is failed, kind ``"timeout"``. ``qw_job_finished`` follows.
+        """
         assert running.job_id is not None
         job = self._broker.get_job(running.job_id)
         if job is None:
@@ -420,7 +426,21 @@ class Manager:
             f"job {job.id} ran longer than its {running.limit:g}s limit; worker {worker} was killed"
         )
         failure = Failure.from_exception(error, worker=worker, kind="timeout")
-        self._broker.fail_job(worker=worker, job=job, failure=failure, limits=self._spec.failed_limits)
+        info = WorkerInfo(name=worker, manager=self.name, pid=pid or 0)
+        hook = self._pm.hook
+        decision: Decision | None = hook.qw_job_failed(job=job, worker=info, exc=error, failure=failure)
+        if decision is None:  # every failure plugin blocked: keep the job, never drop it
+            decision = Decision.fail()
+        if decision.action is Action.RETRY:
+            self._broker.retry_job(worker=worker, job=job, delay=decision.delay)
+            outcome = Outcome.RETRIED
+        elif decision.action is Action.DROP:
+            self._broker.finish_jobs(worker=worker, job_ids=[job.id])
+            outcome = Outcome.DROPPED
+        else:
+            self._broker.fail_job(worker=worker, job=job, failure=failure, limits=self._spec.failed_limits)
+            outcome = Outcome.FAILED
+        hook.qw_job_finished(job=job, worker=info, outcome=outcome, duration=running.limit)
 
     def _on_worker_exit(self, slot: _Slot) -> None:
         assert slot.process is not None

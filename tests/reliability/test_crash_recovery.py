@@ -12,9 +12,11 @@ import signal
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 import redis
 from reliability_support import (
+    RECORDING,
     ManagerProcess,
     assert_each_job_in_one_place,
     pid_of_began,
@@ -28,6 +30,7 @@ from reliability_support import (
 )
 
 from qw_core.models import Job
+from qw_core.policy import RetryPolicy
 from qw_redis import RedisBroker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -211,3 +214,27 @@ def test_a_job_past_its_time_limit_is_failed_and_its_worker_replaced(
     assert "1s limit" in kinds[default_limit.id].message
     where = assert_each_job_in_one_place(client, job_ids)
     assert sorted(where.values()) == ["failed"] * 2 + ["finished"] * 10
+
+
+def test_a_timed_out_job_is_retried_as_the_retry_policy_allows(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    # The manager asks the plugins, as a worker would for an exception: with one retry
+    # allowed, the job runs twice, then goes to the failed registry after its second
+    # timeout, its attempts counted; qw_job_finished fires for each run.
+    job = Job.new({"sleep": 60}, meta={"timeout": 0.3})
+    job_ids = queue(url, [job])
+    plugins = attrs.evolve(RECORDING, retry=RetryPolicy(max_retries=1, backoff=0.0, jitter=0.0))
+    manager = start_manager(url, "tr", plugins=plugins, num_workers=1)
+    broker = RedisBroker.from_url(url)
+    try:
+        [entry] = wait_for(broker.failed_jobs, what="the job to fail after its retry")
+    finally:
+        stop_manager(manager)
+        broker.close()
+    assert runs(record_dir, "began")[job.id] == 2, "run, timed out, retried, timed out"
+    assert entry.failure.kind == "timeout"
+    assert entry.job.attempts == 1
+    outcomes = [row["outcome"] for row in records(record_dir, "finished") if row["job_id"] == job.id]
+    assert outcomes == ["retried", "failed"]
+    assert assert_each_job_in_one_place(client, job_ids) == {job.id: "failed"}
