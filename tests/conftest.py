@@ -18,23 +18,27 @@ if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(FIXTURES), os.environ.get("PYTHONPATH", "")) if p)
 
-#: Folders whose test modules share one database on the machine's Redis (each module in
-#: tests/redis owns a database of its own instead).
+#: Folders whose test modules share one database on the machine's Redis.
 SHARED_DB_FOLDERS = ("tests/cli/", "tests/plugins/")
+#: The folder whose test modules each own a database on the machine's Redis.
+DB_PER_MODULE_FOLDER = "tests/redis/"
 
 
 def scheduling_scope(nodeid: str) -> str:
-    """The unit ``pytest -n`` hands to one worker process: a test file, or a whole folder.
+    """The unit ``pytest -n`` hands to one worker process: a test, a file, or a folder.
 
     Tests on the machine's shared Redis flush the database they own, so every test on one
     database must run in one worker, one after another: a module in tests/redis owns its
-    database, and the modules of tests/cli (and of tests/plugins) share theirs. Tests on
-    private servers or the memory backend need no more than their own file.
+    database, and the modules of tests/cli (and of tests/plugins) share theirs. Any other
+    test (private servers, the memory backend) is a unit of its own, which spreads the
+    load best.
     """
     for folder in SHARED_DB_FOLDERS:
         if nodeid.startswith(folder):
             return folder
-    return nodeid.split("::", 1)[0]
+    if nodeid.startswith(DB_PER_MODULE_FOLDER):
+        return nodeid.split("::", 1)[0]
+    return nodeid
 
 
 @pytest.hookimpl(optionalhook=True)

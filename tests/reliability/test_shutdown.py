@@ -104,10 +104,11 @@ def test_a_worker_done_early_is_deregistered_while_its_sibling_finishes(
     # The idle worker exits at once; the other runs a job longer than the 1 s heartbeat
     # TTL. The first deregisters as it exits: left registered without a heartbeat, it
     # would be taken for dead by the manager's own reaper.
-    [job_id] = queue(url, Job.new({"sleep": 2.5}))
+    [job_id] = queue(url, Job.new({"sleep": 4}))
     manager = ManagerProcess(url, "sd", record_dir=record_dir, workers=2)
     try:
         wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
+        wait_for(lambda: client.scard("sd:workers") == 2, what="both workers to register")
         manager.signal(signal.SIGTERM)
         wait_for(lambda: client.scard("sd:workers") == 1, what="the idle worker to be deregistered")
         assert not runs(record_dir), "the long job is still running"
