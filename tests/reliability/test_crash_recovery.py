@@ -29,7 +29,7 @@ from reliability_support import (
     worker_pids,
 )
 
-from qw_core.models import Job
+from qw_core.models import FailedJob, Job
 from qw_core.policy import RetryPolicy
 from qw_redis import RedisBroker
 
@@ -138,21 +138,28 @@ def test_3_a_paused_worker_is_reaped_and_its_late_finish_changes_nothing(
     assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
 
 
+def run_until_the_poison_fails(
+    url: str, name: str, record_dir: Path, *, others: int, max_recoveries: int
+) -> list[FailedJob]:
+    """Run a manager until a job is failed and ``others`` jobs ran; the failed jobs."""
+    manager = start_manager(url, name, max_recoveries=max_recoveries)
+    broker = RedisBroker.from_url(url)
+    try:
+        failed = wait_for(broker.failed_jobs, what="the poison job to fail")
+        wait_for(lambda: len(runs(record_dir)) == others, what="the other jobs")
+    finally:
+        stop_manager(manager)
+        broker.close()
+    return failed
+
+
 def test_4_a_job_that_kills_its_worker_is_failed_after_the_limit_while_others_finish(
     url: str, client: redis.Redis, record_dir: Path
 ) -> None:
     poison = Job.new({"crash": True})
     others = [Job.new({"n": n}) for n in range(100)]
     job_ids = queue(url, [poison, *others])
-    manager = start_manager(url, "t4", max_recoveries=3)
-    broker = RedisBroker.from_url(url)
-    try:
-        failed = wait_for(broker.failed_jobs, what="the poison job to fail")
-        wait_for(lambda: len(runs(record_dir)) == 100, what="the other jobs")
-    finally:
-        stop_manager(manager)
-        broker.close()
-    [entry] = failed
+    [entry] = run_until_the_poison_fails(url, "t4", record_dir, others=len(others), max_recoveries=3)
     assert entry.job.id == poison.id
     assert entry.job.data == {"crash": True}
     assert entry.failure.kind == "crashed"
@@ -173,14 +180,7 @@ def test_4_only_the_poison_job_is_blamed_not_the_jobs_taken_in_its_batch(
     poison = Job.new({"crash": True})
     before, after = [Job.new({"n": n}) for n in range(300)], [Job.new({"n": n}) for n in range(300, 600)]
     job_ids = queue(url, [*before, poison, *after])
-    manager = start_manager(url, "t4b", max_recoveries=2)
-    broker = RedisBroker.from_url(url)
-    try:
-        failed = wait_for(broker.failed_jobs, what="the poison job to fail")
-        wait_for(lambda: len(runs(record_dir)) == 600, what="the other jobs")
-    finally:
-        stop_manager(manager)
-        broker.close()
+    failed = run_until_the_poison_fails(url, "t4b", record_dir, others=600, max_recoveries=2)
     assert [entry.job.id for entry in failed] == [poison.id]
     assert runs(record_dir, "began")[poison.id] == 3, "run once, put back twice"
     where = assert_each_job_in_one_place(client, job_ids)
