@@ -400,6 +400,7 @@ class Manager:
             # a crash, so a job that always overruns still ends in the failed registry.
             unknown = same_run and running.job_id is None
             count = self._liveness.max_recoveries if unknown else None
+            self._finish_successes(slot, worker)
             with self._no_heartbeat_in_flight():
                 recovered = self._broker.recover_worker(
                     manager=self.name, worker=worker, max_recoveries=count
@@ -410,6 +411,18 @@ class Manager:
             manager=self.info, worker=worker, exitcode=process.exitcode, recovered=recovered
         )
         slot.restart_at = time.monotonic()
+
+    def _finish_successes(self, slot: _Slot, worker: str) -> None:
+        """Finish the jobs an exited worker ran successfully and had not finished yet.
+
+        A worker finishes a succeeded job with its next take (``Worker.finish_delay``);
+        one that died in between reported the job in its status record, so it is
+        finished here instead of being put back to run again. (Finishing is guarded by
+        the worker's held list, so a job it did finish after all is left alone.)
+        """
+        done = slot.status.successes() if slot.status is not None else []
+        if done:
+            self._broker.finish_jobs(worker=worker, job_ids=done)
 
     def _settle_timed_out(self, worker: str, pid: int | None, running: Running) -> None:
         """Settle the job that overran, as its worker would have settled a failure.
@@ -457,6 +470,7 @@ class Manager:
         # blames none; with an id too long to report, every job it held.
         busy = slot.status.busy() if slot.status is not None else None
         try:
+            self._finish_successes(slot, worker)
             with self._no_heartbeat_in_flight():  # no heartbeat for it may land after this
                 recovered = self._broker.recover_worker(
                     manager=self.name,
@@ -508,8 +522,10 @@ class Manager:
             try:
                 for slot in self._slots:
                     if slot.process is not None:
+                        worker = self._worker_name(slot)
+                        self._finish_successes(slot, worker)
                         with self._no_heartbeat_in_flight():
-                            self._broker.recover_worker(manager=self.name, worker=self._worker_name(slot))
+                            self._broker.recover_worker(manager=self.name, worker=worker)
                         slot.process = None
                 self._broker.deregister_manager(self.name)
                 return

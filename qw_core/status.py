@@ -9,7 +9,10 @@ after (two memory writes), and the manager reads the records a few times a secon
 
 The same record says which job a worker has in hand (from its ``qw_job_started`` hook to
 its ``qw_job_finished`` one), so that when a worker dies its manager blames that job
-alone for the crash, not the jobs it held beside it (:meth:`Broker.recover_worker`).
+alone for the crash, not the jobs it held beside it (:meth:`Broker.recover_worker`);
+and which jobs succeeded but are not finished in the broker yet (a worker finishes them
+with its next take, see ``Worker.finish_delay``), so that its manager finishes those
+instead of putting them back to run again.
 
 The record is written by one process and read by another without a lock: the writer
 bumps ``seq`` when a job starts, and clears ``deadline`` when it ends before writing the
@@ -32,6 +35,10 @@ import attrs
 #: Longest job id (in UTF-8 bytes) a worker can report; a longer one is reported as
 #: unknown, and a timed-out job with such an id is recovered as after a crash instead.
 MAX_ID_BYTES = 1024
+#: Room for the ids of jobs that succeeded and are not finished yet (2 bytes of length
+#: each, then the id): a full batch of uuids many times over. Ids past it are not
+#: recorded, and such a job runs again if its worker dies before finishing it.
+DONE_BYTES = 16384
 
 
 class _Record(ctypes.Structure):
@@ -41,6 +48,8 @@ class _Record(ctypes.Structure):
         ("limit", ctypes.c_double),
         ("size", ctypes.c_uint32),
         ("busy", ctypes.c_uint8),
+        ("done_size", ctypes.c_uint32),
+        ("done_ids", ctypes.c_char * DONE_BYTES),
         ("job_id", ctypes.c_char * MAX_ID_BYTES),
     ]
 
@@ -105,11 +114,38 @@ class JobStatus:
         """The job is settled and its last hook has run: the worker holds nothing in hand."""
         self._record.busy = 0
 
+    def succeeded(self, job_id: str) -> None:
+        """``job_id`` succeeded; the worker will finish it in the broker later."""
+        record = self._record
+        data = job_id.encode("utf-8", "surrogatepass")
+        end = record.done_size
+        entry = len(data).to_bytes(2, "little") + data
+        if len(data) > MAX_ID_BYTES or end + len(entry) > DONE_BYTES:
+            return
+        ctypes.memmove(ctypes.addressof(record) + _Record.done_ids.offset + end, entry, len(entry))
+        record.done_size = end + len(entry)  # last: a reader sees whole entries only
+
+    def settled(self) -> None:
+        """Every job reported by :meth:`succeeded` is finished in the broker."""
+        self._record.done_size = 0
+
+    def successes(self) -> list[str]:
+        """The jobs that succeeded and were not finished in the broker when last reported."""
+        record = self._record
+        raw = ctypes.string_at(ctypes.addressof(record) + _Record.done_ids.offset, record.done_size)
+        ids, at = [], 0
+        while at + 2 <= len(raw):
+            size = int.from_bytes(raw[at : at + 2], "little")
+            ids.append(raw[at + 2 : at + 2 + size].decode("utf-8", "surrogatepass"))
+            at += 2 + size
+        return ids
+
     def reset(self) -> None:
         """Forget everything (the manager, before starting a new worker in the slot)."""
         self._record.deadline = 0.0
         self._record.size = 0
         self._record.busy = 0
+        self._record.done_size = 0
 
     def busy(self) -> Busy | None:
         """The job the worker has in hand, or ``None`` between jobs.

@@ -74,8 +74,8 @@ class Worker:
     :param prefetch: the most jobs one take may hand over; ``1`` means none are held
         waiting. Batches grow only while the queue is deep and jobs are quick (see
         :meth:`_next_limit`). A job finished while others of its batch wait is finished on
-        the next take (within :attr:`finish_delay`), so a crash in between runs it again
-        (at-least-once).
+        the next take (within :attr:`finish_delay`); meanwhile it is reported in
+        ``status``, so that the manager finishes it if the worker dies first.
     :param block_timeout: how long one take waits for a job before the loop checks
         whether it should stop; bounds how late a stop request is noticed.
     :param parent_pid: stop when the parent process is no longer this pid (its manager
@@ -84,13 +84,15 @@ class Worker:
         worker fails a job.
     :param job_timeout: seconds a job may run (``None``: no limit); a job's
         ``meta["timeout"]`` overrides it. Enforced by the manager, which reads ``status``.
-    :param status: where to report the running job and its deadline to the manager.
+    :param status: where to report to the manager the job in hand, its deadline, and the
+        jobs that succeeded and are not finished yet.
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
     #: waiting to be finished with the next take. Quick jobs of one batch are thus all
     #: finished by a single round trip; a slow job, or a batch that has run this long, is
-    #: finished at once. Until it is finished a crash of the worker runs the job again.
+    #: finished at once. Until then the job is reported in ``status``: if the worker dies,
+    #: its manager finishes it (without a manager, as in a thread, it runs again).
     finish_delay: float = 0.1
 
     def __init__(
@@ -207,6 +209,7 @@ class Worker:
                     waiting.extend(taken)
                     batch, batch_at = len(taken), time.monotonic()
                     finished = []
+                    self._settled_successes()
                     continue
                 job = waiting.popleft()
                 started = time.monotonic()
@@ -214,11 +217,14 @@ class Worker:
                     if not finished:
                         deferred_since = started
                     finished.append(job.id)
+                    if self.status is not None:  # its manager finishes it if we die first
+                        self.status.succeeded(job.id)
                     # Settle with the next take (one round trip for the batch) unless
                     # that would leave a finished job held for long: see finish_delay.
                     if waiting and time.monotonic() - deferred_since >= self.finish_delay:
                         self._finish(finished)
                         finished = []
+                        self._settled_successes()
         finally:
             try:
                 if finished:
@@ -228,6 +234,10 @@ class Worker:
             except BrokerUnavailable as exc:
                 self._settled = False
                 log.warning("worker %s stops holding jobs it could not settle: %s", self.name, exc)
+
+    def _settled_successes(self) -> None:
+        if self.status is not None:
+            self.status.settled()
 
     def _next_limit(self, limit: int, taken: int, elapsed: float) -> int:
         """How many jobs the next take asks for: 1 unless the queue is deep and jobs are quick.
