@@ -441,7 +441,11 @@ class Manager:
         failure = Failure.from_exception(error, worker=worker, kind="timeout")
         info = WorkerInfo(name=worker, manager=self.name, pid=pid or 0)
         hook = self._pm.hook
-        decision: Decision | None = hook.qw_job_failed(job=job, worker=info, exc=error, failure=failure)
+        try:
+            decision: Decision | None = hook.qw_job_failed(job=job, worker=info, exc=error, failure=failure)
+        except Exception:  # a plugin's bug must not stop the manager: keep the job
+            log.exception("manager %s: a qw_job_failed plugin failed on job %s", self.name, job.id)
+            decision = None
         if decision is None:  # every failure plugin blocked: keep the job, never drop it
             decision = Decision.fail()
         if decision.action is Action.RETRY:
@@ -453,7 +457,10 @@ class Manager:
         else:
             self._broker.fail_job(worker=worker, job=job, failure=failure, limits=self._spec.failed_limits)
             outcome = Outcome.FAILED
-        hook.qw_job_finished(job=job, worker=info, outcome=outcome, duration=running.limit)
+        try:
+            hook.qw_job_finished(job=job, worker=info, outcome=outcome, duration=running.limit)
+        except Exception:
+            log.exception("manager %s: a qw_job_finished plugin failed on job %s", self.name, job.id)
 
     def _on_worker_exit(self, slot: _Slot) -> None:
         assert slot.process is not None

@@ -197,3 +197,24 @@ def test_spawn_start_method_loads_a_string_target_in_each_worker(broker: MemoryB
         manager.stop()
         assert manager.join(timeout=30)
     assert sorted(row["job_id"] for row in read_records(records, "ran")) == sorted(j.id for j in jobs)
+
+
+def test_a_broken_failure_plugin_cannot_stop_the_manager_on_a_timeout(
+    broker: MemoryBroker, records: Path
+) -> None:
+    # The manager settles a timed-out job through qw_job_failed; the plugin raises, so
+    # the job is failed (kept) and the manager goes on with the next job.
+    modules = ("qwtest_targets.plugin", "qwtest_targets.broken_failed")
+    plugins = PluginConfig(modules=modules, entry_points=False)
+    overrun, after = Job.new({"sleep": 30}, meta={"timeout": 0.2}), Job.new({"n": 1})
+    broker.queue_jobs([overrun, after])
+    manager = make_manager(broker, num_workers=1, plugins=plugins, restart_backoff=(0.05, 1.0))
+    manager.start()
+    try:
+        wait_for(lambda: after.id in {row["job_id"] for row in read_records(records, "ran")}, what="next")
+        [failed] = broker.failed_jobs()
+    finally:
+        manager.stop()
+        assert manager.join(timeout=20)
+    assert (failed.job.id, failed.failure.kind) == (overrun.id, "timeout")
+    assert manager.error is None
