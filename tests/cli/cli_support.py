@@ -15,16 +15,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from click.testing import CliRunner, Result
+from qwtest_wait import wait_for
 
 from qw_cli.main import main
-
-T = TypeVar("T")
 
 #: The Redis database the CLI tests own (flushed before and after each test that uses it).
 REDIS_DB = int(os.environ.get("QWTEST_CLI_REDIS_DB", "7"))
@@ -93,18 +91,6 @@ def run_script(
         env=child_env(**env),
         check=False,
     )
-
-
-def wait_for(condition: Callable[[], T | None], *, timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Lines:

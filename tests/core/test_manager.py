@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from qwtest_wait import wait_for
 
 from qw_core.errors import ConfigurationError, TargetModuleNotFound
 from qw_core.manager import Manager
@@ -24,17 +25,6 @@ from qwtest_targets import read_records
 pytestmark = pytest.mark.slow
 
 RECORDING = PluginConfig(modules=("qwtest_targets.plugin",), entry_points=False)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
+
+from qwtest_wait import wait_for  # noqa: F401  (the tests here import it from this module)
 
 from qw_core import Job, Outcome, PluginConfig, WorkerInfo, hookimpl, make_plugin_manager
 from qw_core.broker import Broker
 from qw_core.worker import Worker
-
-T = TypeVar("T")
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
@@ -24,18 +24,6 @@ CLI_REDIS_DB = 2
 
 def redis_url(db: int) -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
-
-
-def wait_for(condition: Callable[[], T | None], *, timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from qwtest_wait import wait_for
 from redis_support import REDIS_HOST, REDIS_PORT
 
 from qw_redis import Client, Manager, Worker
@@ -101,13 +102,6 @@ def record(job_id: str, job_data: Any) -> None:
     """A target: note the job in Redis (it runs in a worker process)."""
     with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB) as conn:
         conn.sadd(DONE, job_id)
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_manager_runs_workers_that_process_jobs(client: Client, redis_db: int) -> None:

@@ -10,22 +10,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
 import redis
+from qwtest_wait import wait_for  # noqa: F401  (the tests here import it from this module)
 
 from qw_core.manager import Manager
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig
 from qw_redis import RedisBroker
 from qwtest_targets import read_records
-
-T = TypeVar("T")
 
 #: Test-sized liveness settings for managers.
 FAST = {"heartbeat": 0.2, "heartbeat_ttl": 1.0, "reap_interval": 0.2, "block_timeout": 0.2}
@@ -34,18 +31,6 @@ FAST_FLAGS = ["--heartbeat", "0.2s", "--heartbeat-ttl", "1s"]
 #: The manager records the workers it saw die or reaped (``died``, ``reaped`` records).
 RECORDING = PluginConfig(modules=("qwtest_targets.faults",), entry_points=False)
 TARGET = "qwtest_targets.faults:work"
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- where every job is --------------------------------------------------------------------
