@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from click.testing import CliRunner, Result
+from qwtest_redis import redis_url
 from qwtest_wait import wait_for
 
 from qw_cli.main import main
 
 #: The Redis database the CLI tests own (flushed before and after each test that uses it).
 REDIS_DB = int(os.environ.get("QWTEST_CLI_REDIS_DB", "7"))
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_URL = redis_url(REDIS_DB)
 #: A port nothing listens on (connections are refused at once).
 DEAD_URL = "redis://127.0.0.1:1/0"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from qwtest_wait import wait_for  # noqa: F401  (the tests here import it from this module)
+from qwtest_redis import free_port, redis_url  # noqa: F401  (the tests here import them from here)
+from qwtest_wait import wait_for  # noqa: F401
 
 from qw_core import Job, Outcome, PluginConfig, WorkerInfo, hookimpl, make_plugin_manager
 from qw_core.broker import Broker
 from qw_core.worker import Worker
 
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
 #: The databases these tests own (flushed before and after each test using them).
 REDIS_DB = 1
 CLI_REDIS_DB = 2
-
-
-def redis_url(db: int) -> str:
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Recorder:

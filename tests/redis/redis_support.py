@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
+from qwtest_redis import REDIS_HOST, REDIS_PORT, free_port, redis_url  # noqa: F401  (for the tests here)
+
 #: Used by modules that do not set REDIS_DB; other modules use 10-14. (The CLI tests use 7.)
 DEFAULT_DB = 9
-
-
-def redis_url(db: int) -> str:
-    """The URL of database ``db`` on the test server."""
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on (for a Redis that is down)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class CommandCounter:
