@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cli_support import FIXTURES, REDIS_DB
+from qwtest_redis import flushed_db
 
 #: The tiny plugin's source is importable in-process too (``-p qwtest_plugin``).
 PLUGIN_SRC = FIXTURES / "dists" / "qwtest-plugin" / "src"
@@ -18,17 +19,12 @@ if str(PLUGIN_SRC) not in sys.path:
 
 @pytest.fixture
 def redis_db() -> Iterator[Any]:
-    """A client on the CLI tests' own Redis database, flushed before and after the test."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis server at 127.0.0.1:6379")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    """A client on the CLI tests' own Redis database, flushed before and after the test.
+
+    Fails, never skips, when no Redis answers: CI always has one.
+    """
+    with flushed_db(REDIS_DB) as client:
+        yield client
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 import pytest
-import redis
 from click.testing import CliRunner, Result
 from plugin_support import CLI_REDIS_DB, redis_url
+from qwtest_redis import flushed_db
 
 from qw_cli.main import main
 from qw_cli.options import DURATION
@@ -33,17 +33,10 @@ def qw(*args: str) -> Result:
 
 @pytest.fixture
 def broker() -> Iterator[RedisBroker]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=CLI_REDIS_DB, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"no Redis server at 127.0.0.1:6379 ({exc})", pytrace=False)
-    client.flushdb()
-    broker = RedisBroker.from_url(URL)
-    yield broker
-    broker.close()
-    client.flushdb()
-    client.close()
+    with flushed_db(CLI_REDIS_DB):
+        broker = RedisBroker.from_url(URL)
+        yield broker
+        broker.close()
 
 
 def fail_jobs(broker: RedisBroker, *data: Any, manager: str | None = None) -> list[Job]:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from plugin_support import REDIS_DB, free_port, redis_url, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from qwtest_redis import flushed_db
 
 from qw_cli.run import METRICS_PLUGIN
 from qw_core import ConfigurationError, Job, PluginConfig, make_plugin_manager
@@ -27,17 +27,10 @@ MANAGER = "metrics-test"
 
 @pytest.fixture
 def broker() -> Iterator[RedisBroker]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"no Redis server at 127.0.0.1:6379 ({exc})", pytrace=False)
-    client.flushdb()
-    broker = RedisBroker.from_url(redis_url(REDIS_DB))
-    yield broker
-    broker.close()
-    client.flushdb()
-    client.close()
+    with flushed_db(REDIS_DB):
+        broker = RedisBroker.from_url(redis_url(REDIS_DB))
+        yield broker
+        broker.close()
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from plugin_support import REDIS_DB, redis_url
+from qwtest_redis import flushed_db
 
 from qw_core import FailedLimits, Failure, Job
 from qw_core.testing import make_jobs, poll_take, take_while_blocked
@@ -27,15 +28,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def client() -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"no Redis server at 127.0.0.1:6379 ({exc})", pytrace=False)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_db(REDIS_DB) as client:
+        yield client
 
 
 @pytest.fixture
