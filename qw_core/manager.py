@@ -400,11 +400,7 @@ class Manager:
             # a crash, so a job that always overruns still ends in the failed registry.
             unknown = same_run and running.job_id is None
             count = self._liveness.max_recoveries if unknown else None
-            self._finish_successes(slot, worker)
-            with self._no_heartbeat_in_flight():
-                recovered = self._broker.recover_worker(
-                    manager=self.name, worker=worker, max_recoveries=count
-                )
+            recovered = self._settle_exited(slot, worker, max_recoveries=count)
         except BrokerUnavailable as exc:
             self._trouble(f"settling the jobs of {worker} (the reaper will put them back)", exc)
         self._pm.hook.qw_worker_died(
@@ -412,17 +408,33 @@ class Manager:
         )
         slot.restart_at = time.monotonic()
 
-    def _finish_successes(self, slot: _Slot, worker: str) -> None:
-        """Finish the jobs an exited worker ran successfully and had not finished yet.
+    def _settle_exited(
+        self,
+        slot: _Slot,
+        worker: str,
+        *,
+        max_recoveries: int | None = None,
+        crashed_job: str | None = None,
+    ) -> int:
+        """Settle what an exited worker still held; how many jobs were put back.
 
-        A worker finishes a succeeded job with its next take (``Worker.finish_delay``);
-        one that died in between reported the job in its status record, so it is
-        finished here instead of being put back to run again. (Finishing is guarded by
-        the worker's held list, so a job it did finish after all is left alone.)
+        First the jobs it ran successfully and had not finished yet: a worker finishes
+        those with its next take (``Worker.finish_delay``) and reports them in its status
+        record meanwhile, so they are finished here instead of running again (finishing
+        is guarded by its held list, so one it did finish after all is left alone). The
+        rest go back to their queues (:meth:`Broker.recover_worker`, which counts
+        recoveries as ``max_recoveries`` and ``crashed_job`` say), with no heartbeat for
+        the worker in flight, so none can register it again afterwards.
+
+        :raises BrokerUnavailable: the broker could not be reached (a reaper will do it).
         """
         done = slot.status.successes() if slot.status is not None else []
         if done:
             self._broker.finish_jobs(worker=worker, job_ids=done)
+        with self._no_heartbeat_in_flight():
+            return self._broker.recover_worker(
+                manager=self.name, worker=worker, max_recoveries=max_recoveries, crashed_job=crashed_job
+            )
 
     def _settle_timed_out(self, worker: str, pid: int | None, running: Running) -> None:
         """Settle the job that overran, as its worker would have settled a failure.
@@ -477,14 +489,12 @@ class Manager:
         # blames none; with an id too long to report, every job it held.
         busy = slot.status.busy() if slot.status is not None else None
         try:
-            self._finish_successes(slot, worker)
-            with self._no_heartbeat_in_flight():  # no heartbeat for it may land after this
-                recovered = self._broker.recover_worker(
-                    manager=self.name,
-                    worker=worker,
-                    max_recoveries=None if busy is None else self._liveness.max_recoveries,
-                    crashed_job=None if busy is None else busy.job_id,
-                )
+            recovered = self._settle_exited(
+                slot,
+                worker,
+                max_recoveries=None if busy is None else self._liveness.max_recoveries,
+                crashed_job=None if busy is None else busy.job_id,
+            )
         except BrokerUnavailable as exc:  # its heartbeat lapses, and a reaper puts them back
             self._trouble(f"putting back the jobs of {worker} (the reaper will)", exc)
             recovered = 0
@@ -530,9 +540,7 @@ class Manager:
                 for slot in self._slots:
                     if slot.process is not None:
                         worker = self._worker_name(slot)
-                        self._finish_successes(slot, worker)
-                        with self._no_heartbeat_in_flight():
-                            self._broker.recover_worker(manager=self.name, worker=worker)
+                        self._settle_exited(slot, worker)
                         slot.process = None
                 self._broker.deregister_manager(self.name)
                 return
@@ -544,13 +552,30 @@ class Manager:
                 time.sleep(backoff.next())
 
     def _wait_for_workers(self, slots: list[_Slot]) -> None:
-        """Wait for warm stops; kill what is left after the grace period or a cold request."""
+        """Wait for warm stops; kill what is left after the grace period or a cold request.
+
+        Each worker is settled as soon as it exits, not when the last one does: a
+        heartbeat sent while it was exiting may have registered it again, and left so
+        while a sibling finishes a long job, its heartbeat would lapse and a reaper (this
+        manager's own included) would take it for dead.
+        """
         deadline = None if self.grace is None else time.monotonic() + self.grace
-        for slot in slots:
-            while slot.process is not None and slot.process.is_alive():
-                if self._cold.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                    slot.process.kill()
-                else:  # time limits still hold while the last jobs finish
-                    self._enforce_time_limits()
-                if slot.process is not None:
-                    slot.process.join(timeout=0.1)
+        waiting = list(slots)
+        while waiting:
+            if self._cold.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                for slot in waiting:
+                    if slot.process is not None:
+                        slot.process.kill()
+            else:  # time limits still hold while the last jobs finish
+                self._enforce_time_limits()
+            for slot in waiting:
+                process = slot.process
+                if process is not None and not process.is_alive():
+                    process.join()
+                    with contextlib.suppress(BrokerUnavailable):  # _settle_stopped_workers retries
+                        self._settle_exited(slot, self._worker_name(slot))
+                        slot.process = None
+            waiting = [s for s in waiting if s.process is not None and s.process.is_alive()]
+            sentinels = [s.process.sentinel for s in waiting if s.process is not None]
+            if sentinels:
+                multiprocessing.connection.wait(sentinels, timeout=0.1)
