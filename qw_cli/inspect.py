@@ -32,7 +32,8 @@ def status(*, backend: str, url: str | None, as_json: bool) -> None:
 
     One row for the shared queue, one per manager (jobs on its own queue, delayed for it,
     and held by its workers in total) and one per worker (jobs it holds); then the size
-    of the failed-job registry (``qw failed`` lists it).
+    of the failed-job registry (``qw failed`` lists it), and any problem the backend found
+    that keeps jobs from moving (a queue key of the wrong type, say).
     """
     with opened_broker(backend, url) as broker:
         report = _status(broker)
@@ -45,6 +46,8 @@ def status(*, backend: str, url: str | None, as_json: bool) -> None:
         rows.extend(["worker", worker["name"], None, None, worker["held"]] for worker in manager["workers"])
     echo_table(["kind", "name", "queued", "delayed", "held"], rows)
     click.echo(f"failed jobs: {report['failed']}")
+    for problem in report["problems"]:
+        click.echo(f"problem: {problem}")
 
 
 def _status(broker: Broker) -> dict[str, Any]:
@@ -66,6 +69,7 @@ def _status(broker: Broker) -> dict[str, Any]:
         "delayed": broker.delayed_count(None),
         "failed": broker.failed_count(),
         "managers": managers,
+        "problems": broker.problems(),
     }
 
 

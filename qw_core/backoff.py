@@ -27,9 +27,15 @@ class Backoff:
     failures: int = 0
 
     def next(self) -> float:
-        """Seconds to wait before the next attempt; each call widens the window (up to ``cap``)."""
-        window = min(self.cap, self.first * 2.0 ** min(self.failures, 32))
+        """Count a failure; seconds to wait before the next attempt (each call widens the
+        window, up to ``cap``)."""
         self.failures += 1
+        return self.wait()
+
+    def wait(self) -> float:
+        """Seconds to wait after the failures counted so far: half to all of a window of
+        ``first * 2 ** (failures - 1)``, capped at ``cap``."""
+        window = min(self.cap, self.first * 2.0 ** min(max(self.failures - 1, 0), 32))
         return window / 2 + random.uniform(0, window / 2)  # jitter, not cryptography
 
     def reset(self) -> None:

@@ -105,6 +105,11 @@ class Broker(abc.ABC):
         either fully queued or not at all, never data without a queue entry. Jobs are
         taken in the order given (first in, first out per queue).
 
+        Idempotent per job: a job whose id is queued, held or delayed already is left as
+        it is (a second copy in one batch too), so a call retried after a timeout whose
+        first attempt did go through queues nothing twice. (An id that is finished, or
+        only in the failed registry, is queued anew.)
+
         With ``delay`` above 0 the jobs first wait, delayed, and each is moved to the back
         of its queue once ``delay`` seconds have passed (by the backend's clock). Moving a
         due job is atomic and happens exactly once however many processes use the broker:
@@ -164,6 +169,16 @@ class Broker(abc.ABC):
             to a connection error) are handed out again by a later take.
         """
 
+    def still_held(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+        """Which of ``job_ids`` are on ``worker``'s held list now.
+
+        A worker asks before running jobs that waited in its batch (it may have been
+        paused past its heartbeat TTL and reaped meanwhile). Reads :meth:`held_job_ids`;
+        a backend that can answer more cheaply overrides it.
+        """
+        held = set(self.held_job_ids(worker))
+        return [job_id in held for job_id in job_ids]
+
     @abc.abstractmethod
     def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         """Finish jobs now, guarded as in :meth:`take`; say which ones ``worker`` still held."""
@@ -176,11 +191,13 @@ class Broker(abc.ABC):
 
         Guarded: does nothing and returns ``False`` if ``worker`` no longer holds it.
 
-        In the same atomic step the registry is trimmed to ``limits``: entries that failed
-        more than ``limits.max_age`` seconds before ``failure.failed_at``, then the oldest
-        beyond ``limits.max_count``, are deleted (the new entry counts). A backend may
-        delete a bounded number per call, so a bound that was just lowered is reached over
-        the next few failures.
+        The failure is recorded at the backend's own time (``failure.failed_at``, the
+        failing host's clock, is not trusted: hosts disagree), which is the ``failed_at``
+        the registry reports. In the same atomic step the registry is trimmed to
+        ``limits``: entries that failed more than ``limits.max_age`` seconds ago, then the
+        oldest beyond ``limits.max_count``, are deleted (the new entry counts). A backend
+        may delete a bounded number per call, so a bound that was just lowered is reached
+        over the next few failures.
         """
 
     @abc.abstractmethod
@@ -345,7 +362,9 @@ class Broker(abc.ABC):
     def requeue_failed(self, job_id: str) -> bool:
         """Move a failed job back onto the queue it came from, attempts reset.
 
-        Atomic and idempotent: a second call (or a concurrent one) returns ``False``.
+        Atomic and idempotent: a second call (or a concurrent one) returns ``False``. So
+        does a call while a job with the same id is queued, held or delayed (its data is
+        not overwritten; the failed entry stays).
         """
 
     @abc.abstractmethod
@@ -390,6 +409,14 @@ class Broker(abc.ABC):
         """Ways the server is set up that can lose jobs (a manager logs each at start).
 
         For example a Redis whose ``maxmemory-policy`` may evict keys. Empty by default.
+        """
+        return []
+
+    def problems(self) -> list[str]:
+        """Stored state that keeps jobs from moving, one line each (``qw status`` shows them).
+
+        For example a Redis queue key that some other program made a string: workers skip
+        it and serve the other queues, and this says so. Empty by default.
         """
         return []
 

@@ -16,10 +16,15 @@ group is killed) or when a worker is paused or cut off while its process lives o
   worker whose heartbeat has lapsed (the broker checks and moves atomically, see
   :meth:`Broker.reap`), counting recoveries per job so a job that kills its worker every
   time ends in the failed registry instead of looping.
-* **After an outage** (any broker call of the manager failing with
-  :class:`BrokerUnavailable`), the reaper judges nobody dead for one ``ttl``: while the
-  broker was unreachable no manager could refresh its heartbeats, so lapsed heartbeats
-  then say nothing about who is alive.
+* **After an outage** (any broker call of the manager's failing: unreachable, out of
+  memory, busy with a script, or any other error), the reaper judges nobody dead for one
+  ``ttl``: while the broker refused them no manager could refresh its heartbeats, so
+  lapsed heartbeats then say nothing about who is alive. Nor does it reap while this
+  manager's own last heartbeat is older than one interval (the process was paused, or
+  the heartbeat thread is behind): it re-registers itself and vouches for its workers
+  first, so it never takes its own live workers for dead.
+* **Neither thread ever dies of an error**: each logs it (with a traceback for anything
+  but an outage, once per streak), backs off, and goes on.
 
 How the peers do it, and why qw differs: Sidekiq's reliable fetch and dramatiq keep a
 heartbeat per consumer process that the process itself refreshes, so a consumer stuck in
@@ -38,14 +43,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import attrs
 
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
-from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
+from qw_core.errors import BrokerUnavailable, ConfigurationError
 
 log = logging.getLogger("qw.manager")
+
+_T = TypeVar("_T")
 
 #: Production defaults: a heartbeat every 5 s, presumed dead after 30 s without one.
 DEFAULT_HEARTBEAT = 5.0
@@ -137,6 +145,7 @@ class Liveness:
         self._on_reaped = on_reaped
         self._stop = threading.Event()
         self._trouble_at = -float("inf")
+        self._beat_at = -float("inf")  # when the last heartbeat was written
         self._threads: list[threading.Thread] = []
         self._local = threading.local()  # each thread's own broker
         #: Held while a heartbeat is computed and sent. The manager takes it to put back an
@@ -165,26 +174,47 @@ class Liveness:
 
     @property
     def troubled(self) -> bool:
-        """Whether the broker was unreachable less than one TTL ago."""
+        """Whether a broker call failed less than one TTL ago."""
         return time.monotonic() - self._trouble_at < self.settings.ttl
+
+    @property
+    def beat_is_fresh(self) -> bool:
+        """Whether this manager's last heartbeat was written less than an interval ago
+        (with some slack for a slow broker)."""
+        return time.monotonic() - self._beat_at < 1.5 * self.settings.heartbeat
+
+    @property
+    def may_reap(self) -> bool:
+        """Whether lapsed heartbeats mean anything now: no trouble for a TTL, and this
+        manager's own heartbeat is current."""
+        return not self.troubled and self.beat_is_fresh
 
     # -- the threads -----------------------------------------------------------------
 
-    def _call(self, what: str, call: Callable[[Broker], object], backoff: Backoff) -> object | None:
-        """Run ``call`` on this thread's broker (opened on first use); ``None`` on trouble."""
+    def _call(self, what: str, call: Callable[[Broker], _T], backoff: Backoff) -> tuple[bool, _T | None]:
+        """Run ``call`` on this thread's broker (opened on first use): (whether it worked,
+        its result).
+
+        An error notes trouble (see :attr:`troubled`), counts in ``backoff`` and is logged
+        once per streak, with its traceback unless it is an outage.
+        """
         try:
             if self._broker_of_thread() is None:
                 self._local.broker = self._factory()
             result = call(self._local.broker)
-        except BrokerUnavailable as exc:
+        except Exception as exc:
             self.note_trouble()
             if backoff.failures == 0:
-                log.warning("manager %s: %s failed, retrying: %s", self.manager, what, exc)
-            return None
+                if isinstance(exc, BrokerUnavailable):
+                    log.warning("manager %s: %s failed, retrying: %s", self.manager, what, exc)
+                else:
+                    log.error("manager %s: %s failed, retrying", self.manager, what, exc_info=exc)
+            backoff.failures += 1
+            return False, None
         if backoff.failures:
             log.info("manager %s: %s works again", self.manager, what)
         backoff.reset()
-        return result
+        return True, result
 
     def _broker_of_thread(self) -> Broker | None:
         return getattr(self._local, "broker", None)
@@ -201,17 +231,18 @@ class Liveness:
         try:
             while not self._stop.is_set():
                 with self.beat_lock:
-                    changed = self._call(
+                    started = time.monotonic()
+                    ok, changed = self._call(
                         "the heartbeat",
                         lambda broker: broker.beat(
                             manager=self.manager, token=self.token, workers=self._workers(), ttl=settings.ttl
                         ),
                         backoff,
                     )
-                if changed is None:
-                    self._stop.wait(backoff.next())
+                if not ok or changed is None:
+                    self._stop.wait(backoff.wait())
                     continue
-                assert isinstance(changed, dict)
+                self._beat_at = started
                 for name, previous in changed.items():
                     self._report(name, previous)
                 self._stop.wait(settings.heartbeat)
@@ -241,25 +272,22 @@ class Liveness:
         backoff = Backoff(first=min(0.1, settings.reap_every), cap=settings.reap_every)
         try:
             while not self._stop.wait(settings.reap_every):
-                if self.troubled:
+                if not self.may_reap:
                     continue
-                try:
-                    reaped = self._call(
-                        "reaping",
-                        lambda broker: broker.reap(
-                            owner=self.token,
-                            lease=settings.reap_every,
-                            ttl=settings.ttl,
-                            max_recoveries=settings.max_recoveries,
-                        ),
-                        backoff,
-                    )
-                except QwError:  # a bug or a broken server: keep reaping later
-                    log.exception("manager %s: the reaper failed", self.manager)
-                    continue
-                if reaped is None and backoff.failures == 0 and self.troubled:
-                    backoff.next()  # it failed just now: log the next failure only after a success
-                for done in reaped if isinstance(reaped, list) else ():
-                    self._on_reaped(done)
+                _, reaped = self._call(
+                    "reaping",
+                    lambda broker: broker.reap(
+                        owner=self.token,
+                        lease=settings.reap_every,
+                        ttl=settings.ttl,
+                        max_recoveries=settings.max_recoveries,
+                    ),
+                    backoff,
+                )
+                for done in reaped or ():
+                    try:
+                        self._on_reaped(done)
+                    except Exception:
+                        log.exception("manager %s: reporting a reaped worker failed", self.manager)
         finally:
             self._close_broker()

@@ -16,6 +16,20 @@ and signal handlers only wake the supervisor through a pipe.
 
 A worker process only starts taking jobs once the manager has written its first
 heartbeat, so no reaper can ever take a new worker for a dead one.
+
+Settling an exited worker. Whatever way a worker ends (it crashed, was killed for a time
+limit, stopped on request, or could not start), the manager settles it before anything
+else: the jobs it ran and had not finished are finished, the one it overran with is
+settled by the failure plugins, the rest go back to their queues. What the worker had in
+hand is read from its status record when it exits; if the broker cannot be reached then,
+the settling is retried (with a back-off) until it works, and the manager does not
+deregister while any worker is unsettled, so a reaper still finds what it held. The
+manager learns that a worker exited from a pidfd where the platform has one (a process
+the job forked cannot hold it open, as it can the pipe ``multiprocessing`` watches) and
+from a ``waitpid`` sweep every tick besides.
+
+Nothing but a stop request ends the supervisor: an error in one of its steps is logged,
+waited out with a back-off, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -37,9 +51,10 @@ from typing import Any
 
 import attrs
 
+from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
-from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
+from qw_core.errors import ConfigurationError, JobTimeout, QwError
 from qw_core.liveness import (
     DEFAULT_HEARTBEAT,
     DEFAULT_MAX_RECOVERIES,
@@ -48,11 +63,11 @@ from qw_core.liveness import (
     LivenessSettings,
     process_working,
 )
-from qw_core.models import Action, Decision, Failure, ManagerInfo, Outcome, WorkerInfo
+from qw_core.models import Failure, ManagerInfo, WorkerInfo
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
-from qw_core.process import EXIT_CANNOT_START, WorkerSpec, worker_main
-from qw_core.status import JobStatus, Running
+from qw_core.process import WorkerSpec, worker_main
+from qw_core.status import Busy, JobStatus, Running
 from qw_core.targets import TargetLoader
 from qw_core.worker import DEFAULT_PREFETCH
 
@@ -65,22 +80,77 @@ HEALTHY_RUN_SECONDS = 10.0
 TIMEOUT_TICK = 0.25
 
 
+def _pidfd(pid: int | None) -> int | None:
+    """A pidfd for ``pid`` (Linux 5.3+), or ``None`` where there is none.
+
+    It becomes readable when the process exits, and unlike the pipe ``multiprocessing``
+    watches, no process the worker forks can keep it from becoming so.
+    """
+    open_pidfd = getattr(os, "pidfd_open", None)
+    if open_pidfd is None or pid is None:
+        return None
+    try:
+        return int(open_pidfd(pid))
+    except OSError:  # an old kernel, or a sandbox that forbids it: the sentinel and sweep do
+        return None
+
+
 @attrs.define
 class _Slot:
     """One worker position: the process filling it and its restart back-off."""
 
     process: BaseProcess | None = None
+    exit_fd: int | None = None  # a pidfd of the process, readable once it exited
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
     status: JobStatus | None = None  # what its worker runs, shared with it
     name: str = ""  # its worker's name
     token: str = ""  # its worker's heartbeat token
+    killed: bool = False  # the manager killed it on purpose (a cold stop)
     go: Any = None  # the event its worker waits for (kept: with spawn, the child opens it late)
 
     @property
     def worker_pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
+
+    def exit_handle(self) -> int | None:
+        """What to wait on for the process's exit: its pidfd, else its sentinel."""
+        if self.process is None:
+            return None
+        return self.exit_fd if self.exit_fd is not None else self.process.sentinel
+
+    def forget_process(self) -> None:
+        self.process = None
+        self.killed = False
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+
+
+@attrs.frozen(kw_only=True)
+class _Exited:
+    """A worker process that exited, and what its status record said about its jobs then.
+
+    :param worker: its name.
+    :param pid: its pid.
+    :param exitcode: its exit code (negative: the signal that killed it).
+    :param successes: jobs it ran successfully and had not finished in the broker yet.
+    :param died: it exited without being asked to, or was killed for a time limit
+        (``qw_worker_died`` fires once it is settled).
+    :param blame: the job to count a recovery for (the one it died with in hand;
+        ``Busy(None)``: one whose id was too long to report, so every job it held);
+        ``None`` counts nothing.
+    :param timed_out: the job it was killed for, past its time limit.
+    """
+
+    worker: str
+    pid: int | None
+    exitcode: int | None
+    successes: tuple[str, ...] = ()
+    died: bool = False
+    blame: Busy | None = None
+    timed_out: Running | None = None
 
 
 class Manager:
@@ -177,6 +247,9 @@ class Manager:
         self._cold = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unsettled: list[_Exited] = []  # exited workers whose settling failed
+        self._settle_at = 0.0  # when to retry settling them
+        self._settle_backoff = Backoff(first=0.1, cap=1.0)
         self.error: str | None = None
 
     # -- public API (the original's start/stop/join, plus run) -----------------------
@@ -291,12 +364,13 @@ class Manager:
         process.start()
         self._spawned += 1
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        slot.exit_fd = _pidfd(process.pid)
         slot.name, slot.token = f"{self.name}.{process.pid}", f"{self._token}.{self._spawned}"
         try:
             self._broker.beat(
                 manager=self.name, token=self._token, workers={slot.name: slot.token}, ttl=self._liveness.ttl
             )
-        except BrokerUnavailable as exc:  # it waits in its own back-off; the heartbeat thread catches up
+        except Exception as exc:  # it waits in its own back-off; the heartbeat thread catches up
             self._trouble(f"the first heartbeat of worker {slot.name}", exc)
         go.set()
 
@@ -328,28 +402,38 @@ class Manager:
         if self._live is not None:
             self._live.note_trouble()
 
-    def _worker_name(self, slot: _Slot) -> str:
-        return f"{self.name}.{slot.worker_pid}"
-
     def _supervise(self) -> None:
+        backoff = Backoff(first=0.1, cap=2.0)
         try:
             while not self._stop_requested.is_set():
-                self._restart_due()
-                tick = self._enforce_time_limits()
-                waitables: list[Any] = [self._wake_r]
-                by_sentinel = {s.process.sentinel: s for s in self._slots if s.process is not None}
-                waitables.extend(by_sentinel)
-                restart_in = self._next_restart_in()
-                timeout = tick if restart_in is None else min(tick, restart_in)
-                for ready in multiprocessing.connection.wait(waitables, timeout=timeout):
-                    slot = by_sentinel.get(ready) if isinstance(ready, int) else None
-                    if slot is not None:
-                        self._on_worker_exit(slot)
-        except Exception:
-            log.exception("manager %s: supervisor failed; stopping", self.name)
-            self.error = "supervisor failed"
+                try:
+                    self._supervise_once()
+                except Exception:  # a bug or a broken server: log, wait, go on supervising
+                    log.exception("manager %s: supervising failed; going on", self.name)
+                    self._stop_requested.wait(backoff.next())
+                else:
+                    backoff.reset()
         finally:
             self._shutdown()
+
+    def _supervise_once(self) -> None:
+        """One turn: restart, settle what is pending, enforce time limits, wait for an exit."""
+        self._restart_due()
+        self._settle_pending()
+        tick = self._enforce_time_limits()
+        for slot in self._slots:  # exits a handle may miss (no pidfd, and a sentinel held open)
+            if slot.process is not None and slot.process.exitcode is not None:
+                self._on_worker_exit(slot)
+        by_handle = {h: s for s in self._slots if (h := s.exit_handle()) is not None}
+        waitables: list[Any] = [self._wake_r, *by_handle]
+        restart_in = self._next_restart_in()
+        timeout = tick if restart_in is None else min(tick, restart_in)
+        if self._unsettled:
+            timeout = min(timeout, max(0.0, self._settle_at - time.monotonic()))
+        for ready in multiprocessing.connection.wait(waitables, timeout=timeout):
+            exited = by_handle.get(ready) if isinstance(ready, int) else None
+            if exited is not None and exited.process is not None:
+                self._on_worker_exit(exited)
 
     def _next_restart_in(self) -> float | None:
         due = [s.restart_at for s in self._slots if s.restart_at is not None]
@@ -376,64 +460,124 @@ class Manager:
         return tick
 
     def _time_out(self, slot: _Slot, running: Running) -> None:
-        """Kill ``slot``'s worker, fail the job it overran with, put back the rest, restart."""
+        """Kill ``slot``'s worker, settle the job it overran with and the rest, restart it."""
         assert slot.process is not None
-        assert slot.status is not None
-        process, worker = slot.process, self._worker_name(slot)
-        process.kill()
-        process.join()
-        slot.process = None
-        after = slot.status.running()
-        same_run = after is not None and after.seq == running.seq  # not a job that started since
+        slot.process.kill()
+        slot.process.join()
         log.warning(
             "manager %s: job %s ran past its %gs limit on %s; killed the worker",
             self.name,
             running.job_id,
             running.limit,
-            worker,
+            slot.name,
         )
-        recovered = 0
-        try:
-            if same_run and running.job_id is not None:
-                self._settle_timed_out(worker, process.pid, running)
-            # The others it held never ran. A job whose id was too long to report counts as
-            # a crash, so a job that always overruns still ends in the failed registry.
-            unknown = same_run and running.job_id is None
-            count = self._liveness.max_recoveries if unknown else None
-            recovered = self._settle_exited(slot, worker, max_recoveries=count)
-        except BrokerUnavailable as exc:
-            self._trouble(f"settling the jobs of {worker} (the reaper will put them back)", exc)
-        self._pm.hook.qw_worker_died(
-            manager=self.info, worker=worker, exitcode=process.exitcode, recovered=recovered
+        after = slot.status.running() if slot.status is not None else None
+        same_run = after is not None and after.seq == running.seq  # not a job that started since
+        known = same_run and running.job_id is not None
+        # A job whose id was too long to report counts as a crash, so that a job that
+        # always overruns still ends in the failed registry; the others it held never ran.
+        unknown = same_run and running.job_id is None
+        exited = self._exited(
+            slot, died=True, blame=Busy(None) if unknown else None, timed_out=running if known else None
         )
+        slot.forget_process()
         slot.restart_at = time.monotonic()
+        self._settle_or_later(exited)
 
-    def _settle_exited(
-        self,
-        slot: _Slot,
-        worker: str,
-        *,
-        max_recoveries: int | None = None,
-        crashed_job: str | None = None,
-    ) -> int:
+    def _on_worker_exit(self, slot: _Slot) -> None:
+        """A worker exited on its own: settle it, then restart it (or stop, if it cannot start)."""
+        assert slot.process is not None
+        slot.process.join()
+        status = slot.status
+        cannot_start = status is not None and status.could_not_start
+        # Blame the job it died with in hand, and only that one: the others it held were
+        # waiting their turn (or ran and were not finished yet). Between jobs, none.
+        blame = status.busy() if status is not None and not cannot_start else None
+        exited = self._exited(slot, died=not cannot_start, blame=blame)
+        slot.forget_process()
+        self._settle_or_later(exited)
+        if cannot_start:
+            self.error = f"worker {exited.worker} could not start (see its error above)"
+            log.error("manager %s: %s; stopping", self.name, self.error)
+            self._stop_requested.set()
+            return
+        lived = time.monotonic() - slot.started_at
+        slot.failures = 0 if lived >= HEALTHY_RUN_SECONDS else slot.failures + 1
+        first, cap = self.restart_backoff
+        slot.restart_at = time.monotonic() + (
+            min(cap, first * 2 ** (slot.failures - 1)) if slot.failures else 0.0
+        )
+
+    def _exited(
+        self, slot: _Slot, *, died: bool, blame: Busy | None = None, timed_out: Running | None = None
+    ) -> _Exited:
+        """``slot``'s worker, which has exited, with the jobs its status record reports."""
+        assert slot.process is not None
+        return _Exited(
+            worker=slot.name,
+            pid=slot.process.pid,
+            exitcode=slot.process.exitcode,
+            successes=tuple(slot.status.successes()) if slot.status is not None else (),
+            died=died,
+            blame=blame,
+            timed_out=timed_out,
+        )
+
+    # -- settling exited workers (supervisor thread) ---------------------------------
+
+    def _settle_or_later(self, exited: _Exited) -> None:
+        """Settle ``exited`` now, or keep it to retry later (see :meth:`_settle_pending`)."""
+        try:
+            recovered = self._settle(exited)
+        except Exception as exc:
+            self._unsettled.append(exited)
+            self._settle_at = time.monotonic() + self._settle_backoff.next()
+            self._trouble(f"settling the jobs of {exited.worker} (retrying)", exc)
+            return
+        if exited.died:
+            settle.notify(
+                self._pm.hook.qw_worker_died,
+                manager=self.info,
+                worker=exited.worker,
+                exitcode=exited.exitcode,
+                recovered=recovered,
+            )
+
+    def _settle_pending(self) -> None:
+        """Retry settling the workers whose settling failed, once their back-off is over."""
+        if not self._unsettled or time.monotonic() < self._settle_at:
+            return
+        pending, self._unsettled = self._unsettled, []
+        for exited in pending:
+            self._settle_or_later(exited)
+        if not self._unsettled:
+            self._settle_backoff.reset()
+
+    def _settle(self, exited: _Exited) -> int:
         """Settle what an exited worker still held; how many jobs were put back.
 
-        First the jobs it ran successfully and had not finished yet: a worker finishes
-        those with its next take (``Worker.finish_delay``) and reports them in its status
-        record meanwhile, so they are finished here instead of running again (finishing
-        is guarded by its held list, so one it did finish after all is left alone). The
-        rest go back to their queues (:meth:`Broker.recover_worker`, which counts
-        recoveries as ``max_recoveries`` and ``crashed_job`` say), with no heartbeat for
-        the worker in flight, so none can register it again afterwards.
+        In order: the job it overran with (by the failure plugins, as a worker settles a
+        failure); the jobs it ran successfully and had not finished yet (a worker finishes
+        those with its next take, ``Worker.finish_delay``, and reports them meanwhile), so
+        they do not run again; then the rest go back to their queues
+        (:meth:`Broker.recover_worker`), with no heartbeat for the worker in flight, so
+        none can register it again afterwards. Recoveries are counted only for the job
+        ``exited.blame`` names. Every step is guarded or idempotent, so a settle that
+        failed can be run again.
 
-        :raises BrokerUnavailable: the broker could not be reached (a reaper will do it).
+        :raises Exception: a broker call failed (the caller retries later).
         """
-        done = slot.status.successes() if slot.status is not None else []
-        if done:
-            self._broker.finish_jobs(worker=worker, job_ids=done)
+        if exited.timed_out is not None:
+            self._settle_timed_out(exited.worker, exited.pid, exited.timed_out)
+        if exited.successes:
+            self._broker.finish_jobs(worker=exited.worker, job_ids=list(exited.successes))
+        blame = exited.blame
         with self._no_heartbeat_in_flight():
             return self._broker.recover_worker(
-                manager=self.name, worker=worker, max_recoveries=max_recoveries, crashed_job=crashed_job
+                manager=self.name,
+                worker=exited.worker,
+                max_recoveries=None if blame is None else self._liveness.max_recoveries,
+                crashed_job=None if blame is None else blame.job_id,
             )
 
     def _settle_timed_out(self, worker: str, pid: int | None, running: Running) -> None:
@@ -453,103 +597,71 @@ class Manager:
         failure = Failure.from_exception(error, worker=worker, kind="timeout")
         info = WorkerInfo(name=worker, manager=self.name, pid=pid or 0)
         hook = self._pm.hook
-        try:
-            decision: Decision | None = hook.qw_job_failed(job=job, worker=info, exc=error, failure=failure)
-        except Exception:  # a plugin's bug must not stop the manager: keep the job
-            log.exception("manager %s: a qw_job_failed plugin failed on job %s", self.name, job.id)
-            decision = None
-        if decision is None:  # every failure plugin blocked: keep the job, never drop it
-            decision = Decision.fail()
-        if decision.action is Action.RETRY:
-            self._broker.retry_job(worker=worker, job=job, delay=decision.delay)
-            outcome = Outcome.RETRIED
-        elif decision.action is Action.DROP:
-            self._broker.finish_jobs(worker=worker, job_ids=[job.id])
-            outcome = Outcome.DROPPED
-        else:
-            self._broker.fail_job(worker=worker, job=job, failure=failure, limits=self._spec.failed_limits)
-            outcome = Outcome.FAILED
-        try:
-            hook.qw_job_finished(job=job, worker=info, outcome=outcome, duration=running.limit)
-        except Exception:
-            log.exception("manager %s: a qw_job_finished plugin failed on job %s", self.name, job.id)
-
-    def _on_worker_exit(self, slot: _Slot) -> None:
-        assert slot.process is not None
-        process, worker = slot.process, self._worker_name(slot)
-        process.join()
-        slot.process = None
-        if process.exitcode == EXIT_CANNOT_START:
-            self.error = f"worker {worker} could not start (see its error above)"
-            log.error("manager %s: %s; stopping", self.name, self.error)
-            self._stop_requested.set()
-            return
-        # Blame the job it died with in hand, and only that one: the others it held were
-        # waiting their turn (or ran and were not finished yet). Dying between jobs, it
-        # blames none; with an id too long to report, every job it held.
-        busy = slot.status.busy() if slot.status is not None else None
-        try:
-            recovered = self._settle_exited(
-                slot,
-                worker,
-                max_recoveries=None if busy is None else self._liveness.max_recoveries,
-                crashed_job=None if busy is None else busy.job_id,
-            )
-        except BrokerUnavailable as exc:  # its heartbeat lapses, and a reaper puts them back
-            self._trouble(f"putting back the jobs of {worker} (the reaper will)", exc)
-            recovered = 0
-        self._pm.hook.qw_worker_died(
-            manager=self.info, worker=worker, exitcode=process.exitcode, recovered=recovered
+        decision = settle.decide(hook, job, info, error, failure)
+        outcome = settle.apply(
+            self._broker,
+            worker=worker,
+            job=job,
+            decision=decision,
+            failure=failure,
+            limits=self._spec.failed_limits,
         )
-        lived = time.monotonic() - slot.started_at
-        slot.failures = 0 if lived >= HEALTHY_RUN_SECONDS else slot.failures + 1
-        first, cap = self.restart_backoff
-        slot.restart_at = time.monotonic() + (
-            min(cap, first * 2 ** (slot.failures - 1)) if slot.failures else 0.0
-        )
+        settle.notify(hook.qw_job_finished, job=job, worker=info, outcome=outcome, duration=running.limit)
 
     def _shutdown(self) -> None:
         try:
-            self._pm.hook.qw_manager_stopping(manager=self.info)
-            running = [s for s in self._slots if s.process is not None and s.process.is_alive()]
+            settle.notify(self._pm.hook.qw_manager_stopping, manager=self.info)
+            for slot in self._slots:  # died just before the stop: settled as any crash
+                if slot.process is not None and slot.process.exitcode is not None:
+                    self._on_worker_exit(slot)
+            running = [s for s in self._slots if s.process is not None]
             for slot in running:
                 assert slot.process is not None
                 if self._cold.is_set():
-                    slot.process.kill()
+                    self._kill(slot)
                 else:
                     slot.process.terminate()  # SIGTERM: finish the current job, then exit
             self._wait_for_workers(running)
             if self._live is not None:
                 self._live.stop()  # after the workers: a long last job keeps its heartbeat
             self._settle_stopped_workers()
+        except Exception:
+            self.error = "stopping failed"
+            log.exception("manager %s: stopping failed; a reaper puts back what its workers held", self.name)
         finally:
             self._broker.close()
             self._stopped.set()
 
-    def _settle_stopped_workers(self) -> None:
-        """Put back what the stopped workers held and deregister, retrying for one TTL.
+    def _kill(self, slot: _Slot) -> None:
+        """Kill ``slot``'s worker on purpose (a cold stop): what it held is not its fault."""
+        assert slot.process is not None
+        slot.killed = True
+        slot.process.kill()
 
-        Nothing counts as a crash: the workers were stopped on purpose. If the broker stays
-        unreachable, the manager's and its workers' heartbeats lapse and a reaper (of
-        another manager, or of the next start of this one) puts the jobs back.
+    def _settle_stopped_workers(self) -> None:
+        """Settle what is still unsettled and deregister, retrying for one TTL.
+
+        The manager deregisters only once every worker is settled: a reaper looks only at
+        registered managers, so one that left with a worker unsettled would orphan its
+        jobs. If the broker stays unreachable, the manager's and its workers' heartbeats
+        lapse and a reaper (of another manager, or of the next start of this one) puts the
+        jobs back.
         """
-        backoff = Backoff(first=0.1, cap=1.0)
         deadline = time.monotonic() + self._liveness.ttl
         while True:
-            try:
-                for slot in self._slots:
-                    if slot.process is not None:
-                        worker = self._worker_name(slot)
-                        self._settle_exited(slot, worker)
-                        slot.process = None
-                self._broker.deregister_manager(self.name)
-                return
-            except BrokerUnavailable as exc:
-                if time.monotonic() >= deadline:
-                    self.error = f"could not deregister: {exc}"
-                    log.error("manager %s: %s; a reaper will put its jobs back", self.name, self.error)
+            self._settle_at = 0.0
+            self._settle_pending()
+            if not self._unsettled:
+                try:
+                    self._broker.deregister_manager(self.name)
                     return
-                time.sleep(backoff.next())
+                except Exception as exc:
+                    self._trouble("deregistering", exc)
+            if time.monotonic() >= deadline:
+                self.error = "could not settle its workers and deregister"
+                log.error("manager %s: %s; a reaper will put its jobs back", self.name, self.error)
+                return
+            time.sleep(self._settle_backoff.next())
 
     def _wait_for_workers(self, slots: list[_Slot]) -> None:
         """Wait for warm stops; kill what is left after the grace period or a cold request.
@@ -564,18 +676,24 @@ class Manager:
         while waiting:
             if self._cold.is_set() or (deadline is not None and time.monotonic() >= deadline):
                 for slot in waiting:
-                    if slot.process is not None:
-                        slot.process.kill()
+                    if slot.process is not None and not slot.killed:
+                        self._kill(slot)
             else:  # time limits still hold while the last jobs finish
                 self._enforce_time_limits()
             for slot in waiting:
-                process = slot.process
-                if process is not None and not process.is_alive():
-                    process.join()
-                    with contextlib.suppress(BrokerUnavailable):  # _settle_stopped_workers retries
-                        self._settle_exited(slot, self._worker_name(slot))
-                        slot.process = None
-            waiting = [s for s in waiting if s.process is not None and s.process.is_alive()]
-            sentinels = [s.process.sentinel for s in waiting if s.process is not None]
-            if sentinels:
-                multiprocessing.connection.wait(sentinels, timeout=0.1)
+                if slot.process is not None and slot.process.exitcode is not None:
+                    self._on_stopped(slot)
+            waiting = [s for s in waiting if s.process is not None]
+            handles = [h for s in waiting if (h := s.exit_handle()) is not None]
+            if handles:
+                multiprocessing.connection.wait(handles, timeout=0.1)
+
+    def _on_stopped(self, slot: _Slot) -> None:
+        """A worker asked to stop has exited: settle it (a crash in its last job still
+        counts against that job, unless the manager killed it)."""
+        assert slot.process is not None
+        slot.process.join()
+        blame = None if slot.killed or slot.status is None else slot.status.busy()
+        exited = self._exited(slot, died=False, blame=blame)
+        slot.forget_process()
+        self._settle_or_later(exited)

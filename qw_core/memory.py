@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from qw_core.broker import Broker, Reaped, refuse_delayed_direct
-from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed
+from qw_core.errors import ConfigurationError, InvalidName, JobCrashed
 from qw_core.memory_rpc import (
     CAPABILITIES,
     MemoryFactory,
@@ -82,8 +82,9 @@ def check_name(name: str) -> str:
 
 @attrs.frozen
 class _Failed:
-    """One entry of the failed-job registry (the job itself stays in ``_State.jobs``)."""
+    """One entry of the failed-job registry: the job as it last ran, and why it failed."""
 
+    job: str  # the Job as JSON text
     failure: str  # the Failure as JSON text
     origin: Origin
     failed_at: float
@@ -94,7 +95,7 @@ class _State:
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.jobs: dict[str, str] = {}  # id -> the job as JSON text
+        self.jobs: dict[str, str] = {}  # id -> the job as JSON text, while queued, held or delayed
         self.queues: defaultdict[Origin, deque[str]] = defaultdict(deque)  # next to run first
         self.held: defaultdict[str, dict[str, Origin]] = defaultdict(dict)  # oldest first
         self.delayed: list[tuple[float, int, str, Origin]] = []  # heap of (due, seq, id, origin)
@@ -134,22 +135,18 @@ class MemoryBroker(Broker):
     def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
         """See :meth:`Broker.queue_jobs`; the whole batch is checked before any job is stored.
 
-        :raises InvalidJob: also when a job's id is already stored (queued, held, delayed
-            or failed), since two entries for one id would defeat the guarded finish.
+        A job whose id is queued, held or delayed already is left alone (so is the second
+        of two jobs with one id in a batch), as the contract asks.
         """
         staged = [(job, self._encode(job)) for job in jobs]
         if delay > 0:
             refuse_delayed_direct(jobs)
         state = self._state
         with state.cond:
-            ids = [job.id for job in jobs]
-            stored = [job_id for job_id in ids if job_id in state.jobs]
-            if stored:
-                raise InvalidJob(f"a job with id {stored[0]!r} is already stored")
-            if len(set(ids)) != len(ids):
-                raise InvalidJob("the batch holds two jobs with the same id")
             due = time.monotonic() + delay
             for job, text in staged:
+                if job.id in state.jobs:
+                    continue
                 state.jobs[job.id] = text
                 if delay > 0:
                     heapq.heappush(state.delayed, (due, next(state.sequence), job.id, job.manager))
@@ -248,18 +245,29 @@ class MemoryBroker(Broker):
     def fail_job(
         self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
     ) -> bool:
-        """See :meth:`Broker.fail_job`. The failed job stays readable with :meth:`get_job`."""
-        text, failure_text = self._encode(job), dumps(failure_to_dict(failure))
+        """See :meth:`Broker.fail_job`. The failed job stays readable with :meth:`get_job`;
+        its ``failed_at`` is this process's clock at the time it is recorded."""
+        text = self._encode(job)
         state = self._state
         with state.cond:
             if not self._holds(worker, job.id):
                 return False
             origin = self._unhold(worker, job.id)
-            state.jobs[job.id] = text
+            del state.jobs[job.id]
             state.recoveries.pop(job.id, None)
-            state.failed[job.id] = _Failed(failure_text, origin, failure.failed_at)
-            self._trim_failed(limits, now=failure.failed_at)
+            self._add_failed(job.id, text, failure, origin, limits)
             return True
+
+    def _add_failed(
+        self, job_id: str, text: str, failure: Failure, origin: Origin, limits: FailedLimits
+    ) -> None:
+        """Record a failed job, stamped with this broker's clock, and trim the registry;
+        the caller holds the lock."""
+        now = time.time()
+        failure_text = dumps(failure_to_dict(attrs.evolve(failure, failed_at=now)))
+        self._state.failed.pop(job_id, None)  # a newer failure of the same id goes last
+        self._state.failed[job_id] = _Failed(text, failure_text, origin, now)
+        self._trim_failed(limits, now=now)
 
     def _trim_failed(self, limits: FailedLimits, *, now: float) -> None:
         """Delete the oldest failed jobs beyond ``limits``; the caller holds the lock."""
@@ -276,7 +284,6 @@ class MemoryBroker(Broker):
                 doomed += list(itertools.islice(kept, excess))
         for job_id in doomed:
             del state.failed[job_id]
-            del state.jobs[job_id]
 
     def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
         """See :meth:`Broker.retry_job`. The job goes to the back of its queue when due."""
@@ -361,8 +368,7 @@ class MemoryBroker(Broker):
             )
             failure = Failure.from_exception(error, worker=worker, kind="crashed")
             state.recoveries.pop(job_id, None)
-            state.failed[job_id] = _Failed(dumps(failure_to_dict(failure)), back_to, failure.failed_at)
-            self._trim_failed(DEFAULT_FAILED_LIMITS, now=failure.failed_at)
+            self._add_failed(job_id, state.jobs.pop(job_id), failure, back_to, DEFAULT_FAILED_LIMITS)
         state.cond.notify_all()
         return Reaped(manager=manager, worker=worker, requeued=requeued, failed=len(poison))
 
@@ -469,6 +475,8 @@ class MemoryBroker(Broker):
         """See :meth:`Broker.get_job`: queued, held, delayed and failed jobs are stored."""
         with self._state.cond:
             text = self._state.jobs.get(job_id)
+            if text is None and job_id in self._state.failed:
+                text = self._state.failed[job_id].job
         return None if text is None else load_job(text)
 
     def delayed_job_ids(self, manager: str | None = None) -> list[str]:
@@ -481,7 +489,7 @@ class MemoryBroker(Broker):
         """See :meth:`Broker.failed_jobs`."""
         with self._state.cond:
             newest = list(reversed(self._state.failed.items()))[: max(0, limit)]
-            found = [(self._state.jobs[job_id], entry.failure) for job_id, entry in newest]
+            found = [(entry.job, entry.failure) for _, entry in newest]
         return [
             FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
         ]
@@ -495,19 +503,20 @@ class MemoryBroker(Broker):
         """See :meth:`Broker.get_failed`."""
         with self._state.cond:
             entry = self._state.failed.get(job_id)
-            if entry is None:
-                return None
-            job = self._state.jobs[job_id]
-        return FailedJob(job=load_job(job), failure=failure_from_dict(_loads(entry.failure)))
+        if entry is None:
+            return None
+        return FailedJob(job=load_job(entry.job), failure=failure_from_dict(_loads(entry.failure)))
 
     def requeue_failed(self, job_id: str) -> bool:
         """See :meth:`Broker.requeue_failed`; the job goes to the back of its queue."""
         state = self._state
         with state.cond:
+            if job_id in state.jobs:  # a live job has this id: leave both alone
+                return False
             entry = state.failed.pop(job_id, None)
             if entry is None:
                 return False
-            job = load_job(state.jobs[job_id])
+            job = load_job(entry.job)
             state.jobs[job_id] = dumps(job_to_dict(attrs.evolve(job, attempts=0)))
             state.queues[entry.origin].append(job_id)
             state.cond.notify_all()
@@ -520,7 +529,6 @@ class MemoryBroker(Broker):
             doomed = list(state.failed) if job_ids is None else [i for i in job_ids if i in state.failed]
             for job_id in dict.fromkeys(doomed):
                 del state.failed[job_id]
-                del state.jobs[job_id]
             return len(set(doomed))
 
     # -- lifecycle -------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -27,9 +28,11 @@ from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
 from qw_core.worker import DEFAULT_PREFETCH, Worker
 
-#: Exit code of a worker that could not start (a bad target or plugin): the manager
-#: stops instead of restarting it in a loop. (A broker that cannot be reached is waited
-#: for: the manager reached it, so it is an outage.)
+#: Exit code of a worker that could not start (a bad target or plugin), for people
+#: reading a process list. The manager does not go by it (a target may exit with any
+#: code): the worker says so in its status record, and the manager stops instead of
+#: restarting it in a loop. (A broker that cannot be reached is waited for: the manager
+#: reached it, so it is an outage.)
 EXIT_CANNOT_START = 78  # EX_CONFIG
 
 
@@ -94,9 +97,15 @@ def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = No
             job_timeout=spec.job_timeout,
             status=status,
         )
-    except QwError as exc:
-        print(f"qw worker {spec.manager}.{os.getpid()}: {exc}", file=sys.stderr)
+    except Exception as exc:  # a bad target or plugin: restarting would fail the same way
+        if not isinstance(exc, QwError):
+            traceback.print_exc()
+        print(f"qw worker {spec.manager}.{os.getpid()}: cannot start: {exc}", file=sys.stderr)
+        if status is not None:
+            status.cannot_start()
         sys.exit(EXIT_CANNOT_START)
+    if status is not None:
+        status.ready()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         worker.request_stop()

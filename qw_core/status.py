@@ -7,6 +7,11 @@ Redis round trip per job on the hot path: the worker writes the job id and its d
 into a small shared-memory record before calling the target and clears the deadline
 after (two memory writes), and the manager reads the records a few times a second.
 
+The record also says whether the worker got through its start-up (``ready``) or gave up
+on it (``cannot start``: a bad target or plugin), so the manager tells "stop, this will
+never work" from "a worker died" by what the worker wrote, never by its exit code: a
+target may exit with any code, qw's own included.
+
 The same record says which job a worker has in hand (from its ``qw_job_started`` hook to
 its ``qw_job_finished`` one), so that when a worker dies its manager blames that job
 alone for the crash, not the jobs it held beside it (:meth:`Broker.recover_worker`);
@@ -41,8 +46,13 @@ MAX_ID_BYTES = 1024
 DONE_BYTES = 16384
 
 
+#: What a worker reported about its start-up (the record's ``phase``).
+STARTING, READY, CANNOT_START = 0, 1, 2
+
+
 class _Record(ctypes.Structure):
     _fields_ = [
+        ("phase", ctypes.c_uint8),
         ("seq", ctypes.c_uint64),
         ("deadline", ctypes.c_double),
         ("limit", ctypes.c_double),
@@ -89,6 +99,19 @@ class JobStatus:
 
     def __init__(self, context: Any) -> None:
         self._record = context.RawValue(_Record)
+
+    def ready(self) -> None:
+        """The worker started: its target and plugins loaded, its broker open."""
+        self._record.phase = READY
+
+    def cannot_start(self) -> None:
+        """The worker gave up starting (a bad target or plugin); it exits next."""
+        self._record.phase = CANNOT_START
+
+    @property
+    def could_not_start(self) -> bool:
+        """Whether the worker reported that it cannot start (the manager then stops)."""
+        return bool(self._record.phase == CANNOT_START)
 
     def began(self, job_id: str) -> None:
         """The worker has ``job_id`` in hand: its hooks and target are about to run."""
@@ -142,6 +165,7 @@ class JobStatus:
 
     def reset(self) -> None:
         """Forget everything (the manager, before starting a new worker in the slot)."""
+        self._record.phase = STARTING
         self._record.deadline = 0.0
         self._record.size = 0
         self._record.busy = 0

@@ -9,11 +9,23 @@ manager, which then stops workers warmly) and treats SIGTERM as "finish the curr
 take nothing new". It also stops if its manager process disappears, because recovery
 will hand the jobs it would take to others.
 
-Broker outages: a call that fails with :class:`~qw_core.errors.BrokerUnavailable` is
+Broker trouble: a call that fails with :class:`~qw_core.errors.BrokerUnavailable` is
 retried after a capped, jittered back-off (:mod:`qw_core.backoff`), logging once per
-outage, so a Redis restart or failover pauses the worker instead of killing it. A take
-gives up when the worker is asked to stop; settling a job that ran (finish, fail, retry)
-keeps trying until it works or the manager is gone (what stays held is recovered).
+outage, so a Redis restart or failover pauses the worker instead of killing it. Any other
+error of a broker call is logged with its traceback and retried the same way: the loop
+never dies of one. A take gives up when the worker is asked to stop; settling a job that
+ran (finish, fail, retry) keeps trying until it works, the manager is gone, or (for an
+error that is not an outage) the worker is asked to stop; what stays held is recovered.
+
+What a target does is its job's business, never the worker's: an exception of any kind,
+``SystemExit`` and ``KeyboardInterrupt`` included, fails that job (retried, failed or
+dropped as the plugins decide) and the worker goes on. A process the target forked that
+returns into qw exits at once, before it can touch the broker or the shared record.
+
+A worker paused (SIGSTOP) or cut off for long enough may have been reaped, its held jobs
+handed to others. So before it starts a job that waited in its batch for longer than
+:attr:`Worker.finish_delay`, it asks the broker which of the waiting jobs it still holds
+and drops the others: only the job it had in hand when it stopped can run twice.
 
 Time limits: before calling the target the worker writes the job id and its deadline to
 the shared record its manager reads (:mod:`qw_core.status`), two memory writes per job;
@@ -25,18 +37,21 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import pluggy
 
+from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker
 from qw_core.errors import BrokerUnavailable, ConfigurationError
-from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
+from qw_core.models import Failure, Job, Outcome, WorkerInfo
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, TIMEOUT_META, FailedLimits
 from qw_core.status import JobStatus
@@ -63,6 +78,28 @@ def current_job() -> Job | None:
     return _current_job.get()
 
 
+@attrs.define
+class _Batch:
+    """What a worker's last take gave it, and how it is getting on with it.
+
+    :param waiting: jobs taken and not started yet.
+    :param finished: jobs that succeeded, to finish with the next take.
+    :param deferred_since: when the first job in ``finished`` started.
+    :param limit: how many jobs the last take asked for.
+    :param size: how many it got.
+    :param taken_at: when.
+    :param confirmed_at: when the broker last said this worker holds ``waiting``.
+    """
+
+    waiting: deque[Job] = attrs.field(factory=deque)
+    finished: list[str] = attrs.field(factory=list)
+    deferred_since: float = 0.0
+    limit: int = 1
+    size: int = 0
+    taken_at: float = 0.0
+    confirmed_at: float = 0.0
+
+
 class Worker:
     """Takes jobs for one worker name and runs them through the job hooks.
 
@@ -86,6 +123,8 @@ class Worker:
         ``meta["timeout"]`` overrides it. Enforced by the manager, which reads ``status``.
     :param status: where to report to the manager the job in hand, its deadline, and the
         jobs that succeeded and are not finished yet.
+    :param clock: the monotonic clock batching and the held-jobs re-check go by (tests
+        pass a fake one).
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -93,6 +132,8 @@ class Worker:
     #: finished by a single round trip; a slow job, or a batch that has run this long, is
     #: finished at once. Until then the job is reported in ``status``: if the worker dies,
     #: its manager finishes it (without a manager, as in a thread, it runs again).
+    #: Also how long a job may wait in its batch before the worker checks that it still
+    #: holds it (a worker paused past its heartbeat TTL has been reaped meanwhile).
     finish_delay: float = 0.1
 
     def __init__(
@@ -109,6 +150,7 @@ class Worker:
         failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS,
         job_timeout: float | None = None,
         status: JobStatus | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -124,9 +166,11 @@ class Worker:
         self.failed_limits = failed_limits
         self.job_timeout = job_timeout
         self.status = status
+        self.clock = clock
+        self._pid = os.getpid()  # a process the target forks has another one
         self._stop = threading.Event()
         self._backoff = Backoff()
-        self._settled = True  # False when the loop ended holding jobs it could not settle
+        self._settled = False  # True once the loop ended holding nothing
 
     # -- control ---------------------------------------------------------------------
 
@@ -151,7 +195,7 @@ class Worker:
                 lambda: self.broker.register_worker(manager=self.manager, worker=self.name),
                 give_up=lambda: self.stopping,
             )
-        except BrokerUnavailable:
+        except Exception:
             return
         self.hook.qw_worker_started(worker=self.info)
         try:
@@ -161,13 +205,17 @@ class Worker:
             if self._settled:
                 try:
                     self.broker.deregister_worker(manager=self.manager, worker=self.name)
-                except BrokerUnavailable as exc:
+                except Exception as exc:  # its manager (or a reaper) deregisters it
                     log.warning("worker %s could not deregister: %s", self.name, exc)
 
     def _patiently(self, call: Callable[[], _T], *, give_up: Callable[[], bool]) -> _T:
-        """``call()``, retried after a back-off while the broker is unreachable.
+        """``call()``, retried after a back-off until it works.
 
-        :raises BrokerUnavailable: once ``give_up()`` says so after a failure.
+        An outage (:class:`BrokerUnavailable`) is retried until ``give_up()``; any other
+        error is logged with its traceback and retried until ``give_up()`` or a stop
+        request (it may never go away, and a stopping worker must not hang on it).
+
+        :raises Exception: the last error, once the caller gave up.
         """
         while True:
             try:
@@ -177,14 +225,22 @@ class Worker:
                     raise
                 self._wait_out(exc)
                 continue
+            except Exception as exc:
+                if give_up() or self.stopping:
+                    raise
+                self._wait_out(exc)
+                continue
             if self._backoff.failures:
                 self._answered()
             return result
 
-    def _wait_out(self, exc: BrokerUnavailable) -> None:
+    def _wait_out(self, exc: Exception) -> None:
         """Wait before trying the broker again (a stop request cuts the wait short)."""
         if self._backoff.failures == 0:
-            log.warning("worker %s: %s; retrying", self.name, exc)
+            if isinstance(exc, BrokerUnavailable):
+                log.warning("worker %s: %s; retrying", self.name, exc)
+            else:
+                log.error("worker %s: a broker call failed; retrying", self.name, exc_info=exc)
         self._stop.wait(self._backoff.next())
 
     def _answered(self) -> None:
@@ -195,45 +251,82 @@ class Worker:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _loop(self) -> None:
-        waiting: deque[Job] = deque()  # taken, not started yet
-        finished: list[str] = []  # succeeded, to finish with the next take
-        deferred_since = 0.0  # when the first job in `finished` started
-        limit, batch, batch_at = 1, 0, 0.0  # the last take's limit, what it gave, when
+        batch = _Batch()
+        completed = False  # the loop ended without an error: no job is left half-settled
         try:
             while not self.stopping:
-                if not waiting:
-                    limit = self._next_limit(limit, batch, time.monotonic() - batch_at)
-                    taken = self._take(finished, limit)
-                    if taken is None:  # the broker was unreachable: `finished` is still held
-                        continue
-                    waiting.extend(taken)
-                    batch, batch_at = len(taken), time.monotonic()
-                    finished = []
-                    self._settled_successes()
+                if not batch.waiting:
+                    self._take_batch(batch)
                     continue
-                job = waiting.popleft()
-                started = time.monotonic()
+                job = self._next_job(batch)
+                if job is None:
+                    continue
+                started = self.clock()
                 if self._run_one(job) is Outcome.SUCCEEDED:
-                    if not finished:
-                        deferred_since = started
-                    finished.append(job.id)
-                    if self.status is not None:  # its manager finishes it if we die first
-                        self.status.succeeded(job.id)
-                    # Settle with the next take (one round trip for the batch) unless
-                    # that would leave a finished job held for long: see finish_delay.
-                    if waiting and time.monotonic() - deferred_since >= self.finish_delay:
-                        self._finish(finished)
-                        finished = []
-                        self._settled_successes()
+                    self._succeeded(batch, job, started)
+            completed = True
         finally:
             try:
-                if finished:
-                    self._finish(finished)
-                if waiting:
-                    self.broker.release_jobs(worker=self.name, job_ids=[job.id for job in waiting])
-            except BrokerUnavailable as exc:
-                self._settled = False
+                if batch.finished:
+                    self._finish(batch.finished)
+                if batch.waiting:
+                    self.broker.release_jobs(worker=self.name, job_ids=[job.id for job in batch.waiting])
+                self._settled = completed
+            except Exception as exc:
                 log.warning("worker %s stops holding jobs it could not settle: %s", self.name, exc)
+
+    def _take_batch(self, batch: _Batch) -> None:
+        """Finish what succeeded and take the next batch, in one broker call."""
+        clock = self.clock
+        batch.limit = self._next_limit(batch.limit, batch.size, clock() - batch.taken_at)
+        taken = self._take(batch.finished, batch.limit)
+        if taken is None:  # the broker did not answer: `finished` is still held
+            return
+        batch.waiting.extend(taken)
+        batch.size = len(taken)
+        batch.taken_at = batch.confirmed_at = clock()
+        batch.finished = []
+        self._settled_successes()
+
+    def _next_job(self, batch: _Batch) -> Job | None:
+        """The next job of the batch; first, if they waited long, drop the jobs this worker
+        no longer holds. ``None`` if none is left."""
+        if self.clock() - batch.confirmed_at > self.finish_delay:
+            batch.waiting = self._still_held(batch.waiting)
+            batch.confirmed_at = self.clock()
+        return batch.waiting.popleft() if batch.waiting else None
+
+    def _succeeded(self, batch: _Batch, job: Job, started: float) -> None:
+        """Keep ``job`` to finish with the next take (one round trip for the batch), unless
+        that would leave a finished job held for long: see :attr:`finish_delay`."""
+        if not batch.finished:
+            batch.deferred_since = started
+        batch.finished.append(job.id)
+        if self.status is not None:  # its manager finishes it if we die first
+            self.status.succeeded(job.id)
+        if batch.waiting and self.clock() - batch.deferred_since >= self.finish_delay:
+            self._finish(batch.finished)
+            batch.finished = []
+            self._settled_successes()
+
+    def _still_held(self, waiting: deque[Job]) -> deque[Job]:
+        """The jobs of ``waiting`` this worker still holds (a reaper may have handed the
+        others to other workers while this one was paused); on an error, all of them."""
+        try:
+            flags = self.broker.still_held(worker=self.name, job_ids=[job.id for job in waiting])
+        except Exception as exc:  # cannot tell: run them (at least once beats never)
+            log.warning("worker %s could not check its held jobs: %s", self.name, exc)
+            return waiting
+        gone = [job.id for job, held in zip(waiting, flags, strict=True) if not held]
+        if gone:
+            log.warning(
+                "worker %s no longer holds %d job(s) it had taken (it was paused or cut off, and "
+                "a reaper handed them on): not running them: %s",
+                self.name,
+                len(gone),
+                ", ".join(gone),
+            )
+        return deque(job for job, held in zip(waiting, flags, strict=True) if held)
 
     def _settled_successes(self) -> None:
         if self.status is not None:
@@ -255,7 +348,7 @@ class Worker:
         return max(1, limit // 2)
 
     def _take(self, finished: list[str], limit: int) -> list[Job] | None:
-        """Finish ``finished`` and take the next jobs; ``None`` if the broker was unreachable."""
+        """Finish ``finished`` and take the next jobs; ``None`` if the broker did not answer."""
         try:
             jobs = self.broker.take(
                 manager=self.manager,
@@ -264,7 +357,7 @@ class Worker:
                 limit=limit,
                 timeout=self.block_timeout,
             )
-        except BrokerUnavailable as exc:
+        except Exception as exc:
             self._wait_out(exc)
             return None
         if self._backoff.failures:
@@ -279,65 +372,74 @@ class Worker:
     # -- one job ---------------------------------------------------------------------
 
     def _run_one(self, job: Job) -> Outcome:
-        """Run ``job`` through the hooks and settle a failure; return how it ended."""
+        """Run ``job`` through the hooks and settle a failure; return how it ended.
+
+        A ``qw_job_started`` plugin that raises fails the job (it did not run); one of the
+        notifications after the run is logged and changes nothing.
+        """
         hook = self.hook
         status = self.status
         if status is not None:
             status.began(job.id)
-        # A hook nobody implements (started and succeeded, by default) is not called at
-        # all: a pluggy call costs a few microseconds even with nothing to call.
-        if hook.qw_job_started.get_hookimpls():
-            hook.qw_job_started(job=job, worker=self.info)
         token = _current_job.set(job)
-        if status is not None:
-            status.started(self._time_limit(job))
+        error: BaseException | None = None
         start = time.perf_counter()
         try:
+            if hook.qw_job_started.get_hookimpls():
+                hook.qw_job_started(job=job, worker=self.info)
+            if status is not None:
+                status.started(self._time_limit(job))
+            start = time.perf_counter()
             hook.qw_job_run(job=job, worker=self.info, target=self.target)
-        except Exception as exc:
-            duration = time.perf_counter() - start
-            if status is not None:
-                status.ended()
-            outcome = self._settle_failure(job, exc)
-        else:
-            duration = time.perf_counter() - start
-            if status is not None:
-                status.ended()
+        except BaseException as exc:
+            error = exc
+        duration = time.perf_counter() - start
+        if os.getpid() != self._pid:
+            self._exit_forked_child(job, error)
+        if status is not None:
+            status.ended()
+        _current_job.reset(token)
+        if error is None:
             outcome = Outcome.SUCCEEDED
-            if hook.qw_job_succeeded.get_hookimpls():
-                hook.qw_job_succeeded(job=job, worker=self.info, duration=duration)
-        finally:
-            if status is not None:
-                status.ended()
-            _current_job.reset(token)
-        hook.qw_job_finished(job=job, worker=self.info, outcome=outcome, duration=duration)
+            settle.notify(hook.qw_job_succeeded, job=job, worker=self.info, duration=duration)
+        else:
+            outcome = self._settle_failure(job, error)
+        settle.notify(hook.qw_job_finished, job=job, worker=self.info, outcome=outcome, duration=duration)
         if status is not None:
             status.done()
         return outcome
 
-    def _settle_failure(self, job: Job, exc: Exception) -> Outcome:
-        failure = Failure.from_exception(exc, worker=self.name)
-        decision: Decision | None = self.hook.qw_job_failed(
-            job=job, worker=self.info, exc=exc, failure=failure
+    def _exit_forked_child(self, job: Job, error: BaseException | None) -> None:
+        """End a process that job's target forked and that came back into qw.
+
+        Only the worker itself may settle the job: a child going on from here would run
+        the worker's loop a second time under its name.
+        """
+        if isinstance(error, SystemExit):  # the child ended itself the usual way
+            code = error.code
+            os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+        print(
+            f"qw: a process forked by the target of job {job.id} (pid {os.getpid()}) returned "
+            "into the worker; it exits now (end such a child with os._exit)",
+            file=sys.stderr,
+            flush=True,
         )
-        if decision is None:  # every failure plugin blocked: keep the job, never drop it
-            decision = Decision.fail()
-        if decision.action is Action.RETRY:
-            self._patiently(
-                lambda: self.broker.retry_job(worker=self.name, job=job, delay=decision.delay),
-                give_up=self._manager_gone,
-            )
-            return Outcome.RETRIED
-        if decision.action is Action.DROP:
-            self._finish([job.id])
-            return Outcome.DROPPED
-        self._patiently(
-            lambda: self.broker.fail_job(
-                worker=self.name, job=job, failure=failure, limits=self.failed_limits
+        os._exit(0 if error is None else 1)
+
+    def _settle_failure(self, job: Job, exc: BaseException) -> Outcome:
+        failure = Failure.from_exception(exc, worker=self.name)
+        decision = settle.decide(self.hook, job, self.info, exc, failure)
+        return self._patiently(
+            lambda: settle.apply(
+                self.broker,
+                worker=self.name,
+                job=job,
+                decision=decision,
+                failure=failure,
+                limits=self.failed_limits,
             ),
             give_up=self._manager_gone,
         )
-        return Outcome.FAILED
 
     def _time_limit(self, job: Job) -> float | None:
         """Seconds ``job`` may run: its ``meta["timeout"]`` if a positive number, else the default."""

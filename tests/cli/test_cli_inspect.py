@@ -70,6 +70,7 @@ def test_status_json(state: dict[str, Any]) -> None:
         "queued": 3,
         "delayed": 1,
         "failed": 1,
+        "problems": [],
         "managers": [
             {
                 "name": "web1",
@@ -144,3 +145,11 @@ def test_unreachable_redis(command: str) -> None:
 def test_bad_manager_name(redis_db: Any) -> None:
     assert_one_line_error(invoke("workers", "--url", REDIS_URL, "a:b"), "':'")
     assert_one_line_error(invoke("jobs", "--url", REDIS_URL, "all"), "reserved")
+
+
+def test_status_names_a_queue_key_of_the_wrong_type(state: dict[str, Any], redis_db: Any) -> None:
+    redis_db.set("web2:jobs", "not a list")
+    lines = qw("status").stdout.splitlines()
+    report = json.loads(qw("status", "--json").stdout)
+    assert lines[-1].startswith("problem: web2:jobs is a string, not a list")
+    assert report["problems"] == [lines[-1].removeprefix("problem: ")]

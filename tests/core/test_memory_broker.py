@@ -14,7 +14,7 @@ from qw_core.broker import Broker
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob
 from qw_core.memory import MemoryBroker
 from qw_core.memory_rpc import MemoryClient, MemoryFactory
-from qw_core.models import Job
+from qw_core.models import Failure, Job
 from qw_core.testing import (
     MANAGER,
     WORKER,
@@ -144,15 +144,17 @@ def test_retried_direct_job_goes_to_its_workers_manager(memory: MemoryBroker) ->
     assert memory.queued_job_ids(MANAGER) == [job.id]
 
 
-def test_duplicate_ids_are_refused(memory: MemoryBroker) -> None:
+def test_a_failed_id_queued_again_is_a_new_job_beside_its_failed_entry(memory: MemoryBroker) -> None:
     job = Job.new({"n": 1})
     memory.queue_job(job)
-    with pytest.raises(InvalidJob):
-        memory.queue_job(job)
-    other = Job.new({"n": 2})
-    with pytest.raises(InvalidJob):
-        memory.queue_jobs([other, other])
-    assert memory.queued_job_ids() == [job.id]
+    memory.take(manager=MANAGER, worker=WORKER)
+    memory.fail_job(worker=WORKER, job=job, failure=Failure(exc_type="E", message="m"))
+    again = attrs.evolve(job, data={"n": 2})
+    memory.queue_job(again)
+    assert memory.take(manager=MANAGER, worker=WORKER) == [again]
+    failed = memory.get_failed(job.id)
+    assert failed is not None
+    assert failed.job == job
 
 
 def test_tuples_are_refused(memory: MemoryBroker) -> None:

@@ -31,8 +31,33 @@ def test_a_hash_without_marker_reaches_the_target_as_plain_strings() -> None:
     assert (job.manager, job.worker, job.attempts, job.queued_at, job.meta) == (None, None, 0, None, {})
 
 
-def test_a_missing_hash_is_an_empty_mapping() -> None:
-    assert codec.decode_job("id1", {}).data == {}
+def test_a_missing_hash_is_refused_not_run_with_empty_data() -> None:
+    # Redis has no empty hashes and the original client could not queue empty data: an id
+    # without its hash was queued twice, or lost its data. Running it with {} would run a
+    # job with data it was not queued with.
+    with pytest.raises(InvalidJob, match="has no data"):
+        codec.decode_job("id1", {})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"n": "caf\udce9"}, {"caf\udce9": "x"}, {"__qw__": '{"v":1}', "n": "\udcff"}],
+    ids=["value", "field name", "qw hash"],
+)
+def test_bytes_that_are_not_utf8_make_a_job_invalid(fields: dict[str, str]) -> None:
+    with pytest.raises(InvalidJob, match=r"not UTF-8 text: .*\\x"):
+        codec.decode_job("id1", fields)
+
+
+def test_an_id_that_is_not_unicode_text_is_refused_at_queue_time() -> None:
+    with pytest.raises(InvalidJob, match="not valid unicode"):
+        codec.encode_job(Job(id="a\ud800b", data={}))
+
+
+def test_shown_escapes_bytes_that_were_not_utf8() -> None:
+    assert codec.shown("plain") == "plain"
+    assert codec.shown("caf\udce9 é") == "caf\\xe9 é"
+    assert codec.shown("\ud800") == "\\ud800"
 
 
 def test_the_queue_a_hand_written_job_came_from_is_kept() -> None:

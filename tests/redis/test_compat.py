@@ -138,7 +138,7 @@ def test_worker_process_runs_until_shutdown(client: Client) -> None:
     wait_for(lambda: not client.exists(f"job:{job_id}"), timeout=2)
 
 
-BASIC_USAGE = '''
+BASIC_USAGE = """
 from qw_redis import Manager
 
 
@@ -150,7 +150,7 @@ def job_printer(job_id, job_data):
 manager = Manager(job_printer)
 manager.start()
 manager.join()
-'''
+"""
 
 
 def test_the_original_basic_usage_runs_with_only_its_import_changed(tmp_path: Any) -> None:

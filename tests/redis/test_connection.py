@@ -194,6 +194,15 @@ def test_fakeredis_factory_shares_the_fake_server(fake_broker: RedisBroker) -> N
     assert other.take(manager="m1", worker="m1.1") == [job]
 
 
-def test_a_client_that_does_not_decode_replies_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="decode_responses=True"):
-        RedisBroker(redis.Redis())
+def test_any_client_is_accepted_and_left_as_it_was() -> None:
+    # A client that does not decode (and one that decodes strictly) works: the broker talks
+    # through a client of its own on the same server, and leaves the caller's alone.
+    raw = fakeredis.FakeRedis()
+    broker = RedisBroker(raw)
+    job = Job.new({"n": 1})
+    broker.queue_job(job)
+    assert broker.take(manager="m", worker="m.1") == [job]
+    assert raw.lrange("m.1:jobs", 0, -1) == [job.id.encode()]
+    assert raw.connection_pool.connection_kwargs.get("decode_responses") in (None, False)
+    broker.close()
+    assert raw.ping(), "closing the broker leaves the caller's client open"

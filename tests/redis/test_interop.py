@@ -40,11 +40,16 @@ def test_a_hand_written_job_is_taken_as_strings_and_leaves_nothing_behind(
     assert real_client.keys("*") == []
 
 
-def test_a_hand_written_job_without_a_hash_is_empty_data(
+def test_a_hand_written_id_without_a_hash_is_failed_as_invalid_not_run_empty(
     real_broker: RedisBroker, real_client: redis.Redis
 ) -> None:
     real_client.lpush("all:jobs", "no-hash")
-    assert real_broker.take(manager=M, worker=W) == [Job(id="no-hash", data={})]
+    assert real_broker.take(manager=M, worker=W) == []
+    failed = real_broker.get_failed("no-hash")
+    assert failed is not None
+    assert failed.failure.kind == "invalid"
+    assert "has no data" in failed.failure.message
+    assert not real_client.exists(f"{W}:jobs", "all:jobs")
 
 
 def test_a_job_queued_by_qw_reads_naturally_with_plain_commands(

@@ -42,6 +42,7 @@ ROUND_TRIP_VALUES: list[JSON] = [
     None,
 ]
 
+
 #: Job data no backend may accept: not JSON, or not representable exactly.
 class Opaque:
     """An arbitrary Python object, not JSON; its repr is stable so test ids are too."""

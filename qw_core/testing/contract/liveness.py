@@ -116,9 +116,7 @@ class LivenessContract:
 
         def crash_running(job: Job) -> int:
             assert len(broker.take(manager=MANAGER, worker=WORKER, limit=3)) == 3
-            return broker.recover_worker(
-                manager=MANAGER, worker=WORKER, max_recoveries=1, crashed_job=job.id
-            )
+            return broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=1, crashed_job=job.id)
 
         assert crash_running(b) == 3
         assert crash_running(a) == 3, "a was not counted when b crashed, or it would be poison now"

@@ -134,12 +134,14 @@ class SchedulingContract:
     # -- the failed-job registry -----------------------------------------------------
 
     def _fail(
-        self, broker: Broker, jobs: list[Job], limits: FailedLimits | None = None, **when: float
+        self, broker: Broker, jobs: list[Job], limits: FailedLimits | None = None, *, clock_skew: float = 0.0
     ) -> None:
+        """Queue, take and fail ``jobs``, in order; each failure stamped by a host whose
+        clock is ``clock_skew`` seconds off."""
         broker.queue_jobs(jobs)
         broker.take(manager=MANAGER, worker=WORKER, limit=len(jobs))
         for n, job in enumerate(jobs):
-            failed_at = when.get("failed_at", time.time()) + n * 0.001
+            failed_at = time.time() + clock_skew
             failure = Failure(exc_type="builtins.ValueError", message=f"bad {n}", failed_at=failed_at)
             kwargs = {} if limits is None else {"limits": limits}
             assert broker.fail_job(worker=WORKER, job=job, failure=failure, **kwargs)
@@ -177,10 +179,27 @@ class SchedulingContract:
 
     def test_failed_registry_drops_entries_older_than_max_age(self, broker: Broker) -> None:
         old, new = make_jobs(2)
-        self._fail(broker, [old], failed_at=time.time() - 100)
-        self._fail(broker, [new], FailedLimits(max_count=None, max_age=50))
+        self._fail(broker, [old])
+        time.sleep(0.25)  # the age bound is about time passing, by the backend's clock
+        self._fail(broker, [new], FailedLimits(max_count=None, max_age=0.2))
         assert [f.job.id for f in broker.failed_jobs()] == [new.id]
         assert broker.get_job(old.id) is None
+
+    def test_failed_registry_goes_by_the_backends_clock_not_the_failing_hosts(self, broker: Broker) -> None:
+        # A host whose clock runs a month fast fails a job: with the default 30-day bound
+        # the older entries stay (a host's clock must not decide what another keeps), and
+        # the failure is recorded at the backend's time.
+        before = make_jobs(3)
+        self._fail(broker, before)
+        [fast] = make_jobs(1)
+        self._fail(broker, [fast], FailedLimits(), clock_skew=31 * 86400)
+        assert broker.failed_count() == 4
+        found = broker.get_failed(fast.id)
+        assert found is not None
+        assert abs(found.failure.failed_at - time.time()) < 3600, "stamped by the backend's clock"
+        [slow] = make_jobs(1)
+        self._fail(broker, [slow], FailedLimits(max_age=3600.0), clock_skew=-31 * 86400)
+        assert broker.failed_count() == 5, "a slow host's clock does not age the others either"
 
     def test_requeued_failed_job_runs_again_and_can_fail_again(self, broker: Broker) -> None:
         job = Job.new({"n": 1}, manager=MANAGER)
@@ -194,3 +213,13 @@ class SchedulingContract:
         found = broker.get_failed(job.id)
         assert found is not None
         assert found.failure.message == "again"
+
+    def test_requeue_leaves_a_live_job_with_the_same_id_alone(self, broker: Broker) -> None:
+        job = Job.new({"n": 1})
+        self._fail(broker, [job])
+        live = Job(id=job.id, data={"n": 2}, queued_at=job.queued_at)
+        broker.queue_job(live)
+        assert not broker.requeue_failed(job.id), "its data would overwrite the live job's"
+        assert broker.failed_count() == 1
+        assert broker.queued_job_ids() == [job.id]
+        assert broker.take(manager=MANAGER, worker=WORKER_2) == [live]

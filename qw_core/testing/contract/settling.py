@@ -39,7 +39,8 @@ class SettlingContract:
         assert broker.fail_job(worker=WORKER, job=job, failure=failure)
         [failed] = broker.failed_jobs()
         assert failed.job == job
-        assert failed.failure == failure
+        assert attrs.evolve(failed.failure, failed_at=failure.failed_at) == failure
+        assert abs(failed.failure.failed_at - time.time()) < 60, "recorded at the backend's time"
         assert broker.held_job_ids(WORKER) == []
         assert broker.queued_job_ids(MANAGER) == []
         assert broker.get_job(job.id) == job

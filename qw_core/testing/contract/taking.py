@@ -189,3 +189,53 @@ class TakingContract:
         broker.take(manager=MANAGER, worker=WORKER, finished=[job.id], limit=0)
         assert broker.get_job(job.id) == job
         assert broker.held_job_ids(WORKER_2) == [job.id]
+
+    def test_still_held_says_which_jobs_the_worker_holds_now(self, broker: Broker) -> None:
+        first, second, third = make_jobs(3)
+        broker.queue_jobs([first, second, third])
+        broker.take(manager=MANAGER, worker=WORKER, limit=3)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER) == 3
+        assert broker.take(manager=MANAGER, worker=WORKER_2) == [first]
+        broker.take(manager=MANAGER, worker=WORKER, limit=1)  # second, taken again
+        assert broker.still_held(worker=WORKER, job_ids=[first.id, second.id, third.id]) == [
+            False,
+            True,
+            False,
+        ]
+        assert broker.still_held(worker=WORKER, job_ids=[]) == []
+
+    # -- queueing is idempotent ----------------------------------------------------
+
+    def test_queueing_a_job_that_is_queued_or_held_again_changes_nothing(self, broker: Broker) -> None:
+        # A producer's call retried after a timeout must not queue a job twice: a second
+        # copy would run again, after the first had deleted its data.
+        job, other = make_jobs(2)
+        broker.queue_jobs([job, job])
+        broker.queue_job(job)
+        assert broker.queued_job_ids() == [job.id]
+        assert broker.take(manager=MANAGER, worker=WORKER) == [job]
+        changed = Job(id=job.id, data={"changed": True}, queued_at=job.queued_at)
+        broker.queue_jobs([changed, other])
+        assert broker.queued_job_ids() == [other.id]
+        assert broker.held_job_ids(WORKER) == [job.id]
+        assert broker.get_job(job.id) == job, "the held job keeps the data it was queued with"
+        assert broker.take(manager=MANAGER, worker=WORKER, finished=[job.id], held=[]) == [other]
+        assert broker.get_job(job.id) is None
+
+    def test_queueing_a_delayed_job_again_changes_nothing(self, broker: Broker) -> None:
+        if not broker.capabilities.delayed:
+            pytest.skip("the backend does not keep delayed jobs (capabilities.delayed is false)")
+        job = Job.new({"n": 1})
+        broker.queue_jobs([job], delay=30)
+        broker.queue_jobs([job], delay=30)
+        broker.queue_job(job)
+        assert broker.delayed_job_ids() == [job.id]
+        assert broker.queued_job_ids() == []
+
+    def test_a_finished_job_may_be_queued_again_under_its_id(self, broker: Broker) -> None:
+        job = Job.new({"n": 1})
+        broker.queue_job(job)
+        broker.take(manager=MANAGER, worker=WORKER)
+        broker.finish_jobs(worker=WORKER, job_ids=[job.id])
+        broker.queue_job(job)
+        assert broker.take(manager=MANAGER, worker=WORKER_2) == [job]

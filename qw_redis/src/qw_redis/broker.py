@@ -37,7 +37,7 @@ import attrs
 import redis
 
 from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, refuse_delayed_direct
-from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError
+from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError
 from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_redis import codec, connection, keys
@@ -52,6 +52,8 @@ _R = TypeVar("_R")
 QUEUE_BATCH = 1000
 #: Shortest blocking wait worth a round trip, in seconds.
 _MIN_BLOCK = 0.01
+#: Seconds between two log lines about the same queue key of the wrong type.
+BROKEN_REPORT_EVERY = 60.0
 
 
 _Method = Callable[Concatenate["RedisBroker", _P], _R]
@@ -80,11 +82,22 @@ def _valid_name(name: str) -> bool:
     return True
 
 
+def _failed_job(record: str, failure: str, at: float | None) -> FailedJob:
+    """A failed job as the registry keeps it, with the server's time of the failure (its
+    score in ``qw:failed``) as ``failed_at``: the time every host agrees on."""
+    why = codec.decode_failure(failure)
+    if at is not None:
+        why = attrs.evolve(why, failed_at=float(at))
+    return FailedJob(job=codec.decode_record(record), failure=why)
+
+
 class RedisBroker(Broker):
     """A :class:`~qw_core.broker.Broker` on Redis 6.2 or newer (or fakeredis with Lua).
 
-    :param client: a client created with ``decode_responses=True``; the broker does not
-        close it. :meth:`from_url` opens one the broker owns.
+    :param client: any redis-py or fakeredis client (decoding replies or not): the broker
+        talks to its server with its settings, through a client of its own that decodes
+        the way qw needs (:func:`qw_redis.connection.qw_client`), and never closes
+        ``client``. :meth:`from_url` opens one the broker owns.
     :param options: job size limit, blocking slice, and connection settings (the latter
         used when this broker opens clients, in :meth:`from_url` and its factory).
     :param url: the URL ``client`` was opened from, if known (for :meth:`describe` and
@@ -96,16 +109,15 @@ class RedisBroker(Broker):
     def __init__(
         self, client: redis.Redis, options: RedisOptions | None = None, *, url: str | None = None
     ) -> None:
-        self._client = client
+        self._client = connection.qw_client(client)
         self._options = options or RedisOptions()
         self._url = url
-        self._owns_client = False
-        self._scripts = Scripts(client)
+        self._owns_client = self._client is not client  # a derived client is ours to close
+        self._scripts = Scripts(self._client)
         self._names: set[str] = set()
-        kwargs = client.connection_pool.connection_kwargs
-        if not kwargs.get("decode_responses"):
-            raise ConfigurationError("RedisBroker needs a client created with decode_responses=True")
-        self._fake = client.connection_pool.connection_class.__module__.startswith("fakeredis")
+        self._broken_reported: dict[str, float] = {}  # queue key -> when last logged
+        kwargs = self._client.connection_pool.connection_kwargs
+        self._fake = self._client.connection_pool.connection_class.__module__.startswith("fakeredis")
         socket_timeout = kwargs.get("socket_timeout")
         slice_ = self._options.block_slice
         self._slice = min(slice_, socket_timeout / 2) if socket_timeout else slice_
@@ -185,7 +197,7 @@ class RedisBroker(Broker):
     def _take_once(
         self, manager: str, worker: str, finished: Sequence[str], held: int, limit: int
     ) -> list[Job]:
-        _, taken = self._scripts.take(
+        reply = self._scripts.take(
             manager=manager,
             worker=worker,
             finished=finished,
@@ -193,12 +205,27 @@ class RedisBroker(Broker):
             limit=limit,
             max_size=self._options.max_job_size,
         )
+        if reply.broken:
+            self._report_broken(reply.broken)
         jobs = []
-        for item in taken:
+        for item in reply.taken:
             job = self._decode_taken(item, manager, worker)
             if job is not None:
                 jobs.append(job)
         return jobs
+
+    def _report_broken(self, broken: Mapping[str, str]) -> None:
+        """Log, once a minute per key, a queue that cannot be served for its type."""
+        now = time.monotonic()
+        for key, kind in broken.items():
+            if now - self._broken_reported.get(key, -float("inf")) >= BROKEN_REPORT_EVERY:
+                self._broken_reported[key] = now
+                log.error(
+                    "%s is a %s, not a list: qw cannot take jobs from it and serves the other "
+                    "queues (another program uses this key? rename it, or delete it if it is stray)",
+                    codec.shown(key),
+                    kind,
+                )
 
     def _decode_taken(self, item: Taken, manager: str, worker: str) -> Job | None:
         """The taken job, or ``None`` after moving an unreadable one to the failed registry."""
@@ -206,15 +233,17 @@ class RedisBroker(Broker):
         from_manager = manager if item.source == "m" else None
         from_worker = worker if item.source == "w" else None
         error: InvalidJob
-        if item.fields is None:
+        if item.wrong_type:
+            error = InvalidJob(f"job:{codec.shown(item.id)} is a {item.wrong_type}, not a hash")
+        elif item.fields is None:
             limit = self._options.max_job_size
-            error = JobTooLarge(f"job {item.id} is {item.size} bytes; the limit is {limit}")
+            error = JobTooLarge(f"job {codec.shown(item.id)} is {item.size} bytes; the limit is {limit}")
         else:
             try:
                 return codec.decode_job(item.id, item.fields, manager=from_manager, worker=from_worker)
             except InvalidJob as exc:
                 error = exc
-        log.warning("job %s is unreadable, moved to the failed jobs: %s", item.id, error)
+        log.warning("job %s is unreadable, moved to the failed jobs: %s", codec.shown(item.id), error)
         job = Job(id=item.id, data=None, manager=from_manager, worker=from_worker)
         failure = Failure.from_exception(error, worker=worker, kind="invalid")
         self._fail(worker, job, failure, keep_hash=True)
@@ -244,7 +273,6 @@ class RedisBroker(Broker):
             job_id=job.id,
             record=codec.encode_record(job),
             failure=codec.encode_failure(failure),
-            failed_at=failure.failed_at,
             keep_hash=keep_hash,
             max_age=limits.max_age,
             max_count=limits.max_count,
@@ -437,11 +465,39 @@ class RedisBroker(Broker):
 
     @_translated
     def queued_count(self, manager: str | None = None) -> int:
-        return int(self._client.llen(keys.queue(manager)))
+        return self._llen(keys.queue(manager))
 
     @_translated
     def held_count(self, worker: str) -> int:
-        return int(self._client.llen(keys.queue(worker)))
+        return self._llen(keys.queue(worker))
+
+    def _llen(self, key: str) -> int:
+        """The length of list ``key``; ``0`` if it is not a list (:meth:`problems` says so)."""
+        try:
+            return int(self._client.llen(key))
+        except redis.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                return 0
+            raise
+
+    @_translated
+    def problems(self) -> list[str]:
+        """Queue and held-list keys that are not lists (workers skip them; see ``take.lua``)."""
+        managers = self.managers()
+        lists = [keys.ALL_JOBS, *(keys.queue(m) for m in managers)]
+        pipe = self._client.pipeline(transaction=False)
+        for manager in managers:
+            pipe.smembers(keys.manager_workers(manager))
+        lists += [keys.queue(w) for members in pipe.execute() for w in sorted(members)]
+        pipe = self._client.pipeline(transaction=False)
+        for key in lists:
+            pipe.type(key)
+        return [
+            f"{codec.shown(key)} is a {kind}, not a list: no worker takes jobs from it "
+            "(another program's key? rename or delete it)"
+            for key, kind in zip(lists, pipe.execute(), strict=True)
+            if kind not in ("list", "none")
+        ]
 
     @_translated
     def held_job_ids(self, worker: str) -> list[str]:
@@ -467,15 +523,16 @@ class RedisBroker(Broker):
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         if limit <= 0:
             return []
-        ids = cast("list[str]", self._client.zrevrange(keys.FAILED, 0, limit - 1))
+        scored = cast(
+            "list[tuple[str, float]]", self._client.zrevrange(keys.FAILED, 0, limit - 1, withscores=True)
+        )
         pipe = self._client.pipeline(transaction=False)
-        for job_id in ids:
+        for job_id, _ in scored:
             pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
         failed = []
-        for record, failure in pipe.execute():
+        for (_, at), (record, failure) in zip(scored, pipe.execute(), strict=True):
             if record is not None and failure is not None:
-                job, why = codec.decode_record(record), codec.decode_failure(failure)
-                failed.append(FailedJob(job=job, failure=why))
+                failed.append(_failed_job(record, failure, at))
         return failed
 
     @_translated
@@ -497,12 +554,13 @@ class RedisBroker(Broker):
 
     @_translated
     def get_failed(self, job_id: str) -> FailedJob | None:
-        record, failure = cast(
-            "list[str | None]", self._client.hmget(keys.failed_job(job_id), ["job", "failure"])
-        )
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
+        pipe.zscore(keys.FAILED, job_id)
+        (record, failure), at = pipe.execute()
         if record is None or failure is None:
             return None
-        return FailedJob(job=codec.decode_record(record), failure=codec.decode_failure(failure))
+        return _failed_job(record, failure, at)
 
     @_translated
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:

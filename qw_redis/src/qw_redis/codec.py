@@ -9,8 +9,14 @@ The encoding (version 1)
 
 **A hash without a** ``__qw__`` **field** was written by hand or by the original qw. Its
 fields reach the target exactly as stored, a ``dict`` of ``str`` to ``str``
-(``{"n": "7"}`` stays ``{"n": "7"}``); a missing hash is ``{}``. Job metadata comes from
-the queue the job was taken from.
+(``{"n": "7"}`` stays ``{"n": "7"}``). Job metadata comes from the queue the job was
+taken from.
+
+**Unreadable hashes** are refused (:class:`~qw_core.errors.InvalidJob`), never handed to a
+target with data it was not queued with: a missing hash (Redis has no empty hashes, and
+the original client could not queue empty data, so an id without its hash is one queued
+twice, or whose data was deleted), and a field name or value that is not UTF-8 text (it
+reaches this module as lone surrogates, see :mod:`qw_redis.connection`).
 
 **A hash qw writes** always carries the marker field ``__qw__``, a compact JSON object:
 
@@ -221,6 +227,11 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
     """
     if not isinstance(job.id, str) or not job.id:
         raise InvalidJob(f"a job id must be a non-empty string, not {job.id!r}")
+    if not job.id.isascii():
+        try:
+            job.id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJob(f"job id {shown(job.id)!r} is not valid unicode text") from None
     fields: dict[str, str] = {}
     marker: dict[str, Any] = {"v": VERSION}
     data = job.data
@@ -263,8 +274,15 @@ def decode_job(
 
     :param manager: the manager queue the job was taken from, for a hash without marker.
     :param worker: the worker it was queued on directly, for a hash without marker.
-    :raises InvalidJob: the hash has a marker but cannot be decoded.
+    :raises InvalidJob: the hash is missing, holds bytes that are not UTF-8 text, or has
+        a marker but cannot be decoded.
     """
+    if not fields:
+        raise InvalidJob(
+            f"job {shown(job_id)} has no data: job:{shown(job_id)} does not exist (the id was queued "
+            "twice, or its hash was deleted)"
+        )
+    _check_text(job_id, fields)
     marker_text = fields.get(MARKER)
     if marker_text is None:
         return Job(id=job_id, data=dict(fields), manager=manager, worker=worker)
@@ -286,6 +304,34 @@ def decode_job(
         )
     except (ValueError, TypeError) as exc:
         raise InvalidJob(f"job {job_id} cannot be decoded: {exc}") from exc
+
+
+def shown(text: str) -> str:
+    """``text`` as it can be printed: bytes that were not UTF-8 (lone surrogates, see
+    :mod:`qw_redis.connection`) appear as ``\\xNN`` escapes."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte makes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_text(job_id: str, fields: Mapping[str, str]) -> None:
+    """Refuse a hash whose field names or values hold bytes that are not UTF-8 text.
+
+    :raises InvalidJob: naming the first such field.
+    """
+    for name, value in fields.items():
+        if name.isascii() and value.isascii():  # O(1) in CPython: the common case costs nothing
+            continue
+        for what, text in (("field name", name), (f"value of field {shown(name)}", value)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidJob(
+                    f"job {shown(job_id)}: the {what} is not UTF-8 text: {shown(text)[:60]}"
+                ) from None
 
 
 def _field_map(marker: dict[str, Any], fields: Mapping[str, str]) -> dict[str, JSON]:

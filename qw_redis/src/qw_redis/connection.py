@@ -8,7 +8,16 @@ traceback.
 
 Transient connection errors are retried by redis-py itself
 (:class:`redis.retry.Retry` with :class:`redis.backoff.ExponentialBackoff`), so a Redis
-restart or a failover costs a short pause rather than a dead worker.
+restart or a failover costs a short pause rather than a dead worker. A retried command
+may run twice (the first attempt's reply was lost, not its effect), which is why every
+script qw sends is idempotent.
+
+Bytes that are not UTF-8. Redis holds bytes; qw talks text. A client qw uses decodes
+replies with ``surrogateescape`` (:func:`qw_client`), so a byte that is not UTF-8 becomes
+a lone surrogate instead of an exception, and a string holding one is sent back as the
+very bytes it came from. One undecodable job, name or key can then never make a reply
+unreadable, and the broker decides what it means (a job whose data is not UTF-8 text is
+moved to the failed registry, kind ``invalid``) instead of crashing on it.
 """
 
 from __future__ import annotations
@@ -121,8 +130,62 @@ def _password(url: str) -> str | None:
         return None
 
 
+#: How replies are decoded: undecodable bytes become lone surrogates (see the module doc).
+ERRORS = "surrogateescape"
+
+
+class _SurrogatePacker:
+    """redis-py's hiredis command packer, except that a string holding lone surrogates
+    (bytes that were not UTF-8 when read) is sent as the bytes it was read from.
+
+    redis-py's pure-Python packer does this by itself (it encodes with the client's
+    ``encoding_errors``); hiredis's does not, and refuses such a string.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def pack(self, *args: Any) -> Any:
+        try:
+            return self._inner.pack(*args)
+        except UnicodeEncodeError:
+            raw = (arg.encode("utf-8", ERRORS) if isinstance(arg, str) else arg for arg in args)
+            return self._inner.pack(*raw)
+
+
+def _text_settings() -> dict[str, Any]:
+    """The client settings that make replies text that round-trips any bytes."""
+    settings: dict[str, Any] = {"decode_responses": True, "encoding": "utf-8", "encoding_errors": ERRORS}
+    serializer = getattr(redis.connection, "HiredisRespSerializer", None)
+    if serializer is not None and getattr(redis.connection, "HIREDIS_AVAILABLE", False):
+        settings["command_packer"] = _SurrogatePacker(serializer())
+    return settings
+
+
+def is_qw_client(client: redis.Redis) -> bool:
+    """Whether ``client`` decodes replies the way qw needs (see :func:`qw_client`)."""
+    kwargs = client.connection_pool.connection_kwargs
+    return bool(kwargs.get("decode_responses")) and kwargs.get("encoding_errors") == ERRORS
+
+
+def qw_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same server, with the same settings as ``client``, that decodes
+    replies to text which round-trips any bytes (``client`` itself if it does already).
+
+    Any redis-py or fakeredis client will do, decoding or not; the new one has a pool of
+    its own (``client`` is left as it is, for its owner to use and close).
+    """
+    if is_qw_client(client):
+        return client
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, **_text_settings()}
+    new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=new_pool)
+
+
 def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
-    """A client for ``url`` that decodes replies and retries transient errors.
+    """A client for ``url`` that decodes replies (see :func:`qw_client`) and retries
+    transient errors.
 
     Does not connect yet (see :func:`ping`).
 
@@ -136,7 +199,7 @@ def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
             "socket_connect_timeout": options.connect_timeout,
             "retry": Retry(ExponentialBackoff(cap=options.backoff_cap, base=0.05), options.retries),
             **extra,
-            "decode_responses": True,
+            **_text_settings(),
         }
         return redis.Redis.from_url(url, **kwargs)
     except (ValueError, TypeError) as exc:
@@ -157,6 +220,15 @@ def unavailable(exc: redis.RedisError, shown_url: str, password: str | None = No
 #: Error replies of a server that is no master any more (a failover under way): the
 #: connection is dropped and the call fails as if the connection had been lost.
 _FAILOVER_REPLIES = ("READONLY", "UNBLOCKED", "MASTERDOWN")
+#: Error replies of a server that refuses work for a while: out of memory under
+#: ``noeviction`` (until something is deleted), busy running a script (until it ends or
+#: is killed), loading its data set. Callers wait them out as they do a lost connection.
+_PASSING_REPLIES = {
+    "OOM": "is out of memory (maxmemory reached)",
+    "BUSY": "is busy running a script",
+    "LOADING": "is loading its data set",
+    "TRYAGAIN": "asks to try again",
+}
 
 
 def is_failover(exc: redis.RedisError) -> bool:
@@ -170,11 +242,28 @@ def is_failover(exc: redis.RedisError) -> bool:
     return isinstance(exc, redis.ResponseError) and str(exc).lstrip("-").startswith(_FAILOVER_REPLIES)
 
 
+def passing_trouble(exc: redis.RedisError) -> str | None:
+    """What ``exc`` says if it is a reply of a server that refuses work only for a while
+    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``), else ``None``."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    word = str(exc).lstrip("-").split(" ", 1)[0]
+    return _PASSING_REPLIES.get(word)
+
+
 def translate(exc: redis.RedisError, shown_url: str, password: str | None = None) -> QwError:
-    """The qw error for ``exc``, raised while talking to the Redis at ``shown_url``."""
+    """The qw error for ``exc``, raised while talking to the Redis at ``shown_url``.
+
+    A lost connection, a failover, and a server that refuses work for a while (out of
+    memory, busy with a script, loading) are :class:`BrokerUnavailable`, which callers
+    wait out; any other error reply is a :class:`BackendError`.
+    """
     text = _scrub(str(exc), password)
     if is_failover(exc):
         return BrokerUnavailable(f"Redis at {shown_url} is not a master now (failover?): {text}")
+    passing = passing_trouble(exc)
+    if passing is not None:
+        return BrokerUnavailable(f"Redis at {shown_url} {passing}: {text}")
     lost = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
     if lost or text.startswith(("NOAUTH", "WRONGPASS")):
         return unavailable(exc, shown_url, password)

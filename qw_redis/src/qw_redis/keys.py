@@ -31,8 +31,9 @@ is never ``qw`` and never contains ``:``):
                                retried one is due; its data is in ``job:<id>`` and its
                                queue in ``qw:origin``. A script moves it to the back of
                                that queue when due (ZREM and LPUSH in one step)
-``qw:failed``          zset    failed job id → when it failed (the failing worker's
-                               clock); trimmed to the registry's bounds on each failure
+``qw:failed``          zset    failed job id → when it failed (the server's clock, so
+                               every host agrees); trimmed to the registry's bounds on
+                               each failure
 ``qw:failed:<id>``     hash    a failed job: ``job`` (JSON record), ``failure`` (JSON),
                                ``origin`` (as in ``qw:origin``)
 ``qw:invalid:<id>``    hash    the untouched hash of a failed job that could not be read

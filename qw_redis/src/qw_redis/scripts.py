@@ -51,14 +51,39 @@ class Taken:
     :param id: the job id.
     :param source: ``"w"`` (sent to the worker directly), ``"m"`` (the manager's queue) or
         ``"a"`` (the shared queue).
-    :param fields: the job hash (``{}`` if it is missing), or ``None`` when it was too large.
+    :param fields: the job hash (``{}`` if it is missing), or ``None`` when it was too
+        large or not a hash.
     :param size: the hash's size in bytes when it was too large, else ``0``.
+    :param wrong_type: the type of ``job:<id>`` when it is not a hash, else ``""``.
     """
 
     id: str
     source: str
     fields: dict[str, str] | None
     size: int = 0
+    wrong_type: str = ""
+
+
+@attrs.frozen
+class TakeReply:
+    """What one ``take.lua`` call did.
+
+    :param finished: for each id asked to be finished, whether it was still held.
+    :param taken: the jobs handed out.
+    :param broken: queue keys skipped because they are not lists: key → its type.
+    """
+
+    finished: list[bool]
+    taken: list[Taken]
+    broken: dict[str, str]
+
+
+def _taken(job_id: str, source: str, fields: Any) -> Taken:
+    if isinstance(fields, int):
+        return Taken(job_id, source, None, size=fields)
+    if isinstance(fields, str):
+        return Taken(job_id, source, None, wrong_type=fields)
+    return Taken(job_id, source, _pairs(fields))
 
 
 @attrs.frozen
@@ -93,7 +118,7 @@ def _flatten(fields: Mapping[str, str]) -> list[str]:
 class Scripts:
     """The scripts, registered on one client.
 
-    :param client: a client created with ``decode_responses=True``.
+    :param client: a client made by :func:`qw_redis.connection.qw_client`.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -152,11 +177,8 @@ class Scripts:
         held: int,
         limit: int,
         max_size: int,
-    ) -> tuple[list[bool], list[Taken]]:
-        """Finish ``finished`` and take up to ``limit`` jobs; see ``lua/take.lua``.
-
-        :return: which of ``finished`` were still held, and the jobs taken.
-        """
+    ) -> TakeReply:
+        """Finish ``finished`` and take up to ``limit`` jobs; see ``lua/take.lua``."""
         reply: list[Any] = self._take(
             keys=[
                 keys.queue(worker),
@@ -169,14 +191,11 @@ class Scripts:
             ],
             args=[manager, limit, held, max_size, *finished],
         )
-        done = [flag == 1 for flag in reply[0]]
-        taken = [
-            Taken(job_id, source, None, fields)
-            if isinstance(fields, int)
-            else Taken(job_id, source, _pairs(fields))
-            for job_id, source, fields in reply[1:]
-        ]
-        return done, taken
+        return TakeReply(
+            finished=[flag == 1 for flag in reply[0]],
+            taken=[_taken(job_id, source, fields) for job_id, source, fields in reply[2:]],
+            broken=dict(reply[1]),
+        )
 
     def finish(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         """Finish ``job_ids``, guarded; which of them ``worker`` still held."""
@@ -192,13 +211,12 @@ class Scripts:
         job_id: str,
         record: str,
         failure: str,
-        failed_at: float,
         keep_hash: bool,
         max_age: float | None = None,
         max_count: int | None = None,
     ) -> bool:
-        """Move a held job to the failed registry and trim it to ``max_age``/``max_count``;
-        ``False`` if ``worker`` no longer held it."""
+        """Move a held job to the failed registry, stamped with the server's time, and trim
+        it to ``max_age``/``max_count``; ``False`` if ``worker`` no longer held it."""
         result = self._fail(
             keys=[
                 keys.queue(worker),
@@ -212,7 +230,6 @@ class Scripts:
                 job_id,
                 record,
                 failure,
-                repr(failed_at),
                 "1" if keep_hash else "0",
                 "" if max_age is None else repr(float(max_age)),
                 "" if max_count is None else str(max_count),

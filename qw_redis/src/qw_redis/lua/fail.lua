@@ -9,19 +9,19 @@
 -- ARGV[1]  the job id
 -- ARGV[2]  the job record (JSON)
 -- ARGV[3]  the failure (JSON)
--- ARGV[4]  when it failed (seconds since the epoch)
--- ARGV[5]  1: keep the job's hash as it is under KEYS[6] (it could not be read);
+-- ARGV[4]  1: keep the job's hash as it is under KEYS[6] (it could not be read);
 --          0: delete it (the record in ARGV[2] has its data)
--- ARGV[6]  the registry's maximum age in seconds, or '' for none
--- ARGV[7]  the registry's maximum number of entries, or '' for none
+-- ARGV[5]  the registry's maximum age in seconds, or '' for none
+-- ARGV[6]  the registry's maximum number of entries, or '' for none
 --
 -- Only if LREM removed the id from KEYS[1] (the worker still held it): write KEYS[4]
 -- (job, failure, and the origin entry moved from KEYS[5]), ZADD KEYS[3], and delete or
--- keep KEYS[2]. Then trim the registry: entries that failed more than ARGV[6] seconds
--- before ARGV[4], then the oldest beyond ARGV[7] (the new one counts), at most
--- TRIM_BATCH each, lose their zset entry, qw:failed:<id> and qw:invalid:<id> (built with
--- the prelude's key functions). Returns 1 if the job was failed, 0 if the worker no
--- longer held it.
+-- keep KEYS[2]. The entry's score is the server's time (TIME), so the age bound does not
+-- depend on the clock of whichever host failed the job. Then trim the registry: entries
+-- that failed more than ARGV[5] seconds before now, then the oldest beyond ARGV[6] (the
+-- new one counts), at most TRIM_BATCH each, lose their zset entry, qw:failed:<id> and
+-- qw:invalid:<id> (built with the prelude's key functions). Returns 1 if the job was
+-- failed, 0 if the worker no longer held it.
 
 local id = ARGV[1]
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
@@ -31,12 +31,13 @@ redis.call('HDEL', KEYS[5], id)
 redis.call('DEL', KEYS[4], KEYS[6])
 redis.call('HSET', KEYS[4], 'job', ARGV[2], 'failure', ARGV[3])
 if from then redis.call('HSET', KEYS[4], 'origin', from) end
-if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('RENAME', KEYS[2], KEYS[6])
 else
   redis.call('DEL', KEYS[2])
 end
-redis.call('ZADD', KEYS[3], ARGV[4], id)
+local at = now()
+redis.call('ZADD', KEYS[3], at, id)
 
 local TRIM_BATCH = 1000
 local function drop(ids)
@@ -45,12 +46,12 @@ local function drop(ids)
     redis.call('DEL', failed_key(old), invalid_key(old))
   end
 end
-if ARGV[6] ~= '' then
-  local cutoff = tonumber(ARGV[4]) - tonumber(ARGV[6])
+if ARGV[5] ~= '' then
+  local cutoff = at - tonumber(ARGV[5])
   drop(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. cutoff, 'LIMIT', 0, TRIM_BATCH))
 end
-if ARGV[7] ~= '' then
-  local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[7])
+if ARGV[6] ~= '' then
+  local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])
   if excess > 0 then drop(redis.call('ZRANGE', KEYS[3], 0, math.min(excess, TRIM_BATCH) - 1)) end
 end
 return 1

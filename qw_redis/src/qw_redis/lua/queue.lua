@@ -7,17 +7,25 @@
 --          queue order (one argument instead of thousands: packing each argument costs
 --          the client more than the whole script costs Redis)
 --
--- Writes, per job: job:<id> replaced (DEL, HSET), then its id LPUSHed onto KEYS[1],
--- before the next job is touched, so an error part-way leaves whole jobs only. Then up
--- to WAKE_CAP tokens on KEYS[2]. The job:<id> keys are built here from the ids (see
--- keys.py's prelude) rather than declared.
+-- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), then its id
+-- LPUSHed onto KEYS[1], before the next job is touched, so an error part-way leaves
+-- whole jobs only. A job whose hash exists is queued, held or delayed already (or a
+-- retried call ran before): it is left alone, so running this script twice with the
+-- same jobs (a client retrying after a timeout) queues each once. Then up to WAKE_CAP
+-- tokens on KEYS[2]. The job:<id> keys are built here from the ids (see keys.py's
+-- prelude) rather than declared.
 -- Returns: the number of jobs queued.
 
 local jobs = cjson.decode(ARGV[2])
+local queued = 0
 for _, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
-  write_hash(job_key(id), fields, 1, #fields / 2)
-  redis.call('LPUSH', KEYS[1], id)
+  local key = job_key(id)
+  if redis.call('EXISTS', key) == 0 then
+    call_chunked('HSET', key, fields, 1, #fields)
+    redis.call('LPUSH', KEYS[1], id)
+    queued = queued + 1
+  end
 end
-if ARGV[1] == '1' then wake(KEYS[2], #jobs) end
-return #jobs
+if ARGV[1] == '1' then wake(KEYS[2], queued) end
+return queued

@@ -6,18 +6,25 @@
 -- ARGV[2]  the queue the jobs go to when due: a manager's name, or '' for the shared queue
 -- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...]] (as in queue.lua)
 --
--- Writes, per job: job:<id> replaced (DEL, HSET), its origin entry set to ARGV[2], then
--- its id ZADDed to KEYS[1] at server time + delay (plus a microsecond per position, so
--- the batch keeps its order when it comes due), before the next job is touched.
--- promote.lua and take.lua move it to its queue when due.
+-- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), its origin entry
+-- set to ARGV[2], then its id ZADDed to KEYS[1] at server time + delay (plus a
+-- microsecond per position, so the batch keeps its order when it comes due), before the
+-- next job is touched. A job whose hash exists is queued, held or delayed already (or a
+-- retried call ran before) and is left alone, as in queue.lua. promote.lua and take.lua
+-- move a delayed job to its queue when due.
 -- Returns: the number of jobs queued.
 
 local jobs = cjson.decode(ARGV[3])
 local due = now() + tonumber(ARGV[1])
+local queued = 0
 for i, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
-  write_hash(job_key(id), fields, 1, #fields / 2)
-  redis.call('HSET', KEYS[2], id, ARGV[2])
-  redis.call('ZADD', KEYS[1], due + (i - 1) / 1000000, id)
+  local key = job_key(id)
+  if redis.call('EXISTS', key) == 0 then
+    call_chunked('HSET', key, fields, 1, #fields)
+    redis.call('HSET', KEYS[2], id, ARGV[2])
+    redis.call('ZADD', KEYS[1], due + (i - 1) / 1000000, id)
+    queued = queued + 1
+  end
 end
-return #jobs
+return queued

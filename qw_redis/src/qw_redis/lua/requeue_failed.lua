@@ -9,12 +9,14 @@
 -- ARGV[1]  the job id
 -- ARGV[2]  n, the number of fields; ARGV[3..] the n field/value pairs of the new hash
 --
--- Only if ZREM removes the id from KEYS[1]: restore KEYS[3] (RENAME from KEYS[4] when
--- the job was kept as it was, else from ARGV), delete KEYS[2], LPUSH the id onto its
--- queue and push one wake-up token.
--- Returns 1 if requeued, 0 if no such failed job.
+-- Only if KEYS[3] does not exist (no job with this id is queued, held or delayed: its
+-- data must not be overwritten) and ZREM removes the id from KEYS[1]: restore KEYS[3]
+-- (RENAME from KEYS[4] when the job was kept as it was, else from ARGV), delete KEYS[2],
+-- LPUSH the id onto its queue and push one wake-up token.
+-- Returns 1 if requeued, 0 if no such failed job (or a live job has its id).
 
 local id = ARGV[1]
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('ZREM', KEYS[1], id) == 0 then return 0 end
 local from = redis.call('HGET', KEYS[2], 'origin')
 redis.call('DEL', KEYS[2])

@@ -28,11 +28,16 @@
 --    c. LMOVE all:jobs -> tail of KEYS[1], likewise.
 --    Each newly taken id gets its origin recorded in KEYS[4] (a direct one: the manager).
 --    A queue found empty has its wake list deleted (its tokens are stale).
--- Returns: {finished, taken...} where finished is a list of 1/0 per ARGV[5..] id
--- (1: it was held and is gone now) and each taken entry is {id, source, fields}:
--- source 'w' (sent to the worker), 'm' (from the manager queue), 'a' (from the shared
--- queue); fields the flat HGETALL reply, or the hash's size (a number) when its field
--- names and values add up to more than ARGV[4] bytes (the data is then not sent).
+--    A queue key that is not a list (some other program's key under a qw name) is
+--    skipped and reported, so the healthy queues are still served; its wake list is
+--    deleted too.
+-- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
+-- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
+-- each as {key, type}; and each taken entry is {id, source, fields}: source 'w' (sent to
+-- the worker), 'm' (from the manager queue), 'a' (from the shared queue); fields the
+-- flat HGETALL reply, or the hash's size (a number) when its field names and values add
+-- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
+-- string) when it is not a hash. A missing hash is an empty reply.
 
 local wjobs, mjobs, ajobs, origin = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local manager = ARGV[1]
@@ -40,7 +45,8 @@ local limit = tonumber(ARGV[2])
 local held = tonumber(ARGV[3])
 local max_size = tonumber(ARGV[4])
 
-local reply = {finish(wjobs, origin, 5)}
+local broken = {}
+local reply = {finish(wjobs, origin, 5), broken}
 if limit <= 0 then return reply end
 
 if redis.call('EXISTS', KEYS[7]) == 1 then
@@ -53,13 +59,29 @@ end
 -- and add its data (or its size, when too large) to the reply.
 local function hand_out(id, source, from)
   if from then redis.call('HSET', origin, id, from) end
-  local fields = redis.call('HGETALL', job_key(id))
-  if max_size > 0 then
+  local fields = redis.pcall('HGETALL', job_key(id))
+  if fields.err then
+    fields = redis.call('TYPE', job_key(id))['ok']
+  elseif max_size > 0 then
     local size = 0
     for i = 1, #fields do size = size + #fields[i] end
     if size > max_size then fields = size end
   end
   reply[#reply + 1] = {id, source, fields}
+end
+
+-- Move the next id from queue `q` to the worker's tail; false when `q` is empty, or not
+-- a list (reported in `broken`; its wake list `wkey` is deleted either way).
+local function pop(q, wkey)
+  local id = redis.pcall('LMOVE', q, wjobs, 'RIGHT', 'RIGHT')
+  if type(id) == 'table' and id.err then
+    local kind = redis.call('TYPE', q)['ok']
+    if kind == 'list' then return redis.error_reply(id.err) end  -- the worker's own list
+    broken[#broken + 1] = {q, kind}
+    id = false
+  end
+  if not id then redis.call('DEL', wkey) end
+  return id
 end
 
 local taken = 0
@@ -107,20 +129,16 @@ if unclaimed > 0 then
   taken = #picks
 end
 while taken < limit do
-  local id = redis.call('LMOVE', mjobs, wjobs, 'RIGHT', 'RIGHT')
-  if not id then
-    redis.call('DEL', KEYS[5])
-    break
-  end
+  local id = pop(mjobs, KEYS[5])
+  if not id then break end
+  if type(id) == 'table' then return id end
   hand_out(id, 'm', manager)
   taken = taken + 1
 end
 while taken < limit do
-  local id = redis.call('LMOVE', ajobs, wjobs, 'RIGHT', 'RIGHT')
-  if not id then
-    redis.call('DEL', KEYS[6])
-    break
-  end
+  local id = pop(ajobs, KEYS[6])
+  if not id then break end
+  if type(id) == 'table' then return id end
   hand_out(id, 'a', SHARED_ORIGIN)
   taken = taken + 1
 end
