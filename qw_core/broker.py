@@ -226,9 +226,11 @@ class Broker(abc.ABC):
 
         Called by whoever knows the worker is dead (its manager saw the process exit).
         Atomic per job and idempotent; a backend may move a long list in batches so no
-        single step blocks others. Jobs go back to the queue they came from (a job queued
-        on the worker directly goes to its manager's queue). The worker's heartbeat, if
-        any, is deleted. Returns how many jobs were put back.
+        single step blocks others. Jobs the worker took go back to the front of the queue
+        they came from, in the order it took them (the first taken runs next); jobs queued
+        on the worker directly that it never took go to the back of its manager's queue,
+        oldest first. The worker's heartbeat, if any, is deleted. Returns how many jobs
+        were put back.
 
         :param max_recoveries: count, per job, how often it was recovered (the count is
             cleared when the job is finished or failed); a job recovered more often than

@@ -16,10 +16,10 @@ group is killed) or when a worker is paused or cut off while its process lives o
   worker whose heartbeat has lapsed (the broker checks and moves atomically, see
   :meth:`Broker.reap`), counting recoveries per job so a job that kills its worker every
   time ends in the failed registry instead of looping.
-* **After an outage** (any broker call of the manager's failing: unreachable, out of
-  memory, busy with a script, or any other error), the reaper judges nobody dead for one
-  ``ttl``: while the broker refused them no manager could refresh its heartbeats, so
-  lapsed heartbeats then say nothing about who is alive. Nor does it reap while this
+* **After an outage** (a broker call of the manager's failing as unreachable, out of
+  memory, busy with a script), the reaper judges nobody dead for one ``ttl``: while the
+  broker refused them no manager could refresh its heartbeats, so lapsed heartbeats then
+  say nothing about who is alive. Nor does it reap while this
   manager's own last heartbeat is older than one interval (the process was paused, or
   the heartbeat thread is behind): it re-registers itself and vouches for its workers
   first, so it never takes its own live workers for dead.
@@ -195,17 +195,19 @@ class Liveness:
         """Run ``call`` on this thread's broker (opened on first use): (whether it worked,
         its result).
 
-        An error notes trouble (see :attr:`troubled`), counts in ``backoff`` and is logged
-        once per streak, with its traceback unless it is an outage.
+        An error counts in ``backoff`` and is logged once per streak, with its traceback
+        unless it is an outage; an outage also notes trouble (see :attr:`troubled`).
         """
         try:
             if self._broker_of_thread() is None:
                 self._local.broker = self._factory()
             result = call(self._local.broker)
         except Exception as exc:
-            self.note_trouble()
+            outage = isinstance(exc, BrokerUnavailable)
+            if outage:
+                self.note_trouble()
             if backoff.failures == 0:
-                if isinstance(exc, BrokerUnavailable):
+                if outage:
                     log.warning("manager %s: %s failed, retrying: %s", self.manager, what, exc)
                 else:
                     log.error("manager %s: %s failed, retrying", self.manager, what, exc_info=exc)
@@ -213,6 +215,8 @@ class Liveness:
             return False, None
         if backoff.failures:
             log.info("manager %s: %s works again", self.manager, what)
+            if self.troubled:  # the outage ends now: everyone gets a full TTL to beat again
+                self.note_trouble()
         backoff.reset()
         return True, result
 

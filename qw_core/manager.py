@@ -54,7 +54,7 @@ import attrs
 from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
-from qw_core.errors import ConfigurationError, JobTimeout, QwError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
 from qw_core.liveness import (
     DEFAULT_HEARTBEAT,
     DEFAULT_MAX_RECOVERIES,
@@ -108,6 +108,7 @@ class _Slot:
     name: str = ""  # its worker's name
     token: str = ""  # its worker's heartbeat token
     killed: bool = False  # the manager killed it on purpose (a cold stop)
+    finished_for: bool = False  # its successes were finished for it while it is stopped
     go: Any = None  # the event its worker waits for (kept: with spawn, the child opens it late)
 
     @property
@@ -123,6 +124,7 @@ class _Slot:
     def forget_process(self) -> None:
         self.process = None
         self.killed = False
+        self.finished_for = False
         if self.exit_fd is not None:
             os.close(self.exit_fd)
             self.exit_fd = None
@@ -290,7 +292,7 @@ class Manager:
                     slot.process.join()
             raise
         self._live.start()
-        self._pm.hook.qw_manager_started(manager=self.info)
+        settle.notify(self._pm.hook.qw_manager_started, manager=self.info)
         self._thread = threading.Thread(target=self._supervise, name=f"qw-manager-{self.name}", daemon=True)
         self._thread.start()
 
@@ -397,10 +399,19 @@ class Manager:
             failed=reaped.failed,
         )
 
-    def _trouble(self, what: str, exc: BaseException) -> None:
-        log.warning("manager %s: %s failed: %s", self.name, what, exc)
-        if self._live is not None:
+    def _trouble(self, what: str, exc: BaseException, *, quiet: bool = False) -> None:
+        """A broker call failed: log it (unless ``quiet``). An outage also holds the reaper
+        off for a TTL (nobody could beat meanwhile); any other error does not, or it would
+        hold it off for as long as the error lasts."""
+        outage = isinstance(exc, BrokerUnavailable)
+        if outage and self._live is not None:
             self._live.note_trouble()
+        if quiet:
+            return
+        if outage:
+            log.warning("manager %s: %s failed: %s", self.name, what, exc)
+        else:
+            log.error("manager %s: %s failed", self.name, what, exc_info=exc)
 
     def _supervise(self) -> None:
         backoff = Backoff(first=0.1, cap=2.0)
@@ -420,6 +431,7 @@ class Manager:
         """One turn: restart, settle what is pending, enforce time limits, wait for an exit."""
         self._restart_due()
         self._settle_pending()
+        self._finish_for_stopped()
         tick = self._enforce_time_limits()
         for slot in self._slots:  # exits a handle may miss (no pidfd, and a sentinel held open)
             if slot.process is not None and slot.process.exitcode is not None:
@@ -434,6 +446,28 @@ class Manager:
             exited = by_handle.get(ready) if isinstance(ready, int) else None
             if exited is not None and exited.process is not None:
                 self._on_worker_exit(exited)
+
+    def _finish_for_stopped(self) -> None:
+        """Finish the jobs a stopped worker (SIGSTOP, a debugger) ran successfully and had
+        not finished yet.
+
+        A stopped worker gets no heartbeat: stopped past the TTL, it is reaped, and the
+        jobs still on its held list go back to run again, those that already ran included
+        (a worker finishes quick jobs with its next take, which a slow job in the same
+        batch may put off for long). Its status record cannot change while it is stopped,
+        so what it reports is exact; when it resumes, its own finish of them is a no-op.
+        """
+        for slot in self._slots:
+            process, status = slot.process, slot.status
+            if process is None or process.pid is None or status is None:
+                continue
+            if process_working(process.pid):
+                slot.finished_for = False
+            elif not slot.finished_for and process.exitcode is None:
+                done = status.successes()
+                if done:
+                    self._broker.finish_jobs(worker=slot.name, job_ids=done)
+                slot.finished_for = True
 
     def _next_restart_in(self) -> float | None:
         due = [s.restart_at for s in self._slots if s.restart_at is not None]
@@ -532,7 +566,8 @@ class Manager:
         except Exception as exc:
             self._unsettled.append(exited)
             self._settle_at = time.monotonic() + self._settle_backoff.next()
-            self._trouble(f"settling the jobs of {exited.worker} (retrying)", exc)
+            quiet = self._settle_backoff.failures > 1  # said once per streak
+            self._trouble(f"settling the jobs of {exited.worker} (retrying)", exc, quiet=quiet)
             return
         if exited.died:
             settle.notify(

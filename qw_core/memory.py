@@ -110,6 +110,7 @@ class _State:
         self.beating: dict[str, str] = {}
         self.recoveries: dict[str, int] = {}
         self.lease: tuple[str, float] | None = None
+        self.blocked_takes = 0  # takes waiting for a job right now (tests wait for one)
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -163,6 +164,13 @@ class MemoryBroker(Broker):
                 self.check_name(name)
         return dumps(job_to_dict(job))
 
+    @property
+    def blocked_takes(self) -> int:
+        """How many takes wait for a job right now (in any thread, or through the factory's
+        server): a test that checks that a job wakes a blocked take waits for one first."""
+        with self._state.cond:
+            return self._state.blocked_takes
+
     # -- consuming -------------------------------------------------------------------
 
     def take(
@@ -197,7 +205,11 @@ class MemoryBroker(Broker):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                state.cond.wait(remaining if next_due is None else min(remaining, next_due))
+                state.blocked_takes += 1
+                try:
+                    state.cond.wait(remaining if next_due is None else min(remaining, next_due))
+                finally:
+                    state.blocked_takes -= 1
 
     def _take_ids(self, manager: str, worker: str, skip: set[str], limit: int) -> list[str]:
         """Take up to ``limit`` ids in the contract's order; the caller holds the lock."""
@@ -352,6 +364,9 @@ class MemoryBroker(Broker):
         state.heartbeats.pop(worker, None)
         state.workers[manager].discard(worker)
         requeued, poison = 0, []
+        untaken: list[str] = []
+        # Taken jobs go back to the front, in the order they were taken; jobs sent to the
+        # worker and never taken, to the back of its manager's queue, oldest first.
         for job_id, origin in reversed(own.items()):
             back_to = manager if origin == _WORKERS_MANAGER else origin
             if max_recoveries is not None and crashed_job in (None, job_id):
@@ -359,8 +374,12 @@ class MemoryBroker(Broker):
                 if count > max_recoveries:
                     poison.append((job_id, back_to))
                     continue
-            state.queues[back_to].appendleft(job_id)
+            if origin == _WORKERS_MANAGER:
+                untaken.insert(0, job_id)
+            else:
+                state.queues[back_to].appendleft(job_id)
             requeued += 1
+        state.queues[manager].extend(untaken)
         for job_id, back_to in poison:
             error = JobCrashed(
                 f"worker {worker} died while holding job {job_id}, which had been put back "

@@ -8,6 +8,7 @@ attrs' documentation asks for the business model and the wire format to stay apa
 from __future__ import annotations
 
 import enum
+import math
 import os
 import time
 import traceback
@@ -96,15 +97,31 @@ class Failure:
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, worker: str | None, kind: str = "error") -> Failure:
-        """Describe ``exc`` (with its traceback) as a failure seen by ``worker``."""
+        """Describe ``exc`` (with its traceback) as a failure seen by ``worker``.
+
+        Whatever the exception holds, the result is storable text: a ``__str__`` that
+        raises gives a placeholder, and lone surrogates (half a UTF-16 pair, or bytes that
+        were not UTF-8) become ``\\udcxx`` escapes.
+        """
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<{type(exc).__qualname__} whose str() raised>"
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(
             kind=kind,
-            exc_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            message=str(exc),
-            traceback=text,
+            exc_type=_storable(f"{type(exc).__module__}.{type(exc).__qualname__}"),
+            message=_storable(message),
+            traceback=_storable(text),
             worker=worker,
         )
+
+
+def _storable(text: str) -> str:
+    """``text`` with any lone surrogate written as an escape, so it encodes as UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @attrs.frozen(kw_only=True)
@@ -123,12 +140,21 @@ class Action(enum.Enum):
     DROP = "drop"  #: forget it, as if it had finished
 
 
+def _delay(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"a retry delay must be a finite number of seconds, 0 or more, not {value!r}")
+
+
 @attrs.frozen
 class Decision:
-    """The answer of the ``qw_job_failed`` hook."""
+    """The answer of the ``qw_job_failed`` hook.
 
-    action: Action
-    delay: float = 0.0
+    :param action: retry, fail or drop.
+    :param delay: for a retry, seconds to wait first (finite, 0 or more).
+    """
+
+    action: Action = attrs.field(validator=attrs.validators.instance_of(Action))
+    delay: float = attrs.field(default=0.0, validator=_delay)
 
     @classmethod
     def retry(cls, delay: float = 0.0) -> Decision:

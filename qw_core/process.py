@@ -8,6 +8,7 @@ given as a string is imported afresh in each worker, and plugins are rebuilt fro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ from qw_core.errors import BrokerUnavailable, QwError
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
-from qw_core.worker import DEFAULT_PREFETCH, Worker
+from qw_core.worker import DEFAULT_PREFETCH, Worker, WorkerNotStarted
 
 #: Exit code of a worker that could not start (a bad target or plugin), for people
 #: reading a process list. The manager does not go by it (a target may exit with any
@@ -69,22 +70,46 @@ def _open_broker(spec: WorkerSpec, parent_pid: int) -> Broker | None:
 
 
 def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = None, go: Any = None) -> None:
-    """Entry point of a worker process.
+    """Entry point of a worker process; it ends the process (see :func:`_exit`).
 
     :param status: where to report the running job to the manager (time limits).
     :param go: an event the manager sets once the worker's first heartbeat is written;
         the worker takes no job before (so no reaper can take it for a dead one).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the manager, which stops us warmly
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)  # not the manager's handler, inherited through fork
+    # Ctrl-C and Ctrl-\ reach the whole process group: they are the manager's to act on
+    # (it stops us warmly, or kills us and puts our jobs back uncounted), not ours to die of.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     if not logging.getLogger().handlers:  # spawn: nothing configured logging in this process
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        code = _serve(spec, parent_pid, status, go)
+    except CannotStart as exc:
+        print(f"qw worker {spec.manager}.{os.getpid()}: cannot start: {exc}", file=sys.stderr)
+        if status is not None:
+            status.cannot_start()
+        code = EXIT_CANNOT_START
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    _exit(code)
+
+
+class CannotStart(Exception):
+    """The worker cannot start (a bad target or plugin): restarting it would fail the same way."""
+
+
+def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any) -> int:
+    """Build the worker, wait for the manager's go, run it; the exit code.
+
+    :raises CannotStart: the target or a plugin failed to load, or a ``qw_worker_started``
+        plugin raised.
+    """
+    try:
         pm = make_plugin_manager(spec.plugins)
-        opened = _open_broker(spec, parent_pid)
-        if opened is None:
-            return
-        broker = opened
+        broker = _open_broker(spec, parent_pid)
+        if broker is None:
+            return 0
         worker = Worker(
             broker,
             spec.target,
@@ -97,26 +122,37 @@ def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = No
             job_timeout=spec.job_timeout,
             status=status,
         )
-    except Exception as exc:  # a bad target or plugin: restarting would fail the same way
+    except Exception as exc:
         if not isinstance(exc, QwError):
             traceback.print_exc()
-        print(f"qw worker {spec.manager}.{os.getpid()}: cannot start: {exc}", file=sys.stderr)
-        if status is not None:
-            status.cannot_start()
-        sys.exit(EXIT_CANNOT_START)
-    if status is not None:
-        status.ready()
+        raise CannotStart(exc) from exc
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         worker.request_stop()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    while go is not None and not go.wait(0.5):
-        if os.getppid() != parent_pid or worker.stopping:
-            broker.close()
-            return
     try:
-        worker.run()
+        while go is not None and not go.wait(0.5):
+            if os.getppid() != parent_pid or worker.stopping:
+                return 0
+        try:
+            worker.run()
+        except WorkerNotStarted as exc:
+            raise CannotStart(exc) from exc
     finally:
         broker.close()
+    return 0
+
+
+def _exit(code: int) -> None:
+    """End the worker process now, with ``code``, once its output is flushed.
+
+    Not a return into ``multiprocessing``, which would wait for every non-daemon thread: a
+    thread a target started and left running must not keep a stopped worker alive.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

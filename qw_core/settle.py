@@ -35,14 +35,22 @@ def decide(
 ) -> Decision:
     """What the ``qw_job_failed`` plugins decide for ``job``; *fail* when none answers.
 
-    Never raises: a plugin that raises is logged, and its answer counts as none.
+    Never raises: a plugin that raises, or answers with something that is not a
+    :class:`~qw_core.models.Decision`, is logged, and its answer counts as none.
     """
     try:
-        decision: Decision | None = hook.qw_job_failed(job=job, worker=worker, exc=exc, failure=failure)
+        decision: object = hook.qw_job_failed(job=job, worker=worker, exc=exc, failure=failure)
     except Exception:
         log.exception("a qw_job_failed plugin raised on job %s; the job is failed", job.id)
-        decision = None
-    return Decision.fail() if decision is None else decision
+        return Decision.fail()
+    if decision is None:
+        return Decision.fail()
+    if not isinstance(decision, Decision):
+        log.error(
+            "a qw_job_failed plugin answered %r, not a Decision, for job %s; it is failed", decision, job.id
+        )
+        return Decision.fail()
+    return decision
 
 
 def apply(

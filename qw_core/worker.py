@@ -4,9 +4,9 @@ One :class:`Worker` runs in each worker process (or thread). Each turn of the lo
 one broker call that finishes the job just completed and takes the next ones
 (:meth:`Broker.take`), so a fast backend serves a job in one round trip.
 
-Signals: a worker process ignores SIGINT (a Ctrl-C to the process group is for the
-manager, which then stops workers warmly) and treats SIGTERM as "finish the current job,
-take nothing new". It also stops if its manager process disappears, because recovery
+Signals: a worker process ignores SIGINT and SIGQUIT (a Ctrl-C or Ctrl-\\ to the process
+group is for the manager, which then stops workers warmly or cold) and treats SIGTERM as
+"finish the current job, take nothing new". It also stops if its manager process disappears, because recovery
 will hand the jobs it would take to others.
 
 Broker trouble: a call that fails with :class:`~qw_core.errors.BrokerUnavailable` is
@@ -50,7 +50,7 @@ import pluggy
 from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker
-from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
 from qw_core.models import Failure, Job, Outcome, WorkerInfo
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, TIMEOUT_META, FailedLimits
@@ -65,6 +65,10 @@ _T = TypeVar("_T")
 #: It takes more than one only while the queue is deep and jobs are quick (see
 #: :meth:`Worker._next_limit`), so a batch never keeps slow jobs from idle workers.
 DEFAULT_PREFETCH = 32
+
+#: How often a broker call that settles a job is tried when it fails with an error that
+#: is not an outage (see :meth:`Worker._patiently`).
+ERROR_ATTEMPTS = 5
 
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("qw_current_job", default=None)
 
@@ -98,6 +102,10 @@ class _Batch:
     size: int = 0
     taken_at: float = 0.0
     confirmed_at: float = 0.0
+
+
+class WorkerNotStarted(QwError):
+    """A ``qw_worker_started`` plugin raised: the worker did not take any job."""
 
 
 class Worker:
@@ -189,6 +197,9 @@ class Worker:
 
         A worker that stops still holding jobs it could not settle (the broker was
         unreachable) stays registered, so that its manager or a reaper finds them.
+
+        :raises WorkerNotStarted: a ``qw_worker_started`` plugin raised (no job was taken;
+            the worker stays registered for its manager to settle).
         """
         try:
             self._patiently(
@@ -197,11 +208,16 @@ class Worker:
             )
         except Exception:
             return
-        self.hook.qw_worker_started(worker=self.info)
+        try:
+            self.hook.qw_worker_started(worker=self.info)
+        except Exception as exc:
+            raise WorkerNotStarted(f"a qw_worker_started plugin raised {type(exc).__name__}: {exc}") from exc
+        if self.status is not None:
+            self.status.ready()
         try:
             self._loop()
         finally:
-            self.hook.qw_worker_stopping(worker=self.info)
+            settle.notify(self.hook.qw_worker_stopping, worker=self.info)
             if self._settled:
                 try:
                     self.broker.deregister_worker(manager=self.manager, worker=self.name)
@@ -212,11 +228,15 @@ class Worker:
         """``call()``, retried after a back-off until it works.
 
         An outage (:class:`BrokerUnavailable`) is retried until ``give_up()``; any other
-        error is logged with its traceback and retried until ``give_up()`` or a stop
-        request (it may never go away, and a stopping worker must not hang on it).
+        error is logged with its traceback and retried :data:`ERROR_ATTEMPTS` times at
+        most, and not once ``give_up()`` or a stop request says so: it may never go away,
+        and a worker that cannot settle a job must not hold it for ever. The caller's
+        error then ends the worker, and its manager (or a reaper) puts back what it held,
+        counting the job in hand as a crash, so such a job ends in the failed registry.
 
         :raises Exception: the last error, once the caller gave up.
         """
+        errors = 0
         while True:
             try:
                 result = call()
@@ -226,7 +246,8 @@ class Worker:
                 self._wait_out(exc)
                 continue
             except Exception as exc:
-                if give_up() or self.stopping:
+                errors += 1
+                if errors >= ERROR_ATTEMPTS or give_up() or self.stopping:
                     raise
                 self._wait_out(exc)
                 continue

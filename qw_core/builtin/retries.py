@@ -20,6 +20,7 @@ Blocking it by name (``qw.builtin.retries``) turns retries off altogether.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from qw_core.errors import ConfigurationError, Retry
@@ -71,7 +72,16 @@ class RetryPlugin:
         if job.attempts >= policy.max_retries or not (requested or policy.retries(exc)):
             return None
         retry = job.attempts + 1
-        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(retry)
+        delay = policy.delay(retry)
+        if isinstance(exc, Retry) and exc.delay is not None:
+            if isinstance(exc.delay, (int, float)) and 0 <= exc.delay < math.inf:
+                delay = exc.delay
+            else:
+                log.warning(
+                    "job %s: Retry(delay=%r) is not a number of seconds; backing off instead",
+                    job.id,
+                    exc.delay,
+                )
         log.info(
             "job %s: retry %d of %d in %.2f s after %s",
             job.id,
@@ -80,4 +90,4 @@ class RetryPlugin:
             delay,
             failure.exc_type,
         )
-        return Decision.retry(max(0.0, delay))
+        return Decision.retry(delay)

@@ -12,7 +12,6 @@ first asked for, so code that only wants the broker and helpers works without py
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ __all__ = [
     "MANAGER",
     "OTHER_MANAGER",
     "OTHER_WORKER",
+    "WOKEN_WITHIN",
     "WORKER",
     "WORKER_2",
     "BrokerContract",
@@ -41,6 +41,11 @@ __all__ = [
     "take_while_blocked",
     "wait_reaped",
 ]
+
+#: Seconds within which a blocked take that something woke returns (the take itself waits
+#: up to 30 s; the Redis tests block in 10 s slices, so a take that was not woken returns
+#: much later). Generous, so that a busy machine does not fail it.
+WOKEN_WITHIN = 5.0
 
 #: Names the contract suite uses; they follow the ``<manager>.<pid>`` convention.
 MANAGER = "m1"
@@ -93,23 +98,33 @@ def poll_take(
 
 
 def take_while_blocked(
-    broker: Broker, act: Callable[[], object], *, worker: str = WORKER, timeout: float = 5.0
+    broker: Broker,
+    act: Callable[[], object],
+    *,
+    blocked: Callable[[], bool],
+    worker: str = WORKER,
+    timeout: float = 30.0,
 ) -> tuple[list[Job], float]:
     """Block a take in another thread (on a broker from ``broker.factory()``), then ``act``.
 
+    :param blocked: whether a take is blocked waiting for a job now (see
+        :meth:`BrokerContract.blocked_takers`); polled until it says so, so ``act`` always
+        happens while the take waits, never before it began to.
+    :param timeout: the longest the take waits, in seconds.
     :returns: what the blocked take got, and how many seconds after ``act`` it returned.
+    :raises TimeoutError: the take did not block within ``timeout``.
     """
-    ready = threading.Event()
 
     def taker(other: Broker) -> tuple[list[Job], float]:
-        ready.set()
         return poll_take(other, worker=worker, timeout=timeout, step=timeout)
 
     with opened(broker.factory()) as other, ThreadPoolExecutor(1) as pool:
         future = pool.submit(taker, other)
-        if not ready.wait(timeout):
-            raise TimeoutError("the taker thread did not start")
-        time.sleep(0.1)  # lets the taker block first; the outcome does not depend on it
+        deadline = time.monotonic() + timeout
+        while not blocked():
+            if future.done() or time.monotonic() > deadline:
+                raise TimeoutError("the take did not block waiting for a job")
+            time.sleep(0.005)
         started = time.monotonic()
         act()
         taken, returned_at = future.result(timeout=2 * timeout)

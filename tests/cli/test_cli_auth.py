@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from cli_support import assert_one_line_error, invoke
+from cli_support import Process, assert_one_line_error, invoke, script
 from qwtest_redis import PrivateRedis
+from qwtest_wait import wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -39,3 +41,19 @@ def test_right_password_works_and_is_never_shown(locked_redis: int) -> None:
     report = invoke("status", "--json", "--url", url)
     assert json.loads(report.stdout)["queued"] == 1
     assert PASSWORD not in report.stdout
+
+
+def test_qw_run_never_logs_the_password(locked_redis: int, record_dir: Any) -> None:
+    # Everything qw run says while it starts, runs a job that fails and stops, at the most
+    # verbose level: the password appears nowhere.
+    url = f"redis://:{PASSWORD}@127.0.0.1:{locked_redis}/0"
+    argv = [*script("qw"), "run", "--url", url, "-w", "1", "-l", "debug", "-n", "pw", "qwtest_targets:fail"]
+    with Process(argv) as manager:
+        queued = invoke("enqueue", "--url", url, '{"n": 1}')
+        assert queued.exit_code == 0, queued.stderr
+        wait_for(lambda: manager.stderr.matching(lambda line: "failed on" in line), what="the job to fail")
+        assert manager.stop() == 0
+    output = manager.stderr.text() + manager.stdout.text()
+    assert "manager pw started" in output
+    assert "raised builtins.ValueError" in output
+    assert PASSWORD not in output

@@ -17,13 +17,14 @@ from cli_support import (
     wait_for,
     wait_for_records,
 )
+from qwtest_redis import REDIS_HOST, shared_port
 
 from qw_cli.argv import Option, UsageError, parse
 from qw_cli.legacy import CLIENT_DOC, MANAGER_DOC, REDIS_OPTIONS
 from qw_core import __version__
 from qw_core.models import Job
 
-REDIS_ARGS = ("-h", "127.0.0.1", "--port=6379", "-d", str(REDIS_DB))
+REDIS_ARGS = ("-h", REDIS_HOST, f"--port={shared_port()}", "-d", str(REDIS_DB))
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 ORIGINAL_MANAGER_USAGE = (

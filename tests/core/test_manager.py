@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -114,7 +115,9 @@ def start_manager_process(jobs: str, grace: float | None = None, **popen: Any) -
     args = [sys.executable, "-m", "qwtest_targets.run_manager", "qwtest_targets:record", "1", jobs]
     if grace is not None:
         args.append(str(grace))
-    return subprocess.Popen(args, stderr=subprocess.DEVNULL, **popen)
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(args, **popen)
 
 
 def test_sigterm_mid_job_lets_the_job_finish_then_exits_0(records: Path) -> None:
@@ -140,17 +143,21 @@ def test_ctrl_c_to_the_process_group_does_not_abort_the_running_job(records: Pat
     assert len(read_records(records, "ran")) == 1
 
 
-def test_second_sigint_stops_cold_and_puts_the_job_back(records: Path) -> None:
-    proc = start_manager_process('[{"sleep": 30}]')
+def test_second_sigint_stops_cold_and_puts_the_job_back(records: Path, tmp_path: Path) -> None:
+    log = tmp_path / "manager.log"
+    with log.open("wb") as stderr:
+        proc = start_manager_process('[{"sleep": 30}]', stdout=subprocess.PIPE, stderr=stderr)
     try:
-        wait_for(lambda: read_records(records, "began"), what="the job to start")
+        [began] = wait_for(lambda: read_records(records, "began"), what="the job to start")
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)  # the two presses of Ctrl-C are two separate events in time
+        wait_for(lambda: b"stopping after running jobs" in log.read_bytes(), what="the first SIGINT")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        out, _ = proc.communicate(timeout=20)
     finally:
         proc.kill()
+    assert proc.returncode == 0
     assert read_records(records, "ran") == [], "the job was cut off, not finished"
+    assert json.loads(out) == {"queued": [began["job_id"]], "held": [], "failed": 0}, "put back"
 
 
 def test_grace_period_kills_overrunning_jobs(records: Path) -> None:

@@ -35,14 +35,22 @@ def memory() -> Iterator[MemoryBroker]:
 class TestMemoryContract(BrokerContract):
     @pytest.fixture
     def broker(self, memory: MemoryBroker) -> MemoryBroker:
+        self._memory = memory
         return memory
+
+    def blocked_takers(self, broker: Broker) -> int:
+        return self._memory.blocked_takes
 
 
 class TestMemoryClientContract(BrokerContract):
     @pytest.fixture
     def broker(self, memory: MemoryBroker) -> Iterator[Broker]:
+        self._memory = memory  # the server side, where a client's blocked take waits
         with opened(memory.factory()) as client:
             yield client
+
+    def blocked_takers(self, broker: Broker) -> int:
+        return self._memory.blocked_takes
 
 
 # -- in a child process ---------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 A worker asks for more than one job only while the queue is deep and its jobs are quick;
 a quick job finished while others of its batch wait is finished by the next take (one
-round trip for the batch); a slow one is finished at once.
+round trip for the batch); a slow one is finished at once. The worker runs on a fake
+clock that moves only when a job says so, so how long a job takes is exact, whatever the
+machine is doing.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,21 +37,35 @@ class SpyBroker(MemoryBroker):
         return super().finish_jobs(worker=worker, job_ids=job_ids)
 
 
-def run_jobs(broker: SpyBroker, count: int, work: Callable[[], None], **kwargs: Any) -> Worker:
-    """Queue ``count`` jobs and run a worker in this thread until it has run them all."""
+class FakeClock:
+    """A monotonic clock that moves only when a job says it took time."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_jobs(broker: SpyBroker, count: int, seconds: Callable[[int], float], **kwargs: Any) -> Worker:
+    """Queue ``count`` jobs and run a worker in this thread until it has run them all; job
+    ``n`` (counting from 1, in the order they run) takes ``seconds(n)`` on the worker's clock."""
     broker.queue_jobs([Job.new({"n": n}) for n in range(count)])
     done = 0
+    clock = FakeClock()
     worker: Worker
 
     def target(job_id: str, job_data: Any) -> None:
         nonlocal done
-        work()
         done += 1
+        clock.now += seconds(done)
         if done == count:
             worker.request_stop()
 
     hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
-    worker = Worker(broker, target, manager="m", name="m.1", hook=hook, block_timeout=0.01, **kwargs)
+    worker = Worker(
+        broker, target, manager="m", name="m.1", hook=hook, block_timeout=0.01, clock=clock, **kwargs
+    )
     worker.run()
     return worker
 
@@ -61,7 +76,7 @@ def test_the_default_prefetch_is_small_but_batches() -> None:
 
 def test_quick_jobs_on_a_deep_queue_are_taken_in_growing_batches_and_finished_by_takes() -> None:
     broker = SpyBroker()
-    run_jobs(broker, 60, lambda: None, prefetch=8)
+    run_jobs(broker, 60, lambda n: 0.001, prefetch=8)
     limits = [limit for limit, _, _ in broker.takes]
     assert limits[:5] == [1, 2, 4, 8, 8]
     assert max(got for _, _, got in broker.takes) == 8
@@ -74,10 +89,9 @@ def test_quick_jobs_on_a_deep_queue_are_taken_in_growing_batches_and_finished_by
     assert broker.queued_job_ids() == []
 
 
-def test_slow_jobs_are_taken_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Worker, "finish_delay", 0.005)
+def test_slow_jobs_are_taken_one_at_a_time() -> None:
     broker = SpyBroker()
-    run_jobs(broker, 6, lambda: time.sleep(0.01), prefetch=8)
+    run_jobs(broker, 6, lambda n: 2 * Worker.finish_delay, prefetch=8)
     assert {limit for limit, _, _ in broker.takes} == {1}
     assert len(broker.finishes) <= 1  # each finished by the next take; the last when it stops
     assert broker.queued_job_ids() == []
@@ -85,17 +99,11 @@ def test_slow_jobs_are_taken_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_slow_job_in_a_batch_is_finished_at_once() -> None:
     broker = SpyBroker()
-    calls = 0
-
-    def work() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 8:  # the first job of the batch of 4 (after batches of 1, 2 and 4)
-            time.sleep(0.15)
-
-    run_jobs(broker, 20, work, prefetch=4)
+    # Job 8 is the first of the batch of 4 that follows batches of 1, 2 and 4.
+    run_jobs(broker, 20, lambda n: 1.5 * Worker.finish_delay if n == 8 else 0.001, prefetch=4)
     assert broker.finishes, "the slow job's batch should have been finished before the next take"
-    assert len(broker.finishes[0]) == 1
+    assert broker.finishes[0] == [broker.finishes[0][0]], "the slow job alone, at once"
+    assert [limit for limit, _, _ in broker.takes][:4] == [1, 2, 4, 4]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from qwtest_redis import free_port, redis_url  # noqa: F401  (the tests here import them from here)
+from qwtest_redis import free_port, redis_url, shared_client  # noqa: F401  (the tests here import them from here)
 from qwtest_wait import wait_for  # noqa: F401
 
 from qw_core import Job, Outcome, PluginConfig, WorkerInfo, hookimpl, make_plugin_manager

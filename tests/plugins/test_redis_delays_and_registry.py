@@ -11,16 +11,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
+import attrs
 import pytest
 import redis
-from plugin_support import REDIS_DB, redis_url
-from qwtest_redis import flushed_db
+from plugin_support import REDIS_DB, redis_url, running_worker, shared_client, wait_for
+from qwtest_redis import BlockedTakes, flushed_db
 
-from qw_core import FailedLimits, Failure, Job
+from qw_core import FailedLimits, Failure, Job, PluginConfig, RetryPolicy
 from qw_core.testing import make_jobs, poll_take, take_while_blocked
 from qw_redis import keys
 from qw_redis.broker import RedisBroker
+from qw_redis.connection import RedisOptions
 from qw_redis.scripts import Scripts
 
 pytestmark = pytest.mark.redis
@@ -63,7 +66,7 @@ def test_racing_movers_move_every_job_exactly_once(client: redis.Redis) -> None:
     done = threading.Event()
 
     def mover(n: int) -> None:
-        own = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
+        own = shared_client(REDIS_DB)
         scripts = Scripts(own)
         start.wait()
         deadline = time.monotonic() + 20
@@ -75,7 +78,7 @@ def test_racing_movers_move_every_job_exactly_once(client: redis.Redis) -> None:
         own.close()
 
     def observer() -> None:
-        own = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, decode_responses=True)
+        own = shared_client(REDIS_DB)
         while not done.is_set():
             pipe = own.pipeline(transaction=True)  # MULTI/EXEC: one consistent snapshot
             pipe.zrange(keys.DELAYED, 0, -1)
@@ -106,12 +109,18 @@ def test_racing_movers_move_every_job_exactly_once(client: redis.Redis) -> None:
     assert client.hlen(keys.ORIGIN) == 0
 
 
-def test_a_blocked_take_wakes_for_a_job_due_between_two_slices(broker: RedisBroker) -> None:
-    # Idle takers block in slices of 0.5 s; a job due 1.1 s later is still taken on time.
+def test_a_blocked_take_wakes_for_a_job_due_before_its_slice_ends(client: redis.Redis) -> None:
+    # A taker blocked for a 10 s slice learns of a job due in 1.1 s (queueing it wakes the
+    # taker, which then waits only until the due time) and takes it then, not at 10 s.
+    broker = RedisBroker.from_url(redis_url(REDIS_DB), RedisOptions(block_slice=10.0, socket_timeout=30.0))
     job = Job.new({"n": 1})
-    taken, waited = take_while_blocked(broker, lambda: broker.queue_jobs([job], delay=1.1))
+    with BlockedTakes() as blocked:
+        taken, waited = take_while_blocked(
+            broker, lambda: broker.queue_jobs([job], delay=1.1), blocked=lambda: blocked.count > 0
+        )
+    broker.close()
     assert taken == [job]
-    assert 1.05 <= waited < 1.35
+    assert 1.05 <= waited < 5.0
 
 
 def test_a_delayed_retry_comes_back_with_its_attempts(broker: RedisBroker) -> None:
@@ -145,7 +154,9 @@ def test_a_poison_flood_cannot_grow_the_registry_past_its_bound(
         "trimmed entries leave no keys"
     )
     assert [f.job.id for f in broker.failed_jobs(limit=3)] == [j.id for j in reversed(jobs[-3:])]
-    others = {key for key in client.scan_iter(count=1000) if not key.startswith("qw:failed:")}
+    others = {
+        key for key in client.scan_iter(count=1000) if not key.startswith(("qw:failed:", "qw:producer:"))
+    }
     assert others <= {keys.FAILED, keys.WAKE_ALL}, "no job hash or origin entry is left behind"
 
 
@@ -159,3 +170,27 @@ def test_purging_everything_deletes_every_key(broker: RedisBroker, client: redis
     _flood(broker, 250, FailedLimits())
     assert broker.purge_failed() == 250
     assert list(client.scan_iter(match="qw:failed*")) == []
+
+
+@pytest.mark.parametrize(("jitter", "low"), [(0.0, 1.0), (0.5, 0.5)])
+def test_a_failed_job_is_retried_after_the_policys_back_off_by_redis_clock(
+    broker: RedisBroker, client: redis.Redis, jitter: float, low: float
+) -> None:
+    # Jobs on their first, second and third run fail: each waits in qw:delayed until
+    # backoff * 2**(retry - 1) later (capped), shortened by up to the jitter fraction.
+    jobs = [attrs.evolve(Job.new({"n": n}), attempts=n) for n in range(3)]
+    broker.queue_jobs(jobs)
+    policy = RetryPolicy(max_retries=5, backoff=30.0, backoff_max=100.0, jitter=jitter)
+
+    def fail(job_id: str, data: Any) -> None:
+        raise ValueError("down")
+
+    with running_worker(broker, fail, PluginConfig(entry_points=False, retry=policy)) as recorder:
+        wait_for(lambda: len(recorder.runs) == 3, what="each job to fail once")
+    seconds, micros = client.time()
+    now = seconds + micros / 1e6
+    due = dict(client.zrange(keys.DELAYED, 0, -1, withscores=True))
+    for job, backoff in zip(jobs, [30.0, 60.0, 100.0], strict=True):
+        wait = due[job.id] - now
+        assert low * backoff - 5 < wait <= backoff, (job.attempts, wait)
+    assert [attempt for _, attempt, _, _ in recorder.runs] == [1, 2, 3]

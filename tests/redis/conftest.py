@@ -1,9 +1,8 @@
 """Fixtures for the Redis backend's tests: a fakeredis broker and real-Redis brokers.
 
-Real-Redis tests use the server at 127.0.0.1:6379 (CI always starts one) and a database
-of their own per test module (the module's ``REDIS_DB``), flushed before and after each
-test; nothing else on the server is touched. If the server does not answer, those tests
-fail with a clear message instead of being skipped, so a broken CI set-up cannot pass.
+Real-Redis tests use this test process's own redis-server (``qwtest_redis``) and a
+database of their own per test module (the module's ``REDIS_DB``), flushed before and
+after each test.
 """
 
 from __future__ import annotations
@@ -13,29 +12,14 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 import redis
-from redis_support import DEFAULT_DB, REDIS_HOST, REDIS_PORT, redis_url
+from qwtest_redis import flushed_db
+from redis_support import DEFAULT_DB, redis_url
 
 from qw_redis.broker import RedisBroker
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> None:
-    """Fail (not skip) every real-Redis test if the server does not answer."""
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"no Redis server answers at {REDIS_HOST}:{REDIS_PORT} ({exc}); "
-            "the Redis backend's tests need one (CI starts it: see .ci/run)",
-            pytrace=False,
-        )
-    finally:
-        client.close()
-
-
 @pytest.fixture
-def redis_db(request: pytest.FixtureRequest, redis_server: None) -> int:
+def redis_db(request: pytest.FixtureRequest) -> int:
     """This test module's own database number."""
     return int(getattr(request.module, "REDIS_DB", DEFAULT_DB))
 
@@ -43,11 +27,8 @@ def redis_db(request: pytest.FixtureRequest, redis_server: None) -> int:
 @pytest.fixture
 def real_client(redis_db: int) -> Iterator[redis.Redis]:
     """A plain redis-py client on the module's database, flushed before and after."""
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_db(redis_db) as client:
+        yield client
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwtest_redis import REDIS_HOST, REDIS_PORT, free_port, redis_url  # noqa: F401  (for the tests here)
+from qwtest_redis import REDIS_HOST, free_port, redis_url, shared_client, shared_port  # noqa: F401  (for the tests here)
 
 #: Used by modules that do not set REDIS_DB; other modules use 10-14. (The CLI tests use 7.)
 DEFAULT_DB = 9

@@ -49,9 +49,10 @@ def test_bytes_that_are_not_utf8_make_a_job_invalid(fields: dict[str, str]) -> N
         codec.decode_job("id1", fields)
 
 
-def test_an_id_that_is_not_unicode_text_is_refused_at_queue_time() -> None:
+def test_an_id_that_is_not_unicode_text_is_refused_at_queue_time(fake_broker: RedisBroker) -> None:
     with pytest.raises(InvalidJob, match="not valid unicode"):
-        codec.encode_job(Job(id="a\ud800b", data={}))
+        fake_broker.queue_job(Job(id="a\ud800b", data={}))
+    assert codec.encode_job(Job(id="read-\udcff", data={}))  # one read back is stored as it came
 
 
 def test_shown_escapes_bytes_that_were_not_utf8() -> None:
@@ -236,4 +237,28 @@ def test_the_fakeredis_server_is_left_empty_by_the_round_trip(fake_client: faker
     broker.queue_job(job)
     [taken] = broker.take(manager="m1", worker="m1.1")
     broker.finish_jobs(worker="m1.1", job_ids=[taken.id])
-    assert set(fake_client.keys("*")) <= {"qw:wake:all"}
+    assert set(fake_client.keys("*")) - set(fake_client.keys("qw:producer:*")) <= {"qw:wake:all"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"__qw__": "[" * 100_000}, "cannot be decoded"),  # deeper than the parser can go
+        ({"__qw__": '{"v": 1, "json": ["x"]}', "x": "[" * 100_000}, "cannot be decoded"),
+        ({"__qw__": '{"v": 1, "json": ["n"]}', "n": "NaN"}, "NaN is not JSON"),
+        ({"__qw__": '{"v": 1, "json": ["n"]}', "n": "Infinity"}, "Infinity is not JSON"),
+        ({"__qw__": '{"v": 1, "meta": [1]}'}, r"'meta' has the wrong type \(list\)"),
+        ({"__qw__": '{"v": 1, "attempts": -1}'}, "'attempts' is negative"),
+        ({"__qw__": '{"v": 1, "attempts": true}'}, r"'attempts' has the wrong type \(bool\)"),
+        ({"__qw__": '{"v": 1, "manager": 7}'}, r"'manager' has the wrong type \(int\)"),
+        ({"__qw__": '{"v": 1, "json": [1]}'}, "holds a name that is not a string"),
+        ({"__qw__": '{"v": true}'}, "not an object with a version"),
+    ],
+)
+def test_a_hash_that_decodes_into_something_not_storable_again_is_invalid(
+    fields: dict[str, str], why: str
+) -> None:
+    # Everything decoded must encode again (into the failed registry, say): what would not
+    # is refused at once, so such a job is failed as invalid instead of wedging its worker.
+    with pytest.raises(InvalidJob, match=why):
+        codec.decode_job("j", fields)

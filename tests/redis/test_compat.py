@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import redis
+from qwtest_redis import PrivateRedis
 from qwtest_wait import wait_for
-from redis_support import REDIS_HOST, REDIS_PORT
+from redis_support import REDIS_HOST, shared_port
 
 from qw_redis import Client, Manager, Worker
 
@@ -18,7 +19,7 @@ REDIS_DB = 13
 
 @pytest.fixture
 def client(real_client: redis.Redis, redis_db: int) -> Iterator[Client]:
-    client = Client(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    client = Client(host=REDIS_HOST, port=shared_port(), db=redis_db)
     yield client
     client.close()
 
@@ -59,11 +60,12 @@ def test_fetch_keeps_the_job_on_the_worker_list_until_finished(client: Client) -
 def test_a_restarted_client_gets_the_unfinished_job_back(client: Client, redis_db: int) -> None:
     job_id = client.queue_job({"n": 1}, manager="m1")
     assert client.fetch_next_job("m1", "m1.1", timeout=1) == (job_id, {"n": 1})
-    again = Client(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    again = Client(host=REDIS_HOST, port=shared_port(), db=redis_db)
     assert again.fetch_next_job("m1", "m1.1", timeout=0) == (job_id, {"n": 1})
     again.finish_job(job_id, "m1.1")
     again.close()
-    assert set(client.keys("*")) <= {"qw:wake:m1"}  # a token nobody needed
+    # A token nobody needed, and the producer's last call (both expire or are cleared).
+    assert set(client.keys("*")) - set(client.keys("qw:producer:*")) <= {"qw:wake:m1"}
 
 
 def test_fetch_waits_up_to_its_timeout(client: Client) -> None:
@@ -100,12 +102,12 @@ DONE = "compat-test:done"
 
 def record(job_id: str, job_data: Any) -> None:
     """A target: note the job in Redis (it runs in a worker process)."""
-    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB) as conn:
+    with redis.Redis(host=REDIS_HOST, port=shared_port(), db=REDIS_DB) as conn:
         conn.sadd(DONE, job_id)
 
 
 def test_manager_runs_workers_that_process_jobs(client: Client, redis_db: int) -> None:
-    manager = Manager(record, host=REDIS_HOST, port=REDIS_PORT, db=redis_db, num_workers=2, name="compat")
+    manager = Manager(record, host=REDIS_HOST, port=shared_port(), db=redis_db, num_workers=2, name="compat")
     assert (manager.name, manager.num_workers) == ("compat", 2)
     manager.start()
     try:
@@ -153,18 +155,59 @@ manager.join()
 """
 
 
-def test_the_original_basic_usage_runs_with_only_its_import_changed(tmp_path: Any) -> None:
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``signum`` (Linux's /proc)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        caught = next(line for line in fh if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (signum - 1) & 1)
+
+
+@pytest.fixture
+def default_address() -> Iterator[Client]:
+    """A Redis at the original defaults, localhost:6379 db 0: a private one started there,
+    or, if one runs there already (CI starts one), that one, provided it holds no qw state
+    this test could disturb or be disturbed by."""
+    import socket
+
+    private = None
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        private = PrivateRedis(port=6379)
+    client = Client()  # the example's own defaults: localhost, 6379, db 0
+    host = socket.gethostname()
+    busy = client.exists("all:jobs", f"{host}:jobs", f"{host}:workers") or host in client.get_all_managers()
+    if busy:
+        client.close()
+        pytest.fail(
+            f"the Redis at localhost:6379 holds qw jobs or a manager named {host!r} in db 0; this test "
+            "runs the original example against those defaults and would take them: run it where that "
+            "database holds no qw state",
+            pytrace=False,
+        )
+    try:
+        yield client
+    finally:
+        client.close()
+        if private is not None:
+            private.stop()
+
+
+def test_the_original_basic_usage_runs_with_only_its_import_changed(
+    tmp_path: Any, default_address: Client
+) -> None:
     """The original README's script (Python 3 prints), on its default localhost:6379/0.
 
-    Db 0 is shared, so this test writes only its own job and leaves nothing behind.
+    Db 0 may be shared, so this test writes only its own job and leaves nothing behind.
     """
+    import signal
     import socket
     import subprocess
     import sys
 
     script = tmp_path / "basic_usage.py"
     script.write_text(BASIC_USAGE, encoding="utf-8")
-    default = Client()  # the example's own defaults: localhost, 6379, db 0
+    default = default_address
     manager = socket.gethostname()
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -173,6 +216,7 @@ def test_the_original_basic_usage_runs_with_only_its_import_changed(tmp_path: An
         wait_for(lambda: manager in default.get_all_managers())
         job_id = default.queue_job({"hello": "basic usage"}, manager=manager)
         wait_for(lambda: not default.exists(f"job:{job_id}") and not default.llen(f"{manager}:jobs"))
+        wait_for(lambda: catches(proc.pid, signal.SIGTERM), what="the script to be in join()")
         proc.terminate()  # SIGTERM: the script's join() stops the manager cleanly
         out, err = proc.communicate(timeout=20)
     finally:
@@ -181,4 +225,3 @@ def test_the_original_basic_usage_runs_with_only_its_import_changed(tmp_path: An
     assert f"{job_id}\n{{'hello': 'basic usage'}}\n" in out
     assert manager not in default.get_all_managers()
     assert default.smembers(f"{manager}:workers") == set()
-    default.close()

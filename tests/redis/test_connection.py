@@ -8,9 +8,10 @@ import time
 import fakeredis
 import pytest
 import redis
+from redis._parsers.base import BaseParser
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_support import REDIS_HOST, REDIS_PORT, free_port, redis_url
+from redis_support import REDIS_HOST, free_port, redis_url, shared_port
 
 from qw_core.backends import load_backend, open_broker
 from qw_core.errors import BrokerUnavailable, ConfigurationError
@@ -118,11 +119,11 @@ def test_the_backend_is_found_by_its_entry_point_name() -> None:
 
 
 def test_refused_credentials_are_reported_without_the_password(redis_db: int) -> None:
-    url = f"redis://qw-no-such-user:hunter2@{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    url = f"redis://qw-no-such-user:hunter2@{REDIS_HOST}:{shared_port()}/{redis_db}"
     with pytest.raises(BrokerUnavailable) as caught:
         RedisBroker.from_url(url)
     message = str(caught.value)
-    shown = f"redis://qw-no-such-user:***@{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    shown = f"redis://qw-no-such-user:***@{REDIS_HOST}:{shared_port()}/{redis_db}"
     assert message.startswith(f"Redis at {shown} refused the login: ")
     assert "hunter2" not in message
 
@@ -149,10 +150,9 @@ def test_redis_errors_become_backend_errors(real_broker: RedisBroker, real_clien
 
 
 def test_describe_shows_the_url_without_password(redis_db: int) -> None:
-    client = redis.Redis(
-        host=REDIS_HOST, port=REDIS_PORT, db=redis_db, username="u", password="hunter2", decode_responses=True
-    )
-    assert RedisBroker(client).describe() == f"redis://u:***@{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+    port = shared_port()
+    client = redis.Redis(host=REDIS_HOST, port=port, db=redis_db, username="u", password="hunter2")
+    assert RedisBroker(client).describe() == f"redis://u:***@{REDIS_HOST}:{shared_port()}/{redis_db}"
     assert RedisBroker.from_url(redis_url(redis_db)).describe() == redis_url(redis_db)
     assert RedisBroker(fakeredis.FakeRedis(decode_responses=True)).describe().startswith("fakeredis")
 
@@ -170,7 +170,7 @@ def test_factory_pickles_and_opens_an_equivalent_broker(real_broker: RedisBroker
 def test_factory_of_a_broker_built_on_a_client_keeps_its_settings(
     real_client: redis.Redis, redis_db: int
 ) -> None:
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db, decode_responses=True)
+    client = redis.Redis(host=REDIS_HOST, port=shared_port(), db=redis_db, decode_responses=True)
     factory = RedisBroker(client).factory()
     assert "hunter2" not in repr(factory)
     other = pickle.loads(pickle.dumps(factory))()
@@ -206,3 +206,22 @@ def test_any_client_is_accepted_and_left_as_it_was() -> None:
     assert raw.connection_pool.connection_kwargs.get("decode_responses") in (None, False)
     broker.close()
     assert raw.ping(), "closing the broker leaves the caller's client open"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.",
+        "LOADING Redis is loading the dataset in memory",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+    ],
+)
+def test_replies_of_a_server_that_refuses_work_for_a_while_are_outages(reply: str) -> None:
+    # As redis-py parses them: some get a class of their own, with the code taken off.
+    exc = BaseParser.parse_error(reply)
+    translated = connection.translate(exc, "redis://x:6379/0")
+    assert isinstance(translated, BrokerUnavailable)
+    assert not isinstance(
+        connection.translate(BaseParser.parse_error("WRONGTYPE no"), "x"), BrokerUnavailable
+    )

@@ -7,6 +7,7 @@ Every test ends with the "exactly one place" invariant.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -238,3 +239,23 @@ def test_a_timed_out_job_is_retried_as_the_retry_policy_allows(
     outcomes = [row["outcome"] for row in records(record_dir, "finished") if row["job_id"] == job.id]
     assert outcomes == ["retried", "failed"]
     assert assert_each_job_in_one_place(client, job_ids) == {job.id: "failed"}
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_a_growing_back_off(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    # Every run kills the worker; nothing fails the job (no recovery limit), so the slot
+    # dies over and over: each restart waits twice as long as the one before, up to the cap.
+    [job_id] = queue(url, [Job.new({"crash": True})])
+    manager = start_manager(url, "bo", num_workers=1, max_recoveries=None, restart_backoff=(0.2, 0.8))
+    try:
+        began = wait_for(lambda: len(b := records(record_dir, "began")) >= 5 and b, what="5 runs", timeout=30)
+        assert not manager.join(0)
+    finally:
+        manager.stop(cold=True)
+        assert manager.join(20)
+    starts = [row["at"] for row in began[:5]]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    for gap, wait in zip(gaps, [0.2, 0.4, 0.8, 0.8], strict=True):
+        assert gap >= wait, f"restarted after {gap:.2f}s, before its {wait}s back-off: {gaps}"
+    assert {row["job_id"] for row in began} == {job_id}

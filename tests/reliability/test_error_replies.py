@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 import redis
+from qwtest_proxy import ReplyLosingProxy
 from qwtest_redis import PrivateRedis
 from reliability_support import (
     ManagerProcess,
@@ -31,15 +33,20 @@ from reliability_support import (
     worker_pids,
 )
 
+from qw_core.errors import BackendError
 from qw_core.models import Failure, Job
 from qw_core.policy import FailedLimits
+from qw_core.testing import poll_take
 from qw_redis import RedisBroker
 from qw_redis.connection import RedisOptions
+from qw_redis.scripts import script_source
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-#: How long each fault lasts: well past the 1 s heartbeat TTL, so every heartbeat lapses.
-FAULT_SECONDS = 2.5
+#: The managers' heartbeat settings in the fault tests, and how long each fault lasts:
+#: well past the TTL, so every heartbeat lapses.
+FAULT_FLAGS = ("--heartbeat", "0.3s", "--heartbeat-ttl", "1.5s")
+FAULT_SECONDS = 3.0
 #: A script that keeps Redis busy for ARGV[1] seconds (others get BUSY after 100 ms).
 BUSY_SCRIPT = "local t0 = redis.call('TIME')[1] while redis.call('TIME')[1] - t0 < tonumber(ARGV[1]) do end"
 
@@ -57,7 +64,7 @@ def hold(seconds: float) -> None:
 
 
 def both_managers(url: str, record_dir: Path) -> tuple[ManagerProcess, ManagerProcess]:
-    return ManagerProcess(url, "m1", record_dir=record_dir), ManagerProcess(url, "m2", record_dir=record_dir)
+    return tuple(ManagerProcess(url, name, *FAULT_FLAGS, record_dir=record_dir) for name in ("m1", "m2"))  # type: ignore[return-value]
 
 
 def live(client: redis.Redis, manager: str) -> bool:
@@ -91,7 +98,9 @@ def test_an_error_reply_window_neither_stops_heartbeats_nor_reaps_live_workers(
             client.eval(BUSY_SCRIPT, 0, FAULT_SECONDS)
         wait_for(lambda: set(runs(record_dir)) == set(job_ids), timeout=30, what="every job")
         wait_for(lambda: live(client, "m1") and live(client, "m2"), what="both managers beating again")
-        assert records(record_dir, "reaped") == [], "no live worker was taken for dead"
+        logs = f"{m1.output()}\n{m2.output()}"
+        assert records(record_dir, "reaped") == [], f"no live worker was taken for dead:\n{logs}"
+        assert "Traceback" not in logs, "an error reply that passes is an outage, not an error"
         assert records(record_dir, "died") == []
         # The heartbeats go on: a manager killed now is noticed, and its jobs recovered.
         more = queue(url, [Job.new({"sleep": 0.5, "n": n}) for n in range(8)])
@@ -203,6 +212,7 @@ def test_an_enqueue_retried_after_a_stall_queues_the_job_once_with_its_data(
     options = RedisOptions(socket_timeout=0.3, block_slice=0.1, retries=3, backoff_cap=0.05)
     producer = RedisBroker.from_url(url, options)
     job = Job.new({"payload": "the data it was queued with"})
+    client.script_load(script_source("queue.lua"))  # every attempt runs it (no NOSCRIPT round)
     client.config_resetstat()
     assert server.process is not None
     server.process.send_signal(signal.SIGSTOP)
@@ -214,8 +224,9 @@ def test_an_enqueue_retried_after_a_stall_queues_the_job_once_with_its_data(
         server.process.send_signal(signal.SIGCONT)
     sending.join(10)
     producer.close()
-    calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
-    assert calls >= 2, "the enqueue script was sent more than once (else this tests nothing)"
+    stats = client.info("commandstats")["cmdstat_evalsha"]
+    assert stats["calls"] >= 2, "the enqueue script ran more than once (else this tests nothing)"
+    assert stats["failed_calls"] == 0
     assert client.lrange("all:jobs", 0, -1) == [job.id], "queued once"
     worker = RedisBroker.from_url(url)
     try:
@@ -246,5 +257,118 @@ def test_a_host_whose_clock_is_a_month_fast_does_not_empty_the_failed_registry(
         assert broker.failed_count() == 101
         seconds, _ = client.time()
         assert all(abs(entry.failure.failed_at - seconds) < 60 for entry in broker.failed_jobs(200))
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("call", ["queue", "queue delayed", "requeue failed"])
+def test_a_call_resent_after_its_reply_was_lost_changes_nothing(
+    server: PrivateRedis, url: str, client: redis.Redis, call: str
+) -> None:
+    # Redis runs the call, the reply is lost, and before redis-py sends the call again the
+    # job has run and finished (or failed again): the call re-sent must not queue it again.
+    worker = RedisBroker.from_url(url)
+    job = Job.new({"payload": "the data it was queued with"})
+    if call == "requeue failed":
+        worker.queue_job(job)
+        worker.take(manager="m", worker="m.1")
+        worker.fail_job(worker="m.1", job=job, failure=Failure(exc_type="E", message="first"))
+    for name in ("queue.lua", "queue_delayed.lua", "requeue_failed.lua"):  # no NOSCRIPT round first
+        client.script_load(script_source(name))
+    with ReplyLosingProxy(server.port) as proxy:
+        # Only the cut connection makes redis-py send the call again (no socket timeout).
+        options = RedisOptions(backoff_cap=0.05, socket_timeout=60.0)
+        producer = RedisBroker.from_url(f"redis://127.0.0.1:{proxy.port}/0", options)
+        act = {
+            "queue": lambda: producer.queue_job(job),
+            "queue delayed": lambda: producer.queue_jobs([job], delay=0.2),
+            "requeue failed": lambda: producer.requeue_failed(job.id),
+        }[call]
+        script = {"queue": "_queue", "queue delayed": "_queue_delayed", "requeue failed": "_requeue"}[call]
+        proxy.lose_next(getattr(producer._scripts, script).sha.encode())
+        sending = threading.Thread(target=act)
+        sending.start()
+        assert proxy.request_forwarded.wait(10)
+        taken, _ = poll_take(worker, manager="m", worker="m.2", timeout=10, step=0.5)  # Redis ran it
+        assert taken == [attrs.evolve(job, attempts=0)]
+        if call == "requeue failed":
+            worker.fail_job(worker="m.2", job=job, failure=Failure(exc_type="E", message="again"))
+        else:
+            worker.finish_jobs(worker="m.2", job_ids=[job.id])
+        proxy.cut.set()
+        sending.join(10)
+        assert not sending.is_alive()
+        assert proxy.sent_again >= 1, "the client sent the call again (else this tests nothing)"
+        producer.close()
+    worker.close()
+    where = assert_each_job_in_one_place(client, [job.id])
+    assert where == {job.id: "failed" if call == "requeue failed" else "finished"}
+
+
+@pytest.mark.parametrize("how", ["promoted when due", "retried", "released", "recovered"])
+def test_a_job_whose_queue_became_a_string_is_kept_in_the_failed_registry(
+    url: str, client: redis.Redis, how: str
+) -> None:
+    # On its way back to its queue, a job finds the key is not a list: it is never dropped
+    # (nor left half moved), but kept as a failed job, data and all, to requeue later.
+    broker = RedisBroker.from_url(url)
+    job = Job.new({"payload": "kept"}, manager="bq")
+    try:
+        if how == "promoted when due":
+            broker.queue_jobs([job], delay=0.2)
+        else:
+            broker.queue_job(job)
+            assert broker.take(manager="bq", worker="bq.1") == [job]
+        client.set("bq:jobs", "another program's string")
+        if how == "promoted when due":
+            wait_for(lambda: broker._scripts.promote()[1] is None, what="the job to come due")
+        elif how == "retried":
+            assert broker.retry_job(worker="bq.1", job=job)
+        elif how == "released":
+            assert broker.release_jobs(worker="bq.1", job_ids=[job.id]) == 0
+        else:
+            assert broker.recover_worker(manager="bq", worker="bq.1") == 0
+        entry = broker.get_failed(job.id)
+        assert entry is not None
+        assert entry.failure.kind == "invalid"
+        assert "bq:jobs is a string, not a list" in entry.failure.message
+        assert client.get("bq:jobs") == "another program's string", "left alone"
+        assert assert_each_job_in_one_place(client, [job.id]) == {job.id: "failed"}
+        client.delete("bq:jobs")  # mended: the job goes back, with the data it was queued with
+        assert broker.requeue_failed(job.id)
+        again = broker.take(manager="bq", worker="bq.2")
+        assert [j.data for j in again] == [{"payload": "kept"}]
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("key", ["qw:origin", "qw:recoveries", "qw:failed", "qw:delayed"])
+def test_a_script_that_meets_a_qw_key_of_the_wrong_type_changes_nothing(
+    url: str, client: redis.Redis, key: str
+) -> None:
+    broker = RedisBroker.from_url(url)
+    job = Job.new({"n": 1})
+    try:
+        broker.queue_job(job)
+        assert broker.take(manager="m", worker="m.1") == [job]
+        before = {k: client.type(k) for k in client.keys("*")}
+        client.delete(key)
+        client.set(key, "not ours")
+        failure = Failure(exc_type="E", message="m")
+        settle = {
+            "qw:delayed": lambda: broker.retry_job(worker="m.1", job=job, delay=60),
+        }.get(key, lambda: broker.fail_job(worker="m.1", job=job, failure=failure))
+        with pytest.raises(BackendError, match=f"WRONGTYPE {key} is a string"):
+            settle()
+        assert client.lrange("m.1:jobs", 0, -1) == [job.id], "still held, nothing half done"
+        assert client.exists(f"job:{job.id}")
+        assert any(key in problem for problem in broker.problems())
+        client.delete(key)
+        if key == "qw:origin":  # what the scripts keep there is gone with the key
+            client.hset("qw:origin", job.id, "")
+        assert broker.fail_job(worker="m.1", job=job, failure=Failure(exc_type="E", message="m"))
+        assert {k for k in before if k.startswith("qw:")} - {"qw:origin"} <= set(client.keys("*")) | {
+            "qw:wake:all"
+        }
     finally:
         broker.close()

@@ -12,6 +12,7 @@ import os
 import signal
 from pathlib import Path
 
+import attrs
 import pytest
 import redis
 from reliability_support import (
@@ -29,9 +30,13 @@ from reliability_support import (
 from qw_core.manager import Manager
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig
+from qw_core.policy import RetryPolicy
 from qw_redis import RedisBroker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+#: The recording plugin, and plugins with the bug QWTEST_BAD_HOOK names.
+BAD_PLUGINS = ("qwtest_targets.faults", "qwtest_targets.bad_plugins")
 
 
 def failed_entry(url: str, job_id: str) -> object:
@@ -172,3 +177,105 @@ def test_a_forked_child_that_returns_into_the_worker_exits_before_touching_anyth
     assert {row["pid"] for row in finished} == set(pids), "only by the worker itself"
     assert {row["pid"] for row in records(record_dir, "began")} == set(pids), "the child took nothing"
     assert set(assert_each_job_in_one_place(client, job_ids).values()) == {"finished"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"raise_surrogates": True},
+            "half a pair: \\ud83d, and a byte: \\udcff",
+        ),
+        ({"bad_str": True}, "<_Unprintable whose str() raised>"),
+    ],
+    ids=["lone surrogates", "a __str__ that raises"],
+)
+def test_a_failure_that_is_hard_to_write_down_is_failed_like_any_other(
+    url: str, client: redis.Redis, record_dir: Path, data: dict[str, object], message: str
+) -> None:
+    bad = Job.new(data)
+    job_ids = queue(url, [bad, *(Job.new({"n": n}) for n in range(10))])
+    manager = start_manager(url, "hw", num_workers=1)
+    try:
+        entry = wait_for(lambda: failed_entry(url, bad.id), what="the job to fail")
+        wait_for(lambda: len(runs(record_dir)) == 10, what="the other jobs")
+    finally:
+        stop_manager(manager)
+    assert entry.failure.message == message  # type: ignore[attr-defined]
+    assert records(record_dir, "died") == []
+    assert runs(record_dir, "began")[bad.id] == 1
+    where = assert_each_job_in_one_place(client, job_ids)
+    assert where.pop(bad.id) == "failed"
+    assert set(where.values()) == {"finished"}
+
+
+def test_a_plugin_that_answers_nonsense_fails_the_job_and_the_worker_goes_on(
+    url: str, client: redis.Redis, record_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QWTEST_BAD_HOOK", "decision")
+    plugins = PluginConfig(
+        modules=("qwtest_targets.faults", "qwtest_targets.bad_plugins"), entry_points=False
+    )
+    bad = Job.new({"raise_text": "boom"})
+    job_ids = queue(url, [bad, *(Job.new({"n": n}) for n in range(10))])
+    manager = start_manager(url, "bp", num_workers=1, plugins=plugins)
+    try:
+        entry = wait_for(lambda: failed_entry(url, bad.id), what="the job to fail")
+        wait_for(lambda: len(runs(record_dir)) == 10, what="the other jobs")
+    finally:
+        stop_manager(manager)
+    assert entry.failure.message == "boom"  # type: ignore[attr-defined]
+    assert records(record_dir, "died") == []
+    assert set(assert_each_job_in_one_place(client, job_ids).values()) == {"failed", "finished"}
+
+
+def test_a_retry_asked_for_in_an_endless_time_backs_off_instead(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    job = Job.new({"retry_forever": True})
+    queue(url, [job])
+    plugins = attrs.evolve(RECORDING, retry=RetryPolicy(max_retries=1, backoff=0.2, jitter=0.0))
+    manager = start_manager(url, "ri", num_workers=1, plugins=plugins)
+    try:
+        wait_for(lambda: failed_entry(url, job.id), what="the job to run twice and fail")
+    finally:
+        stop_manager(manager)
+    assert runs(record_dir, "began")[job.id] == 2, "retried after the policy's back-off, not never"
+
+
+def test_a_thread_a_target_leaves_running_does_not_keep_a_stopped_worker_alive(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    [job_id] = queue(url, [Job.new({"leave_thread": True})])
+    manager = start_manager(url, "lt", num_workers=1)
+    wait_for(lambda: runs(record_dir)[job_id], what="the job to run")
+    stop_manager(manager, timeout=15)
+    assert client.smembers("all:managers") == set()
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
+
+
+@pytest.mark.parametrize("hook", ["worker_started", "manager_started"])
+def test_a_plugin_that_raises_at_start(
+    url: str, client: redis.Redis, record_dir: Path, monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    # At a worker's start, the worker cannot start: the manager stops (a restart would fail
+    # the same way). At the manager's start, the bug is logged and the manager runs.
+    monkeypatch.setenv("QWTEST_BAD_HOOK", hook)
+    job_ids = queue(url, [Job.new({"n": n}) for n in range(5)])
+    plugins = PluginConfig(
+        modules=("qwtest_targets.faults", "qwtest_targets.bad_plugins"), entry_points=False
+    )
+    manager = start_manager(url, "ps", num_workers=2, plugins=plugins)
+    try:
+        if hook == "worker_started":
+            assert manager.join(20), "the manager stops by itself"
+            assert manager.error is not None
+            assert "could not start" in manager.error
+            assert runs(record_dir) == {}
+        else:
+            wait_for(lambda: len(runs(record_dir)) == 5, what="the jobs")
+    finally:
+        stop_manager(manager)
+    expected = "all:jobs" if hook == "worker_started" else "finished"
+    assert set(assert_each_job_in_one_place(client, job_ids).values()) == {expected}
+    assert client.keys("ps*") == []

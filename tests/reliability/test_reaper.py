@@ -160,6 +160,59 @@ def test_a_worker_that_stops_after_the_reaper_listed_it_is_not_reaped(
     assert reaped == [Reaped(manager="m", worker="m.2", requeued=0, failed=0)], "only the dead one"
 
 
+def test_a_worker_that_beats_again_after_the_reaper_listed_it_keeps_its_jobs(
+    broker: RedisBroker, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its manager's heartbeat lands between the reaper's listing (no heartbeat) and its
+    # atomic step: the step checks again, finds it alive, and moves nothing.
+    broker.queue_jobs([Job.new({"n": n}) for n in range(3)])
+    broker.beat(manager="m", token="m", workers={"m.1": "w1"}, ttl=TTL)
+    held = broker.take(manager="m", worker="m.1", limit=3)
+    lapse(client, "m.1")
+    reap_one = broker._recover
+
+    def beat_meanwhile(manager: str, worker: str, **kwargs: Any) -> Reaped | None:
+        broker.beat(manager="m", token="m", workers={"m.1": "w1"}, ttl=30)
+        return reap_one(manager, worker, **kwargs)
+
+    monkeypatch.setattr(broker, "_recover", beat_meanwhile)
+    assert broker.reap(owner="reaper", lease=0, ttl=TTL) == []
+    assert broker.held_job_ids("m.1") == [job.id for job in held]
+    assert broker.workers("m") == ["m.1"]
+
+
+def test_the_reaper_judges_nobody_dead_while_redis_has_been_up_for_less_than_a_ttl(
+    broker: RedisBroker, client: redis.Redis
+) -> None:
+    # After a restart, heartbeats written before it may be gone, and nobody could write any
+    # while it was down: a lapsed heartbeat then says nothing about who is alive.
+    broker.queue_jobs([Job.new({"n": 1})])
+    broker.beat(manager="m", token="m", workers={"m.1": "w1"}, ttl=TTL)
+    [job] = broker.take(manager="m", worker="m.1")
+    lapse(client, "m.1")
+    uptime = int(client.info("server")["uptime_in_seconds"])
+    assert broker.reap(owner="reaper", lease=0, ttl=uptime + 60) is None
+    assert broker.held_job_ids("m.1") == [job.id], "nothing moved"
+    [reaped] = broker.reap(owner="reaper", lease=0, ttl=TTL) or [None]
+    assert reaped == Reaped(manager="m", worker="m.1", requeued=1, failed=0)
+
+
+def test_one_managers_broken_workers_key_does_not_stop_the_reaper_for_the_others(
+    broker: RedisBroker, client: redis.Redis
+) -> None:
+    broker.queue_jobs([Job.new({"n": 1})])
+    broker.beat(manager="ok", token="ok", workers={"ok.1": "w1"}, ttl=TTL)
+    [job] = broker.take(manager="ok", worker="ok.1")
+    broker.beat(manager="bad", token="bad", workers={}, ttl=30)
+    client.set("bad:workers", "another program's string")
+    lapse(client, "ok.1")
+    assert broker.reap(owner="reaper", lease=0, ttl=TTL) == [
+        Reaped(manager="ok", worker="ok.1", requeued=1, failed=0)
+    ]
+    assert client.lrange("all:jobs", 0, -1) == [job.id]
+    assert any("bad:workers is a string" in problem for problem in broker.problems())
+
+
 @pytest.mark.serial  # a wall-clock bound: measured with no other test running
 def test_10_a_dead_worker_holding_100_000_jobs_is_drained_in_batches_without_stalling_redis(
     url: str, client: redis.Redis, broker: RedisBroker

@@ -7,6 +7,7 @@ whole group can be simulated. Every test ends with the "exactly one place" invar
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -101,21 +102,58 @@ def test_5_a_second_sigint_stops_cold_and_puts_the_job_back(
 def test_a_worker_done_early_is_deregistered_while_its_sibling_finishes(
     url: str, client: redis.Redis, record_dir: Path
 ) -> None:
-    # The idle worker exits at once; the other runs a job longer than the 1 s heartbeat
+    # The idle worker exits at once; the other runs a job for longer than the 1 s heartbeat
     # TTL. The first deregisters as it exits: left registered without a heartbeat, it
     # would be taken for dead by the manager's own reaper.
-    [job_id] = queue(url, Job.new({"sleep": 4}))
+    gate = record_dir / "gate"
+    [job_id] = queue(url, Job.new({"gate": str(gate)}))
     manager = ManagerProcess(url, "sd", record_dir=record_dir, workers=2)
     try:
         wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
         wait_for(lambda: client.scard("sd:workers") == 2, what="both workers to register")
         manager.signal(signal.SIGTERM)
         wait_for(lambda: client.scard("sd:workers") == 1, what="the idle worker to be deregistered")
+        time.sleep(2.0)  # the long job runs on past the TTL and a few reaper rounds
         assert not runs(record_dir), "the long job is still running"
+        gate.touch()
         assert manager.wait() == 0, manager.output()
     finally:
         manager.close()
     assert runs(record_dir) == {job_id: 1}
     assert records(record_dir, "reaped") == [], "a worker stopped on purpose is never reaped"
     assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
+    assert_deregistered(client)
+
+
+@pytest.mark.parametrize("to", ["the manager", "the group"])
+def test_sigquit_stops_cold_and_puts_the_job_back_uncounted(
+    url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess], to: str
+) -> None:
+    # Ctrl-\ in a terminal sends SIGQUIT to the whole group: the workers must leave it to
+    # their manager, or the job they die with counts as a crash.
+    [job_id] = queue(url, Job.new({"sleep": 60}))
+    manager = start()
+    wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
+    (manager.signal if to == "the manager" else manager.signal_group)(signal.SIGQUIT)
+    assert manager.wait(timeout=10) == 0, manager.output()
+    assert "got SIGQUIT: stopping now" in manager.output()
+    assert runs(record_dir) == {}, "cut off, not finished"
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "all:jobs"}
+    assert not client.exists("qw:recoveries"), "a stop on purpose is no crash"
+    assert records(record_dir, "died") == []
+    assert_deregistered(client)
+
+
+def test_sighup_stops_warmly(
+    url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess]
+) -> None:
+    running, waiting = Job.new({"sleep": 0.5}), Job.new({"n": 1})
+    job_ids = queue(url, running, waiting)
+    manager = start()
+    wait_for(lambda: runs(record_dir, "began")[running.id], what="the job to start")
+    manager.signal(signal.SIGHUP)
+    assert manager.wait() == 0, manager.output()
+    assert "got SIGHUP: stopping after running jobs" in manager.output()
+    assert runs(record_dir) == {running.id: 1}
+    assert assert_each_job_in_one_place(client, job_ids) == {running.id: "finished", waiting.id: "all:jobs"}
     assert_deregistered(client)

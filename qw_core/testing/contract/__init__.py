@@ -1,7 +1,8 @@
 """The broker contract as pytest tests: every backend runs the same suite.
 
 A backend's test module subclasses :class:`BrokerContract` and defines one fixture,
-``broker``, that yields a fresh, empty broker (and closes it afterwards)::
+``broker``, that yields a fresh, empty broker (and closes it afterwards), and one method,
+``blocked_takers``, that says how many takes wait for a job right now::
 
     class TestMyBroker(BrokerContract):
         @pytest.fixture
@@ -9,6 +10,9 @@ A backend's test module subclasses :class:`BrokerContract` and defines one fixtu
             broker = MyBroker.from_url(...)
             yield broker
             broker.close()
+
+        def blocked_takers(self, broker: Broker) -> int:
+            return ...  # e.g. count the blocking calls in flight, or ask the server
 
 After fsspec's abstract filesystem tests. Each test states one sentence of the contract
 in :mod:`qw_core.broker`; timing tests use short delays and poll with a deadline, and a

@@ -23,6 +23,7 @@ from qw_core.testing import (
     make_jobs,
     opened,
 )
+from qw_core.testing.contract.base import ContractPart
 
 #: Values whose JSON round trip must be exact, as job data.
 ROUND_TRIP_VALUES: list[JSON] = [
@@ -65,7 +66,7 @@ INVALID_NAMES = ["", "a:b", "has space", "tab\there", "new\nline", "all", "job",
 VALID_NAMES = ["m1", "host.example.com", "m1.12345", "web-01_a", "all.1", "jobs", "x" * 200]
 
 
-class DataContract:
+class DataContract(ContractPart):
     """Job data, names, and concurrent takers."""
 
     # -- data ------------------------------------------------------------------------

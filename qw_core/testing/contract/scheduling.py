@@ -19,6 +19,7 @@ from qw_core.testing import (
     MANAGER,
     OTHER_MANAGER,
     OTHER_WORKER,
+    WOKEN_WITHIN,
     WORKER,
     WORKER_2,
     ids,
@@ -27,9 +28,10 @@ from qw_core.testing import (
     poll_take,
     take_while_blocked,
 )
+from qw_core.testing.contract.base import ContractPart
 
 
-class SchedulingContract:
+class SchedulingContract(ContractPart):
     """Delayed jobs and the failed-job registry."""
 
     # -- delayed jobs ----------------------------------------------------------------
@@ -101,9 +103,13 @@ class SchedulingContract:
     def test_blocked_take_wakes_when_a_queued_delayed_job_is_due(self, broker: Broker) -> None:
         self._needs_delays(broker)
         job = Job.new({"n": 1})
-        taken, waited = take_while_blocked(broker, lambda: broker.queue_jobs([job], delay=0.3))
+        taken, waited = take_while_blocked(
+            broker,
+            blocked=lambda: self.blocked_takers(broker) > 0,
+            act=lambda: broker.queue_jobs([job], delay=0.3),
+        )
         assert taken == [job]
-        assert 0.25 <= waited < 1.3
+        assert 0.25 <= waited < WOKEN_WITHIN, "taken when due, not before, and not at the end of its wait"
 
     def test_due_jobs_are_taken_exactly_once_by_racing_takers(self, broker: Broker) -> None:
         self._needs_delays(broker)

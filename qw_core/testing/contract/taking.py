@@ -16,6 +16,7 @@ from qw_core.testing import (
     MANAGER,
     OTHER_MANAGER,
     OTHER_WORKER,
+    WOKEN_WITHIN,
     WORKER,
     WORKER_2,
     drain,
@@ -23,9 +24,10 @@ from qw_core.testing import (
     make_jobs,
     take_while_blocked,
 )
+from qw_core.testing.contract.base import ContractPart
 
 
-class TakingContract:
+class TakingContract(ContractPart):
     """Taking jobs: order, limits, blocking and finishing."""
 
     # -- the basics ----------------------------------------------------------------
@@ -139,9 +141,11 @@ class TakingContract:
             "manager": Job.new({"n": 1}, manager=MANAGER),
             "worker": Job.new({"n": 1}, worker=WORKER),
         }[queue]
-        taken, waited = take_while_blocked(broker, lambda: broker.queue_job(job))
+        taken, waited = take_while_blocked(
+            broker, blocked=lambda: self.blocked_takers(broker) > 0, act=lambda: broker.queue_job(job)
+        )
         assert taken == [job]
-        assert waited < 1.0
+        assert waited < WOKEN_WITHIN
 
     @pytest.mark.parametrize("how", ["retry", "release", "recover", "requeue_failed"])
     def test_blocked_take_wakes_when_a_job_is_put_back(self, broker: Broker, how: str) -> None:
@@ -156,9 +160,11 @@ class TakingContract:
             "recover": lambda: broker.recover_worker(manager=MANAGER, worker=WORKER),
             "requeue_failed": lambda: broker.requeue_failed(job.id),
         }[how]
-        taken, waited = take_while_blocked(broker, act, worker=WORKER_2)
+        taken, waited = take_while_blocked(
+            broker, blocked=lambda: self.blocked_takers(broker) > 0, act=act, worker=WORKER_2
+        )
         assert ids(taken) == [job.id]
-        assert waited < 1.5
+        assert waited < WOKEN_WITHIN
 
     # -- finishing -----------------------------------------------------------------
 

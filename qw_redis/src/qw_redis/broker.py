@@ -5,14 +5,22 @@ operation touching more than one key is a Lua script (:mod:`qw_redis.scripts`), 
 broker method is one round trip, except a ``take`` that has to wait.
 
 Waiting. An idle worker does not poll: :meth:`RedisBroker.take` runs ``take.lua`` and,
-finding nothing, blocks in ``BLPOP qw:wake:<m> qw:wake:all`` for at most
+finding nothing, blocks in ``BLPOP qw:wake:<w> qw:wake:<m> qw:wake:all`` for at most
 ``RedisOptions.block_slice`` (0.5 s) at a time, then runs ``take.lua`` again. Jobs
-queued through qw push a token onto the wake list of their queue, so a job for a
-manager wakes its workers as fast as a shared one (the original made it wait up to 10 s
-behind ``BRPOPLPUSH all:jobs``). A job pushed by hand sends no token and is seen at the
-next slice. A token only means "look again": the job itself never leaves its queue except
-by ``take.lua``, so a popped token cannot lose a job, and ``take.lua`` deletes the tokens
-of a queue it finds empty so stale ones do not make workers spin.
+queued through qw push a token onto the wake list of their queue (a job sent to a worker
+directly, onto the worker's own), so a job for a manager wakes its workers as fast as a
+shared one (the original made it wait up to 10 s behind ``BRPOPLPUSH all:jobs``). A job
+pushed by hand sends no token and is seen at the next slice. A token only means "look
+again": the job itself never leaves its queue except by ``take.lua``, so a popped token
+cannot lose a job, and ``take.lua`` deletes the tokens of a queue it finds empty so stale
+ones do not make workers spin.
+
+Delayed jobs. Before it blocks, an idle taker moves the due delayed jobs and learns when
+the next one is due; queueing or retrying a delayed job pushes a token, so a blocked
+taker learns of an earlier due time too. Redis ends a blocking wait only on a tick of its
+timer (``1 / hz``, 100 ms by default), so the taker blocks until a tick before the due
+time and waits out the rest itself: a due job starts within milliseconds, and a job
+queued in that last tick before it waits at most the rest of the tick.
 
 Where a job goes back to (retry, release, recovery) is recorded by ``take.lua`` in
 ``qw:origin`` when the job is taken, for qw's jobs and hand-written ones alike, so no
@@ -54,6 +62,8 @@ QUEUE_BATCH = 1000
 _MIN_BLOCK = 0.01
 #: Seconds between two log lines about the same queue key of the wrong type.
 BROKEN_REPORT_EVERY = 60.0
+#: Redis's timer period when the server does not say (``INFO`` without ``hz``): its default.
+DEFAULT_TIMER_TICK = 0.1
 
 
 _Method = Callable[Concatenate["RedisBroker", _P], _R]
@@ -80,6 +90,17 @@ def _valid_name(name: str) -> bool:
     except InvalidName:  # written by something else: no key of ours can be built from it
         return False
     return True
+
+
+#: qw's own keys, and the type each must have (:meth:`RedisBroker.problems` checks them).
+_OWN_KEY_TYPES = (
+    (keys.ALL_MANAGERS, "set"),
+    (keys.MANAGERS, "hash"),
+    (keys.ORIGIN, "hash"),
+    (keys.DELAYED, "zset"),
+    (keys.FAILED, "zset"),
+    (keys.RECOVERIES, "hash"),
+)
 
 
 def _failed_job(record: str, failure: str, at: float | None) -> FailedJob:
@@ -116,6 +137,7 @@ class RedisBroker(Broker):
         self._scripts = Scripts(self._client)
         self._names: set[str] = set()
         self._broken_reported: dict[str, float] = {}  # queue key -> when last logged
+        self._tick: float | None = None  # Redis's timer period, read on first need
         kwargs = self._client.connection_pool.connection_kwargs
         self._fake = self._client.connection_pool.connection_class.__module__.startswith("fakeredis")
         socket_timeout = kwargs.get("socket_timeout")
@@ -129,19 +151,18 @@ class RedisBroker(Broker):
         if delay > 0:
             self._queue_delayed(jobs, delay)
             return
-        batches: dict[tuple[str, str | None], list[tuple[str, dict[str, str]]]] = {}
-        where: tuple[str, str | None]
+        batches: dict[tuple[str, str], list[tuple[str, dict[str, str]]]] = {}
+        where: tuple[str, str]
         for job in jobs:  # encode (and refuse) everything before anything is written
             if job.worker is not None:
                 self._check_cached(job.worker)
-                where = (keys.queue(job.worker), None)
+                where = (keys.queue(job.worker), keys.wake(job.worker))
             elif job.manager is not None:
                 self._check_cached(job.manager)
                 where = (keys.queue(job.manager), keys.wake(job.manager))
             else:
                 where = (keys.ALL_JOBS, keys.WAKE_ALL)
-            fields = codec.encode_job(job, max_size=self._options.max_job_size)
-            batches.setdefault(where, []).append((job.id, fields))
+            batches.setdefault(where, []).append((job.id, self._encode_new(job)))
         for (queue, wake), batch in batches.items():
             for start in range(0, len(batch), QUEUE_BATCH):
                 self._scripts.queue(queue=queue, wake=wake, jobs=batch[start : start + QUEUE_BATCH])
@@ -153,14 +174,18 @@ class RedisBroker(Broker):
         for job in jobs:
             if job.manager is not None:
                 self._check_cached(job.manager)
-            fields = codec.encode_job(job, max_size=self._options.max_job_size)
             origin = keys.SHARED_ORIGIN if job.manager is None else job.manager
-            batches.setdefault(origin, []).append((job.id, fields))
+            batches.setdefault(origin, []).append((job.id, self._encode_new(job)))
         for origin, batch in batches.items():
             for start in range(0, len(batch), QUEUE_BATCH):
                 self._scripts.queue_delayed(
                     origin=origin, delay=delay, jobs=batch[start : start + QUEUE_BATCH]
                 )
+
+    def _encode_new(self, job: Job) -> dict[str, str]:
+        """The hash of a job about to be queued (its id must be text: codec.check_new_id)."""
+        codec.check_new_id(job.id)
+        return codec.encode_job(job, max_size=self._options.max_job_size)
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -182,17 +207,31 @@ class RedisBroker(Broker):
         if jobs or limit == 0 or timeout <= 0:
             return jobs
         deadline = time.monotonic() + timeout
-        wake_keys = [keys.wake(manager), keys.WAKE_ALL]
+        wake_keys = [keys.wake(worker), keys.wake(manager), keys.WAKE_ALL]
         while (remaining := deadline - time.monotonic()) >= _MIN_BLOCK:
             # Idle anyway: move due delayed jobs, and wake up when the next one is due.
             _, due_in = self._scripts.promote()
-            wait = min(self._slice, remaining, due_in if due_in is not None else remaining)
-            if wait >= _MIN_BLOCK:
-                self._client.blpop(wake_keys, timeout=wait)
+            if due_in is not None and due_in <= min(self._timer_tick(), remaining):
+                # Redis ends a blocking wait only on its timer's tick (1/hz: 100 ms by
+                # default), so a job due sooner is waited for here, to the millisecond.
+                time.sleep(due_in)
+            else:
+                wait = min(self._slice, remaining)
+                if due_in is not None:  # wake a tick early; the rest is waited here
+                    wait = min(wait, due_in - self._timer_tick())
+                if wait >= _MIN_BLOCK:
+                    self._client.blpop(wake_keys, timeout=wait)
             jobs = self._take_once(manager, worker, (), len(held), limit)
             if jobs:
                 return jobs
         return []
+
+    def _timer_tick(self) -> float:
+        """Seconds between two ticks of Redis's timer (``1 / hz``), read once."""
+        if self._tick is None:
+            hz = self._info_field("server", "hz")
+            self._tick = 1 / float(hz) if hz else DEFAULT_TIMER_TICK
+        return self._tick
 
     def _take_once(
         self, manager: str, worker: str, finished: Sequence[str], held: int, limit: int
@@ -382,13 +421,20 @@ class RedisBroker(Broker):
         uptime = self._info_field("server", "uptime_in_seconds")
         if uptime is not None and float(uptime) < ttl:
             return None
-        managers = sorted(cast("dict[str, str]", self._client.hgetall(keys.MANAGERS)))
+        managers = [
+            m for m in sorted(cast("dict[str, str]", self._client.hgetall(keys.MANAGERS))) if _valid_name(m)
+        ]
         pipe = self._client.pipeline(transaction=False)
         for manager in managers:
             pipe.smembers(keys.manager_workers(manager))
             pipe.exists(keys.heartbeat(manager))
-        found = pipe.execute()
-        workers = [(m, w) for m, members in zip(managers, found[::2], strict=True) for w in sorted(members)]
+        found = pipe.execute(raise_on_error=False)
+        workers = []
+        for manager, members in zip(managers, found[::2], strict=True):
+            if isinstance(members, Exception):  # one broken key must not stop every reaper
+                log.error("cannot read the workers of manager %s: %s", codec.shown(manager), members)
+                continue
+            workers += [(manager, worker) for worker in sorted(members)]
         pipe = self._client.pipeline(transaction=False)
         for _, worker in workers:
             pipe.exists(keys.heartbeat(worker))
@@ -398,8 +444,8 @@ class RedisBroker(Broker):
                 done = self._recover(manager, worker, if_dead=True, max_recoveries=max_recoveries)
                 if done is not None:
                     reaped.append(done)
-        for manager, alive in zip(managers, found[1::2], strict=True):
-            if not alive:
+        for manager, members, alive in zip(managers, found[::2], found[1::2], strict=True):
+            if not alive and not isinstance(members, Exception):
                 self._scripts.forget_manager(manager)
         return reaped
 
@@ -482,21 +528,28 @@ class RedisBroker(Broker):
 
     @_translated
     def problems(self) -> list[str]:
-        """Queue and held-list keys that are not lists (workers skip them; see ``take.lua``)."""
-        managers = self.managers()
-        lists = [keys.ALL_JOBS, *(keys.queue(m) for m in managers)]
+        """Keys of the wrong type: queues and held lists (workers skip a queue that is not
+        a list), and qw's own keys (a script that would write one fails, changing nothing)."""
+        managers = [m for m in self.managers() if _valid_name(m)]
+        expected = dict(_OWN_KEY_TYPES)
+        expected.update({keys.queue(m): "list" for m in [None, *managers]})
+        expected.update({keys.manager_workers(m): "set" for m in managers})
         pipe = self._client.pipeline(transaction=False)
         for manager in managers:
             pipe.smembers(keys.manager_workers(manager))
-        lists += [keys.queue(w) for members in pipe.execute() for w in sorted(members)]
+        for members in pipe.execute(raise_on_error=False):
+            if not isinstance(members, Exception):
+                expected.update({keys.queue(w): "list" for w in members if _valid_name(w)})
         pipe = self._client.pipeline(transaction=False)
-        for key in lists:
+        for key in expected:
             pipe.type(key)
+        found = dict(zip(expected, pipe.execute(), strict=True))
         return [
-            f"{codec.shown(key)} is a {kind}, not a list: no worker takes jobs from it "
-            "(another program's key? rename or delete it)"
-            for key, kind in zip(lists, pipe.execute(), strict=True)
-            if kind not in ("list", "none")
+            f"{codec.shown(key)} is a {found[key]}, not a {kind}: "
+            + ("no worker takes jobs from it" if kind == "list" else "qw cannot use it")
+            + " (another program's key? rename or delete it)"
+            for key, kind in expected.items()
+            if found[key] not in (kind, "none")
         ]
 
     @_translated

@@ -227,11 +227,6 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
     """
     if not isinstance(job.id, str) or not job.id:
         raise InvalidJob(f"a job id must be a non-empty string, not {job.id!r}")
-    if not job.id.isascii():
-        try:
-            job.id.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidJob(f"job id {shown(job.id)!r} is not valid unicode text") from None
     fields: dict[str, str] = {}
     marker: dict[str, Any] = {"v": VERSION}
     data = job.data
@@ -263,6 +258,20 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
     return fields
 
 
+def check_new_id(job_id: str) -> str:
+    """Return ``job_id`` if it may name a new job: unicode text (an id read back from Redis
+    may hold undecodable bytes, as lone surrogates, and is used as it is).
+
+    :raises InvalidJob: it holds lone surrogates.
+    """
+    if not job_id.isascii():
+        try:
+            job_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJob(f"job id {shown(job_id)!r} is not valid unicode text") from None
+    return job_id
+
+
 def decode_job(
     job_id: str,
     fields: Mapping[str, str],
@@ -287,23 +296,64 @@ def decode_job(
     if marker_text is None:
         return Job(id=job_id, data=dict(fields), manager=manager, worker=worker)
     try:
-        marker = json.loads(marker_text)
-        if not isinstance(marker, dict) or not isinstance(marker.get("v"), int):
-            raise ValueError("the __qw__ marker is not an object with a version")
-        if marker["v"] > VERSION:
-            raise ValueError(f"written with encoding version {marker['v']}, newer than this qw ({VERSION})")
-        data: JSON = json.loads(fields[DATA_FIELD]) if DATA_FIELD in fields else _field_map(marker, fields)
+        marker = _marker(marker_text)
+        data: JSON = _loads(fields[DATA_FIELD]) if DATA_FIELD in fields else _field_map(marker, fields)
         return Job(
             id=job_id,
             data=data,
             manager=marker.get("manager"),
             worker=marker.get("worker"),
-            attempts=int(marker.get("attempts", 0)),
+            attempts=marker.get("attempts", 0),
             queued_at=marker.get("queued_at"),
             meta=marker.get("meta", {}),
         )
-    except (ValueError, TypeError) as exc:
-        raise InvalidJob(f"job {job_id} cannot be decoded: {exc}") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidJob(f"job {shown(job_id)} cannot be decoded: {exc}") from exc
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: ``NaN`` and ``Infinity`` (which Python's json accepts) are refused, so
+    whatever is decoded can be encoded again (into the failed registry, say)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+#: The marker's optional fields and the types they must have.
+_MARKER_TYPES: dict[str, tuple[type, ...]] = {
+    "json": (list,),
+    "keys": (list,),
+    "manager": (str, type(None)),
+    "worker": (str, type(None)),
+    "attempts": (int,),
+    "queued_at": (int, float, type(None)),
+    "meta": (dict,),
+}
+
+
+def _marker(text: str) -> dict[str, Any]:
+    """The ``__qw__`` marker of a hash, checked field by field.
+
+    :raises ValueError: it is not a marker this version can read.
+    """
+    marker = _loads(text)
+    if not isinstance(marker, dict) or type(marker.get("v")) is not int:
+        raise ValueError("the __qw__ marker is not an object with a version")
+    if marker["v"] > VERSION:
+        raise ValueError(f"written with encoding version {marker['v']}, newer than this qw ({VERSION})")
+    for name, kinds in _MARKER_TYPES.items():
+        if name in marker and (not isinstance(marker[name], kinds) or isinstance(marker[name], bool)):
+            raise ValueError(
+                f"the __qw__ marker's {name!r} has the wrong type ({type(marker[name]).__name__})"
+            )
+    if marker.get("attempts", 0) < 0:
+        raise ValueError("the __qw__ marker's 'attempts' is negative")
+    for name in ("json", "keys"):
+        if not all(isinstance(key, str) for key in marker.get(name, ())):
+            raise ValueError(f"the __qw__ marker's {name!r} holds a name that is not a string")
+    return marker
 
 
 def shown(text: str) -> str:
@@ -340,7 +390,7 @@ def _field_map(marker: dict[str, Any], fields: Mapping[str, str]) -> dict[str, J
     order = [key for key in marker.get("keys", ()) if key in fields]
     seen = set(order)
     order += [key for key in fields if key != MARKER and key not in seen]  # fields added by hand
-    return {key: json.loads(fields[key]) if key in json_fields else fields[key] for key in order}
+    return {key: _loads(fields[key]) if key in json_fields else fields[key] for key in order}
 
 
 # -- the failed-job registry ------------------------------------------------------------------
@@ -367,7 +417,7 @@ def decode_record(text: str) -> Job:
     record = json.loads(text)
     return Job(
         id=record["id"],
-        data=record["data"],
+        data=record.get("data"),
         manager=record.get("manager"),
         worker=record.get("worker"),
         attempts=record.get("attempts", 0),

@@ -244,11 +244,18 @@ def is_failover(exc: redis.RedisError) -> bool:
 
 def passing_trouble(exc: redis.RedisError) -> str | None:
     """What ``exc`` says if it is a reply of a server that refuses work only for a while
-    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``), else ``None``."""
+    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``), else ``None``.
+
+    redis-py raises some of these as classes of their own, with the code taken off the
+    message (``OutOfMemoryError``), and others as a plain ``ResponseError`` (``BUSY``).
+    """
     if not isinstance(exc, redis.ResponseError):
         return None
-    word = str(exc).lstrip("-").split(" ", 1)[0]
-    return _PASSING_REPLIES.get(word)
+    code = getattr(exc, "status_code", None) or str(exc).lstrip("-").split(" ", 1)[0]
+    for word, name in (("OOM", "OutOfMemoryError"), ("TRYAGAIN", "TryAgainError")):
+        if isinstance(exc, getattr(redis.exceptions, name, ())):
+            code = word
+    return _PASSING_REPLIES.get(code)
 
 
 def translate(exc: redis.RedisError, shown_url: str, password: str | None = None) -> QwError:

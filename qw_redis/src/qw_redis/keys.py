@@ -24,6 +24,7 @@ is never ``qw`` and never contains ``:``):
 =====================  ======  ==========================================================
 ``qw:wake:all``        list    wake-up tokens for workers blocked waiting for shared jobs
 ``qw:wake:<m>``        list    wake-up tokens for manager ``<m>``'s blocked workers
+``qw:wake:<w>``        list    wake-up tokens for jobs sent to worker ``<w>`` directly
 ``qw:origin``          hash    held or delayed job id → the manager whose queue it came
                                from (``""``: the shared queue); recovery, release and
                                retry put a job back where this says
@@ -51,6 +52,10 @@ is never ``qw`` and never contains ``:``):
 ``qw:recoveries``      hash    job id → how often the job was put back because its
                                worker died holding it; cleared when it is finished or
                                failed
+``qw:producer:<token>`` string ``number:result`` of the last queueing call of one
+                               producer (a broker object), expiring after 10 minutes:
+                               a call re-sent after a lost reply is recognised and
+                               changes nothing
 =====================  ======  ==========================================================
 
 Names: manager and worker names become part of keys, so :func:`check_name` refuses the
@@ -91,6 +96,7 @@ FAILED = _QW + "failed"
 _FAILED_PREFIX = FAILED + ":"
 _INVALID_PREFIX = _QW + "invalid:"
 _HEARTBEAT_PREFIX = _QW + "hb:"
+_PRODUCER_PREFIX = _QW + "producer:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
 #: The reaper lease (the token of the manager whose reaper holds it).
@@ -117,9 +123,10 @@ def job(job_id: str) -> str:
     return _JOB_PREFIX + job_id
 
 
-def wake(manager: str | None) -> str:
-    """``qw:wake:<m>`` (or ``qw:wake:all`` for ``None``): tokens that wake blocked takers."""
-    return WAKE_ALL if manager is None else _WAKE_PREFIX + manager
+def wake(name: str | None) -> str:
+    """``qw:wake:<name>`` for a manager's queue or a worker's own list (``qw:wake:all``
+    for ``None``, the shared queue): tokens that wake blocked takers."""
+    return WAKE_ALL if name is None else _WAKE_PREFIX + name
 
 
 def failed_job(job_id: str) -> str:
@@ -135,6 +142,11 @@ def invalid_job(job_id: str) -> str:
 def heartbeat(name: str) -> str:
     """``qw:hb:<name>``: the heartbeat of a running manager or worker."""
     return _HEARTBEAT_PREFIX + name
+
+
+def producer(token: str) -> str:
+    """``qw:producer:<token>``: the number and result of a producer's last queueing call."""
+    return _PRODUCER_PREFIX + token
 
 
 def worker_name(manager: str, pid: int) -> str:
@@ -187,6 +199,7 @@ local ALL_JOBS = {_lua_string(ALL_JOBS)}
 local WAKE_ALL = {_lua_string(WAKE_ALL)}
 local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
 local RECOVERIES = {_lua_string(RECOVERIES)}
+local FAILED = {_lua_string(FAILED)}
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
 local function failed_key(id) return {_lua_string(_FAILED_PREFIX)} .. id end
 local function invalid_key(id) return {_lua_string(_INVALID_PREFIX)} .. id end

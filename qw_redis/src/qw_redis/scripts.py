@@ -15,7 +15,9 @@ its boundary.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -32,6 +34,9 @@ WAKE_CAP = 64
 RECOVER_BATCH = 1000
 #: Most due delayed jobs a single promote.lua call moves.
 PROMOTE_BATCH = 1000
+#: Seconds a producer's last call is remembered, to recognise it if the client sends it
+#: again (far longer than redis-py's retries of one command last).
+PRODUCER_TTL = 600
 
 
 def _read(name: str) -> str:
@@ -41,7 +46,8 @@ def _read(name: str) -> str:
 @functools.cache
 def script_source(name: str) -> str:
     """The full text sent to Redis for ``lua/<name>``: prelude, helpers, then the script."""
-    return f"{keys.LUA_PRELUDE}local WAKE_CAP = {WAKE_CAP}\n{_read('common.lua')}\n{_read(name)}"
+    constants = f"local WAKE_CAP = {WAKE_CAP}\nlocal PRODUCER_TTL = {PRODUCER_TTL}\n"
+    return f"{keys.LUA_PRELUDE}{constants}{_read('common.lua')}\n{_read(name)}"
 
 
 @attrs.frozen
@@ -123,6 +129,9 @@ class Scripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        # This producer's key and call numbers (see ``replayed`` in lua/common.lua).
+        self._producer = keys.producer(secrets.token_hex(8))
+        self._calls = itertools.count(1)
         self._queue = client.register_script(script_source("queue.lua"))
         self._take = client.register_script(script_source("take.lua"))
         self._finish = client.register_script(script_source("finish.lua"))
@@ -137,11 +146,19 @@ class Scripts:
         self._promote = client.register_script(script_source("promote.lua"))
         self._purge_failed = client.register_script(script_source("purge_failed.lua"))
 
-    def queue(self, *, queue: str, wake: str | None, jobs: Sequence[tuple[str, Mapping[str, str]]]) -> int:
-        """Queue ``jobs`` (id, hash fields) on ``queue``; one token each on ``wake`` if given."""
+    def _call_number(self) -> str:
+        return str(next(self._calls))
+
+    def queue(self, *, queue: str, wake: str, jobs: Sequence[tuple[str, Mapping[str, str]]]) -> int:
+        """Queue ``jobs`` (id, hash fields) on ``queue``; one wake-up token each on ``wake``."""
         batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
-        return int(self._queue(keys=[queue, wake or keys.WAKE_ALL], args=["1" if wake else "0", payload]))
+        return int(
+            self._queue(
+                keys=[queue, wake, self._producer],
+                args=[payload, self._call_number()],
+            )
+        )
 
     def queue_delayed(
         self, *, origin: str, delay: float, jobs: Sequence[tuple[str, Mapping[str, str]]]
@@ -150,7 +167,10 @@ class Scripts:
         batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
-            self._queue_delayed(keys=[keys.DELAYED, keys.ORIGIN], args=[repr(float(delay)), origin, payload])
+            self._queue_delayed(
+                keys=[keys.DELAYED, keys.ORIGIN, self._producer],
+                args=[repr(float(delay)), origin, payload, self._call_number()],
+            )
         )
 
     def promote(self, *, limit: int = PROMOTE_BATCH) -> tuple[int, float | None]:
@@ -188,6 +208,7 @@ class Scripts:
                 keys.wake(manager),
                 keys.WAKE_ALL,
                 keys.DELAYED,
+                keys.wake(worker),
             ],
             args=[manager, limit, held, max_size, *finished],
         )
@@ -337,7 +358,8 @@ class Scripts:
                 keys.invalid_job(job_id),
                 keys.ALL_JOBS,
                 keys.WAKE_ALL,
+                self._producer,
             ],
-            args=[job_id, *_flatten(fields)],
+            args=[self._call_number(), job_id, *_flatten(fields)],
         )
         return bool(result)

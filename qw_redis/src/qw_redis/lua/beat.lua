@@ -17,6 +17,9 @@
 -- process paused past its TTL (it may have been reaped), or another one with its name.
 -- Returns: {name, previous token ('' if there was none), ...} for each such heartbeat.
 
+expect(KEYS[1], 'set')
+expect(KEYS[2], 'hash')
+expect(KEYS[3], 'set')
 local ttl = ARGV[3]
 local changed = {}
 local function beat(key, name, token)

@@ -15,6 +15,44 @@ local function call_chunked(cmd, key, list, first, last)
   end
 end
 
+-- Keys of the wrong type. Redis does not undo a script's writes when a later command in it
+-- fails, so a script first checks, with expect(), every key it will write whose type
+-- another program could have changed (a key under a qw name made a string, say): it fails
+-- before it writes anything, with an error that names the key. A queue a job goes back to
+-- is checked with pushable(), and a job whose queue cannot take it is parked (below).
+local function kind_of(key)
+  return redis.call('TYPE', key)['ok']
+end
+
+local function expect(key, kind)
+  local found = kind_of(key)
+  if found ~= 'none' and found ~= kind then
+    error({err = 'WRONGTYPE ' .. key .. ' is a ' .. found .. ', not a ' .. kind ..
+      ': qw cannot use it (another program\'s key? rename it, or delete it if it is stray)'})
+  end
+end
+
+local function pushable(queue)
+  local found = kind_of(queue)
+  return found == 'list' or found == 'none'
+end
+
+-- Keep job `id`, which cannot go back to `queue` (not a list), in the failed registry
+-- (kind 'invalid', its hash kept as it is under qw:invalid:<id>, its origin `m`), so it is
+-- never dropped: `qw failed requeue` puts it back once the key is mended.
+local function park(id, m, queue)
+  local at = redis.call('TIME')
+  at = tonumber(at[1]) + tonumber(at[2]) / 1000000
+  local message = 'it could not go back to its queue: ' .. queue .. ' is a ' .. kind_of(queue) .. ', not a list'
+  local failure = cjson.encode({kind = 'invalid', exc_type = 'qw_core.errors.BackendError',
+    message = message, traceback = '', failed_at = at})
+  local record = cjson.encode({id = id, data = cjson.null, manager = m or cjson.null, attempts = 0})
+  redis.call('DEL', failed_key(id), invalid_key(id))
+  redis.call('HSET', failed_key(id), 'job', record, 'failure', failure, 'origin', m or SHARED_ORIGIN)
+  if redis.call('EXISTS', job_key(id)) == 1 then redis.call('RENAME', job_key(id), invalid_key(id)) end
+  redis.call('ZADD', FAILED, at, id)
+end
+
 -- Push `n` wake-up tokens onto the wake list `wkey`, keeping at most WAKE_CAP of them.
 -- A token only says "look again": popping one never takes or loses a job.
 local function wake(wkey, n)
@@ -30,7 +68,8 @@ end
 -- manager it was taken for, or SHARED_ORIGIN for the shared queue), at the front (the
 -- right end, popped next) or the back; forget its origin entry. Without an entry the job
 -- goes to `fallback_queue`. Counts one wake-up per destination in `wakes`
--- (wake list key -> count) for flush_wakes.
+-- (wake list key -> count) for flush_wakes. A queue that is not a list gets nothing: the
+-- job is parked in the failed registry instead. Returns whether the job went back.
 local function put_back(id, origin, fallback_queue, fallback_wake, front, wakes)
   local m = redis.call('HGET', origin, id)
   local q, w = fallback_queue, fallback_wake
@@ -42,16 +81,39 @@ local function put_back(id, origin, fallback_queue, fallback_wake, front, wakes)
       q, w = queue_key(m), wake_key(m)
     end
   end
+  if not pushable(q) then
+    park(id, m, q)
+    return false
+  end
   if front then
     redis.call('RPUSH', q, id)
   else
     redis.call('LPUSH', q, id)
   end
   wakes[w] = (wakes[w] or 0) + 1
+  return true
 end
 
 local function flush_wakes(wakes)
   for wkey, n in pairs(wakes) do wake(wkey, n) end
+end
+
+-- A producer's call may run twice: a client that lost the reply (a reset connection, a
+-- timeout while Redis was stalled) sends it again, though Redis ran it. So each producer
+-- numbers its calls, and its key (qw:producer:<token>) keeps "number:result" of the last
+-- one that ran, for PRODUCER_TTL seconds. A call whose number is there already is that
+-- call again: it changes nothing and answers what the first answered.
+local function replayed(pkey, seq)
+  local last = redis.call('GET', pkey)
+  if not last then return nil end
+  local at = string.find(last, ':', 1, true)
+  if at and string.sub(last, 1, at - 1) == seq then return tonumber(string.sub(last, at + 1)) end
+  return nil
+end
+
+local function remember(pkey, seq, result)
+  redis.call('SET', pkey, seq .. ':' .. result, 'EX', PRODUCER_TTL)
+  return result
 end
 
 -- The server's clock in seconds (Redis 7 replicates scripts by effects, so TIME is allowed).
@@ -68,7 +130,8 @@ end
 
 -- Finish, guarded, the ids ARGV[first..]: only an id still on the worker's list `wjobs`
 -- (LREM from the tail, where held ids are) has its job:<id>, origin entry and recovery
--- count (RECOVERIES, from the prelude) deleted.
+-- count (RECOVERIES, from the prelude) deleted. The caller has checked the types of
+-- `wjobs`, `origin` and RECOVERIES (expect).
 -- Returns a list of 1/0 per id: 1 if it was held.
 local function finish(wjobs, origin, first)
   local done = {}
@@ -95,7 +158,7 @@ local function promote_due(delayed, origin, limit, wakes)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now(), 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     redis.call('ZREM', delayed, id)
-    put_back(id, origin, ALL_JOBS, WAKE_ALL, false, wakes)
+    put_back(id, origin, ALL_JOBS, WAKE_ALL, false, wakes)  -- or parked, if its queue is no list
   end
   return #due
 end

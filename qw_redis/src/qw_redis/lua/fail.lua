@@ -23,6 +23,10 @@
 -- qw:invalid:<id> (built with the prelude's key functions). Returns 1 if the job was
 -- failed, 0 if the worker no longer held it.
 
+expect(KEYS[1], 'list')
+expect(KEYS[3], 'zset')
+expect(KEYS[5], 'hash')
+expect(RECOVERIES, 'hash')
 local id = ARGV[1]
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
 redis.call('HDEL', RECOVERIES, id)  -- its crash count (prelude constant): it has ended

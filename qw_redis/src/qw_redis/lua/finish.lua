@@ -8,4 +8,7 @@
 -- origin entry; an id the worker no longer holds (recovered meanwhile) is left alone.
 -- Returns: a list of 1/0 per id, 1 if it was held.
 
+expect(KEYS[1], 'list')
+expect(KEYS[2], 'hash')
+expect(RECOVERIES, 'hash')
 return finish(KEYS[1], KEYS[2], 1)

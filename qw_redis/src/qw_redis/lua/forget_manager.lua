@@ -12,6 +12,9 @@
 -- same name takes those jobs.
 -- Returns 1 if the manager was forgotten, else 0.
 
+expect(KEYS[1], 'set')
+expect(KEYS[2], 'hash')
+expect(KEYS[4], 'set')
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('SCARD', KEYS[4]) > 0 then return 0 end
 redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])

@@ -11,7 +11,8 @@
 -- Returns: {moved, ms until the next delayed job is due (0 if one is due now), or -1 if
 -- none is delayed}.
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, -1} end
+if kind_of(KEYS[1]) ~= 'zset' then return {0, -1} end  -- none, or not ours: take.lua reports it
+expect(KEYS[2], 'hash')
 local wakes = {}
 local moved = promote_due(KEYS[1], KEYS[2], tonumber(ARGV[1]), wakes)
 flush_wakes(wakes)

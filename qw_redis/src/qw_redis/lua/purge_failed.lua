@@ -7,6 +7,7 @@
 -- (built with the prelude's key functions). Ids not in the registry are left alone.
 -- Returns: how many were deleted.
 
+expect(KEYS[1], 'zset')
 local count = 0
 for _, id in ipairs(ARGV) do
   if redis.call('ZREM', KEYS[1], id) > 0 then

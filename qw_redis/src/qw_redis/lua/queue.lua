@@ -1,22 +1,28 @@
 -- queue.lua: queue a batch of jobs on one queue, each job atomically (data, then its id).
 --
 -- KEYS[1]  the queue: all:jobs, <m>:jobs, or <w>:jobs for jobs sent to a worker
--- KEYS[2]  its wake list: qw:wake:all or qw:wake:<m> (unused when ARGV[1] is 0)
--- ARGV[1]  1: push one wake-up token per job onto KEYS[2]; 0: none (worker queues)
--- ARGV[2]  the jobs as one JSON array of [id, [field, value, field, value, ...]], in
+-- KEYS[2]  its wake list: qw:wake:all, qw:wake:<m> or qw:wake:<w>
+-- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
+-- ARGV[1]  the jobs as one JSON array of [id, [field, value, field, value, ...]], in
 --          queue order (one argument instead of thousands: packing each argument costs
 --          the client more than the whole script costs Redis)
+-- ARGV[2]  the number of this call among the producer's
 --
+-- A call that ran already (the same producer and number) changes nothing, so a job is
+-- queued once even if the client re-sends the call after the job ran. A queue or wake
+-- list of the wrong type fails the call before anything is written (expect()).
 -- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), then its id
--- LPUSHed onto KEYS[1], before the next job is touched, so an error part-way leaves
--- whole jobs only. A job whose hash exists is queued, held or delayed already (or a
--- retried call ran before): it is left alone, so running this script twice with the
--- same jobs (a client retrying after a timeout) queues each once. Then up to WAKE_CAP
--- tokens on KEYS[2]. The job:<id> keys are built here from the ids (see keys.py's
--- prelude) rather than declared.
+-- LPUSHed onto KEYS[1], before the next job is touched, so an error part-way leaves whole
+-- jobs only. A job whose hash exists is queued, held or delayed already: it is left
+-- alone. Then up to WAKE_CAP tokens on KEYS[2]. The job:<id> keys are built here from the
+-- ids (see keys.py's prelude) rather than declared.
 -- Returns: the number of jobs queued.
 
-local jobs = cjson.decode(ARGV[2])
+local again = replayed(KEYS[3], ARGV[2])
+if again then return again end
+expect(KEYS[1], 'list')
+expect(KEYS[2], 'list')
+local jobs = cjson.decode(ARGV[1])
 local queued = 0
 for _, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
@@ -27,5 +33,5 @@ for _, job in ipairs(jobs) do
     queued = queued + 1
   end
 end
-if ARGV[1] == '1' then wake(KEYS[2], queued) end
-return queued
+wake(KEYS[2], queued)
+return remember(KEYS[3], ARGV[2], queued)

@@ -4,16 +4,24 @@
 -- KEYS[2]  qw:origin    delayed job id -> manager whose queue it goes to ('' = shared)
 -- ARGV[1]  delay in seconds (more than 0)
 -- ARGV[2]  the queue the jobs go to when due: a manager's name, or '' for the shared queue
+-- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
 -- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...]] (as in queue.lua)
+-- ARGV[4]  the number of this call among the producer's
 --
 -- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), its origin entry
 -- set to ARGV[2], then its id ZADDed to KEYS[1] at server time + delay (plus a
 -- microsecond per position, so the batch keeps its order when it comes due), before the
 -- next job is touched. A job whose hash exists is queued, held or delayed already (or a
--- retried call ran before) and is left alone, as in queue.lua. promote.lua and take.lua
--- move a delayed job to its queue when due.
+-- same call ran before) and is left alone, as in queue.lua. promote.lua and take.lua
+-- move a delayed job to its queue when due. One wake-up token goes to the destination
+-- queue's wake list: a taker blocked there looks again and learns the new due time, so
+-- it wakes when the job is due, not at the end of its wait.
 -- Returns: the number of jobs queued.
 
+local again = replayed(KEYS[3], ARGV[4])
+if again then return again end
+expect(KEYS[1], 'zset')
+expect(KEYS[2], 'hash')
 local jobs = cjson.decode(ARGV[3])
 local due = now() + tonumber(ARGV[1])
 local queued = 0
@@ -27,4 +35,5 @@ for i, job in ipairs(jobs) do
     queued = queued + 1
   end
 end
-return queued
+if queued > 0 then wake(ARGV[2] == SHARED_ORIGIN and WAKE_ALL or wake_key(ARGV[2]), 1) end
+return remember(KEYS[3], ARGV[4], queued)

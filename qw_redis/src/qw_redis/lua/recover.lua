@@ -31,10 +31,15 @@
 -- it is not put back but RPUSHed again onto the tail of KEYS[1] (keeping its origin
 -- entry, or given ARGV[5] as one) and returned, for the caller to move it to the failed registry with fail.lua,
 -- guarded by KEYS[1] like any failure. The caller repeats until nothing but the
--- returned ids remains.
+-- returned ids remains. A job whose queue is not a list is parked in the failed registry
+-- (see park() in common.lua) instead of being put back.
 -- Returns: {moved in this call, ids left on KEYS[1] (the returned ones included),
 -- 1 if nothing was done (alive, or gone) else 0, poison ids...}.
 
+expect(KEYS[1], 'list')
+expect(KEYS[2], 'set')
+expect(KEYS[3], 'hash')
+expect(KEYS[7], 'hash')
 if ARGV[3] == '1' then
   local held = redis.call('LLEN', KEYS[1])
   if redis.call('EXISTS', KEYS[6]) == 1 then return {0, held, 1} end
@@ -50,7 +55,7 @@ if #ids == 0 then return {0, 0, 0} end
 redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
 -- Where each id goes, grouped by queue so that each queue gets one push per batch:
 -- `front` ids (taken: RPUSH, in this order), `back` ids (sent directly: LPUSH).
-local front, back, wakes, poison, forget = {}, {}, {}, {}, {}
+local front, back, wakes, poison, forget, origins = {}, {}, {}, {}, {}, {}
 local moved = 0
 local function add(groups, q, id)
   local list = groups[q]
@@ -75,9 +80,11 @@ for i = #ids, 1, -1 do
       forget[#forget + 1] = id
       if m == SHARED_ORIGIN then
         add(front, ALL_JOBS, id)
+        origins[ALL_JOBS] = m
         w = WAKE_ALL
       else
         add(front, queue_key(m), id)
+        origins[queue_key(m)] = m
         w = wake_key(m)
       end
     end
@@ -86,8 +93,19 @@ for i = #ids, 1, -1 do
   end
 end
 if #forget > 0 then call_chunked('HDEL', KEYS[3], forget, 1, #forget) end
-for q, list in pairs(front) do call_chunked('RPUSH', q, list, 1, #list) end
-for q, list in pairs(back) do call_chunked('LPUSH', q, list, 1, #list) end
+origins[KEYS[4]] = ARGV[5]
+local function push(cmd, groups)
+  for q, list in pairs(groups) do
+    if pushable(q) then
+      call_chunked(cmd, q, list, 1, #list)
+    else  -- not a list: kept in the failed registry instead (see park() in common.lua)
+      for _, id in ipairs(list) do park(id, origins[q], q) end
+      moved = moved - #list
+    end
+  end
+end
+push('RPUSH', front)
+push('LPUSH', back)
 flush_wakes(wakes)
 if #poison > 0 then call_chunked('RPUSH', KEYS[1], poison, 1, #poison) end
 local reply = {moved, redis.call('LLEN', KEYS[1]), 0}

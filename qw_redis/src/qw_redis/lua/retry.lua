@@ -13,14 +13,21 @@
 -- Only if LREM removed the id from KEYS[1]: replace KEYS[2], then either LPUSH the id
 -- onto its origin queue (the back of the line; one wake-up token) and drop its origin
 -- entry, or ZADD it to KEYS[6] at server time + delay, keeping the origin entry for
--- take.lua to promote it by. Returns 1 if retried, 0 if the worker no longer held it.
+-- take.lua to promote it by, and push one wake-up token for its queue (a blocked taker
+-- learns the new due time, as in queue_delayed.lua). Returns 1 if retried, 0 if the
+-- worker no longer held it.
 
+expect(KEYS[1], 'list')
+expect(KEYS[3], 'hash')
+expect(KEYS[6], 'zset')
 local id = ARGV[1]
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
 write_hash(KEYS[2], ARGV, 4, tonumber(ARGV[3]))
 local delay = tonumber(ARGV[2])
 if delay > 0 then
   redis.call('ZADD', KEYS[6], now() + delay, id)
+  local m = redis.call('HGET', KEYS[3], id)
+  wake((not m or m == SHARED_ORIGIN) and KEYS[5] or wake_key(m), 1)
 else
   local wakes = {}
   put_back(id, KEYS[3], KEYS[4], KEYS[5], false, wakes)

@@ -9,6 +9,7 @@
 -- KEYS[5]  qw:wake:<m>  wake-up tokens for the manager's queue
 -- KEYS[6]  qw:wake:all  wake-up tokens for the shared queue
 -- KEYS[7]  qw:delayed   delayed and retried jobs by due time
+-- KEYS[8]  qw:wake:<w>  wake-up tokens for jobs sent to the worker directly
 -- ARGV[1]  the manager's name
 -- ARGV[2]  limit: how many jobs to take at most (0: only finish)
 -- ARGV[3]  held: how many ids at the tail of KEYS[1] the worker holds already
@@ -27,10 +28,13 @@
 --    b. LMOVE <m>:jobs -> tail of KEYS[1], while under the limit and it has ids;
 --    c. LMOVE all:jobs -> tail of KEYS[1], likewise.
 --    Each newly taken id gets its origin recorded in KEYS[4] (a direct one: the manager).
---    A queue found empty has its wake list deleted (its tokens are stale).
+--    A queue found empty has its wake list deleted (its tokens are stale); so has the
+--    worker's own (KEYS[8]) once nothing sent to it directly is left.
 --    A queue key that is not a list (some other program's key under a qw name) is
 --    skipped and reported, so the healthy queues are still served; its wake list is
---    deleted too.
+--    deleted too. So is qw:delayed when it is not a sorted set (no delayed job is
+--    promoted meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
+--    type fail the script before it writes anything (see expect() in common.lua).
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields}: source 'w' (sent to
@@ -45,14 +49,20 @@ local limit = tonumber(ARGV[2])
 local held = tonumber(ARGV[3])
 local max_size = tonumber(ARGV[4])
 
+expect(wjobs, 'list')
+expect(origin, 'hash')
+expect(RECOVERIES, 'hash')
 local broken = {}
 local reply = {finish(wjobs, origin, 5), broken}
 if limit <= 0 then return reply end
 
-if redis.call('EXISTS', KEYS[7]) == 1 then
+local delayed_kind = kind_of(KEYS[7])
+if delayed_kind == 'zset' then
   local wakes = {}
   promote_due(KEYS[7], origin, 100, wakes)
   flush_wakes(wakes)
+elseif delayed_kind ~= 'none' then
+  broken[#broken + 1] = {KEYS[7], delayed_kind}  -- delayed jobs wait; the queues are served
 end
 
 -- Hand out `id`: record where it came from unless it has an entry already (a leftover),
@@ -75,8 +85,8 @@ end
 local function pop(q, wkey)
   local id = redis.pcall('LMOVE', q, wjobs, 'RIGHT', 'RIGHT')
   if type(id) == 'table' and id.err then
-    local kind = redis.call('TYPE', q)['ok']
-    if kind == 'list' then return redis.error_reply(id.err) end  -- the worker's own list
+    local kind = kind_of(q)
+    if kind == 'list' or kind == 'none' then return redis.error_reply(id.err) end  -- OOM, say
     broken[#broken + 1] = {q, kind}
     id = false
   end
@@ -127,6 +137,7 @@ if unclaimed > 0 then
     end
   end
   taken = #picks
+  if unclaimed <= taken then redis.call('DEL', KEYS[8]) end
 end
 while taken < limit do
   local id = pop(mjobs, KEYS[5])

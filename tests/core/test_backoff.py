@@ -1,0 +1,84 @@
+"""The back-off between attempts at an unreachable broker: growing, capped, jittered, and
+never a busy loop (qw_core.backoff, and the worker and manager threads that use it)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+from qw_core import PluginConfig, make_plugin_manager
+from qw_core.backoff import Backoff
+from qw_core.errors import BrokerUnavailable
+from qw_core.liveness import Liveness, LivenessSettings
+from qw_core.memory import MemoryBroker
+from qw_core.worker import Worker
+
+
+def test_waits_grow_from_first_to_cap_each_within_the_upper_half_of_its_window() -> None:
+    random.seed(7)
+    backoff = Backoff(first=0.1, cap=2.0)
+    windows = [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]
+    for window in windows:
+        wait = backoff.next()
+        assert window / 2 <= wait <= window
+    assert backoff.failures == len(windows)
+    backoff.reset()
+    assert backoff.failures == 0
+    assert 0.05 <= backoff.next() <= 0.1
+
+
+def test_waits_are_jittered_so_that_many_processes_spread_out() -> None:
+    waits = {round(Backoff(first=1.0, cap=1.0).next(), 6) for _ in range(50)}
+    assert len(waits) > 40
+    assert all(0.5 <= wait <= 1.0 for wait in waits)
+
+
+def test_a_long_outage_never_overflows() -> None:
+    backoff = Backoff(first=0.1, cap=2.0, failures=10_000)
+    assert 1.0 <= backoff.next() <= 2.0
+
+
+class Unreachable(MemoryBroker):
+    """A broker whose every take fails as an outage would; counts the attempts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def take(self, **kwargs: Any) -> list[Any]:
+        self.attempts += 1
+        raise BrokerUnavailable("cannot reach the broker")
+
+
+def test_a_worker_waits_out_an_outage_without_a_busy_loop() -> None:
+    broker = Unreachable()
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(broker, lambda job_id, data: None, manager="m", name="m.1", hook=hook)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(1.5)  # the outage: how often the worker tries in it is what is measured
+    worker.request_stop()
+    thread.join(10)
+    assert not thread.is_alive(), "a stop request ends the wait"
+    # Waits of 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.4-0.8, ... s: at most 6 attempts in 1.5 s.
+    assert 2 <= broker.attempts <= 6
+
+
+def test_the_heartbeat_thread_waits_out_an_outage_without_a_busy_loop() -> None:
+    opened = 0
+
+    def factory() -> MemoryBroker:
+        nonlocal opened
+        opened += 1
+        raise BrokerUnavailable("cannot reach the broker")
+
+    settings = LivenessSettings(heartbeat=0.5, ttl=2.0)
+    live = Liveness(factory, manager="m", token="t", settings=settings, workers=dict, on_reaped=print)
+    live.start()
+    time.sleep(1.5)
+    live.stop()
+    assert live.troubled, "an outage holds the reaper off"
+    # Waits of 0.05-0.1, 0.1-0.2, 0.2-0.4, then at most the 0.5 s interval.
+    assert 2 <= opened <= 8
