@@ -52,10 +52,10 @@ class WorkerSpec:
     job_timeout: float | None = None
 
 
-def _open_broker(spec: WorkerSpec, parent_pid: int) -> Broker | None:
+def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Broker | None:
     """Open the broker, waiting out an outage (the manager reached it, so it comes back).
 
-    :return: the broker, or ``None`` if the manager died meanwhile.
+    :return: the broker, or ``None`` if the manager died or a stop was asked for meanwhile.
     """
     backoff = Backoff()
     while True:
@@ -65,8 +65,30 @@ def _open_broker(spec: WorkerSpec, parent_pid: int) -> Broker | None:
             if backoff.failures == 0:
                 print(f"qw worker {spec.manager}.{os.getpid()}: {exc}; retrying", file=sys.stderr)
             time.sleep(backoff.next())
-            if os.getppid() != parent_pid:
+            if os.getppid() != parent_pid or stop.requested:
                 return None
+
+
+class _StopRequests:
+    """Remembers a stop asked for by a signal, and passes it on to the worker once it exists."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.worker: Worker | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self.worker is not None:
+            self.worker.request_stop()
+
+    def watch(self, worker: Worker) -> None:
+        self.worker = worker
+        if self.requested:
+            worker.request_stop()
+
+
+class CannotStart(Exception):
+    """The worker cannot start (a bad target or plugin): restarting it would fail the same way."""
 
 
 def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = None, go: Any = None) -> None:
@@ -80,10 +102,16 @@ def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = No
     # (it stops us warmly, or kills us and puts our jobs back uncounted), not ours to die of.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    # SIGTERM and SIGHUP ask for a warm stop, from the first instant: a worker forked from
+    # its manager inherits the manager's handlers, which would swallow a stop that comes
+    # while it is still starting.
+    stop = _StopRequests()
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGHUP, stop.on_signal)
     if not logging.getLogger().handlers:  # spawn: nothing configured logging in this process
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        code = _serve(spec, parent_pid, status, go)
+        code = _serve(spec, parent_pid, status, go, stop)
     except CannotStart as exc:
         print(f"qw worker {spec.manager}.{os.getpid()}: cannot start: {exc}", file=sys.stderr)
         if status is not None:
@@ -95,11 +123,7 @@ def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = No
     _exit(code)
 
 
-class CannotStart(Exception):
-    """The worker cannot start (a bad target or plugin): restarting it would fail the same way."""
-
-
-def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any) -> int:
+def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any, stop: _StopRequests) -> int:
     """Build the worker, wait for the manager's go, run it; the exit code.
 
     :raises CannotStart: the target or a plugin failed to load, or a ``qw_worker_started``
@@ -107,7 +131,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any)
     """
     try:
         pm = make_plugin_manager(spec.plugins)
-        broker = _open_broker(spec, parent_pid)
+        broker = _open_broker(spec, parent_pid, stop)
         if broker is None:
             return 0
         worker = Worker(
@@ -127,11 +151,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any)
             traceback.print_exc()
         raise CannotStart(exc) from exc
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        worker.request_stop()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    stop.watch(worker)
     try:
         while go is not None and not go.wait(0.5):
             if os.getppid() != parent_pid or worker.stopping:

@@ -188,7 +188,7 @@ def test_a_queue_key_of_the_wrong_type_is_reported_and_the_other_queues_are_serv
         finally:
             broker.close()
         manager.signal(signal.SIGTERM)
-        assert manager.wait() == 0
+        assert manager.wait() == 0, manager.output()
         output = manager.output()
     finally:
         manager.close()

@@ -157,3 +157,19 @@ def test_sighup_stops_warmly(
     assert runs(record_dir) == {running.id: 1}
     assert assert_each_job_in_one_place(client, job_ids) == {running.id: "finished", waiting.id: "all:jobs"}
     assert_deregistered(client)
+
+
+def test_a_stop_that_comes_while_a_worker_is_still_starting_is_not_lost(
+    url: str, client: redis.Redis, record_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker forked from its manager inherits the manager's signal handlers, which would
+    # swallow the manager's SIGTERM until the worker installs its own: it must not.
+    monkeypatch.setenv("QWTEST_BAD_HOOK", "slow_start")
+    manager = ManagerProcess(url, "ss", "-p", "qwtest_targets.bad_plugins", record_dir=record_dir, workers=2)
+    try:
+        wait_for(lambda: len(records(record_dir, "loading")) == 2, what="the workers to be loading")
+        manager.signal(signal.SIGTERM)
+        assert manager.wait(timeout=20) == 0, manager.output()
+    finally:
+        manager.close()
+    assert_deregistered(client)
