@@ -412,7 +412,7 @@ class Worker:
                 status.started(self._time_limit(job))
             start = time.perf_counter()
             hook.qw_job_run(job=job, worker=self.info, target=self.target)
-        except BaseException as exc:
+        except BaseException as exc:  # SystemExit from a target fails its job like any error
             error = exc
         duration = time.perf_counter() - start
         if os.getpid() != self._pid:

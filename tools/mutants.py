@@ -1,0 +1,622 @@
+"""Hand-written mutants: small edits to the Lua scripts and to the paths that settle jobs,
+each breaking one rule qw promises. The test suite must fail with each one applied (the
+mutant is *killed*); one it passes with (a *survivor*) is a promise no test guards.
+
+Why by hand: mutmut (``nox -s mutants`` runs it first) mutates Python functions and runs
+the tests in-process, so it cannot reach the Lua scripts that run inside Redis, nor the
+code that only runs in worker processes started afresh. These mutants are applied to the
+files themselves, one at a time, and run the tests that drive real Redis servers and
+processes. Every file is restored afterwards, also on an error or Ctrl-C.
+
+Usage: ``python tools/mutants.py [--list] [-k TEXT]`` (``-k``: only mutants whose rule or
+file holds TEXT). Exit code: the number of survivors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = "qw_redis/src/qw_redis/lua/"
+
+#: Test selections (pytest arguments): the in-process Redis tests, and those with processes.
+REDIS = ("tests/redis", "tests/plugins/test_redis_delays_and_registry.py")
+RELIABILITY = ("tests/reliability",)
+CORE = ("tests/core", "tests/plugins/test_retries.py", "tests/plugins/test_cli_lifecycle.py")
+EVERYTHING_RELEVANT = (*REDIS, *RELIABILITY, *CORE)
+
+
+@attrs.frozen
+class Mutant:
+    """One edit: ``original`` (found exactly once in ``path``) becomes ``mutated``.
+
+    :param rule: the promise the edit breaks.
+    :param tests: the pytest arguments that must fail with it.
+    """
+
+    path: str
+    original: str
+    mutated: str
+    rule: str
+    tests: tuple[str, ...] = EVERYTHING_RELEVANT
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # -- finishing, taking -------------------------------------------------------------------
+    Mutant(
+        LUA + "common.lua",
+        "    if redis.call('LREM', wjobs, -1, id) > 0 then",
+        "    redis.call('LREM', wjobs, -1, id)\n    if true then",
+        "finishing is guarded by the worker's held list",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "if unclaimed > 0 then",
+        "if false then",
+        "leftovers and jobs sent to the worker directly are taken first",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "  if from then redis.call('HSET', origin, id, from) end",
+        "  -- no origin recorded",
+        "a taken job remembers the queue it came from",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "if kind == 'list' or kind == 'none' then return redis.error_reply(id.err) end",
+        "if true then return redis.error_reply(id.err) end",
+        "a queue key of the wrong type is skipped, the others served",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "  if not id then redis.call('DEL', wkey) end",
+        "  -- stale tokens kept",
+        "an empty queue's stale wake-up tokens are deleted",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "  promote_due(KEYS[7], origin, 100, wakes)",
+        "  -- not promoted",
+        "a take promotes due delayed jobs",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "    if size > max_size then fields = size end",
+        "    -- no size limit",
+        "an oversized hash never crosses the network",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "  if unclaimed <= taken then redis.call('DEL', KEYS[8]) end",
+        "  -- worker tokens kept",
+        "a worker's own stale wake-up tokens are deleted",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "  local fields = redis.pcall('HGETALL', job_key(id))",
+        "  local fields = redis.call('HGETALL', job_key(id))",
+        "a job key of the wrong type fails that job, not the take",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "expect(origin, 'hash')",
+        "-- origin unchecked",
+        "a script checks key types before it writes",
+        RELIABILITY,
+    ),
+    # -- queueing ----------------------------------------------------------------------------
+    Mutant(
+        LUA + "queue.lua",
+        "  if redis.call('EXISTS', key) == 0 then",
+        "  if true then",
+        "queueing an id already queued or held changes nothing",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "queue.lua",
+        "if again then return again end",
+        "-- replays run again",
+        "a queueing call re-sent after a lost reply changes nothing",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "queue.lua",
+        "wake(KEYS[2], queued)",
+        "wake(KEYS[2], 0)",
+        "queueing a job wakes a blocked taker",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "queue.lua",
+        "expect(KEYS[1], 'list')",
+        "-- queue unchecked",
+        "nothing is queued onto a key that is not a list",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "queue_delayed.lua",
+        "  if redis.call('EXISTS', key) == 0 then",
+        "  if true then",
+        "delaying an id already delayed changes nothing",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "queue_delayed.lua",
+        "if again then return again end",
+        "-- replays run again",
+        "a delaying call re-sent after a lost reply changes nothing",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "queue_delayed.lua",
+        "if queued > 0 then wake(",
+        "if false then wake(",
+        "a delayed job wakes a blocked taker to learn its due time",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "queue_delayed.lua", "due + (i - 1) / 1000000", "due", "a delayed batch keeps its order", REDIS
+    ),
+    Mutant(
+        LUA + "common.lua",
+        "  if at and string.sub(last, 1, at - 1) == seq then",
+        "  if at and string.sub(last, 1, at - 1) ~= seq then",
+        "only the same call is recognised as a replay",
+        REDIS + RELIABILITY,
+    ),
+    # -- failing, retrying, releasing --------------------------------------------------------
+    Mutant(
+        LUA + "fail.lua",
+        "if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end",
+        "redis.call('LREM', KEYS[1], -1, id)",
+        "failing is guarded by the held list",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "fail.lua",
+        "local at = now()",
+        "local at = now() + 31 * 86400",
+        "the failed registry goes by one clock",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "fail.lua",
+        "  if excess > 0 then drop(",
+        "  if false then drop(",
+        "the failed registry keeps at most max_count",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "fail.lua",
+        "if ARGV[5] ~= '' then",
+        "if false then",
+        "the failed registry drops entries older than max_age",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "fail.lua",
+        "if ARGV[4] == '1' and",
+        "if false and",
+        "an unreadable job's hash is kept to requeue",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "fail.lua",
+        "if from then redis.call('HSET', KEYS[4], 'origin', from) end",
+        "-- origin forgotten",
+        "a failed job goes back to its own queue",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "fail.lua",
+        "redis.call('HDEL', RECOVERIES, id)  -- its crash count",
+        "-- count kept",
+        "a failed job's crash count is cleared",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "retry.lua",
+        "if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end",
+        "redis.call('LREM', KEYS[1], -1, id)",
+        "retrying is guarded by the held list",
+        REDIS,
+    ),
+    Mutant(LUA + "retry.lua", "if delay > 0 then", "if false then", "a retry waits its back-off", REDIS),
+    Mutant(
+        LUA + "retry.lua",
+        "  wake((not m or m == SHARED_ORIGIN) and KEYS[5] or wake_key(m), 1)",
+        "  -- no wake-up",
+        "a delayed retry wakes a blocked taker",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "release.lua",
+        "for i = #ARGV, 1, -1 do",
+        "for i = 1, #ARGV do",
+        "released jobs keep their order at the front",
+        REDIS,
+    ),
+    # -- recovery ----------------------------------------------------------------------------
+    Mutant(
+        LUA + "recover.lua",
+        "  if redis.call('EXISTS', KEYS[6]) == 1 then return {0, held, 1} end",
+        "  -- no heartbeat check",
+        "the reaper checks the heartbeat in its atomic step",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "  if held == 0 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {0, 0, 1} end",
+        "  -- gone or dead alike",
+        "a worker that deregistered is gone, not dead",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "(counted == '' or counted == id)",
+        "true",
+        "only the job a worker died running is counted",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "redis.call('HINCRBY', KEYS[7], id, 1) > limit",
+        "redis.call('HINCRBY', KEYS[7], id, 1) >= limit",
+        "a job is put back max_recoveries times",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "for i = #ids, 1, -1 do",
+        "for i = 1, #ids do",
+        "recovered jobs go back in the order they were taken",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "      add(back, KEYS[4], id)",
+        "      add(front, KEYS[4], id)",
+        "untaken direct jobs go to the back of the manager's queue",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "redis.call('SREM', KEYS[2], ARGV[1])",
+        "-- still a member",
+        "a recovered worker leaves its manager's workers",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "recover.lua",
+        "    if pushable(q) then",
+        "    if true then",
+        "a job whose queue is not a list is parked, not lost",
+        RELIABILITY,
+    ),
+    # -- moving delayed jobs, putting back ---------------------------------------------------
+    Mutant(
+        LUA + "common.lua", "    redis.call('ZREM', delayed, id)\n", "", "a due job moves exactly once", REDIS
+    ),
+    Mutant(
+        LUA + "common.lua",
+        "  if front then\n    redis.call('RPUSH', q, id)",
+        "  if not front then\n    redis.call('RPUSH', q, id)",
+        "put back at the front or the back",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "common.lua",
+        "  if not pushable(q) then\n    park(id, m, q)",
+        "  if false then\n    park(id, m, q)",
+        "a job whose queue is not a list is parked, not lost",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "common.lua", "  if n > WAKE_CAP then n = WAKE_CAP end", "", "wake-up tokens are capped", REDIS
+    ),
+    # -- membership and the registry ---------------------------------------------------------
+    Mutant(
+        LUA + "beat.lua",
+        "  if previous ~= token then",
+        "  if false then",
+        "a heartbeat reports one that lapsed or was someone else's",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "beat.lua",
+        "  redis.call('SADD', KEYS[3], name)",
+        "  -- not registered",
+        "a reaped worker that beats again is registered again",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "forget_manager.lua",
+        "if redis.call('EXISTS', KEYS[3]) == 1 or",
+        "if",
+        "a live manager is never forgotten",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "requeue_failed.lua",
+        "if redis.call('EXISTS', KEYS[3]) == 1 then return remember(KEYS[7], ARGV[1], 0) end",
+        "-- live job overwritten",
+        "a requeue never overwrites a live job's data",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "requeue_failed.lua",
+        "if again then return again end",
+        "-- replays run again",
+        "a requeue re-sent after a lost reply changes nothing",
+        RELIABILITY,
+    ),
+    Mutant(
+        LUA + "requeue_failed.lua",
+        "if redis.call('EXISTS', KEYS[4]) == 1 then",
+        "if false then",
+        "an unreadable job is restored as it was",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "purge_failed.lua",
+        "  if redis.call('ZREM', KEYS[1], id) > 0 then",
+        "  redis.call('ZREM', KEYS[1], id)\n  if true then",
+        "purging counts what it deleted",
+        REDIS,
+    ),
+    # -- the worker ---------------------------------------------------------------------------
+    Mutant(
+        "qw_core/worker.py",
+        "        except BaseException as exc:  # SystemExit from a target",
+        "        except Exception as exc:  # SystemExit from a target",
+        "a target's SystemExit fails its job, not the worker",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        if os.getpid() != self._pid:",
+        "        if False:",
+        "a forked child never settles its parent's job",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        if self.clock() - batch.confirmed_at > self.finish_delay:",
+        "        if False:",
+        "a resumed worker checks it still holds its batch",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        if self.status is not None:  # its manager finishes it if we die first",
+        "        if False:",
+        "a worker reports what succeeded and is not finished",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        if batch.waiting and self.clock() - batch.deferred_since >= self.finish_delay:",
+        "        if False:",
+        "a slow job's success is finished at once",
+        CORE,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "                if errors >= ERROR_ATTEMPTS or give_up() or self.stopping:",
+        "                if give_up() or self.stopping:",
+        "a job that cannot be settled is not held for ever",
+        CORE + RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "                self._settled = completed",
+        "                self._settled = True",
+        "a worker that stops on an error stays registered",
+        CORE + RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        if status is not None:\n            status.done()",
+        "        if False:\n            status.done()",
+        "a worker between jobs is blamed for nothing",
+        RELIABILITY,
+    ),
+    # -- settling decisions -------------------------------------------------------------------
+    Mutant(
+        "qw_core/settle.py",
+        "    if decision is None:\n        return Decision.fail()",
+        "    if decision is None:\n        return Decision.drop()",
+        "no answer means fail, never drop",
+        CORE,
+    ),
+    Mutant(
+        "qw_core/settle.py",
+        "    if not isinstance(decision, Decision):",
+        "    if False:",
+        "a plugin's nonsense answer fails the job",
+        RELIABILITY,
+    ),
+    # -- the manager --------------------------------------------------------------------------
+    Mutant(
+        "qw_core/manager.py",
+        "        if exited.successes:",
+        "        if False:",
+        "an exited worker's successes are finished, not run again",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/manager.py",
+        "        blame = status.busy() if status is not None and not cannot_start else None",
+        "        blame = None",
+        "a job that kills its worker is failed as crashed",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/manager.py",
+        "        cannot_start = status is not None and status.could_not_start",
+        "        cannot_start = slot.process.exitcode == 78",
+        "an exit code never stops the manager",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/manager.py",
+        "            if not self._unsettled:\n                try:",
+        "            if True:\n                try:",
+        "a manager deregisters only once every worker is settled",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/manager.py",
+        "        self._finish_for_stopped()\n",
+        "",
+        "a stopped worker's successes are finished by its manager",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/manager.py",
+        "        same_run = after is not None and after.seq == running.seq",
+        "        same_run = True",
+        "a job that ended in time is not failed as timed out",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/manager.py", "        slot.killed = True\n", "", "a cold stop counts no crash", RELIABILITY
+    ),
+    Mutant(
+        "qw_core/liveness.py",
+        "        return not self.troubled and self.beat_is_fresh",
+        "        return not self.troubled",
+        "no reaping while the manager's own beat is stale",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/liveness.py",
+        "            if outage:\n                self.note_trouble()",
+        "            if False:\n                self.note_trouble()",
+        "after an outage nobody is judged dead for a TTL",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/process.py",
+        "    signal.signal(signal.SIGQUIT, signal.SIG_IGN)",
+        "    signal.signal(signal.SIGQUIT, signal.SIG_DFL)",
+        "Ctrl-\\ to the group counts no crash",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/process.py",
+        "    stop.watch(worker)\n",
+        "    stop.worker = worker\n",
+        "a stop asked for while a worker starts is not lost",
+        RELIABILITY,
+    ),
+    Mutant(
+        "qw_core/process.py",
+        "    os._exit(code)",
+        "    sys.exit(code)",
+        "a thread a target left behind does not keep a worker alive",
+        RELIABILITY,
+    ),
+    # -- reading jobs back --------------------------------------------------------------------
+    Mutant(
+        "qw_redis/src/qw_redis/codec.py",
+        "    if not fields:\n        raise InvalidJob(",
+        "    if False:\n        raise InvalidJob(",
+        "a job without its hash is not run with {}",
+        REDIS,
+    ),
+    Mutant(
+        "qw_redis/src/qw_redis/codec.py",
+        "    _check_text(job_id, fields)\n",
+        "",
+        "bytes that are not UTF-8 make a job invalid",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        "qw_redis/src/qw_redis/codec.py",
+        "    return json.loads(text, parse_constant=_refuse_constant)",
+        "    return json.loads(text)",
+        "what is decoded can be stored again",
+        REDIS,
+    ),
+)
+
+
+def run(mutant: Mutant) -> bool:
+    """Apply ``mutant``, run its tests, restore the file; whether the tests failed (killed)."""
+    path = ROOT / mutant.path
+    source = path.read_text(encoding="utf-8")
+    found = source.count(mutant.original)
+    if found != 1:
+        raise SystemExit(
+            f"{mutant.path}: the text to mutate is found {found} times, not once:\n{mutant.original}"
+        )
+    path.write_text(source.replace(mutant.original, mutant.mutated), encoding="utf-8")
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-x",
+                "-q",
+                "-n",
+                "3",
+                "-p",
+                "no:cacheprovider",
+                "-m",
+                "not serial",
+                *mutant.tests,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        path.write_text(source, encoding="utf-8")
+    return done.returncode != 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument("-k", default="", help="only mutants whose rule or file holds this text")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.k in m.rule or args.k in m.path]
+    if args.list:
+        for n, mutant in enumerate(chosen, 1):
+            print(f"{n:3}  {mutant.path}: {mutant.rule}")
+        return 0
+    survivors = []
+    for n, mutant in enumerate(chosen, 1):
+        started = time.monotonic()
+        killed = run(mutant)
+        print(
+            f"{n:3}/{len(chosen)} {'killed  ' if killed else 'SURVIVED'} {time.monotonic() - started:5.0f}s  "
+            f"{mutant.path}: {mutant.rule}",
+            flush=True,
+        )
+        if not killed:
+            survivors.append(mutant)
+    print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutants killed, {len(survivors)} survived")
+    return len(survivors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
