@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import click
 
 from qw_cli.errors import CliError
-from qw_cli.jobinput import decode, parse_document, parse_documents
+from qw_cli.jobinput import decode, parse_document, parse_lines
 from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option, split_plugin_names
-from qw_core.broker import seconds_until
+from qw_core.errors import JobTooLarge
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import RETRY_META_KEY, TIMEOUT_META
@@ -27,6 +27,7 @@ from qw_core.policy import RETRY_META_KEY, TIMEOUT_META
 if TYPE_CHECKING:
     import pluggy
 
+    from qw_core.broker import Broker
     from qw_core.models import JSON
 
 #: Jobs per ``queue_jobs`` call.
@@ -69,6 +70,11 @@ BATCH_SIZE = 1000
     help="Kill a job's worker and fail the job (kind timeout) if it runs longer than this, "
     "whatever the manager's --job-timeout (meta timeout).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Queue for a --manager or --worker that is not running (it takes the jobs when it starts).",
+)
 @plugin_option
 @click.argument("data", required=False)
 def enqueue(
@@ -82,6 +88,7 @@ def enqueue(
     at_text: str | None,
     max_retries: int | None,
     timeout: float | None,
+    force: bool,
     plugins: tuple[str, ...],
     data: str | None,
 ) -> None:
@@ -102,41 +109,42 @@ def enqueue(
     """
     if manager is not None and worker is not None:
         raise click.UsageError("give --manager or --worker, not both")
-    wait = _delay(delay, at_text)
-    if wait and worker is not None:
+    if (delay is not None or at_text is not None) and worker is not None:
         raise click.UsageError("a job queued on a worker directly cannot be delayed")
+    due_at = _due_at(delay, at_text)
     meta: dict[str, JSON] = {} if max_retries is None else {RETRY_META_KEY: {"max_retries": max_retries}}
     if timeout is not None:
         if timeout <= 0:
             raise click.BadParameter("must be longer than 0", param_hint="'--timeout'")
         meta[TIMEOUT_META] = timeout
-    payloads = _read_payloads(data, path)
+    source, lines = _read_payloads(data, path)
     modules, blocked = split_plugin_names(plugins)
     hook = make_plugin_manager(PluginConfig(modules=modules, disabled=blocked)).hook
     with opened_broker(backend, url) as broker:
-        if manager is not None:
-            broker.check_name(manager)
-        if worker is not None:
-            broker.check_name(worker)
-        jobs = [Job.new(payload, manager=manager, worker=worker, meta=meta) for payload in payloads]
+        if not force:
+            _refuse_unknown(broker, manager, worker)
+        jobs = [Job.new(payload, manager=manager, worker=worker, meta=meta) for _, payload in lines]
+        line_of = {job.id: line for job, (line, _) in zip(jobs, lines, strict=True)}
         queued = 0
         for start in range(0, len(jobs), BATCH_SIZE):
             batch = jobs[start : start + BATCH_SIZE]
             try:
-                broker.queue_jobs(batch, delay=wait)
+                broker.queue_jobs(batch, delay=delay or 0.0, at=due_at)
+            except JobTooLarge as exc:
+                raise _too_large(exc, source, line_of, queued) from None
             except Exception:
-                if queued:  # earlier batches are stored: say so, their ids are printed above
-                    click.echo(f"qw: queued {queued} of {len(jobs)} jobs before this error", err=True)
+                _said_so_far(queued, len(jobs))
                 raise
             _announce(batch, hook)
             queued += len(batch)
     click.echo(f"queued {queued} job{'s' if queued != 1 else ''}", err=True)
 
 
-def _delay(delay: float | None, at_text: str | None) -> float:
-    """Seconds the jobs wait, from ``--delay`` or ``--at``."""
+def _due_at(delay: float | None, at_text: str | None) -> float | None:
+    """The time ``--at`` names, in seconds since the epoch (``None`` without one). The time
+    itself is stored, so reading a slow input first does not make the jobs late."""
     if at_text is None:
-        return delay or 0.0
+        return None
     if delay is not None:
         raise click.UsageError("give --delay or --at, not both")
     text = at_text.strip()
@@ -146,25 +154,55 @@ def _delay(delay: float | None, at_text: str | None) -> float:
         raise click.BadParameter(
             f"{at_text!r} is not an ISO 8601 time such as 2030-01-31T09:00:00+01:00", param_hint="'--at'"
         ) from None
-    return seconds_until(when)
+    return when.timestamp()
 
 
-def _read_payloads(data: str | None, path: str | None) -> list[JSON]:
-    """Every job's data, parsed from the one source given."""
+def _refuse_unknown(broker: Broker, manager: str | None, worker: str | None) -> None:
+    """Refuse a manager or worker that is not running: nothing would ever take the jobs."""
+    if manager is not None:
+        broker.check_name(manager)
+        running = broker.managers()
+        if manager not in running:
+            known = f"running: {', '.join(running)}" if running else "none is running"
+            raise CliError(f"no manager named {manager!r} is running ({known}); queue anyway with --force")
+    if worker is not None:
+        broker.check_name(worker)
+        if not any(worker in broker.workers(name) for name in broker.managers()):
+            raise CliError(
+                f"no worker named {worker!r} is running (see 'qw workers'); queue anyway with --force"
+            )
+
+
+def _too_large(exc: JobTooLarge, source: str, line_of: dict[str, int], queued: int) -> CliError:
+    _said_so_far(queued, len(line_of))
+    where = f"{source}, line {line_of[exc.job_id]}" if exc.job_id in line_of else source
+    return CliError(
+        f"{where}: the job encodes to {exc.size} bytes, over the limit of {exc.limit}; {exc.hint}"
+    )
+
+
+def _said_so_far(queued: int, total: int) -> None:
+    if queued:  # earlier batches are stored: say so, their ids are printed above
+        click.echo(f"qw: queued {queued} of {total} jobs before this error", err=True)
+
+
+def _read_payloads(data: str | None, path: str | None) -> tuple[str, list[tuple[int, JSON]]]:
+    """Every job's data, parsed from the one source given, with the line each starts on;
+    and how messages name the source."""
     if data is not None and path is not None:
         raise click.UsageError("give DATA or --file, not both")
     if data is None and path is None:
         raise click.UsageError("give the job data as DATA, --file FILE, or '-' to read stdin")
     if data is not None and data != "-":
-        return [parse_document(data, "the DATA argument")]
+        return "the DATA argument", [(1, parse_document(data, "the DATA argument"))]
     if path is None or path == "-":
-        return parse_documents(decode(sys.stdin.buffer.read(), "stdin"), "stdin")
+        return "stdin", parse_lines(decode(sys.stdin.buffer.read(), "stdin"), "stdin")
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_documents(decode(raw, path), path)
+    return path, parse_lines(decode(raw, path), path)
 
 
 def _announce(batch: Sequence[Job], hook: pluggy.HookRelay) -> None:

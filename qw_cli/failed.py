@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ def failed(ctx: click.Context, *, backend: str, url: str | None, as_json: bool, 
         echo_json([describe(item) for item in found])
         return
     rows: list[list[Cell]] = [
-        [_time(item.failure.failed_at), item.job.id, _queue(item), item.job.attempt, _error(item)]
+        [_time(item.failure.failed_at), item.job.id, _queue(item), item.job.attempts, _error(item)]
         for item in found
     ]
     echo_table(["failed at", "id", "queue", "attempts", "error"], rows)
@@ -73,9 +74,16 @@ def failed(ctx: click.Context, *, backend: str, url: str | None, as_json: bool, 
 @failed.command(short_help="Show one failed job in full.")
 @backend_options
 @json_option
+@click.option(
+    "--full-traceback", is_flag=True, help="Show qw's and pluggy's own frames in the traceback too."
+)
 @click.argument("job_id", metavar="ID")
-def show(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
-    """Show failed job ID: its data, metadata, the exception and its traceback."""
+def show(*, backend: str, url: str | None, as_json: bool, full_traceback: bool, job_id: str) -> None:
+    """Show failed job ID: its data, metadata, the exception and its traceback.
+
+    The traceback shows your code's frames; --full-traceback adds the frames of qw and
+    pluggy that called it (--json always has the whole traceback).
+    """
     with _broker(backend, url) as broker:
         item = broker.get_failed(job_id)
     if item is None:
@@ -92,7 +100,8 @@ def show(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
         click.echo(f"{'meta:':<11} {json.dumps(record['meta'], ensure_ascii=False)}")
     if record["traceback"]:
         click.echo("traceback:")
-        click.echo(record["traceback"].rstrip("\n"))
+        text = record["traceback"] if full_traceback else user_frames(record["traceback"])
+        click.echo(text.rstrip("\n"))
 
 
 @failed.command(short_help="Put failed jobs back on their queues.")
@@ -125,12 +134,24 @@ def requeue(*, backend: str, url: str | None, everything: bool, job_ids: tuple[s
 
 @failed.command(short_help="Delete failed jobs.")
 @backend_options
+@click.option("--all", "everything", is_flag=True, help="Delete every failed job.")
 @click.argument("job_ids", metavar="[ID]...", nargs=-1)
-def purge(*, backend: str, url: str | None, job_ids: tuple[str, ...]) -> None:
-    """Delete the failed jobs IDs from the registry, or every failed job if none is given."""
+def purge(*, backend: str, url: str | None, everything: bool, job_ids: tuple[str, ...]) -> None:
+    """Delete the failed jobs IDs from the registry, or every failed job with --all.
+
+    An ID that is not in the registry is an error (the others are deleted all the same).
+    """
+    if everything == bool(job_ids):
+        raise click.UsageError("give the IDs of failed jobs, or --all")
+    wanted = None if everything else list(dict.fromkeys(job_ids))
     with _broker(backend, url) as broker:
-        count = broker.purge_failed(list(job_ids) if job_ids else None)
+        missing = [] if wanted is None else [job_id for job_id in wanted if broker.get_failed(job_id) is None]
+        count = broker.purge_failed(wanted)
     click.echo(f"purged {count} failed job{'s' if count != 1 else ''}", err=True)
+    if missing:
+        raise CliError(
+            f"no failed job {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
 
 def describe(item: FailedJob, *, traceback: bool = False) -> dict[str, Any]:
@@ -138,7 +159,7 @@ def describe(item: FailedJob, *, traceback: bool = False) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": item.job.id,
         "queue": _queue(item),
-        "attempts": item.job.attempt,
+        "attempts": item.job.attempts,
         "failed_at": _time(item.failure.failed_at),
         "worker": item.failure.worker,
         "kind": item.failure.kind,
@@ -170,6 +191,28 @@ def _all_failed_ids(broker: Broker) -> Iterator[str]:
     fails again is not requeued a second time)."""
     ids = [item.job.id for item in broker.failed_jobs(limit=max(1, broker.failed_count()))]
     yield from ids
+
+
+#: Parts of a path that mark a frame as qw's or pluggy's, not the user's.
+_OWN_FRAMES = re.compile(r'^  File "[^"]*[/\\](?:qw_core|pluggy)[/\\]')
+
+
+def user_frames(traceback: str) -> str:
+    """``traceback`` without the frames of qw and pluggy (the worker, the hook machinery,
+    the built-in runner): what a user reads first is their own code. Unchanged if nothing
+    else would be left (a failure inside qw itself)."""
+    kept: list[str] = []
+    skipping = False
+    for line in traceback.splitlines(keepends=True):
+        if line.startswith('  File "'):
+            skipping = bool(_OWN_FRAMES.match(line))
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    if not any(line.startswith('  File "') for line in kept):
+        return traceback
+    return "".join(kept)
 
 
 def _queue(item: FailedJob) -> str:

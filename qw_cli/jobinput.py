@@ -50,7 +50,15 @@ def parse_documents(text: str, source: str) -> list[JSON]:
 
     :raises InvalidJob: ``text`` holds no document, or one is malformed.
     """
-    documents: list[JSON] = []
+    return [document for _, document in parse_lines(text, source)]
+
+
+def parse_lines(text: str, source: str) -> list[tuple[int, JSON]]:
+    """Every JSON document in ``text``, in order, with the line it starts on.
+
+    :raises InvalidJob: ``text`` holds no document, or one is malformed.
+    """
+    documents: list[tuple[int, JSON]] = []
     pos = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]  # matches the empty string
     while pos < len(text):
         start = pos
@@ -63,7 +71,7 @@ def parse_documents(text: str, source: str) -> list[JSON]:
         except _NotJson as exc:
             line = text.count("\n", 0, start) + 1
             raise InvalidJob(f"invalid JSON in {source}: line {line}: {exc}") from None
-        documents.append(value)
+        documents.append((text.count("\n", 0, start) + 1, value))
         pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
     if not documents:
         raise InvalidJob(f"{source} is empty: no job data to queue")

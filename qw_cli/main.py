@@ -8,6 +8,8 @@ command carries its own try/except and no user ever sees a traceback for a refus
 from __future__ import annotations
 
 import errno
+import os
+import sys
 from typing import Any
 
 import click
@@ -27,6 +29,15 @@ and QW_PLUGINS; flags win.
 Shell completion (bash; zsh_source/fish_source for zsh/fish):
   eval "$(_QW_COMPLETE=bash_source qw)"
 """
+
+
+def importable_here() -> None:
+    """Put the current directory first on the Python path, as ``python -m`` does, so that
+    ``qw run myapp.jobs:handle`` finds ``myapp`` where the user stands (rq and celery do the
+    same). Worker processes inherit the path."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
 
 
 class QwGroup(click.Group):
@@ -51,11 +62,19 @@ class QwGroup(click.Group):
 
 @click.group(cls=QwGroup, epilog=EPILOG, context_settings={"max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="qw", message="%(prog)s %(version)s")
-def main() -> None:
+@click.option("--backend", metavar="NAME", help="The backend, for every command (as QW_BACKEND).")
+@click.option("--url", metavar="URL", help="Where its server is, for every command (as QW_URL).")
+def main(backend: str | None, url: str | None) -> None:
     """qw: run job-queue workers and talk to their queues.
 
     Start with: qw run --embedded --sample-jobs 3 qw_core.examples:echo
+
+    Targets and plugins (-p MODULE) are imported with the current directory first on
+    the Python path, as with 'python -m': run qw from the folder that holds your package.
     """
+    # Given here (qw --url URL status), they reach the command through its own --url and
+    # --backend (see qw_cli.options.backend_options), which win if given too.
+    importable_here()
 
 
 for command in (run, enqueue, status, managers, workers, jobs, failed, backends, plugins):

@@ -27,12 +27,15 @@ DEFAULT_BACKEND = "redis"
 
 
 def backend_options(func: F) -> F:
-    """``--backend NAME`` and ``--url URL`` (``QW_BACKEND``, ``QW_URL``)."""
+    """``--backend NAME`` and ``--url URL`` (``QW_BACKEND``, ``QW_URL``), which may also be
+    given before the command (``qw --url URL status``): in that order of precedence, this
+    command's flag, the flag before the command, the environment variable, the default."""
     func = click.option(
         "--url",
         envvar="QW_URL",
         show_envvar=True,
         metavar="URL",
+        callback=_or_before_the_command,
         help="Where the backend's server is; default: the backend's own (redis://localhost:6379/0).",
     )(func)
     return click.option(
@@ -42,8 +45,17 @@ def backend_options(func: F) -> F:
         default=DEFAULT_BACKEND,
         show_default=True,
         metavar="NAME",
+        callback=_or_before_the_command,
         help="Backend to use: an entry point of the qw.backends group (see 'qw backends').",
     )(func)
+
+
+def _or_before_the_command(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The value of ``param`` given to this command, else the one given before it (to ``qw``)."""
+    if param.name is None or ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
+        return value
+    before = ctx.find_root().params.get(param.name)
+    return value if before is None else before
 
 
 def plugin_option(func: F) -> F:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import datetime
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -97,8 +98,8 @@ class Broker(abc.ABC):
     # -- producing -------------------------------------------------------------------
 
     @abc.abstractmethod
-    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
-        """Queue ``jobs``, each on the queue its ``manager``/``worker`` fields name.
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
+        """Queue ``jobs``, each on the queue its ``manager``/``worker`` fields name; their ids.
 
         A job with ``worker`` set goes on that worker's held list; else with ``manager``
         set, on that manager's queue; else on the shared queue. Atomic per job: a job is
@@ -111,30 +112,32 @@ class Broker(abc.ABC):
         only in the failed registry, is queued anew.)
 
         With ``delay`` above 0 the jobs first wait, delayed, and each is moved to the back
-        of its queue once ``delay`` seconds have passed (by the backend's clock). Moving a
-        due job is atomic and happens exactly once however many processes use the broker:
-        a job is never both delayed and queued, and never lost in between. A blocked
-        :meth:`take` notices a job that comes due while it waits. While delayed, a job is
-        listed by :meth:`delayed_job_ids` and readable with :meth:`get_job`.
+        of its queue once ``delay`` seconds have passed (by the backend's clock); with
+        ``at``, once that time has come (seconds since the epoch: the time itself is
+        stored, so a producer that is slow to send it does not delay the jobs further).
+        Moving a due job is atomic and happens exactly once however many processes use the
+        broker: a job is never both delayed and queued, and never lost in between. A
+        blocked :meth:`take` notices a job that comes due while it waits. While delayed, a
+        job is listed by :meth:`delayed_job_ids` and readable with :meth:`get_job`.
 
         :param delay: seconds to wait before the jobs may be taken; ``0`` queues them now.
+        :param at: when the jobs may be taken instead (seconds since the epoch). Not with
+            ``delay``.
         :raises InvalidJob: a job's data cannot be stored, or a job queued on a worker
             directly is delayed (before anything is written).
         :raises InvalidName: a named manager or worker is not a valid name.
+        :raises ConfigurationError: both ``delay`` and ``at`` are given.
         """
 
-    def queue_job(self, job: Job, *, delay: float = 0.0, at: datetime.datetime | None = None) -> None:
-        """Queue one job; see :meth:`queue_jobs`.
+    def queue_job(self, job: Job, *, delay: float = 0.0, at: datetime.datetime | None = None) -> str:
+        """Queue one job; see :meth:`queue_jobs`. Returns its id.
 
         :param delay: seconds to wait before the job may be taken.
         :param at: when the job may be taken instead (a timezone-aware datetime, or a naive
             one in local time); a time in the past queues it now. Not with ``delay``.
         """
-        if at is not None:
-            if delay:
-                raise ConfigurationError("give delay or at, not both")
-            delay = seconds_until(at)
-        self.queue_jobs([job], delay=delay)
+        [job_id] = self.queue_jobs([job], delay=delay, at=None if at is None else at.timestamp())
+        return job_id
 
     # -- consuming -------------------------------------------------------------------
 
@@ -188,6 +191,9 @@ class Broker(abc.ABC):
         self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
     ) -> bool:
         """Move ``job`` from ``worker``'s held list to the failed-job registry, atomically.
+
+        The registry keeps the job with the failed run counted: ``attempts`` is one more
+        than ``job.attempts`` (the runs that failed before this one).
 
         Guarded: does nothing and returns ``False`` if ``worker`` no longer holds it.
 
@@ -423,18 +429,26 @@ class Broker(abc.ABC):
         return []
 
 
-def seconds_until(when: datetime.datetime) -> float:
-    """Seconds from now until ``when`` (naive: local time); ``0`` if it has passed."""
-    return max(0.0, when.timestamp() - time.time())
+def check_delay(jobs: Sequence[Job], delay: float, at: float | None) -> bool:
+    """Check the ``delay``/``at`` of a :meth:`Broker.queue_jobs` call; whether the jobs wait
+    (not for an ``at`` that has passed: those are queued at once).
 
+    For backends, before anything is written. A job queued on a worker directly cannot
+    wait: it is that worker's at once.
 
-def refuse_delayed_direct(jobs: Sequence[Job]) -> None:
-    """Refuse to delay a job queued on a worker directly (it is that worker's at once).
-
-    For backends' :meth:`Broker.queue_jobs`, before anything is written.
-
-    :raises InvalidJob: naming the first such job.
+    :raises ConfigurationError: both are given, or a delay that is not a finite number.
+    :raises InvalidJob: naming the first job queued on a worker that would wait.
     """
-    for job in jobs:
-        if job.worker is not None:
-            raise InvalidJob(f"job {job.id} is queued on worker {job.worker} directly and cannot be delayed")
+    if at is not None and delay:
+        raise ConfigurationError("give delay or at, not both")
+    for value in (delay, at):
+        if value is not None and not math.isfinite(value):
+            raise ConfigurationError(f"a delay or due time must be a finite number of seconds, not {value!r}")
+    waits = delay > 0 or (at is not None and at > time.time())
+    if waits:
+        for job in jobs:
+            if job.worker is not None:
+                raise InvalidJob(
+                    f"job {job.id} is queued on worker {job.worker} directly and cannot be delayed"
+                )
+    return waits

@@ -30,7 +30,22 @@ class InvalidJob(QwError, ValueError):
 
 
 class JobTooLarge(InvalidJob):
-    """Job data whose encoded size exceeds the broker's configured limit."""
+    """Job data whose encoded size exceeds the broker's configured limit.
+
+    :param job_id: the job's id.
+    :param size: its encoded size, in bytes.
+    :param limit: the broker's limit, in bytes.
+    :param hint: how to raise the limit (the backend knows).
+    """
+
+    def __init__(
+        self, message: str, *, job_id: str = "", size: int = 0, limit: int = 0, hint: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.size = size
+        self.limit = limit
+        self.hint = hint
 
 
 class TargetError(QwError):
@@ -46,7 +61,8 @@ class TargetAttributeNotFound(TargetError, AttributeError):
 
 
 class TargetNotCallable(TargetError, TypeError):
-    """The target string names an object that cannot be called."""
+    """The target string names an object that cannot be called, or one that cannot be
+    called as ``target(job_id, job_data)``."""
 
 
 class BackendError(QwError):

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from qw_core.broker import Broker, Reaped, refuse_delayed_direct
+from qw_core.broker import Broker, Reaped, check_delay
 from qw_core.errors import ConfigurationError, InvalidName, JobCrashed
 from qw_core.memory_rpc import (
     CAPABILITIES,
@@ -133,23 +133,22 @@ class MemoryBroker(Broker):
 
     # -- producing -------------------------------------------------------------------
 
-    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
         """See :meth:`Broker.queue_jobs`; the whole batch is checked before any job is stored.
 
         A job whose id is queued, held or delayed already is left alone (so is the second
         of two jobs with one id in a batch), as the contract asks.
         """
+        waits = check_delay(jobs, delay, at)
         staged = [(job, self._encode(job)) for job in jobs]
-        if delay > 0:
-            refuse_delayed_direct(jobs)
         state = self._state
         with state.cond:
-            due = time.monotonic() + delay
+            due = time.monotonic() + (delay if at is None else at - time.time())
             for job, text in staged:
                 if job.id in state.jobs:
                     continue
                 state.jobs[job.id] = text
-                if delay > 0:
+                if waits:
                     heapq.heappush(state.delayed, (due, next(state.sequence), job.id, job.manager))
                 elif job.worker is not None:
                     origin = job.manager if job.manager is not None else _WORKERS_MANAGER
@@ -157,6 +156,7 @@ class MemoryBroker(Broker):
                 else:
                     state.queues[job.manager].append(job.id)
             state.cond.notify_all()
+        return [job.id for job in jobs]
 
     def _encode(self, job: Job) -> str:
         for name in (job.manager, job.worker):
@@ -259,7 +259,7 @@ class MemoryBroker(Broker):
     ) -> bool:
         """See :meth:`Broker.fail_job`. The failed job stays readable with :meth:`get_job`;
         its ``failed_at`` is this process's clock at the time it is recorded."""
-        text = self._encode(job)
+        text = self._encode(attrs.evolve(job, attempts=job.attempts + 1))  # the failed run counts
         state = self._state
         with state.cond:
             if not self._holds(worker, job.id):
@@ -387,7 +387,9 @@ class MemoryBroker(Broker):
             )
             failure = Failure.from_exception(error, worker=worker, kind="crashed")
             state.recoveries.pop(job_id, None)
-            self._add_failed(job_id, state.jobs.pop(job_id), failure, back_to, DEFAULT_FAILED_LIMITS)
+            crashed = load_job(state.jobs.pop(job_id))
+            text = dumps(job_to_dict(attrs.evolve(crashed, attempts=crashed.attempts + 1)))
+            self._add_failed(job_id, text, failure, back_to, DEFAULT_FAILED_LIMITS)
         state.cond.notify_all()
         return Reaped(manager=manager, worker=worker, requeued=requeued, failed=len(poison))
 

@@ -141,7 +141,9 @@ _Handler = Callable[[Broker, dict[str, Any]], object]
 
 #: One entry per broker method a client may call: decode the arguments, call, encode.
 _HANDLERS: dict[str, _Handler] = {
-    "queue_jobs": lambda b, kw: b.queue_jobs([job_from_dict(j) for j in kw["jobs"]], delay=kw["delay"]),
+    "queue_jobs": lambda b, kw: b.queue_jobs(
+        [job_from_dict(j) for j in kw["jobs"]], delay=kw["delay"], at=kw["at"]
+    ),
     "take": lambda b, kw: [job_to_dict(j) for j in b.take(**kw)],
     "finish_jobs": lambda b, kw: b.finish_jobs(**kw),
     "fail_job": lambda b, kw: b.fail_job(
@@ -324,9 +326,10 @@ class MemoryClient(Broker):
             raise _ERRORS.get(name, BackendError)(message)
         return reply["ok"]
 
-    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
         """See :meth:`Broker.queue_jobs`."""
-        self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs], delay=delay)
+        self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs], delay=delay, at=at)
+        return [job.id for job in jobs]
 
     def take(
         self,

@@ -126,7 +126,10 @@ def _storable(text: str) -> str:
 
 @attrs.frozen(kw_only=True)
 class FailedJob:
-    """A job in the failed-job registry: the job as it last ran, and why it failed."""
+    """A job in the failed-job registry: the job as it last ran, and why it failed.
+
+    ``job.attempts`` counts every run that failed, the last one included.
+    """
 
     job: Job
     failure: Failure

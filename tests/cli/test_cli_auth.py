@@ -26,12 +26,20 @@ def locked_redis() -> Iterator[int]:
 def test_wrong_password_is_one_line_without_the_password(locked_redis: int) -> None:
     url = f"redis://:not-{PASSWORD}@127.0.0.1:{locked_redis}/0"
     for args in (["enqueue", "--url", url, "{}"], ["status", "--url", url]):
-        line = assert_one_line_error(invoke(*args), "refused the login", "--url")
+        line = assert_one_line_error(invoke(*args), "refused the login: check the user and password")
         assert PASSWORD not in line
+        assert "start Redis" not in line, "Redis is running: the advice is about the URL"
 
 
 def test_missing_password(locked_redis: int) -> None:
-    assert_one_line_error(invoke("managers", "--url", f"redis://127.0.0.1:{locked_redis}/0"), "qw: error:")
+    result = invoke("managers", "--url", f"redis://127.0.0.1:{locked_redis}/0")
+    line = assert_one_line_error(result, "wants a password: put it in the URL")
+    assert "start Redis" not in line
+
+
+def test_a_database_that_does_not_exist(locked_redis: int) -> None:
+    result = invoke("status", "--url", f"redis://:{PASSWORD}@127.0.0.1:{locked_redis}/99")
+    assert_one_line_error(result, "has no database 99 (it has 16: 0 to 15)")
 
 
 def test_right_password_works_and_is_never_shown(locked_redis: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ def test_utf8_with_byte_order_mark(broker: Any, tmp_path: Path) -> None:
 
 
 def test_manager_and_worker_queues(broker: Any) -> None:
+    broker.register_manager("web1")
+    broker.register_worker(manager="web1", worker="web1.42")
     to_manager = enqueue("--manager", "web1", '{"for": "web1"}')
     to_worker = enqueue("--worker", "web1.42", '{"for": "web1.42"}')
     assert to_manager.exit_code == 0, to_manager.stderr
@@ -86,7 +89,7 @@ def test_more_jobs_than_one_batch(broker: Any, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_queued_hook_fires_for_each_job(broker: Any, record_dir: Path) -> None:
-    result = enqueue("-p", "qwtest_plugin", "--manager", "m1", "-", input='{"n": 1}\n{"n": 2}\n')
+    result = enqueue("-p", "qwtest_plugin", "--manager", "m1", "--force", "-", input='{"n": 1}\n{"n": 2}\n')
     assert result.exit_code == 0, result.stderr
     records = read_jsonl(record_dir, "plugin")
     assert [r["job_id"] for r in records] == result.stdout.split()
@@ -204,3 +207,47 @@ def test_a_backend_living_in_one_process_is_refused(command: tuple[str, ...]) ->
     """Queuing into a fresh in-memory broker would report success and lose the job."""
     result = invoke(command[0], "--backend", "memory", *command[1:])
     assert_one_line_error(result, "'memory' backend keeps its jobs inside the process")
+
+
+@pytest.mark.parametrize(
+    ("flag", "name", "said"),
+    [
+        ("--manager", "typo-mgr", "no manager named 'typo-mgr' is running (running: web1)"),
+        ("--worker", "web1.99999", "no worker named 'web1.99999' is running"),
+    ],
+)
+def test_a_manager_or_worker_that_is_not_running_is_refused_unless_forced(
+    broker: Any, flag: str, name: str, said: str
+) -> None:
+    # Jobs sent to a name nobody serves would wait for ever (a worker's never recovered).
+    broker.register_manager("web1")
+    refused = enqueue(flag, name, '{"n": 1}')
+    assert_one_line_error(refused, said, "--force")
+    waiting = broker.queued_job_ids if flag == "--manager" else broker.held_job_ids
+    assert waiting(name) == []
+    forced = enqueue(flag, name, "--force", '{"n": 1}')
+    assert forced.exit_code == 0, forced.stderr
+    assert waiting(name) == [forced.stdout.strip()]
+
+
+def test_at_stores_the_time_it_names_however_slow_the_input(broker: Any, redis_db: Any) -> None:
+    # The due time is the one given, not "now + (given - when the command started)":
+    # input that takes long to arrive does not make the job late.
+    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    result = enqueue("--at", when.isoformat(), '{"n": 1}')
+    assert result.exit_code == 0, result.stderr
+    [(job_id, due)] = redis_db.zrange("qw:delayed", 0, -1, withscores=True)
+    assert job_id == result.stdout.strip()
+    assert due == pytest.approx(when.timestamp(), abs=0.001)
+
+
+def test_a_job_too_large_names_its_line_and_how_to_raise_the_limit(broker: Any, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"n": 1}\n{"n": 2}\n\n{"blob": "' + "x" * 600_000 + '"}\n', encoding="utf-8")
+    result = enqueue("--file", str(path))
+    line = assert_one_line_error(result, f"{path}, line 4: the job encodes to 600", "?max_job_size=")
+    assert "limit of 524288" in line
+    assert broker.queued_job_ids() == [], "nothing queued: all or nothing"
+    raised = invoke("enqueue", "--url", REDIS_URL + "?max_job_size=1000000", "--file", str(path))
+    assert raised.exit_code == 0, raised.stderr
+    assert len(broker.queued_job_ids()) == 3

@@ -125,8 +125,19 @@ def test_requeue_all_and_purge(broker: RedisBroker) -> None:
     assert [j.attempts for j in taken] == [0, 0, 0]
     fail_jobs(broker, {"n": 4}, {"n": 5})
     assert "purged 1 failed job" in qw("failed", "purge", broker.failed_jobs()[0].job.id).stderr
-    assert "purged 1 failed job" in qw("failed", "purge").stderr
+    assert qw("failed", "purge").exit_code == 2, "IDs or --all: nothing given is no licence to delete all"
+    assert broker.failed_count() == 1
+    assert "purged 1 failed job" in qw("failed", "purge", "--all").stderr
     assert broker.failed_count() == 0
+
+
+@pytest.mark.parametrize("command", ["purge", "requeue"])
+def test_an_id_not_in_the_registry_is_an_error(broker: RedisBroker, command: str) -> None:
+    (job,) = fail_jobs(broker, {"n": 1})
+    result = CliRunner().invoke(main, ["failed", command, "--url", URL, job.id, "no-such-job"])
+    assert result.exit_code == 1
+    assert "no failed job 'no-such-job'" in result.stderr
+    assert broker.failed_count() == 0, "the others are done all the same"
 
 
 def test_the_url_may_be_given_to_the_group_or_the_subcommand(broker: RedisBroker) -> None:

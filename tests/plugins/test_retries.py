@@ -79,7 +79,7 @@ def test_retries_exhausted_go_to_the_failed_registry(broker: MemoryBroker) -> No
     assert run_one(broker, target, config(max_retries=2), job) == [R, R, F]
     failed = broker.get_failed(job.id)
     assert failed is not None
-    assert failed.job.attempt == 3
+    assert failed.job.attempts == 3, "three runs, all failed"
     assert failed.failure.exc_type == "builtins.ValueError"
     assert failed.failure.message == "always"
     assert "Traceback" in failed.failure.traceback

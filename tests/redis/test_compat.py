@@ -71,7 +71,7 @@ def test_a_restarted_client_gets_the_unfinished_job_back(client: Client, redis_d
 def test_fetch_waits_up_to_its_timeout(client: Client) -> None:
     started = time.monotonic()
     assert client.fetch_next_job("m1", "m1.1", timeout=0.3) is None
-    assert 0.25 < time.monotonic() - started < 1.5
+    assert 0.25 < time.monotonic() - started < 5, "waited its timeout, and not the original's 10 s"
 
 
 def test_queue_for_a_manager_or_a_worker(client: Client) -> None:
@@ -135,9 +135,9 @@ def test_worker_process_runs_until_shutdown(client: Client) -> None:
         worker.shutdown()
         worker.join(10)
     assert worker.exitcode == 0
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 9, "noticed the shutdown long before its 10 s fetch timeout"
     assert client.get_manager_workers("cw") == set()
-    wait_for(lambda: not client.exists(f"job:{job_id}"), timeout=2)
+    wait_for(lambda: not client.exists(f"job:{job_id}"), timeout=10)
 
 
 BASIC_USAGE = """

@@ -49,7 +49,7 @@ def test_1_a_worker_killed_mid_job_gives_its_job_back_which_then_finishes_once(
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         wait_for(lambda: pid_of_began(record_dir, job_id, other_than=victim), what="the job to run again")
-        assert time.monotonic() - killed_at < 3.0
+        assert time.monotonic() - killed_at < 10.0
         wait_for(lambda: runs(record_dir)[job_id] == 1 and not client.exists(f"job:{job_id}"), what="finish")
         assert not client.exists(f"{dead}:jobs"), "the dead worker's list is gone"
         assert dead not in client.smembers("t1:workers")

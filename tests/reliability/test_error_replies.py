@@ -372,3 +372,30 @@ def test_a_script_that_meets_a_qw_key_of_the_wrong_type_changes_nothing(
         }
     finally:
         broker.close()
+
+
+def test_queueing_onto_a_queue_key_that_is_not_a_list_writes_nothing(url: str, client: redis.Redis) -> None:
+    broker = RedisBroker.from_url(url)
+    job = Job.new({"n": 1}, manager="ql")
+    client.set("ql:jobs", "another program's string")
+    try:
+        with pytest.raises(BackendError, match="WRONGTYPE ql:jobs is a string"):
+            broker.queue_job(job)
+    finally:
+        broker.close()
+    assert not client.exists(f"job:{job.id}"), "no data left without its queue entry"
+
+
+def test_a_take_that_meets_qw_origin_of_the_wrong_type_moves_nothing(url: str, client: redis.Redis) -> None:
+    broker = RedisBroker.from_url(url)
+    job = Job.new({"n": 1})
+    try:
+        broker.queue_job(job)
+        client.set("qw:origin", "not ours")
+        with pytest.raises(BackendError, match="WRONGTYPE qw:origin is a string"):
+            broker.take(manager="m", worker="m.1")
+        assert client.lrange("all:jobs", 0, -1) == [job.id], "still queued, not half taken"
+        client.delete("qw:origin")
+        assert broker.take(manager="m", worker="m.1") == [job]
+    finally:
+        broker.close()

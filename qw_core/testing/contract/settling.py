@@ -41,12 +41,12 @@ class SettlingContract(ContractPart):
         failure = Failure(exc_type="builtins.ValueError", message="bad", traceback="tb", worker=WORKER)
         assert broker.fail_job(worker=WORKER, job=job, failure=failure)
         [failed] = broker.failed_jobs()
-        assert failed.job == job
+        assert failed.job == attrs.evolve(job, attempts=1), "kept with the run that failed counted"
         assert attrs.evolve(failed.failure, failed_at=failure.failed_at) == failure
         assert abs(failed.failure.failed_at - time.time()) < 60, "recorded at the backend's time"
         assert broker.held_job_ids(WORKER) == []
         assert broker.queued_job_ids(MANAGER) == []
-        assert broker.get_job(job.id) == job
+        assert broker.get_job(job.id) == failed.job
         assert broker.take(manager=MANAGER, worker=WORKER) == []
 
     def test_failed_jobs_are_listed_newest_first(self, broker: Broker) -> None:

@@ -41,7 +41,7 @@ class TakingContract(ContractPart):
         started = time.monotonic()
         assert broker.take(manager=MANAGER, worker=WORKER) == []
         assert broker.take(manager=MANAGER, worker=WORKER, timeout=0) == []
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 2.0, "no wait (the Redis tests' slices are 10 s)"
         assert broker.queued_job_ids() == []
         assert broker.held_job_ids(WORKER) == []
 
@@ -233,10 +233,13 @@ class TakingContract(ContractPart):
             pytest.skip("the backend does not keep delayed jobs (capabilities.delayed is false)")
         job = Job.new({"n": 1})
         broker.queue_jobs([job], delay=30)
-        broker.queue_jobs([job], delay=30)
-        broker.queue_job(job)
+        changed = Job(id=job.id, data={"changed": True}, queued_at=job.queued_at)
+        broker.queue_jobs([changed], delay=0.1)
+        broker.queue_job(changed)
         assert broker.delayed_job_ids() == [job.id]
         assert broker.queued_job_ids() == []
+        assert broker.get_job(job.id) == job, "its data as first queued"
+        assert broker.take(manager=MANAGER, worker=WORKER, timeout=0.3) == [], "nor due any sooner"
 
     def test_a_finished_job_may_be_queued_again_under_its_id(self, broker: Broker) -> None:
         job = Job.new({"n": 1})

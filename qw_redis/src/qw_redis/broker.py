@@ -44,7 +44,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import attrs
 import redis
 
-from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, refuse_delayed_direct
+from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, check_delay
 from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError
 from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
@@ -147,10 +147,10 @@ class RedisBroker(Broker):
     # -- producing ---------------------------------------------------------------------------
 
     @_translated
-    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0) -> None:
-        if delay > 0:
-            self._queue_delayed(jobs, delay)
-            return
+    def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
+        if check_delay(jobs, delay, at):
+            self._queue_delayed(jobs, delay, at)
+            return [job.id for job in jobs]
         batches: dict[tuple[str, str], list[tuple[str, dict[str, str]]]] = {}
         where: tuple[str, str]
         for job in jobs:  # encode (and refuse) everything before anything is written
@@ -166,10 +166,10 @@ class RedisBroker(Broker):
         for (queue, wake), batch in batches.items():
             for start in range(0, len(batch), QUEUE_BATCH):
                 self._scripts.queue(queue=queue, wake=wake, jobs=batch[start : start + QUEUE_BATCH])
+        return [job.id for job in jobs]
 
-    def _queue_delayed(self, jobs: Sequence[Job], delay: float) -> None:
+    def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
         """Queue ``jobs`` in ``qw:delayed``, grouped by the queue each goes to when due."""
-        refuse_delayed_direct(jobs)
         batches: dict[str, list[tuple[str, dict[str, str]]]] = {}
         for job in jobs:
             if job.manager is not None:
@@ -179,7 +179,7 @@ class RedisBroker(Broker):
         for origin, batch in batches.items():
             for start in range(0, len(batch), QUEUE_BATCH):
                 self._scripts.queue_delayed(
-                    origin=origin, delay=delay, jobs=batch[start : start + QUEUE_BATCH]
+                    origin=origin, delay=delay, at=at, jobs=batch[start : start + QUEUE_BATCH]
                 )
 
     def _encode_new(self, job: Job) -> dict[str, str]:
@@ -296,7 +296,8 @@ class RedisBroker(Broker):
     def fail_job(
         self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
     ) -> bool:
-        return self._fail(worker, job, failure, keep_hash=False, limits=limits)
+        ran = attrs.evolve(job, attempts=job.attempts + 1)  # the run that failed counts
+        return self._fail(worker, ran, failure, keep_hash=False, limits=limits)
 
     def _fail(
         self,
@@ -383,6 +384,7 @@ class RedisBroker(Broker):
         keep_hash = False
         try:
             job = codec.decode_job(job_id, fields, manager=origin or None)
+            job = attrs.evolve(job, attempts=job.attempts + 1)  # the run it crashed in counts
         except InvalidJob:  # kept as it is, as an unreadable job is
             job, keep_hash = Job(id=job_id, data=None, manager=origin or None), True
         error = JobCrashed(
@@ -641,6 +643,8 @@ class RedisBroker(Broker):
 
         Default ``redis://localhost:6379/0``. A user and password go in the URL
         (``redis://user:password@host:6379/0``, Redis 6 ACLs); the database is the path.
+        ``?max_job_size=BYTES`` sets the largest job (:class:`RedisOptions`); other query
+        parameters are redis-py's (``?ssl_ca_certs=...``).
 
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: Redis does not answer, or refuses the login.
@@ -649,9 +653,10 @@ class RedisBroker(Broker):
 
     @classmethod
     def _open(cls, url: str, options: RedisOptions, extra: tuple[tuple[str, Any], ...]) -> RedisBroker:
-        client = connection.open_client(url, options, **dict(extra))
+        redis_url, options = connection.qw_settings(url, options)
+        client = connection.open_client(redis_url, options, **dict(extra))
         password = client.connection_pool.connection_kwargs.get("password")
-        connection.ping(client, connection.redact_url(url), password)
+        connection.ping(client, connection.redact_url(redis_url), password)
         broker = cls(client, options, url=url)
         broker._owns_client = True
         return broker

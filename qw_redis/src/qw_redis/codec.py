@@ -81,6 +81,8 @@ RESERVED_PREFIX = "__qw"
 VERSION = 1
 #: Default limit on a job hash's encoded size, in bytes.
 DEFAULT_MAX_JOB_SIZE = 512 * 1024
+#: How a user raises it: a parameter of the Redis URL, for producers and workers alike.
+RAISE_LIMIT_HINT = "raise it with ?max_job_size=BYTES in the Redis URL, where jobs are queued and run"
 
 
 #: Built once: ``json.dumps`` with non-default options builds a new encoder per call.
@@ -254,7 +256,13 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
         raise InvalidJob(f"job {job.id} metadata is not JSON: {exc}") from exc
     size = hash_size(fields)
     if max_size and size > max_size:
-        raise JobTooLarge(f"job {job.id} encodes to {size} bytes; the limit is {max_size}")
+        raise JobTooLarge(
+            f"job {job.id} encodes to {size} bytes; the limit is {max_size} ({RAISE_LIMIT_HINT})",
+            job_id=job.id,
+            size=size,
+            limit=max_size,
+            hint=RAISE_LIMIT_HINT,
+        )
     return fields
 
 

@@ -183,6 +183,34 @@ def qw_client(client: redis.Redis) -> redis.Redis:
     return redis.Redis(connection_pool=new_pool)
 
 
+#: Query parameters of a Redis URL that are qw's settings, not redis-py's.
+QW_PARAMETERS = ("max_job_size",)
+
+
+def qw_settings(url: str, options: RedisOptions) -> tuple[str, RedisOptions]:
+    """``url`` without qw's own query parameters (:data:`QW_PARAMETERS`), and ``options``
+    with them applied: ``redis://host/0?max_job_size=1048576``.
+
+    :raises ConfigurationError: a value that is not a whole number of at least 0.
+    """
+    parts = urlsplit(url)
+    if not any(name in parts.query for name in QW_PARAMETERS):
+        return url, options
+    kept, settings = [], {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in QW_PARAMETERS:
+            kept.append((name, value))
+            continue
+        if not value.isdigit():
+            raise ConfigurationError(f"invalid Redis URL {redact_url(url)}: {name} must be a number of bytes")
+        settings[name] = int(value)
+    query = urlencode(kept)
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else url.split("?", 1)[0]
+    return base + (f"?{query}" if query else "") + (
+        f"#{parts.fragment}" if parts.fragment else ""
+    ), attrs.evolve(options, **settings)
+
+
 def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
     """A client for ``url`` that decodes replies (see :func:`qw_client`) and retries
     transient errors.
@@ -280,14 +308,54 @@ def translate(exc: redis.RedisError, shown_url: str, password: str | None = None
 
 
 def ping(client: redis.Redis, shown_url: str, password: str | None = None) -> None:
-    """Check that Redis answers.
+    """Check that Redis answers, and takes the login and database the URL names.
 
+    :raises ConfigurationError: Redis answers, but wants a password, refuses the login,
+        or has no such database: the URL is wrong, not the server down.
     :raises BrokerUnavailable: in one line, without the password.
     """
     try:
         client.ping()
     except redis.RedisError as exc:
+        wrong = _wrong_url(exc, client, shown_url)
+        if wrong is not None:
+            raise wrong from exc
         raise unavailable(exc, shown_url, password) from exc
+
+
+def _wrong_url(exc: redis.RedisError, client: redis.Redis, shown_url: str) -> ConfigurationError | None:
+    """What is wrong with the URL, if ``exc`` (at connection time) says it is the URL."""
+    text = str(exc)
+    if "must be called with the client already authenticated" in text or "NOAUTH" in text:
+        return ConfigurationError(
+            f"Redis at {shown_url} wants a password: put it in the URL (redis://:PASSWORD@host:port/db, "
+            "or user:PASSWORD@ with an ACL user), preferably through QW_URL"
+        )
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in text:
+        return ConfigurationError(
+            f"Redis at {shown_url} refused the login: check the user and password in the URL"
+        )
+    if "DB index is out of range" in text:
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        count = _database_count(client)
+        has = f"it has {count}: 0 to {count - 1}" if count else "see its 'databases' setting"
+        return ConfigurationError(f"Redis at {shown_url} has no database {db} ({has})")
+    return None
+
+
+def _database_count(client: redis.Redis) -> int | None:
+    """How many databases the server of ``client`` has, if it says (``CONFIG GET``)."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "db": 0}
+    probe = redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+    try:
+        return int(probe.config_get("databases")["databases"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        probe.close()
 
 
 # -- describing an existing client ----------------------------------------------------------

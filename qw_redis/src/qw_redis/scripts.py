@@ -161,15 +161,27 @@ class Scripts:
         )
 
     def queue_delayed(
-        self, *, origin: str, delay: float, jobs: Sequence[tuple[str, Mapping[str, str]]]
+        self,
+        *,
+        origin: str,
+        delay: float,
+        jobs: Sequence[tuple[str, Mapping[str, str]]],
+        at: float | None = None,
     ) -> int:
-        """Queue ``jobs`` to wait ``delay`` seconds, then go to ``origin``'s queue (``""``: shared)."""
+        """Queue ``jobs`` to wait ``delay`` seconds (or until ``at``, seconds since the epoch),
+        then go to ``origin``'s queue (``""``: shared)."""
         batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue_delayed(
                 keys=[keys.DELAYED, keys.ORIGIN, self._producer],
-                args=[repr(float(delay)), origin, payload, self._call_number()],
+                args=[
+                    repr(float(delay)),
+                    origin,
+                    payload,
+                    self._call_number(),
+                    "" if at is None else repr(at),
+                ],
             )
         )
 

@@ -7,9 +7,10 @@
 -- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
 -- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...]] (as in queue.lua)
 -- ARGV[4]  the number of this call among the producer's
+-- ARGV[5]  when the jobs are due (seconds since the epoch), or '' for now + ARGV[1]
 --
 -- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), its origin entry
--- set to ARGV[2], then its id ZADDed to KEYS[1] at server time + delay (plus a
+-- set to ARGV[2], then its id ZADDed to KEYS[1] at server time + delay, or ARGV[5] (plus a
 -- microsecond per position, so the batch keeps its order when it comes due), before the
 -- next job is touched. A job whose hash exists is queued, held or delayed already (or a
 -- same call ran before) and is left alone, as in queue.lua. promote.lua and take.lua
@@ -23,7 +24,7 @@ if again then return again end
 expect(KEYS[1], 'zset')
 expect(KEYS[2], 'hash')
 local jobs = cjson.decode(ARGV[3])
-local due = now() + tonumber(ARGV[1])
+local due = ARGV[5] ~= '' and tonumber(ARGV[5]) or now() + tonumber(ARGV[1])
 local queued = 0
 for i, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
