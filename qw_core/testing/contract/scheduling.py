@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import datetime
 import time
-
-import attrs
 from concurrent.futures import ThreadPoolExecutor
 
+import attrs
 import pytest
 
 from qw_core.broker import Broker

@@ -351,8 +351,9 @@ def _database_count(client: redis.Redis) -> int | None:
         connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     )
     try:
-        return int(probe.config_get("databases")["databases"])
-    except (redis.RedisError, KeyError, ValueError):
+        count = probe.config_get("databases").get("databases")
+        return int(count) if count is not None else None
+    except (redis.RedisError, ValueError):
         return None
     finally:
         probe.close()
