@@ -69,7 +69,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
     "--name",
     envvar="QW_NAME",
     show_envvar=True,
-    help="The manager's name.  [default: the host name]",
+    help="The manager's name (refused if a running manager has it).  [default: the host name, or "
+    "<host>-2, -3... if a manager on this host has it]",
 )
 @click.option(
     "-l",
@@ -330,7 +331,7 @@ def run_manager(
             **attrs.asdict(reliability or Reliability()),
         )
         if sample_jobs:
-            queue_sample_jobs(broker, manager.name, sample_jobs, plugins)
+            queue_sample_jobs(broker, manager.claim_name(), sample_jobs, plugins)
     except BaseException:
         broker.close()
         raise

@@ -270,6 +270,12 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
+    def heartbeat_of(self, name: str) -> tuple[str, float] | None:
+        """The token of ``name``'s heartbeat and the seconds it has left, or ``None`` if it
+        has none (never beat, lapsed, or deregistered). A manager about to start under a
+        name asks, to tell whether another one is using it."""
+
+    @abc.abstractmethod
     def reap(
         self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
     ) -> list[Reaped] | None:

@@ -55,6 +55,7 @@ from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
+from qw_core.identity import identity_alive, process_identity
 from qw_core.liveness import (
     DEFAULT_HEARTBEAT,
     DEFAULT_MAX_RECOVERIES,
@@ -64,6 +65,7 @@ from qw_core.liveness import (
     process_working,
 )
 from qw_core.models import Failure, ManagerInfo, WorkerInfo
+from qw_core.naming import claim_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
@@ -163,7 +165,9 @@ class Manager:
     :param broker: a broker, or a factory opening one; workers open theirs through
         :meth:`Broker.factory`.
     :param num_workers: worker processes to run; defaults to the CPU count.
-    :param name: the manager's name; defaults to the host name.
+    :param name: the manager's name; refused at start if a running manager holds it.
+        Without one it runs under the host name, or ``<host>-2``, ``-3``... if a manager
+        on this host holds that already.
     :param plugins: which plugins the manager and each worker load, and their settings
         (the retry policy among them).
     :param prefetch: how many jobs a worker may take at once (see :class:`~qw_core.worker.Worker`).
@@ -221,7 +225,9 @@ class Manager:
         self._pm = make_plugin_manager(self._plugins)
         TargetLoader(self._pm.hook).load(target)  # fail here, not in N workers
         self._broker = broker if isinstance(broker, Broker) else broker()
-        self.name = self._broker.check_name(name or socket.gethostname())
+        # A name given is checked here; the name to run under is claimed by claim_name().
+        self._wanted_name = None if name is None else self._broker.check_name(name)
+        self.name = self._wanted_name or self._broker.check_name(socket.gethostname())
         self.num_workers = num_workers
         self.grace = grace
         self.restart_backoff = restart_backoff
@@ -241,7 +247,9 @@ class Manager:
             start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self._ctx = multiprocessing.get_context(start_method)
         self._slots = [_Slot(status=JobStatus(self._ctx)) for _ in range(num_workers)]
-        self._token = secrets.token_hex(8)  # this start of the manager
+        # This start of the manager, and where it runs (see qw_core.identity).
+        self._token = f"{secrets.token_hex(8)}@{process_identity()}"
+        self._claimed = False
         self._spawned = 0
         self._live: Liveness | None = None
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
@@ -256,23 +264,44 @@ class Manager:
 
     # -- public API (the original's start/stop/join, plus run) -----------------------
 
+    def claim_name(self) -> str:
+        """Settle the name this manager runs under, and return it (idempotent).
+
+        A name it was given is refused if a running manager holds it; without one it takes
+        the host name, or the next free ``<host>-N`` (see :mod:`qw_core.naming`). Called by
+        :meth:`start`; call it first to queue jobs on the manager's own queue beforehand.
+
+        :raises ConfigurationError: the name given is in use.
+        """
+        if not self._claimed:
+            self.name = claim_name(self._broker, self._wanted_name, heartbeat=self._liveness.heartbeat)
+            self.info = attrs.evolve(self.info, name=self.name)
+            self._spec = attrs.evolve(self._spec, manager=self.name)
+            self._claimed = True
+        return self.name
+
     def start(self) -> None:
         """Start the workers, register the manager, and supervise in a background thread."""
         if self._thread is not None:
             raise QwError(f"manager {self.name} was already started")
+        self.claim_name()
         self._pm.hook.qw_manager_starting(manager=self.info, broker=self._broker)
         for warning in self._broker.setup_warnings():
             log.warning("manager %s: %s", self.name, warning)
         # Registered, with a heartbeat, before any worker can hold a job: a reaper finds
         # the workers of a manager that dies from here on.
         previous = self._broker.beat(manager=self.name, token=self._token, workers={}, ttl=self._liveness.ttl)
-        if previous.get(self.name) is not None:
+        holder = previous.get(self.name)
+        if holder is not None and identity_alive(holder.partition("@")[2]) is True:
+            # Claimed at the same moment by another manager (claim_name checked just before).
             log.warning(
-                "manager %s: another start of a manager with this name beat less than %gs ago (one "
-                "that just died, or one running elsewhere: names must be unique)",
+                "manager %s: another manager started under this name at the same moment (%s); "
+                "names must be unique: stop one, or give each its own with -n NAME",
                 self.name,
-                self._liveness.ttl,
+                holder.partition("@")[2] or "another host",
             )
+        elif holder is not None:
+            log.info("manager %s: taking over the name from an earlier start that died", self.name)
         self._live = Liveness(
             self._broker.factory(),
             manager=self.name,

@@ -415,6 +415,15 @@ class MemoryBroker(Broker):
             state.workers[manager].update(workers)
             return changed
 
+    def heartbeat_of(self, name: str) -> tuple[str, float] | None:
+        """See :meth:`Broker.heartbeat_of`."""
+        with self._state.cond:
+            now = time.monotonic()
+            if not self._state.alive(name, now):
+                return None
+            token, expires = self._state.heartbeats[name]
+            return token, expires - now
+
     def reap(
         self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
     ) -> list[Reaped] | None:

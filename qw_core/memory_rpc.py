@@ -169,6 +169,7 @@ _HANDLERS: dict[str, _Handler] = {
     "held_job_ids": lambda b, kw: b.held_job_ids(**kw),
     "get_job": lambda b, kw: None if (job := b.get_job(**kw)) is None else job_to_dict(job),
     "failed_jobs": lambda b, kw: [_failed_to_dict(f) for f in b.failed_jobs(**kw)],
+    "heartbeat_of": lambda b, kw: b.heartbeat_of(**kw),
     "delayed_job_ids": lambda b, kw: b.delayed_job_ids(**kw),
     "failed_count": lambda b, kw: b.failed_count(),
     "get_failed": lambda b, kw: None if (f := b.get_failed(**kw)) is None else _failed_to_dict(f),
@@ -440,6 +441,11 @@ class MemoryClient(Broker):
         """See :meth:`Broker.get_job`."""
         raw = self._call("get_job", job_id=job_id)
         return None if raw is None else job_from_dict(raw)
+
+    def heartbeat_of(self, name: str) -> tuple[str, float] | None:
+        """See :meth:`Broker.heartbeat_of`."""
+        found = self._call("heartbeat_of", name=name)
+        return None if found is None else (str(found[0]), float(found[1]))
 
     def delayed_job_ids(self, manager: str | None = None) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,35 @@ def test_run_processes_enqueued_jobs_and_stops_on_sigterm(
         assert re.search(
             rf"^\S+ \S+ INFO job {job_id} succeeded on {name}\.\d+ in [\d.]+ ms$", log, re.MULTILINE
         ), log
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_two_runs_on_one_host_need_no_names_and_a_name_in_use_is_refused(redis_db: Any) -> None:
+    host = socket.gethostname()
+    argv = [*script("qw"), "run", "--backend", "redis", "--url", REDIS_URL, "-w", "1"]
+
+    def registered(name: str, manager: Process) -> None:
+        started = f"manager {name} started with 1 worker on"
+        wait_for(
+            lambda: manager.stderr.matching(lambda line: started in line) or not manager.alive(),
+            what=f"manager {name} to start",
+        )
+        assert manager.alive(), manager.stderr.text()
+        assert redis_db.sismember("all:managers", name)
+
+    with Process([*argv, "qwtest_targets:record"]) as first:
+        registered(host, first)
+        with Process([*argv, "qwtest_targets:record"]) as second:
+            registered(f"{host}-2", second)
+            refused = run_script("qw", "run", "--url", REDIS_URL, "-n", host, "qwtest_targets:record")
+            assert_one_line_error(refused, f"manager name '{host}' is in use", "-n NAME")
+            assert second.stop(signal.SIGTERM) == 0, second.stderr.text()
+        first.kill()  # crashed: its heartbeat is still there, but its process is gone
+        assert redis_db.get(f"qw:hb:{host}") is not None
+    with Process([*argv, "-n", host, "qwtest_targets:record"]) as again:
+        registered(host, again)
+        assert again.stop(signal.SIGTERM) == 0, again.stderr.text()
 
 
 @pytest.mark.slow

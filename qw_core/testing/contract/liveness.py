@@ -34,6 +34,25 @@ class LivenessContract(ContractPart):
         assert broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30) == {}
         assert broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-2"}, ttl=30) == {WORKER: "w-1"}
 
+    def test_heartbeat_of_tells_the_token_and_the_time_left(self, broker: Broker) -> None:
+        assert broker.heartbeat_of(MANAGER) is None
+        broker.beat(manager=MANAGER, token="m-1@host:1:2", workers={WORKER: "w-1"}, ttl=30)
+        token, left = broker.heartbeat_of(MANAGER) or ("", 0.0)
+        assert token == "m-1@host:1:2"
+        assert 25 < left <= 30
+        worker = broker.heartbeat_of(WORKER)
+        assert worker is not None
+        assert worker[0] == "w-1"
+        broker.deregister_manager(MANAGER)
+        assert broker.heartbeat_of(MANAGER) is None
+
+    def test_a_lapsed_heartbeat_has_no_holder(self, broker: Broker) -> None:
+        broker.beat(manager=MANAGER, token="m-1", workers={}, ttl=0.05)
+        deadline = time.monotonic() + 5
+        while broker.heartbeat_of(MANAGER) is not None:
+            assert time.monotonic() < deadline, "the heartbeat never lapsed"
+            time.sleep(0.01)
+
     def test_deregistering_deletes_the_heartbeat(self, broker: Broker) -> None:
         broker.beat(manager=MANAGER, token="m-1", workers={WORKER: "w-1"}, ttl=30)
         broker.deregister_worker(manager=MANAGER, worker=WORKER)

@@ -410,6 +410,16 @@ class RedisBroker(Broker):
         return {name: previous or None for name, previous in changed.items()}
 
     @_translated
+    def heartbeat_of(self, name: str) -> tuple[str, float] | None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(keys.heartbeat(name))
+        pipe.pttl(keys.heartbeat(name))
+        token, left_ms = pipe.execute()
+        if token is None or left_ms < 0:
+            return None
+        return str(token), left_ms / 1000
+
+    @_translated
     def reap(
         self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
     ) -> list[Reaped] | None:
