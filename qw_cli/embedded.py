@@ -24,10 +24,12 @@ INSTALL_HINT = "pip install 'qw-core[embedded]'"
 
 
 @contextlib.contextmanager
-def embedded_redis() -> Iterator[str]:
-    """Serve a fake Redis on a free local port; yield its URL (``redis://127.0.0.1:PORT/0``).
+def embedded_redis(port: int = 0) -> Iterator[str]:
+    """Serve a fake Redis on ``port`` (``0``: a free one); yield its URL
+    (``redis://127.0.0.1:PORT/0``).
 
-    :raises CliError: fakeredis (or lupa, for Lua scripting) is not installed.
+    :raises CliError: fakeredis (or lupa, for Lua scripting) is not installed, or the port
+        is taken.
     """
     try:
         # Deferred (PLC0415): only --embedded needs them, and fakeredis is slow to import.
@@ -39,7 +41,13 @@ def embedded_redis() -> Iterator[str]:
             f"--embedded needs fakeredis with Lua support ({exc.name} is missing): {INSTALL_HINT}"
         ) from None
     logging.getLogger("fakeredis").setLevel(logging.WARNING)  # it logs every command at DEBUG
-    server = TcpFakeServer((HOST, 0))
+    try:
+        server = TcpFakeServer((HOST, port))
+    except OSError as exc:
+        raise CliError(
+            f"--port {port}: cannot listen on {HOST}:{port} ({exc.strerror or exc}); "
+            "pick another port, or leave --port out for a free one"
+        ) from None
     server.daemon_threads = True  # a client that never hangs up must not keep the process alive
     thread = threading.Thread(target=server.serve_forever, name="qw-embedded-redis", daemon=True)
     thread.start()

@@ -31,9 +31,11 @@ def status(*, backend: str, url: str | None, as_json: bool) -> None:
     """Show managers, their workers, and how many jobs wait, are delayed, held or failed.
 
     One row for the shared queue, one per manager (jobs on its own queue, delayed for it,
-    and held by its workers in total) and one per worker (jobs it holds); then the size
-    of the failed-job registry (``qw failed`` lists it), and any problem the backend found
-    that keeps jobs from moving (a queue key of the wrong type, say).
+    and held by its workers in total), one per worker (jobs it holds), and one per stray
+    queue: jobs queued for a manager or worker that is not running, which nothing takes
+    until it runs (``qw move NAME`` hands them to the shared queue). Then the size of the
+    failed-job registry (``qw failed`` lists it), and any problem the backend found that
+    keeps jobs from moving (a queue key of the wrong type, say).
     """
     with opened_broker(backend, url) as broker:
         report = _status(broker)
@@ -44,7 +46,13 @@ def status(*, backend: str, url: str | None, as_json: bool) -> None:
     for manager in report["managers"]:
         rows.append(["manager", manager["name"], manager["queued"], manager["delayed"], manager["held"]])
         rows.extend(["worker", worker["name"], None, None, worker["held"]] for worker in manager["workers"])
+    rows.extend(["stray", stray["name"], stray["queued"], None, None] for stray in report["stray"])
     echo_table(["kind", "name", "queued", "delayed", "held"], rows)
+    if report["stray"]:
+        click.echo(
+            "stray: jobs for a manager or worker that is not running; nothing takes them until it "
+            "runs: 'qw move NAME' puts them on the shared queue (--to MANAGER: on its queue)"
+        )
     click.echo(f"failed jobs: {report['failed']}")
     for problem in report["problems"]:
         click.echo(f"problem: {problem}")
@@ -69,6 +77,7 @@ def _status(broker: Broker) -> dict[str, Any]:
         "delayed": broker.delayed_count(None),
         "failed": broker.failed_count(),
         "managers": managers,
+        "stray": [{"name": name, "queued": count} for name, count in broker.stray_queues().items()],
         "problems": broker.problems(),
     }
 

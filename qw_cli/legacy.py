@@ -23,9 +23,10 @@ import click
 from qw_cli.argv import Option, Parsed, UsageError, parse
 from qw_cli.errors import CliError, translate
 from qw_cli.jobinput import decode, parse_document, parse_documents
-from qw_cli.run import configure_logging, run_manager
+from qw_cli.run import run_manager
 from qw_core import __version__
 from qw_core.backends import open_broker
+from qw_core.logsetup import configure_logging
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
 

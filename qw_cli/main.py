@@ -3,24 +3,38 @@
 Commands raise qw's own errors (:class:`~qw_core.errors.QwError`) freely; :class:`QwGroup`
 turns each into one ``qw: error: ...`` line and exit code 1 in a single place, so no
 command carries its own try/except and no user ever sees a traceback for a refusal.
+
+Each command's module is imported only when that command runs (:data:`COMMANDS`): ``qw
+enqueue`` does not pay for the manager, pluggy or the plugin discovery that ``qw run``
+needs, and ``qw --version`` for none of them.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 from typing import Any
 
 import click
 
-from qw_cli.discover import backends, plugins
-from qw_cli.enqueue import enqueue
 from qw_cli.errors import translate
-from qw_cli.failed import failed
-from qw_cli.inspect import jobs, managers, status, workers
-from qw_cli.run import run
 from qw_core import __version__
+
+#: Each command, in the order a user needs them, and where it is defined.
+COMMANDS = {
+    "run": "qw_cli.run:run",
+    "enqueue": "qw_cli.enqueue:enqueue",
+    "status": "qw_cli.inspect:status",
+    "managers": "qw_cli.inspect:managers",
+    "workers": "qw_cli.inspect:workers",
+    "jobs": "qw_cli.inspect:jobs",
+    "move": "qw_cli.move:move",
+    "failed": "qw_cli.failed:failed",
+    "backends": "qw_cli.discover:backends",
+    "plugins": "qw_cli.discover:plugins",
+}
 
 EPILOG = """\b
 Settings can also come from QW_BACKEND, QW_URL, QW_WORKERS, QW_NAME, QW_LEVEL
@@ -44,8 +58,18 @@ class QwGroup(click.Group):
     """A click group that reports every failure of a command in one line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """Commands in the order they were added (the order a user needs them), not sorted."""
-        return list(self.commands)
+        """Commands in the order a user needs them, not sorted."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, its module imported now (see :data:`COMMANDS`)."""
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, _, name = where.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,7 +99,3 @@ def main(backend: str | None, url: str | None) -> None:
     # Given here (qw --url URL status), they reach the command through its own --url and
     # --backend (see qw_cli.options.backend_options), which win if given too.
     importable_here()
-
-
-for command in (run, enqueue, status, managers, workers, jobs, failed, backends, plugins):
-    main.add_command(command)

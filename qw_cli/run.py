@@ -15,8 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import attrs
 import click
@@ -31,6 +30,7 @@ from qw_cli.options import (
 )
 from qw_core.backends import open_broker
 from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
+from qw_core.logsetup import LEVELS, configure_logging
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits, RetryPolicy
@@ -42,16 +42,6 @@ if TYPE_CHECKING:
 
 #: The plugin module ``--metrics-port`` loads.
 METRICS_PLUGIN = "qw_core.contrib.prometheus"
-
-#: ``--level`` choices and the logging levels they mean (``warn`` as the original had it).
-LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 @click.command(short_help="Run a manager and its workers on TARGET.")
@@ -164,6 +154,13 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
     help="Run against a Redis-protocol server inside this process (no Redis needed).",
 )
 @click.option(
+    "--port",
+    type=click.IntRange(min=1, max=65535),
+    metavar="PORT",
+    help="With --embedded: serve on this port, so the URL stays the same from one run to the next.  "
+    "[default: a free port]",
+)
+@click.option(
     "--sample-jobs",
     type=click.IntRange(min=0),
     default=0,
@@ -196,6 +193,7 @@ def run(
     plugin_options: tuple[str, ...],
     metrics_port: int | None,
     embedded: bool,
+    port: int | None,
     sample_jobs: int,
     target: str,
 ) -> None:
@@ -223,9 +221,11 @@ def run(
     config = plugin_config(plugins, plugin_options, metrics_port, retry)
     configure_logging(level)
     with contextlib.ExitStack() as stack:
+        if port is not None and not embedded:
+            raise click.UsageError("--port is the embedded server's: give --embedded too")
         if embedded:
             backend = _embedded_backend(ctx, backend)
-            url = stack.enter_context(_embedded_redis())
+            url = stack.enter_context(_embedded_redis(port or 0))
             click.echo(
                 f"qw: embedded Redis-protocol server at {url} (in memory, gone when qw run exits)", err=True
             )
@@ -280,10 +280,10 @@ def _embedded_backend(ctx: click.Context, backend: str) -> str:
     return DEFAULT_BACKEND
 
 
-def _embedded_redis() -> contextlib.AbstractContextManager[str]:
+def _embedded_redis(port: int) -> contextlib.AbstractContextManager[str]:
     from qw_cli.embedded import embedded_redis
 
-    return embedded_redis()
+    return embedded_redis(port)
 
 
 @attrs.frozen(kw_only=True)
@@ -348,33 +348,3 @@ def queue_sample_jobs(broker: Broker, manager: str, count: int, plugins: PluginC
     for job in jobs:
         hook.qw_job_queued(job=job)
     logging.getLogger("qw").info("queued %d sample job(s) for manager %s", count, manager)
-
-
-def configure_logging(level: str) -> None:
-    """Send log records at ``level`` and above to stderr, one line each.
-
-    Adds one handler to the root logger (worker processes inherit it when forked) unless
-    an earlier call already did.
-    """
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-    root.setLevel(LEVELS[level.lower()])
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # not subscriptable on 3.10
-    """Writes to whatever ``sys.stderr`` is when a record is emitted (as logging's own
-    last-resort handler does), so a replaced stderr is never written to after it closed."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass

@@ -6,38 +6,84 @@ backend authors subclass :class:`Broker` and run :mod:`qw_core.testing`'s contra
 
 from __future__ import annotations
 
-from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped
-from qw_core.errors import (
-    BackendError,
-    BackendNotFound,
-    BrokerUnavailable,
-    ConfigurationError,
-    InvalidJob,
-    InvalidName,
-    JobCrashed,
-    JobTimeout,
-    JobTooLarge,
-    PluginError,
-    QwError,
-    Retry,
-    TargetAttributeNotFound,
-    TargetError,
-    TargetModuleNotFound,
-    TargetNotCallable,
-)
-from qw_core.models import (
-    JSON,
-    Action,
-    Decision,
-    FailedJob,
-    Failure,
-    Job,
-    ManagerInfo,
-    Outcome,
-    WorkerInfo,
-)
-from qw_core.plugins import PluginConfig, hookimpl, make_plugin_manager
-from qw_core.policy import FailedLimits, RetryPolicy
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped
+    from qw_core.errors import (
+        BackendError,
+        BackendNotFound,
+        BrokerUnavailable,
+        ConfigurationError,
+        InvalidJob,
+        InvalidName,
+        JobCrashed,
+        JobTimeout,
+        JobTooLarge,
+        PluginError,
+        QwError,
+        Retry,
+        TargetAttributeNotFound,
+        TargetError,
+        TargetModuleNotFound,
+        TargetNotCallable,
+        WorkerRunning,
+    )
+    from qw_core.models import (
+        JSON,
+        Action,
+        Decision,
+        FailedJob,
+        Failure,
+        Job,
+        ManagerInfo,
+        Outcome,
+        WorkerInfo,
+    )
+    from qw_core.plugins import PluginConfig, hookimpl, make_plugin_manager
+    from qw_core.policy import FailedLimits, RetryPolicy
+
+#: Each public name and the module it comes from: imported on first use (PEP 562), so
+#: ``import qw_core`` (which ``qw --version`` and every error message need) costs nothing
+#: and a command imports only what it uses.
+_EXPORTS = {
+    "Action": "qw_core.models",
+    "BackendError": "qw_core.errors",
+    "BackendNotFound": "qw_core.errors",
+    "Broker": "qw_core.broker",
+    "BrokerFactory": "qw_core.broker",
+    "BrokerUnavailable": "qw_core.errors",
+    "Capabilities": "qw_core.broker",
+    "ConfigurationError": "qw_core.errors",
+    "Decision": "qw_core.models",
+    "FailedJob": "qw_core.models",
+    "FailedLimits": "qw_core.policy",
+    "Failure": "qw_core.models",
+    "hookimpl": "qw_core.plugins",
+    "InvalidJob": "qw_core.errors",
+    "InvalidName": "qw_core.errors",
+    "Job": "qw_core.models",
+    "JobCrashed": "qw_core.errors",
+    "JobTimeout": "qw_core.errors",
+    "JobTooLarge": "qw_core.errors",
+    "JSON": "qw_core.models",
+    "make_plugin_manager": "qw_core.plugins",
+    "ManagerInfo": "qw_core.models",
+    "Outcome": "qw_core.models",
+    "PluginConfig": "qw_core.plugins",
+    "PluginError": "qw_core.errors",
+    "QwError": "qw_core.errors",
+    "Reaped": "qw_core.broker",
+    "Retry": "qw_core.errors",
+    "RetryPolicy": "qw_core.policy",
+    "TargetAttributeNotFound": "qw_core.errors",
+    "TargetError": "qw_core.errors",
+    "TargetModuleNotFound": "qw_core.errors",
+    "TargetNotCallable": "qw_core.errors",
+    "WorkerInfo": "qw_core.models",
+    "WorkerRunning": "qw_core.errors",
+}
 
 __version__ = "1.0.0.dev0"
 
@@ -74,7 +120,22 @@ __all__ = [
     "TargetModuleNotFound",
     "TargetNotCallable",
     "WorkerInfo",
+    "WorkerRunning",
     "__version__",
     "hookimpl",
     "make_plugin_manager",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (see :data:`_EXPORTS`)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qw_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

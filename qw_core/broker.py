@@ -426,6 +426,27 @@ class Broker(abc.ABC):
         """
         return []
 
+    @abc.abstractmethod
+    def stray_queues(self) -> dict[str, int]:
+        """Queues holding jobs under a name no running manager or worker has, with how many
+        each holds: jobs queued for a manager that never ran (a misspelt name, queued with
+        ``--force``) or sent to a worker that is gone. Nothing takes them until a process
+        of that name runs, or :meth:`move_queued` moves them.
+
+        A backend may find only the names jobs were queued to through qw (Redis: the ones
+        in ``qw:queues``).
+        """
+
+    @abc.abstractmethod
+    def move_queued(self, name: str, *, to: str | None = None) -> int:
+        """Move every job waiting under ``name`` (a manager's queue, or the list of a
+        worker that is not running) to the back of manager ``to``'s queue (``None``: the
+        shared queue), keeping their order; return how many moved.
+
+        :raises WorkerRunning: ``name`` is a running worker's (registered, or beating):
+            its list holds jobs it took; nothing is moved.
+        """
+
     def problems(self) -> list[str]:
         """Stored state that keeps jobs from moving, one line each (``qw status`` shows them).
 

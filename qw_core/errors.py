@@ -77,6 +77,11 @@ class BrokerUnavailable(BackendError, ConnectionError):
     """The broker's server cannot be reached (down, wrong address, refused credentials)."""
 
 
+class WorkerRunning(BackendError):
+    """Jobs were to be moved off a worker's list while that worker runs (they are its
+    own: held, or sent to it)."""
+
+
 class JobCrashed(QwError):
     """Recorded (never raised) for a job whose worker kept dying while it held the job.
 

@@ -51,7 +51,7 @@ from typing import Any
 
 import attrs
 
-from qw_core import settle
+from qw_core import logsetup, settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
@@ -343,8 +343,10 @@ class Manager:
         """Start, stop on SIGTERM/SIGINT/SIGHUP, and return an exit code (0: clean stop).
 
         The first signal stops warmly; a second SIGINT, or SIGQUIT, stops cold. Must be
-        called from the main thread (where Python delivers signals).
+        called from the main thread (where Python delivers signals). Logs to stderr at
+        INFO, as ``qw run`` does, unless the application configured logging itself.
         """
+        logsetup.configure_unless_configured()
         with self.stopping_on_signals():
             self.start()
             while not self.join(timeout=0.5):  # short waits keep the main thread responsive to signals

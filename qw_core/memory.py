@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from qw_core.broker import Broker, Reaped, check_delay
-from qw_core.errors import ConfigurationError, InvalidName, JobCrashed
+from qw_core.errors import ConfigurationError, InvalidName, JobCrashed, WorkerRunning
 from qw_core.memory_rpc import (
     CAPABILITIES,
     MemoryFactory,
@@ -479,6 +479,46 @@ class MemoryBroker(Broker):
             self._state.heartbeats.pop(worker, None)
 
     # -- read-only queries -----------------------------------------------------------
+
+    def stray_queues(self) -> dict[str, int]:
+        """See :meth:`Broker.stray_queues`."""
+        state = self._state
+        with state.cond:
+            self._promote_due()
+            found = {name: len(ids) for name, ids in state.queues.items() if name is not None and ids}
+            for worker, held in state.held.items():
+                if held:
+                    found[worker] = found.get(worker, 0) + len(held)
+            now = time.monotonic()
+            return {name: count for name, count in sorted(found.items()) if not self._running(name, now)}
+
+    def _running(self, name: str, now: float) -> bool:
+        return name in self._state.managers or self._worker_running(name, now)
+
+    def _worker_running(self, name: str, now: float) -> bool:
+        """Registered as a worker, or beating and not a manager."""
+        state = self._state
+        if any(name in workers for workers in state.workers.values()):
+            return True
+        return name not in state.managers and state.alive(name, now)
+
+    def move_queued(self, name: str, *, to: str | None = None) -> int:
+        """See :meth:`Broker.move_queued`."""
+        self.check_name(name)
+        if to is not None:
+            self.check_name(to)
+        state = self._state
+        with state.cond:
+            held = state.held.get(name)
+            if held and self._worker_running(name, time.monotonic()):
+                raise WorkerRunning(f"worker {name} is running: the jobs on its list are its own")
+            moving = list(state.queues.pop(name, ()))
+            if held:
+                moving += list(held)
+                held.clear()
+            state.queues[to].extend(moving)
+            state.cond.notify_all()
+            return len(moving)
 
     def managers(self) -> list[str]:
         """See :meth:`Broker.managers`."""

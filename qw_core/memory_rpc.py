@@ -176,6 +176,8 @@ _HANDLERS: dict[str, _Handler] = {
     "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
     "purge_failed": lambda b, kw: b.purge_failed(**kw),
     "check_name": lambda b, kw: b.check_name(**kw),
+    "stray_queues": lambda b, kw: b.stray_queues(),
+    "move_queued": lambda b, kw: b.move_queued(**kw),
 }
 
 #: The errors a client raises again by name; anything else arrives as BackendError.
@@ -189,6 +191,7 @@ _ERRORS: dict[str, type[QwError]] = {
         errors.JobTooLarge,
         errors.BackendError,
         errors.BrokerUnavailable,
+        errors.WorkerRunning,
     )
 }
 
@@ -441,6 +444,14 @@ class MemoryClient(Broker):
         """See :meth:`Broker.get_job`."""
         raw = self._call("get_job", job_id=job_id)
         return None if raw is None else job_from_dict(raw)
+
+    def stray_queues(self) -> dict[str, int]:
+        """See :meth:`Broker.stray_queues`."""
+        return {str(name): int(count) for name, count in self._call("stray_queues").items()}
+
+    def move_queued(self, name: str, *, to: str | None = None) -> int:
+        """See :meth:`Broker.move_queued`."""
+        return int(self._call("move_queued", name=name, to=to))
 
     def heartbeat_of(self, name: str) -> tuple[str, float] | None:
         """See :meth:`Broker.heartbeat_of`."""

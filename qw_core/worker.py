@@ -133,6 +133,9 @@ class Worker:
         jobs that succeeded and are not finished yet.
     :param clock: the monotonic clock batching and the held-jobs re-check go by (tests
         pass a fake one).
+    :param burst: stop once a take finds nothing to do (as rq's and arq's burst mode
+        does), instead of waiting for more: for scripts, and for tests
+        (:func:`qw_core.testing.run_jobs`). Jobs delayed to a later time are left.
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -159,6 +162,7 @@ class Worker:
         job_timeout: float | None = None,
         status: JobStatus | None = None,
         clock: Callable[[], float] = time.monotonic,
+        burst: bool = False,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -175,6 +179,7 @@ class Worker:
         self.job_timeout = job_timeout
         self.status = status
         self.clock = clock
+        self.burst = burst
         self._pid = os.getpid()  # a process the target forks has another one
         self._stop = threading.Event()
         self._backoff = Backoff()
@@ -303,6 +308,8 @@ class Worker:
         taken = self._take(batch.finished, batch.limit)
         if taken is None:  # the broker did not answer: `finished` is still held
             return
+        if not taken and self.burst:
+            self.request_stop()
         batch.waiting.extend(taken)
         batch.size = len(taken)
         batch.taken_at = batch.confirmed_at = clock()
@@ -376,7 +383,7 @@ class Worker:
                 worker=self.name,
                 finished=finished,
                 limit=limit,
-                timeout=self.block_timeout,
+                timeout=0.0 if self.burst else self.block_timeout,
             )
         except Exception as exc:
             self._wait_out(exc)

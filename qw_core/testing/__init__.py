@@ -1,8 +1,9 @@
 """Testing with qw: an in-memory broker for your tests, and the contract suite for backends.
 
 ``from qw_core.testing import MemoryBroker`` gives a complete broker with no server to run,
-as saq and dramatiq ship for their users; the helpers below (:func:`make_jobs`,
-:func:`drain`, ...) work with it or any other broker. A backend's test subclasses
+as saq and dramatiq ship for their users, and :func:`run_jobs` runs what an application
+queued through a real worker and says how each run ended. The helpers below
+(:func:`make_jobs`, :func:`drain`, ...) work with it or any other broker. A backend's test subclasses
 :class:`BrokerContract` and defines one ``broker`` fixture (see :mod:`.contract`).
 
 The contract suite needs pytest, which qw-core does not depend on; it is imported only when
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.memory import MemoryBroker
 from qw_core.models import Job
+from qw_core.testing.running import TEST_MANAGER, Ran, TooManyRuns, run_jobs
 
 if TYPE_CHECKING:
     from qw_core.testing.contract import BrokerContract
@@ -28,16 +30,20 @@ __all__ = [
     "MANAGER",
     "OTHER_MANAGER",
     "OTHER_WORKER",
+    "TEST_MANAGER",
     "WOKEN_WITHIN",
     "WORKER",
     "WORKER_2",
     "BrokerContract",
     "MemoryBroker",
+    "Ran",
+    "TooManyRuns",
     "drain",
     "ids",
     "make_jobs",
     "opened",
     "poll_take",
+    "run_jobs",
     "take_while_blocked",
     "wait_reaped",
 ]

@@ -71,6 +71,7 @@ def test_status_json(state: dict[str, Any]) -> None:
         "delayed": 1,
         "failed": 1,
         "problems": [],
+        "stray": [],
         "managers": [
             {
                 "name": "web1",
@@ -153,3 +154,47 @@ def test_status_names_a_queue_key_of_the_wrong_type(state: dict[str, Any], redis
     report = json.loads(qw("status", "--json").stdout)
     assert lines[-1].startswith("problem: web2:jobs is a string, not a list")
     assert report["problems"] == [lines[-1].removeprefix("problem: ")]
+
+
+def test_jobs_for_a_manager_or_worker_that_is_not_running_show_as_stray(redis_db: Any) -> None:
+    # What the first hour found: jobs queued (--force) for a misspelt manager, or for a
+    # worker that never existed, vanished from qw status and waited for ever.
+    for args in (["--manager", "typo-mgr"], ["--worker", "vm.99999"]):
+        queued = invoke("enqueue", "--url", REDIS_URL, *args, "--force", '{"n": 1}')
+        assert queued.exit_code == 0, queued.stderr
+    text = qw("status").stdout
+    rows = [line.split() for line in text.splitlines()]
+    assert ["stray", "typo-mgr", "1", "-", "-"] in rows
+    assert ["stray", "vm.99999", "1", "-", "-"] in rows
+    assert "'qw move NAME' puts them on the shared queue" in text
+    report = json.loads(qw("status", "--json").stdout)
+    assert report["stray"] == [{"name": "typo-mgr", "queued": 1}, {"name": "vm.99999", "queued": 1}]
+
+
+def test_qw_move_hands_stray_jobs_to_the_shared_queue_or_a_running_manager(redis_db: Any) -> None:
+    job_ids = []
+    for args in (["--manager", "typo-mgr"], ["--worker", "vm.99999"]):
+        job_ids.append(invoke("enqueue", "--url", REDIS_URL, *args, "--force", '{"n": 1}').stdout.strip())
+    moved = qw("move", "typo-mgr")
+    assert moved.stderr == "moved 1 job from typo-mgr to the shared queue\n"
+    assert redis_db.lrange("all:jobs", 0, -1) == [job_ids[0]]
+
+    refused = invoke("move", "--url", REDIS_URL, "vm.99999", "--to", "billing")
+    assert_one_line_error(refused, "manager 'billing' is not running", "--force")
+    assert redis_db.lrange("vm.99999:jobs", 0, -1) == [job_ids[1]], "nothing moved"
+    redis_db.sadd("all:managers", "billing")
+    assert (
+        qw("move", "vm.99999", "--to", "billing").stderr
+        == "moved 1 job from vm.99999 to manager billing's queue\n"
+    )
+    assert redis_db.lrange("billing:jobs", 0, -1) == [job_ids[1]]
+    assert json.loads(qw("status", "--json").stdout)["stray"] == []
+
+
+def test_qw_move_refuses_a_running_workers_list(redis_db: Any) -> None:
+    redis_db.sadd("all:managers", "web1")
+    redis_db.sadd("web1:workers", "web1.101")
+    redis_db.lpush("web1.101:jobs", "held-job")
+    refused = invoke("move", "--url", REDIS_URL, "web1.101")
+    assert_one_line_error(refused, "worker web1.101 is running")
+    assert redis_db.lrange("web1.101:jobs", 0, -1) == ["held-job"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import click
 import pytest
 from cli_support import assert_one_line_error, invoke
 
 from qw_cli.main import main
 from qw_core import __version__
 
-COMMANDS = sorted(main.commands)
+COMMANDS = sorted(main.list_commands(click.Context(main)))
 
 
 def test_every_command_is_there() -> None:
@@ -21,11 +22,18 @@ def test_every_command_is_there() -> None:
         "failed",
         "jobs",
         "managers",
+        "move",
         "plugins",
         "run",
         "status",
         "workers",
     ]
+    context = click.Context(main)
+    for name in COMMANDS:
+        command = main.get_command(context, name)
+        assert command is not None
+        assert command.name == name
+    assert main.get_command(context, "nope") is None
 
 
 def test_version() -> None:
@@ -90,8 +98,23 @@ def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     )
 
 
-def test_startup_imports_no_backend_driver() -> None:
-    heavy = ("redis", "fakeredis", "lupa", "qw_redis", "qw_core.manager", "multiprocessing.connection")
+def test_startup_imports_no_command_and_no_backend_driver() -> None:
+    # qw --version (and every verb's start) pays for click and qw_cli.main only; each
+    # command's module, pluggy and attrs come when a command needs them (bench/startup.py).
+    heavy = (
+        "redis",
+        "fakeredis",
+        "lupa",
+        "qw_redis",
+        "qw_core.manager",
+        "multiprocessing.connection",
+        "qw_cli.run",
+        "qw_cli.enqueue",
+        "qw_cli.inspect",
+        "pluggy",
+        "attrs",
+        "importlib.metadata",
+    )
     code = f"import sys, qw_cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

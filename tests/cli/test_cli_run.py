@@ -25,6 +25,7 @@ from cli_support import (
     wait_for,
     wait_for_records,
 )
+from qwtest_redis import free_port
 
 JOBS = 6
 
@@ -156,6 +157,34 @@ def test_bad_settings_are_refused(redis_db: Any) -> None:
     assert bad_env.exit_code == 2
     assert "QW_WORKERS" in bad_env.stderr
     assert redis_db.keys("*") == []
+
+
+@pytest.mark.slow
+def test_embedded_on_a_port_given_and_a_port_taken() -> None:
+    port = free_port()
+    argv = [*script("qw"), "run", "--embedded", "--port", str(port), "-w", "1", "qw_core.examples:echo"]
+    with Process(argv) as manager:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(
+            lambda: (
+                manager.stderr.matching(lambda line: f"started with 1 worker on {url}" in line)
+                or not manager.alive()
+            ),
+            what="the manager on the port given",
+        )
+        assert manager.alive(), manager.stderr.text()
+        queued = run_script("qw", "enqueue", "--url", url, '{"on": "the port given"}')
+        assert queued.returncode == 0, queued.stderr
+        job_id = queued.stdout.strip()
+        wait_for(lambda: manager.stdout.matching(lambda line: job_id in line), what="the job to run")
+
+        taken = run_script("qw", "run", "--embedded", "--port", str(port), "qw_core.examples:echo")
+        assert_one_line_error(taken, f"--port {port}: cannot listen on 127.0.0.1:{port}", "pick another port")
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
+
+
+def test_port_without_embedded_is_refused() -> None:
+    assert "give --embedded too" in invoke("run", "--port", "7000", "x:y").stderr
 
 
 def test_embedded_refuses_other_servers() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,6 +171,42 @@ def test_grace_period_kills_overrunning_jobs(records: Path) -> None:
         assert time.monotonic() - start < 10
     finally:
         proc.kill()
+
+
+SCRIPT = """
+import logging, sys
+from qw_core import Job
+from qw_core.manager import Manager
+from qw_core.memory import MemoryBroker
+
+if sys.argv[1] == "configured":
+    logging.basicConfig(level=logging.WARNING, format="app: %(message)s")
+broker = MemoryBroker()
+broker.queue_job(Job.new({"n": 1}))
+sys.exit(Manager("qwtest_targets:record", broker, num_workers=1, name="script").run())
+"""
+
+
+@pytest.mark.parametrize("logging_set_up", [False, True])
+def test_run_from_a_script_logs_as_qw_run_does_unless_the_app_set_up_logging(
+    records: Path, tmp_path: Path, logging_set_up: bool
+) -> None:
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        argv = [sys.executable, "-c", SCRIPT, "configured" if logging_set_up else "bare"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_for(lambda: read_records(records, "ran"), what="the job to run")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+    text = log.read_text(encoding="utf-8")
+    if logging_set_up:
+        assert "INFO" not in text, "the application's own set-up (WARNING and up) is kept"
+    else:
+        assert " INFO manager script started with 1 worker on memory" in text, text
+        assert re.search(r" INFO job \S+ succeeded on script\.\d+", text), text
 
 
 def test_an_unimportable_target_fails_before_any_worker_starts(broker: MemoryBroker) -> None:

@@ -64,8 +64,10 @@ def test_a_restarted_client_gets_the_unfinished_job_back(client: Client, redis_d
     assert again.fetch_next_job("m1", "m1.1", timeout=0) == (job_id, {"n": 1})
     again.finish_job(job_id, "m1.1")
     again.close()
-    # A token nobody needed, and the producer's last call (both expire or are cleared).
-    assert set(client.keys("*")) - set(client.keys("qw:producer:*")) <= {"qw:wake:m1"}
+    # A token nobody needed, and the producer's last call (both expire or are cleared),
+    # and the name m1 among those jobs were queued to (where qw status looks for strays).
+    assert set(client.keys("*")) - set(client.keys("qw:producer:*")) <= {"qw:wake:m1", "qw:queues"}
+    assert client.smembers("qw:queues") == {"m1"}
 
 
 def test_fetch_waits_up_to_its_timeout(client: Client) -> None:

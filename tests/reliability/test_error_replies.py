@@ -386,6 +386,25 @@ def test_queueing_onto_a_queue_key_that_is_not_a_list_writes_nothing(url: str, c
     assert not client.exists(f"job:{job.id}"), "no data left without its queue entry"
 
 
+def test_queueing_for_a_manager_while_qw_queues_is_not_a_set_writes_nothing(
+    url: str, client: redis.Redis
+) -> None:
+    broker = RedisBroker.from_url(url)
+    job = Job.new({"n": 1}, manager="ql")
+    client.set("qw:queues", "another program's string")
+    try:
+        with pytest.raises(BackendError, match="WRONGTYPE qw:queues is a string"):
+            broker.queue_job(job)
+        with pytest.raises(BackendError, match="WRONGTYPE qw:queues is a string"):
+            broker.queue_jobs([job], delay=60)
+        assert any("qw:queues" in problem for problem in broker.problems())
+        assert broker.stray_queues() == {}, "status still answers"
+        assert broker.queue_jobs([Job.new({"shared": True})]), "the shared queue does not need it"
+    finally:
+        broker.close()
+    assert not client.exists(f"job:{job.id}"), "no data left without its queue entry"
+
+
 def test_a_take_that_meets_qw_origin_of_the_wrong_type_moves_nothing(url: str, client: redis.Redis) -> None:
     broker = RedisBroker.from_url(url)
     job = Job.new({"n": 1})

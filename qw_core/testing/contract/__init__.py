@@ -30,12 +30,15 @@ from qw_core.testing.contract.data import DataContract
 from qw_core.testing.contract.liveness import LivenessContract
 from qw_core.testing.contract.scheduling import SchedulingContract
 from qw_core.testing.contract.settling import SettlingContract
+from qw_core.testing.contract.strays import StrayContract
 from qw_core.testing.contract.taking import TakingContract
 
 __all__ = ["BrokerContract"]
 
 
-class BrokerContract(TakingContract, SettlingContract, DataContract, SchedulingContract, LivenessContract):
+class BrokerContract(
+    TakingContract, SettlingContract, DataContract, SchedulingContract, LivenessContract, StrayContract
+):
     """The contract of :class:`~qw_core.broker.Broker`, run against the ``broker`` fixture."""
 
     @pytest.fixture

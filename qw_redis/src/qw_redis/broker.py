@@ -45,7 +45,7 @@ import attrs
 import redis
 
 from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, check_delay
-from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError
+from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError, WorkerRunning
 from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_redis import codec, connection, keys
@@ -58,6 +58,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: Most jobs queued by one script call.
 QUEUE_BATCH = 1000
+#: Most jobs one call of ``move.lua`` moves (:meth:`RedisBroker.move_queued`).
+MOVE_BATCH = 1000
 #: Shortest blocking wait worth a round trip, in seconds.
 _MIN_BLOCK = 0.01
 #: Seconds between two log lines about the same queue key of the wrong type.
@@ -100,6 +102,7 @@ _OWN_KEY_TYPES = (
     (keys.DELAYED, "zset"),
     (keys.FAILED, "zset"),
     (keys.RECOVERIES, "hash"),
+    (keys.QUEUES, "set"),
 )
 
 
@@ -151,21 +154,20 @@ class RedisBroker(Broker):
         if check_delay(jobs, delay, at):
             self._queue_delayed(jobs, delay, at)
             return [job.id for job in jobs]
-        batches: dict[tuple[str, str], list[tuple[str, dict[str, str]]]] = {}
-        where: tuple[str, str]
+        batches: dict[str | None, list[tuple[str, dict[str, str]]]] = {}
         for job in jobs:  # encode (and refuse) everything before anything is written
-            if job.worker is not None:
-                self._check_cached(job.worker)
-                where = (keys.queue(job.worker), keys.wake(job.worker))
-            elif job.manager is not None:
-                self._check_cached(job.manager)
-                where = (keys.queue(job.manager), keys.wake(job.manager))
-            else:
-                where = (keys.ALL_JOBS, keys.WAKE_ALL)
-            batches.setdefault(where, []).append((job.id, self._encode_new(job)))
-        for (queue, wake), batch in batches.items():
+            name = job.worker if job.worker is not None else job.manager  # None: the shared queue
+            if name is not None:
+                self._check_cached(name)
+            batches.setdefault(name, []).append((job.id, self._encode_new(job)))
+        for name, batch in batches.items():
             for start in range(0, len(batch), QUEUE_BATCH):
-                self._scripts.queue(queue=queue, wake=wake, jobs=batch[start : start + QUEUE_BATCH])
+                self._scripts.queue(
+                    name=name,
+                    queue=keys.queue(name),
+                    wake=keys.wake(name),
+                    jobs=batch[start : start + QUEUE_BATCH],
+                )
         return [job.id for job in jobs]
 
     def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
@@ -537,6 +539,32 @@ class RedisBroker(Broker):
             if str(exc).startswith("WRONGTYPE"):
                 return 0
             raise
+
+    @_translated
+    def stray_queues(self) -> dict[str, int]:
+        """See :meth:`Broker.stray_queues`: the names in ``qw:queues`` (jobs queued by the
+        original qw's client to a name are not found)."""
+        return dict(sorted(self._scripts.stray().items()))
+
+    def move_queued(self, name: str, *, to: str | None = None) -> int:
+        """See :meth:`Broker.move_queued`; in calls of :data:`MOVE_BATCH` jobs each, so
+        Redis is never held up for long."""
+        self._check_cached(name)
+        if to is not None:
+            self._check_cached(to)
+        moved = 0
+        while True:
+            try:
+                batch = self._scripts.move(name=name, to=to, limit=MOVE_BATCH)
+            except redis.ResponseError as exc:
+                if str(exc).startswith("IN_USE "):
+                    raise WorkerRunning(str(exc).removeprefix("IN_USE ")) from exc
+                raise self._error(exc) from exc
+            except redis.RedisError as exc:
+                raise self._error(exc) from exc
+            moved += batch
+            if batch < MOVE_BATCH:
+                return moved
 
     @_translated
     def problems(self) -> list[str]:

@@ -52,6 +52,10 @@ is never ``qw`` and never contains ``:``):
 ``qw:recoveries``      hash    job id → how often the job was put back because its
                                worker died holding it; cleared when it is finished or
                                failed
+``qw:queues``          set     the names jobs were queued to by name (a manager's queue,
+                               a worker's list), kept by the queueing scripts: ``qw
+                               status`` looks through them for stray queues, which no
+                               running manager or worker owns
 ``qw:producer:<token>`` string ``number:result`` of the last queueing call of one
                                producer (a broker object), expiring after 10 minutes:
                                a call re-sent after a lost reply is recognised and
@@ -103,6 +107,9 @@ MANAGERS = _QW + "managers"
 REAPER = _QW + "reaper"
 #: Job id → how many times it was put back after its worker died holding it.
 RECOVERIES = _QW + "recoveries"
+#: Names jobs were queued to by name (managers' queues, workers' lists): where to look
+#: for queues that no running manager or worker owns.
+QUEUES = _QW + "queues"
 
 #: Value of an ``ORIGIN`` entry for a job taken from the shared queue.
 SHARED_ORIGIN = ""
@@ -204,5 +211,7 @@ local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
 local function failed_key(id) return {_lua_string(_FAILED_PREFIX)} .. id end
 local function invalid_key(id) return {_lua_string(_INVALID_PREFIX)} .. id end
 local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end
+local function workers_key(name) return name .. {_lua_string(_WORKERS_SUFFIX)} end
+local function heartbeat_key(name) return {_lua_string(_HEARTBEAT_PREFIX)} .. name end
 local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
 """

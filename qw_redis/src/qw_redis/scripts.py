@@ -145,18 +145,23 @@ class Scripts:
         self._queue_delayed = client.register_script(script_source("queue_delayed.lua"))
         self._promote = client.register_script(script_source("promote.lua"))
         self._purge_failed = client.register_script(script_source("purge_failed.lua"))
+        self._stray = client.register_script(script_source("stray.lua"))
+        self._move = client.register_script(script_source("move.lua"))
 
     def _call_number(self) -> str:
         return str(next(self._calls))
 
-    def queue(self, *, queue: str, wake: str, jobs: Sequence[tuple[str, Mapping[str, str]]]) -> int:
-        """Queue ``jobs`` (id, hash fields) on ``queue``; one wake-up token each on ``wake``."""
+    def queue(
+        self, *, name: str | None, queue: str, wake: str, jobs: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> int:
+        """Queue ``jobs`` (id, hash fields) on ``queue``, of manager or worker ``name``
+        (``None``: the shared queue); one wake-up token each on ``wake``."""
         batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue(
-                keys=[queue, wake, self._producer],
-                args=[payload, self._call_number()],
+                keys=[queue, wake, self._producer, keys.QUEUES],
+                args=[payload, self._call_number(), name or ""],
             )
         )
 
@@ -174,7 +179,7 @@ class Scripts:
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue_delayed(
-                keys=[keys.DELAYED, keys.ORIGIN, self._producer],
+                keys=[keys.DELAYED, keys.ORIGIN, self._producer, keys.QUEUES],
                 args=[
                     repr(float(delay)),
                     origin,
@@ -375,3 +380,24 @@ class Scripts:
             args=[self._call_number(), job_id, *_flatten(fields)],
         )
         return bool(result)
+
+    def stray(self) -> dict[str, int]:
+        """Names no running manager or worker has whose queue holds jobs, with their counts."""
+        flat = self._stray(keys=[keys.QUEUES, keys.ALL_MANAGERS])
+        return {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def move(self, *, name: str, to: str | None, limit: int) -> int:
+        """Move up to ``limit`` jobs from ``name``'s list to ``to``'s queue (``None``: shared)."""
+        return int(
+            self._move(
+                keys=[
+                    keys.queue(name),
+                    keys.queue(to),
+                    keys.wake(to),
+                    keys.ORIGIN,
+                    keys.ALL_MANAGERS,
+                    keys.QUEUES,
+                ],
+                args=[name, limit],
+            )
+        )

@@ -3,10 +3,12 @@
 -- KEYS[1]  the queue: all:jobs, <m>:jobs, or <w>:jobs for jobs sent to a worker
 -- KEYS[2]  its wake list: qw:wake:all, qw:wake:<m> or qw:wake:<w>
 -- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
+-- KEYS[4]  qw:queues   names jobs were queued to by name
 -- ARGV[1]  the jobs as one JSON array of [id, [field, value, field, value, ...]], in
 --          queue order (one argument instead of thousands: packing each argument costs
 --          the client more than the whole script costs Redis)
 -- ARGV[2]  the number of this call among the producer's
+-- ARGV[3]  the manager or worker KEYS[1] belongs to, '' for the shared queue
 --
 -- A call that ran already (the same producer and number) changes nothing, so a job is
 -- queued once even if the client re-sends the call after the job ran. A queue or wake
@@ -14,7 +16,8 @@
 -- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), then its id
 -- LPUSHed onto KEYS[1], before the next job is touched, so an error part-way leaves whole
 -- jobs only. A job whose hash exists is queued, held or delayed already: it is left
--- alone. Then up to WAKE_CAP tokens on KEYS[2]. The job:<id> keys are built here from the
+-- alone. Then ARGV[3] is added to KEYS[4] (so that `qw status` finds the queue if no
+-- running manager or worker has that name), and up to WAKE_CAP tokens go on KEYS[2]. The job:<id> keys are built here from the
 -- ids (see keys.py's prelude) rather than declared.
 -- Returns: the number of jobs queued.
 
@@ -22,6 +25,7 @@ local again = replayed(KEYS[3], ARGV[2])
 if again then return again end
 expect(KEYS[1], 'list')
 expect(KEYS[2], 'list')
+if ARGV[3] ~= '' then expect(KEYS[4], 'set') end
 local jobs = cjson.decode(ARGV[1])
 local queued = 0
 for _, job in ipairs(jobs) do
@@ -33,5 +37,6 @@ for _, job in ipairs(jobs) do
     queued = queued + 1
   end
 end
+if queued > 0 and ARGV[3] ~= '' then redis.call('SADD', KEYS[4], ARGV[3]) end
 wake(KEYS[2], queued)
 return remember(KEYS[3], ARGV[2], queued)

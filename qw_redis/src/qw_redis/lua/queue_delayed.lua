@@ -5,6 +5,7 @@
 -- ARGV[1]  delay in seconds (more than 0)
 -- ARGV[2]  the queue the jobs go to when due: a manager's name, or '' for the shared queue
 -- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
+-- KEYS[4]  qw:queues   names jobs were queued to by name (ARGV[2] is added, as in queue.lua)
 -- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...]] (as in queue.lua)
 -- ARGV[4]  the number of this call among the producer's
 -- ARGV[5]  when the jobs are due (seconds since the epoch), or '' for now + ARGV[1]
@@ -23,6 +24,7 @@ local again = replayed(KEYS[3], ARGV[4])
 if again then return again end
 expect(KEYS[1], 'zset')
 expect(KEYS[2], 'hash')
+if ARGV[2] ~= SHARED_ORIGIN then expect(KEYS[4], 'set') end
 local jobs = cjson.decode(ARGV[3])
 local due = ARGV[5] ~= '' and tonumber(ARGV[5]) or now() + tonumber(ARGV[1])
 local queued = 0
@@ -36,5 +38,6 @@ for i, job in ipairs(jobs) do
     queued = queued + 1
   end
 end
+if queued > 0 and ARGV[2] ~= SHARED_ORIGIN then redis.call('SADD', KEYS[4], ARGV[2]) end
 if queued > 0 then wake(ARGV[2] == SHARED_ORIGIN and WAKE_ALL or wake_key(ARGV[2]), 1) end
 return remember(KEYS[3], ARGV[4], queued)
