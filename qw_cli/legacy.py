@@ -23,6 +23,7 @@ import click
 from qw_cli.argv import Option, Parsed, UsageError, parse
 from qw_cli.errors import CliError, translate
 from qw_cli.jobinput import decode, parse_document, parse_documents
+from qw_cli.main import importable_here
 from qw_cli.run import run_manager
 from qw_core import __version__
 from qw_core.backends import open_broker
@@ -82,7 +83,11 @@ LEVELS = ("debug", "info", "warn", "error")
 
 
 def qw_manager(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``qw-manager``: run a manager until SIGTERM, SIGINT or SIGHUP."""
+    """Entry point of ``qw-manager``: run a manager until SIGTERM, SIGINT or SIGHUP.
+
+    Its target is imported with the current directory first on the path, as ``qw run``'s.
+    """
+    importable_here()
     _main("qw-manager", MANAGER_DOC, MANAGER_OPTIONS, _manager, argv)
 
 

@@ -434,7 +434,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if status is not None:\n            status.done()",
         "        if False:\n            status.done()",
         "a worker between jobs is blamed for nothing",
-        RELIABILITY,
+        (*CORE, *RELIABILITY),
     ),
     # -- settling decisions -------------------------------------------------------------------
     Mutant(

@@ -80,11 +80,12 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def run_script(
-    name: str, *args: str, input: str | None = None, timeout: float = 30, **env: str
+    name: str, *args: str, input: str | None = None, timeout: float = 30, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run a console script to completion."""
+    """Run a console script to completion (in ``cwd``, if given)."""
     return subprocess.run(
         [*script(name), *args],
+        cwd=cwd,
         input=input,
         capture_output=True,
         text=True,
@@ -123,9 +124,10 @@ class Lines:
 class Process:
     """A long-running console script (``qw run``, ``qw-manager``) with its output collected."""
 
-    def __init__(self, argv: Sequence[str], **env: str) -> None:
+    def __init__(self, argv: Sequence[str], cwd: Path | None = None, **env: str) -> None:
         self.popen = subprocess.Popen(
             list(argv),
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

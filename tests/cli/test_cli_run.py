@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cli_support import (
     DEAD_URL,
+    REDIS_DB,
     REDIS_URL,
     Process,
     assert_one_line_error,
@@ -25,6 +26,7 @@ from cli_support import (
     wait_for,
     wait_for_records,
 )
+from qwtest_readme import write_block
 from qwtest_redis import free_port
 
 JOBS = 6
@@ -98,6 +100,58 @@ def test_two_runs_on_one_host_need_no_names_and_a_name_in_use_is_refused(redis_d
     with Process([*argv, "-n", host, "qwtest_targets:record"]) as again:
         registered(host, again)
         assert again.stop(signal.SIGTERM) == 0, again.stderr.text()
+
+
+@pytest.mark.slow
+def test_the_readme_first_target_runs_from_the_folder_that_holds_it(tmp_path: Path) -> None:
+    # As the README says: myapp/jobs.py (no __init__.py), and qw run from that folder.
+    write_block(tmp_path, "myapp/jobs.py")
+    argv = [*script("qw"), "run", "--embedded", "-w", "2", "myapp.jobs:handle"]
+    with Process(argv, cwd=tmp_path) as manager:
+        hint = wait_for(
+            lambda: manager.stderr.matching(lambda line: "qw enqueue --url" in line) or not manager.alive(),
+            what="the URL line",
+        )
+        assert manager.alive(), manager.stderr.text()
+        url = re.search(r"--url (redis://127\.0\.0\.1:\d+/0)", hint[0]).group(1)  # type: ignore[union-attr]
+        queued = run_script("qw", "enqueue", "--url", url, '{"image": "cat.png"}', cwd=tmp_path)
+        assert queued.returncode == 0, queued.stderr
+        wait_for(
+            lambda: manager.stdout.matching(lambda line: line == "resizing cat.png"), what="the job to run"
+        )
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_the_original_qw_manager_also_imports_from_the_current_folder(tmp_path: Path, redis_db: Any) -> None:
+    write_block(tmp_path, "myapp/jobs.py")
+    port = REDIS_URL.rsplit(":", 1)[1].split("/")[0]
+    argv = [
+        *script("qw-manager"),
+        "-p",
+        port,
+        "-d",
+        str(REDIS_DB),
+        "-w",
+        "1",
+        "-n",
+        "legacy",
+        "myapp.jobs.handle",
+    ]
+    with Process(argv, cwd=tmp_path) as manager:
+        wait_for(
+            lambda: redis_db.sismember("all:managers", "legacy") or not manager.alive(),
+            what="qw-manager to register",
+        )
+        assert manager.alive(), manager.stderr.text()
+        queued = run_script(
+            "qw", "enqueue", "--url", REDIS_URL, "--manager", "legacy", '{"image": "dog.png"}'
+        )
+        assert queued.returncode == 0, queued.stderr
+        wait_for(
+            lambda: manager.stdout.matching(lambda line: line == "resizing dog.png"), what="the job to run"
+        )
 
 
 @pytest.mark.slow

@@ -136,3 +136,12 @@ def test_a_job_that_never_ends_stops_at_max_runs(broker: Broker) -> None:
 
 def test_nothing_queued_returns_at_once(broker: Broker) -> None:
     assert run_jobs(broker, collect, plugins=NO_INSTALLED_PLUGINS) == []
+
+
+def test_with_the_failure_plugin_blocked_an_unanswered_failure_still_fails_the_job(broker: Broker) -> None:
+    # No plugin answers qw_job_failed: the job is failed and kept, never dropped.
+    job_id = broker.queue_job(Job.new({"fail_times": 1}))
+    plugins = PluginConfig(entry_points=False, disabled=("qw.builtin.failures",))
+    [ran] = run_jobs(broker, flaky, plugins=plugins)
+    assert ran.outcome is Outcome.FAILED
+    assert [entry.job.id for entry in broker.failed_jobs()] == [job_id]
