@@ -152,6 +152,7 @@ def test_the_original_qw_manager_also_imports_from_the_current_folder(tmp_path: 
         wait_for(
             lambda: manager.stdout.matching(lambda line: line == "resizing dog.png"), what="the job to run"
         )
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
 
 
 @pytest.mark.slow
