@@ -2,16 +2,18 @@
 
 Actions (the last line on stdout is a JSON object the harness reads):
 
-* ``info``: the peer's version(s);
+* ``info``: the peer's version(s), whether it has a bulk API, and its concurrency setting
+  (jobs a worker process runs at once, and the setting that says so; in I/O mode,
+  ``BENCH_IO_MS`` set, some peers use another);
 * ``enqueue --n N [--bulk]``: queue N benchmark jobs (one call each, or the peer's bulk
   API), timed here, so interpreter and import time are left out;
 * ``latency --n N [--queue shared|manager]``: N times: note the time, queue one latency job,
   wait for its task to report how late it started; idle gaps between jobs;
 * ``worker --workers W``: become the peer's worker (W processes); never returns.
 
-The adapter module (``peers/<module>.py``) provides ``version()``, ``worker(workers)`` and a
-``Producer`` class with ``send(t, queue)`` and optionally ``send_many(n)``; either may be
-``async def``.
+The adapter module (``peers/<module>.py``) provides ``version()``, ``worker(workers)``,
+``concurrency()`` (``common.concurrency(...)``) and a ``Producer`` class with
+``send(t, queue)`` and optionally ``send_many(n)``; either may be ``async def``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def main() -> None:
     if args.action == "info":
         bulk = hasattr(adapter.Producer, "send_many")
         result: dict[str, Any] = {"version": adapter.version(), "bulk": bulk}
+        if hasattr(adapter, "concurrency"):
+            result["concurrency"] = adapter.concurrency()
     elif args.action == "enqueue":
         result = enqueue(adapter, args.n, bulk=args.bulk)
     else:

@@ -3,6 +3,7 @@
     python bench/run.py                  # qw and every peer (installs them on first use)
     python bench/run.py --quick          # qw only, small N (the CI smoke)
     python bench/run.py --peers qw,huey --json
+    python bench/run.py --io 20          # I/O mode: every job waits 20 ms (drain only)
 
 One private ``redis-server`` (a free port, no persistence) serves every peer in turn. Each
 peer runs from its own virtualenv under ``bench/.venvs/`` (see ``venvs.py``) through
@@ -18,6 +19,11 @@ script. For each peer, with 2 worker processes and a no-op task that INCRs a cou
    minus the harness's own polling;
 4. idle: the workers' CPU over two seconds with an empty queue, and their RSS;
 5. latency: one job at a time to idle workers, the task reports ``start - queued``.
+
+In I/O mode (``--io MS``) each job first waits MS milliseconds (``time.sleep`` in a peer
+that runs plain functions, ``await asyncio.sleep`` in one that runs coroutines), each peer
+runs with its own concurrency setting for such work (``concurrency()`` in its adapter), and
+only the drain is measured (3), with the workers' RSS.
 
 A peer that fails to install or run shows its reason in the table; the run goes on.
 """
@@ -67,10 +73,29 @@ class Sizes:
 
 FULL = Sizes(single=5_000, drain=20_000, latency=300)
 QUICK = Sizes(single=300, drain=1_000, latency=20)
+#: I/O mode's default job count is this many seconds of waiting spread over the jobs: about
+#: 20 s of draining for a peer that runs one job at a time in each of its 2 processes.
+IO_WAIT_BUDGET = 40.0
+
+
+def io_jobs(ms: float, quick: bool) -> int:
+    """Jobs per drain for ``--io MS`` without ``--jobs``: 2,000 at 20 ms (``--quick``: 200)."""
+    jobs = IO_WAIT_BUDGET * 1000 / max(ms, 2.0)
+    low, high = (100, QUICK.drain) if quick else (200, FULL.drain)
+    if quick:
+        jobs /= 10
+    return int(min(high, max(low, round(jobs, -2))))
 
 
 class PeerFailed(Exception):
-    """One peer could not be measured; the message goes in the table."""
+    """One peer could not be measured; the message goes in the table.
+
+    :param details: what was learnt before the failure (I/O mode: the peer's concurrency).
+    """
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 # -- the private Redis ---------------------------------------------------------------------------
@@ -383,6 +408,51 @@ def measure(
     return out
 
 
+def measure_io(
+    peer: Peer, client: redis.Redis, jobs: int, args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    """I/O mode: drain ``jobs`` that each wait ``args.io`` ms, with the peer's concurrency setting."""
+    try:
+        python = venvs.ensure(peer, reinstall=args.reinstall)
+    except venvs.InstallFailed as exc:
+        raise PeerFailed(f"install failed: {exc}") from exc
+    env = {"BENCH_IO_MS": f"{args.io:g}", "BENCH_QW_CONCURRENCY": str(args.qw_concurrency), **peer.env}
+    if args.qw_prefetch:
+        env["BENCH_QW_PREFETCH"] = str(args.qw_prefetch)
+    runner = Runner(peer, python, url_of(client), logs, env)
+    info = runner.call("info", timeout=120)
+    out: dict[str, Any] = {"version": info["version"]}
+    if info.get("concurrency"):
+        per_process = info["concurrency"]["per_process"]
+        out["concurrency"] = info["concurrency"]["setting"]
+        out["in_flight"] = per_process * WORKERS
+        if args.io > 0:
+            out["ideal_per_s"] = out["in_flight"] * 1000 / args.io
+
+    try:
+        reset(client)
+        runner.call("enqueue", "--n", str(jobs), *(["--bulk"] if info["bulk"] else []))
+        if client.get(DONE) is not None:
+            raise PeerFailed("jobs ran with no worker started")
+        client.config_resetstat()
+        with runner.workers() as process:
+            try:
+                # A drain of long waits may make no progress for a while without being stuck.
+                out.update(drain(client, process, jobs, stall=max(args.stall, 3 * args.io / 1000)))
+            except PeerFailed as exc:
+                log = logs / f"{peer.name}-worker.log"
+                tail = last_line(log.read_text(errors="replace")) if log.exists() else "no log"
+                raise PeerFailed(f"{exc}; the worker's log ends: {tail}") from exc
+            pids = session_pids(process.pid)
+            out["processes"] = len(pids)
+            out["rss_mb"] = rss_mb(pids)
+    except PeerFailed as exc:
+        raise PeerFailed(str(exc), details=out) from exc
+    if "ideal_per_s" in out:
+        out["share_of_ideal"] = out["drain_per_s"] / out["ideal_per_s"]
+    return out
+
+
 def median_of(runs: list[Any]) -> Any:
     """The median of each number across ``runs`` (dicts of the same shape); else the first value."""
     first = runs[0]
@@ -482,6 +552,48 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+IO_COLUMNS = (
+    "peer",
+    "concurrency (per process)",
+    "in flight",
+    "drain/s",
+    "of ideal",
+    "cmds/job",
+    "rt/job",
+    "RSS MB",
+    "qw x",
+)
+
+
+def io_table(results: dict[str, dict[str, Any]]) -> str:
+    """The I/O mode's table: each peer's concurrency setting, drain rate and qw's ratio to it."""
+    qw = results.get("qw", {})
+    lines = [
+        "| " + " | ".join(IO_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(IO_COLUMNS))) + "|",
+    ]
+    for name, row in results.items():
+        setting = str(row.get("concurrency", "?"))
+        if "error" in row:
+            cells = [name, setting, fmt(row.get("in_flight")), f"**{row['error']}**"]
+            lines.append("| " + " | ".join(cells + [""] * (len(IO_COLUMNS) - len(cells))) + " |")
+            continue
+        share = row.get("share_of_ideal")
+        cells = [
+            name,
+            setting,
+            fmt(row.get("in_flight")),
+            fmt(row.get("drain_per_s")),
+            "-" if share is None else f"{100 * share:.0f}%",
+            fmt(row.get("commands_per_job"), 2),
+            fmt(row.get("round_trips_per_job"), 2),
+            f"{fmt(row.get('rss_mb'))} ({fmt(row.get('processes'))})",
+            "" if name == "qw" else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def versions(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(f"  {name}: {row['version']}" for name, row in results.items() if row.get("version"))
 
@@ -491,15 +603,36 @@ def versions(results: dict[str, dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--peers", help=f"comma-separated, from: {', '.join(PEERS)} (default: all)")
+    parser.add_argument(
+        "--peers", help=f"comma-separated, from: {', '.join(PEERS)} (default: all; qw-sync only with --io)"
+    )
     parser.add_argument("--quick", action="store_true", help="small N, qw only unless --peers (CI smoke)")
-    parser.add_argument("--jobs", type=int, help="jobs per drain (default 20,000; --quick 1,000)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        help="jobs per drain (default 20,000; --quick 1,000; with --io: 40,000 / MS, 2,000 at 20 ms, "
+        "from 200 to 20,000; --quick a tenth of that, from 100 to 1,000)",
+    )
     parser.add_argument("--single", type=int, help="jobs queued one call each (default 5,000)")
     parser.add_argument("--latency", type=int, help="latency samples (default 300)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds over all peers; the table shows each one's medians"
     )
     parser.add_argument("--qw-prefetch", type=int, help="qw run --prefetch (default: qw's default)")
+    parser.add_argument(
+        "--io",
+        type=non_negative,
+        metavar="MS",
+        help="I/O mode: every job waits MS milliseconds (time.sleep, or asyncio.sleep in async peers); "
+        "measures the drain only, each peer with its concurrency setting for such work",
+    )
+    parser.add_argument(
+        "--qw-concurrency",
+        type=positive,
+        default=10,
+        metavar="N",
+        help="with --io: qw run --concurrency N, jobs awaited at once per worker process (default 10)",
+    )
     parser.add_argument("--json", nargs="?", const="", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--results", default=str(RESULTS), help="where logs and --json go (bench/results)")
     parser.add_argument("--redis-server", default="redis-server", help="the redis-server binary")
@@ -508,8 +641,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds >= 0: {text}")
+    return value
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number >= 1: {text}")
+    return value
+
+
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds: the workers and redis-server are stopped on the way
+
+
+def sizes_of(args: argparse.Namespace) -> Sizes:
+    if args.io is not None:  # the drain only
+        return Sizes(single=0, drain=args.jobs or io_jobs(args.io, args.quick), latency=0)
+    base = QUICK if args.quick else FULL
+    return Sizes(
+        single=args.single or base.single, drain=args.jobs or base.drain, latency=args.latency or base.latency
+    )
+
+
+def run_rounds(
+    names: list[str], client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path
+) -> dict[str, dict[str, Any]]:
+    """Measure each peer ``args.repeat`` times; one row each (medians, or why it failed)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    errors: dict[str, list[str]] = {name: [] for name in names}
+    details: dict[str, dict[str, Any]] = {name: {} for name in names}
+    # Round by round (every peer once, then again), so that a busy spell on the
+    # machine falls on all of them rather than on one peer's runs.
+    for round_ in range(1, args.repeat + 1):
+        for name in names:
+            if errors[name] and errors[name][-1].startswith("install failed"):
+                continue
+            label = f"{name} (run {round_}/{args.repeat})" if args.repeat > 1 else name
+            print(f"bench: {label} ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            try:
+                if args.io is not None:
+                    runs[name].append(measure_io(PEERS[name], client, sizes.drain, args, logs))
+                else:
+                    runs[name].append(measure(PEERS[name], client, sizes, args, logs))
+                outcome = f"{fmt(runs[name][-1]['drain_per_s'])} jobs/s drain"
+            except Exception as exc:  # a bug in one adapter must not lose the others' results
+                reason = str(exc) if isinstance(exc, PeerFailed) else f"{type(exc).__name__}: {exc}"
+                errors[name].append(reason)
+                details[name] = getattr(exc, "details", {})
+                outcome = reason
+            elapsed = time.monotonic() - started
+            print(f"bench: {label}: {outcome} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+    results = {name: combine(runs[name], errors[name]) for name in names}
+    for name, row in results.items():
+        if "error" in row:  # with what is known of a peer that failed (I/O mode: its concurrency)
+            results[name] = {**details[name], **row}
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,19 +709,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background
         signal.signal(signal.SIGINT, _stop)
-    base = QUICK if args.quick else FULL
-    sizes = Sizes(
-        single=args.single or base.single, drain=args.jobs or base.drain, latency=args.latency or base.latency
-    )
-    names = args.peers.split(",") if args.peers else (["qw"] if args.quick else list(PEERS))
-    unknown = [name for name in names if name not in PEERS]
+    io = args.io is not None
+    sizes = sizes_of(args)
+    known = [name for name, peer in PEERS.items() if io or not peer.io_only]
+    if args.peers:
+        names = args.peers.split(",")
+    elif args.quick:  # qw's own, nothing to install
+        names = ["qw", "qw-sync"] if io else ["qw"]
+    else:
+        names = known
+    unknown = [name for name in names if name not in known]
     if unknown:
-        print(f"bench: unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}", file=sys.stderr)
+        why = "; ".join(f"{name} runs only with --io" for name in unknown if name in PEERS)
+        print(f"bench: unknown peer(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
+        if why:
+            print(f"bench: {why}", file=sys.stderr)
         return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = Path(args.results)
     logs = results_dir / "logs" / stamp
-    results: dict[str, dict[str, Any]] = {}
     with private_redis(args.redis_server) as client:
         server = client.info("server")
         machine = {
@@ -540,31 +738,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(
             f"bench: {machine['cpus']} CPUs, Python {machine['python']}, Redis {machine['redis']} "
-            f"at {url_of(client)}; {WORKERS} workers; {sizes.drain:,} jobs per drain",
+            f"at {url_of(client)}; {WORKERS} workers; {sizes.drain:,} jobs per drain"
+            + (f", each waiting {args.io:g} ms (I/O mode)" if io else ""),
             file=sys.stderr,
         )
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-        errors: dict[str, list[str]] = {name: [] for name in names}
-        # Round by round (every peer once, then again), so that a busy spell on the
-        # machine falls on all of them rather than on one peer's runs.
-        for round_ in range(1, args.repeat + 1):
-            for name in names:
-                if errors[name] and errors[name][-1].startswith("install failed"):
-                    continue
-                label = f"{name} (run {round_}/{args.repeat})" if args.repeat > 1 else name
-                print(f"bench: {label} ...", file=sys.stderr, flush=True)
-                started = time.monotonic()
-                try:
-                    runs[name].append(measure(PEERS[name], client, sizes, args, logs))
-                    outcome = f"{fmt(runs[name][-1]['drain_per_s'])} jobs/s drain"
-                except Exception as exc:  # a bug in one adapter must not lose the others' results
-                    reason = str(exc) if isinstance(exc, PeerFailed) else f"{type(exc).__name__}: {exc}"
-                    errors[name].append(reason)
-                    outcome = reason
-                elapsed = time.monotonic() - started
-                print(f"bench: {label}: {outcome} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
-        results = {name: combine(runs[name], errors[name]) for name in names}
-    print(table(results))
+        results = run_rounds(names, client, sizes, args, logs)
+    print(io_table(results) if io else table(results))
     print(f"\nversions:\n{versions(results)}")
     print(
         f"machine: {machine['cpus']} CPUs, Python {machine['python']}, Redis {machine['redis']}, "
@@ -581,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
             "qw_prefetch": args.qw_prefetch,
             "results": results,
         }
+        if io:
+            document.update(io_ms=args.io, qw_concurrency=args.qw_concurrency)
         path.write_text(json.dumps(document, indent=2) + "\n")
         print(f"results: {path}", file=sys.stderr)
     return 0

@@ -29,6 +29,7 @@ from qw_cli.options import (
     split_plugin_names,
 )
 from qw_core.backends import open_broker
+from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, MAX_CONCURRENCY
 from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
 from qw_core.logsetup import LEVELS, configure_logging
 from qw_core.models import Job
@@ -73,6 +74,17 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
     help="Log level.",
 )
 @plugin_option
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    envvar="QW_CONCURRENCY",
+    show_envvar=True,
+    metavar="N",
+    help=f"Jobs each worker process runs at once: tasks on an event loop for an async def target, "
+    f"threads for a plain function (which must then be thread-safe).  [default: "
+    f"{DEFAULT_ASYNC_CONCURRENCY} for async def, 1 for a plain function]",
+)
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
@@ -176,6 +188,7 @@ def run(
     name: str | None,
     level: str,
     plugins: tuple[str, ...],
+    concurrency: int | None,
     prefetch: int,
     grace: float | None,
     job_timeout: float | None,
@@ -236,6 +249,7 @@ def run(
             workers=workers,
             name=name,
             plugins=config,
+            concurrency=concurrency,
             prefetch=prefetch,
             grace=grace,
             sample_jobs=sample_jobs,
@@ -303,6 +317,7 @@ def run_manager(
     workers: int | None,
     name: str | None,
     plugins: PluginConfig,
+    concurrency: int | None = None,
     prefetch: int = DEFAULT_PREFETCH,
     grace: float | None = None,
     sample_jobs: int = 0,
@@ -325,6 +340,7 @@ def run_manager(
             num_workers=workers,
             name=name,
             plugins=plugins,
+            concurrency=concurrency,
             prefetch=prefetch,
             grace=grace,
             failed_limits=failed_limits,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         TargetError,
         TargetModuleNotFound,
         TargetNotCallable,
+        TargetNotRun,
         WorkerRunning,
     )
     from qw_core.models import (
@@ -81,6 +82,7 @@ _EXPORTS = {
     "TargetError": "qw_core.errors",
     "TargetModuleNotFound": "qw_core.errors",
     "TargetNotCallable": "qw_core.errors",
+    "TargetNotRun": "qw_core.errors",
     "WorkerInfo": "qw_core.models",
     "WorkerRunning": "qw_core.errors",
 }
@@ -119,6 +121,7 @@ __all__ = [
     "TargetError",
     "TargetModuleNotFound",
     "TargetNotCallable",
+    "TargetNotRun",
     "WorkerInfo",
     "WorkerRunning",
     "__version__",

@@ -172,6 +172,18 @@ class Broker(abc.ABC):
             to a connection error) are handed out again by a later take.
         """
 
+    @abc.abstractmethod
+    def nudge(self, worker: str) -> None:
+        """Make a :meth:`take` by ``worker`` that waits for a job now, or the next one that
+        would wait, return at once (with whatever it takes, possibly nothing).
+
+        A worker running jobs concurrently waits in a take while some of its jobs run;
+        when one completes, it nudges itself (from another broker object, in the thread
+        that ran the job), so that it settles the job and fills the free slot at once
+        instead of at the end of the wait. A nudge nobody waited for ends one later wait
+        early, at most; it never takes or loses a job.
+        """
+
     def still_held(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         """Which of ``job_ids`` are on ``worker``'s held list now.
 
@@ -226,7 +238,13 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def recover_worker(
-        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+        self,
+        *,
+        manager: str,
+        worker: str,
+        max_recoveries: int | None = None,
+        crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
     ) -> int:
         """Put back every job a dead worker held, and remove it from its manager's workers.
 
@@ -247,6 +265,11 @@ class Broker(abc.ABC):
             knows it: only that job's recoveries are counted, since the others it held
             (taken in the same batch, or run and not yet finished) did not kill it.
             ``None`` counts every held job (nobody knows which one ran).
+        :param suspects: the jobs the worker had in hand when it died, when it had several
+            (it ran jobs concurrently): nobody knows which one killed it, so none is
+            counted (pass ``max_recoveries=None``); each is put back marked instead, and
+            the take that next hands it out sets :attr:`Job.suspect`, so that its worker
+            runs it alone and a crash then blames it alone.
         """
 
     # -- liveness --------------------------------------------------------------------

@@ -65,6 +65,12 @@ class TargetNotCallable(TargetError, TypeError):
     called as ``target(job_id, job_data)``."""
 
 
+class TargetNotRun(QwError):
+    """A job's target did not run although it was called: it (or a ``qw_job_run`` plugin)
+    returned an awaitable that a worker running plain functions cannot run. The job fails
+    with this, never counts as succeeded."""
+
+
 class BackendError(QwError):
     """Base class for failures of a broker backend."""
 

@@ -55,6 +55,7 @@ from qw_core import logsetup, settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
+from qw_core.execution import slots_for
 from qw_core.identity import identity_alive, process_identity
 from qw_core.liveness import (
     DEFAULT_HEARTBEAT,
@@ -142,9 +143,10 @@ class _Exited:
     :param successes: jobs it ran successfully and had not finished in the broker yet.
     :param died: it exited without being asked to, or was killed for a time limit
         (``qw_worker_died`` fires once it is settled).
-    :param blame: the job to count a recovery for (the one it died with in hand;
-        ``Busy(None)``: one whose id was too long to report, so every job it held);
-        ``None`` counts nothing.
+    :param in_hand: the jobs it died with in hand, to blame for the crash: one is counted
+        (``Busy(None)``: one whose id was too long to report, so every job it held is);
+        several are suspects, put back uncounted to run alone (see
+        :meth:`Broker.recover_worker`); none counts nothing.
     :param timed_out: the job it was killed for, past its time limit.
     """
 
@@ -153,7 +155,7 @@ class _Exited:
     exitcode: int | None
     successes: tuple[str, ...] = ()
     died: bool = False
-    blame: Busy | None = None
+    in_hand: tuple[Busy, ...] = ()
     timed_out: Running | None = None
 
 
@@ -211,6 +213,7 @@ class Manager:
         reap_interval: float | None = None,
         max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
         job_timeout: float | None = None,
+        concurrency: int | None = None,
     ) -> None:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
@@ -223,7 +226,11 @@ class Manager:
             raise ConfigurationError(f"the number of workers must be a positive integer, not {num_workers!r}")
         self._plugins = plugins or PluginConfig()
         self._pm = make_plugin_manager(self._plugins)
-        TargetLoader(self._pm.hook).load(target)  # fail here, not in N workers
+        loaded = TargetLoader(self._pm.hook).load(target)  # fail here, not in N workers
+        try:
+            self.concurrency = slots_for(loaded, concurrency)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._broker = broker if isinstance(broker, Broker) else broker()
         # A name given is checked here; the name to run under is claimed by claim_name().
         self._wanted_name = None if name is None else self._broker.check_name(name)
@@ -242,11 +249,12 @@ class Manager:
             log_level=logging.getLogger().getEffectiveLevel(),
             failed_limits=failed_limits,
             job_timeout=job_timeout,
+            concurrency=self.concurrency,
         )
         if start_method is None:
             start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self._ctx = multiprocessing.get_context(start_method)
-        self._slots = [_Slot(status=JobStatus(self._ctx)) for _ in range(num_workers)]
+        self._slots = [_Slot(status=JobStatus(self._ctx, self.concurrency)) for _ in range(num_workers)]
         # This start of the manager, and where it runs (see qw_core.identity).
         self._token = f"{secrets.token_hex(8)}@{process_identity()}"
         self._claimed = False
@@ -511,39 +519,44 @@ class Manager:
                 self._spawn(slot)
 
     def _enforce_time_limits(self) -> float:
-        """Kill the workers whose job overran; how long the supervisor may sleep."""
+        """Kill the workers with a job past the moment to kill it (its deadline, or later
+        for one the worker times out itself); how long the supervisor may sleep."""
         now = time.monotonic()
         tick = TIMEOUT_TICK
         for slot in self._slots:
-            running = slot.status.running() if slot.status is not None and slot.process is not None else None
-            if running is None:
+            if slot.status is None or slot.process is None:
                 continue
-            if running.deadline <= now:
-                self._time_out(slot, running)
-            else:
-                tick = min(tick, running.deadline - now)
+            for running in slot.status.running():
+                if running.kill_at <= now:
+                    self._time_out(slot, running)
+                    break
+                tick = min(tick, running.kill_at - now)
         return tick
 
     def _time_out(self, slot: _Slot, running: Running) -> None:
         """Kill ``slot``'s worker, settle the job it overran with and the rest, restart it."""
         assert slot.process is not None
+        assert slot.status is not None
         slot.process.kill()
         slot.process.join()
         log.warning(
-            "manager %s: job %s ran past its %gs limit on %s; killed the worker",
+            "manager %s: job %s ran past its %gs limit on %s%s; killed the worker",
             self.name,
             running.job_id,
             running.limit,
             slot.name,
+            " and did not come back" if running.kill_at > running.deadline else "",
         )
-        after = slot.status.running() if slot.status is not None else None
-        same_run = after is not None and after.seq == running.seq  # not a job that started since
-        known = same_run and running.job_id is not None
+        same_run = slot.status.seq(running.slot) == running.seq  # not a job that started since
+        # Settled as timed out by the worker already (its thread never came back): the
+        # others it held are put back uncounted.
+        settled = running.abandoned
+        known = same_run and running.job_id is not None and not settled
         # A job whose id was too long to report counts as a crash, so that a job that
         # always overruns still ends in the failed registry; the others it held never ran.
-        unknown = same_run and running.job_id is None
+        unknown = same_run and running.job_id is None and not settled
         exited = self._exited(
-            slot, died=True, blame=Busy(None) if unknown else None, timed_out=running if known else None
+            slot, died=True, in_hand=(Busy(None),) if unknown else (), timed_out=running if known else None
         )
         slot.forget_process()
         slot.restart_at = time.monotonic()
@@ -555,10 +568,10 @@ class Manager:
         slot.process.join()
         status = slot.status
         cannot_start = status is not None and status.could_not_start
-        # Blame the job it died with in hand, and only that one: the others it held were
+        # Blame the jobs it died with in hand, and only those: the others it held were
         # waiting their turn (or ran and were not finished yet). Between jobs, none.
-        blame = status.busy() if status is not None and not cannot_start else None
-        exited = self._exited(slot, died=not cannot_start, blame=blame)
+        in_hand = tuple(status.in_hand()) if status is not None and not cannot_start else ()
+        exited = self._exited(slot, died=not cannot_start, in_hand=in_hand)
         slot.forget_process()
         self._settle_or_later(exited)
         if cannot_start:
@@ -574,7 +587,7 @@ class Manager:
         )
 
     def _exited(
-        self, slot: _Slot, *, died: bool, blame: Busy | None = None, timed_out: Running | None = None
+        self, slot: _Slot, *, died: bool, in_hand: tuple[Busy, ...] = (), timed_out: Running | None = None
     ) -> _Exited:
         """``slot``'s worker, which has exited, with the jobs its status record reports."""
         assert slot.process is not None
@@ -584,7 +597,7 @@ class Manager:
             exitcode=slot.process.exitcode,
             successes=tuple(slot.status.successes()) if slot.status is not None else (),
             died=died,
-            blame=blame,
+            in_hand=in_hand,
             timed_out=timed_out,
         )
 
@@ -627,9 +640,11 @@ class Manager:
         those with its next take, ``Worker.finish_delay``, and reports them meanwhile), so
         they do not run again; then the rest go back to their queues
         (:meth:`Broker.recover_worker`), with no heartbeat for the worker in flight, so
-        none can register it again afterwards. Recoveries are counted only for the job
-        ``exited.blame`` names. Every step is guarded or idempotent, so a settle that
-        failed can be run again.
+        none can register it again afterwards. Recoveries are counted only for the job it
+        died with in hand; when it had several, none is counted and they are put back as
+        suspects, each to run alone next time, so that a job that kills its process is
+        told from the innocent ones beside it. Every step is guarded or idempotent, so a
+        settle that failed can be run again.
 
         :raises Exception: a broker call failed (the caller retries later).
         """
@@ -637,13 +652,15 @@ class Manager:
             self._settle_timed_out(exited.worker, exited.pid, exited.timed_out)
         if exited.successes:
             self._broker.finish_jobs(worker=exited.worker, job_ids=list(exited.successes))
-        blame = exited.blame
+        blame = exited.in_hand[0] if len(exited.in_hand) == 1 else None
+        suspects = [busy.job_id for busy in exited.in_hand if busy.job_id is not None] if not blame else []
         with self._no_heartbeat_in_flight():
             return self._broker.recover_worker(
                 manager=self.name,
                 worker=exited.worker,
                 max_recoveries=None if blame is None else self._liveness.max_recoveries,
                 crashed_job=None if blame is None else blame.job_id,
+                suspects=suspects,
             )
 
     def _settle_timed_out(self, worker: str, pid: int | None, running: Running) -> None:
@@ -759,7 +776,7 @@ class Manager:
         counts against that job, unless the manager killed it)."""
         assert slot.process is not None
         slot.process.join()
-        blame = None if slot.killed or slot.status is None else slot.status.busy()
-        exited = self._exited(slot, died=False, blame=blame)
+        in_hand = () if slot.killed or slot.status is None else tuple(slot.status.in_hand())
+        exited = self._exited(slot, died=False, in_hand=in_hand)
         slot.forget_process()
         self._settle_or_later(exited)

@@ -111,6 +111,8 @@ class _State:
         self.recoveries: dict[str, int] = {}
         self.lease: tuple[str, float] | None = None
         self.blocked_takes = 0  # takes waiting for a job right now (tests wait for one)
+        self.suspects: set[str] = set()  # see Broker.recover_worker
+        self.nudged: set[str] = set()  # workers whose next (or current) wait ends at once
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -201,15 +203,31 @@ class MemoryBroker(Broker):
                 next_due = self._promote_due()
                 taken = self._take_ids(manager, worker, skip, limit)
                 if taken:
-                    return [load_job(state.jobs[job_id]) for job_id in taken]
+                    return [self._handed_out(job_id) for job_id in taken]
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or worker in state.nudged:
+                    state.nudged.discard(worker)
                     return []
                 state.blocked_takes += 1
                 try:
                     state.cond.wait(remaining if next_due is None else min(remaining, next_due))
                 finally:
                     state.blocked_takes -= 1
+
+    def _handed_out(self, job_id: str) -> Job:
+        """The taken job, marked if it is a suspect (which it is no longer)."""
+        job = load_job(self._state.jobs[job_id])
+        if job_id in self._state.suspects:
+            self._state.suspects.discard(job_id)
+            return attrs.evolve(job, suspect=True)
+        return job
+
+    def nudge(self, worker: str) -> None:
+        """See :meth:`Broker.nudge`."""
+        self.check_name(worker)
+        with self._state.cond:
+            self._state.nudged.add(worker)
+            self._state.cond.notify_all()
 
     def _take_ids(self, manager: str, worker: str, skip: set[str], limit: int) -> list[str]:
         """Take up to ``limit`` ids in the contract's order; the caller holds the lock."""
@@ -343,7 +361,13 @@ class MemoryBroker(Broker):
         return head if dot and head else None
 
     def recover_worker(
-        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+        self,
+        *,
+        manager: str,
+        worker: str,
+        max_recoveries: int | None = None,
+        crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
     ) -> int:
         """See :meth:`Broker.recover_worker`.
 
@@ -353,10 +377,15 @@ class MemoryBroker(Broker):
         self.check_name(manager)
         self.check_name(worker)
         with self._state.cond:
-            return self._recover(manager, worker, max_recoveries, crashed_job).requeued
+            return self._recover(manager, worker, max_recoveries, crashed_job, suspects).requeued
 
     def _recover(
-        self, manager: str, worker: str, max_recoveries: int | None, crashed_job: str | None = None
+        self,
+        manager: str,
+        worker: str,
+        max_recoveries: int | None,
+        crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
     ) -> Reaped:
         """Recover ``worker``'s held jobs; the caller holds the lock."""
         state = self._state
@@ -378,6 +407,8 @@ class MemoryBroker(Broker):
                 untaken.insert(0, job_id)
             else:
                 state.queues[back_to].appendleft(job_id)
+            if job_id in suspects:
+                state.suspects.add(job_id)
             requeued += 1
         state.queues[manager].extend(untaken)
         for job_id, back_to in poison:

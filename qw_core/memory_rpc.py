@@ -144,7 +144,8 @@ _HANDLERS: dict[str, _Handler] = {
     "queue_jobs": lambda b, kw: b.queue_jobs(
         [job_from_dict(j) for j in kw["jobs"]], delay=kw["delay"], at=kw["at"]
     ),
-    "take": lambda b, kw: [job_to_dict(j) for j in b.take(**kw)],
+    "take": lambda b, kw: [{**job_to_dict(j), "suspect": j.suspect} for j in b.take(**kw)],
+    "nudge": lambda b, kw: b.nudge(**kw),
     "finish_jobs": lambda b, kw: b.finish_jobs(**kw),
     "fail_job": lambda b, kw: b.fail_job(
         worker=kw["worker"],
@@ -355,7 +356,11 @@ class MemoryClient(Broker):
             limit=limit,
             timeout=timeout,
         )
-        return [job_from_dict(raw) for raw in found]
+        return [attrs.evolve(job_from_dict(raw), suspect=bool(raw.get("suspect"))) for raw in found]
+
+    def nudge(self, worker: str) -> None:
+        """See :meth:`Broker.nudge`."""
+        self._call("nudge", worker=worker)
 
     def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         """See :meth:`Broker.finish_jobs`."""
@@ -381,7 +386,13 @@ class MemoryClient(Broker):
         return int(self._call("release_jobs", worker=worker, job_ids=list(job_ids)))
 
     def recover_worker(
-        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+        self,
+        *,
+        manager: str,
+        worker: str,
+        max_recoveries: int | None = None,
+        crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
     ) -> int:
         """See :meth:`Broker.recover_worker`."""
         return int(
@@ -391,6 +402,7 @@ class MemoryClient(Broker):
                 worker=worker,
                 max_recoveries=max_recoveries,
                 crashed_job=crashed_job,
+                suspects=list(suspects),
             )
         )
 

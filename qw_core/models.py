@@ -52,6 +52,10 @@ class Job:
         ``meta["timeout"]``, a positive number of seconds, is the job's own time limit:
         its worker is killed and the job failed (kind ``"timeout"``) if it runs longer
         (it overrides the manager's ``job_timeout``).
+    :param suspect: set by the broker on a job it hands out after the job's worker died
+        while running it beside other jobs, so that nobody knows which one killed the
+        process: its new worker runs it alone, so that if it crashes again it alone is
+        blamed. Not stored, and not part of equality.
     """
 
     id: str = attrs.field(factory=new_job_id)
@@ -61,6 +65,7 @@ class Job:
     attempts: int = 0
     queued_at: float | None = None
     meta: Mapping[str, JSON] = attrs.field(factory=dict)
+    suspect: bool = attrs.field(default=False, eq=False, repr=False)
 
     @classmethod
     def new(

@@ -50,6 +50,7 @@ class WorkerSpec:
     log_level: int = logging.INFO
     failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS
     job_timeout: float | None = None
+    concurrency: int | None = None
 
 
 def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Broker | None:
@@ -144,6 +145,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             parent_pid=parent_pid,
             failed_limits=spec.failed_limits,
             job_timeout=spec.job_timeout,
+            concurrency=spec.concurrency,
             status=status,
         )
     except Exception as exc:

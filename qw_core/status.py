@@ -2,28 +2,38 @@
 
 The manager enforces job time limits (``--job-timeout``, ``meta["timeout"]``) from outside
 the worker, since a target that hangs or holds the GIL cannot be stopped from inside. For
-that it must know, for each worker, which job runs and until when it may run, without a
-Redis round trip per job on the hot path: the worker writes the job id and its deadline
+that it must know, for each worker, which jobs run and until when they may run, without a
+Redis round trip per job on the hot path: the worker writes a job's id and its deadline
 into a small shared-memory record before calling the target and clears the deadline
 after (two memory writes), and the manager reads the records a few times a second.
+
+A worker runs up to ``concurrency`` jobs at once, so the record has one *slot* per job
+that can be in flight; each slot is written by whichever thread or task runs its job.
+A worker that enforces a job's limit itself (threads, asyncio: it settles the job as
+timed out at its deadline) gives the manager a later moment to kill it (``kill_at``),
+the last resort for a thread or event loop that does not come back; once it has settled
+such a job it marks the slot *abandoned*, so that the manager kills it without settling
+the job again.
 
 The record also says whether the worker got through its start-up (``ready``) or gave up
 on it (``cannot start``: a bad target or plugin), so the manager tells "stop, this will
 never work" from "a worker died" by what the worker wrote, never by its exit code: a
 target may exit with any code, qw's own included.
 
-The same record says which job a worker has in hand (from its ``qw_job_started`` hook to
-its ``qw_job_finished`` one), so that when a worker dies its manager blames that job
-alone for the crash, not the jobs it held beside it (:meth:`Broker.recover_worker`);
-and which jobs succeeded but are not finished in the broker yet (a worker finishes them
-with its next take, see ``Worker.finish_delay``), so that its manager finishes those
-instead of putting them back to run again.
+Each slot says which job a worker has in hand (from its ``qw_job_started`` hook to its
+``qw_job_finished`` one), so that when a worker dies its manager blames that job alone
+for the crash, not the jobs it held beside it (:meth:`Broker.recover_worker`), or, when
+several were in hand, treats them all as suspects to run alone; and the record says
+which jobs succeeded but are not finished in the broker yet (a worker finishes them with
+its next take, see ``Worker.finish_delay``), so that its manager finishes those instead of
+putting them back to run again.
 
 The record is written by one process and read by another without a lock: the writer
-bumps ``seq`` when a job starts, and clears ``deadline`` when it ends before writing the
-next job's id, so an overdue deadline always belongs to the id beside it. The manager
-kills an overrunning worker before it reads the id, and compares ``seq`` with what it saw
-before the kill, so a job that ended just in time is never failed as timed out.
+bumps a slot's ``seq`` when a job starts, and clears ``deadline`` when it ends before
+writing the next job's id, so an overdue deadline always belongs to the id beside it.
+The manager kills an overrunning worker before it reads the id, and compares ``seq`` with
+what it saw before the kill, so a job that ended just in time is never failed as timed
+out.
 
 Deadlines are on :func:`time.monotonic`, a system-wide clock on the platforms qw runs on,
 so both processes read the same clock.
@@ -50,39 +60,54 @@ DONE_BYTES = 16384
 STARTING, READY, CANNOT_START = 0, 1, 2
 
 
-class _Record(ctypes.Structure):
+class _Header(ctypes.Structure):
     _fields_ = [
         ("phase", ctypes.c_uint8),
+        ("done_size", ctypes.c_uint32),
+        ("done_ids", ctypes.c_char * DONE_BYTES),
+    ]
+
+
+class _SlotRecord(ctypes.Structure):
+    _fields_ = [
         ("seq", ctypes.c_uint64),
         ("deadline", ctypes.c_double),
+        ("kill_at", ctypes.c_double),
         ("limit", ctypes.c_double),
         ("size", ctypes.c_uint32),
         ("busy", ctypes.c_uint8),
-        ("done_size", ctypes.c_uint32),
-        ("done_ids", ctypes.c_char * DONE_BYTES),
+        ("abandoned", ctypes.c_uint8),
         ("job_id", ctypes.c_char * MAX_ID_BYTES),
     ]
 
 
 @attrs.frozen
 class Running:
-    """A job a worker reported as running.
+    """A job a worker reported as running under a time limit.
 
-    :param seq: how many jobs the worker had started, this one included.
+    :param slot: the slot it runs in.
+    :param seq: how many jobs had started in that slot, this one included.
     :param job_id: the job's id, or ``None`` if it was too long to report.
     :param deadline: when it must end, on :func:`time.monotonic`.
+    :param kill_at: when its manager kills the worker if it is still running (the
+        deadline itself, unless the worker times the job out by itself).
     :param limit: its time limit in seconds.
+    :param abandoned: the worker settled it as timed out already; only its thread (or
+        event loop) has not come back.
     """
 
+    slot: int
     seq: int
     job_id: str | None
     deadline: float
+    kill_at: float
     limit: float
+    abandoned: bool = False
 
 
 @attrs.frozen
 class Busy:
-    """The job a worker had in hand.
+    """A job a worker had in hand.
 
     :param job_id: its id, or ``None`` if it was too long to report.
     """
@@ -91,71 +116,96 @@ class Busy:
 
 
 class JobStatus:
-    """The shared record of one worker slot; created by the manager, written by its worker.
+    """The shared record of one worker slot of a manager; created by the manager, written
+    by its worker.
 
     :param context: the multiprocessing context the worker is started with (the record
         is passed to the worker process as an argument, so it survives ``spawn``).
+    :param slots: how many jobs the worker may have in flight at once.
     """
 
-    def __init__(self, context: Any) -> None:
-        self._record = context.RawValue(_Record)
+    def __init__(self, context: Any, slots: int = 1) -> None:
+        if slots < 1:
+            raise ValueError(f"a status record needs at least one slot, not {slots}")
+        self._header = context.RawValue(_Header)
+        self._slots = context.RawArray(_SlotRecord, slots)
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
 
     def ready(self) -> None:
         """The worker started: its target and plugins loaded, its broker open."""
-        self._record.phase = READY
+        self._header.phase = READY
 
     def cannot_start(self) -> None:
         """The worker gave up starting (a bad target or plugin); it exits next."""
-        self._record.phase = CANNOT_START
+        self._header.phase = CANNOT_START
 
     @property
     def could_not_start(self) -> bool:
         """Whether the worker reported that it cannot start (the manager then stops)."""
-        return bool(self._record.phase == CANNOT_START)
+        return bool(self._header.phase == CANNOT_START)
 
-    def began(self, job_id: str) -> None:
-        """The worker has ``job_id`` in hand: its hooks and target are about to run."""
-        record = self._record
+    # -- one slot: written by the thread or task running its job -------------------------
+
+    def began(self, job_id: str, slot: int = 0) -> None:
+        """``slot`` has ``job_id`` in hand: its hooks and target are about to run."""
+        record = self._slots[slot]
         data = job_id.encode("utf-8", "surrogatepass")
         size = len(data) if len(data) <= MAX_ID_BYTES else 0
-        ctypes.memmove(ctypes.addressof(record) + _Record.job_id.offset, data, size)
+        ctypes.memmove(ctypes.addressof(record) + _SlotRecord.job_id.offset, data, size)
         record.size = size
+        record.abandoned = 0
         record.busy = 1
 
-    def started(self, limit: float | None) -> None:
-        """The worker is about to call the target for the job it began, allowed ``limit`` seconds."""
-        record = self._record
+    def started(self, limit: float | None, slot: int = 0, *, kill_after: float = 0.0) -> None:
+        """``slot`` is about to call the target of the job it began, allowed ``limit``
+        seconds; its manager kills the worker ``kill_after`` seconds past the deadline
+        (``0``: at the deadline: the worker does not time the job out by itself)."""
+        record = self._slots[slot]
         record.limit = 0.0 if limit is None else limit
-        record.deadline = 0.0 if limit is None else time.monotonic() + limit
+        deadline = 0.0 if limit is None else time.monotonic() + limit
+        record.kill_at = 0.0 if limit is None else deadline + kill_after
+        record.deadline = deadline
         record.seq += 1
 
-    def ended(self) -> None:
-        """The target returned or raised."""
-        self._record.deadline = 0.0
+    def ended(self, slot: int = 0) -> None:
+        """The target in ``slot`` returned or raised."""
+        self._slots[slot].deadline = 0.0
 
-    def done(self) -> None:
-        """The job is settled and its last hook has run: the worker holds nothing in hand."""
-        self._record.busy = 0
+    def abandoned(self, slot: int = 0) -> None:
+        """The worker settled ``slot``'s job as timed out, though its target is still running
+        (a thread cannot be stopped): the manager must not settle it again."""
+        record = self._slots[slot]
+        record.abandoned = 1
+        record.busy = 0
+
+    def done(self, slot: int = 0) -> None:
+        """``slot``'s job is settled and its last hook has run: the slot has nothing in hand."""
+        self._slots[slot].busy = 0
+
+    # -- the worker as a whole: written by its loop ----------------------------------
 
     def succeeded(self, job_id: str) -> None:
         """``job_id`` succeeded; the worker will finish it in the broker later."""
-        record = self._record
+        header = self._header
         data = job_id.encode("utf-8", "surrogatepass")
-        end = record.done_size
+        end = header.done_size
         entry = len(data).to_bytes(2, "little") + data
         if len(data) > MAX_ID_BYTES or end + len(entry) > DONE_BYTES:
             return
-        ctypes.memmove(ctypes.addressof(record) + _Record.done_ids.offset + end, entry, len(entry))
-        record.done_size = end + len(entry)  # last: a reader sees whole entries only
+        ctypes.memmove(ctypes.addressof(header) + _Header.done_ids.offset + end, entry, len(entry))
+        header.done_size = end + len(entry)  # last: a reader sees whole entries only
 
     def settled(self) -> None:
         """Every job reported by :meth:`succeeded` is finished in the broker."""
-        self._record.done_size = 0
+        self._header.done_size = 0
 
     def successes(self) -> list[str]:
         """The jobs that succeeded and were not finished in the broker when last reported."""
-        record = self._record
-        raw = ctypes.string_at(ctypes.addressof(record) + _Record.done_ids.offset, record.done_size)
+        header = self._header
+        raw = ctypes.string_at(ctypes.addressof(header) + _Header.done_ids.offset, header.done_size)
         ids, at = [], 0
         while at + 2 <= len(raw):
             size = int.from_bytes(raw[at : at + 2], "little")
@@ -165,35 +215,56 @@ class JobStatus:
 
     def reset(self) -> None:
         """Forget everything (the manager, before starting a new worker in the slot)."""
-        self._record.phase = STARTING
-        self._record.deadline = 0.0
-        self._record.size = 0
-        self._record.busy = 0
-        self._record.done_size = 0
+        self._header.phase = STARTING
+        self._header.done_size = 0
+        for record in self._slots:
+            record.deadline = 0.0
+            record.kill_at = 0.0
+            record.size = 0
+            record.busy = 0
+            record.abandoned = 0
 
-    def busy(self) -> Busy | None:
-        """The job the worker has in hand, or ``None`` between jobs.
+    # -- what the manager reads --------------------------------------------------------
 
-        Read after the worker died, this is the job it died running (or in its hooks).
+    def in_hand(self) -> list[Busy]:
+        """The jobs the worker has in hand, one per busy slot; empty between jobs.
+
+        Read after the worker died, these are the jobs it died running (or in their hooks).
         """
-        record = self._record
-        if not record.busy:
-            return None
+        found = []
+        for record in self._slots:
+            if record.busy:
+                found.append(Busy(self._job_id(record)))
+        return found
+
+    def running(self) -> list[Running]:
+        """The jobs running under a time limit now (abandoned ones included)."""
+        found = []
+        for slot, record in enumerate(self._slots):
+            seq, deadline, kill_at, limit = record.seq, record.deadline, record.kill_at, record.limit
+            if deadline <= 0:
+                continue
+            found.append(
+                Running(
+                    slot=slot,
+                    seq=seq,
+                    job_id=self._job_id(record),
+                    deadline=deadline,
+                    kill_at=kill_at,
+                    limit=limit,
+                    abandoned=bool(record.abandoned),
+                )
+            )
+        return found
+
+    def seq(self, slot: int = 0) -> int:
+        """How many jobs ``slot`` has started."""
+        return int(self._slots[slot].seq)
+
+    @staticmethod
+    def _job_id(record: _SlotRecord) -> str | None:
         size = record.size
-        raw = ctypes.string_at(ctypes.addressof(record) + _Record.job_id.offset, size)
-        return Busy(raw.decode("utf-8", "surrogatepass") if size else None)
-
-    def running(self) -> Running | None:
-        """The job running under a time limit now, or ``None`` (idle, or running without one)."""
-        record = self._record
-        seq, deadline, limit, size = record.seq, record.deadline, record.limit, record.size
-        if deadline <= 0:
+        if not size:
             return None
-        raw = ctypes.string_at(ctypes.addressof(record) + _Record.job_id.offset, size)
-        job_id = raw.decode("utf-8", "surrogatepass") if size else None
-        return Running(seq=seq, job_id=job_id, deadline=deadline, limit=limit)
-
-    @property
-    def seq(self) -> int:
-        """How many jobs the worker has started."""
-        return int(self._record.seq)
+        raw = ctypes.string_at(ctypes.addressof(record) + _SlotRecord.job_id.offset, size)
+        return raw.decode("utf-8", "surrogatepass")

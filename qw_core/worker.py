@@ -1,13 +1,18 @@
 """The worker loop: take → run → settle, until asked to stop.
 
-One :class:`Worker` runs in each worker process (or thread). Each turn of the loop is
-one broker call that finishes the job just completed and takes the next ones
-(:meth:`Broker.take`), so a fast backend serves a job in one round trip.
+One :class:`Worker` runs in each worker process (or thread). It is two parts: the loop
+here, which alone talks to the broker, and an executor (:mod:`qw_core.execution`) that
+runs the jobs it is handed (one at a time in the loop's own thread, or ``concurrency`` at
+once on threads or an event loop) and reports each as a completion. Each turn of the loop
+is one broker call that finishes the jobs just completed and takes as many as there are
+free slots (:meth:`Broker.take`), so a fast backend serves a job in one round trip; an
+idle worker waits in that call, and a job of its own that completes meanwhile ends the
+wait (:meth:`Broker.nudge`), so its slot is filled at once.
 
 Signals: a worker process ignores SIGINT and SIGQUIT (a Ctrl-C or Ctrl-\\ to the process
 group is for the manager, which then stops workers warmly or cold) and treats SIGTERM as
-"finish the current job, take nothing new". It also stops if its manager process disappears, because recovery
-will hand the jobs it would take to others.
+"finish the jobs in flight, take nothing new". It also stops if its manager process
+disappears, because recovery will hand the jobs it would take to others.
 
 Broker trouble: a call that fails with :class:`~qw_core.errors.BrokerUnavailable` is
 retried after a capped, jittered back-off (:mod:`qw_core.backoff`), logging once per
@@ -25,19 +30,26 @@ returns into qw exits at once, before it can touch the broker or the shared reco
 A worker paused (SIGSTOP) or cut off for long enough may have been reaped, its held jobs
 handed to others. So before it starts a job that waited in its batch for longer than
 :attr:`Worker.finish_delay`, it asks the broker which of the waiting jobs it still holds
-and drops the others: only the job it had in hand when it stopped can run twice.
+and drops the others: only the jobs it had in hand when it stopped can run twice.
+
+A job handed out as a *suspect* (its last worker died running it beside others, see
+:meth:`Broker.recover_worker`) runs alone: the worker lets the jobs in flight end, runs
+it with nothing beside it, and takes nothing until it is over, so that if it kills this
+process too, it alone is blamed.
 
 Time limits: before calling the target the worker writes the job id and its deadline to
-the shared record its manager reads (:mod:`qw_core.status`), two memory writes per job;
-the manager kills a worker whose job overruns.
+the shared record its manager reads (:mod:`qw_core.status`), two memory writes per job.
+One plain job at a time is stopped by the manager, which kills the worker; jobs on
+threads are settled as timed out by the loop at their deadline, and async jobs are
+cancelled, the manager killing the process only if they do not come back (see
+:data:`qw_core.execution.LAST_RESORT`).
 """
 
 from __future__ import annotations
 
-import contextvars
+import itertools
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -50,49 +62,51 @@ import pluggy
 from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker
-from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
-from qw_core.models import Failure, Job, Outcome, WorkerInfo
+from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
+from qw_core.execution import (
+    Completion,
+    Executor,
+    JobRunner,
+    current_job,
+    kill_after_for,
+    make_executor,
+    slots_for,
+)
+from qw_core.models import Job, Outcome, WorkerInfo
 from qw_core.plugins import make_plugin_manager
-from qw_core.policy import DEFAULT_FAILED_LIMITS, TIMEOUT_META, FailedLimits
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
 from qw_core.targets import TargetLoader
+
+__all__ = ["DEFAULT_PREFETCH", "ERROR_ATTEMPTS", "Worker", "WorkerNotStarted", "current_job"]
 
 log = logging.getLogger("qw.worker")
 
 _T = TypeVar("_T")
 
 #: How many jobs a worker may take at once unless told otherwise (``qw run --prefetch``).
-#: It takes more than one only while the queue is deep and jobs are quick (see
-#: :meth:`Worker._next_limit`), so a batch never keeps slow jobs from idle workers.
+#: It takes more than it has free slots only while the queue is deep and jobs are quick
+#: (see :meth:`Worker._next_limit`), so a batch never keeps slow jobs from idle workers.
 DEFAULT_PREFETCH = 32
 
 #: How often a broker call that settles a job is tried when it fails with an error that
 #: is not an outage (see :meth:`Worker._patiently`).
 ERROR_ATTEMPTS = 5
 
-_current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("qw_current_job", default=None)
-
-
-def current_job() -> Job | None:
-    """The job the calling code is running inside, or ``None`` outside a job.
-
-    Lets a target read what ``target(job_id, job_data)`` does not carry, such as
-    ``current_job().attempt``.
-    """
-    return _current_job.get()
-
 
 @attrs.define
 class _Batch:
-    """What a worker's last take gave it, and how it is getting on with it.
+    """What a worker's takes gave it, and how it is getting on with it.
 
     :param waiting: jobs taken and not started yet.
     :param finished: jobs that succeeded, to finish with the next take.
     :param deferred_since: when the first job in ``finished`` started.
-    :param limit: how many jobs the last take asked for.
+    :param limit: how many jobs the last take asked for beyond the free slots.
     :param size: how many it got.
     :param taken_at: when.
     :param confirmed_at: when the broker last said this worker holds ``waiting``.
+    :param drained: the last take found nothing (in burst mode: wait for the jobs in
+        flight before asking again).
     """
 
     waiting: deque[Job] = attrs.field(factory=deque)
@@ -102,6 +116,16 @@ class _Batch:
     size: int = 0
     taken_at: float = 0.0
     confirmed_at: float = 0.0
+    drained: bool = False
+
+
+@attrs.define
+class _Flight:
+    """A job handed to the executor: which slot it runs in, and when (on the loop's clock)."""
+
+    slot: int
+    job: Job
+    started: float
 
 
 class WorkerNotStarted(QwError):
@@ -111,15 +135,19 @@ class WorkerNotStarted(QwError):
 class Worker:
     """Takes jobs for one worker name and runs them through the job hooks.
 
-    :param broker: the broker this worker alone uses.
+    :param broker: the broker this worker's loop alone uses.
     :param target: the callable (or target string) every job is handed to.
     :param manager: the manager this worker belongs to.
     :param name: the worker's name; defaults to ``<manager>.<pid>``.
     :param hook: the plugin manager's hook relay; defaults to a fresh default one.
-    :param prefetch: the most jobs one take may hand over; ``1`` means none are held
-        waiting. Batches grow only while the queue is deep and jobs are quick (see
-        :meth:`_next_limit`). A job finished while others of its batch wait is finished on
-        the next take (within :attr:`finish_delay`); meanwhile it is reported in
+    :param concurrency: how many jobs run at once: on an event loop for an ``async def``
+        target (default :data:`~qw_core.execution.DEFAULT_ASYNC_CONCURRENCY`), on that
+        many threads for a plain function when more than 1 (default 1: the loop's own
+        thread). See :mod:`qw_core.execution`.
+    :param prefetch: the most jobs one take may hand over beyond the free slots; ``1``
+        means none are held waiting. Batches grow only while the queue is deep and jobs
+        are quick (see :meth:`_next_limit`). A job finished while others wait is finished
+        on the next take (within :attr:`finish_delay`); meanwhile it is reported in
         ``status``, so that the manager finishes it if the worker dies first.
     :param block_timeout: how long one take waits for a job before the loop checks
         whether it should stop; bounds how late a stop request is noticed.
@@ -128,14 +156,14 @@ class Worker:
     :param failed_limits: the bounds of the failed-job registry, applied each time this
         worker fails a job.
     :param job_timeout: seconds a job may run (``None``: no limit); a job's
-        ``meta["timeout"]`` overrides it. Enforced by the manager, which reads ``status``.
-    :param status: where to report to the manager the job in hand, its deadline, and the
-        jobs that succeeded and are not finished yet.
+        ``meta["timeout"]`` overrides it.
+    :param status: where to report to the manager the jobs in hand, their deadlines, and
+        the jobs that succeeded and are not finished yet; it needs a slot per job in flight.
     :param clock: the monotonic clock batching and the held-jobs re-check go by (tests
         pass a fake one).
-    :param burst: stop once a take finds nothing to do (as rq's and arq's burst mode
-        does), instead of waiting for more: for scripts, and for tests
-        (:func:`qw_core.testing.run_jobs`). Jobs delayed to a later time are left.
+    :param burst: stop once a take finds nothing to do and the jobs in flight are over
+        (as rq's and arq's burst mode does), instead of waiting for more: for scripts, and
+        for tests (:func:`qw_core.testing.run_jobs`). Jobs delayed to a later time are left.
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -155,6 +183,7 @@ class Worker:
         manager: str,
         name: str | None = None,
         hook: pluggy.HookRelay | None = None,
+        concurrency: int | None = None,
         prefetch: int = DEFAULT_PREFETCH,
         block_timeout: float = 1.0,
         parent_pid: int | None = None,
@@ -169,6 +198,14 @@ class Worker:
         self.broker = broker
         self.hook = hook if hook is not None else make_plugin_manager().hook
         self.target = TargetLoader(self.hook).load(target)
+        try:
+            self.concurrency = slots_for(self.target, concurrency)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if status is not None and status.slots < self.concurrency:
+            raise ConfigurationError(
+                f"the status record has {status.slots} slots for {self.concurrency} jobs"
+            )
         self.manager = broker.check_name(manager)
         self.name = broker.check_name(name or f"{manager}.{os.getpid()}")
         self.info = WorkerInfo(name=self.name, manager=self.manager, pid=os.getpid())
@@ -180,15 +217,33 @@ class Worker:
         self.status = status
         self.clock = clock
         self.burst = burst
-        self._pid = os.getpid()  # a process the target forks has another one
+        self._runner = JobRunner(
+            self.hook,
+            self.target,
+            self.info,
+            status,
+            job_timeout=job_timeout,
+            kill_after=kill_after_for(self.target, self.concurrency),
+        )
+        self._executor: Executor | None = None
+        self._free = list(range(self.concurrency - 1, -1, -1))  # free slots; the lowest is used first
+        self._flights: dict[int, _Flight] = {}  # run number -> the job in flight
+        self._runs = itertools.count(1)
+        self._abandoned: set[int] = set()  # runs settled as timed out whose thread runs on
+        self._alone: int | None = None  # the run of a suspect, which runs alone
         self._stop = threading.Event()
         self._backoff = Backoff()
         self._settled = False  # True once the loop ended holding nothing
+        # Waking the loop from a take when a job completes (see _job_completed).
+        self._wake_lock = threading.Lock()
+        self._in_take = False
+        self._nudged = False
+        self._nudger: Broker | None = None
 
     # -- control ---------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Finish the job in progress, take nothing new, then return from :meth:`run`."""
+        """Finish the jobs in flight, take nothing new, then return from :meth:`run`."""
         self._stop.set()
 
     @property
@@ -219,15 +274,299 @@ class Worker:
             raise WorkerNotStarted(f"a qw_worker_started plugin raised {type(exc).__name__}: {exc}") from exc
         if self.status is not None:
             self.status.ready()
+        self._executor = make_executor(self._runner, self.concurrency, self._job_completed)
         try:
-            self._loop()
+            self._loop(self._executor)
         finally:
+            self._executor.close()
+            if self._nudger is not None:
+                self._nudger.close()
             settle.notify(self.hook.qw_worker_stopping, worker=self.info)
             if self._settled:
                 try:
                     self.broker.deregister_worker(manager=self.manager, worker=self.name)
                 except Exception as exc:  # its manager (or a reaper) deregisters it
                     log.warning("worker %s could not deregister: %s", self.name, exc)
+
+    def _loop(self, executor: Executor) -> None:
+        batch = _Batch()
+        completed = False  # the loop ended without an error: no job is left half-settled
+        try:
+            while True:
+                self._settle(batch, executor.completed(0.0))
+                self._time_out_overdue(executor)
+                if self.stopping and not self._flights:
+                    break
+                if not self.stopping and self._start_waiting(batch, executor):
+                    continue
+                if self.stopping or self._busy(batch):
+                    self._finish_if_late(batch)
+                    self._settle(batch, executor.completed(self._wait_time(batch, executor)))
+                    continue
+                self._take_batch(batch)
+            completed = True
+        finally:
+            try:
+                if batch.finished:
+                    self._finish(batch.finished)
+                    self._settled_successes()
+                if batch.waiting:
+                    self.broker.release_jobs(worker=self.name, job_ids=[job.id for job in batch.waiting])
+                self._settled = completed
+            except Exception as exc:
+                log.warning("worker %s stops holding jobs it could not settle: %s", self.name, exc)
+
+    def _busy(self, batch: _Batch) -> bool:
+        """Whether to wait for a job in flight to end rather than take: no slot is free, a
+        suspect runs alone or waits to, or (burst) the queue is empty and jobs still run."""
+        return (
+            not self._free
+            or self._alone is not None
+            or bool(batch.waiting)
+            or (self.burst and batch.drained and bool(self._flights))
+        )
+
+    def _start_waiting(self, batch: _Batch, executor: Executor) -> bool:
+        """Hand waiting jobs to the executor while slots are free; whether any started.
+
+        A suspect waits until nothing else is in flight, then runs alone.
+        """
+        started = False
+        while batch.waiting and self._free and self._alone is None:
+            job = self._next_job(batch)
+            if job is None:
+                break
+            if job.suspect and self._flights:
+                batch.waiting.appendleft(job)
+                break
+            run, slot = next(self._runs), self._free.pop()
+            self._flights[run] = _Flight(slot, job, self.clock())
+            if job.suspect:
+                self._alone = run
+            executor.submit(job, slot, run)
+            started = True
+        return started
+
+    def _take_batch(self, batch: _Batch) -> None:
+        """Finish what succeeded and take jobs for the free slots, in one broker call."""
+        clock = self.clock
+        batch.limit = self._next_limit(batch.limit, batch.size, clock() - batch.taken_at)
+        free = len(self._free)
+        limit = free if self._flights else max(free, batch.limit)
+        with self._wake_lock:  # from here a completing job ends the wait (_job_completed)
+            self._in_take = True
+            self._nudged = False
+        try:
+            wait = 0.0 if self.burst else self.block_timeout
+            taken = self._take(batch.finished, limit, wait)
+        finally:
+            with self._wake_lock:
+                self._in_take = False
+        if taken is None:  # the broker did not answer: `finished` is still held
+            return
+        batch.waiting.extend(taken)
+        batch.size = len(taken)
+        batch.taken_at = batch.confirmed_at = clock()
+        batch.finished = []
+        batch.drained = not taken
+        self._settled_successes()
+        if not taken and self.burst and not self._flights:
+            self.request_stop()
+
+    def _job_completed(self) -> None:
+        """A job of ours completed (called in the thread that ran it): if the loop waits in
+        a take, end the wait, so that it settles the job and fills the slot at once."""
+        with self._wake_lock:
+            if not self._in_take or self._nudged:
+                return
+            self._nudged = True
+            try:
+                if self._nudger is None:
+                    self._nudger = self.broker.factory()()
+                self._nudger.nudge(self.name)
+            except Exception as exc:  # the take ends at its timeout anyway
+                log.warning("worker %s could not end its own wait for a job: %s", self.name, exc)
+
+    def _wait_time(self, batch: _Batch, executor: Executor) -> float:
+        """How long to wait for a job in flight to end: until a deferred finish is due or
+        a job on a thread is overdue, at most ``block_timeout``."""
+        wait = self.block_timeout
+        if batch.finished:
+            wait = min(wait, batch.deferred_since + self.finish_delay - self.clock())
+        if executor.times_out_jobs:
+            now = time.monotonic()
+            for run, flight in self._flights.items():
+                deadline = executor.deadline(flight.slot)
+                if deadline and run not in self._abandoned:
+                    wait = min(wait, deadline - now)
+        return max(0.0, wait)
+
+    def _next_job(self, batch: _Batch) -> Job | None:
+        """The next job of the batch; first, if they waited long, drop the jobs this worker
+        no longer holds. ``None`` if none is left."""
+        if self.clock() - batch.confirmed_at > self.finish_delay:
+            batch.waiting = self._still_held(batch.waiting)
+            batch.confirmed_at = self.clock()
+        return batch.waiting.popleft() if batch.waiting else None
+
+    # -- settling what completed -----------------------------------------------------
+
+    def _settle(self, batch: _Batch, completions: list[Completion]) -> None:
+        for done in completions:
+            flight = self._flights.pop(done.run)
+            if done.run == self._alone:
+                self._alone = None
+            batch.drained = False
+            if done.run in self._abandoned:  # settled as timed out already; its thread came back
+                self._abandoned.discard(done.run)
+            elif done.error is None:
+                self._succeeded(batch, done, flight.started)
+            else:
+                self._failed(done)
+            self._free.append(flight.slot)
+
+    def _succeeded(self, batch: _Batch, done: Completion, started: float) -> None:
+        """Keep the job to finish with the next take (one round trip for the batch), unless
+        that would leave a finished job held for long: see :attr:`finish_delay`."""
+        if not batch.finished:
+            batch.deferred_since = started
+        batch.finished.append(done.job.id)
+        status = self.status
+        if status is not None:  # its manager finishes it if we die first
+            status.succeeded(done.job.id)
+        settle.notify(
+            self.hook.qw_job_finished,
+            job=done.job,
+            worker=self.info,
+            outcome=Outcome.SUCCEEDED,
+            duration=done.duration,
+        )
+        if status is not None:
+            status.done(done.slot)
+        if batch.waiting or self._flights:
+            self._finish_if_late(batch)
+
+    def _failed(self, done: Completion) -> None:
+        """Carry out what the plugins decided for a job that raised."""
+        assert done.decision is not None
+        assert done.failure is not None
+        decision, failure = done.decision, done.failure
+        outcome = self._patiently(
+            lambda: settle.apply(
+                self.broker,
+                worker=self.name,
+                job=done.job,
+                decision=decision,
+                failure=failure,
+                limits=self.failed_limits,
+            ),
+            give_up=self._manager_gone,
+        )
+        settle.notify(
+            self.hook.qw_job_finished, job=done.job, worker=self.info, outcome=outcome, duration=done.duration
+        )
+        if self.status is not None:
+            self.status.done(done.slot)
+
+    def _time_out_overdue(self, executor: Executor) -> None:
+        """Settle as timed out each job on a thread past its deadline; its thread runs on
+        (nothing can stop it), and what it does when it ends changes nothing."""
+        if not executor.times_out_jobs or not self._flights:
+            return
+        now = time.monotonic()
+        for run, flight in list(self._flights.items()):
+            deadline = executor.deadline(flight.slot)
+            if not deadline or deadline > now or run in self._abandoned:
+                continue
+            self._abandoned.add(run)
+            job = flight.job
+            limit = self._runner.time_limit(job) or 0.0
+            log.warning(
+                "worker %s: job %s ran past its %gs limit; settled as timed out, its thread runs on",
+                self.name,
+                job.id,
+                limit,
+            )
+            error = JobTimeout(
+                f"job {job.id} ran longer than its {limit:g}s limit; its thread was left running"
+            )
+            if self.status is not None:
+                self.status.abandoned(flight.slot)
+            self._failed(self._runner.complete(job, flight.slot, run, error, limit))
+
+    def _finish_if_late(self, batch: _Batch) -> None:
+        if batch.finished and self.clock() - batch.deferred_since >= self.finish_delay:
+            self._finish(batch.finished)
+            batch.finished = []
+            self._settled_successes()
+
+    def _still_held(self, waiting: deque[Job]) -> deque[Job]:
+        """The jobs of ``waiting`` this worker still holds (a reaper may have handed the
+        others to other workers while this one was paused); on an error, all of them."""
+        try:
+            flags = self.broker.still_held(worker=self.name, job_ids=[job.id for job in waiting])
+        except Exception as exc:  # cannot tell: run them (at least once beats never)
+            log.warning("worker %s could not check its held jobs: %s", self.name, exc)
+            return waiting
+        gone = [job.id for job, held in zip(waiting, flags, strict=True) if not held]
+        if gone:
+            log.warning(
+                "worker %s no longer holds %d job(s) it had taken (it was paused or cut off, and "
+                "a reaper handed them on): not running them: %s",
+                self.name,
+                len(gone),
+                ", ".join(gone),
+            )
+        return deque(job for job, held in zip(waiting, flags, strict=True) if held)
+
+    def _settled_successes(self) -> None:
+        if self.status is not None:
+            self.status.settled()
+
+    def _next_limit(self, limit: int, taken: int, elapsed: float) -> int:
+        """How many jobs the next take asks for: 1 unless the queue is deep and jobs are quick.
+
+        A batch saves a round trip per job, which matters only for quick jobs, and jobs
+        held waiting cannot go to an idle worker, which matters only for slow ones. So
+        after a full batch (``taken == limit``: the queue had more) that ran within
+        :attr:`finish_delay` the limit doubles, up to :attr:`prefetch`; after a full batch
+        that took longer it halves; after a short one (the queue ran dry) it is 1 again.
+        With jobs in flight a take asks for the free slots only.
+        """
+        if taken < limit:
+            return 1
+        if elapsed < self.finish_delay:
+            return min(self.prefetch, 2 * limit)
+        return max(1, limit // 2)
+
+    # -- broker calls ----------------------------------------------------------------
+
+    def _take(self, finished: list[str], limit: int, timeout: float) -> list[Job] | None:
+        """Finish ``finished`` and take the next jobs; ``None`` if the broker did not answer.
+
+        The jobs in flight are held: the broker must not hand them out again.
+        """
+        held = [flight.job.id for run, flight in self._flights.items() if run not in self._abandoned]
+        try:
+            jobs = self.broker.take(
+                manager=self.manager,
+                worker=self.name,
+                finished=finished,
+                held=held,
+                limit=limit,
+                timeout=timeout,
+            )
+        except Exception as exc:
+            self._wait_out(exc)
+            return None
+        if self._backoff.failures:
+            self._answered()
+        return jobs
+
+    def _finish(self, job_ids: list[str]) -> None:
+        self._patiently(
+            lambda: self.broker.finish_jobs(worker=self.name, job_ids=job_ids), give_up=self._manager_gone
+        )
 
     def _patiently(self, call: Callable[[], _T], *, give_up: Callable[[], bool]) -> _T:
         """``call()``, retried after a back-off until it works.
@@ -275,203 +614,3 @@ class Worker:
 
     def _manager_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
-
-    def _loop(self) -> None:
-        batch = _Batch()
-        completed = False  # the loop ended without an error: no job is left half-settled
-        try:
-            while not self.stopping:
-                if not batch.waiting:
-                    self._take_batch(batch)
-                    continue
-                job = self._next_job(batch)
-                if job is None:
-                    continue
-                started = self.clock()
-                if self._run_one(job) is Outcome.SUCCEEDED:
-                    self._succeeded(batch, job, started)
-            completed = True
-        finally:
-            try:
-                if batch.finished:
-                    self._finish(batch.finished)
-                if batch.waiting:
-                    self.broker.release_jobs(worker=self.name, job_ids=[job.id for job in batch.waiting])
-                self._settled = completed
-            except Exception as exc:
-                log.warning("worker %s stops holding jobs it could not settle: %s", self.name, exc)
-
-    def _take_batch(self, batch: _Batch) -> None:
-        """Finish what succeeded and take the next batch, in one broker call."""
-        clock = self.clock
-        batch.limit = self._next_limit(batch.limit, batch.size, clock() - batch.taken_at)
-        taken = self._take(batch.finished, batch.limit)
-        if taken is None:  # the broker did not answer: `finished` is still held
-            return
-        if not taken and self.burst:
-            self.request_stop()
-        batch.waiting.extend(taken)
-        batch.size = len(taken)
-        batch.taken_at = batch.confirmed_at = clock()
-        batch.finished = []
-        self._settled_successes()
-
-    def _next_job(self, batch: _Batch) -> Job | None:
-        """The next job of the batch; first, if they waited long, drop the jobs this worker
-        no longer holds. ``None`` if none is left."""
-        if self.clock() - batch.confirmed_at > self.finish_delay:
-            batch.waiting = self._still_held(batch.waiting)
-            batch.confirmed_at = self.clock()
-        return batch.waiting.popleft() if batch.waiting else None
-
-    def _succeeded(self, batch: _Batch, job: Job, started: float) -> None:
-        """Keep ``job`` to finish with the next take (one round trip for the batch), unless
-        that would leave a finished job held for long: see :attr:`finish_delay`."""
-        if not batch.finished:
-            batch.deferred_since = started
-        batch.finished.append(job.id)
-        if self.status is not None:  # its manager finishes it if we die first
-            self.status.succeeded(job.id)
-        if batch.waiting and self.clock() - batch.deferred_since >= self.finish_delay:
-            self._finish(batch.finished)
-            batch.finished = []
-            self._settled_successes()
-
-    def _still_held(self, waiting: deque[Job]) -> deque[Job]:
-        """The jobs of ``waiting`` this worker still holds (a reaper may have handed the
-        others to other workers while this one was paused); on an error, all of them."""
-        try:
-            flags = self.broker.still_held(worker=self.name, job_ids=[job.id for job in waiting])
-        except Exception as exc:  # cannot tell: run them (at least once beats never)
-            log.warning("worker %s could not check its held jobs: %s", self.name, exc)
-            return waiting
-        gone = [job.id for job, held in zip(waiting, flags, strict=True) if not held]
-        if gone:
-            log.warning(
-                "worker %s no longer holds %d job(s) it had taken (it was paused or cut off, and "
-                "a reaper handed them on): not running them: %s",
-                self.name,
-                len(gone),
-                ", ".join(gone),
-            )
-        return deque(job for job, held in zip(waiting, flags, strict=True) if held)
-
-    def _settled_successes(self) -> None:
-        if self.status is not None:
-            self.status.settled()
-
-    def _next_limit(self, limit: int, taken: int, elapsed: float) -> int:
-        """How many jobs the next take asks for: 1 unless the queue is deep and jobs are quick.
-
-        A batch saves a round trip per job, which matters only for quick jobs, and jobs
-        held waiting cannot go to an idle worker, which matters only for slow ones. So
-        after a full batch (``taken == limit``: the queue had more) that ran within
-        :attr:`finish_delay` the limit doubles, up to :attr:`prefetch`; after a full batch
-        that took longer it halves; after a short one (the queue ran dry) it is 1 again.
-        """
-        if taken < limit:
-            return 1
-        if elapsed < self.finish_delay:
-            return min(self.prefetch, 2 * limit)
-        return max(1, limit // 2)
-
-    def _take(self, finished: list[str], limit: int) -> list[Job] | None:
-        """Finish ``finished`` and take the next jobs; ``None`` if the broker did not answer."""
-        try:
-            jobs = self.broker.take(
-                manager=self.manager,
-                worker=self.name,
-                finished=finished,
-                limit=limit,
-                timeout=0.0 if self.burst else self.block_timeout,
-            )
-        except Exception as exc:
-            self._wait_out(exc)
-            return None
-        if self._backoff.failures:
-            self._answered()
-        return jobs
-
-    def _finish(self, job_ids: list[str]) -> None:
-        self._patiently(
-            lambda: self.broker.finish_jobs(worker=self.name, job_ids=job_ids), give_up=self._manager_gone
-        )
-
-    # -- one job ---------------------------------------------------------------------
-
-    def _run_one(self, job: Job) -> Outcome:
-        """Run ``job`` through the hooks and settle a failure; return how it ended.
-
-        A ``qw_job_started`` plugin that raises fails the job (it did not run); one of the
-        notifications after the run is logged and changes nothing.
-        """
-        hook = self.hook
-        status = self.status
-        if status is not None:
-            status.began(job.id)
-        token = _current_job.set(job)
-        error: BaseException | None = None
-        start = time.perf_counter()
-        try:
-            if hook.qw_job_started.get_hookimpls():
-                hook.qw_job_started(job=job, worker=self.info)
-            if status is not None:
-                status.started(self._time_limit(job))
-            start = time.perf_counter()
-            hook.qw_job_run(job=job, worker=self.info, target=self.target)
-        except BaseException as exc:  # SystemExit from a target fails its job like any error
-            error = exc
-        duration = time.perf_counter() - start
-        if os.getpid() != self._pid:
-            self._exit_forked_child(job, error)
-        if status is not None:
-            status.ended()
-        _current_job.reset(token)
-        if error is None:
-            outcome = Outcome.SUCCEEDED
-            settle.notify(hook.qw_job_succeeded, job=job, worker=self.info, duration=duration)
-        else:
-            outcome = self._settle_failure(job, error)
-        settle.notify(hook.qw_job_finished, job=job, worker=self.info, outcome=outcome, duration=duration)
-        if status is not None:
-            status.done()
-        return outcome
-
-    def _exit_forked_child(self, job: Job, error: BaseException | None) -> None:
-        """End a process that job's target forked and that came back into qw.
-
-        Only the worker itself may settle the job: a child going on from here would run
-        the worker's loop a second time under its name.
-        """
-        if isinstance(error, SystemExit):  # the child ended itself the usual way
-            code = error.code
-            os._exit(code if isinstance(code, int) else 0 if code is None else 1)
-        print(
-            f"qw: a process forked by the target of job {job.id} (pid {os.getpid()}) returned "
-            "into the worker; it exits now (end such a child with os._exit)",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(0 if error is None else 1)
-
-    def _settle_failure(self, job: Job, exc: BaseException) -> Outcome:
-        failure = Failure.from_exception(exc, worker=self.name)
-        decision = settle.decide(self.hook, job, self.info, exc, failure)
-        return self._patiently(
-            lambda: settle.apply(
-                self.broker,
-                worker=self.name,
-                job=job,
-                decision=decision,
-                failure=failure,
-                limits=self.failed_limits,
-            ),
-            give_up=self._manager_gone,
-        )
-
-    def _time_limit(self, job: Job) -> float | None:
-        """Seconds ``job`` may run: its ``meta["timeout"]`` if a positive number, else the default."""
-        limit = job.meta.get(TIMEOUT_META) if job.meta else None
-        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
-            return float(limit)
-        return self.job_timeout

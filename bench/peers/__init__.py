@@ -21,6 +21,8 @@ class Peer:
     :param requirements: what ``pip install`` puts in that virtualenv.
     :param dists: distributions whose versions the table shows.
     :param delivery: what a worker crash does to a job it had taken.
+    :param env: environment variables for its driver and workers (on top of the harness's).
+    :param io_only: measured only in I/O mode (``run.py --io``).
     """
 
     name: str
@@ -30,6 +32,8 @@ class Peer:
     dists: tuple[str, ...] = ()
     delivery: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    io_only: bool = False
 
 
 #: Every peer venv also gets redis-py (the task's INCR uses it) and hiredis (qw's benchmark
@@ -40,6 +44,16 @@ PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
         Peer("qw", "qw_peer", None, dists=("qw-core", "redis", "hiredis"), delivery="at-least-once"),
+        # I/O mode only: qw with a plain function target (time.sleep), beside the async one.
+        Peer(
+            "qw-sync",
+            "qw_peer",
+            None,
+            dists=("qw-core", "redis", "hiredis"),
+            delivery="at-least-once",
+            env={"BENCH_QW_SYNC": "1"},
+            io_only=True,
+        ),
         Peer("rq", "rq_peer", "rq", ("rq",), ("rq",), "at-least-once"),
         Peer("dramatiq", "dramatiq_peer", "dramatiq", ("dramatiq[redis]",), ("dramatiq",), "at-least-once"),
         Peer("celery", "celery_peer", "celery", ("celery[redis]",), ("celery",), "at-most-once (default)"),

@@ -13,7 +13,7 @@ def version():
 
 
 async def job(ctx, t=0):
-    common.task(t)
+    await common.async_task(t)
 
 
 class WorkerSettings:
@@ -21,6 +21,16 @@ class WorkerSettings:
     redis_settings = SETTINGS
     poll_delay = 0.01
     log_results = False
+
+
+def concurrency():
+    import inspect
+
+    from arq.worker import Worker
+
+    default = inspect.signature(Worker).parameters["max_jobs"].default
+    jobs = getattr(WorkerSettings, "max_jobs", default)
+    return common.concurrency(jobs, f"max_jobs {jobs} (default)")
 
 
 class Producer:

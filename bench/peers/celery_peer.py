@@ -16,7 +16,11 @@ def version():
 
 @app.task
 def job(t=0):
-    common.task(t)
+    common.sync_task(t)
+
+
+def concurrency():
+    return common.concurrency(1, "1 (prefork, -c 2)")
 
 
 class Producer:

@@ -3,10 +3,16 @@
 The task is the same no-op for everyone: ``INCR bench:done`` on a redis-py client of its
 own. A latency job carries the time it was queued (``t``, from ``time.time()``, one clock
 for all processes of the host); its task first pushes ``now - t`` onto ``bench:lat``.
+
+In I/O mode (``run.py --io MS``, which sets ``BENCH_IO_MS`` for the worker processes) each
+job first waits MS milliseconds: ``time.sleep`` in a peer that runs plain functions
+(``sync_task``), ``await asyncio.sleep`` in one that runs coroutines (``async_task``); then
+the same ``INCR``, on the same blocking client (one round trip, as in every other peer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -17,6 +23,8 @@ DONE = "bench:done"
 LATENCY = "bench:lat"
 #: The manager name qw runs under (its private queue is ``bench:jobs``).
 QW_MANAGER = "bench"
+#: I/O mode: how long each job waits, in seconds; None: the no-op task.
+IO_WAIT: float | None = float(os.environ["BENCH_IO_MS"]) / 1000 if os.environ.get("BENCH_IO_MS") else None
 
 _client: redis.Redis | None = None
 _pid = 0
@@ -36,6 +44,25 @@ def task(t: float = 0) -> None:
         started = time.time()
         client().rpush(LATENCY, started - t)
     client().incr(DONE)
+
+
+def sync_task(t: float = 0) -> None:
+    """The task of a peer whose jobs are plain functions: in I/O mode ``time.sleep`` first."""
+    if IO_WAIT is not None:
+        time.sleep(IO_WAIT)
+    task(t)
+
+
+async def async_task(t: float = 0) -> None:
+    """The task of a peer whose jobs are coroutines: in I/O mode ``await asyncio.sleep`` first."""
+    if IO_WAIT is not None:
+        await asyncio.sleep(IO_WAIT)
+    task(t)
+
+
+def concurrency(per_process: int, setting: str) -> dict[str, object]:
+    """What ``concurrency()`` in an adapter returns: jobs a worker process runs at once, and how."""
+    return {"per_process": per_process, "setting": setting}
 
 
 def version(*dists: str) -> str:

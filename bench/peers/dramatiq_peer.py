@@ -16,7 +16,14 @@ def version():
 
 @dramatiq.actor
 def job(t=0):
-    common.task(t)
+    common.sync_task(t)
+
+
+def concurrency():
+    from dramatiq.cli import make_argument_parser
+
+    threads = make_argument_parser().parse_args([__name__]).threads  # what `dramatiq` runs with
+    return common.concurrency(threads, f"{threads} threads (default)")
 
 
 class Producer:

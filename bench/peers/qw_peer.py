@@ -1,6 +1,11 @@
 """qw: ``qw run -w N`` (a manager and N worker processes) on the shared queue.
 
 ``BENCH_QW_PREFETCH`` sets ``--prefetch`` (unset: qw's default).
+
+In I/O mode (``BENCH_IO_MS`` set) the target is ``atarget``, a coroutine, run with
+``qw run --concurrency C`` (``BENCH_QW_CONCURRENCY``, default 10: jobs awaited at once in
+each worker process); with ``BENCH_QW_SYNC`` set it stays the plain function ``target``,
+one job at a time per worker process, the command otherwise as in the no-op mode.
 """
 
 import os
@@ -11,13 +16,27 @@ from qw_redis import RedisBroker
 
 from peers import common
 
+#: The ``async def`` target and its ``--concurrency``, in I/O mode unless BENCH_QW_SYNC is set.
+ASYNC = common.IO_WAIT is not None and not os.environ.get("BENCH_QW_SYNC")
+CONCURRENCY = int(os.environ.get("BENCH_QW_CONCURRENCY") or 10)
+
 
 def version():
     return common.version("qw-core", "qw-redis", "redis", "hiredis")
 
 
 def target(job_id, job_data):
-    common.task(job_data.get("t", 0))
+    common.sync_task(job_data.get("t", 0))
+
+
+async def atarget(job_id, job_data):
+    await common.async_task(job_data.get("t", 0))
+
+
+def concurrency():
+    if ASYNC:
+        return common.concurrency(CONCURRENCY, f"--concurrency {CONCURRENCY} (async def target)")
+    return common.concurrency(1, "1 (def target)")
 
 
 class Producer:
@@ -40,4 +59,6 @@ def worker(workers):
     argv += ["-l", "warning", "--url", common.URL]
     if os.environ.get("BENCH_QW_PREFETCH"):
         argv += ["--prefetch", os.environ["BENCH_QW_PREFETCH"]]
-    os.execv(sys.executable, [*argv, "peers.qw_peer:target"])
+    if ASYNC:
+        argv += ["--concurrency", str(CONCURRENCY)]
+    os.execv(sys.executable, [*argv, "peers.qw_peer:atarget" if ASYNC else "peers.qw_peer:target"])

@@ -13,7 +13,11 @@ def version():
 
 
 def job(t=0):
-    common.task(t)
+    common.sync_task(t)
+
+
+def concurrency():
+    return common.concurrency(1, "1 (SimpleWorker)")
 
 
 class Producer:

@@ -16,10 +16,14 @@ def version():
 
 
 async def job(ctx, *, t=0):
-    common.task(t)
+    await common.async_task(t)
 
 
 settings = {"queue": queue, "functions": [job], "concurrency": 10}
+
+
+def concurrency():
+    return common.concurrency(settings["concurrency"], f"concurrency {settings['concurrency']} (default)")
 
 
 class Producer:

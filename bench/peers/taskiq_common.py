@@ -10,14 +10,14 @@ from peers import common
 
 
 def adapter(broker, module):
-    """The task, ``Producer`` class, ``worker`` and ``version`` functions for ``broker``.
+    """The task, ``Producer`` class, ``worker``, ``version`` and ``concurrency`` functions for ``broker``.
 
     :param module: the adapter module's name, for ``taskiq worker module:broker``.
     """
 
     @broker.task
     async def job(t=0):
-        common.task(t)
+        await common.async_task(t)
 
     class Producer:
         async def open(self):
@@ -36,4 +36,10 @@ def adapter(broker, module):
     def version():
         return common.version("taskiq", "taskiq-redis", "redis", "hiredis")
 
-    return job, Producer, worker, version
+    def concurrency():
+        from taskiq.cli.worker.args import WorkerArgs
+
+        tasks = WorkerArgs.__dataclass_fields__["max_async_tasks"].default  # what `taskiq worker` runs with
+        return common.concurrency(tasks, f"max_async_tasks {tasks} (default)")
+
+    return job, Producer, worker, version, concurrency

@@ -5,4 +5,4 @@ from taskiq_redis import RedisStreamBroker
 from peers import common, taskiq_common
 
 broker = RedisStreamBroker(common.URL)
-job, Producer, worker, version = taskiq_common.adapter(broker, __name__)
+job, Producer, worker, version, concurrency = taskiq_common.adapter(broker, __name__)

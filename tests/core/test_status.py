@@ -4,29 +4,55 @@ from __future__ import annotations
 
 import multiprocessing
 
+import pytest
+
 from qw_core.status import DONE_BYTES, Busy, JobStatus
 
 
-def new_status() -> JobStatus:
-    return JobStatus(multiprocessing.get_context("spawn"))
+def new_status(slots: int = 1) -> JobStatus:
+    return JobStatus(multiprocessing.get_context("spawn"), slots)
 
 
 def test_the_job_in_hand_is_reported_from_began_to_done() -> None:
     status = new_status()
-    assert status.busy() is None
+    assert status.in_hand() == []
     status.began("job-ü")
-    assert status.busy() == Busy("job-ü")
+    assert status.in_hand() == [Busy("job-ü")]
     status.started(None)
     status.ended()
-    assert status.busy() == Busy("job-ü"), "hooks still run after the target returned"
+    assert status.in_hand() == [Busy("job-ü")], "hooks still run after the target returned"
     status.done()
-    assert status.busy() is None
+    assert status.in_hand() == []
 
 
 def test_an_id_too_long_to_report_is_busy_but_unknown() -> None:
     status = new_status()
     status.began("x" * 5000)
-    assert status.busy() == Busy(None)
+    assert status.in_hand() == [Busy(None)]
+
+
+def test_each_slot_reports_its_own_job_and_deadline() -> None:
+    status = new_status(3)
+    status.began("a", 0)
+    status.began("c", 2)
+    status.started(5.0, 2, kill_after=10.0)
+    assert status.in_hand() == [Busy("a"), Busy("c")]
+    [running] = status.running()
+    assert (running.slot, running.job_id, running.limit, running.seq) == (2, "c", 5.0, 1)
+    assert running.kill_at == pytest.approx(running.deadline + 10.0)
+    assert status.seq(2) == 1
+    assert status.seq(0) == 0
+    status.abandoned(2)
+    assert status.in_hand() == [Busy("a")], "settled by the worker: not in hand"
+    [running] = status.running()
+    assert running.abandoned, "but still running, for the manager's last resort"
+    status.ended(2)
+    assert status.running() == []
+
+
+def test_a_record_needs_a_slot() -> None:
+    with pytest.raises(ValueError, match="at least one slot"):
+        new_status(0)
 
 
 def test_successes_are_kept_until_settled() -> None:

@@ -22,13 +22,12 @@ def test_the_job_in_hand_is_reported_while_it_runs_and_nothing_between_jobs() ->
     seen: list[tuple[str, Any]] = []
 
     def target(job_id: str, job_data: Any) -> None:
-        busy = status.busy()
-        seen.append((job_id, None if busy is None else busy.job_id))
+        seen.append((job_id, [busy.job_id for busy in status.in_hand()]))
 
     hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
     Worker(broker, target, manager="m", name="m.1", hook=hook, status=status, burst=True).run()
-    assert seen == [(job.id, job.id) for job in jobs], "each job is in hand while it runs"
-    assert status.busy() is None, "a worker between jobs has nothing in hand: none is blamed if it dies"
+    assert seen == [(job.id, [job.id]) for job in jobs], "each job is in hand while it runs"
+    assert status.in_hand() == [], "a worker between jobs has nothing in hand: none is blamed if it dies"
     assert status.successes() == [], "everything that succeeded was finished in the broker"
     assert broker.queued_job_ids() == []
 
@@ -43,5 +42,5 @@ def test_a_failed_job_is_not_in_hand_once_settled() -> None:
 
     hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
     Worker(broker, target, manager="m", name="m.1", hook=hook, status=status, burst=True).run()
-    assert status.busy() is None
+    assert status.in_hand() == []
     assert broker.failed_count() == 1

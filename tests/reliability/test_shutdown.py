@@ -6,6 +6,7 @@ whole group can be simulated. Every test ends with the "exactly one place" invar
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from reliability_support import ManagerProcess, assert_each_job_in_one_place, records, runs, wait_for
+from reliability_support import (
+    ManagerProcess,
+    assert_each_job_in_one_place,
+    pid_of_began,
+    records,
+    runs,
+    wait_for,
+)
 
 from qw_core.models import Job
 from qw_redis import RedisBroker
@@ -142,6 +150,31 @@ def test_sigquit_stops_cold_and_puts_the_job_back_uncounted(
     assert not client.exists("qw:recoveries"), "a stop on purpose is no crash"
     assert records(record_dir, "died") == []
     assert_deregistered(client)
+
+
+def test_a_sigquit_to_a_worker_alone_is_ignored(
+    url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess]
+) -> None:
+    # What a group's Ctrl-\ does to a worker, without its manager's cold stop racing it:
+    # the worker ignores it and its job runs on (were it to die of it, the job would be
+    # counted as a crash).
+    [job_id] = queue(url, Job.new({"sleep": 0.5}))
+    manager = start()
+    try:
+        pid = wait_for(lambda: pid_of_began(record_dir, job_id), what="the job to start")
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            ignored = int(next(line for line in fh if line.startswith("SigIgn:")).split()[1], 16)
+        assert ignored >> (signal.SIGQUIT - 1) & 1, "the worker ignores SIGQUIT"
+        os.kill(pid, signal.SIGQUIT)
+        wait_for(lambda: runs(record_dir).get(job_id), what="the job to finish")
+        assert pid_of_began(record_dir, job_id, other_than=pid) is None, "it ran once, in that worker"
+        manager.signal(signal.SIGTERM)
+        assert manager.wait() == 0, manager.output()
+    finally:
+        manager.close()
+    assert runs(record_dir) == {job_id: 1}
+    assert records(record_dir, "died") == []
+    assert not client.exists("qw:recoveries")
 
 
 def test_sighup_stops_warmly(

@@ -3,6 +3,7 @@ real worker, the in-memory broker that qw ships for tests, and pytest's ``caplog
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -48,6 +49,23 @@ def test_a_slow_job_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert len(slow) == 1
     assert slow[0].startswith("slow job ")
     assert "threshold 0.100 s" in slow[0]
+
+
+def test_an_async_job_is_timed_over_its_awaited_run(caplog: pytest.LogCaptureFixture) -> None:
+    pm = make_plugin_manager(
+        PluginConfig(entry_points=False, options={"slowjobs.seconds": 0.1}), extra=[qw_slowjobs]
+    )
+    broker = MemoryBroker()
+    broker.queue_jobs([Job.new({"sleep": 0.0}), Job.new({"sleep": 0.2})])
+
+    async def target(job_id: str, job_data: Any) -> None:
+        await asyncio.sleep(job_data["sleep"])
+
+    with caplog.at_level(logging.WARNING, logger="qw.slowjobs"):
+        Worker(broker, target, manager="test", hook=pm.hook, burst=True).run()
+    slow = [r.getMessage() for r in caplog.records if r.name == "qw.slowjobs"]
+    assert len(slow) == 1, "the quick one is not slow; the slow one is, once it was awaited"
+    assert float(slow[0].split(": ")[1].split(" s ")[0]) >= 0.2
 
 
 def test_fast_jobs_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:

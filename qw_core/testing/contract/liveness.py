@@ -146,6 +146,22 @@ class LivenessContract(ContractPart):
         assert broker.queued_job_ids() == [a.id, c.id], "the others back in line, in order"
         assert [failed.job.id for failed in broker.failed_jobs()] == [b.id]
 
+    def test_suspects_are_put_back_uncounted_and_each_is_handed_out_once_as_a_suspect(
+        self, broker: Broker
+    ) -> None:
+        a, b, c = (Job.new({"n": n}) for n in range(3))
+        broker.queue_jobs([a, b, c])
+        assert len(broker.take(manager=MANAGER, worker=WORKER, limit=3)) == 3
+        recovered = broker.recover_worker(manager=MANAGER, worker=WORKER, suspects=[a.id, b.id])
+        assert recovered == 3
+        taken = broker.take(manager=MANAGER, worker=WORKER_2, limit=3)
+        assert ids(taken) == [a.id, b.id, c.id], "back in line, in order"
+        assert [job.suspect for job in taken] == [True, True, False]
+        assert taken == [a, b, c], "a suspect is the same job"
+        broker.recover_worker(manager=MANAGER, worker=WORKER_2)  # a stop, no suspects named
+        assert [job.suspect for job in broker.take(manager=MANAGER, worker=WORKER, limit=3)] == [False] * 3
+        assert broker.failed_jobs() == [], "nothing was counted"
+
     def test_recoveries_are_counted_only_when_asked_and_cleared_by_finishing(self, broker: Broker) -> None:
         job = Job.new({"n": 1})
         broker.queue_jobs([job])

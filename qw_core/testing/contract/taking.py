@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -22,6 +23,7 @@ from qw_core.testing import (
     drain,
     ids,
     make_jobs,
+    opened,
     take_while_blocked,
 )
 from qw_core.testing.contract.base import ContractPart
@@ -146,6 +148,35 @@ class TakingContract(ContractPart):
         )
         assert taken == [job]
         assert waited < WOKEN_WITHIN
+
+    def test_a_nudge_ends_a_blocked_take_at_once(self, broker: Broker) -> None:
+        with opened(broker.factory()) as other, ThreadPoolExecutor(1) as pool:
+            taking = pool.submit(other.take, manager=MANAGER, worker=WORKER, timeout=30)
+            deadline = time.monotonic() + 10
+            while self.blocked_takers(broker) == 0:
+                assert not taking.done(), "the take returned without waiting"
+                assert time.monotonic() < deadline, "the take never blocked"
+                time.sleep(0.005)
+            nudged = time.monotonic()
+            broker.nudge(WORKER)
+            assert taking.result(timeout=WOKEN_WITHIN) == []
+            assert time.monotonic() - nudged < WOKEN_WITHIN
+
+    def test_a_nudge_before_a_take_ends_its_wait_and_only_that_one(self, broker: Broker) -> None:
+        broker.nudge(WORKER)
+        started = time.monotonic()
+        assert broker.take(manager=MANAGER, worker=WORKER, timeout=30) == []
+        assert time.monotonic() - started < WOKEN_WITHIN
+        started = time.monotonic()
+        assert broker.take(manager=MANAGER, worker=WORKER, timeout=0.3) == []
+        assert time.monotonic() - started >= 0.25, "the nudge was used up"
+
+    def test_a_nudge_takes_nothing_and_a_job_queued_meanwhile_is_taken(self, broker: Broker) -> None:
+        broker.nudge(WORKER)
+        job = Job.new({"n": 1})
+        broker.queue_job(job)
+        assert broker.take(manager=MANAGER, worker=WORKER, timeout=5) == [job]
+        assert broker.queued_job_ids() == []
 
     @pytest.mark.parametrize("how", ["retry", "release", "recover", "requeue_failed"])
     def test_blocked_take_wakes_when_a_job_is_put_back(self, broker: Broker, how: str) -> None:

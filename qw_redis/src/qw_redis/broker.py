@@ -58,6 +58,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: Most jobs queued by one script call.
 QUEUE_BATCH = 1000
+#: How long a nudge nobody waited for is kept (see :meth:`RedisBroker.nudge`).
+NUDGE_TTL_MS = 60_000
 #: Most jobs one call of ``move.lua`` moves (:meth:`RedisBroker.move_queued`).
 MOVE_BATCH = 1000
 #: Shortest blocking wait worth a round trip, in seconds.
@@ -209,7 +211,8 @@ class RedisBroker(Broker):
         if jobs or limit == 0 or timeout <= 0:
             return jobs
         deadline = time.monotonic() + timeout
-        wake_keys = [keys.wake(worker), keys.wake(manager), keys.WAKE_ALL]
+        nudge = keys.nudge(worker)
+        wake_keys = [nudge, keys.wake(worker), keys.wake(manager), keys.WAKE_ALL]
         while (remaining := deadline - time.monotonic()) >= _MIN_BLOCK:
             # Idle anyway: move due delayed jobs, and wake up when the next one is due.
             _, due_in = self._scripts.promote()
@@ -222,11 +225,24 @@ class RedisBroker(Broker):
                 if due_in is not None:  # wake a tick early; the rest is waited here
                     wait = min(wait, due_in - self._timer_tick())
                 if wait >= _MIN_BLOCK:
-                    self._client.blpop(wake_keys, timeout=wait)
+                    woken = self._client.blpop(wake_keys, timeout=wait)
+                    if woken is not None and woken[0] == nudge:  # see nudge(): return now
+                        return self._take_once(manager, worker, (), len(held), limit)
             jobs = self._take_once(manager, worker, (), len(held), limit)
             if jobs:
                 return jobs
         return []
+
+    @_translated
+    def nudge(self, worker: str) -> None:
+        """See :meth:`Broker.nudge`: one token on ``qw:nudge:<w>`` (never more), which
+        expires after :data:`NUDGE_TTL_MS` if nobody waits."""
+        self._check_cached(worker)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.lpush(keys.nudge(worker), "1")
+        pipe.ltrim(keys.nudge(worker), 0, 0)
+        pipe.pexpire(keys.nudge(worker), NUDGE_TTL_MS)
+        pipe.execute()
 
     def _timer_tick(self) -> float:
         """Seconds between two ticks of Redis's timer (``1 / hz``), read once."""
@@ -281,7 +297,8 @@ class RedisBroker(Broker):
             error = JobTooLarge(f"job {codec.shown(item.id)} is {item.size} bytes; the limit is {limit}")
         else:
             try:
-                return codec.decode_job(item.id, item.fields, manager=from_manager, worker=from_worker)
+                job = codec.decode_job(item.id, item.fields, manager=from_manager, worker=from_worker)
+                return attrs.evolve(job, suspect=True) if item.suspect else job
             except InvalidJob as exc:
                 error = exc
         log.warning("job %s is unreadable, moved to the failed jobs: %s", codec.shown(item.id), error)
@@ -332,12 +349,23 @@ class RedisBroker(Broker):
 
     @_translated
     def recover_worker(
-        self, *, manager: str, worker: str, max_recoveries: int | None = None, crashed_job: str | None = None
+        self,
+        *,
+        manager: str,
+        worker: str,
+        max_recoveries: int | None = None,
+        crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
     ) -> int:
         self._check_cached(manager)
         self._check_cached(worker)
         recovered = self._recover(
-            manager, worker, if_dead=False, max_recoveries=max_recoveries, crashed_job=crashed_job
+            manager,
+            worker,
+            if_dead=False,
+            max_recoveries=max_recoveries,
+            crashed_job=crashed_job,
+            suspects=suspects,
         )
         return 0 if recovered is None else recovered.requeued
 
@@ -349,6 +377,7 @@ class RedisBroker(Broker):
         if_dead: bool,
         max_recoveries: int | None,
         crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
     ) -> Reaped | None:
         """Run ``recover.lua`` until the worker's list is empty; fail the poison jobs it finds.
 
@@ -364,6 +393,7 @@ class RedisBroker(Broker):
                 if_dead=if_dead,
                 max_recoveries=max_recoveries,
                 crashed_job=crashed_job,
+                suspects=suspects,
             )
             if step.skipped:  # alive (again), or gone: leave it what it still holds
                 if first:

@@ -52,10 +52,16 @@ is never ``qw`` and never contains ``:``):
 ``qw:recoveries``      hash    job id → how often the job was put back because its
                                worker died holding it; cleared when it is finished or
                                failed
+``qw:suspects``        set     ids of jobs put back after their worker died running them
+                               beside others, so that nobody knows which one killed it:
+                               the take that hands one out removes it and says so, and
+                               its worker runs it alone
 ``qw:queues``          set     the names jobs were queued to by name (a manager's queue,
                                a worker's list), kept by the queueing scripts: ``qw
                                status`` looks through them for stray queues, which no
                                running manager or worker owns
+``qw:nudge:<w>``       list    one token: ends worker ``<w>``'s wait in a take, because a job
+                               it runs concurrently completed; expires after a minute
 ``qw:producer:<token>`` string ``number:result`` of the last queueing call of one
                                producer (a broker object), expiring after 10 minutes:
                                a call re-sent after a lost reply is recognised and
@@ -100,6 +106,7 @@ FAILED = _QW + "failed"
 _FAILED_PREFIX = FAILED + ":"
 _INVALID_PREFIX = _QW + "invalid:"
 _HEARTBEAT_PREFIX = _QW + "hb:"
+_NUDGE_PREFIX = _QW + "nudge:"
 _PRODUCER_PREFIX = _QW + "producer:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
@@ -107,6 +114,9 @@ MANAGERS = _QW + "managers"
 REAPER = _QW + "reaper"
 #: Job id → how many times it was put back after its worker died holding it.
 RECOVERIES = _QW + "recoveries"
+#: Jobs put back after a worker died with them and others in hand: the next take of each
+#: says so, and its worker runs it alone (see ``Job.suspect``).
+SUSPECTS = _QW + "suspects"
 #: Names jobs were queued to by name (managers' queues, workers' lists): where to look
 #: for queues that no running manager or worker owns.
 QUEUES = _QW + "queues"
@@ -134,6 +144,12 @@ def wake(name: str | None) -> str:
     """``qw:wake:<name>`` for a manager's queue or a worker's own list (``qw:wake:all``
     for ``None``, the shared queue): tokens that wake blocked takers."""
     return WAKE_ALL if name is None else _WAKE_PREFIX + name
+
+
+def nudge(worker: str) -> str:
+    """``qw:nudge:<w>``: a token that ends worker ``<w>``'s wait in a take (one job of its
+    own completed meanwhile); expires if nobody waits."""
+    return _NUDGE_PREFIX + worker
 
 
 def failed_job(job_id: str) -> str:
@@ -206,6 +222,7 @@ local ALL_JOBS = {_lua_string(ALL_JOBS)}
 local WAKE_ALL = {_lua_string(WAKE_ALL)}
 local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
 local RECOVERIES = {_lua_string(RECOVERIES)}
+local SUSPECTS = {_lua_string(SUSPECTS)}
 local FAILED = {_lua_string(FAILED)}
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
 local function failed_key(id) return {_lua_string(_FAILED_PREFIX)} .. id end

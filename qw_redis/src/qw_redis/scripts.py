@@ -57,6 +57,7 @@ class Taken:
     :param id: the job id.
     :param source: ``"w"`` (sent to the worker directly), ``"m"`` (the manager's queue) or
         ``"a"`` (the shared queue).
+    :param suspect: it was a suspect (see ``Job.suspect``): run it alone.
     :param fields: the job hash (``{}`` if it is missing), or ``None`` when it was too
         large or not a hash.
     :param size: the hash's size in bytes when it was too large, else ``0``.
@@ -68,6 +69,7 @@ class Taken:
     fields: dict[str, str] | None
     size: int = 0
     wrong_type: str = ""
+    suspect: bool = False
 
 
 @attrs.frozen
@@ -85,11 +87,13 @@ class TakeReply:
 
 
 def _taken(job_id: str, source: str, fields: Any) -> Taken:
+    suspect = source.endswith("!")
+    source = source.rstrip("!")
     if isinstance(fields, int):
-        return Taken(job_id, source, None, size=fields)
+        return Taken(job_id, source, None, size=fields, suspect=suspect)
     if isinstance(fields, str):
-        return Taken(job_id, source, None, wrong_type=fields)
-    return Taken(job_id, source, _pairs(fields))
+        return Taken(job_id, source, None, wrong_type=fields, suspect=suspect)
+    return Taken(job_id, source, _pairs(fields), suspect=suspect)
 
 
 @attrs.frozen
@@ -308,6 +312,7 @@ class Scripts:
         if_dead: bool = False,
         max_recoveries: int | None = None,
         crashed_job: str | None = None,
+        suspects: Sequence[str] = (),
         batch: int = RECOVER_BATCH,
     ) -> Recovery:
         """Move one batch of a dead worker's jobs back; see ``lua/recover.lua``.
@@ -315,6 +320,7 @@ class Scripts:
         :param if_dead: do nothing if the worker has a heartbeat (the reaper's check).
         :param max_recoveries: count each job's recoveries; one past this is poison.
         :param crashed_job: count only this job's (the one the worker died running).
+        :param suspects: jobs to mark as suspects when they are put back.
         """
         reply: list[Any] = self._recover(
             keys=[
@@ -333,6 +339,7 @@ class Scripts:
                 "" if max_recoveries is None else max_recoveries,
                 manager,
                 crashed_job or "",
+                json.dumps(list(suspects), ensure_ascii=False) if suspects else "",
             ],
         )
         moved, left, skipped, *poison = reply

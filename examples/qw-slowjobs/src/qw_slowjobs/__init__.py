@@ -5,7 +5,10 @@ its entry point (``[project.entry-points.qw] slowjobs = "qw_slowjobs"``); nothin
 needs configuring. It shows the three things most plugins need:
 
 * a **wrapper** around ``qw_job_run``, the way to time or trace a job (code before the
-  ``yield`` runs before the target, code after it once the target returned or raised);
+  ``yield`` runs before the target, code after it once the target returned or raised;
+  for an ``async def`` target the ``yield`` gives back the job's coroutine, not yet run,
+  so the wrapper returns a coroutine of its own that awaits it: the way for a plugin to
+  await in a job's hooks);
 * **settings** read in ``qw_plugins_loaded`` from ``qw run -o slowjobs.seconds=2``;
 * state kept **per process**: hooks run in each worker process, so nothing here is
   shared between workers, and nothing needs to be.
@@ -13,9 +16,10 @@ needs configuring. It shows the three things most plugins need:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from qw_core import Job, PluginConfig, WorkerInfo, hookimpl
@@ -48,16 +52,33 @@ def qw_plugins_loaded(config: PluginConfig) -> None:
 def qw_job_run(job: Job, worker: WorkerInfo, target: Callable[..., Any]) -> Generator[None, object, object]:
     """Time the job around whatever runs it; log it when it is slow, whatever its outcome."""
     start = time.perf_counter()
+    result: object = None
     try:
-        return (yield)
+        result = yield
+    finally:  # a plain job has run (or raised) by now; an async one has not started
+        if not inspect.isawaitable(result):
+            _report(job, worker, start)
+    if inspect.isawaitable(result):
+        return _timed(result, job, worker, start)
+    return result
+
+
+async def _timed(job_run: Awaitable[object], job: Job, worker: WorkerInfo, start: float) -> object:
+    """Await an async job's run, then report it: its time is the awaited run."""
+    try:
+        return await job_run
     finally:
-        elapsed = time.perf_counter() - start
-        if elapsed >= _threshold:
-            log.warning(
-                "slow job %s: %.3f s on %s (attempt %d; threshold %.3f s)",
-                job.id,
-                elapsed,
-                worker.name,
-                job.attempt,
-                _threshold,
-            )
+        _report(job, worker, start)
+
+
+def _report(job: Job, worker: WorkerInfo, start: float) -> None:
+    elapsed = time.perf_counter() - start
+    if elapsed >= _threshold:
+        log.warning(
+            "slow job %s: %.3f s on %s (attempt %d; threshold %.3f s)",
+            job.id,
+            elapsed,
+            worker.name,
+            job.attempt,
+            _threshold,
+        )

@@ -16,6 +16,9 @@
 -- ARGV[5]  the manager's name (the origin a poison job sent to the worker directly gets)
 -- ARGV[6]  the job the worker died running, if its manager knows: only it is counted;
 --          '' to count every id (the reaper cannot know which one ran)
+-- ARGV[7]  a JSON array of suspects: jobs the worker had in hand beside others when it
+--          died ('' for none); each one put back is added to qw:suspects (SUSPECTS), so
+--          that the take that hands it out next says to run it alone
 --
 -- If ARGV[3] is 1 and KEYS[6] exists, change nothing; likewise if the worker is no longer
 -- in KEYS[2] and holds nothing (it stopped and deregistered itself after the reaper listed
@@ -40,6 +43,7 @@ expect(KEYS[1], 'list')
 expect(KEYS[2], 'set')
 expect(KEYS[3], 'hash')
 expect(KEYS[7], 'hash')
+if ARGV[7] ~= '' then expect(SUSPECTS, 'set') end
 if ARGV[3] == '1' then
   local held = redis.call('LLEN', KEYS[1])
   if redis.call('EXISTS', KEYS[6]) == 1 then return {0, held, 1} end
@@ -50,6 +54,10 @@ redis.call('DEL', KEYS[6])
 local batch = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])
 local counted = ARGV[6]
+local suspects = {}
+if ARGV[7] ~= '' then
+  for _, id in ipairs(cjson.decode(ARGV[7])) do suspects[id] = true end
+end
 local ids = redis.call('LRANGE', KEYS[1], -batch, -1)
 if #ids == 0 then return {0, 0, 0} end
 redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
@@ -89,6 +97,7 @@ for i = #ids, 1, -1 do
       end
     end
     wakes[w] = (wakes[w] or 0) + 1
+    if suspects[id] then redis.call('SADD', SUSPECTS, id) end
     moved = moved + 1
   end
 end

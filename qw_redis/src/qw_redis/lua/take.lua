@@ -38,7 +38,8 @@
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields}: source 'w' (sent to
--- the worker), 'm' (from the manager queue), 'a' (from the shared queue); fields the
+-- the worker), 'm' (from the manager queue), 'a' (from the shared queue), followed by
+-- '!' for a suspect (an id taken off qw:suspects: run it alone); fields the
 -- flat HGETALL reply, or the hash's size (a number) when its field names and values add
 -- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
 -- string) when it is not a hash. A missing hash is an empty reply.
@@ -54,6 +55,7 @@ expect(origin, 'hash')
 expect(RECOVERIES, 'hash')
 local broken = {}
 local reply = {finish(wjobs, origin, 5), broken}
+local suspects = kind_of(SUSPECTS) == 'set'  -- one check per call: usually there are none
 if limit <= 0 then return reply end
 
 local delayed_kind = kind_of(KEYS[7])
@@ -77,6 +79,7 @@ local function hand_out(id, source, from)
     for i = 1, #fields do size = size + #fields[i] end
     if size > max_size then fields = size end
   end
+  if suspects and redis.call('SREM', SUSPECTS, id) == 1 then source = source .. '!' end
   reply[#reply + 1] = {id, source, fields}
 end
 
