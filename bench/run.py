@@ -416,7 +416,7 @@ def measure_io(
         python = venvs.ensure(peer, reinstall=args.reinstall)
     except venvs.InstallFailed as exc:
         raise PeerFailed(f"install failed: {exc}") from exc
-    env = {"BENCH_IO_MS": f"{args.io:g}", "BENCH_QW_CONCURRENCY": str(args.qw_concurrency), **peer.env}
+    env = {"BENCH_IO_MS": f"{args.io:g}", "BENCH_QW_CONCURRENCY": str(args.qw_concurrency or ""), **peer.env}
     if args.qw_prefetch:
         env["BENCH_QW_PREFETCH"] = str(args.qw_prefetch)
     runner = Runner(peer, python, url_of(client), logs, env)
@@ -629,9 +629,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--qw-concurrency",
         type=positive,
-        default=10,
+        default=None,
         metavar="N",
-        help="with --io: qw run --concurrency N, jobs awaited at once per worker process (default 10)",
+        help="with --io: qw run --concurrency N, jobs awaited at once per worker process "
+        "(default: qw's own default, 100 for an async def target)",
     )
     parser.add_argument("--json", nargs="?", const="", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--results", default=str(RESULTS), help="where logs and --json go (bench/results)")

@@ -321,6 +321,10 @@ class Executor(abc.ABC):
     def completed(self, timeout: float) -> list[Completion]:
         """The runs over since the last call; waits up to ``timeout`` seconds for one."""
 
+    def pending(self) -> bool:
+        """Whether a completion is ready for :meth:`completed` (no wait)."""
+        return False
+
     def deadline(self, slot: int) -> float:
         """When the job in ``slot`` must end (``0``: no limit, or none running); only for
         an executor that :attr:`times_out_jobs`."""
@@ -344,6 +348,9 @@ class InlineExecutor(Executor):
         done, self._done = self._done, []
         return done
 
+    def pending(self) -> bool:
+        return bool(self._done)
+
 
 class _Reported:
     """Completions handed from the threads that ran the jobs to the loop."""
@@ -353,6 +360,9 @@ class _Reported:
 
     def put(self, completion: Completion) -> None:
         self._queue.put(completion)
+
+    def pending(self) -> bool:
+        return not self._queue.empty()
 
     def take(self, timeout: float) -> list[Completion]:
         try:
@@ -400,6 +410,9 @@ class ThreadExecutor(Executor):
     def completed(self, timeout: float) -> list[Completion]:
         return self._reported.take(timeout)
 
+    def pending(self) -> bool:
+        return self._reported.pending()
+
     def deadline(self, slot: int) -> float:
         return self._deadlines[slot]
 
@@ -446,6 +459,9 @@ class AsyncioExecutor(Executor):
 
     def completed(self, timeout: float) -> list[Completion]:
         return self._reported.take(timeout)
+
+    def pending(self) -> bool:
+        return self._reported.pending()
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -348,30 +348,50 @@ class Worker:
         return started
 
     def _take_batch(self, batch: _Batch) -> None:
-        """Finish what succeeded and take jobs for the free slots, in one broker call."""
-        clock = self.clock
-        batch.limit = self._next_limit(batch.limit, batch.size, clock() - batch.taken_at)
+        """Finish what succeeded and take jobs for the free slots, in one broker call.
+
+        With nothing in flight the take waits for a job. With jobs in flight it first
+        takes without waiting; only if nothing came does it wait, and then a job of ours
+        that completes ends the wait (:meth:`_job_completed`), so that its slot is filled
+        at once: a wake-up costs a broker call, paid only when the queue is empty.
+        """
+        batch.limit = self._next_limit(batch.limit, batch.size, self.clock() - batch.taken_at)
         free = len(self._free)
         limit = free if self._flights else max(free, batch.limit)
+        wait = 0.0 if self.burst else self.block_timeout
+        if self._flights and wait:
+            taken = self._take(batch.finished, limit, 0.0)
+            if taken is None:
+                return
+            self._note_taken(batch, taken)
+            if taken:
+                return
         with self._wake_lock:  # from here a completing job ends the wait (_job_completed)
-            self._in_take = True
+            self._in_take = not self._executor_pending()
             self._nudged = False
+        if not self._in_take:  # a job completed meanwhile: settle it first
+            return
         try:
-            wait = 0.0 if self.burst else self.block_timeout
             taken = self._take(batch.finished, limit, wait)
         finally:
             with self._wake_lock:
                 self._in_take = False
-        if taken is None:  # the broker did not answer: `finished` is still held
-            return
+        if taken is not None:
+            self._note_taken(batch, taken)
+
+    def _note_taken(self, batch: _Batch, taken: list[Job]) -> None:
+        """Note what a take gave, and that it finished ``batch.finished``."""
         batch.waiting.extend(taken)
         batch.size = len(taken)
-        batch.taken_at = batch.confirmed_at = clock()
+        batch.taken_at = batch.confirmed_at = self.clock()
         batch.finished = []
         batch.drained = not taken
         self._settled_successes()
         if not taken and self.burst and not self._flights:
             self.request_stop()
+
+    def _executor_pending(self) -> bool:
+        return self._executor is not None and self._executor.pending()
 
     def _job_completed(self) -> None:
         """A job of ours completed (called in the thread that ran it): if the loop waits in

@@ -3,8 +3,8 @@
 ``BENCH_QW_PREFETCH`` sets ``--prefetch`` (unset: qw's default).
 
 In I/O mode (``BENCH_IO_MS`` set) the target is ``atarget``, a coroutine, run with
-``qw run --concurrency C`` (``BENCH_QW_CONCURRENCY``, default 10: jobs awaited at once in
-each worker process); with ``BENCH_QW_SYNC`` set it stays the plain function ``target``,
+qw's default concurrency for an ``async def`` target (100 jobs awaited at once in each
+worker process), or ``--concurrency C`` with ``BENCH_QW_CONCURRENCY``; with ``BENCH_QW_SYNC`` set it stays the plain function ``target``,
 one job at a time per worker process, the command otherwise as in the no-op mode.
 """
 
@@ -18,7 +18,7 @@ from peers import common
 
 #: The ``async def`` target and its ``--concurrency``, in I/O mode unless BENCH_QW_SYNC is set.
 ASYNC = common.IO_WAIT is not None and not os.environ.get("BENCH_QW_SYNC")
-CONCURRENCY = int(os.environ.get("BENCH_QW_CONCURRENCY") or 10)
+CONCURRENCY = int(os.environ.get("BENCH_QW_CONCURRENCY") or 0)  # 0: qw's default
 
 
 def version():
@@ -34,6 +34,10 @@ async def atarget(job_id, job_data):
 
 
 def concurrency():
+    if ASYNC and not CONCURRENCY:
+        from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY
+
+        return common.concurrency(DEFAULT_ASYNC_CONCURRENCY, f"{DEFAULT_ASYNC_CONCURRENCY} (default, async def)")
     if ASYNC:
         return common.concurrency(CONCURRENCY, f"--concurrency {CONCURRENCY} (async def target)")
     return common.concurrency(1, "1 (def target)")
@@ -59,6 +63,6 @@ def worker(workers):
     argv += ["-l", "warning", "--url", common.URL]
     if os.environ.get("BENCH_QW_PREFETCH"):
         argv += ["--prefetch", os.environ["BENCH_QW_PREFETCH"]]
-    if ASYNC:
+    if ASYNC and CONCURRENCY:
         argv += ["--concurrency", str(CONCURRENCY)]
     os.execv(sys.executable, [*argv, "peers.qw_peer:atarget" if ASYNC else "peers.qw_peer:target"])

@@ -1,5 +1,6 @@
 """The back-off between attempts at an unreachable broker: growing, capped, jittered, and
-never a busy loop (qw_core.backoff, and the worker and manager threads that use it)."""
+never a busy loop (qw_core.backoff, and the worker and manager threads that use it); and
+the few attempts a worker gives a broker error that is no outage."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import threading
 import time
 from typing import Any
 
-from qw_core import PluginConfig, make_plugin_manager
+from qwtest_wait import wait_for
+
+from qw_core import Job, PluginConfig, make_plugin_manager
 from qw_core.backoff import Backoff
-from qw_core.errors import BrokerUnavailable
+from qw_core.errors import BackendError, BrokerUnavailable
 from qw_core.liveness import Liveness, LivenessSettings
 from qw_core.memory import MemoryBroker
-from qw_core.worker import Worker
+from qw_core.worker import ERROR_ATTEMPTS, Worker
 
 
 def test_waits_grow_from_first_to_cap_each_within_the_upper_half_of_its_window() -> None:
@@ -64,6 +67,52 @@ def test_a_worker_waits_out_an_outage_without_a_busy_loop() -> None:
     assert not thread.is_alive(), "a stop request ends the wait"
     # Waits of 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.4-0.8, ... s: at most 6 attempts in 1.5 s.
     assert 2 <= broker.attempts <= 6
+
+
+class RefusesToFail(MemoryBroker):
+    """A broker whose every fail_job fails with an error that is no outage (a key of the
+    wrong type, say: it may never go away); counts the attempts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def fail_job(self, **kwargs: Any) -> bool:
+        self.attempts += 1
+        raise BackendError("WRONGTYPE qw:failed is a string, not a zset")
+
+
+def test_a_worker_that_cannot_settle_a_job_gives_up_rather_than_hold_it_for_ever() -> None:
+    broker = RefusesToFail()
+    job = Job.new({"n": 1})
+    broker.queue_job(job)
+
+    def target(job_id: str, job_data: Any) -> None:
+        raise ValueError("no")
+
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(broker, target, manager="m", name="m.1", hook=hook)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BackendError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(lambda: not thread.is_alive(), timeout=10, what="the worker to give up")
+    finally:
+        worker.request_stop()
+        thread.join(10)
+    assert broker.attempts == ERROR_ATTEMPTS
+    assert len(raised) == 1, "the error ends the worker"
+    # Its manager (or a reaper) puts the job back, counting a crash, so such a job ends
+    # in the failed registry instead of being held by a worker that retries for ever.
+    assert broker.held_job_ids("m.1") == [job.id]
+    assert broker.workers("m") == ["m.1"], "it stays registered, so a reaper finds the job"
 
 
 def test_the_heartbeat_thread_waits_out_an_outage_without_a_busy_loop() -> None:

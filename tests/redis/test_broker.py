@@ -12,6 +12,7 @@ from qw_core.models import Failure, Job
 from qw_redis import keys
 from qw_redis.broker import RedisBroker
 from qw_redis.connection import RedisOptions
+from qw_redis.scripts import WAKE_CAP
 
 REDIS_DB = 12
 M, W, W2 = "m1", "m1.101", "m1.102"
@@ -54,6 +55,20 @@ def test_large_batches_are_queued_in_chunks_per_queue(
     assert real_broker.queued_job_ids() == [job.id for job in jobs if not job.manager]
     assert real_broker.queued_job_ids(M) == [job.id for job in jobs if job.manager]
     assert real_client.llen("qw:wake:all") == real_client.llen("qw:wake:m1") == 64
+
+
+def test_releasing_more_jobs_than_lua_can_unpack_pushes_at_most_wake_cap_tokens(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # A token per job released would be 10,000 values for one LPUSH: more than Lua can
+    # unpack into a call, so the release would fail after moving the jobs.
+    ids = [f"j{n}" for n in range(10_000)]
+    real_client.rpush(f"{W}:jobs", *ids)  # held, as take.lua leaves them: taken from all:jobs
+    real_client.hset(keys.ORIGIN, mapping=dict.fromkeys(ids, ""))
+    assert real_broker.release_jobs(worker=W, job_ids=ids) == 10_000
+    assert real_client.llen("qw:wake:all") == WAKE_CAP
+    assert real_broker.queued_job_ids()[:2] == ids[:2], "back at the front, in take order"
+    assert not real_client.exists(f"{W}:jobs", keys.ORIGIN)
 
 
 def test_take_is_one_round_trip_per_job_finish_included(real_broker: RedisBroker) -> None:
@@ -158,6 +173,23 @@ def test_a_failed_job_is_kept_readably(real_broker: RedisBroker, real_client: re
     assert set(entry) == {"job", "failure", "origin"}
     assert entry["origin"] == M
     assert not real_client.exists(keys.job(job.id), f"{W}:jobs", keys.ORIGIN)
+
+
+def test_failing_a_job_clears_its_crash_count(real_broker: RedisBroker, real_client: redis.Redis) -> None:
+    # A count left behind would follow the id: requeued from the registry, the job would be
+    # failed as crashed before its worker died max_recoveries times more.
+    job = Job.new({"n": 1})
+    real_broker.queue_job(job)
+    real_broker.take(manager=M, worker=W)
+    assert real_broker.recover_worker(manager=M, worker=W, max_recoveries=1) == 1  # its worker died
+    assert real_client.hget(keys.RECOVERIES, job.id) == "1"
+    [again] = real_broker.take(manager=M, worker=W2)
+    assert real_broker.fail_job(worker=W2, job=again, failure=Failure(exc_type="E", message="bad"))
+    assert not real_client.exists(keys.RECOVERIES)
+    assert real_broker.requeue_failed(job.id)
+    real_broker.take(manager=M, worker=W)
+    assert real_broker.recover_worker(manager=M, worker=W, max_recoveries=1) == 1, "put back, not poison"
+    assert real_broker.failed_jobs() == []
 
 
 def test_scripts_are_reloaded_after_a_script_flush(fake_broker: RedisBroker) -> None:

@@ -18,6 +18,7 @@ import redis
 from reliability_support import assert_each_job_in_one_place, wait_for
 
 from qw_core.broker import Reaped
+from qw_core.liveness import Liveness, LivenessSettings
 from qw_core.models import Job
 from qw_redis import RedisBroker
 from qw_redis.scripts import RECOVER_BATCH
@@ -178,6 +179,65 @@ def test_a_worker_that_beats_again_after_the_reaper_listed_it_keeps_its_jobs(
     monkeypatch.setattr(broker, "_recover", beat_meanwhile)
     assert broker.reap(owner="reaper", lease=0, ttl=TTL) == []
     assert broker.held_job_ids("m.1") == [job.id for job in held]
+    assert broker.workers("m") == ["m.1"]
+
+
+def test_a_manager_that_beats_again_after_the_reaper_listed_it_is_not_forgotten(
+    broker: RedisBroker, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its heartbeat lands between the reaper's listing (no heartbeat, no workers) and the
+    # step that forgets it: the step checks again and keeps the live manager.
+    broker.beat(manager="m", token="m", workers={}, ttl=TTL)
+    lapse(client, "m")
+    forget = broker._scripts.forget_manager
+    asked: list[str] = []
+
+    def beat_meanwhile(manager: str) -> bool:
+        asked.append(manager)
+        broker.beat(manager="m", token="m", workers={}, ttl=30)
+        return forget(manager)
+
+    monkeypatch.setattr(broker._scripts, "forget_manager", beat_meanwhile)
+    assert broker.reap(owner="reaper", lease=0, ttl=TTL) == []
+    assert asked == ["m"], "the reaper listed it as dead"
+    assert broker.managers() == ["m"]
+    assert client.hget("qw:managers", "m") == "m"
+
+
+def test_a_manager_whose_own_heartbeat_is_late_reaps_nobody(broker: RedisBroker, client: redis.Redis) -> None:
+    # Its heartbeat thread falls behind (a slow host, a long pause) while its workers run
+    # on: their heartbeats lapse. Its reaper must wait for its own next beat, which vouches
+    # for them again, rather than take them for dead.
+    broker.queue_jobs([job := Job.new({"n": 1})])
+    resume = threading.Event()
+    beats = 0
+    reaped: list[Reaped] = []
+
+    def workers() -> dict[str, str]:  # called by each beat, on the heartbeat thread
+        nonlocal beats
+        beats += 1
+        if beats > 1:
+            resume.wait(30)  # the heartbeat thread is behind
+        return {"m.1": "w1"}
+
+    settings = LivenessSettings(heartbeat=0.1, ttl=TTL, reap_interval=0.05)
+    live = Liveness(
+        broker.factory(), manager="m", token="m", settings=settings, workers=workers, on_reaped=reaped.append
+    )
+    live.start()
+    try:
+        wait_for(lambda: broker.workers("m") == ["m.1"], what="the first heartbeat")
+        assert broker.take(manager="m", worker="m.1") == [job]
+        lapse(client, "m.1")
+        time.sleep(20 * settings.reap_every)  # the reaper's chances: none may reap
+        assert reaped == []
+        resume.set()
+        wait_for(lambda: client.exists("qw:hb:m.1"), what="the late heartbeat")
+    finally:
+        resume.set()
+        live.stop()
+    assert reaped == []
+    assert broker.held_job_ids("m.1") == [job.id]
     assert broker.workers("m") == ["m.1"]
 
 

@@ -24,6 +24,7 @@ from reliability_support import (
 )
 
 from qw_core.models import Job
+from qw_core.testing import wait_reaped
 from qw_redis import RedisBroker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -130,6 +131,39 @@ def test_a_worker_done_early_is_deregistered_while_its_sibling_finishes(
     assert runs(record_dir) == {job_id: 1}
     assert records(record_dir, "reaped") == [], "a worker stopped on purpose is never reaped"
     assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}
+    assert_deregistered(client)
+
+
+def test_a_manager_that_cannot_settle_a_stopped_worker_stays_registered_for_a_reaper(
+    url: str, client: redis.Redis, record_dir: Path, start: Callable[..., ManagerProcess]
+) -> None:
+    # Putting back what the killed worker held fails (qw:recoveries is another program's
+    # string, so recover.lua refuses). Were the manager to deregister anyway, no reaper
+    # would look at its worker again, and the job would stay on the worker's list for ever.
+    [job_id] = queue(url, Job.new({"sleep": 60}))
+    manager = start()
+    wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
+    [worker] = client.smembers("sd:workers")
+    client.set("qw:recoveries", "another program's string")
+    manager.signal(signal.SIGQUIT)
+    assert manager.wait(timeout=20) == 1, manager.output()
+    assert "could not settle its workers and deregister" in manager.output()
+    assert client.smembers("all:managers") == {"sd"}
+    assert client.hexists("qw:managers", "sd")
+    assert client.smembers("sd:workers") == {worker}
+    client.delete("qw:recoveries")  # mended
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: f"{worker}:jobs"}
+    broker = RedisBroker.from_url(url)
+    try:
+        [reaped] = wait_reaped(broker, worker, ttl=1.0)
+        assert (reaped.requeued, reaped.failed) == (1, 0)
+        wait_for(
+            lambda: broker.reap(owner="test", lease=0, ttl=1.0) is not None and not broker.managers(),
+            what="the reaper to forget the manager",
+        )
+    finally:
+        broker.close()
+    assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "all:jobs"}
     assert_deregistered(client)
 
 
