@@ -58,6 +58,19 @@ def types(session: nox.Session) -> None:
 
 
 @nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (slow, not part of ``nox``): mutmut over qw_core's Python, then the
+    hand-written mutants of the Lua scripts and settle paths (``tools/mutants.py``), each
+    of which the tests must fail. ``nox -s mutants -- hand`` runs only the second part."""
+    install_group(session, "test")
+    install_group(session, "mutants", local=False)
+    if "hand" not in session.posargs:
+        session.run("mutmut", "run", success_codes=[0, 1, 2])
+        session.run("mutmut", "results")
+    session.run("python", "tools/mutants.py")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """The benchmark against the peers (not a test): ``nox -s bench -- --help``."""
     install_group(session, "bench")

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from qwtest_wait import wait_for
 
 from qw_core import Decision, Job, Outcome, PluginConfig, RetryPolicy, hookimpl, make_plugin_manager
 from qw_core.errors import ConfigurationError, TargetNotRun
 from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, is_async, slots_for
 from qw_core.memory import MemoryBroker
 from qw_core.status import JobStatus
+from qw_core.testing import WOKEN_WITHIN
 from qw_core.worker import Worker, current_job
 
 BARRIER_TIMEOUT = 10.0
@@ -358,6 +360,36 @@ def test_a_stop_lets_every_job_in_flight_finish_and_puts_back_the_waiting(
     assert broker.held_job_ids("m.1") == []
     assert broker.failed_jobs() == []
     assert broker.workers("m") == [], "a worker that settled everything deregisters"
+
+
+def test_a_job_that_completes_while_its_worker_waits_for_new_jobs_is_settled_at_once(
+    broker: MemoryBroker,
+) -> None:
+    # The loop waits in a take (the queue is empty) with a job in flight; the job's end must
+    # end that wait (Broker.nudge), not the take's timeout (30 s here).
+    release = threading.Event()
+    running = threading.Event()
+
+    def target(job_id: str, job_data: Any) -> None:
+        running.set()
+        release.wait(BARRIER_TIMEOUT)
+
+    job_id = broker.queue_job(Job.new({"n": 1}))
+    pm = make_plugin_manager(PluginConfig(entry_points=False))
+    worker = Worker(broker, target, manager="m", name="m.1", hook=pm.hook, concurrency=2, block_timeout=30)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert running.wait(BARRIER_TIMEOUT)
+        wait_for(lambda: broker.blocked_takes > 0, what="the loop to wait for new jobs")
+        release.set()
+        wait_for(lambda: broker.get_job(job_id) is None, timeout=WOKEN_WITHIN, what="the job to be finished")
+    finally:
+        release.set()
+        worker.request_stop()
+        broker.nudge("m.1")
+        thread.join(BARRIER_TIMEOUT)
+    assert not thread.is_alive()
 
 
 # -- suspects --------------------------------------------------------------------------
