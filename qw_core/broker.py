@@ -167,9 +167,11 @@ class Broker(abc.ABC):
         cut down to it.
 
         :param held: exactly the ids ``worker`` has taken and not settled yet (excluding
-            ``finished``); they are not handed out again. A backend may rely on their
-            number alone. Ids on the held list that the worker never saw (a reply lost
-            to a connection error) are handed out again by a later take.
+            ``finished``): running, or waiting their turn; they are not handed out again.
+            Ids on the held list that the worker never saw (a reply lost to a connection
+            error) are handed out again by a later take, before anything else: never one
+            of ``held``, wherever on the list it is (a worker running jobs at once takes
+            while some of them run).
         """
 
     @abc.abstractmethod
@@ -268,8 +270,9 @@ class Broker(abc.ABC):
         :param suspects: the jobs the worker had in hand when it died, when it had several
             (it ran jobs concurrently): nobody knows which one killed it, so none is
             counted (pass ``max_recoveries=None``); each is put back marked instead, and
-            the take that next hands it out sets :attr:`Job.suspect`, so that its worker
-            runs it alone and a crash then blames it alone.
+            a take that hands it out sets :attr:`Job.suspect`, so that its worker runs it
+            alone and a crash then blames it alone. The mark lasts until the job ends
+            (finished, failed or retried): one put back unrun is still a suspect.
         """
 
     # -- liveness --------------------------------------------------------------------

@@ -169,11 +169,20 @@ class JobRunner:
             return float(limit)
         return self.job_timeout
 
-    def run(self, job: Job, slot: int, run: int, deadlines: list[float] | None = None) -> Completion:
+    def run(
+        self,
+        job: Job,
+        slot: int,
+        run: int,
+        deadlines: list[float] | None = None,
+        may_complete: Callable[[int], bool] | None = None,
+    ) -> Completion:
         """Run ``job`` here and now (a plain function's job).
 
         :param deadlines: where to note, per slot, when the job must end (on
             :func:`time.monotonic`; ``0`` once it has), for a loop that times jobs out.
+        :param may_complete: asked once the target is over: ``False`` if the loop settled
+            the run as timed out meanwhile, and then no job hook fires for its late end.
         """
         hook, status = self.hook, self.status
         if status is not None:
@@ -208,6 +217,8 @@ class JobRunner:
         if status is not None:
             status.ended(slot)
         _current_job.reset(token)
+        if may_complete is not None and not may_complete(run):
+            return Completion(run, slot, job, error, duration)  # settled already: its end changes nothing
         return self.complete(job, slot, run, error, duration)
 
     async def run_async(self, job: Job, slot: int, run: int) -> Completion:
@@ -257,15 +268,29 @@ async def _within(awaitable: Awaitable[Any], limit: float | None, job: Job) -> N
     if limit is None:
         await awaitable
         return
-    task = asyncio.ensure_future(awaitable)
+    task = asyncio.ensure_future(_captured(awaitable))
     done, _ = await asyncio.wait({task}, timeout=limit)
     if done:
-        task.result()  # its own exception, if it raised
+        exit_ = task.result()  # its own exception, if it raised one asyncio lets through
+        if exit_ is not None:
+            raise exit_
         return
     task.cancel()
     with contextlib.suppress(BaseException):  # cancelled, or raised on its way out: timed out all the same
         await task
     raise JobTimeout(f"job {job.id} ran longer than its {limit:g}s limit; it was cancelled")
+
+
+async def _captured(awaitable: Awaitable[Any]) -> BaseException | None:
+    """Await ``awaitable`` in a task of its own, handing back a ``SystemExit`` or
+    ``KeyboardInterrupt`` it raises: asyncio lets those out of a task and out of the event
+    loop itself, which would stop every job in flight; the job's own task raises it again,
+    where it fails that job alone."""
+    try:
+        await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return exc
+    return None
 
 
 def _discard(awaitable: object) -> None:
@@ -330,6 +355,11 @@ class Executor(abc.ABC):
         an executor that :attr:`times_out_jobs`."""
         return 0.0
 
+    def abandon(self, run: int) -> bool:
+        """The loop settles ``run`` as timed out: its late end is to fire no hook. ``False``
+        if it is ending already (its completion is on its way; let that settle it)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - most executors have nothing to stop
         """Stop, once nothing is in flight (a job still running is left to the process's end)."""
 
@@ -387,6 +417,11 @@ class ThreadExecutor(Executor):
         self._todo: queue.SimpleQueue[tuple[Job, int, int] | None] = queue.SimpleQueue()
         self._reported = _Reported()
         self._deadlines = [0.0] * capacity
+        # Runs whose end is being reported, and runs the loop settled as timed out: a run
+        # is one or the other, never both (see abandon()).
+        self._lock = threading.Lock()
+        self._completing: set[int] = set()
+        self._abandoned: set[int] = set()
         self._threads = [
             threading.Thread(target=self._serve, name=f"qw-job-{n}", daemon=True) for n in range(capacity)
         ]
@@ -397,12 +432,36 @@ class ThreadExecutor(Executor):
         while (item := self._todo.get()) is not None:
             job, slot, run = item
             try:
-                done = self.runner.run(job, slot, run, self._deadlines)
-            except Exception as exc:  # a bug of qw's own: the job fails, the thread goes on
+                done = self.runner.run(job, slot, run, self._deadlines, self._may_complete)
+            except BaseException as exc:  # a hook's SystemExit, or a bug of qw's own: the job fails
                 log.exception("running job %s failed", job.id)
-                done = self.runner.complete(job, slot, run, exc, 0.0)
+                done = self._failed(job, slot, run, exc)
+            with self._lock:
+                self._completing.discard(run)
+                self._abandoned.discard(run)
             self._reported.put(done)
             self.on_complete()
+
+    def _failed(self, job: Job, slot: int, run: int, exc: BaseException) -> Completion:
+        try:
+            return self.runner.complete(job, slot, run, exc, 0.0)
+        except BaseException:  # nothing more to ask the plugins
+            failure = Failure.from_exception(exc, worker=self.runner.info.name)
+            return Completion(run, slot, job, exc, 0.0, Decision.fail(), failure)
+
+    def _may_complete(self, run: int) -> bool:
+        with self._lock:
+            if run in self._abandoned:
+                return False
+            self._completing.add(run)
+            return True
+
+    def abandon(self, run: int) -> bool:
+        with self._lock:
+            if run in self._completing:
+                return False
+            self._abandoned.add(run)
+            return True
 
     def submit(self, job: Job, slot: int, run: int) -> None:
         self._todo.put((job, slot, run))
@@ -429,13 +488,18 @@ class AsyncioExecutor(Executor):
         self._reported = _Reported()
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._closing = False
         self._thread = threading.Thread(target=self._serve, name="qw-event-loop", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_forever()
+            while not self._closing:
+                try:
+                    self._loop.run_forever()
+                except BaseException:  # a task let out SystemExit, say: the loop goes on
+                    log.exception("the event loop running the jobs stopped on an error; it goes on")
         finally:
             self._loop.close()
 
@@ -451,9 +515,13 @@ class AsyncioExecutor(Executor):
     async def _run(self, job: Job, slot: int, run: int) -> None:
         try:
             done = await self.runner.run_async(job, slot, run)
-        except Exception as exc:  # a bug of qw's own: the job fails, the loop goes on
+        except BaseException as exc:  # a hook's SystemExit, or a bug of qw's own: the job fails
             log.exception("running job %s failed", job.id)
-            done = self.runner.complete(job, slot, run, exc, 0.0)
+            try:
+                done = self.runner.complete(job, slot, run, exc, 0.0)
+            except BaseException:  # nothing more to ask the plugins
+                failure = Failure.from_exception(exc, worker=self.runner.info.name)
+                done = Completion(run, slot, job, exc, 0.0, Decision.fail(), failure)
         self._reported.put(done)
         self.on_complete()
 
@@ -464,7 +532,8 @@ class AsyncioExecutor(Executor):
         return self._reported.pending()
 
     def close(self) -> None:
-        if self._loop.is_running():
+        self._closing = True
+        if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 

@@ -70,7 +70,7 @@ from qw_core.naming import claim_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
-from qw_core.status import Busy, JobStatus, Running
+from qw_core.status import Busy, JobStatus, Running, id_digest
 from qw_core.targets import TargetLoader
 from qw_core.worker import DEFAULT_PREFETCH
 
@@ -143,10 +143,10 @@ class _Exited:
     :param successes: jobs it ran successfully and had not finished in the broker yet.
     :param died: it exited without being asked to, or was killed for a time limit
         (``qw_worker_died`` fires once it is settled).
-    :param in_hand: the jobs it died with in hand, to blame for the crash: one is counted
-        (``Busy(None)``: one whose id was too long to report, so every job it held is);
+    :param in_hand: the jobs it died with in hand, to blame for the crash: one is counted;
         several are suspects, put back uncounted to run alone (see
-        :meth:`Broker.recover_worker`); none counts nothing.
+        :meth:`Broker.recover_worker`); none counts nothing. (An id too long for the status
+        record is found among the worker's held jobs by its digest.)
     :param timed_out: the job it was killed for, past its time limit.
     """
 
@@ -547,17 +547,18 @@ class Manager:
             slot.name,
             " and did not come back" if running.kill_at > running.deadline else "",
         )
-        same_run = slot.status.seq(running.slot) == running.seq  # not a job that started since
-        # Settled as timed out by the worker already (its thread never came back): the
-        # others it held are put back uncounted.
-        settled = running.abandoned
-        known = same_run and running.job_id is not None and not settled
-        # A job whose id was too long to report counts as a crash, so that a job that
-        # always overruns still ends in the failed registry; the others it held never ran.
-        unknown = same_run and running.job_id is None and not settled
-        exited = self._exited(
-            slot, died=True, in_hand=(Busy(None),) if unknown else (), timed_out=running if known else None
-        )
+        in_hand = tuple(slot.status.in_hand())
+        if running.kill_at > running.deadline and len(in_hand) > 1:
+            # A last resort, with other jobs in hand: the overdue one may only have been
+            # kept from ending by another that blocks the event loop (or holds the GIL).
+            # Nobody knows which: none is counted or failed, all run again alone.
+            exited = self._exited(slot, died=True, in_hand=in_hand)
+        else:
+            same_run = slot.status.seq(running.slot) == running.seq  # not a job that started since
+            # Settled as timed out by the worker already (its thread never came back): the
+            # others it held are put back uncounted, as they are in any case.
+            overran = same_run and not running.abandoned
+            exited = self._exited(slot, died=True, timed_out=running if overran else None)
         slot.forget_process()
         slot.restart_at = time.monotonic()
         self._settle_or_later(exited)
@@ -648,30 +649,41 @@ class Manager:
 
         :raises Exception: a broker call failed (the caller retries later).
         """
+        worker = exited.worker
         if exited.timed_out is not None:
-            self._settle_timed_out(exited.worker, exited.pid, exited.timed_out)
+            overran = self._job_id(worker, exited.timed_out)
+            if overran is not None:
+                self._settle_timed_out(worker, exited.pid, exited.timed_out, overran)
         if exited.successes:
-            self._broker.finish_jobs(worker=exited.worker, job_ids=list(exited.successes))
-        blame = exited.in_hand[0] if len(exited.in_hand) == 1 else None
-        suspects = [busy.job_id for busy in exited.in_hand if busy.job_id is not None] if not blame else []
+            self._broker.finish_jobs(worker=worker, job_ids=list(exited.successes))
+        in_hand = [job_id for busy in exited.in_hand if (job_id := self._job_id(worker, busy)) is not None]
+        blame = in_hand[0] if len(exited.in_hand) == 1 and in_hand else None
         with self._no_heartbeat_in_flight():
             return self._broker.recover_worker(
                 manager=self.name,
-                worker=exited.worker,
+                worker=worker,
                 max_recoveries=None if blame is None else self._liveness.max_recoveries,
-                crashed_job=None if blame is None else blame.job_id,
-                suspects=suspects,
+                crashed_job=blame,
+                suspects=in_hand if len(exited.in_hand) > 1 else [],
             )
 
-    def _settle_timed_out(self, worker: str, pid: int | None, running: Running) -> None:
+    def _job_id(self, worker: str, found: Busy | Running) -> str | None:
+        """The id of a job ``worker`` reported: as written, or, for one too long for the
+        status record, the held job whose digest it wrote (``None``: not held any more)."""
+        if found.job_id is not None:
+            return found.job_id
+        if found.digest is None:
+            return None
+        return next((i for i in self._broker.held_job_ids(worker) if id_digest(i) == found.digest), None)
+
+    def _settle_timed_out(self, worker: str, pid: int | None, running: Running, job_id: str) -> None:
         """Settle the job that overran, as its worker would have settled a failure.
 
         The plugins decide, here in the manager, through the same ``qw_job_failed`` hook
         (the exception is a :class:`JobTimeout`): the retry plugin may run it again, and
         otherwise it is failed, kind ``"timeout"``. ``qw_job_finished`` follows.
         """
-        assert running.job_id is not None
-        job = self._broker.get_job(running.job_id)
+        job = self._broker.get_job(job_id)
         if job is None:
             return
         error = JobTimeout(

@@ -215,12 +215,9 @@ class MemoryBroker(Broker):
                     state.blocked_takes -= 1
 
     def _handed_out(self, job_id: str) -> Job:
-        """The taken job, marked if it is a suspect (which it is no longer)."""
+        """The taken job, marked if it is a suspect (until it ends: see recover_worker)."""
         job = load_job(self._state.jobs[job_id])
-        if job_id in self._state.suspects:
-            self._state.suspects.discard(job_id)
-            return attrs.evolve(job, suspect=True)
-        return job
+        return attrs.evolve(job, suspect=True) if job_id in self._state.suspects else job
 
     def nudge(self, worker: str) -> None:
         """See :meth:`Broker.nudge`."""
@@ -269,6 +266,7 @@ class MemoryBroker(Broker):
                 del own[job_id]
                 del state.jobs[job_id]
                 state.recoveries.pop(job_id, None)
+                state.suspects.discard(job_id)
             done.append(holds)
         return done
 
@@ -285,6 +283,7 @@ class MemoryBroker(Broker):
             origin = self._unhold(worker, job.id)
             del state.jobs[job.id]
             state.recoveries.pop(job.id, None)
+            state.suspects.discard(job.id)
             self._add_failed(job.id, text, failure, origin, limits)
             return True
 
@@ -324,6 +323,7 @@ class MemoryBroker(Broker):
                 return False
             origin = self._unhold(worker, job.id)
             state.jobs[job.id] = text
+            state.suspects.discard(job.id)  # it ran and raised: no crash
             if delay > 0:
                 due = time.monotonic() + delay
                 heapq.heappush(state.delayed, (due, next(state.sequence), job.id, origin))
@@ -418,6 +418,7 @@ class MemoryBroker(Broker):
             )
             failure = Failure.from_exception(error, worker=worker, kind="crashed")
             state.recoveries.pop(job_id, None)
+            state.suspects.discard(job_id)
             crashed = load_job(state.jobs.pop(job_id))
             text = dumps(job_to_dict(attrs.evolve(crashed, attempts=crashed.attempts + 1)))
             self._add_failed(job_id, text, failure, back_to, DEFAULT_FAILED_LIMITS)

@@ -40,7 +40,7 @@ def decide(
     """
     try:
         decision: object = hook.qw_job_failed(job=job, worker=worker, exc=exc, failure=failure)
-    except Exception:
+    except BaseException:  # a plugin's SystemExit too: a plugin bug, logged
         log.exception("a qw_job_failed plugin raised on job %s; the job is failed", job.id)
         return Decision.fail()
     if decision is None:
@@ -78,5 +78,5 @@ def notify(caller: Any, **kwargs: Any) -> None:
         return
     try:
         caller(**kwargs)
-    except Exception:
+    except BaseException:  # a plugin's SystemExit too: a plugin bug, logged
         log.exception("a %s plugin raised; going on", caller.name)

@@ -42,14 +42,17 @@ so both processes read the same clock.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import time
 from typing import Any
 
 import attrs
 
-#: Longest job id (in UTF-8 bytes) a worker can report; a longer one is reported as
-#: unknown, and a timed-out job with such an id is recovered as after a crash instead.
+#: Longest job id (in UTF-8 bytes) a worker reports whole; a longer one is reported by a
+#: digest (:func:`id_digest`), which its manager matches against the worker's held jobs.
 MAX_ID_BYTES = 1024
+#: Bytes of the digest that stands for an id too long to report.
+DIGEST_BYTES = 16
 #: Room for the ids of jobs that succeeded and are not finished yet (2 bytes of length
 #: each, then the id): a full batch of uuids many times over. Ids past it are not
 #: recorded, and such a job runs again if its worker dies before finishing it.
@@ -77,8 +80,14 @@ class _SlotRecord(ctypes.Structure):
         ("size", ctypes.c_uint32),
         ("busy", ctypes.c_uint8),
         ("abandoned", ctypes.c_uint8),
+        ("digest", ctypes.c_char * DIGEST_BYTES),
         ("job_id", ctypes.c_char * MAX_ID_BYTES),
     ]
+
+
+def id_digest(job_id: str) -> bytes:
+    """The digest that stands for ``job_id`` when it is too long to report."""
+    return hashlib.blake2b(job_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
 
 
 @attrs.frozen
@@ -88,6 +97,7 @@ class Running:
     :param slot: the slot it runs in.
     :param seq: how many jobs had started in that slot, this one included.
     :param job_id: the job's id, or ``None`` if it was too long to report.
+    :param digest: for an id too long to report, its :func:`id_digest`.
     :param deadline: when it must end, on :func:`time.monotonic`.
     :param kill_at: when its manager kills the worker if it is still running (the
         deadline itself, unless the worker times the job out by itself).
@@ -99,6 +109,7 @@ class Running:
     slot: int
     seq: int
     job_id: str | None
+    digest: bytes | None
     deadline: float
     kill_at: float
     limit: float
@@ -110,9 +121,11 @@ class Busy:
     """A job a worker had in hand.
 
     :param job_id: its id, or ``None`` if it was too long to report.
+    :param digest: for an id too long to report, its :func:`id_digest`.
     """
 
     job_id: str | None
+    digest: bytes | None = None
 
 
 class JobStatus:
@@ -154,6 +167,9 @@ class JobStatus:
         record = self._slots[slot]
         data = job_id.encode("utf-8", "surrogatepass")
         size = len(data) if len(data) <= MAX_ID_BYTES else 0
+        if not size:
+            digest = id_digest(job_id)
+            ctypes.memmove(ctypes.addressof(record) + _SlotRecord.digest.offset, digest, DIGEST_BYTES)
         ctypes.memmove(ctypes.addressof(record) + _SlotRecord.job_id.offset, data, size)
         record.size = size
         record.abandoned = 0
@@ -227,14 +243,17 @@ class JobStatus:
     # -- what the manager reads --------------------------------------------------------
 
     def in_hand(self) -> list[Busy]:
-        """The jobs the worker has in hand, one per busy slot; empty between jobs.
+        """The jobs the worker has in hand, one per busy slot; empty between jobs. A job
+        settled as timed out whose thread still runs is in hand too (its thread may yet
+        crash the process).
 
         Read after the worker died, these are the jobs it died running (or in their hooks).
         """
         found = []
         for record in self._slots:
-            if record.busy:
-                found.append(Busy(self._job_id(record)))
+            # An abandoned job whose thread still runs counts: it may yet kill the process.
+            if record.busy or (record.abandoned and record.deadline > 0):
+                found.append(Busy(*self._id_of(record)))
         return found
 
     def running(self) -> list[Running]:
@@ -244,11 +263,13 @@ class JobStatus:
             seq, deadline, kill_at, limit = record.seq, record.deadline, record.kill_at, record.limit
             if deadline <= 0:
                 continue
+            job_id, digest = self._id_of(record)
             found.append(
                 Running(
                     slot=slot,
                     seq=seq,
-                    job_id=self._job_id(record),
+                    job_id=job_id,
+                    digest=digest,
                     deadline=deadline,
                     kill_at=kill_at,
                     limit=limit,
@@ -262,9 +283,10 @@ class JobStatus:
         return int(self._slots[slot].seq)
 
     @staticmethod
-    def _job_id(record: _SlotRecord) -> str | None:
+    def _id_of(record: _SlotRecord) -> tuple[str | None, bytes | None]:
+        """The slot's job id, or (too long to report) ``None`` and its digest."""
         size = record.size
         if not size:
-            return None
+            return None, ctypes.string_at(ctypes.addressof(record) + _SlotRecord.digest.offset, DIGEST_BYTES)
         raw = ctypes.string_at(ctypes.addressof(record) + _SlotRecord.job_id.offset, size)
-        return raw.decode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "surrogatepass"), None

@@ -121,11 +121,14 @@ class _Batch:
 
 @attrs.define
 class _Flight:
-    """A job handed to the executor: which slot it runs in, and when (on the loop's clock)."""
+    """A job handed to the executor: which slot it runs in, when it was handed over (on the
+    loop's clock), and the earliest its time limit can run out (on :func:`time.monotonic`;
+    ``0``: none), before its thread says exactly when."""
 
     slot: int
     job: Job
     started: float
+    due_at: float = 0.0
 
 
 class WorkerNotStarted(QwError):
@@ -295,8 +298,8 @@ class Worker:
             while True:
                 self._settle(batch, executor.completed(0.0))
                 self._time_out_overdue(executor)
-                if self.stopping and not self._flights:
-                    break
+                if self.stopping and not self._unsettled_flights():
+                    break  # a thread whose job was settled as timed out is not waited for
                 if not self.stopping and self._start_waiting(batch, executor):
                     continue
                 if self.stopping or self._busy(batch):
@@ -315,6 +318,10 @@ class Worker:
                 self._settled = completed
             except Exception as exc:
                 log.warning("worker %s stops holding jobs it could not settle: %s", self.name, exc)
+
+    def _unsettled_flights(self) -> bool:
+        """Whether a job in flight still has to be settled (not one timed out already)."""
+        return any(run not in self._abandoned for run in self._flights)
 
     def _busy(self, batch: _Batch) -> bool:
         """Whether to wait for a job in flight to end rather than take: no slot is free, a
@@ -340,7 +347,9 @@ class Worker:
                 batch.waiting.appendleft(job)
                 break
             run, slot = next(self._runs), self._free.pop()
-            self._flights[run] = _Flight(slot, job, self.clock())
+            limit = self._runner.time_limit(job) if executor.times_out_jobs else None
+            due_at = time.monotonic() + limit if limit else 0.0
+            self._flights[run] = _Flight(slot, job, self.clock(), due_at)
             if job.suspect:
                 self._alone = run
             executor.submit(job, slot, run)
@@ -372,7 +381,7 @@ class Worker:
         if not self._in_take:  # a job completed meanwhile: settle it first
             return
         try:
-            taken = self._take(batch.finished, limit, wait)
+            taken = self._take(batch.finished, limit, self._until_a_deadline(wait))
         finally:
             with self._wake_lock:
                 self._in_take = False
@@ -413,10 +422,15 @@ class Worker:
         wait = self.block_timeout
         if batch.finished:
             wait = min(wait, batch.deferred_since + self.finish_delay - self.clock())
-        if executor.times_out_jobs:
+        return self._until_a_deadline(wait)
+
+    def _until_a_deadline(self, wait: float) -> float:
+        """``wait``, cut short at the deadline of a job on a thread (which the loop times out)."""
+        executor = self._executor
+        if executor is not None and executor.times_out_jobs:
             now = time.monotonic()
             for run, flight in self._flights.items():
-                deadline = executor.deadline(flight.slot)
+                deadline = executor.deadline(flight.slot) or flight.due_at  # not started yet: its earliest
                 if deadline and run not in self._abandoned:
                     wait = min(wait, deadline - now)
         return max(0.0, wait)
@@ -466,8 +480,9 @@ class Worker:
         if batch.waiting or self._flights:
             self._finish_if_late(batch)
 
-    def _failed(self, done: Completion) -> None:
-        """Carry out what the plugins decided for a job that raised."""
+    def _failed(self, done: Completion, *, release_slot: bool = True) -> None:
+        """Carry out what the plugins decided for a job that raised (its slot is free
+        after, unless ``release_slot`` is false: its thread runs on)."""
         assert done.decision is not None
         assert done.failure is not None
         decision, failure = done.decision, done.failure
@@ -485,7 +500,7 @@ class Worker:
         settle.notify(
             self.hook.qw_job_finished, job=done.job, worker=self.info, outcome=outcome, duration=done.duration
         )
-        if self.status is not None:
+        if self.status is not None and release_slot:
             self.status.done(done.slot)
 
     def _time_out_overdue(self, executor: Executor) -> None:
@@ -497,6 +512,8 @@ class Worker:
         for run, flight in list(self._flights.items()):
             deadline = executor.deadline(flight.slot)
             if not deadline or deadline > now or run in self._abandoned:
+                continue
+            if not executor.abandon(run):  # ending right now: its completion settles it
                 continue
             self._abandoned.add(run)
             job = flight.job
@@ -510,9 +527,11 @@ class Worker:
             error = JobTimeout(
                 f"job {job.id} ran longer than its {limit:g}s limit; its thread was left running"
             )
+            # Settled first, then marked abandoned: if settling fails for good, the job is
+            # still in hand when the worker ends, and its manager counts it.
+            self._failed(self._runner.complete(job, flight.slot, run, error, limit), release_slot=False)
             if self.status is not None:
                 self.status.abandoned(flight.slot)
-            self._failed(self._runner.complete(job, flight.slot, run, error, limit))
 
     def _finish_if_late(self, batch: _Batch) -> None:
         if batch.finished and self.clock() - batch.deferred_since >= self.finish_delay:

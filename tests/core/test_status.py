@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from qw_core.status import DONE_BYTES, Busy, JobStatus
+from qw_core.status import DONE_BYTES, Busy, JobStatus, id_digest
 
 
 def new_status(slots: int = 1) -> JobStatus:
@@ -25,10 +25,11 @@ def test_the_job_in_hand_is_reported_from_began_to_done() -> None:
     assert status.in_hand() == []
 
 
-def test_an_id_too_long_to_report_is_busy_but_unknown() -> None:
+def test_an_id_too_long_to_report_is_reported_by_its_digest() -> None:
     status = new_status()
     status.began("x" * 5000)
-    assert status.in_hand() == [Busy(None)]
+    assert status.in_hand() == [Busy(None, id_digest("x" * 5000))]
+    assert id_digest("x" * 5000) != id_digest("x" * 5001)
 
 
 def test_each_slot_reports_its_own_job_and_deadline() -> None:
@@ -43,11 +44,12 @@ def test_each_slot_reports_its_own_job_and_deadline() -> None:
     assert status.seq(2) == 1
     assert status.seq(0) == 0
     status.abandoned(2)
-    assert status.in_hand() == [Busy("a")], "settled by the worker: not in hand"
+    assert status.in_hand() == [Busy("a"), Busy("c")], "settled, but its thread may yet crash the process"
     [running] = status.running()
-    assert running.abandoned, "but still running, for the manager's last resort"
+    assert running.abandoned, "still running, for the manager's last resort"
     status.ended(2)
     assert status.running() == []
+    assert status.in_hand() == [Busy("a")], "its thread came back: no longer in hand"
 
 
 def test_a_record_needs_a_slot() -> None:

@@ -146,9 +146,7 @@ class LivenessContract(ContractPart):
         assert broker.queued_job_ids() == [a.id, c.id], "the others back in line, in order"
         assert [failed.job.id for failed in broker.failed_jobs()] == [b.id]
 
-    def test_suspects_are_put_back_uncounted_and_each_is_handed_out_once_as_a_suspect(
-        self, broker: Broker
-    ) -> None:
+    def test_suspects_are_put_back_uncounted_and_stay_suspects_until_they_end(self, broker: Broker) -> None:
         a, b, c = (Job.new({"n": n}) for n in range(3))
         broker.queue_jobs([a, b, c])
         assert len(broker.take(manager=MANAGER, worker=WORKER, limit=3)) == 3
@@ -158,8 +156,15 @@ class LivenessContract(ContractPart):
         assert ids(taken) == [a.id, b.id, c.id], "back in line, in order"
         assert [job.suspect for job in taken] == [True, True, False]
         assert taken == [a, b, c], "a suspect is the same job"
-        broker.recover_worker(manager=MANAGER, worker=WORKER_2)  # a stop, no suspects named
-        assert [job.suspect for job in broker.take(manager=MANAGER, worker=WORKER, limit=3)] == [False] * 3
+        broker.release_jobs(worker=WORKER_2, job_ids=[a.id, b.id, c.id])  # given back unrun
+        again = broker.take(manager=MANAGER, worker=WORKER, limit=3)
+        assert [job.suspect for job in again] == [True, True, False], "still suspects: they never ran"
+        assert broker.finish_jobs(worker=WORKER, job_ids=[a.id]) == [True]
+        broker.retry_job(worker=WORKER, job=b)
+        broker.queue_jobs([a])  # the same id again, a new job: no mark
+        taken = broker.take(manager=MANAGER, worker=WORKER_2, limit=3)
+        assert sorted(ids(taken)) == sorted([a.id, b.id])
+        assert not any(job.suspect for job in taken), "a job that ended (or ran and raised) is no suspect"
         assert broker.failed_jobs() == [], "nothing was counted"
 
     def test_recoveries_are_counted_only_when_asked_and_cleared_by_finishing(self, broker: Broker) -> None:

@@ -149,6 +149,18 @@ class TakingContract(ContractPart):
         assert taken == [job]
         assert waited < WOKEN_WITHIN
 
+    def test_a_job_whose_take_reply_was_lost_is_handed_out_again_never_one_held(self, broker: Broker) -> None:
+        # A worker running jobs at once takes while some run; a take whose reply it never
+        # saw left a job on its list after them. The next take hands out that job, never
+        # one of those it holds, wherever they are on its list.
+        running, lost, later = make_jobs(3)
+        broker.queue_jobs([running, lost, later])
+        assert broker.take(manager=MANAGER, worker=WORKER) == [running]
+        assert broker.take(manager=MANAGER, worker=WORKER, held=[running.id]) == [lost]  # reply lost
+        taken = broker.take(manager=MANAGER, worker=WORKER, held=[running.id], limit=2)
+        assert ids(taken) == [lost.id, later.id], "the lost one first, then the queue"
+        assert broker.take(manager=MANAGER, worker=WORKER, held=[running.id, lost.id, later.id]) == []
+
     def test_a_nudge_ends_a_blocked_take_at_once(self, broker: Broker) -> None:
         with opened(broker.factory()) as other, ThreadPoolExecutor(1) as pool:
             taking = pool.submit(other.take, manager=MANAGER, worker=WORKER, timeout=30)

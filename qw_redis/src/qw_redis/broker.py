@@ -207,7 +207,7 @@ class RedisBroker(Broker):
         self._check_cached(manager)
         self._check_cached(worker)
         limit = max(0, min(limit, self.capabilities.max_take))
-        jobs = self._take_once(manager, worker, finished, len(held), limit)
+        jobs = self._take_once(manager, worker, finished, held, limit)
         if jobs or limit == 0 or timeout <= 0:
             return jobs
         deadline = time.monotonic() + timeout
@@ -227,8 +227,8 @@ class RedisBroker(Broker):
                 if wait >= _MIN_BLOCK:
                     woken = self._client.blpop(wake_keys, timeout=wait)
                     if woken is not None and woken[0] == nudge:  # see nudge(): return now
-                        return self._take_once(manager, worker, (), len(held), limit)
-            jobs = self._take_once(manager, worker, (), len(held), limit)
+                        return self._take_once(manager, worker, (), held, limit)
+            jobs = self._take_once(manager, worker, (), held, limit)
             if jobs:
                 return jobs
         return []
@@ -252,7 +252,7 @@ class RedisBroker(Broker):
         return self._tick
 
     def _take_once(
-        self, manager: str, worker: str, finished: Sequence[str], held: int, limit: int
+        self, manager: str, worker: str, finished: Sequence[str], held: Sequence[str], limit: int
     ) -> list[Job]:
         reply = self._scripts.take(
             manager=manager,

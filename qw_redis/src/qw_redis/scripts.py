@@ -215,7 +215,7 @@ class Scripts:
         manager: str,
         worker: str,
         finished: Sequence[str],
-        held: int,
+        held: Sequence[str],
         limit: int,
         max_size: int,
     ) -> TakeReply:
@@ -231,7 +231,14 @@ class Scripts:
                 keys.DELAYED,
                 keys.wake(worker),
             ],
-            args=[manager, limit, held, max_size, *finished],
+            args=[
+                manager,
+                limit,
+                len(held),
+                max_size,
+                json.dumps(list(held), ensure_ascii=False) if held else "[]",
+                *finished,
+            ],
         )
         return TakeReply(
             finished=[flag == 1 for flag in reply[0]],

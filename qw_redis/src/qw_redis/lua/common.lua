@@ -48,6 +48,7 @@ local function park(id, m, queue)
     message = message, traceback = '', failed_at = at})
   local record = cjson.encode({id = id, data = cjson.null, manager = m or cjson.null, attempts = 0})
   redis.call('DEL', failed_key(id), invalid_key(id))
+  redis.call('SREM', SUSPECTS, id)
   redis.call('HSET', failed_key(id), 'job', record, 'failure', failure, 'origin', m or SHARED_ORIGIN)
   if redis.call('EXISTS', job_key(id)) == 1 then redis.call('RENAME', job_key(id), invalid_key(id)) end
   redis.call('ZADD', FAILED, at, id)
@@ -122,6 +123,13 @@ local function now()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
+-- Whether any job is marked a suspect (SUSPECTS, from the prelude, is a set): one check
+-- per call, so that the usual case, none, costs a job nothing. A mark lasts until the job
+-- ends (finished, failed or retried): a suspect put back unrun stays one.
+local function has_suspects()
+  return kind_of(SUSPECTS) == 'set'
+end
+
 -- Replace hash `key` with the `n` field/value pairs list[first..first+2n-1].
 local function write_hash(key, list, first, n)
   redis.call('DEL', key)
@@ -130,10 +138,11 @@ end
 
 -- Finish, guarded, the ids ARGV[first..]: only an id still on the worker's list `wjobs`
 -- (LREM from the tail, where held ids are) has its job:<id>, origin entry and recovery
--- count (RECOVERIES, from the prelude) deleted. The caller has checked the types of
--- `wjobs`, `origin` and RECOVERIES (expect).
+-- count (RECOVERIES, from the prelude) deleted, and, if `suspects` (see has_suspects),
+-- its suspect mark. The caller has checked the types of `wjobs`, `origin` and
+-- RECOVERIES (expect).
 -- Returns a list of 1/0 per id: 1 if it was held.
-local function finish(wjobs, origin, first)
+local function finish(wjobs, origin, first, suspects)
   local done = {}
   for i = first, #ARGV do
     local id = ARGV[i]
@@ -141,6 +150,7 @@ local function finish(wjobs, origin, first)
       redis.call('DEL', job_key(id))
       redis.call('HDEL', origin, id)
       redis.call('HDEL', RECOVERIES, id)
+      if suspects then redis.call('SREM', SUSPECTS, id) end
       done[#done + 1] = 1
     else
       done[#done + 1] = 0

@@ -30,6 +30,7 @@ expect(RECOVERIES, 'hash')
 local id = ARGV[1]
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
 redis.call('HDEL', RECOVERIES, id)  -- its crash count (prelude constant): it has ended
+if has_suspects() then redis.call('SREM', SUSPECTS, id) end
 local from = redis.call('HGET', KEYS[5], id)
 redis.call('HDEL', KEYS[5], id)
 redis.call('DEL', KEYS[4], KEYS[6])

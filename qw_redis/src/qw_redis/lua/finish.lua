@@ -11,4 +11,4 @@
 expect(KEYS[1], 'list')
 expect(KEYS[2], 'hash')
 expect(RECOVERIES, 'hash')
-return finish(KEYS[1], KEYS[2], 1)
+return finish(KEYS[1], KEYS[2], 1, has_suspects())

@@ -22,6 +22,7 @@ expect(KEYS[3], 'hash')
 expect(KEYS[6], 'zset')
 local id = ARGV[1]
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
+if has_suspects() then redis.call('SREM', SUSPECTS, id) end  -- it ran and raised: no crash
 write_hash(KEYS[2], ARGV, 4, tonumber(ARGV[3]))
 local delay = tonumber(ARGV[2])
 if delay > 0 then

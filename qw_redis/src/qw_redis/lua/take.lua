@@ -12,19 +12,21 @@
 -- KEYS[8]  qw:wake:<w>  wake-up tokens for jobs sent to the worker directly
 -- ARGV[1]  the manager's name
 -- ARGV[2]  limit: how many jobs to take at most (0: only finish)
--- ARGV[3]  held: how many ids at the tail of KEYS[1] the worker holds already
+-- ARGV[3]  held: how many ids on KEYS[1] the worker holds already (runs, or has waiting)
 -- ARGV[4]  the largest hash (bytes of names and values) handed out; 0: no limit
--- ARGV[5..] ids the worker finished
+-- ARGV[5]  those held ids, as a JSON array (read only when KEYS[1] has more ids than that)
+-- ARGV[6..] ids the worker finished
 --
 -- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
 --    there, DEL job:<id> and its origin entry. (A job recovered meanwhile is left alone.)
 -- 2. Promote due delayed jobs to their queues (only when KEYS[7] exists).
 -- 3. Take, in order:
---    a. ids on KEYS[1] outside the held tail: first leftovers of an earlier run of this
---       worker (they have an origin entry; right before the tail, in take order), then
---       ids sent to the worker directly (no entry; LPUSHed, so the oldest is rightmost).
---       Each is moved to the tail (LREM + RPUSH) so the tail stays in take order. When
---       nothing is left over or sent directly (the usual case) this costs one LLEN.
+--    a. ids on KEYS[1] that the worker does not hold: first leftovers (ids it took whose
+--       reply it never saw: they have an origin entry; among the held ids at the tail,
+--       in take order), then ids sent to the worker directly (no entry; LPUSHed left of
+--       every taken id, so the oldest is the rightmost of them). Each is moved to the
+--       tail (LREM + RPUSH) so the tail stays in take order. When nothing is left over or
+--       sent directly (the usual case) this costs one LLEN.
 --    b. LMOVE <m>:jobs -> tail of KEYS[1], while under the limit and it has ids;
 --    c. LMOVE all:jobs -> tail of KEYS[1], likewise.
 --    Each newly taken id gets its origin recorded in KEYS[4] (a direct one: the manager).
@@ -39,7 +41,7 @@
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields}: source 'w' (sent to
 -- the worker), 'm' (from the manager queue), 'a' (from the shared queue), followed by
--- '!' for a suspect (an id taken off qw:suspects: run it alone); fields the
+-- '!' for a suspect (an id in qw:suspects: run it alone); fields the
 -- flat HGETALL reply, or the hash's size (a number) when its field names and values add
 -- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
 -- string) when it is not a hash. A missing hash is an empty reply.
@@ -53,9 +55,9 @@ local max_size = tonumber(ARGV[4])
 expect(wjobs, 'list')
 expect(origin, 'hash')
 expect(RECOVERIES, 'hash')
+local suspects = has_suspects()
 local broken = {}
-local reply = {finish(wjobs, origin, 5), broken}
-local suspects = kind_of(SUSPECTS) == 'set'  -- one check per call: usually there are none
+local reply = {finish(wjobs, origin, 6, suspects), broken}
 if limit <= 0 then return reply end
 
 local delayed_kind = kind_of(KEYS[7])
@@ -79,7 +81,7 @@ local function hand_out(id, source, from)
     for i = 1, #fields do size = size + #fields[i] end
     if size > max_size then fields = size end
   end
-  if suspects and redis.call('SREM', SUSPECTS, id) == 1 then source = source .. '!' end
+  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = source .. '!' end
   reply[#reply + 1] = {id, source, fields}
 end
 
@@ -100,28 +102,30 @@ end
 local taken = 0
 local unclaimed = redis.call('LLEN', wjobs) - held
 if unclaimed > 0 then
-  -- Leftovers (taken by an earlier run of this worker, so they have an origin entry) sit
-  -- right before the held tail in take order; ids sent directly sit left of them, newest
-  -- first. Find where the leftovers start, scanning leftwards.
-  local first = unclaimed
-  local scanning = true
-  while scanning and first > 0 do
-    local ids = redis.call('LRANGE', wjobs, math.max(0, first - 100), first - 1)
+  -- Some ids on the list are not held: leftovers, and ids sent directly. Scan from the
+  -- tail leftwards: taken ids (held or left over) all have an origin entry and sit right
+  -- of every id sent directly, which has none.
+  local holding = {}
+  for _, id in ipairs(cjson.decode(ARGV[5])) do holding[id] = true end
+  local leftovers, first_direct = {}, -1
+  local stop = redis.call('LLEN', wjobs) - 1
+  while stop >= 0 and first_direct < 0 do
+    local start = math.max(0, stop - 99)
+    local ids = redis.call('LRANGE', wjobs, start, stop)
     for i = #ids, 1, -1 do
       if redis.call('HEXISTS', origin, ids[i]) == 0 then
-        scanning = false
+        first_direct = start + i - 1
         break
       end
-      first = first - 1
+      if not holding[ids[i]] then table.insert(leftovers, 1, ids[i]) end
     end
+    stop = start - 1
   end
   -- Leftovers first, oldest first; then direct ids, oldest (rightmost) first.
   local picks, direct = {}, {}
-  if first < unclaimed then
-    picks = redis.call('LRANGE', wjobs, first, math.min(unclaimed, first + limit) - 1)
-  end
-  if #picks < limit and first > 0 then
-    local ids = redis.call('LRANGE', wjobs, math.max(0, first - (limit - #picks)), first - 1)
+  for i = 1, math.min(#leftovers, limit) do picks[i] = leftovers[i] end
+  if #picks < limit and first_direct >= 0 then
+    local ids = redis.call('LRANGE', wjobs, math.max(0, first_direct - (limit - #picks) + 1), first_direct)
     for i = #ids, 1, -1 do
       picks[#picks + 1] = ids[i]
       direct[ids[i]] = true
