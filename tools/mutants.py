@@ -446,8 +446,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "qw_core/manager.py",
-        "        blame = exited.in_hand[0] if len(exited.in_hand) == 1 else None",
-        "        blame = exited.in_hand[0] if exited.in_hand else None",
+        "        blame = in_hand[0] if len(exited.in_hand) == 1 and in_hand else None",
+        "        blame = in_hand[0] if in_hand else None",
         "with several jobs in hand at a crash, none is counted",
         RELIABILITY,
     ),
@@ -467,7 +467,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "take.lua",
-        "  if suspects and redis.call('SREM', SUSPECTS, id) == 1 then source = source .. '!' end",
+        "  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = source .. '!' end",
         "",
         "a take hands out a suspect as one",
         REDIS,
