@@ -93,7 +93,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "take.lua",
-        "    if size > max_size then fields = size end",
+        "    if size > max_size then fields, marker = size, false end",
         "    -- no size limit",
         "an oversized hash never crosses the network",
         REDIS,
@@ -122,7 +122,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- queueing ----------------------------------------------------------------------------
     Mutant(
         LUA + "queue.lua",
-        "  if redis.call('EXISTS', key) == 0 then",
+        "  if not job_stored(id) then",
         "  if true then",
         "queueing an id already queued or held changes nothing",
         REDIS,
@@ -150,7 +150,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "queue_delayed.lua",
-        "  if redis.call('EXISTS', key) == 0 then",
+        "  if not job_stored(id) then",
         "  if true then",
         "delaying an id already delayed changes nothing",
         REDIS,
@@ -210,8 +210,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "fail.lua",
-        "if ARGV[4] == '1' and",
-        "if false and",
+        "if ARGV[4] == '1' then\n  keep_job(id)",
+        "if false then\n  keep_job(id)",
         "an unreadable job's hash is kept to requeue",
         REDIS + RELIABILITY,
     ),
@@ -353,7 +353,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "requeue_failed.lua",
-        "if redis.call('EXISTS', KEYS[3]) == 1 then return remember(KEYS[7], ARGV[1], 0) end",
+        "if job_stored(id) then return remember(KEYS[7], ARGV[1], 0) end",
         "-- live job overwritten",
         "a requeue never overwrites a live job's data",
         REDIS,
@@ -603,12 +603,48 @@ MUTANTS: tuple[Mutant, ...] = (
         "a thread a target left behind does not keep a worker alive",
         RELIABILITY,
     ),
+    # -- the job's two keys (its data hash, and qw's marker beside it) --------------------------
+    Mutant(
+        LUA + "common.lua",
+        "  redis.call('DEL', job_key(id), marker_key(id))",
+        "  redis.call('DEL', job_key(id))",
+        "a job that ends leaves no marker behind",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "common.lua",
+        "    redis.call('HSET', kept, V1_MARKER, marker)",
+        "    -- marker dropped",
+        "an unreadable job is kept with its marker, to requeue as it was",
+        REDIS + RELIABILITY,
+    ),
+    Mutant(
+        LUA + "sweep_markers.lua",
+        "(marker.keys == nil or #marker.keys > 0)",
+        "true",
+        "the sweep never drops the marker of a job with no hash",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "sweep_markers.lua",
+        "redis.call('EXISTS', job_key(id)) == 0",
+        "true",
+        "the sweep never drops the marker of a live job",
+        REDIS,
+    ),
+    Mutant(
+        "qw_redis/src/qw_redis/codec.py",
+        "        if missing:\n",
+        "        if False:\n",
+        "a job whose hash lost a field is invalid, never run with less",
+        REDIS,
+    ),
     # -- reading jobs back --------------------------------------------------------------------
     Mutant(
         "qw_redis/src/qw_redis/codec.py",
-        "    if not fields:\n        raise InvalidJob(",
-        "    if False:\n        raise InvalidJob(",
-        "a job without its hash is not run with {}",
+        "        if not fields:\n            raise InvalidJob(",
+        "        if False:\n            raise InvalidJob(",
+        "a job without its hash or marker is not run with {}",
         REDIS,
     ),
     Mutant(

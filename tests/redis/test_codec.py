@@ -1,4 +1,5 @@
-"""The job hash encoding (no Redis needed, except the fakeredis round trip at the end)."""
+"""The job encoding: the data hash and qw's marker beside it (no Redis needed, except the
+fakeredis round trips), and reading jobs stored by qw before 1.0 (the marker in the hash)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,19 @@ from qw_redis import codec
 from qw_redis.broker import RedisBroker
 
 
-def marker(fields: dict[str, str]) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(fields[codec.MARKER])
+def marker(stored: codec.Stored) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(stored.marker)
     return value
+
+
+def decoded(stored: codec.Stored) -> Job:
+    return codec.decode_job("j", stored.fields, stored.marker)
+
+
+def version_1(stored: codec.Stored) -> dict[str, str]:
+    """The hash qw before 1.0 wrote for the same job: its marker inside, as ``__qw__``."""
+    old = {k: v for k, v in marker(stored).items() if k != "keys" or len(v) > 1}
+    return {**stored.fields, codec.MARKER: json.dumps({**old, "v": 1})}
 
 
 # -- hashes written by hand ----------------------------------------------------------
@@ -40,13 +51,18 @@ def test_a_missing_hash_is_refused_not_run_with_empty_data() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields",
-    [{"n": "caf\udce9"}, {"caf\udce9": "x"}, {"__qw__": '{"v":1}', "n": "\udcff"}],
-    ids=["value", "field name", "qw hash"],
+    ("fields", "marker_text"),
+    [
+        ({"n": "caf\udce9"}, None),
+        ({"caf\udce9": "x"}, None),
+        ({"__qw__": '{"v":1}', "n": "\udcff"}, None),
+        ({"n": "\udcff"}, '{"v":2,"keys":["n"]}'),
+    ],
+    ids=["value", "field name", "version 1", "version 2"],
 )
-def test_bytes_that_are_not_utf8_make_a_job_invalid(fields: dict[str, str]) -> None:
+def test_bytes_that_are_not_utf8_make_a_job_invalid(fields: dict[str, str], marker_text: str | None) -> None:
     with pytest.raises(InvalidJob, match=r"not UTF-8 text: .*\\x"):
-        codec.decode_job("id1", fields)
+        codec.decode_job("id1", fields, marker_text)
 
 
 def test_an_id_that_is_not_unicode_text_is_refused_at_queue_time(fake_broker: RedisBroker) -> None:
@@ -70,61 +86,94 @@ def test_the_queue_a_hand_written_job_came_from_is_kept() -> None:
 
 
 def test_string_values_are_stored_raw_and_others_as_listed_json() -> None:
-    fields = codec.encode_job(Job(id="j", data={"name": "x", "n": 7, "ok": True, "l": [1, "a"]}))
-    assert fields["name"] == "x"
-    assert fields["n"] == "7"
-    assert fields["ok"] == "true"
-    assert fields["l"] == '[1,"a"]'
-    assert marker(fields) == {"v": 1, "json": ["n", "ok", "l"], "keys": ["name", "n", "ok", "l"]}
+    stored = codec.encode_job(Job(id="j", data={"name": "x", "n": 7, "ok": True, "l": [1, "a"]}))
+    assert stored.fields == {"name": "x", "n": "7", "ok": "true", "l": '[1,"a"]'}
+    assert marker(stored) == {"v": 2, "keys": ["name", "n", "ok", "l"], "json": ["n", "ok", "l"]}
 
 
-def test_a_flat_string_map_carries_only_a_small_marker() -> None:
-    fields = codec.encode_job(Job(id="j", data={"n": "7"}))
-    assert fields == {"n": "7", "__qw__": '{"v":1}'}
+def test_the_hash_holds_the_data_alone_as_the_original_client_wrote_it() -> None:
+    # What qw 0.1.1's Client.queue_job wrote for string data: one field per key, nothing
+    # else; an original reader running beside qw sees exactly its data.
+    data = {"c": "x", "image": "cat.png", "size": "3"}
+    stored = codec.encode_job(Job(id="j", data=data))
+    assert stored.fields == data
+    assert marker(stored) == {"v": 2, "keys": ["c", "image", "size"]}
 
 
 def test_metadata_is_in_the_marker_and_defaults_are_left_out() -> None:
     job = Job(id="j", data={}, manager="m1", worker="m1.2", attempts=3, queued_at=12.5, meta={"t": [1]})
-    fields = codec.encode_job(job)
-    assert set(fields) == {codec.MARKER}
-    assert marker(fields) == {
-        "v": 1,
+    stored = codec.encode_job(job)
+    assert stored.fields == {}, "an empty dict leaves no hash"
+    assert marker(stored) == {
+        "v": 2,
+        "keys": [],
         "manager": "m1",
         "worker": "m1.2",
         "attempts": 3,
         "queued_at": 12.5,
         "meta": {"t": [1]},
     }
-    assert codec.decode_job("j", fields) == job
+    assert decoded(stored) == job
 
 
 @pytest.mark.parametrize("data", [[1, 2], "text", 42, 1.5, True, None, {"__qwx": 1}, {"__qw__": "x"}])
 def test_anything_but_a_plain_mapping_is_one_json_field(data: JSON) -> None:
-    fields = codec.encode_job(Job(id="j", data=data))
-    assert set(fields) == {codec.DATA_FIELD, codec.MARKER}
-    assert json.loads(fields[codec.DATA_FIELD]) == data
-    decoded = codec.decode_job("j", fields).data
-    assert decoded == data
-    assert type(decoded) is type(data)
+    stored = codec.encode_job(Job(id="j", data=data))
+    assert set(stored.fields) == {codec.DATA_FIELD}, "what an original reader sees: the JSON"
+    assert json.loads(stored.fields[codec.DATA_FIELD]) == data
+    assert "keys" not in marker(stored)
+    assert decoded(stored).data == data
+    assert type(decoded(stored).data) is type(data)
 
 
 def test_unicode_is_stored_as_utf8_not_escaped() -> None:
-    fields = codec.encode_job(Job(id="j", data={"s": "日本", "l": ["é"]}))
-    assert fields["s"] == "日本"
-    assert fields["l"] == '["é"]'
+    stored = codec.encode_job(Job(id="j", data={"s": "日本", "l": ["é"]}))
+    assert stored.fields["s"] == "日本"
+    assert stored.fields["l"] == '["é"]'
 
 
 def test_field_order_survives_even_when_redis_forgets_it() -> None:
     data: JSON = {"b": 1, "a": "x", "c": [2]}
-    fields = codec.encode_job(Job(id="j", data=data))
-    shuffled = dict(reversed(list(fields.items())))
-    assert list(codec.decode_job("j", shuffled).data) == ["b", "a", "c"]  # type: ignore[arg-type]
+    stored = codec.encode_job(Job(id="j", data=data))
+    shuffled = dict(reversed(list(stored.fields.items())))
+    assert list(codec.decode_job("j", shuffled, stored.marker).data) == ["b", "a", "c"]  # type: ignore[arg-type]
 
 
 def test_fields_added_by_hand_to_a_qw_hash_come_back_as_strings() -> None:
-    fields = codec.encode_job(Job(id="j", data={"a": 1, "b": 2}))
-    fields["extra"] = "hand"
-    assert codec.decode_job("j", fields).data == {"a": 1, "b": 2, "extra": "hand"}
+    stored = codec.encode_job(Job(id="j", data={"a": 1, "b": 2}))
+    fields = {**stored.fields, "extra": "hand"}
+    assert codec.decode_job("j", fields, stored.marker).data == {"a": 1, "b": 2, "extra": "hand"}
+
+
+def test_a_field_the_marker_lists_that_the_hash_lost_makes_the_job_invalid() -> None:
+    stored = codec.encode_job(Job(id="j", data={"a": 1, "b": 2}))
+    with pytest.raises(InvalidJob, match="lacks the field 'b'"):
+        codec.decode_job("j", {"a": "1"}, stored.marker)
+    with pytest.raises(InvalidJob, match="lacks the field 'a'"):
+        codec.decode_job("j", {}, stored.marker)
+
+
+# -- jobs stored by qw before 1.0 (version 1: the marker inside the hash) ---------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"n": "7"}, {"name": "x", "n": 7, "l": [1, "a"]}, {}, [1, 2], None, {"__qw__": "x"}],
+    ids=["one string", "mixed", "empty", "list", "null", "reserved key"],
+)
+def test_a_job_stored_before_1_0_is_read_as_it_was_queued(data: JSON) -> None:
+    job = Job(id="j", data=data, manager="m1", attempts=2, queued_at=5.0, meta={"k": 1})
+    old = version_1(codec.encode_job(job))
+    assert codec.MARKER in old
+    assert codec.decode_job("j", old) == job
+    assert codec.decode_job("j", old).data == data
+
+
+def test_the_version_1_hash_written_before_1_0_is_still_read_exactly() -> None:
+    # As qw 1.0.0.dev0 wrote {"n": "7"}, and {"b": 1, "a": "x"} with its field order.
+    assert codec.decode_job("j", {"n": "7", "__qw__": '{"v":1}'}).data == {"n": "7"}
+    fields = {"a": "x", "b": "1", "__qw__": '{"v":1,"json":["b"],"keys":["b","a"]}'}
+    assert list(codec.decode_job("j", fields).data) == ["b", "a"]  # type: ignore[arg-type]
 
 
 # -- refusals ------------------------------------------------------------------------
@@ -160,22 +209,27 @@ def test_an_empty_id_is_refused() -> None:
         codec.encode_job(Job(id="", data={}))
 
 
-def test_size_limit_counts_utf8_bytes_of_names_and_values() -> None:
-    fields = codec.encode_job(Job(id="j", data={"s": "é" * 100}), max_size=0)
-    size = codec.hash_size(fields)
-    assert size == 1 + 200 + len("__qw__") + len('{"v":1}')
-    assert codec.encode_job(Job(id="j", data={"s": "é" * 100}), max_size=size) == fields
+def test_size_limit_counts_utf8_bytes_of_names_values_and_the_marker() -> None:
+    stored = codec.encode_job(Job(id="j", data={"s": "é" * 100}), max_size=0)
+    size = stored.size()
+    assert size == 1 + 200 + len('{"v":2,"keys":["s"]}')
+    assert codec.encode_job(Job(id="j", data={"s": "é" * 100}), max_size=size) == stored
     with pytest.raises(JobTooLarge, match=f"{size} bytes; the limit is {size - 1}"):
         codec.encode_job(Job(id="j", data={"s": "é" * 100}), max_size=size - 1)
 
 
 @pytest.mark.parametrize(
     "marker_text",
-    ["not json", "[1]", '{"v": "1"}', '{"v": 2}', '{"v": 1, "json": ["n"]}'],
+    ["not json", "[1]", '{"v": "1"}', '{"v": 3}', '{"v": 1, "json": ["n"]}', '{"v": 2, "json": ["n"]}'],
 )
-def test_an_undecodable_qw_hash_is_invalid(marker_text: str) -> None:
+@pytest.mark.parametrize("where", ["beside the hash", "in the hash (version 1)"])
+def test_an_undecodable_qw_job_is_invalid(marker_text: str, where: str) -> None:
+    if where == "beside the hash":
+        fields, beside = {"n": "not json either"}, marker_text
+    else:
+        fields, beside = {"n": "not json either", "__qw__": marker_text}, None
     with pytest.raises(InvalidJob, match="cannot be decoded"):
-        codec.decode_job("j", {"n": "not json either", "__qw__": marker_text})
+        codec.decode_job("j", fields, beside)
 
 
 # -- the failed registry -------------------------------------------------------------
@@ -215,7 +269,7 @@ def assert_identical(got: object, want: object) -> None:
 @given(json_values)
 def test_codec_round_trips_any_json_value(data: JSON) -> None:
     job = Job(id="j", data=data, meta={"echo": data})
-    assert_identical(codec.decode_job("j", codec.encode_job(job, max_size=0)).data, data)
+    assert_identical(decoded(codec.encode_job(job, max_size=0)).data, data)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -60,10 +60,8 @@ def test_a_job_queued_by_qw_reads_naturally_with_plain_commands(
     real_broker.queue_job(job)
     assert real_client.lrange("m1:jobs", 0, -1) == [job.id]
     stored = real_client.hgetall(f"job:{job.id}")
-    assert stored["name"] == "x"
-    assert stored["n"] == "7"
-    assert stored["tags"] == '["a"]'
-    assert set(stored) == {"name", "n", "tags", "__qw__"}
+    assert stored == {"name": "x", "n": "7", "tags": '["a"]'}, "the data and nothing else"
+    assert real_client.type(f"qw:job:{job.id}") == "string", "qw's own part, beside it"
 
 
 def test_an_original_style_consumer_can_process_a_qw_job(
@@ -77,7 +75,44 @@ def test_an_original_style_consumer_can_process_a_qw_job(
     assert (data["name"], data["n"]) == ("x", "7")
     real_client.delete(f"job:{job_id}")
     real_client.lrem("old.1:jobs", 1, job_id)
+    # It knows nothing of qw's marker beside the hash: a reaper round sweeps it away.
+    assert real_client.exists(f"qw:job:{job_id}")
+    real_broker.reap(owner="test", lease=0, ttl=0)
     assert set(real_client.keys("*")) - set(real_client.keys("qw:producer:*")) <= {"qw:wake:all"}
+
+
+def test_a_job_queued_before_1_0_with_its_marker_in_the_hash_runs_after_the_upgrade(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # As qw 1.0.0.dev0 stored {"n": 7, "tags": ["a"]} for manager m1, retried once.
+    marker = '{"v":1,"json":["n","tags"],"keys":["n","tags"],"manager":"m1","attempts":1,"queued_at":5.5}'
+    real_client.hset("job:old-1", mapping={"n": "7", "tags": '["a"]', "__qw__": marker})
+    real_client.lpush("m1:jobs", "old-1")
+    [job] = real_broker.take(manager=M, worker=W)
+    assert job == Job(id="old-1", data={"n": 7, "tags": ["a"]}, manager="m1", attempts=1, queued_at=5.5)
+    real_broker.retry_job(worker=W, job=job)  # written again: in the new form
+    assert real_client.hgetall("job:old-1") == {"n": "7", "tags": '["a"]'}
+    [again] = real_broker.take(manager=M, worker=W)
+    assert again.data == {"n": 7, "tags": ["a"]}
+    assert again.attempts == 2
+    real_broker.finish_jobs(worker=W, job_ids=["old-1"])
+    assert not real_client.exists("job:old-1", "qw:job:old-1")
+
+
+def test_the_sweep_leaves_the_markers_of_live_jobs_alone(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    queued = [Job.new({"a": 1}), Job.new([1, 2]), Job.new({})]  # a field, the data field, no hash
+    real_broker.queue_jobs(queued)
+    delayed = Job.new({"later": True})
+    real_broker.queue_jobs([delayed], delay=3600)
+    [held] = real_broker.take(manager=M, worker=W)
+    real_client.set("qw:job:not-json", "{")  # not ours to judge
+    real_broker.reap(owner="test", lease=0, ttl=0)
+    for job in [*queued, delayed]:
+        assert real_client.exists(f"qw:job:{job.id}"), job.data
+    assert real_client.exists("qw:job:not-json")
+    assert real_broker.get_job(held.id) == held
 
 
 Taker = Callable[[float, RedisOptions], "Future[tuple[list[Job], float]]"]

@@ -190,6 +190,39 @@ def test_4_only_the_poison_job_is_blamed_and_its_batch_runs_once(
     assert all(runs(record_dir)[job.id] == 1 for job in before + after), "no job ran twice"
 
 
+def test_a_job_that_ended_in_time_is_not_failed_when_the_kill_comes_late(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    # The manager reads a job as overdue, then kills its worker; meanwhile the job ended
+    # (in time) and the next one began. The ended job succeeded and waits to be finished
+    # with the next take: it must be finished, not failed as timed out. Played here by
+    # showing the manager's time-limit check, once, a reading of the job before the one
+    # now running, as if it had read the record just before that job ended.
+    gate = record_dir / "gate"
+    quick = [Job.new({"n": n}) for n in range(3)]  # batches of 1 and 2: the next batch is 4
+    ended, running = Job.new({"n": "ended"}), Job.new({"gate": str(gate)})
+    job_ids = queue(url, [*quick, ended, running, Job.new({"n": 5}), Job.new({"n": 6})])
+    manager = start_manager(url, "tl", num_workers=1, job_timeout=60)
+    try:
+        wait_for(lambda: pid_of_began(record_dir, running.id), what="the gated job to start")
+        slot = manager._slots[0]
+        assert slot.status is not None
+        [now_running] = slot.status.running()
+        assert now_running.job_id == running.id
+        stale = attrs.evolve(now_running, seq=now_running.seq - 1, job_id=ended.id, kill_at=0.0)
+        real, readings = slot.status.running, [[stale]]
+        slot.status.running = lambda: readings.pop() if readings else real()  # type: ignore[method-assign]
+        [victim] = {row["pid"] for row in records(record_dir, "began") if row["job_id"] == running.id}
+        wait_for(lambda: pid_of_began(record_dir, running.id, other_than=victim), what="a new worker")
+        gate.touch()
+        wait_for(lambda: len(runs(record_dir)) == len(job_ids), what="every job to run")
+    finally:
+        stop_manager(manager)
+    where = assert_each_job_in_one_place(client, job_ids)
+    assert where[ended.id] == "finished", "it succeeded in time: finished, not failed"
+    assert set(where.values()) == {"finished"}
+
+
 def test_a_job_past_its_time_limit_is_failed_and_its_worker_replaced(
     url: str, client: redis.Redis, record_dir: Path
 ) -> None:

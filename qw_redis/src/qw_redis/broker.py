@@ -58,6 +58,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 #: Most jobs queued by one script call.
 QUEUE_BATCH = 1000
+#: Keys one reaper round's SCAN looks at for markers left behind (see ``_sweep_markers``).
+SWEEP_STEP = 500
 #: How long a nudge nobody waited for is kept (see :meth:`RedisBroker.nudge`).
 NUDGE_TTL_MS = 60_000
 #: Most jobs one call of ``move.lua`` moves (:meth:`RedisBroker.move_queued`).
@@ -143,6 +145,7 @@ class RedisBroker(Broker):
         self._names: set[str] = set()
         self._broken_reported: dict[str, float] = {}  # queue key -> when last logged
         self._tick: float | None = None  # Redis's timer period, read on first need
+        self._sweep_cursor = 0  # where the sweep of markers left behind goes on
         kwargs = self._client.connection_pool.connection_kwargs
         self._fake = self._client.connection_pool.connection_class.__module__.startswith("fakeredis")
         socket_timeout = kwargs.get("socket_timeout")
@@ -156,7 +159,7 @@ class RedisBroker(Broker):
         if check_delay(jobs, delay, at):
             self._queue_delayed(jobs, delay, at)
             return [job.id for job in jobs]
-        batches: dict[str | None, list[tuple[str, dict[str, str]]]] = {}
+        batches: dict[str | None, list[tuple[str, codec.Stored]]] = {}
         for job in jobs:  # encode (and refuse) everything before anything is written
             name = job.worker if job.worker is not None else job.manager  # None: the shared queue
             if name is not None:
@@ -174,7 +177,7 @@ class RedisBroker(Broker):
 
     def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
         """Queue ``jobs`` in ``qw:delayed``, grouped by the queue each goes to when due."""
-        batches: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        batches: dict[str, list[tuple[str, codec.Stored]]] = {}
         for job in jobs:
             if job.manager is not None:
                 self._check_cached(job.manager)
@@ -186,7 +189,7 @@ class RedisBroker(Broker):
                     origin=origin, delay=delay, at=at, jobs=batch[start : start + QUEUE_BATCH]
                 )
 
-    def _encode_new(self, job: Job) -> dict[str, str]:
+    def _encode_new(self, job: Job) -> codec.Stored:
         """The hash of a job about to be queued (its id must be text: codec.check_new_id)."""
         codec.check_new_id(job.id)
         return codec.encode_job(job, max_size=self._options.max_job_size)
@@ -292,12 +295,16 @@ class RedisBroker(Broker):
         error: InvalidJob
         if item.wrong_type:
             error = InvalidJob(f"job:{codec.shown(item.id)} is a {item.wrong_type}, not a hash")
+        elif item.marker_type:
+            error = InvalidJob(f"qw:job:{codec.shown(item.id)} is a {item.marker_type}, not a string")
         elif item.fields is None:
             limit = self._options.max_job_size
             error = JobTooLarge(f"job {codec.shown(item.id)} is {item.size} bytes; the limit is {limit}")
         else:
             try:
-                job = codec.decode_job(item.id, item.fields, manager=from_manager, worker=from_worker)
+                job = codec.decode_job(
+                    item.id, item.fields, item.marker, manager=from_manager, worker=from_worker
+                )
                 return attrs.evolve(job, suspect=True) if item.suspect else job
             except InvalidJob as exc:
                 error = exc
@@ -340,8 +347,8 @@ class RedisBroker(Broker):
     @_translated
     def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
         again = attrs.evolve(job, attempts=job.attempts + 1)
-        fields = codec.encode_job(again, max_size=self._options.max_job_size)
-        return self._scripts.retry(worker=worker, job_id=job.id, fields=fields, delay=delay)
+        stored = codec.encode_job(again, max_size=self._options.max_job_size)
+        return self._scripts.retry(worker=worker, job_id=job.id, stored=stored, delay=delay)
 
     @_translated
     def release_jobs(self, *, worker: str, job_ids: Sequence[str]) -> int:
@@ -411,11 +418,12 @@ class RedisBroker(Broker):
         """Move a job recovered too often from the dead ``worker``'s list to the failed registry."""
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
+        pipe.get(keys.job_marker(job_id))
         pipe.hget(keys.ORIGIN, job_id)
-        fields, origin = cast("tuple[dict[str, str], str | None]", pipe.execute())
+        fields, marker, origin = cast("tuple[dict[str, str], str | None, str | None]", pipe.execute())
         keep_hash = False
         try:
-            job = codec.decode_job(job_id, fields, manager=origin or None)
+            job = codec.decode_job(job_id, fields, marker, manager=origin or None)
             job = attrs.evolve(job, attempts=job.attempts + 1)  # the run it crashed in counts
         except InvalidJob:  # kept as it is, as an unreadable job is
             job, keep_hash = Job(id=job_id, data=None, manager=origin or None), True
@@ -491,7 +499,23 @@ class RedisBroker(Broker):
         for manager, members, alive in zip(managers, found[::2], found[1::2], strict=True):
             if not alive and not isinstance(members, Exception):
                 self._scripts.forget_manager(manager)
+        self._sweep_markers()
         return reaped
+
+    def _sweep_markers(self) -> None:
+        """One step of the sweep that drops markers left by original workers (see
+        ``lua/sweep_markers.lua``): :data:`SWEEP_STEP` keys of a SCAN per reaper round, so
+        the whole keyspace is covered in time, never in one long command."""
+        try:
+            self._sweep_cursor, found = self._client.scan(
+                self._sweep_cursor, match=keys.JOB_MARKER_PATTERN, count=SWEEP_STEP
+            )
+            swept = self._scripts.sweep_markers([str(key) for key in found])
+        except redis.RedisError as exc:  # the next round goes on; nothing depends on it
+            log.warning("sweeping the markers of finished jobs failed: %s", exc)
+            return
+        if swept:
+            log.info("dropped the markers of %d job(s) an original qw worker finished", swept)
 
     def _info_field(self, section: str, field: str) -> Any:
         """One field of ``INFO section``, or ``None`` where INFO is missing (fakeredis)."""
@@ -635,11 +659,12 @@ class RedisBroker(Broker):
         """The job stored as ``job:<id>``, else the one in the failed registry, else ``None``."""
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
+        pipe.get(keys.job_marker(job_id))
         pipe.hget(keys.ORIGIN, job_id)
         pipe.hget(keys.failed_job(job_id), "job")
-        fields, origin, record = pipe.execute()
-        if fields:
-            return codec.decode_job(job_id, fields, manager=origin or None)
+        fields, marker, origin, record = pipe.execute()
+        if fields or marker is not None:
+            return codec.decode_job(job_id, fields, marker, manager=origin or None)
         return None if record is None else codec.decode_record(record)
 
     @_translated
@@ -700,8 +725,7 @@ class RedisBroker(Broker):
         if record is None:
             return False
         job = attrs.evolve(codec.decode_record(record), attempts=0)
-        fields = codec.encode_job(job, max_size=0)
-        return self._scripts.requeue_failed(job_id=job_id, fields=fields)
+        return self._scripts.requeue_failed(job_id=job_id, stored=codec.encode_job(job, max_size=0))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,30 +1,33 @@
-"""How a job is stored in its ``job:<id>`` hash, and how failed jobs are recorded.
+"""How a job is stored in Redis (``job:<id>`` and ``qw:job:<id>``), and how failed jobs are recorded.
 
 The original qw stored one hash field per top-level key of the job data and handed the
 hash back as it came out of ``HGETALL``: only a flat map of strings survived the trip.
-qw keeps that layout readable by plain Redis clients and adds a marker for everything else.
+qw keeps that hash exactly as the original did, and keeps everything of its own in a key
+beside it, so an original reader (a 2014 worker running beside qw's during a migration)
+sees a job's data and nothing else.
 
-The encoding (version 1)
+The encoding (version 2)
 ------------------------
 
-**A hash without a** ``__qw__`` **field** was written by hand or by the original qw. Its
-fields reach the target exactly as stored, a ``dict`` of ``str`` to ``str``
-(``{"n": "7"}`` stays ``{"n": "7"}``). Job metadata comes from the queue the job was
-taken from.
+**A job qw writes** is two keys, written, read and deleted together by the same scripts:
 
-**Unreadable hashes** are refused (:class:`~qw_core.errors.InvalidJob`), never handed to a
-target with data it was not queued with: a missing hash (Redis has no empty hashes, and
-the original client could not queue empty data, so an id without its hash is one queued
-twice, or whose data was deleted), and a field name or value that is not UTF-8 text (it
-reaches this module as lone surrogates, see :mod:`qw_redis.connection`).
-
-**A hash qw writes** always carries the marker field ``__qw__``, a compact JSON object:
+* ``job:<id>``, a hash: the data, one field per top-level key, when the data is a ``dict``
+  whose keys are strings and none starts with ``__qw``. String values are stored as they
+  are (``HGETALL`` and an original reader see natural strings, exactly what the original
+  ``Client.queue_job`` wrote); any other value is stored as JSON text. ``{"n": 7, "name":
+  "x"}`` becomes ``n = 7``, ``name = x``. An empty dict leaves no hash (Redis has no empty
+  hashes): an original reader sees ``{}``. Anything else (a list, a scalar, ``null``, a
+  dict with a reserved key), which the original could not carry, is stored whole as JSON
+  text in the single field ``__qw_data__``: that is what an original reader sees.
+* ``qw:job:<id>``, a string: the *marker*, a compact JSON object:
 
 ==============  =========================================================================
-``v``           encoding version (``1``); a reader refuses a newer one as invalid
+``v``           encoding version (``2``); a reader refuses a newer one as invalid
+``keys``        every data field's name, in the data's order (Redis forgets the order of
+                a hash's fields once it grows, and a field missing from the hash makes
+                the job unreadable rather than run with less data); omitted when the
+                data is in ``__qw_data__``
 ``json``        names of the fields whose values are JSON text (omitted when none)
-``keys``        every data field's name, in the data's order (omitted for 0 or 1 field):
-                Redis forgets the order of a hash's fields once it grows
 ``manager``     the manager the job was queued for (omitted when none)
 ``worker``      the worker the job was queued for (omitted when none)
 ``attempts``    runs that already failed and were retried (omitted when 0)
@@ -32,15 +35,23 @@ reaches this module as lone surrogates, see :mod:`qw_redis.connection`).
 ``meta``        framework metadata travelling with the job (omitted when empty)
 ==============  =========================================================================
 
-The data is stored in one of two shapes:
+**Version 1** (qw before 1.0) kept the marker in the hash itself, as a field ``__qw__``
+(the same object, without ``keys`` when one field or none). Such jobs, queued before an
+upgrade, are read as they are, for as long as they wait (this version reads both; it
+writes only version 2), and so are the hashes of unreadable jobs that qw keeps in its
+failed registry (``qw:invalid:<id>``), which keep their marker that way.
 
-* a ``dict`` whose keys are strings and none starts with ``__qw``: one field per key.
-  String values are stored as they are, so ``HGETALL`` and an original qw reader see
-  natural strings; any other value is stored as JSON text and its field is listed in
-  ``json``. ``{"n": 7, "name": "x"}`` becomes ``n = 7``, ``name = x`` and
-  ``__qw__ = {"v":1,"json":["n"],...}``.
-* anything else (a list, a scalar, ``null``, a dict with a reserved key): the whole value
-  as JSON text in the single field ``__qw_data__``.
+**A hash without a marker** (no ``qw:job:<id>``, no ``__qw__`` field) was written by hand
+or by the original qw. Its fields reach the target exactly as stored, a ``dict`` of
+``str`` to ``str`` (``{"n": "7"}`` stays ``{"n": "7"}``). Job metadata comes from the
+queue the job was taken from.
+
+**Unreadable jobs** are refused (:class:`~qw_core.errors.InvalidJob`), never handed to a
+target with data it was not queued with: a missing hash without a marker (the original
+client could not queue empty data, so an id without its hash is one queued twice, or
+whose data was deleted), a field the marker lists that the hash lacks, and a field name
+or value that is not UTF-8 text (it reaches this module as lone surrogates, see
+:mod:`qw_redis.connection`).
 
 Any JSON value round-trips exactly: nested values, unicode (stored as UTF-8, not
 escaped), integers of any size, floats (shortest repr, so ``0.1`` stays ``0.1``), booleans
@@ -48,11 +59,12 @@ and ``null``. Values that JSON would change on the way are refused with
 :class:`~qw_core.errors.InvalidJob` before anything is written: NaN and infinities,
 tuples, sets, non-string mapping keys, lone surrogates.
 
-**Size.** The encoded size of a hash is the sum of the UTF-8 lengths of its field names
-and values. :func:`encode_job` refuses a job over the broker's limit (default 512 KiB)
-with :class:`~qw_core.errors.JobTooLarge`; ``take.lua`` measures hand-written hashes the
-same way (in Lua, over the ``HGETALL`` reply it builds anyway, so the data of an oversized
-job never crosses the network) and the broker moves such a job to the failed registry.
+**Size.** The encoded size of a job is the sum of the UTF-8 lengths of its hash's field
+names and values and of its marker. :func:`encode_job` refuses a job over the broker's
+limit (default 512 KiB) with :class:`~qw_core.errors.JobTooLarge`; ``take.lua`` measures
+stored jobs the same way (in Lua, over the replies it builds anyway, so the data of an
+oversized job never crosses the network) and the broker moves such a job to the failed
+registry.
 
 Failed jobs (``qw:failed:<id>``) keep the job as a JSON *record* (``id``, ``data``,
 ``manager``, ``worker``, ``attempts``, ``queued_at``, ``meta``) and the failure as the JSON
@@ -71,14 +83,14 @@ import attrs
 from qw_core.errors import InvalidJob, JobTooLarge
 from qw_core.models import JSON, Failure, Job
 
-#: The field that marks a hash written by qw; its value is the JSON marker object.
+#: The field that held the marker inside the hash in version 1 (read, never written).
 MARKER = "__qw__"
 #: The field holding the whole data as JSON when it is not a plain mapping.
 DATA_FIELD = "__qw_data__"
 #: Data keys starting with this are reserved: such data is stored whole in ``DATA_FIELD``.
 RESERVED_PREFIX = "__qw"
-#: The encoding version written by this module.
-VERSION = 1
+#: The encoding version written by this module (it reads this one and the ones before).
+VERSION = 2
 #: Default limit on a job hash's encoded size, in bytes.
 DEFAULT_MAX_JOB_SIZE = 512 * 1024
 #: How a user raises it: a parameter of the Redis URL, for producers and workers alike.
@@ -220,12 +232,25 @@ def _add_metadata(marker: dict[str, Any], job: Job) -> None:
         marker["meta"] = dict(job.meta)
 
 
-def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, str]:
-    """The ``job:<id>`` hash fields for ``job``.
+@attrs.frozen
+class Stored:
+    """A job as it is stored: its ``job:<id>`` hash fields and its ``qw:job:<id>`` marker."""
 
-    :param max_size: refuse a hash larger than this many bytes (``0``: no limit).
+    fields: dict[str, str]
+    marker: str
+
+    def size(self) -> int:
+        """The encoded size: the hash's names and values, and the marker, in UTF-8 bytes."""
+        marker = self.marker
+        return hash_size(self.fields) + (len(marker) if marker.isascii() else len(marker.encode()))
+
+
+def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> Stored:
+    """The hash fields and the marker that store ``job``.
+
+    :param max_size: refuse a job larger than this many bytes (``0``: no limit).
     :raises InvalidJob: the data or meta is not JSON.
-    :raises JobTooLarge: the encoded hash is over ``max_size``.
+    :raises JobTooLarge: the encoded job is over ``max_size``.
     """
     if not isinstance(job.id, str) or not job.id:
         raise InvalidJob(f"a job id must be a non-empty string, not {job.id!r}")
@@ -241,20 +266,19 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
             text = _scalar_json(value)
             fields[key] = to_json(value, f"job data[{key!r}]") if text is None else text
             json_fields.append(key)
+        marker["keys"] = list(fields)  # the order (Redis keeps it only while a hash is small)
         if json_fields:
             marker["json"] = json_fields
-        if len(fields) > 1:  # Redis keeps a hash's field order only while it is small
-            marker["keys"] = list(fields)
     else:
         fields[DATA_FIELD] = to_json(data, "job data")
     if job.meta:
         to_json(dict(job.meta), "job meta")  # checked here; the marker's other parts are safe
     _add_metadata(marker, job)
     try:
-        fields[MARKER] = _dumps_checked(marker)
+        stored = Stored(fields, _dumps_checked(marker))
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"job {job.id} metadata is not JSON: {exc}") from exc
-    size = hash_size(fields)
+    size = stored.size()
     if max_size and size > max_size:
         raise JobTooLarge(
             f"job {job.id} encodes to {size} bytes; the limit is {max_size} ({RAISE_LIMIT_HINT})",
@@ -263,7 +287,7 @@ def encode_job(job: Job, *, max_size: int = DEFAULT_MAX_JOB_SIZE) -> dict[str, s
             limit=max_size,
             hint=RAISE_LIMIT_HINT,
         )
-    return fields
+    return stored
 
 
 def check_new_id(job_id: str) -> str:
@@ -283,24 +307,27 @@ def check_new_id(job_id: str) -> str:
 def decode_job(
     job_id: str,
     fields: Mapping[str, str],
+    marker_text: str | None = None,
     *,
     manager: str | None = None,
     worker: str | None = None,
 ) -> Job:
-    """The job stored in ``fields`` (an ``HGETALL`` reply, ``{}`` for a missing hash).
+    """The job stored in ``fields`` (an ``HGETALL`` reply, ``{}`` for a missing hash) and
+    ``marker_text`` (its ``qw:job:<id>``, ``None`` when there is none).
 
     :param manager: the manager queue the job was taken from, for a hash without marker.
     :param worker: the worker it was queued on directly, for a hash without marker.
-    :raises InvalidJob: the hash is missing, holds bytes that are not UTF-8 text, or has
+    :raises InvalidJob: the job is missing, holds bytes that are not UTF-8 text, or has
         a marker but cannot be decoded.
     """
-    if not fields:
-        raise InvalidJob(
-            f"job {shown(job_id)} has no data: job:{shown(job_id)} does not exist (the id was queued "
-            "twice, or its hash was deleted)"
-        )
+    if marker_text is None:
+        if not fields:
+            raise InvalidJob(
+                f"job {shown(job_id)} has no data: job:{shown(job_id)} does not exist (the id was "
+                "queued twice, or its hash was deleted)"
+            )
+        marker_text = fields.get(MARKER)  # version 1 kept it in the hash
     _check_text(job_id, fields)
-    marker_text = fields.get(MARKER)
     if marker_text is None:
         return Job(id=job_id, data=dict(fields), manager=manager, worker=worker)
     try:
@@ -348,19 +375,17 @@ def _marker(text: str) -> dict[str, Any]:
     """
     marker = _loads(text)
     if not isinstance(marker, dict) or type(marker.get("v")) is not int:
-        raise ValueError("the __qw__ marker is not an object with a version")
+        raise ValueError("the marker is not an object with a version")
     if marker["v"] > VERSION:
         raise ValueError(f"written with encoding version {marker['v']}, newer than this qw ({VERSION})")
     for name, kinds in _MARKER_TYPES.items():
         if name in marker and (not isinstance(marker[name], kinds) or isinstance(marker[name], bool)):
-            raise ValueError(
-                f"the __qw__ marker's {name!r} has the wrong type ({type(marker[name]).__name__})"
-            )
+            raise ValueError(f"the marker's {name!r} has the wrong type ({type(marker[name]).__name__})")
     if marker.get("attempts", 0) < 0:
-        raise ValueError("the __qw__ marker's 'attempts' is negative")
+        raise ValueError("the marker's 'attempts' is negative")
     for name in ("json", "keys"):
         if not all(isinstance(key, str) for key in marker.get(name, ())):
-            raise ValueError(f"the __qw__ marker's {name!r} holds a name that is not a string")
+            raise ValueError(f"the marker's {name!r} holds a name that is not a string")
     return marker
 
 
@@ -393,8 +418,15 @@ def _check_text(job_id: str, fields: Mapping[str, str]) -> None:
 
 
 def _field_map(marker: dict[str, Any], fields: Mapping[str, str]) -> dict[str, JSON]:
-    """The data of a hash stored one field per key, in the order the marker recorded."""
+    """The data of a hash stored one field per key, in the order the marker recorded.
+
+    :raises ValueError: a field the (version 2) marker lists is missing from the hash.
+    """
     json_fields = set(marker.get("json", ()))
+    if marker["v"] >= 2:
+        missing = [key for key in marker.get("keys", ()) if key not in fields]
+        if missing:
+            raise ValueError(f"its hash lacks the field {shown(missing[0])!r} (of {len(missing)} missing)")
     order = [key for key in marker.get("keys", ()) if key in fields]
     seen = set(order)
     order += [key for key in fields if key != MARKER and key not in seen]  # fields added by hand

@@ -22,6 +22,9 @@ What qw adds lives under ``qw:``, a prefix no queue or membership key can have (
 is never ``qw`` and never contains ``:``):
 
 =====================  ======  ==========================================================
+``qw:job:<id>``        string  qw's own part of a job (its marker: encoding, metadata),
+                               written, read and deleted with ``job:<id>`` by the same
+                               scripts (see :mod:`qw_redis.codec`)
 ``qw:wake:all``        list    wake-up tokens for workers blocked waiting for shared jobs
 ``qw:wake:<m>``        list    wake-up tokens for manager ``<m>``'s blocked workers
 ``qw:wake:<w>``        list    wake-up tokens for jobs sent to worker ``<w>`` directly
@@ -105,6 +108,7 @@ DELAYED = _QW + "delayed"
 FAILED = _QW + "failed"
 _FAILED_PREFIX = FAILED + ":"
 _INVALID_PREFIX = _QW + "invalid:"
+_JOB_MARKER_PREFIX = _QW + "job:"
 _HEARTBEAT_PREFIX = _QW + "hb:"
 _NUDGE_PREFIX = _QW + "nudge:"
 _PRODUCER_PREFIX = _QW + "producer:"
@@ -155,6 +159,15 @@ def nudge(worker: str) -> str:
 def failed_job(job_id: str) -> str:
     """``qw:failed:<id>``: a failed job's record, failure and origin."""
     return _FAILED_PREFIX + job_id
+
+
+#: The pattern every marker key matches (for a SCAN).
+JOB_MARKER_PATTERN = _JOB_MARKER_PREFIX + "*"
+
+
+def job_marker(job_id: str) -> str:
+    """``qw:job:<id>``: qw's own part of a job (encoding, metadata), beside its data hash."""
+    return _JOB_MARKER_PREFIX + job_id
 
 
 def invalid_job(job_id: str) -> str:
@@ -225,6 +238,8 @@ local RECOVERIES = {_lua_string(RECOVERIES)}
 local SUSPECTS = {_lua_string(SUSPECTS)}
 local FAILED = {_lua_string(FAILED)}
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
+local JOB_MARKER_PREFIX = {_lua_string(_JOB_MARKER_PREFIX)}
+local function marker_key(id) return JOB_MARKER_PREFIX .. id end
 local function failed_key(id) return {_lua_string(_FAILED_PREFIX)} .. id end
 local function invalid_key(id) return {_lua_string(_INVALID_PREFIX)} .. id end
 local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end

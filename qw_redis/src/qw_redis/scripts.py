@@ -25,7 +25,8 @@ from typing import Any
 import attrs
 import redis
 
-from qw_redis import keys
+from qw_redis import codec, keys
+from qw_redis.codec import Stored
 
 #: Most wake-up tokens kept on one wake list: enough to wake every blocked worker of a
 #: host, few enough that stale tokens cost little.
@@ -46,7 +47,10 @@ def _read(name: str) -> str:
 @functools.cache
 def script_source(name: str) -> str:
     """The full text sent to Redis for ``lua/<name>``: prelude, helpers, then the script."""
-    constants = f"local WAKE_CAP = {WAKE_CAP}\nlocal PRODUCER_TTL = {PRODUCER_TTL}\n"
+    constants = (
+        f"local WAKE_CAP = {WAKE_CAP}\nlocal PRODUCER_TTL = {PRODUCER_TTL}\n"
+        f"local V1_MARKER = '{codec.MARKER}'\n"
+    )
     return f"{keys.LUA_PRELUDE}{constants}{_read('common.lua')}\n{_read(name)}"
 
 
@@ -60,15 +64,19 @@ class Taken:
     :param suspect: it was a suspect (see ``Job.suspect``): run it alone.
     :param fields: the job hash (``{}`` if it is missing), or ``None`` when it was too
         large or not a hash.
-    :param size: the hash's size in bytes when it was too large, else ``0``.
+    :param marker: the job's ``qw:job:<id>``, ``None`` if it has none.
+    :param size: the job's size in bytes when it was too large, else ``0``.
     :param wrong_type: the type of ``job:<id>`` when it is not a hash, else ``""``.
+    :param marker_type: the type of ``qw:job:<id>`` when it is not a string, else ``""``.
     """
 
     id: str
     source: str
     fields: dict[str, str] | None
+    marker: str | None = None
     size: int = 0
     wrong_type: str = ""
+    marker_type: str = ""
     suspect: bool = False
 
 
@@ -86,14 +94,16 @@ class TakeReply:
     broken: dict[str, str]
 
 
-def _taken(job_id: str, source: str, fields: Any) -> Taken:
+def _taken(job_id: str, source: str, fields: Any, marker: Any = None) -> Taken:
     suspect = source.endswith("!")
     source = source.rstrip("!")
     if isinstance(fields, int):
         return Taken(job_id, source, None, size=fields, suspect=suspect)
     if isinstance(fields, str):
         return Taken(job_id, source, None, wrong_type=fields, suspect=suspect)
-    return Taken(job_id, source, _pairs(fields), suspect=suspect)
+    if isinstance(marker, list):
+        return Taken(job_id, source, None, marker_type=str(marker[0]), suspect=suspect)
+    return Taken(job_id, source, _pairs(fields), marker=marker, suspect=suspect)
 
 
 @attrs.frozen
@@ -118,11 +128,13 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(it, it, strict=False))
 
 
-def _flatten(fields: Mapping[str, str]) -> list[str]:
-    flat: list[str] = [str(len(fields))]
-    for name, value in fields.items():
-        flat += (name, value)
-    return flat
+def _flatten(stored: Stored) -> list[str]:
+    """A stored job as script arguments: its marker, the number of fields, the pairs."""
+    return [stored.marker, str(len(stored.fields)), *_pairs_of(stored.fields)]
+
+
+def _pairs_of(fields: Mapping[str, str]) -> list[str]:
+    return [text for pair in fields.items() for text in pair]
 
 
 class Scripts:
@@ -151,16 +163,15 @@ class Scripts:
         self._purge_failed = client.register_script(script_source("purge_failed.lua"))
         self._stray = client.register_script(script_source("stray.lua"))
         self._move = client.register_script(script_source("move.lua"))
+        self._sweep_markers = client.register_script(script_source("sweep_markers.lua"))
 
     def _call_number(self) -> str:
         return str(next(self._calls))
 
-    def queue(
-        self, *, name: str | None, queue: str, wake: str, jobs: Sequence[tuple[str, Mapping[str, str]]]
-    ) -> int:
+    def queue(self, *, name: str | None, queue: str, wake: str, jobs: Sequence[tuple[str, Stored]]) -> int:
         """Queue ``jobs`` (id, hash fields) on ``queue``, of manager or worker ``name``
         (``None``: the shared queue); one wake-up token each on ``wake``."""
-        batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
+        batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue(
@@ -174,12 +185,12 @@ class Scripts:
         *,
         origin: str,
         delay: float,
-        jobs: Sequence[tuple[str, Mapping[str, str]]],
+        jobs: Sequence[tuple[str, Stored]],
         at: float | None = None,
     ) -> int:
         """Queue ``jobs`` to wait ``delay`` seconds (or until ``at``, seconds since the epoch),
         then go to ``origin``'s queue (``""``: shared)."""
-        batch = [[job_id, [text for pair in fields.items() for text in pair]] for job_id, fields in jobs]
+        batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue_delayed(
@@ -242,7 +253,7 @@ class Scripts:
         )
         return TakeReply(
             finished=[flag == 1 for flag in reply[0]],
-            taken=[_taken(job_id, source, fields) for job_id, source, fields in reply[2:]],
+            taken=[_taken(*entry) for entry in reply[2:]],
             broken=dict(reply[1]),
         )
 
@@ -286,7 +297,7 @@ class Scripts:
         )
         return bool(result)
 
-    def retry(self, *, worker: str, job_id: str, fields: Mapping[str, str], delay: float) -> bool:
+    def retry(self, *, worker: str, job_id: str, stored: Stored, delay: float) -> bool:
         """Re-store a held job and queue it again (after ``delay`` seconds)."""
         result = self._retry(
             keys=[
@@ -297,7 +308,7 @@ class Scripts:
                 keys.WAKE_ALL,
                 keys.DELAYED,
             ],
-            args=[job_id, repr(max(0.0, float(delay))), *_flatten(fields)],
+            args=[job_id, repr(max(0.0, float(delay))), *_flatten(stored)],
         )
         return bool(result)
 
@@ -379,8 +390,8 @@ class Scripts:
         )
         return bool(result)
 
-    def requeue_failed(self, *, job_id: str, fields: Mapping[str, str]) -> bool:
-        """Move a failed job back to its queue with ``fields`` as its new hash."""
+    def requeue_failed(self, *, job_id: str, stored: Stored) -> bool:
+        """Move a failed job back to its queue, stored anew as ``stored``."""
         result = self._requeue(
             keys=[
                 keys.FAILED,
@@ -391,7 +402,7 @@ class Scripts:
                 keys.WAKE_ALL,
                 self._producer,
             ],
-            args=[self._call_number(), job_id, *_flatten(fields)],
+            args=[self._call_number(), job_id, *_flatten(stored)],
         )
         return bool(result)
 
@@ -415,3 +426,7 @@ class Scripts:
                 args=[name, limit],
             )
         )
+
+    def sweep_markers(self, marker_keys: Sequence[str]) -> int:
+        """Drop those of ``marker_keys`` whose job an original worker finished; how many."""
+        return int(self._sweep_markers(keys=list(marker_keys))) if marker_keys else 0

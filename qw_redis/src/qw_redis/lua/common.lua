@@ -37,6 +37,50 @@ local function pushable(queue)
   return found == 'list' or found == 'none'
 end
 
+-- Replace hash `key` with the `n` field/value pairs list[first..first+2n-1].
+local function write_hash(key, list, first, n)
+  redis.call('DEL', key)
+  if n > 0 then call_chunked('HSET', key, list, first, first + 2 * n - 1) end
+end
+
+-- A job is two keys (see qw_redis/codec.py): job:<id>, its data as the original qw
+-- stored it, and qw:job:<id>, qw's marker (encoding and metadata). These keep them together.
+
+-- Whether job `id` is stored (either key exists: an empty dict leaves no hash).
+local function job_stored(id)
+  return redis.call('EXISTS', job_key(id), marker_key(id)) > 0
+end
+
+-- Store job `id`: the `n` field/value pairs list[first..] as its hash, and `marker`.
+-- `fresh`: nothing is stored under `id` (the caller checked), so nothing to replace.
+local function store_job(id, list, first, n, marker, fresh)
+  if fresh then
+    if n > 0 then call_chunked('HSET', job_key(id), list, first, first + 2 * n - 1) end
+  else
+    write_hash(job_key(id), list, first, n)
+  end
+  redis.call('SET', marker_key(id), marker)
+end
+
+-- Forget job `id`: its data and its marker.
+local function drop_job(id)
+  redis.call('DEL', job_key(id), marker_key(id))
+end
+
+-- Keep job `id` as it is under qw:invalid:<id> (for a requeue once it is mended), its
+-- marker folded into the hash as the field V1_MARKER, where qw kept it before (readers
+-- still read it there). A marker key of the wrong type is dropped.
+local function keep_job(id)
+  local kept = invalid_key(id)
+  redis.call('DEL', kept)
+  if redis.call('EXISTS', job_key(id)) == 1 then redis.call('RENAME', job_key(id), kept) end
+  local marker = redis.pcall('GET', marker_key(id))
+  if type(marker) == 'string' and (kind_of(kept) == 'hash' or kind_of(kept) == 'none') then
+    redis.call('HSET', kept, V1_MARKER, marker)
+  end
+  redis.call('DEL', marker_key(id))
+end
+
 -- Keep job `id`, which cannot go back to `queue` (not a list), in the failed registry
 -- (kind 'invalid', its hash kept as it is under qw:invalid:<id>, its origin `m`), so it is
 -- never dropped: `qw failed requeue` puts it back once the key is mended.
@@ -47,10 +91,10 @@ local function park(id, m, queue)
   local failure = cjson.encode({kind = 'invalid', exc_type = 'qw_core.errors.BackendError',
     message = message, traceback = '', failed_at = at})
   local record = cjson.encode({id = id, data = cjson.null, manager = m or cjson.null, attempts = 0})
-  redis.call('DEL', failed_key(id), invalid_key(id))
+  redis.call('DEL', failed_key(id))
   redis.call('SREM', SUSPECTS, id)
   redis.call('HSET', failed_key(id), 'job', record, 'failure', failure, 'origin', m or SHARED_ORIGIN)
-  if redis.call('EXISTS', job_key(id)) == 1 then redis.call('RENAME', job_key(id), invalid_key(id)) end
+  keep_job(id)
   redis.call('ZADD', FAILED, at, id)
 end
 
@@ -130,12 +174,6 @@ local function has_suspects()
   return kind_of(SUSPECTS) == 'set'
 end
 
--- Replace hash `key` with the `n` field/value pairs list[first..first+2n-1].
-local function write_hash(key, list, first, n)
-  redis.call('DEL', key)
-  if n > 0 then call_chunked('HSET', key, list, first, first + 2 * n - 1) end
-end
-
 -- Finish, guarded, the ids ARGV[first..]: only an id still on the worker's list `wjobs`
 -- (LREM from the tail, where held ids are) has its job:<id>, origin entry and recovery
 -- count (RECOVERIES, from the prelude) deleted, and, if `suspects` (see has_suspects),
@@ -147,7 +185,7 @@ local function finish(wjobs, origin, first, suspects)
   for i = first, #ARGV do
     local id = ARGV[i]
     if redis.call('LREM', wjobs, -1, id) > 0 then
-      redis.call('DEL', job_key(id))
+      drop_job(id)
       redis.call('HDEL', origin, id)
       redis.call('HDEL', RECOVERIES, id)
       if suspects then redis.call('SREM', SUSPECTS, id) end

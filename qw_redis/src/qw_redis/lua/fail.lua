@@ -9,8 +9,9 @@
 -- ARGV[1]  the job id
 -- ARGV[2]  the job record (JSON)
 -- ARGV[3]  the failure (JSON)
--- ARGV[4]  1: keep the job's hash as it is under KEYS[6] (it could not be read);
---          0: delete it (the record in ARGV[2] has its data)
+-- ARGV[4]  1: keep the job's hash as it is under KEYS[6] (it could not be read), its
+--          marker folded in (see keep_job in common.lua); 0: delete both (the record in
+--          ARGV[2] has its data)
 -- ARGV[5]  the registry's maximum age in seconds, or '' for none
 -- ARGV[6]  the registry's maximum number of entries, or '' for none
 --
@@ -36,10 +37,10 @@ redis.call('HDEL', KEYS[5], id)
 redis.call('DEL', KEYS[4], KEYS[6])
 redis.call('HSET', KEYS[4], 'job', ARGV[2], 'failure', ARGV[3])
 if from then redis.call('HSET', KEYS[4], 'origin', from) end
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('RENAME', KEYS[2], KEYS[6])
+if ARGV[4] == '1' then
+  keep_job(id)
 else
-  redis.call('DEL', KEYS[2])
+  drop_job(id)
 end
 local at = now()
 redis.call('ZADD', KEYS[3], at, id)

@@ -4,8 +4,8 @@
 -- KEYS[2]  its wake list: qw:wake:all, qw:wake:<m> or qw:wake:<w>
 -- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
 -- KEYS[4]  qw:queues   names jobs were queued to by name
--- ARGV[1]  the jobs as one JSON array of [id, [field, value, field, value, ...]], in
---          queue order (one argument instead of thousands: packing each argument costs
+-- ARGV[1]  the jobs as one JSON array of [id, [field, value, field, value, ...], marker],
+--          in queue order (one argument instead of thousands: packing each argument costs
 --          the client more than the whole script costs Redis)
 -- ARGV[2]  the number of this call among the producer's
 -- ARGV[3]  the manager or worker KEYS[1] belongs to, '' for the shared queue
@@ -13,10 +13,10 @@
 -- A call that ran already (the same producer and number) changes nothing, so a job is
 -- queued once even if the client re-sends the call after the job ran. A queue or wake
 -- list of the wrong type fails the call before anything is written (expect()).
--- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), then its id
--- LPUSHed onto KEYS[1], before the next job is touched, so an error part-way leaves whole
--- jobs only. A job whose hash exists is queued, held or delayed already: it is left
--- alone. Then ARGV[3] is added to KEYS[4] (so that `qw status` finds the queue if no
+-- Writes, per job not stored yet (neither job:<id> nor qw:job:<id> exists): job:<id>
+-- (HSET) and qw:job:<id> (SET, the marker), then its id LPUSHed onto KEYS[1], before the
+-- next job is touched, so an error part-way leaves whole jobs only. A job stored already
+-- is queued, held or delayed: it is left alone. Then ARGV[3] is added to KEYS[4] (so that `qw status` finds the queue if no
 -- running manager or worker has that name), and up to WAKE_CAP tokens go on KEYS[2]. The job:<id> keys are built here from the
 -- ids (see keys.py's prelude) rather than declared.
 -- Returns: the number of jobs queued.
@@ -30,9 +30,8 @@ local jobs = cjson.decode(ARGV[1])
 local queued = 0
 for _, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
-  local key = job_key(id)
-  if redis.call('EXISTS', key) == 0 then
-    call_chunked('HSET', key, fields, 1, #fields)
+  if not job_stored(id) then
+    store_job(id, fields, 1, #fields / 2, job[3], true)
     redis.call('LPUSH', KEYS[1], id)
     queued = queued + 1
   end

@@ -6,14 +6,14 @@
 -- ARGV[2]  the queue the jobs go to when due: a manager's name, or '' for the shared queue
 -- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
 -- KEYS[4]  qw:queues   names jobs were queued to by name (ARGV[2] is added, as in queue.lua)
--- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...]] (as in queue.lua)
+-- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...], marker] (as in queue.lua)
 -- ARGV[4]  the number of this call among the producer's
 -- ARGV[5]  when the jobs are due (seconds since the epoch), or '' for now + ARGV[1]
 --
--- Writes, per job whose job:<id> does not exist yet: job:<id> (HSET), its origin entry
+-- Writes, per job not stored yet (as in queue.lua): job:<id> and qw:job:<id>, its origin entry
 -- set to ARGV[2], then its id ZADDed to KEYS[1] at server time + delay, or ARGV[5] (plus a
 -- microsecond per position, so the batch keeps its order when it comes due), before the
--- next job is touched. A job whose hash exists is queued, held or delayed already (or a
+-- next job is touched. A job stored already is queued, held or delayed (or a
 -- same call ran before) and is left alone, as in queue.lua. promote.lua and take.lua
 -- move a delayed job to its queue when due. One wake-up token goes to the destination
 -- queue's wake list: a taker blocked there looks again and learns the new due time, so
@@ -30,9 +30,8 @@ local due = ARGV[5] ~= '' and tonumber(ARGV[5]) or now() + tonumber(ARGV[1])
 local queued = 0
 for i, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
-  local key = job_key(id)
-  if redis.call('EXISTS', key) == 0 then
-    call_chunked('HSET', key, fields, 1, #fields)
+  if not job_stored(id) then
+    store_job(id, fields, 1, #fields / 2, job[3], true)
     redis.call('HSET', KEYS[2], id, ARGV[2])
     redis.call('ZADD', KEYS[1], due + (i - 1) / 1000000, id)
     queued = queued + 1

@@ -9,11 +9,13 @@
 -- KEYS[7]  qw:producer:<token>   the calling producer's last call (see replayed())
 -- ARGV[1]  the number of this call among the producer's
 -- ARGV[2]  the job id
--- ARGV[3]  n, the number of fields; ARGV[4..] the n field/value pairs of the new hash
+-- ARGV[3]  the job's new marker (qw:job:<id>)
+-- ARGV[4]  n, the number of fields; ARGV[5..] the n field/value pairs of the new hash
 --
--- Only if KEYS[3] does not exist (no job with this id is queued, held or delayed: its
--- data must not be overwritten) and ZREM removes the id from KEYS[1]: restore KEYS[3]
--- (RENAME from KEYS[4] when the job was kept as it was, else from ARGV), delete KEYS[2],
+-- Only if no job with this id is stored (queued, held or delayed: its data must not be
+-- overwritten) and ZREM removes the id from KEYS[1]: restore KEYS[3] (RENAME from KEYS[4]
+-- when the job was kept as it was, its marker inside, else from ARGV with the marker
+-- ARGV[3]), delete KEYS[2],
 -- LPUSH the id onto its queue and push one wake-up token.
 -- A call that ran already (the same producer and number) changes nothing: a job that was
 -- requeued, ran and failed again is not requeued a second time by a re-sent call.
@@ -23,7 +25,7 @@ local again = replayed(KEYS[7], ARGV[1])
 if again then return again end
 expect(KEYS[1], 'zset')
 local id = ARGV[2]
-if redis.call('EXISTS', KEYS[3]) == 1 then return remember(KEYS[7], ARGV[1], 0) end
+if job_stored(id) then return remember(KEYS[7], ARGV[1], 0) end
 local from = redis.call('HGET', KEYS[2], 'origin')
 local q, w = KEYS[5], KEYS[6]
 if from and from ~= SHARED_ORIGIN then q, w = queue_key(from), wake_key(from) end
@@ -31,10 +33,9 @@ expect(q, 'list')  -- its queue must take it, or it stays in the registry
 if redis.call('ZREM', KEYS[1], id) == 0 then return remember(KEYS[7], ARGV[1], 0) end
 redis.call('DEL', KEYS[2])
 if redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('DEL', KEYS[3])
   redis.call('RENAME', KEYS[4], KEYS[3])
 else
-  write_hash(KEYS[3], ARGV, 4, tonumber(ARGV[3]))
+  store_job(id, ARGV, 5, tonumber(ARGV[4]), ARGV[3], true)
 end
 redis.call('LPUSH', q, id)
 wake(w, 1)

@@ -8,9 +8,10 @@
 -- KEYS[6]  qw:delayed    retried jobs by due time
 -- ARGV[1]  the job id
 -- ARGV[2]  delay in seconds (0: queue it now)
--- ARGV[3]  n, the number of fields; ARGV[4..] the n field/value pairs of the new hash
+-- ARGV[3]  the job's new marker (qw:job:<id>)
+-- ARGV[4]  n, the number of fields; ARGV[5..] the n field/value pairs of the new hash
 --
--- Only if LREM removed the id from KEYS[1]: replace KEYS[2], then either LPUSH the id
+-- Only if LREM removed the id from KEYS[1]: replace KEYS[2] and the marker, then either LPUSH the id
 -- onto its origin queue (the back of the line; one wake-up token) and drop its origin
 -- entry, or ZADD it to KEYS[6] at server time + delay, keeping the origin entry for
 -- take.lua to promote it by, and push one wake-up token for its queue (a blocked taker
@@ -23,7 +24,7 @@ expect(KEYS[6], 'zset')
 local id = ARGV[1]
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
 if has_suspects() then redis.call('SREM', SUSPECTS, id) end  -- it ran and raised: no crash
-write_hash(KEYS[2], ARGV, 4, tonumber(ARGV[3]))
+store_job(id, ARGV, 5, tonumber(ARGV[4]), ARGV[3], false)
 local delay = tonumber(ARGV[2])
 if delay > 0 then
   redis.call('ZADD', KEYS[6], now() + delay, id)

@@ -39,12 +39,14 @@
 --    type fail the script before it writes anything (see expect() in common.lua).
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
--- each as {key, type}; and each taken entry is {id, source, fields}: source 'w' (sent to
+-- each as {key, type}; and each taken entry is {id, source, fields, marker}: source 'w' (sent to
 -- the worker), 'm' (from the manager queue), 'a' (from the shared queue), followed by
 -- '!' for a suspect (an id in qw:suspects: run it alone); fields the
 -- flat HGETALL reply, or the hash's size (a number) when its field names and values add
 -- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
--- string) when it is not a hash. A missing hash is an empty reply.
+-- string) when it is not a hash. A missing hash is an empty reply. The marker is the
+-- string at qw:job:<id>, nil when there is none (or the job was too large), or {type}
+-- when that key is not a string.
 
 local wjobs, mjobs, ajobs, origin = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local manager = ARGV[1]
@@ -74,15 +76,19 @@ end
 local function hand_out(id, source, from)
   if from then redis.call('HSET', origin, id, from) end
   local fields = redis.pcall('HGETALL', job_key(id))
+  local marker = redis.pcall('GET', marker_key(id))
+  if type(marker) == 'table' and marker.err then
+    marker = {redis.call('TYPE', marker_key(id))['ok']}
+  end
   if fields.err then
     fields = redis.call('TYPE', job_key(id))['ok']
   elseif max_size > 0 then
-    local size = 0
+    local size = type(marker) == 'string' and #marker or 0
     for i = 1, #fields do size = size + #fields[i] end
-    if size > max_size then fields = size end
+    if size > max_size then fields, marker = size, false end
   end
   if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = source .. '!' end
-  reply[#reply + 1] = {id, source, fields}
+  reply[#reply + 1] = {id, source, fields, marker}
 end
 
 -- Move the next id from queue `q` to the worker's tail; false when `q` is empty, or not
