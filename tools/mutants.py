@@ -15,6 +15,8 @@ file holds TEXT). Exit code: the number of survivors.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -664,8 +666,13 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+#: Seconds a mutant's tests may run; tests that hang past it count as failing (killed).
+TIMEOUT = 900
+
+
 def run(mutant: Mutant) -> bool:
-    """Apply ``mutant``, run its tests, restore the file; whether the tests failed (killed)."""
+    """Apply ``mutant``, run its tests, restore the file; whether the tests failed (killed),
+    or hung past :data:`TIMEOUT` (their processes are killed)."""
     path = ROOT / mutant.path
     source = path.read_text(encoding="utf-8")
     found = source.count(mutant.original)
@@ -674,30 +681,21 @@ def run(mutant: Mutant) -> bool:
             f"{mutant.path}: the text to mutate is found {found} times, not once:\n{mutant.original}"
         )
     path.write_text(source.replace(mutant.original, mutant.mutated), encoding="utf-8")
+    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "3", "-p", "no:cacheprovider"]
+    argv += ["-m", "not serial", *mutant.tests]
     try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-x",
-                "-q",
-                "-n",
-                "3",
-                "-p",
-                "no:cacheprovider",
-                "-m",
-                "not serial",
-                *mutant.tests,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
+        tests = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
+        try:
+            return tests.wait(timeout=TIMEOUT) != 0
+        except subprocess.TimeoutExpired:
+            os.killpg(tests.pid, signal.SIGKILL)  # pytest, its workers, and what they started
+            tests.wait()
+            print(f"     (the tests hung for {TIMEOUT} s: counted as failing)", flush=True)
+            return True
     finally:
         path.write_text(source, encoding="utf-8")
-    return done.returncode != 0
 
 
 def main() -> int:
