@@ -76,7 +76,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import attrs
 
@@ -232,9 +232,9 @@ def _add_metadata(marker: dict[str, Any], job: Job) -> None:
         marker["meta"] = dict(job.meta)
 
 
-@attrs.frozen
-class Stored:
-    """A job as it is stored: its ``job:<id>`` hash fields and its ``qw:job:<id>`` marker."""
+class Stored(NamedTuple):
+    """A job as it is stored: its ``job:<id>`` hash fields and its ``qw:job:<id>`` marker.
+    (A named tuple: one is made per job queued, on the bulk path.)"""
 
     fields: dict[str, str]
     marker: str

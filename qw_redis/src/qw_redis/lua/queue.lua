@@ -14,9 +14,11 @@
 -- queued once even if the client re-sends the call after the job ran. A queue or wake
 -- list of the wrong type fails the call before anything is written (expect()).
 -- Writes, per job not stored yet (neither job:<id> nor qw:job:<id> exists): job:<id>
--- (HSET) and qw:job:<id> (SET, the marker), then its id LPUSHed onto KEYS[1], before the
--- next job is touched, so an error part-way leaves whole jobs only. A job stored already
--- is queued, held or delayed: it is left alone. Then ARGV[3] is added to KEYS[4] (so that `qw status` finds the queue if no
+-- (HSET) and qw:job:<id> (SET, the marker); then the ids of those, in order, LPUSHed onto
+-- KEYS[1] (a few per command). Nothing between can fail (key types are checked first,
+-- and Redis checks memory before a script starts, not inside it), so every job is
+-- whole and queued, or untouched. A job stored already is queued, held or delayed: it is
+-- left alone. Then ARGV[3] is added to KEYS[4] (so that `qw status` finds the queue if no
 -- running manager or worker has that name), and up to WAKE_CAP tokens go on KEYS[2]. The job:<id> keys are built here from the
 -- ids (see keys.py's prelude) rather than declared.
 -- Returns: the number of jobs queued.
@@ -27,15 +29,16 @@ expect(KEYS[1], 'list')
 expect(KEYS[2], 'list')
 if ARGV[3] ~= '' then expect(KEYS[4], 'set') end
 local jobs = cjson.decode(ARGV[1])
-local queued = 0
+local ids = {}
 for _, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
   if not job_stored(id) then
     store_job(id, fields, 1, #fields / 2, job[3], true)
-    redis.call('LPUSH', KEYS[1], id)
-    queued = queued + 1
+    ids[#ids + 1] = id
   end
 end
+call_chunked('LPUSH', KEYS[1], ids, 1, #ids)
+local queued = #ids
 if queued > 0 and ARGV[3] ~= '' then redis.call('SADD', KEYS[4], ARGV[3]) end
 wake(KEYS[2], queued)
 return remember(KEYS[3], ARGV[2], queued)
