@@ -489,6 +489,9 @@ class AsyncioExecutor(Executor):
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._closing = False
+        # Jobs handed over and not started yet: the loop is woken once for a batch of them.
+        self._lock = threading.Lock()
+        self._incoming: list[tuple[Job, int, int]] = []
         self._thread = threading.Thread(target=self._serve, name="qw-event-loop", daemon=True)
         self._thread.start()
 
@@ -504,13 +507,20 @@ class AsyncioExecutor(Executor):
             self._loop.close()
 
     def submit(self, job: Job, slot: int, run: int) -> None:
-        self._loop.call_soon_threadsafe(self._start, job, slot, run)
+        with self._lock:
+            self._incoming.append((job, slot, run))
+            if len(self._incoming) > 1:  # a wake-up is on its way already
+                return
+        self._loop.call_soon_threadsafe(self._start_incoming)
 
-    def _start(self, job: Job, slot: int, run: int) -> None:
-        # A task runs in a copy of the context it was created in: current_job() is its own.
-        task = self._loop.create_task(self._run(job, slot, run))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _start_incoming(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for job, slot, run in incoming:
+            # A task runs in a copy of the context it was created in: current_job() is its own.
+            task = self._loop.create_task(self._run(job, slot, run))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, job: Job, slot: int, run: int) -> None:
         try:

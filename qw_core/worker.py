@@ -376,9 +376,10 @@ class Worker:
             if taken:
                 return
         with self._wake_lock:  # from here a completing job ends the wait (_job_completed)
-            self._in_take = not self._executor_pending()
+            pending = self._executor_pending()
+            self._in_take = bool(wait) and not pending
             self._nudged = False
-        if not self._in_take:  # a job completed meanwhile: settle it first
+        if pending:  # a job completed meanwhile: settle it first
             return
         try:
             taken = self._take(batch.finished, limit, self._until_a_deadline(wait))

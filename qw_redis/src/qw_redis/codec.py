@@ -350,10 +350,14 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+#: Built once (``json.loads`` with an option builds a decoder per call, on the hot path).
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def _loads(text: str) -> Any:
     """Strict JSON: ``NaN`` and ``Infinity`` (which Python's json accepts) are refused, so
     whatever is decoded can be encoded again (into the failed registry, say)."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    return _STRICT.decode(text)
 
 
 #: The marker's optional fields and the types they must have.
@@ -369,7 +373,7 @@ _MARKER_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _marker(text: str) -> dict[str, Any]:
-    """The ``__qw__`` marker of a hash, checked field by field.
+    """A job's marker, checked field by field (those it has: usually two or three).
 
     :raises ValueError: it is not a marker this version can read.
     """
@@ -378,14 +382,16 @@ def _marker(text: str) -> dict[str, Any]:
         raise ValueError("the marker is not an object with a version")
     if marker["v"] > VERSION:
         raise ValueError(f"written with encoding version {marker['v']}, newer than this qw ({VERSION})")
-    for name, kinds in _MARKER_TYPES.items():
-        if name in marker and (not isinstance(marker[name], kinds) or isinstance(marker[name], bool)):
-            raise ValueError(f"the marker's {name!r} has the wrong type ({type(marker[name]).__name__})")
+    for name, value in marker.items():
+        kinds = _MARKER_TYPES.get(name)
+        if kinds is None:
+            continue
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ValueError(f"the marker's {name!r} has the wrong type ({type(value).__name__})")
+        if name in ("json", "keys") and not all(isinstance(key, str) for key in value):
+            raise ValueError(f"the marker's {name!r} holds a name that is not a string")
     if marker.get("attempts", 0) < 0:
         raise ValueError("the marker's 'attempts' is negative")
-    for name in ("json", "keys"):
-        if not all(isinstance(key, str) for key in marker.get(name, ())):
-            raise ValueError(f"the marker's {name!r} holds a name that is not a string")
     return marker
 
 
