@@ -388,7 +388,7 @@ def _marker(text: str) -> dict[str, Any]:
             continue
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise ValueError(f"the marker's {name!r} has the wrong type ({type(value).__name__})")
-        if name in ("json", "keys") and not all(isinstance(key, str) for key in value):
+        if isinstance(value, list) and not all(isinstance(key, str) for key in value):  # json, keys
             raise ValueError(f"the marker's {name!r} holds a name that is not a string")
     if marker.get("attempts", 0) < 0:
         raise ValueError("the marker's 'attempts' is negative")
