@@ -236,7 +236,7 @@ def test_at_stores_the_time_it_names_however_slow_the_input(broker: Any, redis_d
     when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
     result = enqueue("--at", when.isoformat(), '{"n": 1}')
     assert result.exit_code == 0, result.stderr
-    [(job_id, due)] = redis_db.zrange("qw:delayed", 0, -1, withscores=True)
+    [(job_id, due)] = redis_db.zrange("qw:delayed:all", 0, -1, withscores=True)
     assert job_id == result.stdout.strip()
     assert due == pytest.approx(when.timestamp(), abs=0.001)
 

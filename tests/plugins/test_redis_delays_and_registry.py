@@ -46,10 +46,17 @@ def test_delayed_jobs_are_stored_under_the_documented_keys(broker: RedisBroker, 
     mine, shared = Job.new({"n": 1}, manager="m1"), Job.new({"n": 2})
     broker.queue_jobs([mine, shared], delay=60)
     (server_now, _) = client.time()
-    scores = dict(client.zrange(keys.DELAYED, 0, -1, withscores=True))
-    assert set(scores) == {mine.id, shared.id}
-    assert all(server_now + 55 < score < server_now + 65 for score in scores.values())
-    assert client.hgetall(keys.ORIGIN) == {mine.id: "m1", shared.id: keys.SHARED_ORIGIN}
+    mine_due = dict(client.zrange(keys.delayed("m1"), 0, -1, withscores=True))
+    shared_due = dict(client.zrange(keys.delayed(None), 0, -1, withscores=True))
+    assert list(mine_due) == [mine.id]
+    assert list(shared_due) == [shared.id]
+    scores = [*mine_due.values(), *shared_due.values()]
+    assert all(server_now + 55 < score < server_now + 65 for score in scores)
+    assert dict(client.zrange(keys.DUE, 0, -1, withscores=True)) == {
+        "m1": mine_due[mine.id],
+        keys.SHARED_ORIGIN: shared_due[shared.id],
+    }, "each queue's soonest due time"
+    assert client.hgetall(keys.ORIGIN) == {}
     assert client.hget(keys.job(mine.id), "n") == "1"
     assert client.llen(keys.ALL_JOBS) == client.llen(keys.queue("m1")) == 0
 
@@ -81,10 +88,12 @@ def test_racing_movers_move_every_job_exactly_once(client: redis.Redis) -> None:
         own = shared_client(REDIS_DB)
         while not done.is_set():
             pipe = own.pipeline(transaction=True)  # MULTI/EXEC: one consistent snapshot
-            pipe.zrange(keys.DELAYED, 0, -1)
+            pipe.zrange(keys.delayed(None), 0, -1)
+            pipe.zrange(keys.delayed("m1"), 0, -1)
             pipe.lrange(keys.ALL_JOBS, 0, -1)
             pipe.lrange(keys.queue("m1"), 0, -1)
-            delayed, shared, mine = pipe.execute()
+            delayed_shared, delayed_mine, shared, mine = pipe.execute()
+            delayed = delayed_shared + delayed_mine
             both = set(delayed) & (set(shared) | set(mine))
             if both or Counter(delayed + shared + mine) != Counter(everyone):
                 problems.append(f"{len(both)} both delayed and queued; {len(delayed + shared + mine)} seen")
@@ -105,7 +114,7 @@ def test_racing_movers_move_every_job_exactly_once(client: redis.Redis) -> None:
     queued = broker.queued_job_ids() + broker.queued_job_ids("m1")
     assert Counter(queued) == Counter(everyone), "every job queued exactly once"
     assert broker.queued_job_ids("m1") == [job.id for job in jobs[count:]], "each on its own queue, in order"
-    assert client.zcard(keys.DELAYED) == 0
+    assert not client.exists(keys.delayed(None), keys.delayed("m1"), keys.DUE)
     assert client.hlen(keys.ORIGIN) == 0
 
 
@@ -176,7 +185,7 @@ def test_purging_everything_deletes_every_key(broker: RedisBroker, client: redis
 def test_a_failed_job_is_retried_after_the_policys_back_off_by_redis_clock(
     broker: RedisBroker, client: redis.Redis, jitter: float, low: float
 ) -> None:
-    # Jobs on their first, second and third run fail: each waits in qw:delayed until
+    # Jobs on their first, second and third run fail: each waits in qw:delayed:all until
     # backoff * 2**(retry - 1) later (capped), shortened by up to the jitter fraction.
     jobs = [attrs.evolve(Job.new({"n": n}), attempts=n) for n in range(3)]
     broker.queue_jobs(jobs)
@@ -189,7 +198,7 @@ def test_a_failed_job_is_retried_after_the_policys_back_off_by_redis_clock(
         wait_for(lambda: len(recorder.runs) == 3, what="each job to fail once")
     seconds, micros = client.time()
     now = seconds + micros / 1e6
-    due = dict(client.zrange(keys.DELAYED, 0, -1, withscores=True))
+    due = dict(client.zrange(keys.delayed(None), 0, -1, withscores=True))
     for job, backoff in zip(jobs, [30.0, 60.0, 100.0], strict=True):
         wait = due[job.id] - now
         assert low * backoff - 5 < wait <= backoff, (job.attempts, wait)

@@ -51,10 +51,32 @@ def test_large_batches_are_queued_in_chunks_per_queue(
     jobs = [Job.new({"n": n}, manager=M if n % 2 else None) for n in range(2500)]
     counter = CommandCounter(real_broker._client)
     real_broker.queue_jobs(jobs)
-    assert counter.names == ["EVALSHA"] * 4  # 1250 per queue: 1000 + 250, twice
+    assert counter.names == ["EVALSHA"] * 6  # 1250 per queue: 500 + 500 + 250, twice
     assert real_broker.queued_job_ids() == [job.id for job in jobs if not job.manager]
     assert real_broker.queued_job_ids(M) == [job.id for job in jobs if job.manager]
     assert real_client.llen("qw:wake:all") == real_client.llen("qw:wake:m1") == 64
+
+
+@pytest.mark.parametrize("delay", [0.0, 60.0])
+@pytest.mark.parametrize(
+    ("data", "calls"),
+    [
+        ([{f"k{i}": i for i in range(99)}] * 100, 3),  # 100 fields a job (with the marker): 40 a call
+        ([{"s": "x" * 100_000}] * 5, 3),  # 256 KiB a call: 2 such jobs
+        ([{"s": "x" * 300_000}, {"n": 1}], 2),  # a job over the bound goes alone
+    ],
+)
+def test_a_bulk_queue_is_stored_in_script_calls_of_bounded_size(
+    real_broker: RedisBroker, data: list[dict[str, object]], calls: int, delay: float
+) -> None:
+    # Redis serves nobody else while a script runs: no call may store an unbounded amount.
+    jobs = [Job.new(item) for item in data]
+    real_broker.queue_jobs([Job.new({"n": 0}, manager="warm")], delay=delay)  # the server has the script
+    counter = CommandCounter(real_broker._client)
+    real_broker.queue_jobs(jobs, delay=delay)
+    assert counter.names == ["EVALSHA"] * calls
+    listed = real_broker.delayed_job_ids() if delay else real_broker.queued_job_ids()
+    assert listed == [job.id for job in jobs], "all stored, in order"
 
 
 def test_releasing_more_jobs_than_lua_can_unpack_pushes_at_most_wake_cap_tokens(
@@ -150,13 +172,15 @@ def test_a_delayed_retry_returns_to_the_queue_it_came_from(
     real_client.lpush("m1:jobs", "hand")
     [job] = real_broker.take(manager=M, worker=W)
     assert real_broker.retry_job(worker=W, job=job, delay=0.2)
-    assert real_client.zcard(keys.DELAYED) == 1
+    assert real_client.zrange(keys.delayed(M), 0, -1) == [job.id]
+    assert real_client.zrange(keys.DUE, 0, -1) == [M]
+    assert not real_client.hexists(keys.ORIGIN, job.id), "its queue is the set it waits in"
     assert real_broker.take(manager="m2", worker="m2.1", timeout=0.5) == []
     [again] = real_broker.take(manager=M, worker=W2, timeout=2.0)
     # A hand-written job gets qw's marker once qw rewrites it; its strings stay strings.
     assert again == attrs.evolve(job, attempts=1)
     assert real_client.hget("job:hand", "n") == "7"
-    assert not real_client.exists(keys.DELAYED)
+    assert not real_client.exists(keys.delayed(M), keys.DUE)
 
 
 def test_a_failed_job_is_kept_readably(real_broker: RedisBroker, real_client: redis.Redis) -> None:

@@ -26,7 +26,9 @@ def test_qw_keys_live_under_their_own_prefix() -> None:
     assert keys.wake("m1") == "qw:wake:m1"
     assert keys.failed_job("abc") == "qw:failed:abc"
     assert keys.invalid_job("abc") == "qw:invalid:abc"
-    for key in (keys.ORIGIN, keys.DELAYED, keys.FAILED):
+    assert keys.delayed(None) == "qw:delayed:all"
+    assert keys.delayed("m1") == "qw:delayed:m1"
+    for key in (keys.ORIGIN, keys.DUE, keys.LEGACY_DELAYED, keys.FAILED):
         assert key.startswith("qw:")
 
 
@@ -70,12 +72,13 @@ def test_keys_of_a_valid_name_never_collide_with_the_schema(name: str) -> None:
         keys.check_name(name)
     except InvalidName:
         return
-    fixed = {keys.ALL_MANAGERS, keys.ALL_JOBS, keys.ORIGIN, keys.DELAYED, keys.FAILED, keys.WAKE_ALL}
+    fixed = {keys.ALL_MANAGERS, keys.ALL_JOBS, keys.ORIGIN, keys.DUE, keys.FAILED, keys.WAKE_ALL}
     for key in (keys.queue(name), keys.manager_workers(name)):
         assert key not in fixed
         assert not key.startswith(("qw:", "job:", "all:"))
         assert key.count(":") == 1
     assert keys.wake(name) != keys.WAKE_ALL
+    assert keys.delayed(name) not in (keys.delayed(None), keys.LEGACY_DELAYED)
 
 
 def test_lua_prelude_spells_the_same_patterns() -> None:

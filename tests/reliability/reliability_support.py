@@ -46,7 +46,8 @@ def job_places(client: redis.Redis, job_ids: Iterable[str]) -> dict[str, list[st
         for job_id in client.lrange(key, 0, -1):
             if job_id in places:
                 places[job_id].append(key)
-    for zset, place in (("qw:failed", "failed"), ("qw:delayed", "delayed")):
+    delayed = sorted(client.scan_iter(match="qw:delayed:*", count=1000))
+    for zset, place in [("qw:failed", "failed"), *((key, "delayed") for key in delayed)]:
         for job_id in client.zrange(zset, 0, -1):
             if job_id in places:
                 places[job_id].append(place)

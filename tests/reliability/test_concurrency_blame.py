@@ -163,12 +163,12 @@ def test_a_timed_out_thread_job_that_cannot_be_settled_is_counted_when_its_worke
 ) -> None:
     """README: "A worker that cannot settle a job for such an error after 5 tries exits,
     and its manager counts the job as a crash" (so it ends in the failed registry instead
-    of looping). Here the retry cannot be written (``qw:delayed`` is another program's
+    of looping). Here the retry cannot be written (``qw:due`` is another program's
     string, so retry.lua refuses). A job on a thread past its limit is marked abandoned
     (not busy) *before* the loop tries to settle it, so when the worker gives up the
     manager finds nothing in hand and puts the job back uncounted: it runs, times out and
     kills a worker again, for ever."""
-    client.set("qw:delayed", "another program's string")
+    client.set("qw:due", "another program's string")
     job = Job.new({"sleep": 2}, meta={"timeout": 0.2})
     queue(url, [job])
     manager = start_manager(

@@ -343,7 +343,7 @@ def test_a_job_whose_queue_became_a_string_is_kept_in_the_failed_registry(
         broker.close()
 
 
-@pytest.mark.parametrize("key", ["qw:origin", "qw:recoveries", "qw:failed", "qw:delayed"])
+@pytest.mark.parametrize("key", ["qw:origin", "qw:recoveries", "qw:failed", "qw:due", "qw:delayed:all"])
 def test_a_script_that_meets_a_qw_key_of_the_wrong_type_changes_nothing(
     url: str, client: redis.Redis, key: str
 ) -> None:
@@ -357,7 +357,8 @@ def test_a_script_that_meets_a_qw_key_of_the_wrong_type_changes_nothing(
         client.set(key, "not ours")
         failure = Failure(exc_type="E", message="m")
         settle = {
-            "qw:delayed": lambda: broker.retry_job(worker="m.1", job=job, delay=60),
+            "qw:due": lambda: broker.retry_job(worker="m.1", job=job, delay=60),
+            "qw:delayed:all": lambda: broker.retry_job(worker="m.1", job=job, delay=60),
         }.get(key, lambda: broker.fail_job(worker="m.1", job=job, failure=failure))
         with pytest.raises(BackendError, match=f"WRONGTYPE {key} is a string"):
             settle()

@@ -28,13 +28,19 @@ is never ``qw`` and never contains ``:``):
 ``qw:wake:all``        list    wake-up tokens for workers blocked waiting for shared jobs
 ``qw:wake:<m>``        list    wake-up tokens for manager ``<m>``'s blocked workers
 ``qw:wake:<w>``        list    wake-up tokens for jobs sent to worker ``<w>`` directly
-``qw:origin``          hash    held or delayed job id → the manager whose queue it came
-                               from (``""``: the shared queue); recovery, release and
-                               retry put a job back where this says
-``qw:delayed``         zset    job id → when (server time, seconds) a delayed job or a
-                               retried one is due; its data is in ``job:<id>`` and its
-                               queue in ``qw:origin``. A script moves it to the back of
-                               that queue when due (ZREM and LPUSH in one step)
+``qw:origin``          hash    held job id → the manager whose queue it came from
+                               (``""``: the shared queue); recovery, release and retry
+                               put a job back where this says
+``qw:delayed:<m>``     zset    job id → when (server time, seconds) a delayed or retried
+                               job for manager ``<m>``'s queue is due (``qw:delayed:all``:
+                               for the shared queue); its data is in ``job:<id>``. A
+                               script moves it to the back of that queue when due (ZREM
+                               and LPUSH in one step). One set per queue, so counting and
+                               listing one queue's delayed jobs never reads another's
+``qw:due``             zset    queue (``<m>``, ``""`` for the shared queue) → when its
+                               soonest delayed job is due: which sets to look in, and
+                               when the next job of all comes due; kept with the sets
+                               by the same scripts
 ``qw:failed``          zset    failed job id → when it failed (the server's clock, so
                                every host agrees); trimmed to the registry's bounds on
                                each failure
@@ -100,10 +106,14 @@ _QW = "qw:"
 _WAKE_PREFIX = _QW + "wake:"
 #: Wake-up tokens for jobs on the shared queue.
 WAKE_ALL = _WAKE_PREFIX + "all"
-#: Held (and delayed) job id → origin manager name, ``""`` for the shared queue.
+#: Held job id → origin manager name, ``""`` for the shared queue.
 ORIGIN = _QW + "origin"
-#: Retried jobs waiting for their due time (score: server time in seconds).
-DELAYED = _QW + "delayed"
+_DELAYED_PREFIX = _QW + "delayed:"
+#: Queue (its origin name) → the due time of its soonest delayed job.
+DUE = _QW + "due"
+#: Where qw before 1.0 kept every delayed job (id → due time, its queue in ``ORIGIN``):
+#: the delayed-job mover moves what is left there into the per-queue sets.
+LEGACY_DELAYED = _QW + "delayed"
 #: Failed job ids by failure time.
 FAILED = _QW + "failed"
 _FAILED_PREFIX = FAILED + ":"
@@ -137,6 +147,12 @@ def manager_workers(manager: str) -> str:
 def queue(name: str | None) -> str:
     """``<name>:jobs``: a manager's queue or a worker's held list; ``all:jobs`` for ``None``."""
     return ALL_JOBS if name is None else name + _QUEUE_SUFFIX
+
+
+def delayed(name: str | None) -> str:
+    """``qw:delayed:<m>``: the jobs waiting for their due time to go to manager ``<m>``'s
+    queue (``qw:delayed:all`` for ``None``, the shared queue)."""
+    return _DELAYED_PREFIX + ("all" if name is None else name)
 
 
 def job(job_id: str) -> str:
@@ -237,6 +253,8 @@ local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
 local RECOVERIES = {_lua_string(RECOVERIES)}
 local SUSPECTS = {_lua_string(SUSPECTS)}
 local FAILED = {_lua_string(FAILED)}
+local DUE = {_lua_string(DUE)}
+local LEGACY_DELAYED = {_lua_string(LEGACY_DELAYED)}
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
 local JOB_MARKER_PREFIX = {_lua_string(_JOB_MARKER_PREFIX)}
 local function marker_key(id) return JOB_MARKER_PREFIX .. id end
@@ -246,4 +264,7 @@ local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end
 local function workers_key(name) return name .. {_lua_string(_WORKERS_SUFFIX)} end
 local function heartbeat_key(name) return {_lua_string(_HEARTBEAT_PREFIX)} .. name end
 local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
+local function delayed_key(origin)
+  return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
+end
 """

@@ -194,7 +194,7 @@ class Scripts:
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue_delayed(
-                keys=[keys.DELAYED, keys.ORIGIN, self._producer, keys.QUEUES],
+                keys=[keys.delayed(origin or None), keys.DUE, self._producer, keys.QUEUES],
                 args=[
                     repr(float(delay)),
                     origin,
@@ -211,7 +211,7 @@ class Scripts:
         :return: how many moved, and seconds until the next delayed job is due (``None``:
             none is delayed).
         """
-        moved, next_ms = self._promote(keys=[keys.DELAYED, keys.ORIGIN], args=[limit])
+        moved, next_ms = self._promote(keys=[keys.DUE, keys.ORIGIN], args=[limit])
         return int(moved), None if int(next_ms) < 0 else int(next_ms) / 1000
 
     def purge_failed(self, job_ids: Sequence[str]) -> int:
@@ -239,7 +239,7 @@ class Scripts:
                 keys.ORIGIN,
                 keys.wake(manager),
                 keys.WAKE_ALL,
-                keys.DELAYED,
+                keys.DUE,
                 keys.wake(worker),
             ],
             args=[
@@ -306,7 +306,7 @@ class Scripts:
                 keys.ORIGIN,
                 keys.ALL_JOBS,
                 keys.WAKE_ALL,
-                keys.DELAYED,
+                keys.DUE,
             ],
             args=[job_id, repr(max(0.0, float(delay))), *_flatten(stored)],
         )

@@ -109,23 +109,17 @@ local function wake(wkey, n)
   redis.call('LTRIM', wkey, 0, WAKE_CAP - 1)
 end
 
--- Put job `id` back on the queue recorded for it in the origin hash `origin` (the
--- manager it was taken for, or SHARED_ORIGIN for the shared queue), at the front (the
--- right end, popped next) or the back; forget its origin entry. Without an entry the job
--- goes to `fallback_queue`. Counts one wake-up per destination in `wakes`
--- (wake list key -> count) for flush_wakes. A queue that is not a list gets nothing: the
--- job is parked in the failed registry instead. Returns whether the job went back.
-local function put_back(id, origin, fallback_queue, fallback_wake, front, wakes)
-  local m = redis.call('HGET', origin, id)
-  local q, w = fallback_queue, fallback_wake
-  if m then
-    redis.call('HDEL', origin, id)
-    if m == SHARED_ORIGIN then
-      q, w = ALL_JOBS, WAKE_ALL
-    else
-      q, w = queue_key(m), wake_key(m)
-    end
-  end
+-- The queue of origin `m` (a manager's name, or SHARED_ORIGIN) and its wake list.
+local function queue_of(m)
+  if m == SHARED_ORIGIN then return ALL_JOBS, WAKE_ALL end
+  return queue_key(m), wake_key(m)
+end
+
+-- Push job `id` onto queue `q` at the front (the right end, popped next) or the back, and
+-- count one wake-up for its wake list `w` in `wakes` (wake list key -> count) for
+-- flush_wakes. A queue that is not a list gets nothing: the job is parked in the failed
+-- registry instead (origin `m`). Returns whether the job went onto the queue.
+local function push_to(id, m, q, w, front, wakes)
   if not pushable(q) then
     park(id, m, q)
     return false
@@ -137,6 +131,20 @@ local function put_back(id, origin, fallback_queue, fallback_wake, front, wakes)
   end
   wakes[w] = (wakes[w] or 0) + 1
   return true
+end
+
+-- Put job `id` back on the queue recorded for it in the origin hash `origin` (the
+-- manager it was taken for, or SHARED_ORIGIN for the shared queue), at the front or the
+-- back (see push_to); forget its origin entry. Without an entry the job goes to
+-- `fallback_queue`. Returns whether the job went back.
+local function put_back(id, origin, fallback_queue, fallback_wake, front, wakes)
+  local m = redis.call('HGET', origin, id)
+  local q, w = fallback_queue, fallback_wake
+  if m then
+    redis.call('HDEL', origin, id)
+    q, w = queue_of(m)
+  end
+  return push_to(id, m, q, w, front, wakes)
 end
 
 local function flush_wakes(wakes)
@@ -197,17 +205,87 @@ local function finish(wjobs, origin, first, suspects)
   return done
 end
 
--- Move up to `limit` delayed jobs that are due (score <= server time) from the zset
--- `delayed` to the back of the queue their entry in the origin hash `origin` names (the
--- shared queue without one), each in the same step as its ZREM, so a job is never both
--- delayed and queued and two movers never move one twice. Counts wake-ups in `wakes`.
--- Returns how many were moved.
-local function promote_due(delayed, origin, limit, wakes)
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now(), 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', delayed, id)
-    put_back(id, origin, ALL_JOBS, WAKE_ALL, false, wakes)  -- or parked, if its queue is no list
+-- Delayed jobs. Each queue's delayed jobs wait in their own sorted set, delayed_key(m),
+-- by due time; DUE holds, per queue with delayed jobs, the due time of its soonest one.
+-- A queue's set and its DUE entry are only written together, by the helpers below.
+
+-- Refresh queue `m`'s entry in DUE from its set `dkey` (dropped when the set is empty).
+local function refresh_due(m, dkey)
+  local first = redis.call('ZRANGE', dkey, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', DUE, m)
+  else
+    redis.call('ZADD', DUE, first[2], m)
   end
-  return #due
+end
+
+-- Make the `n` ids ids[1..n] wait until scores[i] (server time, seconds) for queue `m`.
+-- The caller has checked the types of DUE and delayed_key(m) (expect).
+local function delay_jobs(m, ids, scores, n)
+  local dkey = delayed_key(m)
+  local soonest = scores[1]
+  local pairs_ = {}
+  for i = 1, n do
+    pairs_[#pairs_ + 1] = scores[i]
+    pairs_[#pairs_ + 1] = ids[i]
+    if scores[i] < soonest then soonest = scores[i] end
+  end
+  call_chunked('ZADD', dkey, pairs_, 1, #pairs_)
+  redis.call('ZADD', DUE, 'LT', soonest, m)
+end
+
+-- Delayed jobs stored by qw before 1.0 wait in LEGACY_DELAYED, their queue in the origin
+-- hash `origin`: move up to `limit` of them into the per-queue sets, due times kept. A
+-- job whose set is not a sorted set is parked in the failed registry.
+local function adopt_legacy(origin, limit)
+  local scored = redis.call('ZRANGE', LEGACY_DELAYED, 0, limit - 1, 'WITHSCORES')
+  for i = 1, #scored, 2 do
+    local id, at = scored[i], tonumber(scored[i + 1])
+    local m = redis.call('HGET', origin, id) or SHARED_ORIGIN
+    redis.call('ZREM', LEGACY_DELAYED, id)
+    redis.call('HDEL', origin, id)
+    local found = kind_of(delayed_key(m))
+    if found == 'zset' or found == 'none' then
+      delay_jobs(m, {id}, {at}, 1)
+    else
+      park(id, m, delayed_key(m))
+    end
+  end
+end
+
+-- Move up to `limit` delayed jobs that are due (score <= server time) to the back of
+-- their queues, each in the same step as its ZREM, so a job is never both delayed and
+-- queued and two movers never move one twice. Counts wake-ups in `wakes`. The caller has
+-- checked the type of `origin` (expect). Returns how many were moved, and a DUE or set key
+-- that is not a sorted set ({key, type}, nothing moved from it) or nil.
+local function promote_due(origin, limit, wakes)
+  local found = kind_of(DUE)
+  if found ~= 'zset' and found ~= 'none' then return 0, {DUE, found} end
+  if kind_of(LEGACY_DELAYED) == 'zset' then
+    adopt_legacy(origin, limit)
+    found = kind_of(DUE)
+  end
+  if found == 'none' then return 0, nil end
+  local t = now()
+  local moved, broken = 0, nil
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', t, 'LIMIT', 0, limit)) do
+    local dkey = delayed_key(m)
+    found = kind_of(dkey)
+    if found == 'zset' then
+      local q, w = queue_of(m)
+      local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', t, 'LIMIT', 0, limit - moved)
+      for _, id in ipairs(due) do
+        redis.call('ZREM', dkey, id)
+        push_to(id, m, q, w, false, wakes)  -- or parked, if its queue is no list
+      end
+      moved = moved + #due
+      refresh_due(m, dkey)
+    else
+      if found ~= 'none' then broken = {dkey, found} end  -- another program's key: no job there
+      redis.call('ZREM', DUE, m)
+    end
+    if moved >= limit then break end
+  end
+  return moved, broken
 end
 

@@ -1,42 +1,46 @@
 -- queue_delayed.lua: queue a batch of jobs that wait until they are due.
 --
--- KEYS[1]  qw:delayed   delayed and retried jobs by due time (server time, seconds)
--- KEYS[2]  qw:origin    delayed job id -> manager whose queue it goes to ('' = shared)
+-- KEYS[1]  qw:delayed:<m>  the delayed jobs of the queue the jobs go to (see ARGV[2])
+-- KEYS[2]  qw:due          queues with delayed jobs, by their soonest due time
+-- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
+-- KEYS[4]  qw:queues       names jobs were queued to by name (ARGV[2] is added, as in queue.lua)
 -- ARGV[1]  delay in seconds (more than 0)
 -- ARGV[2]  the queue the jobs go to when due: a manager's name, or '' for the shared queue
--- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
--- KEYS[4]  qw:queues   names jobs were queued to by name (ARGV[2] is added, as in queue.lua)
 -- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...], marker] (as in queue.lua)
 -- ARGV[4]  the number of this call among the producer's
 -- ARGV[5]  when the jobs are due (seconds since the epoch), or '' for now + ARGV[1]
 --
--- Writes, per job not stored yet (as in queue.lua): job:<id> and qw:job:<id>, its origin entry
--- set to ARGV[2], then its id ZADDed to KEYS[1] at server time + delay, or ARGV[5] (plus a
--- microsecond per position, so the batch keeps its order when it comes due), before the
--- next job is touched. A job stored already is queued, held or delayed (or a
--- same call ran before) and is left alone, as in queue.lua. promote.lua and take.lua
--- move a delayed job to its queue when due. One wake-up token goes to the destination
--- queue's wake list: a taker blocked there looks again and learns the new due time, so
--- it wakes when the job is due, not at the end of its wait.
+-- Writes, per job not stored yet (as in queue.lua): job:<id> and qw:job:<id>; then the
+-- new ids go into KEYS[1] (delay_jobs in common.lua) at server time + delay, or ARGV[5],
+-- plus a microsecond per position, so the batch keeps its order when it comes due. A job
+-- stored already is queued, held or delayed (or a same call ran before) and is left
+-- alone, as in queue.lua. promote.lua and take.lua move a delayed job to its queue when
+-- due. One wake-up token goes to the destination queue's wake list: a taker blocked
+-- there looks again and learns the new due time, so it wakes when the job is due, not at
+-- the end of its wait.
 -- Returns: the number of jobs queued.
 
 local again = replayed(KEYS[3], ARGV[4])
 if again then return again end
 expect(KEYS[1], 'zset')
-expect(KEYS[2], 'hash')
+expect(KEYS[2], 'zset')
 if ARGV[2] ~= SHARED_ORIGIN then expect(KEYS[4], 'set') end
 local jobs = cjson.decode(ARGV[3])
 local due = ARGV[5] ~= '' and tonumber(ARGV[5]) or now() + tonumber(ARGV[1])
-local queued = 0
+local ids, scores = {}, {}
 for i, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
   if not job_stored(id) then
     store_job(id, fields, 1, #fields / 2, job[3], true)
-    redis.call('HSET', KEYS[2], id, ARGV[2])
-    redis.call('ZADD', KEYS[1], due + (i - 1) / 1000000, id)
-    queued = queued + 1
+    ids[#ids + 1] = id
+    scores[#scores + 1] = due + (i - 1) / 1000000
   end
 end
-if queued > 0 and ARGV[2] ~= SHARED_ORIGIN then redis.call('SADD', KEYS[4], ARGV[2]) end
-if queued > 0 then wake(ARGV[2] == SHARED_ORIGIN and WAKE_ALL or wake_key(ARGV[2]), 1) end
+local queued = #ids
+if queued > 0 then
+  delay_jobs(ARGV[2], ids, scores, queued)
+  if ARGV[2] ~= SHARED_ORIGIN then redis.call('SADD', KEYS[4], ARGV[2]) end
+  local _, wkey = queue_of(ARGV[2])
+  wake(wkey, 1)
+end
 return remember(KEYS[3], ARGV[4], queued)

@@ -8,7 +8,7 @@
 -- KEYS[4]  qw:origin    held job id -> manager it was taken for ('' = shared queue)
 -- KEYS[5]  qw:wake:<m>  wake-up tokens for the manager's queue
 -- KEYS[6]  qw:wake:all  wake-up tokens for the shared queue
--- KEYS[7]  qw:delayed   delayed and retried jobs by due time
+-- KEYS[7]  qw:due       queues with delayed jobs, by their soonest due time
 -- KEYS[8]  qw:wake:<w>  wake-up tokens for jobs sent to the worker directly
 -- ARGV[1]  the manager's name
 -- ARGV[2]  limit: how many jobs to take at most (0: only finish)
@@ -19,7 +19,7 @@
 --
 -- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
 --    there, DEL job:<id> and its origin entry. (A job recovered meanwhile is left alone.)
--- 2. Promote due delayed jobs to their queues (only when KEYS[7] exists).
+-- 2. Promote due delayed jobs to their queues (promote_due in common.lua).
 -- 3. Take, in order:
 --    a. ids on KEYS[1] that the worker does not hold: first leftovers (ids it took whose
 --       reply it never saw: they have an origin entry; among the held ids at the tail,
@@ -34,8 +34,8 @@
 --    worker's own (KEYS[8]) once nothing sent to it directly is left.
 --    A queue key that is not a list (some other program's key under a qw name) is
 --    skipped and reported, so the healthy queues are still served; its wake list is
---    deleted too. So is qw:delayed when it is not a sorted set (no delayed job is
---    promoted meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
+--    deleted too. So is qw:due or a queue's delayed set when it is not a sorted set (no
+--    delayed job is promoted from it meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
 --    type fail the script before it writes anything (see expect() in common.lua).
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
@@ -62,14 +62,10 @@ local broken = {}
 local reply = {finish(wjobs, origin, 6, suspects), broken}
 if limit <= 0 then return reply end
 
-local delayed_kind = kind_of(KEYS[7])
-if delayed_kind == 'zset' then
-  local wakes = {}
-  promote_due(KEYS[7], origin, 100, wakes)
-  flush_wakes(wakes)
-elseif delayed_kind ~= 'none' then
-  broken[#broken + 1] = {KEYS[7], delayed_kind}  -- delayed jobs wait; the queues are served
-end
+local promoted_wakes = {}
+local _, bad_delayed = promote_due(origin, 100, promoted_wakes)
+flush_wakes(promoted_wakes)
+if bad_delayed then broken[#broken + 1] = bad_delayed end  -- delayed jobs wait; queues are served
 
 -- Hand out `id`: record where it came from unless it has an entry already (a leftover),
 -- and add its data (or its size, when too large) to the reply.
