@@ -11,11 +11,12 @@ import enum
 import math
 import os
 import time
-import traceback
 from collections.abc import Mapping
 from typing import TypeAlias
 
 import attrs
+
+from qw_core import tracebacks
 
 #: Any value that survives ``json.dumps`` / ``json.loads`` unchanged.
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
@@ -104,15 +105,17 @@ class Failure:
     def from_exception(cls, exc: BaseException, *, worker: str | None, kind: str = "error") -> Failure:
         """Describe ``exc`` (with its traceback) as a failure seen by ``worker``.
 
-        Whatever the exception holds, the result is storable text: a ``__str__`` that
-        raises gives a placeholder, and lone surrogates (half a UTF-16 pair, or bytes that
-        were not UTF-8) become ``\\udcxx`` escapes.
+        The traceback leaves out Python's ``^^^^`` marker lines, which cost more than
+        running a quick job (see :mod:`qw_core.tracebacks`). Whatever the exception holds,
+        the result is storable text: a ``__str__`` that raises gives a placeholder, and
+        lone surrogates (half a UTF-16 pair, or bytes that were not UTF-8) become
+        ``\\udcxx`` escapes.
         """
         try:
             message = str(exc)
         except Exception:
             message = f"<{type(exc).__qualname__} whose str() raised>"
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = tracebacks.format_exception(exc)
         return cls(
             kind=kind,
             exc_type=_storable(f"{type(exc).__module__}.{type(exc).__qualname__}"),
