@@ -17,7 +17,7 @@ import attrs
 import pytest
 import redis
 from plugin_support import REDIS_DB, redis_url, running_worker, shared_client, wait_for
-from qwtest_redis import BlockedTakes, flushed_db
+from qwtest_redis import BlockedTakes, PrivateRedis, flushed_db
 
 from qw_core import FailedLimits, Failure, Job, PluginConfig, RetryPolicy
 from qw_core.testing import make_jobs, poll_take, take_while_blocked
@@ -130,6 +130,37 @@ def test_a_blocked_take_wakes_for_a_job_due_before_its_slice_ends(client: redis.
     broker.close()
     assert taken == [job]
     assert 1.05 <= waited < 5.0
+
+
+def test_a_job_queued_in_the_last_tick_before_a_due_time_starts_on_time_too() -> None:
+    # Redis ends a blocking wait only on its timer's tick (here hz 1: a second), so within a
+    # tick of the next due time a taker waits by itself. A job queued meanwhile that is due
+    # sooner (or now) must be seen then, not when the first comes due.
+    with PrivateRedis(["--hz", "1"]) as server:
+        taker, producer = RedisBroker.from_url(server.url()), RedisBroker.from_url(server.url())
+        later, sooner = Job.new({"n": 1}), Job.new({"n": 2})
+        producer.queue_jobs([later], delay=0.9)
+        looked = threading.Event()
+        promote = taker._scripts.promote
+
+        def promote_and_tell(**kwargs: Any) -> tuple[int, float | None]:
+            result = promote(**kwargs)
+            looked.set()
+            return result
+
+        taker._scripts.promote = promote_and_tell  # type: ignore[method-assign]
+        taken: list[Job] = []
+        thread = threading.Thread(target=lambda: taken.extend(taker.take(manager="m", worker="w", timeout=5)))
+        thread.start()
+        assert looked.wait(5), "the taker learnt the first due time"
+        queued_at = time.monotonic()
+        producer.queue_jobs([sooner], delay=0.1)
+        thread.join(10)
+        waited = time.monotonic() - queued_at
+        taker.close()
+        producer.close()
+    assert taken == [sooner]
+    assert waited < 0.6, f"taken {waited:.2f} s after it was queued: at the first job's due time"
 
 
 def test_a_delayed_retry_comes_back_with_its_attempts(broker: RedisBroker) -> None:

@@ -19,8 +19,8 @@ Delayed jobs. Before it blocks, an idle taker moves the due delayed jobs and lea
 the next one is due; queueing or retrying a delayed job pushes a token, so a blocked
 taker learns of an earlier due time too. Redis ends a blocking wait only on a tick of its
 timer (``1 / hz``, 100 ms by default), so the taker blocks until a tick before the due
-time and waits out the rest itself: a due job starts within milliseconds, and a job
-queued in that last tick before it waits at most the rest of the tick.
+time and waits out the rest itself, looking again every :data:`DUE_STEP` (5 ms): a due
+job starts within milliseconds, and so does a job queued in that last tick.
 
 Where a job goes back to (retry, release, recovery) is recorded by ``take.lua`` in
 ``qw:origin`` when the job is taken, for qw's jobs and hand-written ones alike, so no
@@ -73,6 +73,9 @@ NUDGE_TTL_MS = 60_000
 MOVE_BATCH = 1000
 #: Shortest blocking wait worth a round trip, in seconds.
 _MIN_BLOCK = 0.01
+#: Within a timer tick of the next due time a taker waits here, not in Redis, looking
+#: again this often (seconds): a job queued meanwhile may be due sooner.
+DUE_STEP = 0.005
 #: Seconds between two log lines about the same queue key of the wrong type.
 BROKEN_REPORT_EVERY = 60.0
 #: Redis's timer period when the server does not say (``INFO`` without ``hz``): its default.
@@ -242,8 +245,9 @@ class RedisBroker(Broker):
             _, due_in = self._scripts.promote()
             if due_in is not None and due_in <= min(self._timer_tick(), remaining):
                 # Redis ends a blocking wait only on its timer's tick (1/hz: 100 ms by
-                # default), so a job due sooner is waited for here, to the millisecond.
-                time.sleep(due_in)
+                # default), so a job due sooner is waited for here, to the millisecond, in
+                # steps: a job queued meanwhile (due sooner still, or now) is seen within one.
+                time.sleep(min(due_in, DUE_STEP))
             else:
                 wait = min(self._slice, remaining)
                 if due_in is not None:  # wake a tick early; the rest is waited here
