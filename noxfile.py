@@ -75,3 +75,11 @@ def bench(session: nox.Session) -> None:
     """The benchmark against the peers (not a test): ``nox -s bench -- --help``."""
     install_group(session, "bench")
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def backlog(session: nox.Session) -> None:
+    """What qw costs as a backlog grows (not a test): ``nox -s backlog -- --quick``."""
+    install_group(session, "bench")
+    session.install(*PYPROJECT["project"]["optional-dependencies"]["prometheus"])  # the metrics scrape
+    session.run("python", "bench/backlog.py", *session.posargs)
