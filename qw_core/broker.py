@@ -220,6 +220,24 @@ class Broker(abc.ABC):
         over the next few failures.
         """
 
+    def fail_jobs(
+        self,
+        *,
+        worker: str,
+        failures: Sequence[tuple[Job, Failure]],
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
+    ) -> list[bool]:
+        """:meth:`fail_job` for each ``(job, failure)``; which ones ``worker`` still held.
+
+        A worker writes the failures of a batch of jobs together, as it finishes the jobs
+        that succeeded. This default makes one call per job; a backend that can do them in
+        one round trip (Redis: one script call) overrides it. Each job is guarded on its
+        own, as in :meth:`fail_job`.
+        """
+        return [
+            self.fail_job(worker=worker, job=job, failure=failure, limits=limits) for job, failure in failures
+        ]
+
     @abc.abstractmethod
     def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:
         """Put ``job`` back on the queue it came from with ``attempts`` incremented.

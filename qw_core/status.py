@@ -57,6 +57,9 @@ DIGEST_BYTES = 16
 #: each, then the id): a full batch of uuids many times over. Ids past it are not
 #: recorded, and such a job runs again if its worker dies before finishing it.
 DONE_BYTES = 16384
+#: Room, likewise, for the ids of jobs that failed and whose failure is not written yet. A
+#: worker that finds no room writes the failure at once instead.
+FAILING_BYTES = 16384
 
 
 #: What a worker reported about its start-up (the record's ``phase``).
@@ -68,6 +71,8 @@ class _Header(ctypes.Structure):
         ("phase", ctypes.c_uint8),
         ("done_size", ctypes.c_uint32),
         ("done_ids", ctypes.c_char * DONE_BYTES),
+        ("failing_size", ctypes.c_uint32),
+        ("failing_ids", ctypes.c_char * FAILING_BYTES),
     ]
 
 
@@ -205,14 +210,7 @@ class JobStatus:
 
     def succeeded(self, job_id: str) -> None:
         """``job_id`` succeeded; the worker will finish it in the broker later."""
-        header = self._header
-        data = job_id.encode("utf-8", "surrogatepass")
-        end = header.done_size
-        entry = len(data).to_bytes(2, "little") + data
-        if len(data) > MAX_ID_BYTES or end + len(entry) > DONE_BYTES:
-            return
-        ctypes.memmove(ctypes.addressof(header) + _Header.done_ids.offset + end, entry, len(entry))
-        header.done_size = end + len(entry)  # last: a reader sees whole entries only
+        self._append("done", job_id)
 
     def settled(self) -> None:
         """Every job reported by :meth:`succeeded` is finished in the broker."""
@@ -220,8 +218,38 @@ class JobStatus:
 
     def successes(self) -> list[str]:
         """The jobs that succeeded and were not finished in the broker when last reported."""
+        return self._ids("done")
+
+    def failing(self, job_id: str) -> bool:
+        """``job_id`` raised and failed; the worker writes its failure later (with the
+        others of its batch). Until then it counts as in hand (:meth:`in_hand`), so a
+        worker that dies first has it blamed as if it died running it. ``False``: no room
+        to record it (the worker must write its failure now)."""
+        return self._append("failing", job_id)
+
+    def failures_written(self) -> None:
+        """Every failure reported by :meth:`failing` is written in the broker."""
+        self._header.failing_size = 0
+
+    def _append(self, area: str, job_id: str) -> bool:
+        """Add ``job_id`` to the id list ``area`` (``done`` or ``failing``); whether it fit."""
         header = self._header
-        raw = ctypes.string_at(ctypes.addressof(header) + _Header.done_ids.offset, header.done_size)
+        data = job_id.encode("utf-8", "surrogatepass")
+        end = getattr(header, f"{area}_size")
+        entry = len(data).to_bytes(2, "little") + data
+        if len(data) > MAX_ID_BYTES or end + len(entry) > getattr(_Header, f"{area}_ids").size:
+            return False
+        ctypes.memmove(
+            ctypes.addressof(header) + getattr(_Header, f"{area}_ids").offset + end, entry, len(entry)
+        )
+        setattr(header, f"{area}_size", end + len(entry))  # last: a reader sees whole entries only
+        return True
+
+    def _ids(self, area: str) -> list[str]:
+        """The ids in the id list ``area``."""
+        header = self._header
+        offset = getattr(_Header, f"{area}_ids").offset
+        raw = ctypes.string_at(ctypes.addressof(header) + offset, getattr(header, f"{area}_size"))
         ids, at = [], 0
         while at + 2 <= len(raw):
             size = int.from_bytes(raw[at : at + 2], "little")
@@ -233,6 +261,7 @@ class JobStatus:
         """Forget everything (the manager, before starting a new worker in the slot)."""
         self._header.phase = STARTING
         self._header.done_size = 0
+        self._header.failing_size = 0
         for record in self._slots:
             record.deadline = 0.0
             record.kill_at = 0.0
@@ -245,7 +274,9 @@ class JobStatus:
     def in_hand(self) -> list[Busy]:
         """The jobs the worker has in hand, one per busy slot; empty between jobs. A job
         settled as timed out whose thread still runs is in hand too (its thread may yet
-        crash the process).
+        crash the process), and so is a job that failed whose failure is not written yet
+        (:meth:`failing`): if the worker dies first, or gives up writing it, the job is
+        blamed as one it died with, never put back as if it had not run.
 
         Read after the worker died, these are the jobs it died running (or in their hooks).
         """
@@ -254,6 +285,8 @@ class JobStatus:
             # An abandoned job whose thread still runs counts: it may yet kill the process.
             if record.busy or (record.abandoned and record.deadline > 0):
                 found.append(Busy(*self._id_of(record)))
+        running = {busy.job_id for busy in found}
+        found += [Busy(job_id) for job_id in self._ids("failing") if job_id not in running]
         return found
 
     def running(self) -> list[Running]:

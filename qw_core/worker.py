@@ -72,7 +72,7 @@ from qw_core.execution import (
     make_executor,
     slots_for,
 )
-from qw_core.models import Job, Outcome, WorkerInfo
+from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
@@ -100,7 +100,9 @@ class _Batch:
 
     :param waiting: jobs taken and not started yet.
     :param finished: jobs that succeeded, to finish with the next take.
-    :param deferred_since: when the first job in ``finished`` started.
+    :param failing: jobs that failed for good, with their failures, to write before the
+        next take, together (see :meth:`Worker._failed`).
+    :param deferred_since: when the first job in ``finished`` or ``failing`` started.
     :param limit: how many jobs the last take asked for beyond the free slots.
     :param size: how many it got.
     :param taken_at: when.
@@ -111,6 +113,7 @@ class _Batch:
 
     waiting: deque[Job] = attrs.field(factory=deque)
     finished: list[str] = attrs.field(factory=list)
+    failing: list[tuple[Job, Failure]] = attrs.field(factory=list)
     deferred_since: float = 0.0
     limit: int = 1
     size: int = 0
@@ -310,6 +313,7 @@ class Worker:
             completed = True
         finally:
             try:
+                self._write_failures(batch, patiently=completed)  # else once: its manager has them
                 if batch.finished:
                     self._finish(batch.finished)
                     self._settled_successes()
@@ -364,6 +368,7 @@ class Worker:
         that completes ends the wait (:meth:`_job_completed`), so that its slot is filled
         at once: a wake-up costs a broker call, paid only when the queue is empty.
         """
+        self._write_failures(batch)  # then the take finishes the batch's succeeded jobs
         batch.limit = self._next_limit(batch.limit, batch.size, self.clock() - batch.taken_at)
         free = len(self._free)
         limit = free if self._flights else max(free, batch.limit)
@@ -421,7 +426,7 @@ class Worker:
         """How long to wait for a job in flight to end: until a deferred finish is due or
         a job on a thread is overdue, at most ``block_timeout``."""
         wait = self.block_timeout
-        if batch.finished:
+        if batch.finished or batch.failing:
             wait = min(wait, batch.deferred_since + self.finish_delay - self.clock())
         return self._until_a_deadline(wait)
 
@@ -457,13 +462,13 @@ class Worker:
             elif done.error is None:
                 self._succeeded(batch, done, flight.started)
             else:
-                self._failed(done)
+                self._failed(done, batch=batch, started=flight.started)
             self._free.append(flight.slot)
 
     def _succeeded(self, batch: _Batch, done: Completion, started: float) -> None:
         """Keep the job to finish with the next take (one round trip for the batch), unless
         that would leave a finished job held for long: see :attr:`finish_delay`."""
-        if not batch.finished:
+        if not batch.finished and not batch.failing:
             batch.deferred_since = started
         batch.finished.append(done.job.id)
         status = self.status
@@ -481,28 +486,82 @@ class Worker:
         if batch.waiting or self._flights:
             self._finish_if_late(batch)
 
-    def _failed(self, done: Completion, *, release_slot: bool = True) -> None:
+    def _failed(
+        self,
+        done: Completion,
+        *,
+        batch: _Batch | None = None,
+        started: float = 0.0,
+        release_slot: bool = True,
+    ) -> None:
         """Carry out what the plugins decided for a job that raised (its slot is free
-        after, unless ``release_slot`` is false: its thread runs on)."""
+        after, unless ``release_slot`` is false: its thread runs on).
+
+        A job failed for good is written to the failed registry with the others of its
+        batch, in one broker call before the next take (or once it waited
+        :attr:`finish_delay`), as succeeded jobs are finished: a flood of failing jobs then
+        costs about what a flood of succeeding ones does. Meanwhile the status record
+        reports it in hand, so if the worker dies, or cannot write it, its manager blames
+        it as a job the worker died with. Retries, drops, and jobs this worker settles as
+        timed out are carried out at once.
+        """
         assert done.decision is not None
         assert done.failure is not None
         decision, failure = done.decision, done.failure
-        outcome = self._patiently(
+        if batch is not None and decision.action is Action.FAIL and self._defer_failure(batch, done, started):
+            outcome = Outcome.FAILED
+        else:
+            outcome = self._apply(done.job, decision, failure)
+        settle.notify(
+            self.hook.qw_job_finished, job=done.job, worker=self.info, outcome=outcome, duration=done.duration
+        )
+        if self.status is not None and release_slot:
+            self.status.done(done.slot)
+        if batch is not None and (batch.waiting or self._flights):
+            self._finish_if_late(batch)
+
+    def _defer_failure(self, batch: _Batch, done: Completion, started: float) -> bool:
+        """Keep ``done``'s failure to write with the batch's; ``False`` if the status record
+        has no room to report it (then it is written at once)."""
+        assert done.failure is not None
+        if self.status is not None and not self.status.failing(done.job.id):
+            return False
+        if not batch.finished and not batch.failing:
+            batch.deferred_since = started
+        batch.failing.append((done.job, done.failure))
+        return True
+
+    def _apply(self, job: Job, decision: Decision, failure: Failure) -> Outcome:
+        """Carry out ``decision`` for ``job`` now (see :func:`settle.apply`)."""
+        return self._patiently(
             lambda: settle.apply(
                 self.broker,
                 worker=self.name,
-                job=done.job,
+                job=job,
                 decision=decision,
                 failure=failure,
                 limits=self.failed_limits,
             ),
             give_up=self._manager_gone,
         )
-        settle.notify(
-            self.hook.qw_job_finished, job=done.job, worker=self.info, outcome=outcome, duration=done.duration
-        )
-        if self.status is not None and release_slot:
-            self.status.done(done.slot)
+
+    def _write_failures(self, batch: _Batch, *, patiently: bool = True) -> None:
+        """Write the batch's deferred failures, in one broker call (see :meth:`_failed`);
+        not ``patiently``: one try (the status record reports them to the manager anyway)."""
+        if not batch.failing:
+            return
+        failing = list(batch.failing)
+
+        def write() -> list[bool]:
+            return self.broker.fail_jobs(worker=self.name, failures=failing, limits=self.failed_limits)
+
+        if patiently:
+            self._patiently(write, give_up=self._manager_gone)
+        else:
+            write()
+        batch.failing = []
+        if self.status is not None:
+            self.status.failures_written()
 
     def _time_out_overdue(self, executor: Executor) -> None:
         """Settle as timed out each job on a thread past its deadline; its thread runs on
@@ -535,10 +594,14 @@ class Worker:
                 self.status.abandoned(flight.slot)
 
     def _finish_if_late(self, batch: _Batch) -> None:
-        if batch.finished and self.clock() - batch.deferred_since >= self.finish_delay:
-            self._finish(batch.finished)
-            batch.finished = []
-            self._settled_successes()
+        """Finish the batch's succeeded jobs and write its failures once the first of them
+        waited :attr:`finish_delay`."""
+        if (batch.finished or batch.failing) and self.clock() - batch.deferred_since >= self.finish_delay:
+            self._write_failures(batch)
+            if batch.finished:
+                self._finish(batch.finished)
+                batch.finished = []
+                self._settled_successes()
 
     def _still_held(self, waiting: deque[Job]) -> deque[Job]:
         """The jobs of ``waiting`` this worker still holds (a reaper may have handed the

@@ -184,8 +184,8 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- failing, retrying, releasing --------------------------------------------------------
     Mutant(
         LUA + "fail.lua",
-        "if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end",
-        "redis.call('LREM', KEYS[1], -1, id)",
+        "  if redis.call('LREM', KEYS[1], -1, id) == 0 then\n    done[#done + 1] = 0\n  else",
+        "  redis.call('LREM', KEYS[1], -1, id)\n  if false then\n    done[#done + 1] = 0\n  else",
         "failing is guarded by the held list",
         REDIS,
     ),
@@ -205,21 +205,21 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "fail.lua",
-        "if ARGV[5] ~= '' then",
+        "if ARGV[1] ~= '' then",
         "if false then",
         "the failed registry drops entries older than max_age",
         REDIS,
     ),
     Mutant(
         LUA + "fail.lua",
-        "if ARGV[4] == '1' then\n  keep_job(id)",
-        "if false then\n  keep_job(id)",
+        "    if ARGV[i + 3] == '1' then\n      keep_job(id)",
+        "    if false then\n      keep_job(id)",
         "an unreadable job's hash is kept to requeue",
         REDIS + RELIABILITY,
     ),
     Mutant(
         LUA + "fail.lua",
-        "if from then redis.call('HSET', KEYS[4], 'origin', from) end",
+        "    if from then redis.call('HSET', failed_key(id), 'origin', from) end",
         "-- origin forgotten",
         "a failed job goes back to its own queue",
         REDIS,
@@ -360,6 +360,20 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
+        "qw_core/status.py",
+        '        found += [Busy(job_id) for job_id in self._ids("failing") if job_id not in running]',
+        "        pass",
+        "a failure not written yet is in hand: a worker that cannot write it has its job counted",
+        ("tests/reliability/test_deferred_failures.py", "tests/core/test_status.py"),
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        self._write_failures(batch)  # then the take finishes the batch's succeeded jobs",
+        "        pass",
+        "a batch's failures are written before the next take",
+        ("tests/core/test_worker_batching.py",),
+    ),
+    Mutant(
         "qw_core/tracebacks.py",
         "        if current.__cause__ is not None:",
         "        if False:",
@@ -464,7 +478,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "qw_core/worker.py",
-        "        if batch.finished and self.clock() - batch.deferred_since >= self.finish_delay:",
+        "        if (batch.finished or batch.failing) and self.clock() - batch.deferred_since >= self.finish_delay:",  # noqa: E501
         "        if False:",
         "a slow job's success is finished at once",
         CORE,

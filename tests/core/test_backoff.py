@@ -107,7 +107,7 @@ def test_a_worker_that_cannot_settle_a_job_gives_up_rather_than_hold_it_for_ever
     finally:
         worker.request_stop()
         thread.join(10)
-    assert broker.attempts == ERROR_ATTEMPTS
+    assert broker.attempts == ERROR_ATTEMPTS + 1, "its tries, and one more as the worker stops"
     assert len(raised) == 1, "the error ends the worker"
     # Its manager (or a reaper) puts the job back, counting a crash, so such a job ends
     # in the failed registry instead of being held by a worker that retries for ever.

@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from qw_core.status import DONE_BYTES, Busy, JobStatus, id_digest
+from qw_core.status import DONE_BYTES, FAILING_BYTES, Busy, JobStatus, id_digest
 
 
 def new_status(slots: int = 1) -> JobStatus:
@@ -69,6 +69,37 @@ def test_successes_are_kept_until_settled() -> None:
     assert status.successes() == ["d"]
     status.reset()
     assert status.successes() == []
+
+
+def test_a_failure_not_written_yet_is_in_hand_until_written() -> None:
+    status = new_status(2)
+    status.began("running", 0)
+    assert status.failing("failed-1")
+    assert status.failing("failed-2")
+    status.succeeded("ok")
+    assert status.in_hand() == [Busy("running"), Busy("failed-1"), Busy("failed-2")]
+    status.failures_written()
+    assert status.in_hand() == [Busy("running")]
+    assert status.successes() == ["ok"], "successes are settled apart"
+    status.failing("failed-3")
+    status.reset()
+    assert status.in_hand() == []
+
+
+def test_a_job_reported_both_running_and_failing_is_in_hand_once() -> None:
+    status = new_status()
+    status.began("j", 0)
+    status.failing("j")  # between its failure and its slot's release
+    assert status.in_hand() == [Busy("j")], "one job in hand: blamed alone, not a suspect"
+
+
+def test_a_failure_that_does_not_fit_is_refused() -> None:
+    status = new_status()
+    job_id = "f" * 1000
+    fits = FAILING_BYTES // (2 + len(job_id))
+    assert all(status.failing(job_id) for _ in range(fits))
+    assert not status.failing(job_id), "the worker writes this one at once"
+    assert not status.failing("x" * 2000), "too long to report"
 
 
 def test_successes_past_the_room_are_dropped_whole() -> None:

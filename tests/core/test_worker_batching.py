@@ -16,23 +16,34 @@ import pytest
 
 from qw_core import Job, PluginConfig, make_plugin_manager
 from qw_core.memory import MemoryBroker
+from qw_core.models import Failure
 from qw_core.worker import DEFAULT_PREFETCH, Worker
 
 
 class SpyBroker(MemoryBroker):
-    """Records each take (limit asked, ids it finished, jobs it gave) and each finish call."""
+    """Records each take (limit asked, ids it finished, jobs it gave), each finish call and
+    each batch of failures written."""
 
     def __init__(self) -> None:
         super().__init__()
         self.takes: list[tuple[int, int, int]] = []
         self.finishes: list[list[str]] = []
+        self.failure_batches: list[list[str]] = []
+        self.calls: list[str] = []  # "take", "finish", "fail", in order
+
+    def fail_jobs(self, *, worker: str, failures: Sequence[tuple[Job, Failure]], **kwargs: Any) -> list[bool]:
+        self.calls.append("fail")
+        self.failure_batches.append([job.id for job, _ in failures])
+        return super().fail_jobs(worker=worker, failures=failures, **kwargs)
 
     def take(self, **kwargs: Any) -> list[Job]:
         jobs = super().take(**kwargs)
+        self.calls.append("take")
         self.takes.append((kwargs["limit"], len(kwargs.get("finished", ())), len(jobs)))
         return jobs
 
     def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+        self.calls.append("finish")
         self.finishes.append(list(job_ids))
         return super().finish_jobs(worker=worker, job_ids=job_ids)
 
@@ -47,9 +58,16 @@ class FakeClock:
         return self.now
 
 
-def run_jobs(broker: SpyBroker, count: int, seconds: Callable[[int], float], **kwargs: Any) -> Worker:
+def run_jobs(
+    broker: SpyBroker,
+    count: int,
+    seconds: Callable[[int], float],
+    fails: Callable[[int], bool] = lambda n: False,
+    **kwargs: Any,
+) -> Worker:
     """Queue ``count`` jobs and run a worker in this thread until it has run them all; job
-    ``n`` (counting from 1, in the order they run) takes ``seconds(n)`` on the worker's clock."""
+    ``n`` (counting from 1, in the order they run) takes ``seconds(n)`` on the worker's clock,
+    then raises if ``fails(n)``."""
     broker.queue_jobs([Job.new({"n": n}) for n in range(count)])
     done = 0
     clock = FakeClock()
@@ -61,6 +79,8 @@ def run_jobs(broker: SpyBroker, count: int, seconds: Callable[[int], float], **k
         clock.now += seconds(done)
         if done == count:
             worker.request_stop()
+        if fails(done):
+            raise ValueError(f"job {done} fails")
 
     hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
     worker = Worker(
@@ -87,6 +107,32 @@ def test_quick_jobs_on_a_deep_queue_are_taken_in_growing_batches_and_finished_by
     assert len(broker.finishes) <= 1  # the final flush when the worker stops
     assert broker.held_job_ids("m.1") == []
     assert broker.queued_job_ids() == []
+
+
+def test_the_failures_of_a_batch_are_written_together_before_the_next_take() -> None:
+    broker = SpyBroker()
+    run_jobs(broker, 60, lambda n: 0.001, fails=lambda n: n % 3 == 0, prefetch=8)
+    written = [job_id for batch in broker.failure_batches for job_id in batch]
+    assert len(written) == len(set(written)) == 20, "each failure written once"
+    assert {entry.job.id for entry in broker.failed_jobs(limit=100)} == set(written)
+    assert max(len(batch) for batch in broker.failure_batches) > 1, "several in one call"
+    assert len(broker.failure_batches) < len(broker.takes), "at most one call per take"
+    calls = broker.calls
+    assert calls.index("fail") < len(calls) - 3, "failures are written as the batches go, not at the end"
+    assert broker.held_job_ids("m.1") == []
+
+
+def test_a_failure_waits_no_longer_than_a_succeeded_job_would() -> None:
+    broker = SpyBroker()
+    # Job 8 (the first of a batch of 4) fails, then job 9 takes long: once job 9 ends, the
+    # failure is written at once, with job 9's finish, while jobs 10 and 11 still wait.
+    slow = 1.5 * Worker.finish_delay
+    run_jobs(broker, 20, lambda n: slow if n == 9 else 0.001, fails=lambda n: n == 8, prefetch=4)
+    assert len(broker.failure_batches) == 1
+    assert broker.calls.count("fail") == 1
+    at = broker.calls.index("fail")
+    assert broker.calls[at + 1] == "finish", "written with the late batch's finish, not the next take"
+    assert broker.finishes[0] == [broker.finishes[0][0]], "which finished the slow job alone"
 
 
 def test_slow_jobs_are_taken_one_at_a_time() -> None:

@@ -59,6 +59,19 @@ class SettlingContract(ContractPart):
         assert [f.job.id for f in broker.failed_jobs()] == ids(reversed(jobs))
         assert [f.job.id for f in broker.failed_jobs(limit=2)] == ids(reversed(jobs))[:2]
 
+    def test_fail_jobs_fails_each_held_job_and_says_which(self, broker: Broker) -> None:
+        jobs = make_jobs(4)
+        broker.queue_jobs(jobs)
+        broker.take(manager=MANAGER, worker=WORKER, limit=4)
+        broker.finish_jobs(worker=WORKER, job_ids=[jobs[1].id])  # no longer held
+        failures = [(job, Failure(exc_type="builtins.ValueError", message=str(job.data))) for job in jobs]
+        assert broker.fail_jobs(worker=WORKER, failures=failures) == [True, False, True, True]
+        expected = [jobs[3], jobs[2], jobs[0]]
+        assert [f.job for f in broker.failed_jobs()] == [attrs.evolve(j, attempts=1) for j in expected]
+        assert [f.failure.message for f in broker.failed_jobs()] == [str(j.data) for j in expected]
+        assert broker.held_job_ids(WORKER) == []
+        assert broker.fail_jobs(worker=WORKER, failures=[]) == []
+
     def test_requeue_failed_resets_attempts(self, broker: Broker) -> None:
         job = Job.new({"n": 1}, manager=MANAGER)
         broker.queue_job(job)

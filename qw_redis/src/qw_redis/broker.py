@@ -50,7 +50,7 @@ from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_redis import codec, connection, keys
 from qw_redis.connection import DEFAULT_URL, RedisOptions
-from qw_redis.scripts import Scripts, Taken
+from qw_redis.scripts import FailedEntry, Scripts, Taken
 
 log = logging.getLogger("qw.redis")
 
@@ -65,6 +65,9 @@ QUEUE_BATCH_FIELDS = 4000
 QUEUE_BATCH_BYTES = 256 * 1024
 #: Most failed jobs one purge_failed.lua call deletes.
 PURGE_BATCH = 1000
+#: Most jobs one fail.lua call moves to the failed registry (a record holds a traceback:
+#: a few KiB at most, as Python shortens deep recursion).
+FAIL_BATCH = 100
 #: Keys one reaper round's SCAN looks at for markers left behind (see ``_sweep_markers``).
 SWEEP_STEP = 500
 #: How long a nudge nobody waited for is kept (see :meth:`RedisBroker.nudge`).
@@ -347,8 +350,37 @@ class RedisBroker(Broker):
     def fail_job(
         self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
     ) -> bool:
-        ran = attrs.evolve(job, attempts=job.attempts + 1)  # the run that failed counts
-        return self._fail(worker, ran, failure, keep_hash=False, limits=limits)
+        return self.fail_jobs(worker=worker, failures=[(job, failure)], limits=limits)[0]
+
+    @_translated
+    def fail_jobs(
+        self,
+        *,
+        worker: str,
+        failures: Sequence[tuple[Job, Failure]],
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
+    ) -> list[bool]:
+        """See :meth:`Broker.fail_jobs`: one ``fail.lua`` call per :data:`FAIL_BATCH` jobs."""
+        entries = [
+            FailedEntry(
+                job.id,
+                codec.encode_record(
+                    attrs.evolve(job, attempts=job.attempts + 1)
+                ),  # the run that failed counts
+                codec.encode_failure(failure),
+                keep_hash=False,
+            )
+            for job, failure in failures
+        ]
+        done: list[bool] = []
+        for start in range(0, len(entries), FAIL_BATCH):
+            done += self._scripts.fail(
+                worker=worker,
+                jobs=entries[start : start + FAIL_BATCH],
+                max_age=limits.max_age,
+                max_count=limits.max_count,
+            )
+        return done
 
     def _fail(
         self,
@@ -359,15 +391,11 @@ class RedisBroker(Broker):
         keep_hash: bool,
         limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> bool:
-        return self._scripts.fail(
-            worker=worker,
-            job_id=job.id,
-            record=codec.encode_record(job),
-            failure=codec.encode_failure(failure),
-            keep_hash=keep_hash,
-            max_age=limits.max_age,
-            max_count=limits.max_count,
+        entry = FailedEntry(job.id, codec.encode_record(job), codec.encode_failure(failure), keep_hash)
+        [done] = self._scripts.fail(
+            worker=worker, jobs=[entry], max_age=limits.max_age, max_count=limits.max_count
         )
+        return done
 
     @_translated
     def retry_job(self, *, worker: str, job: Job, delay: float = 0.0) -> bool:

@@ -20,7 +20,7 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import redis
@@ -52,6 +52,16 @@ def script_source(name: str) -> str:
         f"local V1_MARKER = '{codec.MARKER}'\n"
     )
     return f"{keys.LUA_PRELUDE}{constants}{_read('common.lua')}\n{_read(name)}"
+
+
+class FailedEntry(NamedTuple):
+    """One job for ``fail.lua``: its id, its record and failure (JSON), and whether to keep
+    its hash as it is (it could not be read)."""
+
+    job_id: str
+    record: str
+    failure: str
+    keep_hash: bool
 
 
 @attrs.frozen
@@ -268,34 +278,20 @@ class Scripts:
         self,
         *,
         worker: str,
-        job_id: str,
-        record: str,
-        failure: str,
-        keep_hash: bool,
+        jobs: Sequence[FailedEntry],
         max_age: float | None = None,
         max_count: int | None = None,
-    ) -> bool:
-        """Move a held job to the failed registry, stamped with the server's time, and trim
-        it to ``max_age``/``max_count``; ``False`` if ``worker`` no longer held it."""
-        result = self._fail(
-            keys=[
-                keys.queue(worker),
-                keys.job(job_id),
-                keys.FAILED,
-                keys.failed_job(job_id),
-                keys.ORIGIN,
-                keys.invalid_job(job_id),
-            ],
-            args=[
-                job_id,
-                record,
-                failure,
-                "1" if keep_hash else "0",
-                "" if max_age is None else repr(float(max_age)),
-                "" if max_count is None else str(max_count),
-            ],
-        )
-        return bool(result)
+    ) -> list[bool]:
+        """Move held jobs to the failed registry, stamped with the server's time, and trim
+        it to ``max_age``/``max_count``; per job, ``False`` if ``worker`` no longer held it."""
+        args: list[str] = [
+            "" if max_age is None else repr(float(max_age)),
+            "" if max_count is None else str(max_count),
+        ]
+        for entry in jobs:
+            args += [entry.job_id, entry.record, entry.failure, "1" if entry.keep_hash else "0"]
+        reply: list[int] = self._fail(keys=[keys.queue(worker), keys.FAILED, keys.ORIGIN], args=args)
+        return [flag == 1 for flag in reply]
 
     def retry(self, *, worker: str, job_id: str, stored: Stored, delay: float) -> bool:
         """Re-store a held job and queue it again (after ``delay`` seconds)."""
