@@ -106,6 +106,36 @@ def test_a_job_that_blocks_its_siblings_gets_no_sibling_failed_as_timed_out(  # 
     assert set(assert_each_job_in_one_place(client, job_ids).values()) == {"finished"}
 
 
+def test_a_worker_that_dies_with_two_jobs_in_hand_has_neither_counted_and_both_suspect(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    """Nobody knows which of two jobs in hand killed the process, so neither is counted
+    (with --max-recoveries 0 a counted innocent would be failed as crashed at once): both
+    go back as suspects, to run alone."""
+    sibling, crasher = Job.new({"sleep": 5}), Job.new({"sleep": 0.3, "exit": 9})
+    queue(url, [sibling, crasher])
+    manager = start_manager(
+        url,
+        "tw",
+        target=THREADS,
+        concurrency=2,
+        num_workers=1,
+        max_recoveries=0,
+        restart_backoff=(30.0, 30.0),
+    )
+    try:
+        wait_for(lambda: records(record_dir, "died"), timeout=20, what="the crasher to kill its worker")
+        suspects = {job.id: client.sismember("qw:suspects", job.id) for job in (sibling, crasher)}
+        counted = {job.id: client.hexists("qw:recoveries", job.id) for job in (sibling, crasher)}
+        failed = failed_ids(url)
+    finally:
+        manager.stop(cold=True)
+        assert manager.join(20)
+    assert failed == {}, "no job was failed as crashed"
+    assert counted == {sibling.id: False, crasher.id: False}
+    assert suspects == {sibling.id: True, crasher.id: True}
+
+
 def test_a_job_whose_id_is_too_long_to_report_that_crashes_beside_others_is_suspect_or_counted(
     url: str, client: redis.Redis, record_dir: Path
 ) -> None:
