@@ -13,14 +13,14 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from qw_cli.errors import CliError
 from qw_cli.options import DEFAULT_BACKEND, backend_options, json_option, opened_broker
-from qw_cli.output import Cell, echo_json, echo_table
+from qw_cli.output import Cell, Progress, echo_json, echo_table
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
@@ -113,11 +113,19 @@ def requeue(*, backend: str, url: str | None, everything: bool, job_ids: tuple[s
 
     Prints each requeued id. An ID that is not in the registry is an error (the others
     are requeued all the same).
+
+    --all requeues the jobs that are in the registry when it starts, the oldest failure
+    first, in batches on the server (on a terminal, stderr shows how far it got); a job
+    that fails again meanwhile is not requeued twice, and one that cannot be requeued (a
+    job with its id is queued, held or delayed) stays in the registry.
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the IDs of failed jobs, or --all")
     with _broker(backend, url) as broker:
-        wanted = list(_all_failed_ids(broker)) if everything else list(dict.fromkeys(job_ids))
+        if everything:
+            _requeue_all(broker)
+            return
+        wanted = list(dict.fromkeys(job_ids))
         missing = []
         for job_id in wanted:
             if broker.requeue_failed(job_id):
@@ -126,10 +134,31 @@ def requeue(*, backend: str, url: str | None, everything: bool, job_ids: tuple[s
                 missing.append(job_id)
     done = len(wanted) - len(missing)
     click.echo(f"requeued {done} job{'s' if done != 1 else ''}", err=True)
-    if missing and not everything:  # with --all, one requeued meanwhile by someone else is fine
+    if missing:
         raise CliError(
             f"no failed job {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
+
+
+def _requeue_all(broker: Broker) -> None:
+    """``qw failed requeue --all``: the ids on stdout batch by batch, as the broker
+    requeues them; progress on a terminal; the count, and what is left, on stderr."""
+    progress = Progress("requeued", broker.failed_count())
+    done = 0
+
+    def requeued(ids: Sequence[str]) -> None:
+        nonlocal done
+        done += len(ids)
+        if ids:
+            progress.clear()
+            click.echo("\n".join(ids))
+        progress.show(done)
+
+    done = broker.requeue_all_failed(progress=requeued)
+    progress.clear()
+    left = broker.failed_count()
+    note = f" ({left} left in the failed registry: see 'qw failed')" if left else ""
+    click.echo(f"requeued {done} job{'s' if done != 1 else ''}{note}", err=True)
 
 
 @failed.command(short_help="Delete failed jobs.")
@@ -140,13 +169,15 @@ def purge(*, backend: str, url: str | None, everything: bool, job_ids: tuple[str
     """Delete the failed jobs IDs from the registry, or every failed job with --all.
 
     An ID that is not in the registry is an error (the others are deleted all the same).
+    --all deletes the jobs that are in the registry when it starts, in batches on the
+    server (on a terminal, stderr shows how far it got).
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the IDs of failed jobs, or --all")
-    wanted = None if everything else list(dict.fromkeys(job_ids))
+    wanted = list(dict.fromkeys(job_ids))
     with _broker(backend, url) as broker:
-        missing = [] if wanted is None else [job_id for job_id in wanted if broker.get_failed(job_id) is None]
-        count = broker.purge_failed(wanted)
+        missing = [job_id for job_id in wanted if broker.get_failed(job_id) is None]
+        count = _purge_all(broker) if everything else broker.purge_failed(wanted)
     click.echo(f"purged {count} failed job{'s' if count != 1 else ''}", err=True)
     if missing:
         raise CliError(
@@ -186,11 +217,19 @@ def _broker(backend: str, url: str | None) -> Any:
     return opened_broker(backend, url)
 
 
-def _all_failed_ids(broker: Broker) -> Iterator[str]:
-    """Every failed job's id, read once before anything is requeued (a requeued job that
-    fails again is not requeued a second time)."""
-    ids = [item.job.id for item in broker.failed_jobs(limit=max(1, broker.failed_count()))]
-    yield from ids
+def _purge_all(broker: Broker) -> int:
+    """``qw failed purge --all``, with progress on a terminal; how many were deleted."""
+    progress = Progress("purged", broker.failed_count())
+    done = 0
+
+    def purged(count: int) -> None:
+        nonlocal done
+        done += count
+        progress.show(done)
+
+    count = broker.purge_all_failed(progress=purged)
+    progress.clear()
+    return count
 
 
 #: Parts of a path that mark a frame as qw's or pluggy's, not the user's.

@@ -10,18 +10,24 @@ worker (taken and not finished, or queued straight onto that worker).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import click
 
 from qw_cli.options import backend_options, json_option, opened_broker
-from qw_cli.output import Cell, echo_json, echo_table
+from qw_cli.output import Cell, column_widths, echo_json, echo_json_array, echo_table, format_row
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
 
 #: How the shared queue is named in output (``all:jobs`` in Redis).
 SHARED = "shared"
+#: How many jobs ``qw jobs`` lists without --limit or --all.
+DEFAULT_LIMIT = 100
+#: How many ids ``qw jobs`` asks the broker for at a time (Redis reads as many a command).
+PAGE = 1000
 
 
 @click.command(short_help="Show managers, workers, and job counts.")
@@ -119,46 +125,176 @@ def workers(*, backend: str, url: str | None, as_json: bool, manager: str | None
 @click.command(short_help="List queued, delayed and held job ids.")
 @backend_options
 @json_option
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="List this many jobs.",
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many jobs first."
+)
+@click.option("--all", "everything", is_flag=True, help="List every job (read and printed page by page).")
 @click.argument("manager", required=False)
-def jobs(*, backend: str, url: str | None, as_json: bool, manager: str | None) -> None:
+@click.pass_context
+def jobs(
+    ctx: click.Context,
+    *,
+    backend: str,
+    url: str | None,
+    as_json: bool,
+    limit: int,
+    offset: int,
+    everything: bool,
+    manager: str | None,
+) -> None:
     """List the ids of jobs waiting, delayed or held (for MANAGER, or everywhere).
 
-    Without MANAGER: the shared queue, every manager's queue, the delayed jobs due for
-    each, and what every worker holds. With MANAGER: its own queue and delayed jobs, and
-    what its workers hold. Failed jobs are listed by ``qw failed``. --json prints a list
-    of {"id", "state", "manager", "worker"} objects; state is queued, delayed or held.
+    Without MANAGER: the shared queue (next to run first), the delayed jobs due for it
+    (soonest first), then for every manager its queue, its delayed jobs and what each of
+    its workers holds. With MANAGER: its own queue and delayed jobs, and what its workers
+    hold. Failed jobs are listed by ``qw failed``.
+
+    A queue may hold millions of jobs: 100 are listed (--limit N), after skipping
+    --offset N; --all lists every one. When not all are shown, stderr says how many
+    there are. --json prints a list of {"id", "state", "manager", "worker"} objects;
+    state is queued, delayed or held. Listings are read and printed page by page (no
+    read holds Redis up, and memory stays small), each page as the queues are then: a
+    job that moves meanwhile may be missed or listed twice.
     """
+    if everything and ctx.get_parameter_source("limit") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give --limit or --all, not both")
     with opened_broker(backend, url) as broker:
-        records = _job_records(broker, manager)
-    if as_json:
-        echo_json(records)
-    else:
-        echo_table(
-            ["state", "manager", "worker", "job"],
-            [[r["state"], r["manager"], r["worker"], r["id"]] for r in records],
-        )
+        sources = _sources(broker, manager)
+        parts = _plan(sources, offset, None if everything else limit)
+        pages = _Counted(_pages(broker, parts))
+        if as_json:
+            echo_json_array(_records(page) for page in pages)
+        else:
+            headers = ["state", "manager", "worker", "job"]
+            widths = column_widths(headers, [part.source.row("") for part in parts])
+            click.echo(format_row([h.upper() for h in headers], widths))
+            for page in pages:
+                click.echo("\n".join(format_row(source.row(job_id), widths) for source, job_id in page))
+    total = sum(source.count for source in sources)
+    if pages.count < total:
+        click.echo(_footer(pages.count, total, offset), err=True)
 
 
-def _job_records(broker: Broker, manager: str | None) -> list[dict[str, str | None]]:
-    records: list[dict[str, str | None]] = []
+@attrs.frozen
+class _Source:
+    """One listing ``qw jobs`` shows: a queue, the jobs delayed for it, or a held list."""
+
+    state: str
+    manager: str | None
+    worker: str | None
+    count: int
+
+    def row(self, job_id: str) -> list[Cell]:
+        return [self.state, self.manager, self.worker, job_id]
+
+    def read(self, broker: Broker, offset: int, limit: int) -> list[str]:
+        if self.state == "queued":
+            return broker.queued_job_ids(self.manager, offset=offset, limit=limit)
+        if self.state == "delayed":
+            return broker.delayed_job_ids(self.manager, offset=offset, limit=limit)
+        assert self.worker is not None
+        return broker.held_job_ids(self.worker, offset=offset, limit=limit)
+
+
+@attrs.frozen
+class _Part:
+    """The ``take`` ids of ``source`` from position ``start`` on."""
+
+    source: _Source
+    start: int
+    take: int
+
+
+#: Ids as ``qw jobs`` reads them, each with the listing it came from.
+_Page = list[tuple[_Source, str]]
+
+
+def _sources(broker: Broker, manager: str | None) -> list[_Source]:
+    """Every listing ``qw jobs`` shows, in order, with how many ids each holds: counts are
+    cheap (Redis: ``LLEN``), so a page deep into the listing is found without reading the
+    listings before it."""
+    found: list[_Source] = []
     if manager is None:
-        records += _waiting(broker, None)
         names = broker.managers()
+        found += _waiting(broker, None)
     else:
         names = [broker.check_name(manager)]
     for name in names:
-        records += _waiting(broker, name)
-        for worker in broker.workers(name):
-            records += [_record(job_id, "held", name, worker) for job_id in broker.held_job_ids(worker)]
-    return records
+        found += _waiting(broker, name)
+        found += [_Source("held", name, w, broker.held_count(w)) for w in broker.workers(name)]
+    return found
 
 
-def _waiting(broker: Broker, manager: str | None) -> list[dict[str, str | None]]:
+def _waiting(broker: Broker, manager: str | None) -> list[_Source]:
     """The jobs queued for ``manager`` (or everybody), next first, then those delayed, soonest first."""
-    return [_record(job_id, "queued", manager, None) for job_id in broker.queued_job_ids(manager)] + [
-        _record(job_id, "delayed", manager, None) for job_id in broker.delayed_job_ids(manager)
+    return [
+        _Source("queued", manager, None, broker.queued_count(manager)),
+        _Source("delayed", manager, None, broker.delayed_count(manager)),
     ]
 
 
-def _record(job_id: str, state: str, manager: str | None, worker: str | None) -> dict[str, str | None]:
-    return {"id": job_id, "state": state, "manager": manager, "worker": worker}
+def _plan(sources: list[_Source], offset: int, limit: int | None) -> list[_Part]:
+    """Which ids of which sources to list: skip whole sources by their counts until
+    ``offset`` is used up, then take up to ``limit`` ids (``None``: all)."""
+    parts = []
+    for source in sources:
+        if limit is not None and limit <= 0:
+            break
+        if source.count <= offset:
+            offset -= source.count
+            continue
+        take = source.count - offset if limit is None else min(source.count - offset, limit)
+        parts.append(_Part(source, offset, take))
+        offset = 0
+        if limit is not None:
+            limit -= take
+    return parts
+
+
+def _pages(broker: Broker, parts: list[_Part]) -> Iterator[_Page]:
+    """The ids of ``parts``, at most :data:`PAGE` a call and a page. A listing that
+    shrank meanwhile ends early; one that grew is not followed past its count."""
+    for part in parts:
+        position, left = part.start, part.take
+        while left > 0:
+            want = min(PAGE, left)
+            ids = part.source.read(broker, position, want)
+            if ids:
+                yield [(part.source, job_id) for job_id in ids]
+            if len(ids) < want:
+                break
+            position += want
+            left -= want
+
+
+def _records(page: _Page) -> list[dict[str, str | None]]:
+    return [{"id": job_id, "state": s.state, "manager": s.manager, "worker": s.worker} for s, job_id in page]
+
+
+class _Counted:
+    """Pages of ids, counting the ids that went by."""
+
+    def __init__(self, pages: Iterable[_Page]) -> None:
+        self._pages = pages
+        self.count = 0
+
+    def __iter__(self) -> Iterator[_Page]:
+        for page in self._pages:
+            self.count += len(page)
+            yield page
+
+
+def _footer(shown: int, total: int, offset: int) -> str:
+    """What stderr says when ``qw jobs`` did not list every job, in the style of ``qw failed``."""
+    if offset >= total:
+        return f"(none of {total:,} shown: --offset {offset:,} is past the end)"
+    which = f"{shown:,}" if not offset or not shown else f"jobs {offset + 1:,} to {offset + shown:,}"
+    return f"({which} of {total:,} shown; --limit/--offset or --all for more)"

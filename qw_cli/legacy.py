@@ -14,8 +14,9 @@ program; errors are one ``qw-client: error:`` line instead of a traceback.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -235,12 +236,28 @@ def _print_jobs(broker: Broker, manager: str | None) -> None:
     for name in _managers(broker, manager):
         click.echo(f"{name}:")
         click.echo("\tQueued Jobs:")
-        for job_id in broker.queued_job_ids(name):
+        for job_id in _paged(functools.partial(broker.queued_job_ids, name)):
             click.echo(f"\t  {job_id}")
         click.echo("\tPending Jobs:")
         for worker in broker.workers(name):
-            for job_id in broker.held_job_ids(worker):
+            for job_id in _paged(functools.partial(broker.held_job_ids, worker)):
                 click.echo(f"\t  {worker} - {job_id}")
+
+
+#: Ids ``qw-client jobs`` reads at a time.
+PAGE = 1000
+
+
+def _paged(read: Callable[..., list[str]]) -> Iterator[str]:
+    """Every id of a listing, read :data:`PAGE` at a time (``read(offset=, limit=)``): a
+    queue may hold millions, which are never held at once."""
+    offset = 0
+    while True:
+        ids = read(offset=offset, limit=PAGE)
+        yield from ids
+        if len(ids) < PAGE:
+            return
+        offset += len(ids)
 
 
 def _payloads(kind: str, source: str) -> list[JSON]:

@@ -7,7 +7,10 @@ a missing value) so they read well in a terminal and still ``grep``/``awk`` clea
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 import click
 
@@ -19,21 +22,107 @@ def echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False))
 
 
+def echo_json_array(pages: Iterable[Iterable[object]]) -> None:
+    """Print the items of ``pages`` as one JSON array on stdout, exactly as :func:`echo_json`
+    prints a list, one page at a time: a listing of millions of items is never held whole,
+    in memory or in one string."""
+    first = True
+    for page in pages:
+        text = ",\n  ".join(map(_item_json, page))
+        if text:
+            click.echo(("[\n  " if first else ",\n  ") + text, nl=False)
+            first = False
+    click.echo("[]" if first else "\n]")
+
+
+#: JSON text of a string, as ``json.dumps`` writes it (its C encoder, where there is one).
+_string_json = json.encoder.encode_basestring_ascii
+
+
+def _item_json(item: object) -> str:
+    """``item`` as :func:`echo_json` indents an item of a list (at the second level).
+
+    A flat object of strings and nulls (a ``qw jobs`` record) is written here directly:
+    with an indent, ``json.dumps`` runs its pure-Python encoder, which would take most of
+    the time of a listing of millions.
+    """
+    if type(item) is dict and all(type(k) is str and (v is None or type(v) is str) for k, v in item.items()):
+        if not item:
+            return "{}"
+        fields = (f"{_string_json(k)}: {'null' if v is None else _string_json(v)}" for k, v in item.items())
+        return "{\n    " + ",\n    ".join(fields) + "\n  }"
+    return json.dumps(item, indent=2).replace("\n", "\n  ")
+
+
+def _cells(row: Sequence[Cell]) -> list[str]:
+    return ["-" if c is None else str(c) for c in row]
+
+
+def column_widths(headers: Sequence[str], rows: Iterable[Sequence[Cell]]) -> list[int]:
+    """The width of each column of a table of ``headers`` and ``rows``."""
+    widths = [len(str(h)) for h in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, _cells(row), strict=True)]
+    return widths
+
+
+def format_row(row: Sequence[Cell], widths: Sequence[int]) -> str:
+    """One line of an aligned table whose columns are ``widths`` wide; the last column is
+    not padded, and trailing blanks are dropped."""
+    cells = _cells(row)
+    if len(cells) == 1:
+        return cells[0]
+    padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths[:-1], strict=True)]
+    return ("  ".join(padded) + "  " + cells[-1]).rstrip()
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> list[str]:
     """Lines of an aligned table; the last column is not padded."""
-    text = [[str(h).upper() for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(line[i]) for line in text) for i in range(len(headers))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths[:-1], strict=True))
-        + "  "
-        + line[-1]
-        if len(line) > 1
-        else line[0]
-        for line in text
-    ]
+    widths = column_widths(headers, rows)
+    return [format_row([str(h).upper() for h in headers], widths), *(format_row(row, widths) for row in rows)]
 
 
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
     """Print an aligned table on stdout."""
     for line in format_table(headers, rows):
-        click.echo(line.rstrip())
+        click.echo(line)
+
+
+#: Seconds between two updates of a :class:`Progress` line.
+PROGRESS_EVERY = 0.1
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (a person reads it as it is written)."""
+    return stream.isatty()
+
+
+class Progress:
+    """How far a long command has got, as one line on stderr rewritten in place.
+
+    Only on a terminal: where stderr is a file or a pipe, nothing is written (the command's
+    final line says what was done). Before anything else is printed to the terminal,
+    :meth:`clear` takes the line away, so output on stdout does not run into it.
+    """
+
+    def __init__(self, what: str, total: int) -> None:
+        self._what = what
+        self._total = total
+        self._stream = sys.stderr if is_terminal(sys.stderr) else None
+        self._shown_at: float | None = None  # when the line was last written, if it is up
+
+    def show(self, done: int) -> None:
+        """Say that ``done`` of the total are done (at most every :data:`PROGRESS_EVERY` seconds)."""
+        now = time.monotonic()
+        if self._stream is None or (self._shown_at is not None and now - self._shown_at < PROGRESS_EVERY):
+            return
+        self._stream.write(f"\r{self._what} {done:,} of {self._total:,}\x1b[K")
+        self._stream.flush()
+        self._shown_at = now
+
+    def clear(self) -> None:
+        """Take the line away, if it is up."""
+        if self._stream is not None and self._shown_at is not None:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown_at = None

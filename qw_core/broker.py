@@ -60,6 +60,9 @@ class Capabilities:
     shared_by_url: bool = True
 
 
+#: Jobs per batch of the default :meth:`Broker.requeue_all_failed` (one progress report each).
+_DEFAULT_BATCH = 100
+
 #: Opens a broker; must be picklable so worker processes started with ``spawn`` can call it.
 BrokerFactory = Callable[[], "Broker"]
 
@@ -371,12 +374,25 @@ class Broker(abc.ABC):
         """Names of ``manager``'s running workers, sorted."""
 
     @abc.abstractmethod
-    def queued_job_ids(self, manager: str | None = None) -> list[str]:
-        """Ids waiting on ``manager``'s queue (or the shared queue), next to run first."""
+    def queued_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
+        """Ids waiting on ``manager``'s queue (or the shared queue), next to run first.
+
+        A page of the listing: the ``limit`` ids (``None``: all the rest) from position
+        ``offset`` on, ``0`` being the next to run. Listings are paged because a queue may
+        hold millions of ids: a listing costs what its page costs, and a backend reads any
+        range in bounded steps (Redis: at most 1,000 ids a command), so that listing a deep
+        queue never holds its server up for the workers. Each call reads the queue as it is
+        then; pages of a queue that changes between calls may overlap or miss ids, and a
+        call for a long range need not be one snapshot either.
+
+        :raises ValueError: ``offset`` or ``limit`` is negative (see :func:`check_page`).
+        """
 
     @abc.abstractmethod
-    def held_job_ids(self, worker: str) -> list[str]:
-        """Ids on ``worker``'s held list."""
+    def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
+        """Ids on ``worker``'s held list, paged as :meth:`queued_job_ids` (in the backend's order)."""
 
     def queued_count(self, manager: str | None = None) -> int:
         """How many ids wait on ``manager``'s queue (or the shared queue).
@@ -400,9 +416,12 @@ class Broker(abc.ABC):
         """The stored job (queued, held, delayed or failed), or ``None`` if there is none."""
 
     @abc.abstractmethod
-    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+    def delayed_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         """Ids waiting for their due time that then go to ``manager``'s queue (or the shared
-        queue), the soonest due first. Delayed retries are listed too."""
+        queue), the soonest due first, paged as :meth:`queued_job_ids` (``offset`` ``0`` is
+        the soonest due). Delayed retries are listed too."""
 
     @abc.abstractmethod
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
@@ -427,10 +446,52 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
-        """Delete failed jobs from the registry: ``job_ids``, or every one for ``None``.
+        """Delete failed jobs from the registry: ``job_ids``, or every one for ``None``
+        (as :meth:`purge_all_failed` does).
 
         Ids that are not in the registry are ignored. Returns how many were deleted.
         """
+
+    def requeue_all_failed(self, *, progress: Callable[[Sequence[str]], None] | None = None) -> int:
+        """Requeue every job the failed-job registry holds when this is called, the oldest
+        failure first, each as :meth:`requeue_failed` does (atomically, attempts reset);
+        return how many were requeued.
+
+        A job that cannot be requeued (a job with its id is queued, held or delayed, or its
+        queue cannot take it) stays in the registry and is passed over, never tried again in
+        a loop; so is a job that fails again while this runs (one it requeued, say): each job
+        is requeued at most once per call. The registry may be large, so the work is done
+        in batches, each job atomic but not the whole: ``progress``, if given, is called
+        after each batch with the ids it requeued (a command prints them as they come).
+
+        This default lists the whole registry (:meth:`failed_jobs`) and requeues one job at
+        a time; a backend that can requeue in bounded batches on its server overrides it
+        (Redis does), so that its client never holds the registry.
+        """
+        listed = [entry.job.id for entry in self.failed_jobs(limit=max(1, self.failed_count()))]
+        listed.reverse()  # oldest first
+        requeued = 0
+        for start in range(0, len(listed), _DEFAULT_BATCH):
+            done = [
+                job_id for job_id in listed[start : start + _DEFAULT_BATCH] if self.requeue_failed(job_id)
+            ]
+            requeued += len(done)
+            if progress is not None:
+                progress(done)
+        return requeued
+
+    def purge_all_failed(self, *, progress: Callable[[int], None] | None = None) -> int:
+        """Delete every job the failed-job registry holds when this is called (those that
+        fail while it runs are kept); return how many were deleted.
+
+        Done in batches as :meth:`requeue_all_failed` is: ``progress``, if given, is called
+        after each with how many it deleted. This default is one :meth:`purge_failed` call;
+        a backend with a large registry on a server overrides it (Redis does).
+        """
+        purged = self.purge_failed(None)
+        if progress is not None:
+            progress(purged)
+        return purged
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -498,6 +559,18 @@ class Broker(abc.ABC):
         it and serve the other queues, and this says so. Empty by default.
         """
         return []
+
+
+def check_page(offset: int, limit: int | None) -> None:
+    """Check the ``offset`` and ``limit`` of a paged listing (:meth:`Broker.queued_job_ids`
+    and the like); for backends, before anything is read.
+
+    :raises ValueError: either is negative.
+    """
+    if offset < 0:
+        raise ValueError(f"a listing's offset must not be negative, not {offset}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"a listing's limit must not be negative, not {limit}")
 
 
 def check_delay(jobs: Sequence[Job], delay: float, at: float | None) -> bool:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from qw_core.broker import Broker, Reaped, check_delay
+from qw_core.broker import Broker, Reaped, check_delay, check_page
 from qw_core.errors import ConfigurationError, InvalidName, JobCrashed, WorkerRunning
 from qw_core.memory_rpc import (
     CAPABILITIES,
@@ -562,16 +562,20 @@ class MemoryBroker(Broker):
         with self._state.cond:
             return sorted(self._state.workers.get(manager, ()))
 
-    def queued_job_ids(self, manager: str | None = None) -> list[str]:
+    def queued_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`. Delayed jobs are listed once they are due."""
+        check_page(offset, limit)
         with self._state.cond:
             self._promote_due()
-            return list(self._state.queues.get(manager, ()))
+            return _page(self._state.queues.get(manager, ()), offset, limit)
 
-    def held_job_ids(self, worker: str) -> list[str]:
+    def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
         """See :meth:`Broker.held_job_ids`; oldest first."""
+        check_page(offset, limit)
         with self._state.cond:
-            return list(self._state.held.get(worker, ()))
+            return _page(self._state.held.get(worker, ()), offset, limit)
 
     def get_job(self, job_id: str) -> Job | None:
         """See :meth:`Broker.get_job`: queued, held, delayed and failed jobs are stored."""
@@ -581,11 +585,15 @@ class MemoryBroker(Broker):
                 text = self._state.failed[job_id].job
         return None if text is None else load_job(text)
 
-    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+    def delayed_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""
+        check_page(offset, limit)
         with self._state.cond:
             self._promote_due()
-            return [job_id for _, _, job_id, origin in sorted(self._state.delayed) if origin == manager]
+            due = (job_id for _, _, job_id, origin in sorted(self._state.delayed) if origin == manager)
+            return _page(due, offset, limit)
 
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""
@@ -667,6 +675,11 @@ class MemoryBroker(Broker):
     def describe(self) -> str:
         """``memory://``."""
         return "memory://"
+
+
+def _page(ids: Iterable[str], offset: int, limit: int | None) -> list[str]:
+    """The ``limit`` ids (``None``: all the rest) of ``ids`` from position ``offset`` on."""
+    return list(itertools.islice(ids, offset, None if limit is None else offset + limit))
 
 
 def _loads(text: str) -> dict[str, object]:

@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 
 from qw_core import errors
-from qw_core.broker import Broker, Capabilities, Reaped
+from qw_core.broker import Broker, Capabilities, Reaped, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
 from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
@@ -444,13 +444,19 @@ class MemoryClient(Broker):
         """See :meth:`Broker.workers`."""
         return [str(name) for name in self._call("workers", manager=manager)]
 
-    def queued_job_ids(self, manager: str | None = None) -> list[str]:
+    def queued_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`."""
-        return [str(job_id) for job_id in self._call("queued_job_ids", manager=manager)]
+        check_page(offset, limit)
+        found = self._call("queued_job_ids", manager=manager, offset=offset, limit=limit)
+        return [str(job_id) for job_id in found]
 
-    def held_job_ids(self, worker: str) -> list[str]:
+    def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
         """See :meth:`Broker.held_job_ids`."""
-        return [str(job_id) for job_id in self._call("held_job_ids", worker=worker)]
+        check_page(offset, limit)
+        found = self._call("held_job_ids", worker=worker, offset=offset, limit=limit)
+        return [str(job_id) for job_id in found]
 
     def get_job(self, job_id: str) -> Job | None:
         """See :meth:`Broker.get_job`."""
@@ -470,9 +476,13 @@ class MemoryClient(Broker):
         found = self._call("heartbeat_of", name=name)
         return None if found is None else (str(found[0]), float(found[1]))
 
-    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
+    def delayed_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""
-        return [str(job_id) for job_id in self._call("delayed_job_ids", manager=manager)]
+        check_page(offset, limit)
+        found = self._call("delayed_job_ids", manager=manager, offset=offset, limit=limit)
+        return [str(job_id) for job_id in found]
 
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""

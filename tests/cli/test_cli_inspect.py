@@ -126,6 +126,61 @@ def test_jobs(state: dict[str, Any]) -> None:
     ]
 
 
+def test_jobs_pages_with_limit_offset_and_all(state: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("qw_cli.inspect.PAGE", 2)  # several pages in every listing
+    everything = json.loads(qw("jobs", "--json").stdout)
+    assert len(everything) == 7
+    assert json.loads(qw("jobs", "--json", "--all").stdout) == everything
+    assert qw("jobs", "--json").stderr == "", "all of them shown: nothing to say"
+    two = qw("jobs", "--json", "--limit", "2")
+    assert json.loads(two.stdout) == everything[:2]
+    assert two.stderr == "(2 of 7 shown; --limit/--offset or --all for more)\n"
+    middle = qw("jobs", "-n", "3", "--offset", "2")
+    assert [row.split()[-1] for row in middle.stdout.splitlines()[1:]] == [r["id"] for r in everything[2:5]]
+    assert middle.stderr == "(jobs 3 to 5 of 7 shown; --limit/--offset or --all for more)\n"
+    tail = qw("jobs", "--json", "--offset", "5", "--all")
+    assert json.loads(tail.stdout) == everything[5:]
+    past = qw("jobs", "--offset", "7")
+    assert past.stdout.split() == ["STATE", "MANAGER", "WORKER", "JOB"]
+    assert past.stderr == "(none of 7 shown: --offset 7 is past the end)\n"
+    assert json.loads(qw("jobs", "web1", "--json", "--offset", "1").stdout) == [
+        {"id": state["held"], "state": "held", "manager": "web1", "worker": "web1.101"}
+    ]
+
+
+def test_jobs_lists_a_hundred_by_default(broker: Any) -> None:
+    jobs = [Job.new({"n": n}) for n in range(150)]
+    broker.queue_jobs(jobs)
+    shown = qw("jobs")
+    assert [row.split()[-1] for row in shown.stdout.splitlines()[1:]] == [j.id for j in jobs[:100]]
+    assert shown.stderr == "(100 of 150 shown; --limit/--offset or --all for more)\n"
+    assert [r["id"] for r in json.loads(qw("jobs", "--json", "--all").stdout)] == [j.id for j in jobs]
+
+
+def test_jobs_rows_stay_aligned_from_page_to_page(
+    state: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qw_cli.inspect.PAGE", 1)
+    lines = qw("jobs", "--all").stdout.splitlines()
+    starts = [lines[0].index(header) for header in ("MANAGER", "WORKER", "JOB")]
+    for line in lines[1:]:
+        assert all(line[start - 1] == " " and line[start] != " " for start in starts), line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--all", "--limit", "5"], "give --limit or --all, not both"),
+        (["--offset", "-1"], "-1"),
+        (["-n", "0"], "0"),
+    ],
+)
+def test_jobs_refuses_bad_paging(redis_db: Any, args: list[str], message: str) -> None:
+    result = invoke("jobs", "--url", REDIS_URL, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
 def test_empty_broker(redis_db: Any) -> None:
     assert qw("status").stdout.splitlines()[1:] == ["queue  shared  0       0        -", "failed jobs: 0"]
     assert qw("managers").stdout == ""

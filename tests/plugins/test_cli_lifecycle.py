@@ -131,6 +131,42 @@ def test_requeue_all_and_purge(broker: RedisBroker) -> None:
     assert broker.failed_count() == 0
 
 
+def test_requeue_and_purge_all_show_progress_on_a_terminal_only(
+    broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qw_redis.broker.REQUEUE_BATCH", 2)
+    monkeypatch.setattr("qw_redis.broker.PURGE_BATCH", 2)
+    jobs = fail_jobs(broker, *({"n": n} for n in range(5)))
+    quiet = qw("failed", "requeue", "--all")
+    assert quiet.stdout.split() == [job.id for job in jobs], "the oldest failure first"
+    assert quiet.stderr == "requeued 5 jobs\n", "no progress into a file or a pipe"
+
+    jobs = fail_jobs(broker, *({"n": n} for n in range(5)))
+    monkeypatch.setattr("qw_cli.output.is_terminal", lambda stream: True)
+    monkeypatch.setattr("qw_cli.output.PROGRESS_EVERY", 0.0)
+    shown = qw("failed", "requeue", "--all")
+    assert shown.stdout.split() == [job.id for job in jobs], "stdout has the ids alone"
+    clear = "\r\x1b[K"
+    assert shown.stderr == "".join(f"\rrequeued {n} of 5\x1b[K{clear}" for n in (2, 4)) + (
+        f"\rrequeued 5 of 5\x1b[K{clear}requeued 5 jobs\n"
+    ), "the line is taken away before ids are printed"
+    fail_jobs(broker, *({"n": n} for n in range(5)))
+    purged = qw("failed", "purge", "--all")
+    assert (
+        purged.stderr
+        == "".join(f"\rpurged {n} of 5\x1b[K" for n in (2, 4, 5)) + f"{clear}purged 5 failed jobs\n"
+    )
+
+
+def test_requeue_all_says_what_it_left_in_the_registry(broker: RedisBroker) -> None:
+    blocked, free = fail_jobs(broker, {"n": 1}, {"n": 2})
+    broker.queue_jobs([Job(id=blocked.id, data={"live": True})])
+    result = qw("failed", "requeue", "--all")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.split() == [free.id]
+    assert result.stderr == "requeued 1 job (1 left in the failed registry: see 'qw failed')\n"
+
+
 @pytest.mark.parametrize("command", ["purge", "requeue"])
 def test_an_id_not_in_the_registry_is_an_error(broker: RedisBroker, command: str) -> None:
     (job,) = fail_jobs(broker, {"n": 1})

@@ -27,6 +27,7 @@ import pytest
 
 from qw_core.broker import Broker
 from qw_core.testing.contract.data import DataContract
+from qw_core.testing.contract.listing import ListingContract
 from qw_core.testing.contract.liveness import LivenessContract
 from qw_core.testing.contract.scheduling import SchedulingContract
 from qw_core.testing.contract.settling import SettlingContract
@@ -37,7 +38,13 @@ __all__ = ["BrokerContract"]
 
 
 class BrokerContract(
-    TakingContract, SettlingContract, DataContract, SchedulingContract, LivenessContract, StrayContract
+    TakingContract,
+    SettlingContract,
+    DataContract,
+    SchedulingContract,
+    LivenessContract,
+    StrayContract,
+    ListingContract,
 ):
     """The contract of :class:`~qw_core.broker.Broker`, run against the ``broker`` fixture."""
 

@@ -44,7 +44,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import attrs
 import redis
 
-from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, check_delay
+from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, check_delay, check_page
 from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError, WorkerRunning
 from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
@@ -74,6 +74,17 @@ SWEEP_STEP = 500
 NUDGE_TTL_MS = 60_000
 #: Most jobs one call of ``move.lua`` moves (:meth:`RedisBroker.move_queued`).
 MOVE_BATCH = 1000
+#: Most ids one command of a listing reads (``LRANGE``, ``ZRANGE``, ``HMGET``): one
+#: ``LRANGE all:jobs 0 -1`` of a million ids held Redis, and every worker, for 0.1 s.
+READ_CHUNK = 1000
+#: Most failed jobs one ``requeue_failed_batch.lua`` call requeues, and one page of the
+#: records it reads (a call takes about 1 ms on a 2-core VM).
+REQUEUE_BATCH = 100
+#: Most bytes of jobs one ``requeue_failed_batch.lua`` call stores (at least one job): jobs
+#: may be up to 512 KiB each, and decoding a call's arguments is part of its time.
+REQUEUE_BYTES = 1 << 20
+#: Most failed jobs one ``purge_failed_upto.lua`` call deletes (about 1.5 ms).
+PURGE_BATCH = 500
 #: Shortest blocking wait worth a round trip, in seconds.
 _MIN_BLOCK = 0.01
 #: Within a timer tick of the next due time a taker waits here, not in Redis, looking
@@ -142,6 +153,29 @@ def _script_batches(jobs: list[tuple[str, codec.Stored]]) -> Iterator[list[tuple
         size += more_bytes
     if batch:
         yield batch
+
+
+def _raw(text: str) -> bytes:
+    """The bytes Redis holds for ``text`` (read with surrogateescape, see
+    :mod:`qw_redis.connection`), which it sorts members of equal score by."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _by_size(
+    jobs: Sequence[tuple[str, float, codec.Stored]], most: int
+) -> Iterator[list[tuple[str, float, codec.Stored]]]:
+    """``jobs`` in order, in runs of at most ``most`` bytes each (a larger job alone)."""
+    run: list[tuple[str, float, codec.Stored]] = []
+    size = 0
+    for job in jobs:
+        job_size = job[2].size()
+        if run and size + job_size > most:
+            yield run
+            run, size = [], 0
+        run.append(job)
+        size += job_size
+    if run:
+        yield run
 
 
 def _failed_job(record: str, failure: str, at: float | None) -> FailedJob:
@@ -626,9 +660,14 @@ class RedisBroker(Broker):
         return sorted(cast("set[str]", self._client.smembers(keys.manager_workers(manager))))
 
     @_translated
-    def queued_job_ids(self, manager: str | None = None) -> list[str]:
-        # Producers LPUSH and takers pop from the right: the next to run is the last.
-        return self._list(keys.queue(manager))[::-1]
+    def queued_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
+        """See :meth:`Broker.queued_job_ids`; :data:`READ_CHUNK` ids an ``LRANGE``."""
+        check_page(offset, limit)
+        # Producers LPUSH and takers pop from the right: the next to run is the last, and
+        # position p (from the next to run) is index -(p + 1).
+        return self._range(keys.queue(manager), offset, limit, from_right=True)
 
     @_translated
     def queued_count(self, manager: str | None = None) -> int:
@@ -706,12 +745,39 @@ class RedisBroker(Broker):
         ]
 
     @_translated
-    def held_job_ids(self, worker: str) -> list[str]:
+    def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
         """Ids on ``<worker>:jobs`` as stored: sent directly (newest first), then held in take order."""
-        return self._list(keys.queue(worker))
+        check_page(offset, limit)
+        return self._range(keys.queue(worker), offset, limit, from_right=False)
 
-    def _list(self, key: str) -> list[str]:
-        return cast("list[str]", self._client.lrange(key, 0, -1))
+    def _range(self, key: str, offset: int, limit: int | None, *, from_right: bool) -> list[str]:
+        """``limit`` ids (``None``: to the end) of list ``key`` from position ``offset`` on,
+        counted from its right end (``from_right``) or its left: never one ``LRANGE`` over
+        a list of unknown length."""
+
+        def read(position: int, count: int) -> list[str]:
+            if from_right:
+                chunk = cast("list[str]", self._client.lrange(key, -(position + count), -(position + 1)))
+                chunk.reverse()
+                return chunk
+            return cast("list[str]", self._client.lrange(key, position, position + count - 1))
+
+        return self._read_in_chunks(read, offset, limit)
+
+    @staticmethod
+    def _read_in_chunks(read: Callable[[int, int], list[str]], offset: int, limit: int | None) -> list[str]:
+        """``limit`` ids (``None``: to the end) from position ``offset`` on, through
+        ``read(position, count)`` calls of at most :data:`READ_CHUNK` ids each."""
+        found: list[str] = []
+        position = offset
+        while limit is None or len(found) < limit:
+            want = READ_CHUNK if limit is None else min(READ_CHUNK, limit - len(found))
+            chunk = read(position, want)
+            found += chunk
+            if len(chunk) < want:
+                break
+            position += want
+        return found
 
     @_translated
     def get_job(self, job_id: str) -> Job | None:
@@ -728,25 +794,41 @@ class RedisBroker(Broker):
 
     @_translated
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
-        if limit <= 0:
-            return []
-        scored = cast(
-            "list[tuple[str, float]]", self._client.zrevrange(keys.FAILED, 0, limit - 1, withscores=True)
-        )
-        pipe = self._client.pipeline(transaction=False)
-        for job_id, _ in scored:
-            pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
-        failed = []
-        for (_, at), (record, failure) in zip(scored, pipe.execute(), strict=True):
-            if record is not None and failure is not None:
-                failed.append(_failed_job(record, failure, at))
+        """See :meth:`Broker.failed_jobs`; :data:`READ_CHUNK` entries a ``ZREVRANGE`` (and
+        a pipeline of their records)."""
+        failed: list[FailedJob] = []
+        start = 0
+        while start < limit:
+            want = min(READ_CHUNK, limit - start)
+            scored = cast(
+                "list[tuple[str, float]]",
+                self._client.zrevrange(keys.FAILED, start, start + want - 1, withscores=True),
+            )
+            pipe = self._client.pipeline(transaction=False)
+            for job_id, _ in scored:
+                pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
+            for (_, at), (record, failure) in zip(scored, pipe.execute(), strict=True):
+                if record is not None and failure is not None:
+                    failed.append(_failed_job(record, failure, at))
+            if len(scored) < want:
+                break
+            start += want
         return failed
 
     @_translated
-    def delayed_job_ids(self, manager: str | None = None) -> list[str]:
-        """Ids in ``qw:delayed:<m>``, soonest due first (not yet those delayed by qw before
-        1.0, which a worker's next take moves there)."""
-        return cast("list[str]", self._client.zrange(keys.delayed(manager), 0, -1))
+    def delayed_job_ids(
+        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
+        """See :meth:`Broker.delayed_job_ids`: ``qw:delayed:<m>`` by due time, :data:`READ_CHUNK`
+        ids a ``ZRANGE`` (not yet the jobs qw delayed before 1.0, which a worker's next take
+        sorts in there)."""
+        check_page(offset, limit)
+        key = keys.delayed(manager)
+        return self._read_in_chunks(
+            lambda start, count: cast("list[str]", self._client.zrange(key, start, start + count - 1)),
+            offset,
+            limit,
+        )
 
     @_translated
     def delayed_count(self, manager: str | None = None) -> int:
@@ -770,11 +852,111 @@ class RedisBroker(Broker):
     @_translated
     def purge_failed(self, job_ids: Sequence[str] | None = None) -> int:
         if job_ids is None:
-            job_ids = cast("list[str]", self._client.zrange(keys.FAILED, 0, -1))
+            return self.purge_all_failed()
         return sum(
             self._scripts.purge_failed(job_ids[start : start + PURGE_BATCH])
             for start in range(0, len(job_ids), PURGE_BATCH)
         )
+
+    @_translated
+    def purge_all_failed(self, *, progress: Callable[[int], None] | None = None) -> int:
+        """See :meth:`Broker.purge_all_failed`: ``purge_failed_upto.lua`` deletes the oldest
+        :data:`PURGE_BATCH` entries at a time, up to the newest failure there was when
+        this began, until none is left; no id crosses the network."""
+        newest = self._newest_failure()
+        purged = 0
+        while newest is not None:
+            batch = self._scripts.purge_failed_upto(upto=newest, limit=PURGE_BATCH)
+            purged += batch
+            if progress is not None:
+                progress(batch)
+            if batch < PURGE_BATCH:
+                break
+        return purged
+
+    def _newest_failure(self) -> float | None:
+        """The score (failure time) of the newest entry of ``qw:failed``; ``None`` if it is empty.
+
+        A run over the registry stops there: a job that fails after it began (a job it
+        requeued, say) is stamped later by the server's clock, so the run leaves it alone.
+        """
+        newest = cast("list[tuple[str, float]]", self._client.zrange(keys.FAILED, -1, -1, withscores=True))
+        return newest[0][1] if newest else None
+
+    @_translated
+    def requeue_all_failed(self, *, progress: Callable[[Sequence[str]], None] | None = None) -> int:
+        """See :meth:`Broker.requeue_all_failed`.
+
+        A job's record has to be stored anew as a job (attempts reset), and only
+        :mod:`qw_redis.codec` can do that faithfully (Lua's cjson would lose big integers,
+        the order of the data's keys and the difference between ``[]`` and ``{}``): so the
+        client reads :data:`REQUEUE_BATCH` records at a time, oldest first, walking
+        ``qw:failed`` by (score, id) up to the newest failure there was when it began, and
+        ``requeue_failed_batch.lua`` requeues those that are still the failures read (same
+        score). A job passed over stays behind the walk and is not tried again; one that
+        failed again meanwhile has a later score and is left alone.
+        """
+        newest = self._newest_failure()
+        requeued = 0
+        after: tuple[float, str] | None = None
+        while newest is not None:
+            page = self._failed_page(after, newest, REQUEUE_BATCH)
+            if not page:
+                break
+            after = page[-1][1], page[-1][0]
+            done: list[str] = []
+            for batch in _by_size(self._stored_anew(page), REQUEUE_BYTES):
+                done += self._scripts.requeue_failed_batch(batch)
+            requeued += len(done)
+            if progress is not None:
+                progress(done)
+        return requeued
+
+    def _failed_page(
+        self, after: tuple[float, str] | None, upto: float, size: int
+    ) -> list[tuple[str, float]]:
+        """Up to ``size`` entries (id, score) of ``qw:failed`` that sort after ``after``
+        (score, id), by score then id as Redis sorts them, with a score up to ``upto``."""
+        if after is None:
+            return cast(
+                "list[tuple[str, float]]",
+                self._client.zrangebyscore(
+                    keys.FAILED, "-inf", repr(upto), start=0, num=size, withscores=True
+                ),
+            )
+        score, last = after[0], _raw(after[1])
+        skip = 0
+        while True:  # entries with the same score as the last one read may sort before it
+            chunk = cast(
+                "list[tuple[str, float]]",
+                self._client.zrangebyscore(
+                    keys.FAILED, repr(score), repr(upto), start=skip, num=size, withscores=True
+                ),
+            )
+            fresh = [(job_id, at) for job_id, at in chunk if at > score or _raw(job_id) > last]
+            if fresh or len(chunk) < size:
+                return fresh
+            skip += size
+
+    def _stored_anew(self, page: Sequence[tuple[str, float]]) -> list[tuple[str, float, codec.Stored]]:
+        """The failed jobs of ``page`` (id, score) stored anew as jobs with attempts reset,
+        from their records; one whose record is gone or unreadable is left out (it stays
+        in the registry, where ``qw failed show`` finds it)."""
+        pipe = self._client.pipeline(transaction=False)
+        for job_id, _ in page:
+            pipe.hget(keys.failed_job(job_id), "job")
+        batch = []
+        for (job_id, score), record in zip(page, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(record, str):  # purged meanwhile, or not a hash
+                continue
+            try:
+                job = attrs.evolve(codec.decode_record(record), attempts=0)
+                batch.append((job_id, score, codec.encode_job(job, max_size=0)))
+            except (ValueError, TypeError, KeyError, InvalidJob) as exc:
+                log.warning(
+                    "failed job %s cannot be requeued, its record is unreadable: %s", codec.shown(job_id), exc
+                )
+        return batch
 
     @_translated
     def requeue_failed(self, job_id: str) -> bool:

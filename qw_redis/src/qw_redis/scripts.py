@@ -171,6 +171,8 @@ class Scripts:
         self._queue_delayed = client.register_script(script_source("queue_delayed.lua"))
         self._promote = client.register_script(script_source("promote.lua"))
         self._purge_failed = client.register_script(script_source("purge_failed.lua"))
+        self._requeue_batch = client.register_script(script_source("requeue_failed_batch.lua"))
+        self._purge_upto = client.register_script(script_source("purge_failed_upto.lua"))
         self._stray = client.register_script(script_source("stray.lua"))
         self._move = client.register_script(script_source("move.lua"))
         self._sweep_markers = client.register_script(script_source("sweep_markers.lua"))
@@ -401,6 +403,30 @@ class Scripts:
             args=[self._call_number(), job_id, *_flatten(stored)],
         )
         return bool(result)
+
+    def requeue_failed_batch(self, jobs: Sequence[tuple[str, float, Stored]]) -> list[str]:
+        """Requeue the failed jobs ``jobs`` (id, score in ``qw:failed`` when read, the job
+        stored anew) that are still those failures; the ids requeued. See
+        ``lua/requeue_failed_batch.lua``."""
+        if not jobs:
+            return []
+        batch = [
+            [job_id, repr(score), _pairs_of(stored.fields), stored.marker] for job_id, score, stored in jobs
+        ]
+        payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+        flags = str(
+            self._requeue_batch(keys=[keys.FAILED, self._producer], args=[self._call_number(), payload])
+        )
+        return [job_id for (job_id, _, _), flag in zip(jobs, flags, strict=True) if flag == "1"]
+
+    def purge_failed_upto(self, *, upto: float, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest failed jobs that failed at ``upto`` or
+        before; how many. See ``lua/purge_failed_upto.lua``."""
+        return int(
+            self._purge_upto(
+                keys=[keys.FAILED, self._producer], args=[self._call_number(), repr(upto), limit]
+            )
+        )
 
     def stray(self) -> dict[str, int]:
         """Names no running manager or worker has whose queue holds jobs, with their counts."""

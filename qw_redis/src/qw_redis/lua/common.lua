@@ -169,6 +169,15 @@ local function remember(pkey, seq, result)
   return result
 end
 
+-- As replayed(), for a call whose result is text (remember() keeps any string).
+local function replayed_text(pkey, seq)
+  local last = redis.call('GET', pkey)
+  if not last then return nil end
+  local at = string.find(last, ':', 1, true)
+  if at and string.sub(last, 1, at - 1) == seq then return string.sub(last, at + 1) end
+  return nil
+end
+
 -- The server's clock in seconds (Redis 7 replicates scripts by effects, so TIME is allowed).
 local function now()
   local t = redis.call('TIME')
