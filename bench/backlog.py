@@ -11,7 +11,8 @@ interfaces only: the ``qw`` command and the ``qw_core``/``qw_redis`` Python API.
 
 * ``enqueue``: ``queue_jobs`` rate and Redis memory per queued job at each size, and the
   time Redis spends in each ``queue.lua`` call (1,000 jobs a call);
-* ``jobs``: ``qw jobs`` and ``qw jobs --json`` with the backlog queued;
+* ``jobs``: ``qw jobs`` (its first page), ``qw jobs --all`` and ``--all --json`` with the
+  backlog queued;
 * ``drain``: 2 workers (``qw run -w 2``) on no-op jobs with the backlog queued, on the
   drain size, and on jobs that fail (their target raises); Redis commands per job; what
   the idle workers cost in Redis commands a second;
@@ -269,9 +270,13 @@ def enqueue(bench: Bench) -> None:
 def jobs(bench: Bench) -> None:
     n = bench.sizes.backlog
     bench.backlog(n)
-    for label, extra in (("qw jobs", ()), ("qw jobs --json", ("--json",))):
+    for label, extra, lines in (
+        ("qw jobs", (), min(n, 100)),  # the first page
+        ("qw jobs --all", ("--all",), n),
+        ("qw jobs --all --json", ("--all", "--json"), n),
+    ):
         run, stats = bench.command("jobs", *extra)
-        if run.stdout_lines < n:
+        if run.stdout_lines < lines:
             raise RuntimeError(f"{label} printed {run.stdout_lines:,} lines for {n:,} queued jobs")
         bench.command_rows(label, f"{n:,} queued", run, stats)
 

@@ -37,7 +37,13 @@ def test_quick_backlog_bench_reports_every_metric(tmp_path: Path) -> None:
         assert row["value"] is not None, row
         assert math.isfinite(row["value"]), row
     metrics = {row["metric"] for row in rows}
-    for command in ("qw jobs", "qw jobs --json", "qw failed requeue --all", "qw failed purge --all"):
+    for command in (
+        "qw jobs",
+        "qw jobs --all",
+        "qw jobs --all --json",
+        "qw failed requeue --all",
+        "qw failed purge --all",
+    ):
         assert {
             f"{command}: wall time",
             f"{command}: peak RSS",

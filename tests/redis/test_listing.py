@@ -20,6 +20,7 @@ from redis_support import redis_url, shared_client, shared_port
 from qw_cli.main import main
 from qw_core.models import Failure, Job
 from qw_redis import broker as redis_broker
+from qw_redis import codec, keys
 from qw_redis.broker import RedisBroker
 from qw_redis.connection import RedisOptions
 from qw_redis.scripts import script_source
@@ -354,6 +355,22 @@ def lossy(real_client: redis.Redis) -> Iterator[tuple[ReplyLosingProxy, RedisBro
         producer = RedisBroker.from_url(f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}", options)
         yield proxy, producer
         producer.close()
+
+
+def test_a_requeue_batch_passes_over_a_job_that_failed_again_after_its_record_was_read(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    [job] = failed(real_broker, [Job.new({"n": 1})])
+    score = float(real_client.zscore(keys.FAILED, job.id))
+    stored = codec.encode_job(attrs.evolve(job, attempts=0), max_size=0)
+    # Between the read and the batch, someone requeued it, and it ran and failed again.
+    assert real_broker.requeue_failed(job.id)
+    [again] = real_broker.take(manager="m1", worker="m1.2")
+    assert real_broker.fail_job(worker="m1.2", job=again, failure=Failure(exc_type="E", message="again"))
+    assert float(real_client.zscore(keys.FAILED, job.id)) != score
+    assert real_broker._scripts.requeue_failed_batch([(job.id, score, stored)]) == []
+    assert [entry.failure.message for entry in real_broker.failed_jobs()] == ["again"], "left as it is"
+    assert real_client.llen("all:jobs") == 0
 
 
 @pytest.mark.parametrize("call", ["requeue", "purge"])

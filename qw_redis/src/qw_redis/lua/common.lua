@@ -156,26 +156,24 @@ end
 -- numbers its calls, and its key (qw:producer:<token>) keeps "number:result" of the last
 -- one that ran, for PRODUCER_TTL seconds. A call whose number is there already is that
 -- call again: it changes nothing and answers what the first answered.
-local function replayed(pkey, seq)
-  local last = redis.call('GET', pkey)
-  if not last then return nil end
-  local at = string.find(last, ':', 1, true)
-  if at and string.sub(last, 1, at - 1) == seq then return tonumber(string.sub(last, at + 1)) end
-  return nil
-end
-
-local function remember(pkey, seq, result)
-  redis.call('SET', pkey, seq .. ':' .. result, 'EX', PRODUCER_TTL)
-  return result
-end
-
--- As replayed(), for a call whose result is text (remember() keeps any string).
+-- The result (text) of call `seq` if it ran already, else nil.
 local function replayed_text(pkey, seq)
   local last = redis.call('GET', pkey)
   if not last then return nil end
   local at = string.find(last, ':', 1, true)
   if at and string.sub(last, 1, at - 1) == seq then return string.sub(last, at + 1) end
   return nil
+end
+
+-- As replayed_text(), for a call whose result is a number.
+local function replayed(pkey, seq)
+  local text = replayed_text(pkey, seq)
+  return text and tonumber(text)
+end
+
+local function remember(pkey, seq, result)
+  redis.call('SET', pkey, seq .. ':' .. result, 'EX', PRODUCER_TTL)
+  return result
 end
 
 -- The server's clock in seconds (Redis 7 replicates scripts by effects, so TIME is allowed).
