@@ -36,7 +36,9 @@ def backend_options(func: F) -> F:
         show_envvar=True,
         metavar="URL",
         callback=_or_before_the_command,
-        help="Where the backend's server is; default: the backend's own (redis://localhost:6379/0).",
+        help="Where the backend's server is; default: the backend's own (redis://localhost:6379/0). "
+        "Give a password through QW_URL rather than here (a command line is visible to every user). "
+        "TLS: rediss://HOST:PORT/DB, with ?ssl_ca_certs=CA.pem (or SSL_CERT_FILE) for a private CA.",
     )(func)
     return click.option(
         "--backend",
