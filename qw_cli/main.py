@@ -99,3 +99,7 @@ def main(backend: str | None, url: str | None) -> None:
     # Given here (qw --url URL status), they reach the command through its own --url and
     # --backend (see qw_cli.options.backend_options), which win if given too.
     importable_here()
+    if any("://" in argument for argument in sys.argv):  # before any worker is forked
+        from qw_cli.cmdline import hide_url_secrets
+
+        hide_url_secrets()
