@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import attrs
 import redis
+import redis.connection  # named, not only reached through redis: type checkers see it
+import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
