@@ -296,33 +296,28 @@ def translate(exc: redis.RedisError, shown_url: str, secrets: Secrets = ()) -> Q
 def ping(client: redis.Redis, shown_url: str, secrets: Secrets = ()) -> None:
     """Check that Redis answers, and takes the login and database the URL names.
 
-    The check is tried once, on a connection of its own that is never retried: a start-up
-    is told at once that Redis cannot be reached. (With the client's retries, a port that
-    never answers, such as a plain one asked for TLS, cost four connect timeouts: 20 s.)
+    The check is tried once, without the client's retries, which are put back after it: a
+    start-up is told at once that Redis cannot be reached. (With them, a port that never
+    answers, such as a plain one asked for TLS, cost four connect timeouts: 20 s.) The
+    connection it opened stays in the client's pool for the calls that follow.
 
     :raises ConfigurationError: Redis answers, but wants a password, refuses the login,
         or has no such database, or its TLS certificate does not verify: the URL (or the
         CA) is wrong, not the server down.
     :raises BrokerUnavailable: in one line, without the password.
     """
-    probe = _without_retries(client)
+    retry = client.get_retry()
+    client.set_retry(Retry(NoBackoff(), 0))
     try:
-        probe.ping()
+        client.ping()
     except redis.RedisError as exc:
         wrong = _wrong_url(exc, client, shown_url, secrets)
         if wrong is not None:
             raise wrong from exc
         raise unavailable(exc, shown_url, secrets) from exc
     finally:
-        probe.close()
-
-
-def _without_retries(client: redis.Redis) -> redis.Redis:
-    """A client with the settings of ``client`` and a pool of its own, that tries each
-    connection and command once."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+        if retry is not None:
+            client.set_retry(retry)
 
 
 #: What to do about a TLS certificate that does not verify.
