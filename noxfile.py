@@ -1,32 +1,119 @@
-"""Developer and CI sessions: ``nox`` runs tests, lint and types; ``nox -s wheels`` too.
+"""Developer and CI sessions: ``nox`` runs the test suite on the oldest and the newest
+Python qw claims, lint and types.
 
 One data-driven file for both distributions: each session installs the two packages from
 this checkout (qw-core at the root, qw-redis in ./qw_redis) plus the dependency group it
-needs from pyproject.toml, into a fresh virtualenv on the interpreter nox runs with.
+needs from pyproject.toml, into a fresh virtualenv.
+
+Sessions that run the test suite:
+
+- ``tests``: on the interpreter nox runs with (for working on the code);
+- ``pythons``: on each Python the package claims (:data:`PYTHONS`, from its classifiers),
+  ``pythons-3.10`` on one; ``nox`` runs it on the oldest and the newest;
+- ``lowest``: on the oldest Python with every dependency at the lowest version
+  pyproject.toml allows (the ``>=`` bounds of qw-core, qw-redis and their extras), so a
+  bound that no longer works is found. Not part of ``nox`` (it is another whole run of the
+  suite): run ``nox -s lowest`` after changing a dependency or a bound.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import nox
 import nox.command
+from packaging.requirements import Requirement
 
-nox.options.sessions = ["tests", "lint", "types"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-LOCAL_PACKAGES = ["-e", ".[embedded]", "-e", "./qw_redis[hiredis]"]
+REDIS_PYPROJECT = nox.project.load_toml("qw_redis/pyproject.toml")
+LOCAL_PACKAGES = ["-e", ".[embedded,prometheus,testing]", "-e", "./qw_redis[hiredis]"]
+
+#: Every Python the package claims, oldest first (its "Programming Language :: Python :: 3.X").
+PYTHONS = [
+    c.rsplit(" :: ", 1)[1]
+    for c in PYPROJECT["project"]["classifiers"]
+    if c.startswith("Programming Language :: Python :: 3.")
+]
+OLDEST, NEWEST = PYTHONS[0], PYTHONS[-1]
+
+nox.options.sessions = [f"pythons-{OLDEST}", f"pythons-{NEWEST}", "lint", "types"]
 
 
-def install_group(session: nox.Session, group: str, *, local: bool = True) -> None:
+def select_pyenv_pythons() -> None:
+    """Where pyenv provides the Pythons (as on the project's machines), select each claimed
+    one that it has installed beside the current one: its ``python3.X`` shims run only the
+    selected versions, so nox would not find the others."""
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return
+    found = subprocess.run([pyenv, "version-name"], capture_output=True, text=True, check=False)
+    installed = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True, check=False)
+    selected = [name for name in found.stdout.strip().split(":") if name]
+    for python in PYTHONS:
+        releases = [name for name in installed.stdout.split() if name.startswith(f"{python}.")]
+        newest = max(releases, key=lambda name: [int(part) for part in name.split(".")], default=None)
+        if newest is not None and newest not in selected:
+            selected.append(newest)
+    if selected:
+        os.environ["PYENV_VERSION"] = ":".join(selected)
+
+
+select_pyenv_pythons()
+
+
+def install_group(session: nox.Session, group: str, *, local: bool = True, constraints: str = "") -> None:
     """Install a dependency group (and, unless told not to, the two local packages)."""
     requirements = nox.project.dependency_groups(PYPROJECT, group)
-    session.install(*(LOCAL_PACKAGES if local else []), *requirements)
+    pinned = ["-c", constraints] if constraints else []
+    session.install(*pinned, *(LOCAL_PACKAGES if local else []), *requirements)
+
+
+def lowest_bounds() -> list[str]:
+    """``name==X`` for each ``name>=X`` that qw-core, qw-redis and their extras require."""
+    requirements = [*PYPROJECT["project"]["dependencies"], *REDIS_PYPROJECT["project"]["dependencies"]]
+    for project in (PYPROJECT, REDIS_PYPROJECT):
+        for extra in project["project"].get("optional-dependencies", {}).values():
+            requirements.extend(extra)
+    pins = {}
+    for text in requirements:
+        requirement = Requirement(text)
+        for spec in requirement.specifier:
+            if spec.operator == ">=" and not requirement.name.startswith("qw-"):
+                pins[requirement.name] = f"{requirement.name}=={spec.version}"
+    return sorted(pins.values())
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite; needs ``redis-server`` on the PATH (each test process starts its own)."""
     install_group(session, "test")
+    run_suite(session)
+
+
+@nox.session(python=PYTHONS)
+def pythons(session: nox.Session) -> None:
+    """The whole test suite on one of the Pythons the package claims."""
+    install_group(session, "test")
+    run_suite(session)
+
+
+@nox.session(python=OLDEST)
+def lowest(session: nox.Session) -> None:
+    """The whole test suite with each dependency at its lowest allowed version."""
+    constraints = Path(session.create_tmp()) / "lowest.txt"
+    constraints.write_text("\n".join(lowest_bounds()) + "\n", encoding="utf-8")
+    install_group(session, "test", constraints=str(constraints))
+    session.run("python", "-m", "pip", "list", "--format=freeze")  # what the run was at
+    run_suite(session)
+
+
+def run_suite(session: nox.Session) -> None:
+    """pytest in two parts: the parallel one, then the ``serial`` tests alone."""
     # Three processes on two cores: most of the suite waits on worker processes, Redis and
     # timers rather than the CPU. Then the few tests that assert a wall-clock bound run
     # alone; they run (and are reported) even when the parallel part failed.

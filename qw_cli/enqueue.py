@@ -21,6 +21,7 @@ from qw_cli.jobinput import decode, parse_document, parse_lines
 from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option, split_plugin_names
 from qw_core.errors import JobTooLarge
 from qw_core.models import Job
+from qw_core.naming import check_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import RETRY_META_KEY, TIMEOUT_META
 
@@ -121,6 +122,8 @@ def enqueue(
     modules, blocked = split_plugin_names(plugins)
     hook = make_plugin_manager(PluginConfig(modules=modules, disabled=blocked)).hook
     with opened_broker(backend, url) as broker:
+        if manager is not None:  # a worker's name (m.123) is refused even with --force
+            check_manager_name(broker, manager)
         if not force:
             _refuse_unknown(broker, manager, worker)
         jobs = [Job.new(payload, manager=manager, worker=worker, meta=meta) for _, payload in lines]

@@ -10,6 +10,7 @@ shows its traceback.
 from __future__ import annotations
 
 import os
+import re
 from typing import IO, Any
 
 import click
@@ -23,11 +24,24 @@ UNREACHABLE_HINT = (
 )
 
 
+#: The longest word (a run without spaces) a message shows whole.
+LONGEST_WORD = 200
+_LONG_WORD = re.compile(rf"\S{{{LONGEST_WORD + 1},}}")
+
+
+def shortened(text: str) -> str:
+    """``text`` with each word longer than :data:`LONGEST_WORD` cut to its start and its
+    length (``abcd...[10240 characters]``): an id, a name or a value of 10 KB given by
+    mistake is not echoed whole."""
+    return _LONG_WORD.sub(lambda word: f"{word.group()[:60]}...[{len(word.group())} characters]", text)
+
+
 class CliError(click.ClickException):
-    """A failure reported as ``<prog>: error: <message>`` with exit code 1."""
+    """A failure reported as ``<prog>: error: <message>`` with exit code 1 (its long words
+    :func:`shortened`)."""
 
     def __init__(self, message: str, *, prog: str = "qw") -> None:
-        super().__init__(message)
+        super().__init__(shortened(message))
         self.prog = prog
 
     def show(self, file: IO[Any] | None = None) -> None:

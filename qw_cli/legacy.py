@@ -30,6 +30,7 @@ from qw_core import __version__
 from qw_core.backends import open_broker
 from qw_core.logsetup import configure_logging
 from qw_core.models import Job
+from qw_core.naming import check_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ def _payloads(kind: str, source: str) -> list[JSON]:
 
 def _queue(broker: Broker, payloads: list[JSON], manager: str | None) -> None:
     if manager is not None:
-        broker.check_name(manager)
+        check_manager_name(broker, manager)
     jobs = [Job.new(payload, manager=manager) for payload in payloads]
     broker.queue_jobs(jobs)
     hook = make_plugin_manager().hook

@@ -36,6 +36,22 @@ COMMANDS = {
     "plugins": "qw_cli.discover:plugins",
 }
 
+#: Each command's ``short_help``, for ``qw --help`` to list without importing every
+#: command's module (``qw run``'s brings the worker, asyncio and pluggy). A test checks
+#: that each is the command's own.
+SHORT_HELP = {
+    "run": "Run a manager and its workers on TARGET.",
+    "enqueue": "Queue jobs from JSON (argument, file or stdin).",
+    "status": "Show managers, workers, and job counts.",
+    "managers": "List running managers.",
+    "workers": "List running workers.",
+    "jobs": "List queued, delayed and held job ids.",
+    "move": "Move the jobs waiting under NAME to another queue.",
+    "failed": "List, show, requeue or purge failed jobs.",
+    "backends": "List installed backends.",
+    "plugins": "List the plugins qw run would load.",
+}
+
 EPILOG = """\b
 Settings can also come from QW_BACKEND, QW_URL, QW_WORKERS, QW_NAME, QW_LEVEL
 and QW_PLUGINS; flags win.
@@ -71,6 +87,11 @@ class QwGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list of commands in ``--help``, from :data:`SHORT_HELP` (no module imported)."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SHORT_HELP[name]) for name in COMMANDS])
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -99,3 +120,7 @@ def main(backend: str | None, url: str | None) -> None:
     # Given here (qw --url URL status), they reach the command through its own --url and
     # --backend (see qw_cli.options.backend_options), which win if given too.
     importable_here()
+    if any("://" in argument for argument in sys.argv):  # before any worker is forked
+        from qw_cli.cmdline import hide_url_secrets
+
+        hide_url_secrets()

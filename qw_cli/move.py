@@ -12,6 +12,7 @@ import click
 
 from qw_cli.errors import CliError
 from qw_cli.options import backend_options, opened_broker
+from qw_core.naming import check_manager_name
 
 
 @click.command(short_help="Move the jobs waiting under NAME to another queue.")
@@ -29,6 +30,8 @@ def move(*, backend: str, url: str | None, name: str, to: str | None, force: boo
     running, which nothing takes until it runs.
     """
     with opened_broker(backend, url) as broker:
+        if to is not None:
+            check_manager_name(broker, to)
         if to is not None and not force and to not in broker.managers():
             raise CliError(
                 f"manager {to!r} is not running, so its queue is not served; start it first, or --force"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
+from qw_cli.errors import shortened
 from qw_core.backends import open_broker
 from qw_core.errors import ConfigurationError
 from qw_core.policy import RetryPolicy
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from qw_core.broker import Broker
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+YEAR = 365 * 86400.0
+#: The longest duration any option takes (a job's delay included: see ``Broker.queue_jobs``).
+MAX_DURATION = 100 * YEAR
 
 DEFAULT_BACKEND = "redis"
 
@@ -36,7 +41,9 @@ def backend_options(func: F) -> F:
         show_envvar=True,
         metavar="URL",
         callback=_or_before_the_command,
-        help="Where the backend's server is; default: the backend's own (redis://localhost:6379/0).",
+        help="Where the backend's server is; default: the backend's own (redis://localhost:6379/0). "
+        "Give a password through QW_URL rather than here (a command line is visible to every user). "
+        "TLS: rediss://HOST:PORT/DB, with ?ssl_ca_certs=CA.pem (or SSL_CERT_FILE) for a private CA.",
     )(func)
     return click.option(
         "--backend",
@@ -82,7 +89,8 @@ else:
 
 
 class Duration(_FloatParam):
-    """Seconds, written ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``."""
+    """Seconds, written ``30``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``2h`` or ``7d``; at most
+    :data:`MAX_DURATION` (a longer one is a slip of a unit or of digits)."""
 
     name = "duration"
     _PATTERN = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
@@ -93,9 +101,14 @@ class Duration(_FloatParam):
             return float(value)
         match = self._PATTERN.fullmatch(str(value))
         if match is None:
-            self.fail(f"{value!r} is not a duration (e.g. 30, 250ms, 30s, 5m, 2h, 7d)", param, ctx)
+            self.fail(
+                f"{shortened(str(value))!r} is not a duration (e.g. 30, 250ms, 30s, 5m, 2h, 7d)", param, ctx
+            )
         number, unit = match.groups()
-        return float(number) * self._UNITS[(unit or "s").lower()]
+        seconds = float(number) * self._UNITS[(unit or "s").lower()]
+        if not seconds <= MAX_DURATION:  # inf too
+            self.fail(f"{shortened(str(value))!r} is longer than {MAX_DURATION / YEAR:g} years", param, ctx)
+        return seconds
 
 
 #: The ``--delay 30s`` kind of value.

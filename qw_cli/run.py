@@ -28,7 +28,7 @@ from qw_cli.options import (
     retry_options,
     split_plugin_names,
 )
-from qw_core.backends import open_broker
+from qw_core.backends import load_backend, open_broker
 from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, MAX_CONCURRENCY
 from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
 from qw_core.logsetup import LEVELS, configure_logging
@@ -163,7 +163,8 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
 @click.option(
     "--embedded",
     is_flag=True,
-    help="Run against a Redis-protocol server inside this process (no Redis needed).",
+    help="Run against a Redis-protocol server inside this process (no Redis needed; "
+    "pip install 'qw-core[embedded]').",
 )
 @click.option(
     "--port",
@@ -238,6 +239,7 @@ def run(
             raise click.UsageError("--port is the embedded server's: give --embedded too")
         if embedded:
             backend = _embedded_backend(ctx, backend)
+            load_backend(backend)  # not installed: say what to install before serving anything
             url = stack.enter_context(_embedded_redis(port or 0))
             click.echo(
                 f"qw: embedded Redis-protocol server at {url} (in memory, gone when qw run exits)", err=True

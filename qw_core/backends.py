@@ -16,6 +16,11 @@ from qw_core.errors import BackendError, BackendNotFound
 
 ENTRY_POINT_GROUP = "qw.backends"
 
+#: The distribution that provides each backend qw's own project publishes, named when
+#: such a backend is not installed (only to say what to install: backends are still found
+#: by their entry points alone).
+KNOWN_DISTRIBUTIONS = {"redis": "qw-redis"}
+
 
 def available_backends() -> dict[str, EntryPoint]:
     """Installed backends by name (not imported)."""
@@ -34,7 +39,13 @@ def load_backend(name: str) -> type[Broker]:
     if ep is None:
         known = ", ".join(sorted(backends)) or "none"
         close = difflib.get_close_matches(name, backends, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        package = KNOWN_DISTRIBUTIONS.get(name)
+        if package is not None:
+            hint = f"; it comes with the {package} package: pip install {package}"
+        elif close:
+            hint = f"; did you mean {close[0]!r}?"
+        else:
+            hint = "; install the package that provides it (it registers a qw.backends entry point)"
         raise BackendNotFound(f"unknown backend {name!r} (installed: {known}){hint}")
     try:
         cls = ep.load()

@@ -573,6 +573,11 @@ def check_page(offset: int, limit: int | None) -> None:
         raise ValueError(f"a listing's limit must not be negative, not {limit}")
 
 
+#: The longest a job may be delayed, in seconds (100 years): anything longer is a mistake
+#: (a unit or a number of digits), and a job that waits for ever is a lost one.
+MAX_DELAY = 100 * 365 * 86400.0
+
+
 def check_delay(jobs: Sequence[Job], delay: float, at: float | None) -> bool:
     """Check the ``delay``/``at`` of a :meth:`Broker.queue_jobs` call; whether the jobs wait
     (not for an ``at`` that has passed: those are queued at once).
@@ -580,7 +585,8 @@ def check_delay(jobs: Sequence[Job], delay: float, at: float | None) -> bool:
     For backends, before anything is written. A job queued on a worker directly cannot
     wait: it is that worker's at once.
 
-    :raises ConfigurationError: both are given, or a delay that is not a finite number.
+    :raises ConfigurationError: both are given, or a delay that is not a finite number, or
+        one longer than :data:`MAX_DELAY` (or an ``at`` further ahead).
     :raises InvalidJob: naming the first job queued on a worker that would wait.
     """
     if at is not None and delay:
@@ -588,7 +594,10 @@ def check_delay(jobs: Sequence[Job], delay: float, at: float | None) -> bool:
     for value in (delay, at):
         if value is not None and not math.isfinite(value):
             raise ConfigurationError(f"a delay or due time must be a finite number of seconds, not {value!r}")
-    waits = delay > 0 or (at is not None and at > time.time())
+    now = time.time()
+    if delay > MAX_DELAY or (at is not None and at - now > MAX_DELAY):
+        raise ConfigurationError(f"a job may be delayed by at most {MAX_DELAY / 86400 / 365:g} years")
+    waits = delay > 0 or (at is not None and at > now)
     if waits:
         for job in jobs:
             if job.worker is not None:

@@ -41,7 +41,6 @@ import multiprocessing.connection
 import os
 import secrets
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,7 +65,7 @@ from qw_core.liveness import (
     process_working,
 )
 from qw_core.models import Failure, ManagerInfo, WorkerInfo
-from qw_core.naming import claim_name
+from qw_core.naming import check_manager_name, claim_name, default_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
@@ -233,8 +232,8 @@ class Manager:
             raise ConfigurationError(str(exc)) from None
         self._broker = broker if isinstance(broker, Broker) else broker()
         # A name given is checked here; the name to run under is claimed by claim_name().
-        self._wanted_name = None if name is None else self._broker.check_name(name)
-        self.name = self._wanted_name or self._broker.check_name(socket.gethostname())
+        self._wanted_name = None if name is None else check_manager_name(self._broker, name)
+        self.name = self._wanted_name or default_manager_name(self._broker)
         self.num_workers = num_workers
         self.grace = grace
         self.restart_backoff = restart_backoff

@@ -45,6 +45,7 @@ from qw_core.memory_rpc import (
     job_to_dict,
 )
 from qw_core.models import FailedJob, Failure, Job
+from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 #: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
@@ -73,8 +74,9 @@ def check_name(name: str) -> str:
         raise InvalidName(f"name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
     if ":" in name:
         raise InvalidName(f"name {name!r} contains ':', which separates the parts of a key")
-    if any(char.isspace() for char in name):
-        raise InvalidName(f"name {name!r} contains whitespace")
+    bad = misleading_character(name)
+    if bad is not None:
+        raise InvalidName(f"name {name!r} contains {bad}, which would make it show as another name")
     if name in RESERVED_NAMES:
         raise InvalidName(f"name {name!r} is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})")
     return name

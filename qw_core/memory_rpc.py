@@ -213,7 +213,9 @@ class MemoryServer:
         # client that connects and says nothing cannot stall the accept loop.
         self._listener = Listener(("127.0.0.1", 0), backlog=64)
         self._authkey = authkey
-        host, port = self._listener.address
+        address = self._listener.address
+        assert isinstance(address, tuple)  # an AF_INET listener's: (host, port)
+        host, port = address
         #: Opens clients of this server, in any process.
         self.factory = MemoryFactory(address=(host, port), authkey=authkey)
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""Choosing a manager's name: never one a running manager uses.
+"""Choosing a manager's name: never one a running manager uses, nor one its keys share.
 
 A name is a manager's identity in the broker: its queue, its workers' names, its
 heartbeat. Two live managers under one name would take each other's workers for dead, so
@@ -6,16 +6,79 @@ a manager starting under a name that a running one holds refuses (a name it was 
 picks the next free one (the default: the host name, then ``<host>-2``, ``<host>-3``...),
 so that two ``qw run`` on one host need no thought. A name whose holder is dead (crashed
 within its heartbeat TTL) is free: see :mod:`qw_core.identity` for how that is told.
+
+A manager's workers are named ``<manager>.<pid>``, and a worker's keys are spelt like a
+manager's (``<name>:jobs``, its heartbeat under its name). So a manager name that ends in
+``.<digits>`` (``m.123``) is refused (:func:`check_manager_name`): it is the name of a
+worker of manager ``m``, whose list and heartbeat it would share. Any other name keeps
+working (``host.example.com``, ``m.1a``, ``v1.2-x``); a host name that ends in ``.<digits>``
+gives the default ``<host>-<digits>`` instead.
+
+Any name (a backend's :meth:`~qw_core.broker.Broker.check_name`) must also show as what it
+is: :func:`misleading_character` finds the characters that would make it display as
+another name (invisible ones, ones that turn the text's direction, whitespace, controls).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+import unicodedata
 
 from qw_core.broker import Broker
-from qw_core.errors import ConfigurationError
+from qw_core.errors import ConfigurationError, InvalidName
 from qw_core.identity import identity_alive
+
+#: The end of a worker's name (``<manager>.<pid>``), which no manager's name may have.
+_WORKER_SUFFIX = re.compile(r"\.([0-9]+)\Z")
+#: What a character of each Unicode category a name may not hold is, for a message: format
+#: characters are zero-width ones (U+200B) and direction marks and overrides (U+202E);
+#: a surrogate stands for a byte that was not UTF-8.
+_MISLEADING = {
+    "Cc": "a control character",
+    "Cf": "an invisible or text-direction character",
+    "Cs": "a byte that is not UTF-8",
+    "Co": "a private-use character",
+    "Zs": "whitespace",
+    "Zl": "whitespace",
+    "Zp": "whitespace",
+}
+
+
+def misleading_character(name: str) -> str | None:
+    """The first character of ``name`` that would make it display as something else, or
+    break a key: whitespace, controls, invisible and direction characters (described, as
+    ``"U+202E (an invisible or text-direction character)"``); ``None`` if there is none."""
+    for char in name:
+        kind = "whitespace" if char.isspace() else _MISLEADING.get(unicodedata.category(char))
+        if kind is not None:
+            return f"U+{ord(char):04X} ({kind})"
+    return None
+
+
+def check_manager_name(broker: Broker, name: str) -> str:
+    """Return ``name`` if it can be a manager's name: the backend accepts it
+    (:meth:`Broker.check_name`), and no worker can have it.
+
+    :raises InvalidName: with a one-line reason.
+    """
+    name = broker.check_name(name)
+    suffix = _WORKER_SUFFIX.search(name)
+    if suffix is not None:
+        owner = name[: suffix.start()]
+        raise InvalidName(
+            f"manager name {name!r} ends in '.{suffix.group(1)}', as the name of worker {suffix.group(1)} of "
+            f"manager {owner!r} does, whose queue and heartbeat it would share; use another name, "
+            f"such as {owner}-{suffix.group(1)}"
+        )
+    return name
+
+
+def default_manager_name(broker: Broker) -> str:
+    """The host name, as a valid manager name (``.<digits>`` at its end becomes ``-<digits>``)."""
+    return check_manager_name(broker, _WORKER_SUFFIX.sub(r"-\1", socket.gethostname()))
+
 
 #: Default names tried after the host name (``<host>-2`` ... ``<host>-<n>``).
 MAX_DEFAULT_NAMES = 20
@@ -31,7 +94,7 @@ def claim_name(broker: Broker, wanted: str | None, *, heartbeat: float) -> str:
     :raises ConfigurationError: ``wanted`` is held by a running manager, or every default is.
     """
     if wanted is not None:
-        name = broker.check_name(wanted)
+        name = check_manager_name(broker, wanted)
         holder = live_holder(broker, name, watch=1.5 * heartbeat)
         if holder is not None:
             raise ConfigurationError(
@@ -39,9 +102,9 @@ def claim_name(broker: Broker, wanted: str | None, *, heartbeat: float) -> str:
                 "another name with -n NAME (or QW_NAME), or leave the name out to get a free one"
             )
         return name
-    host = broker.check_name(socket.gethostname())
+    host = default_manager_name(broker)
     for name in (host, *(f"{host}-{n}" for n in range(2, MAX_DEFAULT_NAMES + 1))):
-        if live_holder(broker, broker.check_name(name), watch=1.5 * heartbeat) is None:
+        if live_holder(broker, check_manager_name(broker, name), watch=1.5 * heartbeat) is None:
             return name
     raise ConfigurationError(
         f"{MAX_DEFAULT_NAMES} managers run as {host}-N already; give a name with -n NAME"

@@ -6,31 +6,40 @@ millisecond for the frames of a job that raised, several times what running a no
 costs, so a flood of failing jobs drained more than ten times slower than succeeding
 ones. :func:`format_exception` writes the same text without those marker lines: every
 frame with its source line, the exception, its notes, and the exceptions it was raised
-from or while handling. An exception group (rare, and nested) gets the standard text.
+from or while handling. An exception group (rare, and nested) gets the standard text:
+Python's own (3.11+), or on 3.10 the ``exceptiongroup`` backport's, which anyio and trio
+raise there and whose import teaches ``traceback`` to print its members.
 """
 
 from __future__ import annotations
 
 import builtins
+import sys
 import traceback
 
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 #: ``BaseExceptionGroup`` where Python has it (3.11+).
-_GROUP: tuple[type, ...] = tuple(
-    kind for kind in (getattr(builtins, "BaseExceptionGroup", None),) if kind is not None
-)
+_BUILTIN_GROUP = getattr(builtins, "BaseExceptionGroup", None)
+
+
+def _group_types() -> tuple[type, ...]:
+    """The exception group classes there are: Python's, and the backport's once something
+    imported it (looked up per failure: a job may import it after qw started)."""
+    backport = getattr(sys.modules.get("exceptiongroup"), "BaseExceptionGroup", None)
+    return tuple(kind for kind in (_BUILTIN_GROUP, backport) if isinstance(kind, type))
 
 
 def format_exception(exc: BaseException) -> str:
     """``exc`` and the exceptions chained to it, as ``traceback.format_exception`` writes
     them, less the lines that only mark a frame's expression (``^^^^``)."""
+    groups = _group_types()
     chain: list[tuple[BaseException, str]] = []  # (exception, what links it to the next)
     seen: set[int] = set()
     link = ""
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, _GROUP):
+        if isinstance(current, groups):
             chain.append((current, link))
             break
         seen.add(id(current))
@@ -43,7 +52,7 @@ def format_exception(exc: BaseException) -> str:
             current = None
     parts: list[str] = []
     for error, link in reversed(chain):  # the oldest first, as Python prints them
-        if isinstance(error, _GROUP):
+        if isinstance(error, groups):
             parts.extend(traceback.format_exception(type(error), error, error.__traceback__))
         else:
             if error.__traceback__ is not None:

@@ -73,6 +73,7 @@ from qw_core.execution import (
     slots_for,
 )
 from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
+from qw_core.naming import check_manager_name
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
@@ -212,7 +213,7 @@ class Worker:
             raise ConfigurationError(
                 f"the status record has {status.slots} slots for {self.concurrency} jobs"
             )
-        self.manager = broker.check_name(manager)
+        self.manager = check_manager_name(broker, manager)
         self.name = broker.check_name(name or f"{manager}.{os.getpid()}")
         self.info = WorkerInfo(name=self.name, manager=self.manager, pid=os.getpid())
         self.prefetch = min(prefetch, broker.capabilities.max_take)

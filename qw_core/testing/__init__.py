@@ -6,8 +6,9 @@ queued through a real worker and says how each run ended. The helpers below
 (:func:`make_jobs`, :func:`drain`, ...) work with it or any other broker. A backend's test subclasses
 :class:`BrokerContract` and defines one ``broker`` fixture (see :mod:`.contract`).
 
-The contract suite needs pytest, which qw-core does not depend on; it is imported only when
-first asked for, so code that only wants the broker and helpers works without pytest.
+The contract suite needs pytest, which qw-core does not depend on (``qw-core[testing]``
+brings it); it is imported only when first asked for, so code that only wants the broker
+and helpers works without pytest.
 """
 
 from __future__ import annotations
@@ -170,7 +171,12 @@ def wait_reaped(broker: Broker, worker: str, *, ttl: float, max_recoveries: int 
 def __getattr__(name: str) -> Any:
     """Import :class:`BrokerContract` (and pytest) on first use (PEP 562)."""
     if name == "BrokerContract":
-        import pytest  # noqa: PLC0415 - deferred: only the contract suite needs pytest
+        try:
+            import pytest  # noqa: PLC0415 - deferred: only the contract suite needs pytest
+        except ImportError as exc:
+            raise ImportError(
+                "qw_core.testing.BrokerContract needs pytest: pip install 'qw-core[testing]'", name="pytest"
+            ) from exc
 
         # Plain asserts in the suite then explain their failures, as in a test module.
         pytest.register_assert_rewrite("qw_core.testing.contract")

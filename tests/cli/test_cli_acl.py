@@ -63,3 +63,28 @@ def test_the_acl_user_cannot_touch_other_keys(server: PrivateRedis) -> None:
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.flushall()
     client.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["FUNCTION", "FLUSH"],
+        ["FUNCTION", "DELETE", "mylib"],
+        ["FUNCTION", "RESTORE", b"\x00"],
+        ["FUNCTION", "LOAD", "#!lua name=mylib\nredis.register_function('f', function() return 1 end)"],
+        ["FCALL", "f", "0"],
+        ["SCRIPT", "FLUSH"],
+    ],
+    ids=lambda command: " ".join(str(word) for word in command[:2]),
+)
+def test_the_acl_user_cannot_touch_the_servers_functions_or_scripts(
+    server: PrivateRedis, command: list[object]
+) -> None:
+    # +@write grants FUNCTION FLUSH, DELETE and RESTORE (and @scripting FCALL): the line
+    # takes functions back; qw only sends its own scripts with EVALSHA.
+    client = redis.Redis.from_url(server.url(user="qw", password=PASSWORD))
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+    finally:
+        client.close()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from cli_support import Process, assert_one_line_error, invoke, script
 from qwtest_redis import PrivateRedis
 from qwtest_wait import wait_for
+
+from qw_cli.cmdline import masked_command_line
 
 pytestmark = pytest.mark.redis
 
@@ -65,3 +69,32 @@ def test_qw_run_never_logs_the_password(locked_redis: int, record_dir: Any) -> N
     assert "manager pw started" in output
     assert "raised builtins.ValueError" in output
     assert PASSWORD not in output
+
+
+def test_no_command_line_of_qw_run_or_its_workers_shows_the_password(locked_redis: int) -> None:
+    # Any user can read a command line (ps): qw hides the password in its own as it starts,
+    # and its workers, forked from it, inherit that line and get the URL with its memory.
+    url = f"redis://:{PASSWORD}@127.0.0.1:{locked_redis}/0"
+    client = redis.Redis(port=locked_redis, password=PASSWORD, decode_responses=True)
+    argv = [*script("qw"), "run", "--url", url, "-w", "2", "-n", "ps", "qwtest_targets:record"]
+    with Process(argv) as manager:
+        workers = wait_for(
+            lambda: len(names := client.smembers("ps:workers")) == 2 and names, what="two workers"
+        )
+        pids = [manager.popen.pid, *(int(name.rpartition(".")[2]) for name in workers)]
+        lines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids}
+        assert manager.stop() == 0
+    client.close()
+    masked = f"redis://:{'*' * len(PASSWORD)}@127.0.0.1:{locked_redis}/0".encode()
+    for pid, line in lines.items():
+        assert PASSWORD.encode() not in line, f"process {pid}: {line!r}"
+        assert masked in line.split(b"\0"), f"process {pid}: {line!r}"
+
+
+def test_each_credential_of_a_url_on_the_command_line_is_starred_in_place() -> None:
+    line = "qw\0run\0--url\0redis://:pw@h/0\0--url=rediss://u:pa%40ss@h/0?ssl_password=kp\0é:f\0".encode()
+    masked = masked_command_line(line)
+    assert masked == (
+        "qw\0run\0--url\0redis://:**@h/0\0--url=rediss://u:*******@h/0?ssl_password=**\0é:f\0".encode()
+    )
+    assert len(masked) == len(line)

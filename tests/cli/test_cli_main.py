@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import click
 import pytest
-from cli_support import assert_one_line_error, invoke
+from cli_support import DEAD_URL, REDIS_URL, assert_one_line_error, invoke
 
-from qw_cli.main import main
+from qw_cli.main import SHORT_HELP, main
 from qw_core import __version__
 
 COMMANDS = sorted(main.list_commands(click.Context(main)))
@@ -118,3 +119,45 @@ def test_startup_imports_no_command_and_no_backend_driver() -> None:
     code = f"import sys, qw_cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_help_lists_every_command_without_importing_one() -> None:
+    # qw --help lists the commands from a table, so it imports none of their modules (qw
+    # run's would bring the worker, asyncio and pluggy); the table says what each says.
+    heavy = ("qw_cli.run", "qw_core.worker", "qw_core.execution", "qw_cli.inspect", "pluggy", "asyncio")
+    code = (
+        "import sys\nfrom qw_cli.main import main\n"
+        "try:\n    main(['--help'], prog_name='qw')\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    listed, _, imported = done.stdout.rpartition("\n[")
+    assert "[" + imported.strip() == "[]"
+    for name in COMMANDS:
+        command = main.get_command(click.Context(main), name)
+        assert command is not None
+        assert SHORT_HELP[name] == command.get_short_help_str(limit=200), name
+        assert re.search(rf"^  {name} +{re.escape(SHORT_HELP[name])}$", listed, re.MULTILINE), listed
+
+
+@pytest.mark.redis
+def test_a_huge_id_is_not_echoed_whole(redis_db: object) -> None:
+    huge = "x" * 10240
+    for args in (["failed", "show", huge], ["failed", "requeue", huge], ["failed", "purge", huge]):
+        result = invoke(*args, "--url", REDIS_URL)
+        assert result.exit_code == 1, args
+        line = result.stderr.splitlines()[-1]  # after 'requeued 0 jobs', say
+        assert line.startswith("qw: error: no failed job 'xxx"), line
+        assert re.search(r"x\.\.\.\[1024\d characters\]", line), line
+        assert len(line) < 400, args
+
+
+def test_a_delay_of_more_than_a_hundred_years_is_refused() -> None:
+    for delay in ("99999999999999999999d", "101y", "36501d", "9" * 400):
+        result = invoke("enqueue", "--url", DEAD_URL, "--delay", delay, "{}")
+        assert result.exit_code == 2, delay
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr) < 600, "a long value is not echoed whole"
+    assert (
+        "is longer than 100 years" in invoke("enqueue", "--url", DEAD_URL, "--delay", "36501d", "{}").stderr
+    )

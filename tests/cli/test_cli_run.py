@@ -198,6 +198,19 @@ def test_bad_target_is_one_line(redis_db: Any) -> None:
 @pytest.mark.redis
 def test_bad_settings_are_refused(redis_db: Any) -> None:
     assert_one_line_error(invoke("run", "--url", REDIS_URL, "-n", "all", "qwtest_targets:noop"), "reserved")
+    assert_one_line_error(invoke("run", "--url", REDIS_URL, "-n", "", "qwtest_targets:noop"), "empty")
+    assert_one_line_error(
+        invoke("run", "--url", REDIS_URL, "-n", "web.4242", "qwtest_targets:noop"),
+        "manager name 'web.4242' ends in '.4242'",
+        "use another name, such as web-4242",
+    )
+    assert_one_line_error(
+        invoke("run", "--url", REDIS_URL, "-n", "evil\u202etxt", "qwtest_targets:noop"), "U+202E"
+    )
+    assert_one_line_error(
+        invoke("enqueue", "--url", REDIS_URL, "--manager", "web.4242", "--force", "{}"), "ends in '.4242'"
+    )
+    assert_one_line_error(invoke("move", "--url", REDIS_URL, "x", "--to", "web.4242"), "ends in '.4242'")
     assert_one_line_error(
         invoke("run", "--backend", "nope", "qwtest_targets:noop"), "unknown backend 'nope'", "redis"
     )

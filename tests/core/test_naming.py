@@ -12,11 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from qw_core.errors import ConfigurationError
+from qw_core.errors import ConfigurationError, InvalidName
 from qw_core.identity import identity_alive, process_identity
 from qw_core.manager import Manager
 from qw_core.memory import MemoryBroker
-from qw_core.naming import claim_name
+from qw_core.naming import check_manager_name, claim_name
+from qw_core.worker import Worker
 
 HEARTBEAT = 0.2
 HOST = socket.gethostname()
@@ -135,3 +136,44 @@ def test_two_managers_in_one_process_get_two_names(broker: MemoryBroker) -> None
         first.stop()
         first.join()
     assert claim_name(broker, None, heartbeat=HEARTBEAT) == HOST, "a stopped manager frees its name"
+
+
+# -- names no worker can have ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["m.123", "host.example.7", "a.1.2", "web-01.0"])
+def test_a_manager_name_that_a_worker_could_have_is_refused(broker: MemoryBroker, name: str) -> None:
+    # Workers are named <manager>.<pid>: manager 'm.123' would share the keys (queue,
+    # heartbeat) of worker 123 of manager 'm'.
+    owner, _, pid = name.rpartition(".")
+    with pytest.raises(
+        InvalidName, match=rf"as the name of worker {pid} of manager '{owner}' does"
+    ) as caught:
+        claim_name(broker, name, heartbeat=HEARTBEAT)
+    assert f"such as {owner}-{pid}" in str(caught.value)
+    with pytest.raises(InvalidName):
+        Manager("qw_core.examples:echo", broker, name=name, num_workers=1)
+    with pytest.raises(InvalidName):
+        Worker(broker, "qw_core.examples:echo", manager=name)
+
+
+@pytest.mark.parametrize("name", ["m", "host.example.com", "m.1a", "v1.2-x", "m.", "1", "123.m"])
+def test_names_no_worker_has_stay_valid_for_managers(broker: MemoryBroker, name: str) -> None:
+    assert check_manager_name(broker, name) == name
+    assert claim_name(broker, name, heartbeat=HEARTBEAT) == name
+
+
+def test_a_host_name_that_ends_in_digits_gives_a_default_no_worker_has(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "10.0.0.5")
+    assert claim_name(broker, None, heartbeat=HEARTBEAT) == "10.0.0-5"
+
+
+@pytest.mark.parametrize(
+    "name", ["a\u200bb", "invoice\u202efdp.exe", "\ufeffm", "x\u2066y", "rtl\u200f", "soft\u00adhyphen"]
+)
+def test_invisible_and_text_direction_characters_are_refused(broker: MemoryBroker, name: str) -> None:
+    with pytest.raises(InvalidName, match="invisible or text-direction") as caught:
+        broker.check_name(name)
+    assert f"U+{ord(next(c for c in name if not c.isalnum() and c not in '.')):04X}" in str(caught.value)

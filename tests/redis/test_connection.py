@@ -84,10 +84,42 @@ def test_malformed_urls_are_configuration_errors_without_the_password(url: str, 
         ("redis://alice:hunter2@host:notaport/0", "redis://alice:***@host:notaport/0"),
         ("redis://alice:hun/ter2@host:6379/0", "redis://alice:***@host:6379/0"),
         ("redis://alice:hun?ter2@host:6379/0", "redis://alice:***@host:6379/0"),
+        ("redis://alice:hun#ter2@host:6379/0", "redis://alice:***@host:6379/0"),
+        ("redis://:hun#ter2@host:6379/0", "redis://:***@host:6379/0"),
+        (
+            "rediss://host/0?ssl_certfile=c.pem&ssl_password=hunter2",
+            "rediss://host/0?ssl_certfile=c.pem&ssl_password=***",
+        ),
+        ("redis://host/0?client_name=a@b&password=hunter2", "redis://host/0?client_name=a@b&password=***"),
+        ("redis://host/0#hunter2", "redis://host/0#***"),
+        ("redis://alice:%68unter2@host/0", "redis://alice:***@host/0"),
     ],
 )
 def test_redact_url_hides_passwords(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://alice:hun#ter2@host:6379/0",  # the '#' ends the host part for a URL parser
+        "redis://:hun#ter2@host:6379/0",
+        "redis://alice:hun#ter2@host:port/0",
+    ],
+)
+def test_a_password_with_an_unencoded_hash_is_refused_without_showing_any_of_it(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="must be %-encoded") as caught:
+        RedisBroker.from_url(url)
+    assert "hun" not in str(caught.value)
+    assert "ter2" not in str(caught.value)
+
+
+def test_a_key_passphrase_in_the_url_is_never_shown() -> None:
+    port = free_port()
+    with pytest.raises(BrokerUnavailable, match="cannot reach Redis") as caught:
+        RedisBroker.from_url(f"rediss://127.0.0.1:{port}/0?ssl_password=hunter2")
+    assert "hunter2" not in str(caught.value)
+    assert f"rediss://127.0.0.1:{port}/0?ssl_password=***" in str(caught.value)
 
 
 def test_options_keep_the_socket_timeout_above_the_blocking_slice() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fakeredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qw_core.errors import InvalidName
+from qw_core.naming import check_manager_name
 from qw_redis import keys
+from qw_redis.broker import RedisBroker
 
 
 def test_original_schema_is_kept_exactly() -> None:
@@ -48,6 +51,10 @@ def test_qw_keys_live_under_their_own_prefix() -> None:
         ("job", "reserved"),
         ("qw", "reserved"),
         ("x" * 201, "200"),
+        ("zero\u200bwidth", "U\\+200B \\(an invisible or text-direction character\\)"),
+        ("txt\u202eexe", "U\\+202E"),
+        ("bom\ufeff", "U\\+FEFF"),
+        ("not-utf8\udcff", "not UTF-8"),
     ],
 )
 def test_bad_names_are_refused_with_a_one_line_reason(name: str, reason: str) -> None:
@@ -87,3 +94,26 @@ def test_lua_prelude_spells_the_same_patterns() -> None:
     assert "return 'job:' .. id" in prelude
     assert "return name .. ':jobs'" in prelude
     assert "return 'qw:wake:' .. name" in prelude
+
+
+@given(st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=12), st.integers(0, 2**22))
+def test_no_managers_keys_are_a_workers(manager: str, other: str, pid: int) -> None:
+    # A worker of any manager is named <other>.<pid>; no valid manager name is one.
+    broker = RedisBroker(fakeredis.FakeRedis())
+    try:
+        check_manager_name(broker, manager)
+        worker = keys.worker_name(keys.check_name(other), pid)
+    except InvalidName:
+        return
+    assert keys.queue(manager) != keys.queue(worker)
+    assert keys.heartbeat(manager) != keys.heartbeat(worker)
+    assert keys.wake(manager) != keys.wake(worker)
+
+
+def test_a_manager_named_like_a_worker_would_share_its_keys() -> None:
+    # Why such names are refused (test_naming): the keys are the same.
+    assert keys.queue("m.123") == keys.queue(keys.worker_name("m", 123))
+    assert keys.heartbeat("m.123") == keys.heartbeat(keys.worker_name("m", 123))
+    broker = RedisBroker(fakeredis.FakeRedis())
+    with pytest.raises(InvalidName, match="worker 123 of manager 'm'"):
+        check_manager_name(broker, "m.123")

@@ -108,7 +108,13 @@ def test_2_a_killed_manager_group_is_reaped_by_a_new_manager(
 def test_3_a_paused_worker_is_reaped_and_its_late_finish_changes_nothing(
     url: str, client: redis.Redis, record_dir: Path
 ) -> None:
-    [job_id] = queue(url, [Job.new({"sleep": 2.5})])
+    # Each run waits for a gate of its own, so the test says when each one ends. (A timed
+    # run would not do: on Python 3.10, time.sleep() is a select() that the kernel resumes
+    # after SIGCONT with the time it had left when stopped, so the paused worker's run ends
+    # as late as the other's, which may have finished the job by the time it is looked at.)
+    gates = record_dir / "gates"
+    gates.mkdir()
+    [job_id] = queue(url, [Job.new({"gates": str(gates)})])
     manager = start_manager(url, "t3")
     try:
         paused = wait_for(lambda: pid_of_began(record_dir, job_id), what="the job to start")
@@ -125,15 +131,20 @@ def test_3_a_paused_worker_is_reaped_and_its_late_finish_changes_nothing(
         # The paused worker wakes up, completes its run, and finishes (guarded, so nothing
         # happens) with its next take, after which it blocks for new jobs: the only client
         # blocked, as the other worker is still running the job.
+        (gates / str(paused)).touch()
         wait_for(lambda: any(r["pid"] == paused for r in records(record_dir, "ran")), what="the late run")
         wait_for(lambda: any(c["cmd"] == "blpop" for c in client.client_list()), what="the late finish")
+        assert not any(r["pid"] == other for r in records(record_dir, "ran")), "the real run goes on"
         assert client.lrange(f"t3.{other}:jobs", 0, -1) == [job_id], "still held by the other worker"
         assert client.exists(f"job:{job_id}")
+        (gates / str(other)).touch()
         wait_for(lambda: any(r["pid"] == other for r in records(record_dir, "ran")), what="the real run")
         wait_for(lambda: not client.exists(f"job:{job_id}"), what="the job to finish")
         wait_for(lambda: f"t3.{paused}" in client.smembers("t3:workers"), what="re-registration")
         assert worker_pids(manager) == sorted([paused, other]), "the paused worker lives on"
     finally:
+        for pid in worker_pids(manager):
+            (gates / str(pid)).touch()
         stop_manager(manager)
     assert runs(record_dir)[job_id] == 2
     assert assert_each_job_in_one_place(client, [job_id]) == {job_id: "finished"}

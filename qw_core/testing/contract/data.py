@@ -62,7 +62,10 @@ INVALID_VALUES: list[Any] = [
     {1, 2, 3},
 ]
 
-INVALID_NAMES = ["", "a:b", "has space", "tab\there", "new\nline", "all", "job", "qw", "x" * 201]
+INVALID_NAMES = [
+    *("", "a:b", "has space", "tab\there", "new\nline", "all", "job", "qw", "x" * 201),
+    *("zero\u200bwidth", "txt\u202eexe"),  # they would show as another name: 'zerowidth', 'txtexe' reversed
+]
 VALID_NAMES = ["m1", "host.example.com", "m1.12345", "web-01_a", "all.1", "jobs", "x" * 200]
 
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 import pytest
 
-from qw_core.broker import Broker
+from qw_core.broker import MAX_DELAY, Broker
 from qw_core.errors import ConfigurationError, InvalidJob
 from qw_core.models import Failure, Job
 from qw_core.policy import FailedLimits
@@ -100,6 +100,18 @@ class SchedulingContract(ContractPart):
         assert taken == [later]
         with pytest.raises(ConfigurationError):
             broker.queue_job(Job.new({}), delay=1, at=now)
+
+    @pytest.mark.parametrize("when", ["delay", "at"])
+    def test_a_delay_longer_than_the_longest_is_refused_and_nothing_is_written(
+        self, broker: Broker, when: str
+    ) -> None:
+        self._needs_delays(broker)
+        job = Job.new({"n": 1})
+        far = {"delay": MAX_DELAY * 2} if when == "delay" else {"at": time.time() + MAX_DELAY * 2}
+        with pytest.raises(ConfigurationError, match="at most 100 years"):
+            broker.queue_jobs([job], **far)
+        assert broker.get_job(job.id) is None
+        assert broker.delayed_job_ids() == []
 
     def test_delaying_a_job_queued_on_a_worker_is_refused(self, broker: Broker) -> None:
         valid, direct = Job.new({"n": 1}), Job.new({"n": 2}, worker=WORKER)

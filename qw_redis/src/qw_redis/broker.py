@@ -986,8 +986,8 @@ class RedisBroker(Broker):
     def _open(cls, url: str, options: RedisOptions, extra: tuple[tuple[str, Any], ...]) -> RedisBroker:
         redis_url, options = connection.qw_settings(url, options)
         client = connection.open_client(redis_url, options, **dict(extra))
-        password = client.connection_pool.connection_kwargs.get("password")
-        connection.ping(client, connection.redact_url(redis_url), password)
+        secrets = [*connection.client_secrets(client), *connection.url_secrets(url)]
+        connection.ping(client, connection.redact_url(redis_url), secrets)
         broker = cls(client, options, url=url)
         broker._owns_client = True
         return broker
@@ -1019,5 +1019,4 @@ class RedisBroker(Broker):
 
     def _error(self, exc: redis.RedisError) -> QwError:
         """The qw error for a redis error raised while talking to this broker's Redis."""
-        password = self._client.connection_pool.connection_kwargs.get("password")
-        return connection.translate(exc, self.describe(), password)
+        return connection.translate(exc, self.describe(), connection.client_secrets(self._client))

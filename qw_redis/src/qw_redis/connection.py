@@ -23,22 +23,26 @@ moved to the failed registry, kind ``invalid``) instead of crashing on it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import attrs
 import redis
-from redis.backoff import ExponentialBackoff
+import redis.connection  # named, not only reached through redis: type checkers see it
+import redis.exceptions
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from qw_core import urls
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, QwError
 from qw_redis.codec import DEFAULT_MAX_JOB_SIZE
 
 #: The URL used when none is given.
 DEFAULT_URL = "redis://localhost:6379/0"
 _SCHEMES = ("redis", "rediss", "unix")
-_MASK = "***"
+#: Passwords a driver's message may quote (``None`` for none), to hide.
+Secrets = Sequence[str | None]
 
 
 @attrs.frozen(kw_only=True)
@@ -70,31 +74,13 @@ class RedisOptions:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (in the user part and in the query)."""
-    try:
-        parts = urlsplit(url)
-        if "@" in parts.path or "@" in parts.query:
-            raise ValueError("a '/' or '?' in the password (not %-encoded) hides where it ends")
-        netloc = parts.netloc
-        if parts.password is not None:
-            user, _, host = netloc.rpartition("@")
-            name = user.split(":", 1)[0]
-            netloc = f"{name}:{_MASK}@{host}"
-        query = parts.query
-        if "password" in query:
-            query = urlencode(
-                [(k, _MASK if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
-                safe="*/",
-            )
-        # Not urlunsplit: it turns "unix:///path" (empty host) into "unix:/path".
-        shown = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url
-        return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-    except ValueError:  # unparseable: mask anything between "//user:" and the last "@"
-        return re.sub(r"(//[^/:@]*:).*@", rf"\g<1>{_MASK}@", url)
+    """``url`` with every credential hidden: the password of its user part, secret query
+    parameters (``password``, ``ssl_password``), a fragment (see :mod:`qw_core.urls`)."""
+    return urls.redact_url(url)
 
 
-def _scrub(text: str, password: str | None) -> str:
-    return text.replace(password, _MASK) if password else text
+def _scrub(text: str, secrets: Iterable[str | None]) -> str:
+    return urls.scrub(text, secrets)
 
 
 def check_url(url: str) -> str:
@@ -105,11 +91,11 @@ def check_url(url: str) -> str:
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
-        if "@" in parts.path or "@" in parts.query:
+        if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
             raise ValueError("'/', '?' and '#' in a user name or password must be %-encoded")
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {shown}: {_scrub(str(exc), _password(url))}") from exc
+        raise ConfigurationError(f"invalid Redis URL {shown}: {_scrub(str(exc), url_secrets(url))}") from exc
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
             f"invalid Redis URL {shown}: the scheme must be redis://, rediss:// or unix://"
@@ -122,12 +108,9 @@ def check_url(url: str) -> str:
     return url
 
 
-def _password(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-        return parts.password or dict(parse_qsl(parts.query)).get("password")
-    except ValueError:
-        return None
+def url_secrets(url: str) -> list[str]:
+    """The credentials written in ``url``, to take out of a driver's messages about it."""
+    return urls.url_secrets(url)
 
 
 #: How replies are decoded: undecodable bytes become lone surrogates (see the module doc).
@@ -231,17 +214,20 @@ def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
         }
         return redis.Redis.from_url(url, **kwargs)
     except (ValueError, TypeError) as exc:
-        message = _scrub(str(exc), _password(url))
+        message = _scrub(str(exc), url_secrets(url))
         raise ConfigurationError(f"invalid Redis URL {redact_url(url)}: {message}") from exc
 
 
-def unavailable(exc: redis.RedisError, shown_url: str, password: str | None = None) -> BrokerUnavailable:
-    """A one-line :class:`BrokerUnavailable` for a connection-level ``exc``."""
-    text = _scrub(str(exc), password).strip()
+def unavailable(exc: redis.RedisError, shown_url: str, secrets: Secrets = ()) -> BrokerUnavailable:
+    """A one-line :class:`BrokerUnavailable` for a connection-level ``exc`` (``secrets``, the
+    passwords it may quote, hidden)."""
+    text = _scrub(str(exc), secrets).strip()
     match = re.match(r"Error -?\d+ connecting to \S+?\.? (.*)", text)
     reason = (match.group(1) if match else text).rstrip(".") or type(exc).__name__
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         return BrokerUnavailable(f"Redis at {shown_url} refused the login: {reason}")
+    if isinstance(exc, redis.TimeoutError) and shown_url.startswith("rediss:"):
+        reason += " (a rediss:// URL needs a port that speaks TLS; is it a plain one?)"
     return BrokerUnavailable(f"cannot reach Redis at {shown_url}: {reason}")
 
 
@@ -286,14 +272,14 @@ def passing_trouble(exc: redis.RedisError) -> str | None:
     return _PASSING_REPLIES.get(code)
 
 
-def translate(exc: redis.RedisError, shown_url: str, password: str | None = None) -> QwError:
+def translate(exc: redis.RedisError, shown_url: str, secrets: Secrets = ()) -> QwError:
     """The qw error for ``exc``, raised while talking to the Redis at ``shown_url``.
 
     A lost connection, a failover, and a server that refuses work for a while (out of
     memory, busy with a script, loading) are :class:`BrokerUnavailable`, which callers
     wait out; any other error reply is a :class:`BackendError`.
     """
-    text = _scrub(str(exc), password)
+    text = _scrub(str(exc), secrets)
     if is_failover(exc):
         return BrokerUnavailable(f"Redis at {shown_url} is not a master now (failover?): {text}")
     passing = passing_trouble(exc)
@@ -301,32 +287,62 @@ def translate(exc: redis.RedisError, shown_url: str, password: str | None = None
         return BrokerUnavailable(f"Redis at {shown_url} {passing}: {text}")
     lost = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
     if lost or text.startswith(("NOAUTH", "WRONGPASS")):
-        return unavailable(exc, shown_url, password)
+        return unavailable(exc, shown_url, secrets)
     if "unknown command" in text.lower():
         return BackendError(f"Redis at {shown_url} is too old for qw (needs 6.2 or newer): {text}")
     return BackendError(f"Redis at {shown_url} answered with an error: {text}")
 
 
-def ping(client: redis.Redis, shown_url: str, password: str | None = None) -> None:
+def ping(client: redis.Redis, shown_url: str, secrets: Secrets = ()) -> None:
     """Check that Redis answers, and takes the login and database the URL names.
 
+    The check is tried once, without the client's retries, which are put back after it: a
+    start-up is told at once that Redis cannot be reached. (With them, a port that never
+    answers, such as a plain one asked for TLS, cost four connect timeouts: 20 s.) The
+    connection it opened stays in the client's pool for the calls that follow.
+
     :raises ConfigurationError: Redis answers, but wants a password, refuses the login,
-        or has no such database: the URL is wrong, not the server down.
+        or has no such database, or its TLS certificate does not verify: the URL (or the
+        CA) is wrong, not the server down.
     :raises BrokerUnavailable: in one line, without the password.
     """
+    retry = client.get_retry()
+    client.set_retry(Retry(NoBackoff(), 0))
     try:
         client.ping()
     except redis.RedisError as exc:
-        wrong = _wrong_url(exc, client, shown_url)
+        wrong = _wrong_url(exc, client, shown_url, secrets)
         if wrong is not None:
             raise wrong from exc
-        raise unavailable(exc, shown_url, password) from exc
+        raise unavailable(exc, shown_url, secrets) from exc
+    finally:
+        if retry is not None:
+            client.set_retry(retry)
 
 
-def _wrong_url(exc: redis.RedisError, client: redis.Redis, shown_url: str) -> ConfigurationError | None:
+#: What to do about a TLS certificate that does not verify.
+CA_HINT = (
+    "give the CA that signed it with ?ssl_ca_certs=PATH in the URL (or the SSL_CERT_FILE variable), "
+    "and name the server as its certificate does"
+)
+
+
+def _wrong_url(
+    exc: redis.RedisError, client: redis.Redis, shown_url: str, secrets: Secrets = ()
+) -> ConfigurationError | None:
     """What is wrong with the URL, if ``exc`` (at connection time) says it is the URL."""
     text = str(exc)
-    if "must be called with the client already authenticated" in text or "NOAUTH" in text:
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        reason = text.partition("certificate verify failed:")[2].strip().rstrip(".") or text
+        reason = re.sub(r"\.? \(_ssl\.c:\d+\)$", "", reason)
+        return ConfigurationError(
+            f"Redis at {shown_url} has a TLS certificate that does not verify "
+            f"({_scrub(reason, secrets)}): {CA_HINT}"
+        )
+    # NOAUTH: redis-py 7+ says it as the reply to HELLO, 6.x as "Authentication required."
+    if any(words in text for words in ("must be called with the client already authenticated", "NOAUTH")) or (
+        isinstance(exc, redis.AuthenticationError) and text.startswith("Authentication required")
+    ):
         return ConfigurationError(
             f"Redis at {shown_url} wants a password: put it in the URL (redis://:PASSWORD@host:port/db, "
             "or user:PASSWORD@ with an ACL user), preferably through QW_URL"
@@ -377,6 +393,12 @@ _COPIED = (
 )
 
 
+def client_secrets(client: redis.Redis) -> list[str | None]:
+    """The passwords ``client`` was opened with (its login's, its TLS key's), to hide."""
+    kw = client.connection_pool.connection_kwargs
+    return [kw.get("password"), kw.get("ssl_password")]
+
+
 def client_url(client: redis.Redis, *, with_password: bool = False) -> str:
     """The URL of the server ``client`` talks to (password masked unless asked for)."""
     pool = client.connection_pool
@@ -384,7 +406,7 @@ def client_url(client: redis.Redis, *, with_password: bool = False) -> str:
     user, password = kw.get("username"), kw.get("password")
     auth = ""
     if user or password:
-        shown = quote(str(password), safe="") if with_password else _MASK
+        shown = quote(str(password), safe="") if with_password else urls.MASK
         auth = quote(str(user or ""), safe="") + (f":{shown}" if password else "") + "@"
     db = int(kw.get("db") or 0)
     if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):

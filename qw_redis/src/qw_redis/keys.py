@@ -79,15 +79,16 @@ is never ``qw`` and never contains ``:``):
 
 Names: manager and worker names become part of keys, so :func:`check_name` refuses the
 ones that would collide with the schema (``all``, ``job``, ``qw``, anything with ``:``)
-or make keys unreadable (whitespace, control characters, more than 200 characters).
-A worker's name is ``<manager>.<pid>`` (:func:`worker_name`).
+or make keys unreadable or misleading (whitespace, control characters, invisible and
+text-direction characters such as U+200B and U+202E, more than 200 characters).
+A worker's name is ``<manager>.<pid>`` (:func:`worker_name`), so a manager's name may not
+end in ``.<digits>`` (:func:`qw_core.naming.check_manager_name`).
 """
 
 from __future__ import annotations
 
-import re
-
 from qw_core.errors import InvalidName
+from qw_core.naming import misleading_character
 
 # -- the original schema ------------------------------------------------------------------
 
@@ -211,7 +212,6 @@ def worker_name(manager: str, pid: int) -> str:
 #: Longest manager or worker name accepted.
 MAX_NAME_LENGTH = 200
 _RESERVED_NAMES = frozenset({"all", "job", "qw"})
-_BAD_CHAR = re.compile(r"[:\s\x00-\x1f\x7f-\x9f]")
 
 
 def check_name(name: str) -> str:
@@ -227,10 +227,11 @@ def check_name(name: str) -> str:
         raise InvalidName(f"name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
     if name in _RESERVED_NAMES:
         raise InvalidName(f"{name!r} is reserved by the key schema ({name}:jobs, ...)")
-    bad = _BAD_CHAR.search(name)
+    if ":" in name:
+        raise InvalidName(f"name {name!r} contains ':', which would break its Redis keys")
+    bad = misleading_character(name)
     if bad is not None:
-        what = "':'" if bad.group() == ":" else f"{bad.group()!r} (whitespace or a control character)"
-        raise InvalidName(f"name {name!r} contains {what}, which would break its Redis keys")
+        raise InvalidName(f"name {name!r} contains {bad}, which would make it show as another name")
     return name
 
 
