@@ -196,8 +196,13 @@ class Liveness:
         its result).
 
         An error counts in ``backoff`` and is logged once per streak, with its traceback
-        unless it is an outage; an outage also notes trouble (see :attr:`troubled`).
+        unless it is an outage; an outage also notes trouble (see :attr:`troubled`). So
+        does the end of a streak of errors, and a call that took longer than a heartbeat
+        interval (a paused or stalled broker answers late rather than failing): every
+        manager's heartbeat may have lapsed meanwhile, and from that moment each gets a
+        full TTL to beat again before anyone is judged dead.
         """
+        started = time.monotonic()
         try:
             if self._broker_of_thread() is None:
                 self._local.broker = self._factory()
@@ -215,8 +220,8 @@ class Liveness:
             return False, None
         if backoff.failures:
             log.info("manager %s: %s works again", self.manager, what)
-            if self.troubled:  # the outage ends now: everyone gets a full TTL to beat again
-                self.note_trouble()
+        if backoff.failures or time.monotonic() - started > self.settings.heartbeat:
+            self.note_trouble()  # the trouble ends now: everyone gets a full TTL to beat again
         backoff.reset()
         return True, result
 

@@ -682,8 +682,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "qw_core/liveness.py",
         "            if outage:\n                self.note_trouble()",
         "            if False:\n                self.note_trouble()",
-        "after an outage nobody is judged dead for a TTL",
-        RELIABILITY,
+        "during an outage nobody is judged dead",
+        ("tests/core/test_backoff.py", *RELIABILITY),
+    ),
+    Mutant(
+        "qw_core/liveness.py",
+        "        if backoff.failures or time.monotonic() - started > self.settings.heartbeat:",
+        "        if backoff.failures:",
+        "after the broker stalled past the TTL, nobody is judged dead for a TTL",
+        ("tests/reliability/test_redis_faults.py",),
     ),
     Mutant(
         "qw_core/process.py",

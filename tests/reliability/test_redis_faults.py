@@ -9,6 +9,7 @@ place" invariant.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import redis
 from qwtest_redis import PrivateRedis
 from reliability_support import (
+    ManagerProcess,
     assert_each_job_in_one_place,
     queue,
     records,
@@ -152,3 +154,44 @@ def test_no_warning_with_noeviction(url: str) -> None:
         assert broker.setup_warnings() == []
     finally:
         broker.close()
+
+
+def test_after_redis_was_unreachable_past_the_ttl_no_live_worker_is_reaped(
+    server: PrivateRedis, url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    """Redis stops answering (paused) for longer than the heartbeat TTL, and comes back
+    with every heartbeat lapsed and its uptime unbroken (no restart for the reaper's uptime
+    guard to see). A manager whose calls failed meanwhile gives every manager a TTL to beat
+    again before it judges anyone dead: here m2's manager beats again 0.8 s after Redis is
+    back (it was paused a little longer), well within the 1.5 s TTL, and none of its
+    workers, running jobs all along, may be reaped."""
+    quick = f"{url}?socket_timeout=0.8"  # calls to a paused Redis fail (an outage), not hang
+    job_ids = queue(url, [Job.new({"sleep": 5, "n": n}) for n in range(4)])
+    m1, m2 = (
+        ManagerProcess(quick, name, "--heartbeat", "0.3s", "--heartbeat-ttl", "1.5s", record_dir=record_dir)
+        for name in ("m1", "m2")
+    )
+    try:
+        wait_for(lambda: len(runs(record_dir, "began")) == 4, what="every job to start")
+        wait_for(lambda: client.smembers("m2:workers"), what="m2's workers")
+        assert server.process is not None
+        m2.signal(signal.SIGSTOP)
+        server.process.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)  # the outage itself, longer than the TTL: no event to wait for
+        server.process.send_signal(signal.SIGCONT)
+        time.sleep(0.8)
+        m2.signal(signal.SIGCONT)
+        wait_for(lambda: set(runs(record_dir)) == set(job_ids), timeout=30, what="every job to end")
+        nothing_happens(record_dir, ("reaped",), seconds=1.0)
+        m1.signal(signal.SIGTERM)
+        m2.signal(signal.SIGTERM)
+        assert m1.wait() == 0, m1.output()
+        assert m2.wait() == 0, m2.output()
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        m1.close()
+        m2.close()
+    assert records(record_dir, "reaped") == [], "a live worker was taken for dead"
+    assert all(count == 1 for count in runs(record_dir, "began").values()), "no job ran twice"
+    assert set(assert_each_job_in_one_place(client, job_ids).values()) == {"finished"}
