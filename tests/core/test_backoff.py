@@ -11,7 +11,7 @@ from typing import Any
 
 from qwtest_wait import wait_for
 
-from qw_core import Job, PluginConfig, make_plugin_manager
+from qw_core import Job, PluginConfig, RetryPolicy, make_plugin_manager
 from qw_core.backoff import Backoff
 from qw_core.errors import BackendError, BrokerUnavailable
 from qw_core.liveness import Liveness, LivenessSettings
@@ -111,6 +111,52 @@ def test_a_worker_that_cannot_settle_a_job_gives_up_rather_than_hold_it_for_ever
     assert len(raised) == 1, "the error ends the worker"
     # Its manager (or a reaper) puts the job back, counting a crash, so such a job ends
     # in the failed registry instead of being held by a worker that retries for ever.
+    assert broker.held_job_ids("m.1") == [job.id]
+    assert broker.workers("m") == ["m.1"], "it stays registered, so a reaper finds the job"
+
+
+class RefusesToRetry(MemoryBroker):
+    """A broker whose every retry_job fails with an error that is no outage; counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def retry_job(self, **kwargs: Any) -> bool:
+        self.attempts += 1
+        raise BackendError("WRONGTYPE qw:due is a string, not a zset")
+
+
+def test_a_worker_that_cannot_carry_out_a_retry_stops_and_stays_registered() -> None:
+    # A retry is carried out at once (a failure for good waits for its batch): when it
+    # cannot be, the worker ends with the job still held, and stays registered, so that
+    # its manager or a reaper finds the job.
+    broker = RefusesToRetry()
+    job = Job.new({"n": 1})
+    broker.queue_job(job)
+
+    def target(job_id: str, job_data: Any) -> None:
+        raise ValueError("no")
+
+    hook = make_plugin_manager(PluginConfig(entry_points=False, retry=RetryPolicy(max_retries=3))).hook
+    worker = Worker(broker, target, manager="m", name="m.1", hook=hook)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BackendError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(lambda: not thread.is_alive(), timeout=10, what="the worker to give up")
+    finally:
+        worker.request_stop()
+        thread.join(10)
+    assert broker.attempts == ERROR_ATTEMPTS
+    assert len(raised) == 1
     assert broker.held_job_ids("m.1") == [job.id]
     assert broker.workers("m") == ["m.1"], "it stays registered, so a reaper finds the job"
 
