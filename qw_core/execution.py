@@ -191,11 +191,7 @@ class JobRunner:
         error: BaseException | None = None
         start = time.perf_counter()
         try:
-            if hook.qw_job_started.get_hookimpls():
-                hook.qw_job_started(job=job, worker=self.info)
-            limit = self.time_limit(job)
-            if status is not None:
-                status.started(limit, slot, kill_after=self.kill_after)
+            limit = self._begin(job, slot)
             if deadlines is not None and limit is not None:
                 deadlines[slot] = time.monotonic() + limit
             start = time.perf_counter()
@@ -221,6 +217,16 @@ class JobRunner:
             return Completion(run, slot, job, error, duration)  # settled already: its end changes nothing
         return self.complete(job, slot, run, error, duration)
 
+    def _begin(self, job: Job, slot: int) -> float | None:
+        """The start shared by both kinds of run: the ``qw_job_started`` hooks, then the
+        job's time limit noted in the status record; returns that limit."""
+        if self.hook.qw_job_started.get_hookimpls():
+            self.hook.qw_job_started(job=job, worker=self.info)
+        limit = self.time_limit(job)
+        if self.status is not None:
+            self.status.started(limit, slot, kill_after=self.kill_after)
+        return limit
+
     async def run_async(self, job: Job, slot: int, run: int) -> Completion:
         """Run ``job`` as a task on the running event loop (an ``async def`` target's job);
         a job past its time limit is cancelled and fails with a
@@ -232,11 +238,7 @@ class JobRunner:
         error: BaseException | None = None
         start = time.perf_counter()
         try:
-            if hook.qw_job_started.get_hookimpls():
-                hook.qw_job_started(job=job, worker=self.info)
-            limit = self.time_limit(job)
-            if status is not None:
-                status.started(limit, slot, kill_after=self.kill_after)
+            limit = self._begin(job, slot)
             start = time.perf_counter()
             result = hook.qw_job_run(job=job, worker=self.info, target=self.target)
             if inspect.isawaitable(result):

@@ -69,29 +69,38 @@ def test_a_worker_waits_out_an_outage_without_a_busy_loop() -> None:
     assert 2 <= broker.attempts <= 6
 
 
-class RefusesToFail(MemoryBroker):
-    """A broker whose every fail_job fails with an error that is no outage (a key of the
-    wrong type, say: it may never go away); counts the attempts."""
+class Refusing(MemoryBroker):
+    """A broker whose every call of the method a subclass points at :meth:`refuse` fails
+    with an error that is no outage (a key of the wrong type, say: it may never go away);
+    counts the attempts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.attempts = 0
 
-    def fail_job(self, **kwargs: Any) -> bool:
+    def refuse(self, **kwargs: Any) -> bool:
         self.attempts += 1
         raise BackendError("WRONGTYPE qw:failed is a string, not a zset")
 
 
-def test_a_worker_that_cannot_settle_a_job_gives_up_rather_than_hold_it_for_ever() -> None:
-    broker = RefusesToFail()
+class RefusesToFail(Refusing):
+    fail_job = Refusing.refuse  # type: ignore[assignment]
+
+
+class RefusesToRetry(Refusing):
+    retry_job = Refusing.refuse  # type: ignore[assignment]
+
+
+def run_a_failing_job_until_the_worker_gives_up(broker: Refusing, plugins: PluginConfig) -> tuple[Job, int]:
+    """Queue one job whose target raises, run a worker on it until the worker ends; the
+    job and how many errors ended the worker."""
     job = Job.new({"n": 1})
     broker.queue_job(job)
 
     def target(job_id: str, job_data: Any) -> None:
         raise ValueError("no")
 
-    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
-    worker = Worker(broker, target, manager="m", name="m.1", hook=hook)
+    worker = Worker(broker, target, manager="m", name="m.1", hook=make_plugin_manager(plugins).hook)
     raised: list[BaseException] = []
 
     def run() -> None:
@@ -107,24 +116,18 @@ def test_a_worker_that_cannot_settle_a_job_gives_up_rather_than_hold_it_for_ever
     finally:
         worker.request_stop()
         thread.join(10)
+    return job, len(raised)
+
+
+def test_a_worker_that_cannot_settle_a_job_gives_up_rather_than_hold_it_for_ever() -> None:
+    broker = RefusesToFail()
+    job, raised = run_a_failing_job_until_the_worker_gives_up(broker, PluginConfig(entry_points=False))
     assert broker.attempts == ERROR_ATTEMPTS + 1, "its tries, and one more as the worker stops"
-    assert len(raised) == 1, "the error ends the worker"
+    assert raised == 1, "the error ends the worker"
     # Its manager (or a reaper) puts the job back, counting a crash, so such a job ends
     # in the failed registry instead of being held by a worker that retries for ever.
     assert broker.held_job_ids("m.1") == [job.id]
     assert broker.workers("m") == ["m.1"], "it stays registered, so a reaper finds the job"
-
-
-class RefusesToRetry(MemoryBroker):
-    """A broker whose every retry_job fails with an error that is no outage; counts them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts = 0
-
-    def retry_job(self, **kwargs: Any) -> bool:
-        self.attempts += 1
-        raise BackendError("WRONGTYPE qw:due is a string, not a zset")
 
 
 def test_a_worker_that_cannot_carry_out_a_retry_stops_and_stays_registered() -> None:
@@ -132,31 +135,10 @@ def test_a_worker_that_cannot_carry_out_a_retry_stops_and_stays_registered() -> 
     # cannot be, the worker ends with the job still held, and stays registered, so that
     # its manager or a reaper finds the job.
     broker = RefusesToRetry()
-    job = Job.new({"n": 1})
-    broker.queue_job(job)
-
-    def target(job_id: str, job_data: Any) -> None:
-        raise ValueError("no")
-
-    hook = make_plugin_manager(PluginConfig(entry_points=False, retry=RetryPolicy(max_retries=3))).hook
-    worker = Worker(broker, target, manager="m", name="m.1", hook=hook)
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BackendError as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        wait_for(lambda: not thread.is_alive(), timeout=10, what="the worker to give up")
-    finally:
-        worker.request_stop()
-        thread.join(10)
+    plugins = PluginConfig(entry_points=False, retry=RetryPolicy(max_retries=3))
+    job, raised = run_a_failing_job_until_the_worker_gives_up(broker, plugins)
     assert broker.attempts == ERROR_ATTEMPTS
-    assert len(raised) == 1
+    assert raised == 1
     assert broker.held_job_ids("m.1") == [job.id]
     assert broker.workers("m") == ["m.1"], "it stays registered, so a reaper finds the job"
 
