@@ -3,6 +3,7 @@
     python bench/profile_worker.py                     # jobs/s of one worker, no profiler
     python bench/profile_worker.py --profile cprofile  # and the top functions by own time
     python bench/profile_worker.py --prefetch 10 --jobs 50000
+    python bench/profile_worker.py --io 20 --jobs 10000      # an async def target that waits
 
 Starts its own redis-server (like ``run.py``), queues ``--jobs`` benchmark jobs with
 ``queue_jobs``, then runs :class:`qw_core.worker.Worker` with the default plugins until
@@ -14,6 +15,7 @@ by the workers and Redis.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import sys
@@ -24,11 +26,42 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import redis.asyncio  # noqa: E402
 from run import private_redis, snapshot, url_of  # noqa: E402
 
 from qw_core import Job  # noqa: E402
 from qw_core.worker import Worker  # noqa: E402
 from qw_redis import RedisBroker  # noqa: E402
+
+
+class Task:
+    """The benchmark job as a plain function (``run``) or, with ``io_ms``, an ``async def``
+    that awaits that long first (``run_async``); the worker stops after ``jobs`` of them."""
+
+    def __init__(self, url: str, jobs: int, *, incr: bool, io_ms: float | None) -> None:
+        self.url, self.jobs, self.incr, self.io_ms = url, jobs, incr, io_ms
+        self.counter = RedisBroker.from_url(url)._client  # the task's own connection
+        self.async_counter: redis.asyncio.Redis | None = None  # made on the worker's event loop
+        self.done = 0
+        self.worker: Worker | None = None
+
+    def run(self, job_id: str, job_data: Any) -> None:
+        if self.incr:
+            self.counter.incr("bench:done")
+        self._count()
+
+    async def run_async(self, job_id: str, job_data: Any) -> None:
+        await asyncio.sleep((self.io_ms or 0) / 1000)
+        if self.async_counter is None:
+            self.async_counter = redis.asyncio.Redis.from_url(self.url)
+        if self.incr:
+            await self.async_counter.incr("bench:done")
+        self._count()
+
+    def _count(self) -> None:
+        self.done += 1
+        if self.done == self.jobs and self.worker is not None:
+            self.worker.request_stop()
 
 
 def main() -> int:
@@ -38,6 +71,10 @@ def main() -> int:
     parser.add_argument("--profile", choices=["none", "cprofile"], default="none")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-incr", action="store_true", help="a target that does not touch Redis")
+    parser.add_argument(
+        "--io", type=float, default=None, metavar="MS", help="an async def target that awaits MS ms first"
+    )
+    parser.add_argument("--concurrency", type=int, default=None, help="default: the Worker's default")
     parser.add_argument("--redis-server", default="redis-server")
     args = parser.parse_args()
     with private_redis(args.redis_server) as client:
@@ -45,20 +82,14 @@ def main() -> int:
         producer = RedisBroker.from_url(url)
         producer.queue_jobs([Job.new({"t": 0}) for _ in range(args.jobs)])
         producer.close()
-        counter = RedisBroker.from_url(url)._client  # the task's own connection
-        done = 0
-        worker: Worker
-
-        def target(job_id: str, job_data: Any) -> None:
-            nonlocal done
-            if not args.no_incr:
-                counter.incr("bench:done")
-            done += 1
-            if done == args.jobs:
-                worker.request_stop()
-
-        kwargs = {} if args.prefetch is None else {"prefetch": args.prefetch}
-        worker = Worker(RedisBroker.from_url(url), target, manager="bench", block_timeout=0.1, **kwargs)
+        task = Task(url, args.jobs, incr=not args.no_incr, io_ms=args.io)
+        kwargs: dict[str, Any] = {} if args.prefetch is None else {"prefetch": args.prefetch}
+        if args.concurrency is not None:
+            kwargs["concurrency"] = args.concurrency
+        chosen = task.run if args.io is None else task.run_async
+        worker = task.worker = Worker(
+            RedisBroker.from_url(url), chosen, manager="bench", block_timeout=0.1, **kwargs
+        )
         client.config_resetstat()
         before = snapshot(client)
         profiler = cProfile.Profile() if args.profile == "cprofile" else None
@@ -70,7 +101,7 @@ def main() -> int:
             profiler.disable()
         seconds = time.perf_counter() - started
         after = snapshot(client)
-        jobs = done
+        jobs = task.done
         print(
             f"one worker: {jobs / seconds:,.0f} jobs/s over {jobs:,} jobs; "
             f"{(after.reads - before.reads) / jobs:.3f} round trips/job (INCR included), "

@@ -76,6 +76,10 @@ QUICK = Sizes(single=300, drain=1_000, latency=20)
 #: I/O mode's default job count is this many seconds of waiting spread over the jobs: about
 #: 20 s of draining for a peer that runs one job at a time in each of its 2 processes.
 IO_WAIT_BUDGET = 40.0
+#: ... and at least this many seconds of draining at the peer's ideal rate (its jobs in
+#: flight / the wait), so that a peer with many jobs in flight is measured for long enough
+#: to reach its steady rate (at most :data:`FULL`'s drain size).
+IO_IDEAL_SECONDS = 2.0
 
 
 def io_jobs(ms: float, quick: bool) -> int:
@@ -428,6 +432,9 @@ def measure_io(
         out["in_flight"] = per_process * WORKERS
         if args.io > 0:
             out["ideal_per_s"] = out["in_flight"] * 1000 / args.io
+            if not args.jobs:
+                jobs = max(jobs, min(FULL.drain, round(out["ideal_per_s"] * IO_IDEAL_SECONDS, -2)))
+    out["jobs"] = jobs
 
     try:
         reset(client)
@@ -556,6 +563,7 @@ IO_COLUMNS = (
     "peer",
     "concurrency (per process)",
     "in flight",
+    "jobs",
     "drain/s",
     "of ideal",
     "cmds/job",
@@ -583,6 +591,7 @@ def io_table(results: dict[str, dict[str, Any]]) -> str:
             name,
             setting,
             fmt(row.get("in_flight")),
+            fmt(row.get("jobs")),
             fmt(row.get("drain_per_s")),
             "-" if share is None else f"{100 * share:.0f}%",
             fmt(row.get("commands_per_job"), 2),
@@ -611,7 +620,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--jobs",
         type=int,
         help="jobs per drain (default 20,000; --quick 1,000; with --io: 40,000 / MS, 2,000 at 20 ms, "
-        "from 200 to 20,000; --quick a tenth of that, from 100 to 1,000)",
+        "from 200 to 20,000, and more for a peer with many jobs in flight: 2 s at its ideal rate, at most "
+        "20,000; --quick a tenth of that, from 100 to 1,000)",
     )
     parser.add_argument("--single", type=int, help="jobs queued one call each (default 5,000)")
     parser.add_argument("--latency", type=int, help="latency samples (default 300)")

@@ -15,6 +15,18 @@ again": the job itself never leaves its queue except by ``take.lua``, so a poppe
 cannot lose a job, and ``take.lua`` deletes the tokens of a queue it finds empty so stale
 ones do not make workers spin.
 
+Hand-off. A wake-up costs a woken worker a second round trip (the take), so a job queued
+while workers wait skips it: the take that found nothing registers the worker as waiting
+(``qw:idling:<w>``, listed in ``qw:idle:<m>`` and ``qw:idle:all``), and ``queue.lua``
+takes the job on a waiting worker's behalf, exactly as ``take.lua`` would (the id onto
+the tail of ``<w>:jobs``, its origin recorded), and puts its data on
+``qw:handoff:<w>``, one of the keys the worker's ``BLPOP`` waits on: the job arrives with
+the reply of the wait. The job is held from the moment it is queued, so a lost reply
+loses nothing (the next take hands the job out as a leftover, and deletes the unread
+entry so it cannot run twice) and a worker that dies has it recovered with the rest of
+its list. A take never returns with its worker still registered, and a worker's
+recovery ends its registration, so no job is handed to a worker that does not wait.
+
 Delayed jobs. Before it blocks, an idle taker moves the due delayed jobs and learns when
 the next one is due; queueing or retrying a delayed job pushes a token, so a blocked
 taker learns of an earlier due time too. Redis ends a blocking wait only on a tick of its
@@ -50,7 +62,7 @@ from qw_core.models import FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_redis import codec, connection, keys
 from qw_redis.connection import DEFAULT_URL, RedisOptions
-from qw_redis.scripts import FailedEntry, Scripts, Taken
+from qw_redis.scripts import FailedEntry, Scripts, Taken, handed_off
 
 log = logging.getLogger("qw.redis")
 
@@ -87,6 +99,11 @@ REQUEUE_BYTES = 1 << 20
 PURGE_BATCH = 500
 #: Shortest blocking wait worth a round trip, in seconds.
 _MIN_BLOCK = 0.01
+#: Least lifetime of a waiting worker's registration (``qw:idling:<w>``, see ``queue.lua``),
+#: in milliseconds; it is also at least four blocking slices. A take deletes it; it
+#: expires only when a worker stopped taking without one (it died, or was paused), after
+#: which no job is handed to it.
+IDLING_MIN_MS = 2_000
 #: Within a timer tick of the next due time a taker waits here, not in Redis, looking
 #: again this often (seconds): a job queued meanwhile may be due sooner.
 DUE_STEP = 0.005
@@ -219,6 +236,7 @@ class RedisBroker(Broker):
         socket_timeout = kwargs.get("socket_timeout")
         slice_ = self._options.block_slice
         self._slice = min(slice_, socket_timeout / 2) if socket_timeout else slice_
+        self._idling_ms = max(IDLING_MIN_MS, round(4000 * self._slice))
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -227,15 +245,16 @@ class RedisBroker(Broker):
         if check_delay(jobs, delay, at):
             self._queue_delayed(jobs, delay, at)
             return [job.id for job in jobs]
-        batches: dict[str | None, list[tuple[str, codec.Stored]]] = {}
+        batches: dict[tuple[str | None, bool], list[tuple[str, codec.Stored]]] = {}
         for job in jobs:  # encode (and refuse) everything before anything is written
             name = job.worker if job.worker is not None else job.manager  # None: the shared queue
             if name is not None:
                 self._check_cached(name)
-            batches.setdefault(name, []).append((job.id, self._encode_new(job)))
-        for name, batch in batches.items():
+            queue = (name, job.worker is not None)
+            batches.setdefault(queue, []).append((job.id, self._encode_new(job)))
+        for (name, to_worker), batch in batches.items():
             for part in _script_batches(batch):
-                self._scripts.queue(name=name, queue=keys.queue(name), wake=keys.wake(name), jobs=part)
+                self._scripts.queue(name=name, worker=to_worker, jobs=part)
         return [job.id for job in jobs]
 
     def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
@@ -271,13 +290,15 @@ class RedisBroker(Broker):
         self._check_cached(manager)
         self._check_cached(worker)
         limit = max(0, min(limit, self.capabilities.max_take))
-        jobs = self._take_once(manager, worker, finished, held, limit)
-        if jobs or limit == 0 or timeout <= 0:
-            return jobs
         deadline = time.monotonic() + timeout
-        nudge = keys.nudge(worker)
-        wake_keys = [nudge, keys.wake(worker), keys.wake(manager), keys.WAKE_ALL]
-        while (remaining := deadline - time.monotonic()) >= _MIN_BLOCK:
+        waits = limit > 0 and timeout >= _MIN_BLOCK
+        jobs = self._take_once(manager, worker, finished, held, limit, waits=waits)
+        if jobs or not waits:
+            return jobs
+        nudge, handoff = keys.nudge(worker), keys.handoff(worker)
+        wake_keys = [nudge, handoff, keys.wake(worker), keys.wake(manager), keys.WAKE_ALL]
+        while True:
+            remaining = deadline - time.monotonic()
             # Idle anyway: move due delayed jobs, and wake up when the next one is due.
             _, due_in = self._scripts.promote()
             if due_in is not None and due_in <= min(self._timer_tick(), remaining):
@@ -291,12 +312,18 @@ class RedisBroker(Broker):
                     wait = min(wait, due_in - self._timer_tick())
                 if wait >= _MIN_BLOCK:
                     woken = self._client.blpop(wake_keys, timeout=wait)
-                    if woken is not None and woken[0] == nudge:  # see nudge(): return now
+                    if woken is not None and woken[0] == handoff:  # a job, handed to us
+                        job = self._handed_off(cast("str", woken[1]), manager, worker)
+                        if job is not None:
+                            return [job]
+                    elif woken is not None and woken[0] == nudge:  # see nudge(): return now
                         return self._take_once(manager, worker, (), held, limit)
-            jobs = self._take_once(manager, worker, (), held, limit)
-            if jobs:
+            # Registered as waiting only if it waits again: a take never returns with the
+            # worker registered, so no job is handed to a worker that is not waiting.
+            waits = deadline - time.monotonic() >= _MIN_BLOCK
+            jobs = self._take_once(manager, worker, (), held, limit, waits=waits)
+            if jobs or not waits:
                 return jobs
-        return []
 
     @_translated
     def nudge(self, worker: str) -> None:
@@ -317,8 +344,16 @@ class RedisBroker(Broker):
         return self._tick
 
     def _take_once(
-        self, manager: str, worker: str, finished: Sequence[str], held: Sequence[str], limit: int
+        self,
+        manager: str,
+        worker: str,
+        finished: Sequence[str],
+        held: Sequence[str],
+        limit: int,
+        *,
+        waits: bool = False,
     ) -> list[Job]:
+        """One ``take.lua`` call; ``waits``: if it finds nothing, the worker waits next."""
         reply = self._scripts.take(
             manager=manager,
             worker=worker,
@@ -326,6 +361,7 @@ class RedisBroker(Broker):
             held=held,
             limit=limit,
             max_size=self._options.max_job_size,
+            wait_ms=self._idling_ms if waits else 0,
         )
         if reply.broken:
             self._report_broken(reply.broken)
@@ -335,6 +371,17 @@ class RedisBroker(Broker):
             if job is not None:
                 jobs.append(job)
         return jobs
+
+    def _handed_off(self, packed: str, manager: str, worker: str) -> Job | None:
+        """The job of a hand-off entry (see ``queue.lua``); ``None`` if it was unreadable
+        (moved to the failed registry), or the entry itself was: its job is then a
+        leftover on the worker's list, which the next take hands out."""
+        try:
+            taken = handed_off(packed)
+        except ValueError as exc:
+            log.warning("a job handed to %s could not be read (%s); its next take has it", worker, exc)
+            return None
+        return self._decode_taken(taken, manager, worker)
 
     def _report_broken(self, broken: Mapping[str, str]) -> None:
         """Log, once a minute per key, a queue that cannot be served for its type."""
@@ -646,7 +693,7 @@ class RedisBroker(Broker):
     def deregister_worker(self, *, manager: str, worker: str) -> None:
         pipe = self._client.pipeline(transaction=False)
         pipe.srem(keys.manager_workers(manager), worker)
-        pipe.delete(keys.heartbeat(worker))
+        pipe.delete(keys.heartbeat(worker), keys.idling(worker), keys.handoff(worker))
         pipe.execute()
 
     # -- read-only queries -------------------------------------------------------------------

@@ -71,6 +71,17 @@ is never ``qw`` and never contains ``:``):
                                running manager or worker owns
 ``qw:nudge:<w>``       list    one token: ends worker ``<w>``'s wait in a take, because a job
                                it runs concurrently completed; expires after a minute
+``qw:idle:all``        set     workers that waited, finding nothing, for shared jobs;
+                               members may be stale (see ``qw:idling:<w>``)
+``qw:idle:<m>``        set     the same for manager ``<m>``'s queue
+``qw:idling:<w>``      string  worker ``<w>`` waits in a take right now: the largest job
+                               (bytes) it takes, expiring (PX) a few blocking slices
+                               later; deleted by its next take, by a job handed to it,
+                               and by its recovery
+``qw:handoff:<w>``     list    a job handed to idle worker ``<w>`` by the script that
+                               queued it (see ``queue.lua``): the job is on ``<w>:jobs``
+                               already, this carries its data to the blocked worker;
+                               deleted by its next take, which hands out the job instead
 ``qw:producer:<token>`` string ``number:result`` of the last queueing call of one
                                producer (a broker object), expiring after 10 minutes:
                                a call re-sent after a lost reply is recognised and
@@ -122,6 +133,9 @@ _INVALID_PREFIX = _QW + "invalid:"
 _JOB_MARKER_PREFIX = _QW + "job:"
 _HEARTBEAT_PREFIX = _QW + "hb:"
 _NUDGE_PREFIX = _QW + "nudge:"
+_IDLE_PREFIX = _QW + "idle:"
+_IDLING_PREFIX = _QW + "idling:"
+_HANDOFF_PREFIX = _QW + "handoff:"
 _PRODUCER_PREFIX = _QW + "producer:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
@@ -171,6 +185,22 @@ def nudge(worker: str) -> str:
     """``qw:nudge:<w>``: a token that ends worker ``<w>``'s wait in a take (one job of its
     own completed meanwhile); expires if nobody waits."""
     return _NUDGE_PREFIX + worker
+
+
+def idle(name: str | None) -> str:
+    """``qw:idle:<m>`` (``qw:idle:all`` for ``None``, the shared queue): workers that
+    wait for a job of that queue; a job queued there may be handed to one of them."""
+    return _IDLE_PREFIX + ("all" if name is None else name)
+
+
+def idling(worker: str) -> str:
+    """``qw:idling:<w>``: worker ``<w>`` waits in a take now (see ``queue.lua``)."""
+    return _IDLING_PREFIX + worker
+
+
+def handoff(worker: str) -> str:
+    """``qw:handoff:<w>``: the data of a job handed to worker ``<w>`` while it waited."""
+    return _HANDOFF_PREFIX + worker
 
 
 def failed_job(job_id: str) -> str:
@@ -265,6 +295,8 @@ local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end
 local function workers_key(name) return name .. {_lua_string(_WORKERS_SUFFIX)} end
 local function heartbeat_key(name) return {_lua_string(_HEARTBEAT_PREFIX)} .. name end
 local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
+local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
+local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
 local function delayed_key(origin)
   return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end

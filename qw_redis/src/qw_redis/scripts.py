@@ -27,6 +27,7 @@ import redis
 
 from qw_redis import codec, keys
 from qw_redis.codec import Stored
+from qw_redis.connection import ERRORS
 
 #: Most wake-up tokens kept on one wake list: enough to wake every blocked worker of a
 #: host, few enough that stale tokens cost little.
@@ -133,6 +134,28 @@ class Recovery:
     poison: list[str] = attrs.field(factory=list)
 
 
+def handed_off(packed: str) -> Taken:
+    """The job in a hand-off entry (``qw:handoff:<w>``, written by ``queue.lua``): its id,
+    source, marker and fields, each as ``<length>:<bytes>``."""
+    raw = packed.encode("utf-8", ERRORS)  # the lengths count bytes
+    parts: list[str] = []
+    at = 0
+    while at < len(raw):
+        colon = raw.find(b":", at)
+        length = raw[at:colon]
+        if colon < 0 or not length.isdigit():
+            raise ValueError(f"a hand-off entry has no length at byte {at}")
+        end = colon + 1 + int(length)
+        if end > len(raw):
+            raise ValueError(f"a hand-off entry is cut short at byte {len(raw)}")
+        parts.append(raw[colon + 1 : end].decode("utf-8", ERRORS))
+        at = end
+    if len(parts) < 3 or len(parts) % 2 == 0:
+        raise ValueError(f"a hand-off entry has {len(parts)} parts")
+    job_id, source, marker, *fields = parts
+    return _taken(job_id, source, fields, marker)
+
+
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     it = iter(flat)
     return dict(zip(it, it, strict=False))
@@ -180,15 +203,23 @@ class Scripts:
     def _call_number(self) -> str:
         return str(next(self._calls))
 
-    def queue(self, *, name: str | None, queue: str, wake: str, jobs: Sequence[tuple[str, Stored]]) -> int:
-        """Queue ``jobs`` (id, hash fields) on ``queue``, of manager or worker ``name``
-        (``None``: the shared queue); one wake-up token each on ``wake``."""
+    def queue(self, *, name: str | None, worker: bool, jobs: Sequence[tuple[str, Stored]]) -> int:
+        """Queue ``jobs`` (id, hash fields) on the queue of manager ``name`` (``None``: the
+        shared queue), or of worker ``name`` if ``worker``; the first ones go straight to
+        waiting workers, the rest get a wake-up token each. See ``lua/queue.lua``."""
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue(
-                keys=[queue, wake, self._producer, keys.QUEUES],
-                args=[payload, self._call_number(), name or ""],
+                keys=[
+                    keys.queue(name),
+                    keys.wake(name),
+                    self._producer,
+                    keys.QUEUES,
+                    keys.idle(name),
+                    keys.ORIGIN,
+                ],
+                args=[payload, self._call_number(), name or "", "" if worker else "1"],
             )
         )
 
@@ -241,8 +272,13 @@ class Scripts:
         held: Sequence[str],
         limit: int,
         max_size: int,
+        wait_ms: int = 0,
     ) -> TakeReply:
-        """Finish ``finished`` and take up to ``limit`` jobs; see ``lua/take.lua``."""
+        """Finish ``finished`` and take up to ``limit`` jobs; see ``lua/take.lua``.
+
+        :param wait_ms: if nothing is taken, register the worker as waiting for jobs for
+            this long (0: it will not wait), so that a job queued meanwhile is handed to it.
+        """
         reply: list[Any] = self._take(
             keys=[
                 keys.queue(worker),
@@ -253,6 +289,10 @@ class Scripts:
                 keys.WAKE_ALL,
                 keys.DUE,
                 keys.wake(worker),
+                keys.idling(worker),
+                keys.handoff(worker),
+                keys.idle(manager),
+                keys.idle(None),
             ],
             args=[
                 manager,
@@ -260,6 +300,8 @@ class Scripts:
                 len(held),
                 max_size,
                 json.dumps(list(held), ensure_ascii=False) if held else "[]",
+                wait_ms,
+                worker,
                 *finished,
             ],
         )

@@ -1,14 +1,19 @@
--- queue.lua: queue a batch of jobs on one queue, each job atomically (data, then its id).
+-- queue.lua: queue a batch of jobs on one queue, each job atomically (data, then its id),
+-- handing the first ones straight to workers that wait for that queue.
 --
 -- KEYS[1]  the queue: all:jobs, <m>:jobs, or <w>:jobs for jobs sent to a worker
 -- KEYS[2]  its wake list: qw:wake:all, qw:wake:<m> or qw:wake:<w>
 -- KEYS[3]  qw:producer:<token>   the calling producer's last call (see replayed())
 -- KEYS[4]  qw:queues   names jobs were queued to by name
+-- KEYS[5]  qw:idle:all or qw:idle:<m>: workers waiting for this queue (see hand-off below)
+-- KEYS[6]  qw:origin   held job id -> where it came from
 -- ARGV[1]  the jobs as one JSON array of [id, [field, value, field, value, ...], marker],
 --          in queue order (one argument instead of thousands: packing each argument costs
 --          the client more than the whole script costs Redis)
 -- ARGV[2]  the number of this call among the producer's
 -- ARGV[3]  the manager or worker KEYS[1] belongs to, '' for the shared queue
+-- ARGV[4]  '1': the jobs may be handed to waiting workers (KEYS[1] is a manager's queue or
+--          the shared one); '': not (jobs sent to a worker directly)
 --
 -- A call that ran already (the same producer and number) changes nothing, so a job is
 -- queued once even if the client re-sends the call after the job ran. A queue or wake
@@ -21,6 +26,20 @@
 -- left alone. Then ARGV[3] is added to KEYS[4] (so that `qw status` finds the queue if no
 -- running manager or worker has that name), and up to WAKE_CAP tokens go on KEYS[2]. The job:<id> keys are built here from the
 -- ids (see keys.py's prelude) rather than declared.
+--
+-- Hand-off (what saves a waiting worker the round trip of a take after its wake-up): when
+-- the queue is empty (so no job queued earlier is passed over) and workers wait for it
+-- (each in KEYS[5] with its qw:idling:<w> alive: a member without one is stale and is
+-- dropped), the first jobs, in queue order, are taken here on their behalf, one each,
+-- exactly as take.lua takes a job: the id goes to the tail of <w>:jobs with its origin
+-- entry in KEYS[6]. The job's data goes on qw:handoff:<w>, which the worker's blocking
+-- wait includes, so it starts the job on the reply of that wait. The worker's
+-- qw:idling:<w> is deleted (one hand-off per wait). If that reply is lost, the job is a
+-- leftover on <w>:jobs, which the worker's next take hands out (deleting the stale
+-- hand-off); if the worker died, its recovery puts the job back like any it held. A job
+-- larger than the worker's limit (the value of qw:idling:<w>) is not handed off, and
+-- neither is any job after it. Keys of the wrong type make a worker (or the hand-off)
+-- skipped, never the call fail.
 -- Returns: the number of jobs queued.
 
 local again = replayed(KEYS[3], ARGV[2])
@@ -29,16 +48,73 @@ expect(KEYS[1], 'list')
 expect(KEYS[2], 'list')
 if ARGV[3] ~= '' then expect(KEYS[4], 'set') end
 local jobs = cjson.decode(ARGV[1])
-local ids = {}
+
+-- Waiting workers that can be handed a job now, picked before anything is written (a
+-- check that fails must not leave a job stored and unqueued): {name, limit} each.
+local waiting = {}
+local origin_kind = kind_of(KEYS[6])
+if ARGV[4] == '1' and #jobs > 0 and (origin_kind == 'hash' or origin_kind == 'none')
+    and kind_of(KEYS[5]) == 'set' and redis.call('LLEN', KEYS[1]) == 0 then
+  local tries = 0
+  while #waiting < #jobs and tries < 2 * #jobs + 8 do
+    tries = tries + 1
+    local w = redis.call('SPOP', KEYS[5])
+    if not w then break end
+    local limit = redis.pcall('GET', idling_key(w))
+    local list, handoff = kind_of(queue_key(w)), kind_of(handoff_key(w))
+    if type(limit) == 'string' and (list == 'list' or list == 'none')
+        and (handoff == 'list' or handoff == 'none') then
+      waiting[#waiting + 1] = {w, tonumber(limit) or 0}
+    end
+  end
+end
+
+-- How long a hand-off nobody read is kept: its job is on <w>:jobs either way.
+local HANDOFF_TTL_MS = 60000
+
+-- A taken job's data for the worker's wait: id, source, marker and the fields, each as
+-- <length>:<bytes> (binary-safe; qw_redis.scripts decodes it).
+local function packed(id, source, fields, marker)
+  local parts = {#id, ':', id, #source, ':', source, #marker, ':', marker}
+  for _, text in ipairs(fields) do
+    parts[#parts + 1] = #text
+    parts[#parts + 1] = ':'
+    parts[#parts + 1] = text
+  end
+  return table.concat(parts)
+end
+
+local ids, stored = {}, {}
 for _, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
   if not job_stored(id) then
     store_job(id, fields, 1, #fields / 2, job[3], true)
     ids[#ids + 1] = id
+    stored[#stored + 1] = job
   end
 end
-call_chunked('LPUSH', KEYS[1], ids, 1, #ids)
+
+local handed = 0
+local source = ARGV[3] == '' and 'a' or 'm'
+for i, pick in ipairs(waiting) do
+  local job = stored[i]
+  if not job then break end
+  local w, limit = pick[1], pick[2]
+  local size = #job[3]
+  for _, text in ipairs(job[2]) do size = size + #text end
+  if limit > 0 and size > limit then break end  -- it, and the jobs after it, go on the queue
+  redis.call('DEL', idling_key(w))
+  redis.call('RPUSH', queue_key(w), job[1])
+  redis.call('HSET', KEYS[6], job[1], ARGV[3])
+  redis.call('LPUSH', handoff_key(w), packed(job[1], source, job[2], job[3]))
+  redis.call('PEXPIRE', handoff_key(w), HANDOFF_TTL_MS)  -- unread (the worker died): the job is not lost
+  handed = i
+end
+-- Workers picked and not handed a job wait on: back in the set.
+for i = handed + 1, #waiting do redis.call('SADD', KEYS[5], waiting[i][1]) end
+
+call_chunked('LPUSH', KEYS[1], ids, handed + 1, #ids)
 local queued = #ids
 if queued > 0 and ARGV[3] ~= '' then redis.call('SADD', KEYS[4], ARGV[3]) end
-wake(KEYS[2], queued)
+wake(KEYS[2], queued - handed)
 return remember(KEYS[3], ARGV[2], queued)

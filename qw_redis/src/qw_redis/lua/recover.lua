@@ -23,7 +23,8 @@
 -- If ARGV[3] is 1 and KEYS[6] exists, change nothing; likewise if the worker is no longer
 -- in KEYS[2] and holds nothing (it stopped and deregistered itself after the reaper listed
 -- it: it is gone, not dead). Else SREM the worker from KEYS[2],
--- DEL KEYS[6], take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE + LTRIM) and,
+-- DEL KEYS[6] and its qw:idling:<w> and qw:handoff:<w> (no job is handed to it from now
+-- on: see queue.lua), take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE + LTRIM) and,
 -- tail first, put each back: a job the worker had taken (it has an origin entry) goes to
 -- the front of its origin queue (RPUSH), so what was taken first is first in line again;
 -- a job sent to the worker and never taken (no entry) goes to the back of KEYS[4]
@@ -50,7 +51,7 @@ if ARGV[3] == '1' then
   if held == 0 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {0, 0, 1} end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[6])
+redis.call('DEL', KEYS[6], idling_key(ARGV[1]), handoff_key(ARGV[1]))
 local batch = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])
 local counted = ARGV[6]

@@ -10,13 +10,23 @@
 -- KEYS[6]  qw:wake:all  wake-up tokens for the shared queue
 -- KEYS[7]  qw:due       queues with delayed jobs, by their soonest due time
 -- KEYS[8]  qw:wake:<w>  wake-up tokens for jobs sent to the worker directly
+-- KEYS[9]  qw:idling:<w>   the worker waits for jobs (see queue.lua's hand-off)
+-- KEYS[10] qw:handoff:<w>  jobs handed to it while it waited
+-- KEYS[11] qw:idle:<m>     workers waiting for the manager's queue
+-- KEYS[12] qw:idle:all     workers waiting for the shared queue
 -- ARGV[1]  the manager's name
 -- ARGV[2]  limit: how many jobs to take at most (0: only finish)
 -- ARGV[3]  held: how many ids on KEYS[1] the worker holds already (runs, or has waiting)
 -- ARGV[4]  the largest hash (bytes of names and values) handed out; 0: no limit
 -- ARGV[5]  those held ids, as a JSON array (read only when KEYS[1] has more ids than that)
--- ARGV[6..] ids the worker finished
+-- ARGV[6]  milliseconds: if nothing is taken, the worker waits for jobs next; it is then
+--          registered as waiting for that long (0: it does not wait)
+-- ARGV[7]  the worker's name
+-- ARGV[8..] ids the worker finished
 --
+-- 0. The worker is no longer waiting: KEYS[9] and KEYS[10] are deleted. A job handed to it
+--    since its last take is on KEYS[1] with an origin entry and not held: a leftover,
+--    handed out below (its hand-off entry, unread, would otherwise run it twice).
 -- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
 --    there, DEL job:<id> and its origin entry. (A job recovered meanwhile is left alone.)
 -- 2. Promote due delayed jobs to their queues (promote_due in common.lua).
@@ -37,6 +47,9 @@
 --    deleted too. So is qw:due or a queue's delayed set when it is not a sorted set (no
 --    delayed job is promoted from it meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
 --    type fail the script before it writes anything (see expect() in common.lua).
+-- 4. If nothing was taken and ARGV[6] > 0: KEYS[9] is set to ARGV[4] (the largest job
+--    the worker takes) for ARGV[6] ms, and the worker added to KEYS[11] and KEYS[12]
+--    (skipped for a set of the wrong type), so that queue.lua can hand it a job.
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields, marker}: source 'w' (sent to
@@ -57,9 +70,10 @@ local max_size = tonumber(ARGV[4])
 expect(wjobs, 'list')
 expect(origin, 'hash')
 expect(RECOVERIES, 'hash')
+redis.call('DEL', KEYS[9], KEYS[10])
 local suspects = has_suspects()
 local broken = {}
-local reply = {finish(wjobs, origin, 6, suspects), broken}
+local reply = {finish(wjobs, origin, 8, suspects), broken}
 if limit <= 0 then return reply end
 
 local promoted_wakes = {}
@@ -161,5 +175,12 @@ while taken < limit do
   if type(id) == 'table' then return id end
   hand_out(id, 'a', SHARED_ORIGIN)
   taken = taken + 1
+end
+local wait_ms = tonumber(ARGV[6])
+if taken == 0 and wait_ms > 0 then
+  redis.call('SET', KEYS[9], ARGV[4], 'PX', wait_ms)
+  for _, idle in ipairs({KEYS[11], KEYS[12]}) do
+    if kind_of(idle) == 'set' or kind_of(idle) == 'none' then redis.call('SADD', idle, ARGV[7]) end
+  end
 end
 return reply
