@@ -145,6 +145,13 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "queue.lua",
+        "if ARGV[4] == '1' and #jobs > 0",
+        "if ARGV[4] == 'x' and #jobs > 0",
+        "a job queued while a worker waits is handed to it (no second round trip)",
+        (*REDIS, "tests/reliability/test_handoff_crashes.py"),
+    ),
+    Mutant(
+        LUA + "queue.lua",
         "and redis.call('LLEN', KEYS[1]) == 0 then",
         "then",
         "a job handed to a waiting worker never passes over one queued earlier",
