@@ -58,6 +58,7 @@ _EXPORTS = {
     "Capabilities": "qw_core.broker",
     "ConfigurationError": "qw_core.errors",
     "Decision": "qw_core.models",
+    "DEFAULT_QUEUE": "qw_core.models",
     "FailedJob": "qw_core.models",
     "FailedLimits": "qw_core.policy",
     "Failure": "qw_core.models",
@@ -90,6 +91,7 @@ _EXPORTS = {
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "JSON",
     "Action",
     "BackendError",

@@ -22,6 +22,11 @@ from qw_core import tracebacks
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
 
 
+#: The name of the shared queue: the one served when a worker names none, and the one a
+#: job goes to when it names none (``Job.queue`` is ``None`` for it).
+DEFAULT_QUEUE = "default"
+
+
 def new_job_id() -> str:
     """A fresh job id: a random UUID4 string, as the original qw used.
 
@@ -45,6 +50,9 @@ class Job:
         shape the original qw could carry.
     :param manager: the manager whose private queue the job was queued on, or ``None``.
     :param worker: the worker the job was queued for directly, or ``None``.
+    :param queue: the named queue the job was queued on (``qw run --queue``), or ``None``
+        for the shared queue (named ``"default"``; ``all:jobs`` on Redis). A job goes to
+        one place: a named queue, a manager's queue, or a worker.
     :param attempts: how many times the job has already been run and failed or was
         retried; ``0`` for a job on its first run.
     :param queued_at: when the job was queued (seconds since the epoch), if known.
@@ -63,6 +71,7 @@ class Job:
     data: JSON = attrs.field(factory=dict)
     manager: str | None = None
     worker: str | None = None
+    queue: str | None = None
     attempts: int = 0
     queued_at: float | None = None
     meta: Mapping[str, JSON] = attrs.field(factory=dict)
@@ -75,10 +84,28 @@ class Job:
         *,
         manager: str | None = None,
         worker: str | None = None,
+        queue: str | None = None,
         meta: Mapping[str, JSON] | None = None,
     ) -> Job:
-        """A job ready to be queued: a fresh id and the current time."""
-        return cls(data=data, manager=manager, worker=worker, queued_at=time.time(), meta=dict(meta or {}))
+        """A job ready to be queued: a fresh id and the current time.
+
+        :param queue: a named queue; ``"default"`` (or ``None``) is the shared queue.
+        :raises ValueError: more than one of ``manager``, ``worker`` and ``queue``.
+        """
+        if queue == DEFAULT_QUEUE:
+            queue = None
+        places = (("manager", manager), ("worker", worker), ("queue", queue))
+        given = [what for what, value in places if value]
+        if len(given) > 1:
+            raise ValueError(f"a job goes to one place: give one of {' and '.join(given)}, not both")
+        return cls(
+            data=data,
+            manager=manager,
+            worker=worker,
+            queue=queue,
+            queued_at=time.time(),
+            meta=dict(meta or {}),
+        )
 
     @property
     def attempt(self) -> int:

@@ -30,6 +30,7 @@ The encoding (version 2)
 ``json``        names of the fields whose values are JSON text (omitted when none)
 ``manager``     the manager the job was queued for (omitted when none)
 ``worker``      the worker the job was queued for (omitted when none)
+``queue``       the named queue the job was queued on (omitted for the shared queue)
 ``attempts``    runs that already failed and were retried (omitted when 0)
 ``queued_at``   when it was queued, seconds since the epoch (omitted when unknown)
 ``meta``        framework metadata travelling with the job (omitted when empty)
@@ -224,6 +225,8 @@ def _add_metadata(marker: dict[str, Any], job: Job) -> None:
         marker["manager"] = job.manager
     if job.worker is not None:
         marker["worker"] = job.worker
+    if job.queue is not None:
+        marker["queue"] = job.queue
     if job.attempts:
         marker["attempts"] = job.attempts
     if job.queued_at is not None:
@@ -311,12 +314,14 @@ def decode_job(
     *,
     manager: str | None = None,
     worker: str | None = None,
+    queue: str | None = None,
 ) -> Job:
     """The job stored in ``fields`` (an ``HGETALL`` reply, ``{}`` for a missing hash) and
     ``marker_text`` (its ``qw:job:<id>``, ``None`` when there is none).
 
     :param manager: the manager queue the job was taken from, for a hash without marker.
     :param worker: the worker it was queued on directly, for a hash without marker.
+    :param queue: the named queue it was taken from, for a hash without marker.
     :raises InvalidJob: the job is missing, holds bytes that are not UTF-8 text, or has
         a marker but cannot be decoded.
     """
@@ -329,7 +334,7 @@ def decode_job(
         marker_text = fields.get(MARKER)  # version 1 kept it in the hash
     _check_text(job_id, fields)
     if marker_text is None:
-        return Job(id=job_id, data=dict(fields), manager=manager, worker=worker)
+        return Job(id=job_id, data=dict(fields), manager=manager, worker=worker, queue=queue)
     try:
         marker = _marker(marker_text)
         data: JSON = _loads(fields[DATA_FIELD]) if DATA_FIELD in fields else _field_map(marker, fields)
@@ -338,6 +343,7 @@ def decode_job(
             data=data,
             manager=marker.get("manager"),
             worker=marker.get("worker"),
+            queue=marker.get("queue"),
             attempts=marker.get("attempts", 0),
             queued_at=marker.get("queued_at"),
             meta=marker.get("meta", {}),
@@ -366,6 +372,7 @@ _MARKER_TYPES: dict[str, tuple[type, ...]] = {
     "keys": (list,),
     "manager": (str, type(None)),
     "worker": (str, type(None)),
+    "queue": (str, type(None)),
     "attempts": (int,),
     "queued_at": (int, float, type(None)),
     "meta": (dict,),
@@ -450,6 +457,7 @@ def encode_record(job: Job) -> str:
             "data": job.data,
             "manager": job.manager,
             "worker": job.worker,
+            "queue": job.queue,
             "attempts": job.attempts,
             "queued_at": job.queued_at,
             "meta": dict(job.meta),
@@ -466,6 +474,7 @@ def decode_record(text: str) -> Job:
         data=record.get("data"),
         manager=record.get("manager"),
         worker=record.get("worker"),
+        queue=record.get("queue"),
         attempts=record.get("attempts", 0),
         queued_at=record.get("queued_at"),
         meta=record.get("meta") or {},
