@@ -310,7 +310,8 @@ def _manifest_commands(node: Any) -> Iterator[list[str]]:
             yield from _manifest_commands(value)
 
 
-COMMAND_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ("console", "ini", "yaml")]
+#: The README's command lines are checked too (its Python runs in test_readme_examples.py).
+COMMAND_BLOCKS = [b for b in [*ALL_BLOCKS, *blocks("../README.md")] if b.lang in ("console", "ini", "yaml")]
 
 
 @pytest.mark.parametrize("block", COMMAND_BLOCKS, ids=[b.where for b in COMMAND_BLOCKS])
