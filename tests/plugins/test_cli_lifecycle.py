@@ -16,6 +16,7 @@ from qwtest_redis import flushed_db
 
 from qw_cli.main import main
 from qw_cli.options import DURATION
+from qw_cli.output import progress_bar
 from qw_cli.run import METRICS_PLUGIN, plugin_config
 from qw_core import Failure, Job, RetryPolicy
 from qw_redis.broker import RedisBroker
@@ -147,14 +148,15 @@ def test_requeue_and_purge_all_show_progress_on_a_terminal_only(
     shown = qw("failed", "requeue", "--all")
     assert shown.stdout.split() == [job.id for job in jobs], "stdout has the ids alone"
     clear = "\r\x1b[K"
-    assert shown.stderr == "".join(f"\rrequeued {n} of 5\x1b[K{clear}" for n in (2, 4)) + (
-        f"\rrequeued 5 of 5\x1b[K{clear}requeued 5 jobs\n"
+    assert shown.stderr == "".join(f"\r{progress_bar('requeued', n, 5)}\x1b[K{clear}" for n in (2, 4, 5)) + (
+        "requeued 5 jobs\n"
     ), "the line is taken away before ids are printed"
     fail_jobs(broker, *({"n": n} for n in range(5)))
     purged = qw("failed", "purge", "--all")
     assert (
         purged.stderr
-        == "".join(f"\rpurged {n} of 5\x1b[K" for n in (2, 4, 5)) + f"{clear}purged 5 failed jobs\n"
+        == "".join(f"\r{progress_bar('purged', n, 5)}\x1b[K" for n in (2, 4, 5))
+        + f"{clear}purged 5 failed jobs\n"
     )
 
 
