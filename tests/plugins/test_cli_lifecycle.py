@@ -102,6 +102,31 @@ def test_failed_show_of_an_unknown_id_is_a_one_line_error(broker: RedisBroker) -
     assert result.stderr.strip() == "qw: error: no failed job 'nope' (see 'qw failed')"
 
 
+def fail_with_ids(broker: RedisBroker, *job_ids: str) -> None:
+    jobs = [Job(id=job_id, data={"n": n}) for n, job_id in enumerate(job_ids)]
+    broker.queue_jobs(jobs)
+    for job in broker.take(manager="m1", worker="m1.1", limit=len(jobs)):
+        broker.fail_job(worker="m1.1", job=job, failure=Failure(exc_type="E", message="no"))
+
+
+def test_ids_may_be_given_by_a_unique_start(broker: RedisBroker) -> None:
+    fail_with_ids(broker, "abc123", "abd456", "a*c[x]9", "ab")
+    assert json.loads(qw("failed", "show", "--json", "abc").stdout)["id"] == "abc123"
+    assert json.loads(qw("failed", "show", "--json", "a*").stdout)["id"] == "a*c[x]9"  # no glob
+    assert json.loads(qw("failed", "show", "--json", "ab").stdout)["id"] == "ab"  # a whole id wins
+    ambiguous = qw("failed", "show", "abd", "--json")
+    assert json.loads(ambiguous.stdout)["id"] == "abd456"
+    two = qw("failed", "requeue", "a")
+    assert two.exit_code == 1
+    assert two.stderr.startswith("qw: error: 'a' is the start of several failed jobs' ids (")
+    assert two.stderr.strip().endswith("give more of it")
+    assert len(two.stderr.strip().splitlines()) == 1
+    assert broker.failed_count() == 4  # nothing requeued
+    assert qw("failed", "requeue", "abc").stdout.split() == ["abc123"]
+    assert qw("failed", "purge", "abd").exit_code == 0
+    assert sorted(job.job.id for job in broker.failed_jobs()) == ["a*c[x]9", "ab"]
+
+
 def test_requeue_one_puts_it_back_on_its_queue_with_attempts_reset(broker: RedisBroker) -> None:
     first, second = fail_jobs(broker, {"n": 1}, {"n": 2}, manager="m1")
     result = qw("failed", "requeue", first.id)
