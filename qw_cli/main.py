@@ -32,6 +32,7 @@ COMMANDS = {
     "jobs": "qw_cli.inspect:jobs",
     "move": "qw_cli.move:move",
     "failed": "qw_cli.failed:failed",
+    "result": "qw_cli.result:result",
     "backends": "qw_cli.discover:backends",
     "plugins": "qw_cli.discover:plugins",
 }
@@ -48,6 +49,7 @@ SHORT_HELP = {
     "jobs": "List queued, delayed and held job ids.",
     "move": "Move the jobs waiting under NAME to another queue.",
     "failed": "List, show, requeue or purge failed jobs.",
+    "result": "Show what a finished job returned.",
     "backends": "List installed backends.",
     "plugins": "List the plugins qw run would load.",
 }

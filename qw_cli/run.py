@@ -36,6 +36,7 @@ from qw_core.logsetup import LEVELS, configure_logging
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits, RetryPolicy
+from qw_core.results import DEFAULT_RESULT_TTL
 from qw_core.worker import DEFAULT_PREFETCH
 
 if TYPE_CHECKING:
@@ -143,6 +144,15 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
 )
 @retry_options
 @click.option(
+    "--result-ttl",
+    type=DURATION,
+    default=f"{DEFAULT_RESULT_TTL:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Keep what a target returns this long ('qw result ID' reads it; 0: keep nothing). "
+    "A target that returns None keeps nothing.",
+)
+@click.option(
     "--failed-max",
     type=click.IntRange(min=0),
     default=DEFAULT_FAILED_LIMITS.max_count,
@@ -215,6 +225,7 @@ def run(
     retry_jitter: float,
     retry_on: tuple[str, ...],
     no_retry_on: tuple[str, ...],
+    result_ttl: float,
     failed_max: int,
     failed_max_age: float,
     plugin_options: tuple[str, ...],
@@ -266,6 +277,7 @@ def run(
             name=name,
             plugins=config,
             queues=queues,
+            result_ttl=result_ttl,
             concurrency=concurrency,
             prefetch=prefetch,
             grace=grace,
@@ -335,6 +347,7 @@ def run_manager(
     name: str | None,
     plugins: PluginConfig,
     queues: Sequence[str] = (),
+    result_ttl: float = DEFAULT_RESULT_TTL,
     concurrency: int | None = None,
     prefetch: int = DEFAULT_PREFETCH,
     grace: float | None = None,
@@ -359,6 +372,7 @@ def run_manager(
             name=name,
             plugins=plugins,
             queues=queues,
+            result_ttl=result_ttl,
             concurrency=concurrency,
             prefetch=prefetch,
             grace=grace,

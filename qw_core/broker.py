@@ -39,6 +39,7 @@ import attrs
 from qw_core.errors import ConfigurationError, InvalidJob
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.results import JobResult
 
 
 @attrs.frozen(kw_only=True)
@@ -206,6 +207,28 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         """Finish jobs now, guarded as in :meth:`take`; say which ones ``worker`` still held."""
+
+    @abc.abstractmethod
+    def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
+        """Finish one job and keep what it returned, in one atomic step, guarded as
+        :meth:`finish_jobs` is: only if ``worker`` still holds it (else nothing is written
+        and this returns ``False``), so a job's result is never kept without its finish,
+        nor its finish without its result. Wakes every :meth:`wait_result` on it.
+
+        :param result: the value as JSON text (:func:`qw_core.results.encode_value`).
+        :param ttl: seconds to keep it (more than 0); a new result of the same id replaces it.
+        """
+
+    @abc.abstractmethod
+    def get_result(self, job_id: str) -> JobResult | None:
+        """What finished job ``job_id`` returned, while it is kept; ``None`` if nothing is
+        (not finished yet, returned ``None``, failed, expired, or no such job)."""
+
+    @abc.abstractmethod
+    def wait_result(self, job_id: str, timeout: float) -> JobResult | None:
+        """:meth:`get_result`, waiting up to ``timeout`` seconds for the result to be
+        kept. Blocks in the backend (no polling loop in the caller); ``None`` when the wait
+        runs out. A result kept before the call is returned at once."""
 
     @abc.abstractmethod
     def fail_job(

@@ -71,6 +71,10 @@ class TargetNotRun(QwError):
     with this, never counts as succeeded."""
 
 
+class InvalidResult(QwError, TypeError):
+    """A target returned a value that is not JSON: the job fails (nothing is kept)."""
+
+
 class BackendError(QwError):
     """Base class for failures of a broker backend."""
 

@@ -53,9 +53,11 @@ import attrs
 import pluggy
 
 from qw_core import settle
+from qw_core.builtin.runner import RAN
 from qw_core.errors import JobTimeout, TargetNotRun
 from qw_core.models import Decision, Failure, Job, WorkerInfo
 from qw_core.policy import TIMEOUT_META
+from qw_core.results import encode_value
 from qw_core.status import JobStatus
 
 log = logging.getLogger("qw.worker")
@@ -121,6 +123,8 @@ class Completion:
     :param duration: seconds the target ran.
     :param decision: for a failure, what the ``qw_job_failed`` plugins decided.
     :param failure: for a failure, how the failed-job registry describes it.
+    :param result: for a success, what the target returned, as JSON text
+        (:func:`qw_core.results.encode_value`); ``None`` when it returned ``None``.
     """
 
     run: int
@@ -130,6 +134,7 @@ class Completion:
     duration: float
     decision: Decision | None = None
     failure: Failure | None = None
+    result: str | None = None
 
 
 class JobRunner:
@@ -189,20 +194,22 @@ class JobRunner:
             status.began(job.id, slot)
         token = _current_job.set(job)
         error: BaseException | None = None
+        result: str | None = None
         start = time.perf_counter()
         try:
             limit = self._begin(job, slot)
             if deadlines is not None and limit is not None:
                 deadlines[slot] = time.monotonic() + limit
             start = time.perf_counter()
-            result = hook.qw_job_run(job=job, worker=self.info, target=self.target)
-            if inspect.isawaitable(result):
-                _discard(result)
+            returned = hook.qw_job_run(job=job, worker=self.info, target=self.target)
+            if inspect.isawaitable(returned):
+                _discard(returned)
                 raise TargetNotRun(
-                    f"job {job.id}: the target (or a qw_job_run plugin) returned {type(result).__name__}, "
+                    f"job {job.id}: the target (or a qw_job_run plugin) returned {type(returned).__name__}, "
                     "an awaitable this worker cannot run: nothing ran. Make the target an async def "
                     "function (qw runs those on an event loop), or have it return its result"
                 )
+            result = _encoded(returned, job)
         except BaseException as exc:  # SystemExit from a target fails its job like any error
             error = exc
         duration = time.perf_counter() - start
@@ -215,7 +222,7 @@ class JobRunner:
         _current_job.reset(token)
         if may_complete is not None and not may_complete(run):
             return Completion(run, slot, job, error, duration)  # settled already: its end changes nothing
-        return self.complete(job, slot, run, error, duration)
+        return self.complete(job, slot, run, error, duration, result=result)
 
     def _begin(self, job: Job, slot: int) -> float | None:
         """The start shared by both kinds of run: the ``qw_job_started`` hooks, then the
@@ -236,13 +243,15 @@ class JobRunner:
             status.began(job.id, slot)
         _current_job.set(job)  # this task's own context
         error: BaseException | None = None
+        result: str | None = None
         start = time.perf_counter()
         try:
             limit = self._begin(job, slot)
             start = time.perf_counter()
-            result = hook.qw_job_run(job=job, worker=self.info, target=self.target)
-            if inspect.isawaitable(result):
-                await _within(result, limit, job)
+            returned = hook.qw_job_run(job=job, worker=self.info, target=self.target)
+            if inspect.isawaitable(returned):
+                returned = await _within(returned, limit, job)
+            result = _encoded(returned, job)
         except BaseException as exc:
             error = exc
         duration = time.perf_counter() - start
@@ -250,49 +259,65 @@ class JobRunner:
             exit_forked_child(job, error)
         if status is not None:
             status.ended(slot)
-        return self.complete(job, slot, run, error, duration)
+        return self.complete(job, slot, run, error, duration, result=result)
 
     def complete(
-        self, job: Job, slot: int, run: int, error: BaseException | None, duration: float
+        self,
+        job: Job,
+        slot: int,
+        run: int,
+        error: BaseException | None,
+        duration: float,
+        *,
+        result: str | None = None,
     ) -> Completion:
         """``qw_job_succeeded``, or the ``qw_job_failed`` plugins' decision: the run, over."""
         if error is None:
             settle.notify(self.hook.qw_job_succeeded, job=job, worker=self.info, duration=duration)
-            return Completion(run, slot, job, None, duration)
+            return Completion(run, slot, job, None, duration, result=result)
         kind = "timeout" if isinstance(error, JobTimeout) else "error"
         failure = Failure.from_exception(error, worker=self.info.name, kind=kind)
         decision = settle.decide(self.hook, job, self.info, error, failure)
         return Completion(run, slot, job, error, duration, decision, failure)
 
 
-async def _within(awaitable: Awaitable[Any], limit: float | None, job: Job) -> None:
-    """Await ``awaitable``, cancelling it after ``limit`` seconds (a :class:`JobTimeout`)."""
+def _encoded(returned: object, job: Job) -> str | None:
+    """What a target returned, as the JSON text kept as its result; ``None`` for nothing.
+
+    :raises InvalidResult: it returned something that is not JSON (the job fails).
+    """
+    if returned is None or returned is RAN:
+        return None
+    return encode_value(returned, job.id)
+
+
+async def _within(awaitable: Awaitable[Any], limit: float | None, job: Job) -> object:
+    """Await ``awaitable``, cancelling it after ``limit`` seconds (a :class:`JobTimeout`);
+    what it returned."""
     if limit is None:
-        await awaitable
-        return
+        return await awaitable
     task = asyncio.ensure_future(_captured(awaitable))
     done, _ = await asyncio.wait({task}, timeout=limit)
     if done:
-        exit_ = task.result()  # its own exception, if it raised one asyncio lets through
+        returned, exit_ = task.result()  # its own exception, if it raised one asyncio lets through
         if exit_ is not None:
             raise exit_
-        return
+        return returned
     task.cancel()
     with contextlib.suppress(BaseException):  # cancelled, or raised on its way out: timed out all the same
         await task
     raise JobTimeout(f"job {job.id} ran longer than its {limit:g}s limit; it was cancelled")
 
 
-async def _captured(awaitable: Awaitable[Any]) -> BaseException | None:
+async def _captured(awaitable: Awaitable[Any]) -> tuple[object, BaseException | None]:
     """Await ``awaitable`` in a task of its own, handing back a ``SystemExit`` or
     ``KeyboardInterrupt`` it raises: asyncio lets those out of a task and out of the event
     loop itself, which would stop every job in flight; the job's own task raises it again,
     where it fails that job alone."""
     try:
-        await awaitable
+        return await awaitable, None
     except (SystemExit, KeyboardInterrupt) as exc:
-        return exc
-    return None
+        return None, exc
 
 
 def _discard(awaitable: object) -> None:

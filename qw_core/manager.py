@@ -69,6 +69,7 @@ from qw_core.naming import check_manager_name, check_queues, claim_name, default
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
+from qw_core.results import DEFAULT_RESULT_TTL, check_ttl
 from qw_core.status import Busy, JobStatus, Running, id_digest
 from qw_core.targets import TargetLoader
 from qw_core.worker import DEFAULT_PREFETCH
@@ -193,6 +194,8 @@ class Manager:
         (seconds) overrides it.
     :param queues: the named queues the workers serve after the manager's own queue, in
         strict priority order (``"default"`` is the shared queue); none: the shared queue.
+    :param result_ttl: seconds the broker keeps what a target returned (``0``: nothing);
+        see :mod:`qw_core.results`.
     """
 
     def __init__(
@@ -216,6 +219,7 @@ class Manager:
         job_timeout: float | None = None,
         concurrency: int | None = None,
         queues: Sequence[str] | None = None,
+        result_ttl: float = DEFAULT_RESULT_TTL,
     ) -> None:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
@@ -254,6 +258,7 @@ class Manager:
             job_timeout=job_timeout,
             concurrency=self.concurrency,
             queues=self.queues,
+            result_ttl=_checked_ttl(result_ttl),
         )
         if start_method is None:
             start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -796,3 +801,10 @@ class Manager:
         exited = self._exited(slot, died=False, in_hand=in_hand)
         slot.forget_process()
         self._settle_or_later(exited)
+
+
+def _checked_ttl(ttl: float) -> float:
+    try:
+        return check_ttl(ttl)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None

@@ -47,9 +47,14 @@ from qw_core.memory_rpc import (
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.results import JobResult, check_ttl, decode_value
 
 #: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
 RESERVED_NAMES = frozenset({"all", "job", "qw"})
+
+#: How many kept results make the next one sweep the expired ones out (results nobody
+#: reads would otherwise stay in memory after their time).
+RESULTS_SWEEP_AT = 1000
 
 #: The longest manager or worker name accepted.
 MAX_NAME_LENGTH = 200
@@ -125,6 +130,7 @@ class _State:
         self.blocked_takes = 0  # takes waiting for a job right now (tests wait for one)
         self.suspects: set[str] = set()  # see Broker.recover_worker
         self.nudged: set[str] = set()  # workers whose next (or current) wait ends at once
+        self.results: dict[str, tuple[str, float, str, float]] = {}  # id -> (value, at, worker, expiry)
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -276,6 +282,48 @@ class MemoryBroker(Broker):
         """See :meth:`Broker.finish_jobs`."""
         with self._state.cond:
             return self._finish(worker, job_ids)
+
+    def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
+        """See :meth:`Broker.finish_with_result`; kept for ``ttl`` seconds on this process's clock."""
+        check_ttl(ttl)
+        state = self._state
+        with state.cond:
+            [held] = self._finish(worker, [job_id])
+            if held:
+                if len(state.results) >= RESULTS_SWEEP_AT:  # results nobody read: drop the expired
+                    now = time.monotonic()
+                    state.results = {k: v for k, v in state.results.items() if v[3] > now}
+                state.results[job_id] = (result, time.time(), worker, time.monotonic() + ttl)
+                state.cond.notify_all()
+            return held
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        """See :meth:`Broker.get_result`."""
+        with self._state.cond:
+            return self._result(job_id)
+
+    def wait_result(self, job_id: str, timeout: float) -> JobResult | None:
+        """See :meth:`Broker.wait_result`."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        state = self._state
+        with state.cond:
+            while (found := self._result(job_id)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                state.cond.wait(remaining)
+            return found
+
+    def _result(self, job_id: str) -> JobResult | None:
+        """The kept result of ``job_id``, dropping it once expired; the caller holds the lock."""
+        kept = self._state.results.get(job_id)
+        if kept is None:
+            return None
+        value, at, worker, expiry = kept
+        if expiry <= time.monotonic():
+            del self._state.results[job_id]
+            return None
+        return JobResult(job_id=job_id, value=decode_value(value), finished_at=at, worker=worker)
 
     def _finish(self, worker: str, job_ids: Iterable[str]) -> list[bool]:
         state = self._state

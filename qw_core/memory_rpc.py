@@ -38,6 +38,7 @@ from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_pag
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.results import JobResult
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
 CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False)
@@ -124,6 +125,14 @@ def failure_from_dict(raw: Mapping[str, Any]) -> Failure:
     return Failure(**raw)
 
 
+def _result_to_dict(result: JobResult | None) -> dict[str, Any] | None:
+    return None if result is None else attrs.asdict(result)
+
+
+def _result_from_dict(raw: Mapping[str, Any] | None) -> JobResult | None:
+    return None if raw is None else JobResult(**raw)
+
+
 def _failed_to_dict(failed: FailedJob) -> dict[str, Any]:
     return {"job": job_to_dict(failed.job), "failure": failure_to_dict(failed.failure)}
 
@@ -178,6 +187,9 @@ _HANDLERS: dict[str, _Handler] = {
     "failed_count": lambda b, kw: b.failed_count(),
     "get_failed": lambda b, kw: None if (f := b.get_failed(**kw)) is None else _failed_to_dict(f),
     "failed_ids_with_prefix": lambda b, kw: b.failed_ids_with_prefix(**kw),
+    "finish_with_result": lambda b, kw: b.finish_with_result(**kw),
+    "get_result": lambda b, kw: _result_to_dict(b.get_result(**kw)),
+    "wait_result": lambda b, kw: _result_to_dict(b.wait_result(**kw)),
     "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
     "purge_failed": lambda b, kw: b.purge_failed(**kw),
     "check_name": lambda b, kw: b.check_name(**kw),
@@ -515,6 +527,18 @@ class MemoryClient(Broker):
     def failed_count(self) -> int:
         """See :meth:`Broker.failed_count`."""
         return int(self._call("failed_count"))
+
+    def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
+        """See :meth:`Broker.finish_with_result`."""
+        return bool(self._call("finish_with_result", worker=worker, job_id=job_id, result=result, ttl=ttl))
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        """See :meth:`Broker.get_result`."""
+        return _result_from_dict(self._call("get_result", job_id=job_id))
+
+    def wait_result(self, job_id: str, timeout: float) -> JobResult | None:
+        """See :meth:`Broker.wait_result`; the wait happens in the server."""
+        return _result_from_dict(self._call("wait_result", job_id=job_id, timeout=timeout))
 
     def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """See :meth:`Broker.failed_ids_with_prefix`."""

@@ -27,6 +27,7 @@ from qw_core.errors import BrokerUnavailable, QwError
 from qw_core.models import DEFAULT_QUEUE
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.results import DEFAULT_RESULT_TTL
 from qw_core.status import JobStatus
 from qw_core.worker import DEFAULT_PREFETCH, Worker, WorkerNotStarted
 
@@ -53,6 +54,7 @@ class WorkerSpec:
     job_timeout: float | None = None
     concurrency: int | None = None
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+    result_ttl: float = DEFAULT_RESULT_TTL
 
 
 def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Broker | None:
@@ -149,6 +151,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             job_timeout=spec.job_timeout,
             concurrency=spec.concurrency,
             queues=spec.queues,
+            result_ttl=spec.result_ttl,
             status=status,
         )
     except Exception as exc:

@@ -76,6 +76,7 @@ from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.naming import check_manager_name, check_queues
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.results import DEFAULT_RESULT_TTL, check_ttl
 from qw_core.status import JobStatus
 from qw_core.targets import TargetLoader
 
@@ -174,6 +175,8 @@ class Worker:
     :param queues: the named queues served after the worker's own list and its manager's
         queue, in strict priority order (``"default"``: the shared queue, which is what
         none means).
+    :param result_ttl: seconds to keep what a target returns (see :mod:`qw_core.results`);
+        ``0`` keeps nothing, and a target's ``None`` never keeps anything.
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -203,6 +206,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         burst: bool = False,
         queues: Sequence[str] | None = None,
+        result_ttl: float = DEFAULT_RESULT_TTL,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -220,6 +224,10 @@ class Worker:
         self.manager = check_manager_name(broker, manager)
         self.name = broker.check_name(name or f"{manager}.{os.getpid()}")
         self.queues = check_queues(broker, queues)
+        try:
+            self.result_ttl = check_ttl(result_ttl)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.info = WorkerInfo(name=self.name, manager=self.manager, pid=os.getpid())
         self.prefetch = min(prefetch, broker.capabilities.max_take)
         self.block_timeout = block_timeout
@@ -473,7 +481,11 @@ class Worker:
 
     def _succeeded(self, batch: _Batch, done: Completion, started: float) -> None:
         """Keep the job to finish with the next take (one round trip for the batch), unless
-        that would leave a finished job held for long: see :attr:`finish_delay`."""
+        that would leave a finished job held for long: see :attr:`finish_delay`. A job that
+        returned something is finished at once, with its result (see :meth:`_keep_result`)."""
+        if done.result is not None and self.result_ttl > 0:
+            self._keep_result(done)
+            return
         if not batch.finished and not batch.failing:
             batch.deferred_since = started
         batch.finished.append(done.job.id)
@@ -491,6 +503,33 @@ class Worker:
             status.done(done.slot)
         if batch.waiting or self._flights:
             self._finish_if_late(batch)
+
+    def _keep_result(self, done: Completion) -> None:
+        """Finish ``done``'s job and keep its result in one broker call, before anything
+        says it succeeded: until that call worked the job counts as in hand, so if the
+        worker dies first, the job runs again (and returns its result again) rather than
+        being finished without it."""
+        assert done.result is not None
+        result = done.result
+        try:
+            self._patiently(
+                lambda: self.broker.finish_with_result(
+                    worker=self.name, job_id=done.job.id, result=result, ttl=self.result_ttl
+                ),
+                give_up=self._manager_gone,
+            )
+        except Exception as exc:  # the job stays held: its manager (or a reaper) puts it back
+            log.warning("worker %s could not keep the result of job %s: %s", self.name, done.job.id, exc)
+            raise
+        settle.notify(
+            self.hook.qw_job_finished,
+            job=done.job,
+            worker=self.info,
+            outcome=Outcome.SUCCEEDED,
+            duration=done.duration,
+        )
+        if self.status is not None:
+            self.status.done(done.slot)
 
     def _failed(
         self,

@@ -25,6 +25,7 @@ def test_every_command_is_there() -> None:
         "managers",
         "move",
         "plugins",
+        "result",
         "run",
         "status",
         "workers",

@@ -69,6 +69,7 @@ from qw_core.broker import (
 from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError, WorkerRunning
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.results import JobResult, check_ttl, decode_value
 from qw_redis import codec, connection, keys
 from qw_redis.connection import DEFAULT_URL, RedisOptions
 from qw_redis.scripts import FailedEntry, Scripts, Taken, handed_off
@@ -463,6 +464,55 @@ class RedisBroker(Broker):
     @_translated
     def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         return self._scripts.finish(worker=worker, job_ids=job_ids)
+
+    @_translated
+    def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
+        """See :meth:`Broker.finish_with_result`: ``finish_result.lua``; kept ``ttl`` seconds,
+        at least a millisecond."""
+        ttl_ms = max(1, round(1000 * check_ttl(ttl)))
+        return self._scripts.finish_result(worker=worker, job_id=job_id, value=result, ttl_ms=ttl_ms)
+
+    @_translated
+    def get_result(self, job_id: str) -> JobResult | None:
+        """See :meth:`Broker.get_result`: ``HGETALL qw:result:<id>``."""
+        try:
+            fields = cast("dict[str, str]", self._client.hgetall(keys.result(job_id)))
+        except redis.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):  # not qw's: no result
+                return None
+            raise
+        if not fields:
+            return None
+        try:
+            return JobResult(
+                job_id=job_id,
+                value=decode_value(fields["value"]),
+                finished_at=float(fields["finished_at"]),
+                worker=fields["worker"],
+            )
+        except (KeyError, ValueError) as exc:
+            log.warning("the result of job %s cannot be read: %s", codec.shown(job_id), exc)
+            return None
+
+    @_translated
+    def wait_result(self, job_id: str, timeout: float) -> JobResult | None:
+        """See :meth:`Broker.wait_result`: ``BLPOP qw:done:<id>`` in slices; a waiter that
+        gets the token puts it back, so that every waiter wakes."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        done = keys.done(job_id)
+        while (found := self.get_result(job_id)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining < _MIN_BLOCK:
+                return None
+            if self._client.blpop([done], timeout=min(self._slice, remaining)) is not None:
+                left = int(self._client.pttl(keys.result(job_id)))
+                if left > 0:  # the token again, for the next waiter; it expires with the result
+                    pipe = self._client.pipeline(transaction=True)
+                    pipe.lpush(done, "1")
+                    pipe.pexpire(done, left)
+                    pipe.execute()
+                return self.get_result(job_id)
+        return found
 
     @_translated
     def fail_job(

@@ -78,6 +78,12 @@ is never ``qw`` and never contains ``:``):
                                (bytes) it takes, expiring (PX) a few blocking slices
                                later; deleted by its next take, by a job handed to it,
                                and by its recovery
+``qw:result:<id>``     hash    what finished job ``<id>`` returned: ``value`` (JSON),
+                               ``finished_at`` (server time), ``worker``; expiring (PX)
+                               after the worker's result TTL; only for a job whose
+                               target returned something other than ``None``
+``qw:done:<id>``       list    one token, written with ``qw:result:<id>`` and expiring
+                               with it: a producer waiting for the result blocks on it
 ``qw:handoff:<w>``     list    a job handed to idle worker ``<w>`` by the script that
                                queued it (see ``queue.lua``): the job is on ``<w>:jobs``
                                already, this carries its data to the blocked worker;
@@ -136,6 +142,8 @@ _NUDGE_PREFIX = _QW + "nudge:"
 _IDLE_PREFIX = _QW + "idle:"
 _IDLING_PREFIX = _QW + "idling:"
 _HANDOFF_PREFIX = _QW + "handoff:"
+_RESULT_PREFIX = _QW + "result:"
+_DONE_PREFIX = _QW + "done:"
 _PRODUCER_PREFIX = _QW + "producer:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
@@ -231,6 +239,16 @@ def idling(worker: str) -> str:
 def handoff(worker: str) -> str:
     """``qw:handoff:<w>``: the data of a job handed to worker ``<w>`` while it waited."""
     return _HANDOFF_PREFIX + worker
+
+
+def result(job_id: str) -> str:
+    """``qw:result:<id>``: what finished job ``<id>`` returned, while it is kept."""
+    return _RESULT_PREFIX + job_id
+
+
+def done(job_id: str) -> str:
+    """``qw:done:<id>``: a token that wakes whoever waits for job ``<id>``'s result."""
+    return _DONE_PREFIX + job_id
 
 
 def failed_job(job_id: str) -> str:

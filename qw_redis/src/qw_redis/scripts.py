@@ -184,6 +184,7 @@ class Scripts:
         self._queue = client.register_script(script_source("queue.lua"))
         self._take = client.register_script(script_source("take.lua"))
         self._finish = client.register_script(script_source("finish.lua"))
+        self._finish_result = client.register_script(script_source("finish_result.lua"))
         self._fail = client.register_script(script_source("fail.lua"))
         self._retry = client.register_script(script_source("retry.lua"))
         self._release = client.register_script(script_source("release.lua"))
@@ -318,6 +319,14 @@ class Scripts:
             taken=[_taken(*entry) for entry in reply[2:]],
             broken=dict(reply[1]),
         )
+
+    def finish_result(self, *, worker: str, job_id: str, value: str, ttl_ms: int) -> bool:
+        """Finish ``job_id``, guarded, and keep its result; see ``lua/finish_result.lua``."""
+        held = self._finish_result(
+            keys=[keys.queue(worker), keys.ORIGIN, keys.result(job_id), keys.done(job_id)],
+            args=[value, worker, ttl_ms, job_id],
+        )
+        return int(held) == 1
 
     def finish(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
         """Finish ``job_ids``, guarded; which of them ``worker`` still held."""

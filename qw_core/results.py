@@ -1,0 +1,93 @@
+"""What a job returned: the one place that says how a target's return value is kept.
+
+A target may return any JSON value. ``None`` (and returning nothing) keeps nothing, so
+jobs without a result cost exactly what they did before results existed. Anything else
+is encoded here, at the end of the run, strictly (no ``NaN``, no sets, no objects): a
+value that is not JSON fails the job with :class:`~qw_core.errors.InvalidResult`, in the
+worker, instead of being lost or mangled later. The broker keeps the encoded value for
+the worker's ``result_ttl`` seconds (``qw run --result-ttl``), finishing the job and
+storing its result in one atomic step (:meth:`~qw_core.broker.Broker.finish_with_result`),
+and a producer reads it, or waits for it, with :meth:`~qw_core.broker.Broker.get_result`
+and :meth:`~qw_core.broker.Broker.wait_result`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import attrs
+
+from qw_core.errors import InvalidResult
+from qw_core.models import JSON
+
+#: How long a result is kept unless told otherwise, in seconds: long enough for a
+#: producer waiting on it, short enough that results of a busy queue stay small.
+DEFAULT_RESULT_TTL = 600.0
+
+
+@attrs.frozen(kw_only=True)
+class JobResult:
+    """A finished job's return value, as the broker keeps it.
+
+    :param job_id: the job.
+    :param value: what its target returned (never ``None``: that keeps nothing).
+    :param finished_at: when it was stored (the backend's clock, seconds since the epoch).
+    :param worker: the worker that ran it.
+    """
+
+    job_id: str
+    value: JSON
+    finished_at: float
+    worker: str
+
+
+def encode_value(value: object, job_id: str) -> str:
+    """``value`` as the JSON text the broker keeps.
+
+    :raises InvalidResult: ``value`` is not JSON (a set, ``NaN``, an object, a dict with
+        keys that are not strings...), saying what to return instead.
+    """
+    try:
+        _check_keys(value)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        what = f"{type(value).__name__}"
+        if isinstance(value, float) and not math.isfinite(value):
+            what = repr(value)
+        raise InvalidResult(
+            f"job {job_id} returned {what}, which is not JSON ({exc}); return JSON data "
+            "(dict, list, str, int, float, bool) or None, or keep the value yourself"
+        ) from None
+
+
+def _check_keys(value: object) -> None:
+    """Refuse a dict key that is not a string: ``json.dumps`` would turn ``{1: "a"}`` into
+    ``{"1": "a"}``, and the result read back would not be what the target returned.
+
+    :raises TypeError: naming the key.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"the key {key!r} is a {type(key).__name__}, and JSON keys are strings")
+            _check_keys(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_keys(item)
+
+
+def decode_value(text: str) -> JSON:
+    """The value :func:`encode_value` encoded."""
+    value: JSON = json.loads(text)
+    return value
+
+
+def check_ttl(ttl: float) -> float:
+    """``ttl`` if it can be a result's lifetime (0 keeps none).
+
+    :raises ValueError: negative, or not a finite number.
+    """
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl < 0:
+        raise ValueError(f"a result's lifetime must be 0 or more seconds, not {ttl!r}")
+    return float(ttl)
