@@ -16,8 +16,10 @@ if TYPE_CHECKING:
         BackendNotFound,
         BrokerUnavailable,
         ConfigurationError,
+        DuplicateTask,
         InvalidJob,
         InvalidName,
+        InvalidTaskCall,
         JobCrashed,
         JobTimeout,
         JobTooLarge,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
         TargetModuleNotFound,
         TargetNotCallable,
         TargetNotRun,
+        UnknownTask,
         WorkerRunning,
     )
     from qw_core.models import (
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     )
     from qw_core.plugins import PluginConfig, hookimpl, make_plugin_manager
     from qw_core.policy import FailedLimits, RetryPolicy
+    from qw_core.tasks import Router, Task, TaskHandle
 
 #: Each public name and the module it comes from: imported on first use (PEP 562), so
 #: ``import qw_core`` (which ``qw --version`` and every error message need) costs nothing
@@ -58,6 +62,7 @@ _EXPORTS = {
     "Capabilities": "qw_core.broker",
     "ConfigurationError": "qw_core.errors",
     "Decision": "qw_core.models",
+    "DuplicateTask": "qw_core.errors",
     "DEFAULT_QUEUE": "qw_core.models",
     "FailedJob": "qw_core.models",
     "FailedLimits": "qw_core.policy",
@@ -65,6 +70,7 @@ _EXPORTS = {
     "hookimpl": "qw_core.plugins",
     "InvalidJob": "qw_core.errors",
     "InvalidName": "qw_core.errors",
+    "InvalidTaskCall": "qw_core.errors",
     "Job": "qw_core.models",
     "JobCrashed": "qw_core.errors",
     "JobTimeout": "qw_core.errors",
@@ -79,11 +85,15 @@ _EXPORTS = {
     "Reaped": "qw_core.broker",
     "Retry": "qw_core.errors",
     "RetryPolicy": "qw_core.policy",
+    "Router": "qw_core.tasks",
     "TargetAttributeNotFound": "qw_core.errors",
     "TargetError": "qw_core.errors",
     "TargetModuleNotFound": "qw_core.errors",
     "TargetNotCallable": "qw_core.errors",
     "TargetNotRun": "qw_core.errors",
+    "Task": "qw_core.tasks",
+    "TaskHandle": "qw_core.tasks",
+    "UnknownTask": "qw_core.errors",
     "WorkerInfo": "qw_core.models",
     "WorkerRunning": "qw_core.errors",
 }
@@ -102,11 +112,13 @@ __all__ = [
     "Capabilities",
     "ConfigurationError",
     "Decision",
+    "DuplicateTask",
     "FailedJob",
     "FailedLimits",
     "Failure",
     "InvalidJob",
     "InvalidName",
+    "InvalidTaskCall",
     "Job",
     "JobCrashed",
     "JobTimeout",
@@ -119,11 +131,15 @@ __all__ = [
     "Reaped",
     "Retry",
     "RetryPolicy",
+    "Router",
     "TargetAttributeNotFound",
     "TargetError",
     "TargetModuleNotFound",
     "TargetNotCallable",
     "TargetNotRun",
+    "Task",
+    "TaskHandle",
+    "UnknownTask",
     "WorkerInfo",
     "WorkerRunning",
     "__version__",

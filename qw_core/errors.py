@@ -71,6 +71,20 @@ class TargetNotRun(QwError):
     with this, never counts as succeeded."""
 
 
+class InvalidTaskCall(InvalidJob, TypeError):
+    """A call of a task function that cannot be queued or run: arguments that do not fit
+    the function's signature or are not JSON (refused by ``enqueue``, before anything is
+    queued), or job data that is not a task call (the job fails with this)."""
+
+
+class UnknownTask(QwError, LookupError):
+    """A job names a task its worker's router does not have (the job fails with this)."""
+
+
+class DuplicateTask(ConfigurationError):
+    """A task is registered under a name its router already has."""
+
+
 class BackendError(QwError):
     """Base class for failures of a broker backend."""
 
