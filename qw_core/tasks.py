@@ -616,12 +616,12 @@ class Router:
 
     def _unknown(self, name: str) -> UnknownTask:
         known = sorted(self._tasks)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
+        listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "") or "none"
+        close = _closest(name, known)
+        hint = f"; did you mean {close!r}?" if close else "."
         return UnknownTask(
-            f"no task named {name!r} on this worker's router (it has {len(known)}: {listed}){hint}; "
-            "register it, then requeue the job from the failed registry"
+            f"no task named {name!r} on this worker's router{hint} It has {len(known)}: {listed}. "
+            "Register it, then requeue the job from the failed registry"
         )
 
     async def _in_thread(self, fn: Callable[..., Any], args: list[JSON], kwargs: dict[str, JSON]) -> Any:
@@ -636,6 +636,18 @@ class Router:
                 self._pool = concurrent.futures.ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="qw-task")
                 self._pool_pid = os.getpid()
             return self._pool
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    """The name in ``known`` closest to ``name``, compared by their last parts (the
+    function's own name), since most share a long module prefix."""
+    by_short = {_short(other): other for other in known}
+    close = difflib.get_close_matches(_short(name), list(by_short), n=1)
+    return by_short[close[0]] if close else None
+
+
+def _short(name: str) -> str:
+    return name.replace(":", ".").rsplit(".", 1)[-1]
 
 
 def _loop_running() -> bool:

@@ -385,8 +385,19 @@ def test_an_unknown_task_fails_its_job_into_the_failed_registry(router: Router, 
     assert failed.job.id == job_id
     assert failed.failure.exc_type == "qw_core.errors.UnknownTask"
     assert failed.failure.message == (
-        "no task named 'images.resize2' on this worker's router (it has 1: images.resize); "
-        "did you mean 'images.resize'?; register it, then requeue the job from the failed registry"
+        "no task named 'images.resize2' on this worker's router; did you mean 'images.resize'? "
+        "It has 1: images.resize. Register it, then requeue the job from the failed registry"
+    )
+
+
+def test_an_unknown_task_with_no_close_name_is_named_with_what_the_router_has(router: Router) -> None:
+    for n in range(12):
+        router.task(name=f"t{n:02}")(lambda: None)
+    with pytest.raises(UnknownTask) as raised:
+        router("job-1", {"task": "zzz"})
+    assert str(raised.value) == (
+        "no task named 'zzz' on this worker's router. It has 12: t00, t01, t02, t03, t04, t05, t06, t07, "
+        "t08, t09 and 2 more. Register it, then requeue the job from the failed registry"
     )
 
 
