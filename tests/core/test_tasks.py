@@ -22,7 +22,8 @@ from qw_core.errors import (
 )
 from qw_core.execution import is_async, slots_for
 from qw_core.models import Job, Outcome
-from qw_core.tasks import Router, TaskCall, parse_task_call
+from qw_core.taskcalls import TaskCall, parse_task_call
+from qw_core.tasks import Router
 from qw_core.testing import MemoryBroker, run_jobs
 from qw_core.worker import current_job
 
