@@ -37,6 +37,12 @@ BATCH_SIZE = 1000
 
 @click.command(short_help="Queue jobs from JSON (argument, file or stdin).")
 @backend_options
+@click.option(
+    "--queue",
+    metavar="NAME",
+    help="Queue on the named queue NAME (taken by workers run with --queue NAME; 'default' is the "
+    "shared queue).  [default: the shared queue]",
+)
 @click.option("--manager", metavar="M", help="Queue on manager M's own queue (only its workers take it).")
 @click.option("--worker", metavar="W", help="Queue straight onto worker W's held list.")
 @click.option(
@@ -82,6 +88,7 @@ def enqueue(
     *,
     backend: str,
     url: str | None,
+    queue: str | None,
     manager: str | None,
     worker: str | None,
     path: str | None,
@@ -103,6 +110,7 @@ def enqueue(
     Examples:
       qw enqueue '{"hello": "world"}'
       qw enqueue --manager web1 '{"n": 7}'
+      qw enqueue --queue emails '{"to": "ann@example.com"}'
       qw enqueue --file jobs.jsonl
       qw enqueue --delay 30s '{"remind": "me"}'
       qw enqueue --timeout 5m '{"report": "monthly"}'
@@ -110,6 +118,10 @@ def enqueue(
     """
     if manager is not None and worker is not None:
         raise click.UsageError("give --manager or --worker, not both")
+    if queue is not None and (manager is not None or worker is not None):
+        raise click.UsageError(
+            f"give --queue or --{'manager' if manager is not None else 'worker'}, not both"
+        )
     if (delay is not None or at_text is not None) and worker is not None:
         raise click.UsageError("a job queued on a worker directly cannot be delayed")
     due_at = _due_at(delay, at_text)
@@ -126,7 +138,9 @@ def enqueue(
             check_manager_name(broker, manager)
         if not force:
             _refuse_unknown(broker, manager, worker)
-        jobs = [Job.new(payload, manager=manager, worker=worker, meta=meta) for _, payload in lines]
+        jobs = [
+            Job.new(payload, manager=manager, worker=worker, queue=queue, meta=meta) for _, payload in lines
+        ]
         line_of = {job.id: line for job, (line, _) in zip(jobs, lines, strict=True)}
         queued = 0
         for start in range(0, len(jobs), BATCH_SIZE):

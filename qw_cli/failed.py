@@ -255,7 +255,7 @@ def user_frames(traceback: str) -> str:
 
 
 def _queue(item: FailedJob) -> str:
-    return item.job.manager or SHARED
+    return item.job.queue or item.job.manager or SHARED
 
 
 def _time(timestamp: float) -> str:

@@ -4,8 +4,8 @@ They only read, through the broker's query methods, so they work against any bac
 never disturb a running manager. Each has ``--json`` for scripts; the text forms are one
 name per line (``managers``, ``workers``) or an aligned table (``status``, ``jobs``).
 
-Where a job is: *queued* on the shared queue or on one manager's queue, or *held* by a
-worker (taken and not finished, or queued straight onto that worker).
+Where a job is: *queued* on the shared queue, a named queue or one manager's queue, or
+*held* by a worker (taken and not finished, or queued straight onto that worker).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PAGE = 1000
 def status(*, backend: str, url: str | None, as_json: bool) -> None:
     """Show managers, their workers, and how many jobs wait, are delayed, held or failed.
 
-    One row for the shared queue, one per manager (jobs on its own queue, delayed for it,
+    One row for the shared queue, one per named queue, one per manager (jobs on its own queue, delayed for it,
     and held by its workers in total), one per worker (jobs it holds), and one per stray
     queue: jobs queued for a manager or worker that is not running, which nothing takes
     until it runs (``qw move NAME`` hands them to the shared queue). Then the size of the
@@ -49,6 +49,9 @@ def status(*, backend: str, url: str | None, as_json: bool) -> None:
         echo_json(report)
         return
     rows: list[list[Cell]] = [["queue", SHARED, report["queued"], report["delayed"], None]]
+    rows.extend(
+        ["queue", queue["name"], queue["queued"], queue["delayed"], None] for queue in report["queues"]
+    )
     for manager in report["managers"]:
         rows.append(["manager", manager["name"], manager["queued"], manager["delayed"], manager["held"]])
         rows.extend(["worker", worker["name"], None, None, worker["held"]] for worker in manager["workers"])
@@ -81,6 +84,14 @@ def _status(broker: Broker) -> dict[str, Any]:
         "backend": broker.describe(),
         "queued": broker.queued_count(None),
         "delayed": broker.delayed_count(None),
+        "queues": [
+            {
+                "name": queue,
+                "queued": broker.queued_count(queue=queue),
+                "delayed": broker.delayed_count(queue=queue),
+            }
+            for queue in broker.named_queues()
+        ],
         "failed": broker.failed_count(),
         "managers": managers,
         "stray": [{"name": name, "queued": count} for name, count in broker.stray_queues().items()],
@@ -137,6 +148,7 @@ def workers(*, backend: str, url: str | None, as_json: bool, manager: str | None
     "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many jobs first."
 )
 @click.option("--all", "everything", is_flag=True, help="List every job (read and printed page by page).")
+@click.option("--queue", metavar="NAME", help="List only the named queue NAME ('default': the shared queue).")
 @click.argument("manager", required=False)
 @click.pass_context
 def jobs(
@@ -148,32 +160,38 @@ def jobs(
     limit: int,
     offset: int,
     everything: bool,
+    queue: str | None,
     manager: str | None,
 ) -> None:
-    """List the ids of jobs waiting, delayed or held (for MANAGER, or everywhere).
+    """List the ids of jobs waiting, delayed or held (for MANAGER, a --queue, or everywhere).
 
     Without MANAGER: the shared queue (next to run first), the delayed jobs due for it
-    (soonest first), then for every manager its queue, its delayed jobs and what each of
-    its workers holds. With MANAGER: its own queue and delayed jobs, and what its workers
-    hold. Failed jobs are listed by ``qw failed``.
+    (soonest first), the same for each named queue, then for every manager its queue, its
+    delayed jobs and what each of its workers holds. With MANAGER: its own queue and
+    delayed jobs, and what its workers hold. With --queue: that queue and its delayed
+    jobs. Failed jobs are listed by ``qw failed``.
 
     A queue may hold millions of jobs: 100 are listed (--limit N), after skipping
     --offset N; --all lists every one. When not all are shown, stderr says how many
-    there are. --json prints a list of {"id", "state", "manager", "worker"} objects;
+    there are. --json prints a list of {"id", "state", "queue", "manager", "worker"} objects;
     state is queued, delayed or held. Listings are read and printed page by page (no
     read holds Redis up, and memory stays small), each page as the queues are then: a
     job that moves meanwhile may be missed or listed twice.
     """
     if everything and ctx.get_parameter_source("limit") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give --limit or --all, not both")
+    if queue is not None and manager is not None:
+        raise click.UsageError("give MANAGER or --queue, not both")
     with opened_broker(backend, url) as broker:
-        sources = _sources(broker, manager)
+        sources = (
+            _waiting(broker, None, _named(broker, queue)) if queue is not None else _sources(broker, manager)
+        )
         parts = _plan(sources, offset, None if everything else limit)
         pages = _Counted(_pages(broker, parts))
         if as_json:
             echo_json_array(_records(page) for page in pages)
         else:
-            headers = ["state", "manager", "worker", "job"]
+            headers = ["state", "queue", "manager", "worker", "job"]
             widths = column_widths(headers, [part.source.row("") for part in parts])
             click.echo(format_row([h.upper() for h in headers], widths))
             for page in pages:
@@ -191,15 +209,16 @@ class _Source:
     manager: str | None
     worker: str | None
     count: int
+    queue: str | None = None  # a named queue's
 
     def row(self, job_id: str) -> list[Cell]:
-        return [self.state, self.manager, self.worker, job_id]
+        return [self.state, self.queue, self.manager, self.worker, job_id]
 
     def read(self, broker: Broker, offset: int, limit: int) -> list[str]:
         if self.state == "queued":
-            return broker.queued_job_ids(self.manager, offset=offset, limit=limit)
+            return broker.queued_job_ids(self.manager, queue=self.queue, offset=offset, limit=limit)
         if self.state == "delayed":
-            return broker.delayed_job_ids(self.manager, offset=offset, limit=limit)
+            return broker.delayed_job_ids(self.manager, queue=self.queue, offset=offset, limit=limit)
         assert self.worker is not None
         return broker.held_job_ids(self.worker, offset=offset, limit=limit)
 
@@ -225,6 +244,8 @@ def _sources(broker: Broker, manager: str | None) -> list[_Source]:
     if manager is None:
         names = broker.managers()
         found += _waiting(broker, None)
+        for queue in broker.named_queues():
+            found += _waiting(broker, None, queue)
     else:
         names = [broker.check_name(manager)]
     for name in names:
@@ -233,12 +254,20 @@ def _sources(broker: Broker, manager: str | None) -> list[_Source]:
     return found
 
 
-def _waiting(broker: Broker, manager: str | None) -> list[_Source]:
-    """The jobs queued for ``manager`` (or everybody), next first, then those delayed, soonest first."""
+def _waiting(broker: Broker, manager: str | None, queue: str | None = None) -> list[_Source]:
+    """The jobs queued for ``manager`` (or named queue ``queue``, or everybody), next first,
+    then those delayed, soonest first."""
     return [
-        _Source("queued", manager, None, broker.queued_count(manager)),
-        _Source("delayed", manager, None, broker.delayed_count(manager)),
+        _Source("queued", manager, None, broker.queued_count(manager, queue=queue), queue),
+        _Source("delayed", manager, None, broker.delayed_count(manager, queue=queue), queue),
     ]
+
+
+def _named(broker: Broker, queue: str) -> str | None:
+    """``--queue NAME`` as a listing's queue: ``None`` for the shared queue, else the name, checked."""
+    from qw_core.models import DEFAULT_QUEUE
+
+    return None if queue == DEFAULT_QUEUE else broker.check_name(queue)
 
 
 def _plan(sources: list[_Source], offset: int, limit: int | None) -> list[_Part]:
@@ -276,7 +305,10 @@ def _pages(broker: Broker, parts: list[_Part]) -> Iterator[_Page]:
 
 
 def _records(page: _Page) -> list[dict[str, str | None]]:
-    return [{"id": job_id, "state": s.state, "manager": s.manager, "worker": s.worker} for s, job_id in page]
+    return [
+        {"id": job_id, "state": s.state, "queue": s.queue, "manager": s.manager, "worker": s.worker}
+        for s, job_id in page
+    ]
 
 
 class _Counted:

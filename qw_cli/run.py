@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -74,6 +75,17 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
     help="Log level.",
 )
 @plugin_option
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    envvar="QW_QUEUES",
+    show_envvar=True,
+    help="Serve this named queue (repeatable): the workers take from the queues in the order given, "
+    "a job on an earlier queue always first, after their manager's own queue; 'default' is the "
+    "shared queue (QW_QUEUES: names separated by spaces).  [default: the shared queue only]",
+)
 @click.option(
     "-c",
     "--concurrency",
@@ -189,6 +201,7 @@ def run(
     name: str | None,
     level: str,
     plugins: tuple[str, ...],
+    queues: tuple[str, ...],
     concurrency: int | None,
     prefetch: int,
     grace: float | None,
@@ -221,6 +234,7 @@ def run(
     Examples:
       qw run --embedded --sample-jobs 3 qw_core.examples:echo
       qw run -w 4 --url redis://redis.internal:6379/0 myapp.jobs:handle
+      qw run --queue emails --queue default myapp.jobs:handle
       qw run --max-retries 5 --retry-backoff 2s --metrics-port 9100 myapp.jobs:handle
     """
     ctx = click.get_current_context()
@@ -251,6 +265,7 @@ def run(
             workers=workers,
             name=name,
             plugins=config,
+            queues=queues,
             concurrency=concurrency,
             prefetch=prefetch,
             grace=grace,
@@ -319,6 +334,7 @@ def run_manager(
     workers: int | None,
     name: str | None,
     plugins: PluginConfig,
+    queues: Sequence[str] = (),
     concurrency: int | None = None,
     prefetch: int = DEFAULT_PREFETCH,
     grace: float | None = None,
@@ -342,6 +358,7 @@ def run_manager(
             num_workers=workers,
             name=name,
             plugins=plugins,
+            queues=queues,
             concurrency=concurrency,
             prefetch=prefetch,
             grace=grace,

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from qw_core.errors import ConfigurationError, InvalidJob
-from qw_core.models import FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 
@@ -154,6 +154,7 @@ class Broker(abc.ABC):
         held: Sequence[str] = (),
         limit: int = 1,
         timeout: float = 0.0,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
     ) -> list[Job]:
         """Finish ``finished``, then take up to ``limit`` jobs for ``worker``.
 
@@ -162,13 +163,16 @@ class Broker(abc.ABC):
         meanwhile is left alone.
 
         Jobs are taken, in this order, from: ids on ``worker``'s held list that are not in
-        ``held`` (left over or queued directly), oldest first; ``manager``'s queue; the
-        shared queue. Each taken job is on ``worker``'s held list before this returns. If
-        none is available, waits up to ``timeout`` seconds for one; returns ``[]`` when
-        the wait runs out. It may also return ``[]`` early (a spurious wake-up): callers
-        loop. ``limit=0`` only finishes; a ``limit`` above ``capabilities.max_take`` is
-        cut down to it.
+        ``held`` (left over or queued directly), oldest first; ``manager``'s queue; then
+        ``queues``, in strict priority order (a job on an earlier queue is always taken
+        before one on a later one; ``"default"`` is the shared queue). Each taken job is on
+        ``worker``'s held list before this returns. If none is available, waits up to
+        ``timeout`` seconds for one (on any of them); returns ``[]`` when the wait runs
+        out. It may also return ``[]`` early (a spurious wake-up): callers loop. ``limit=0``
+        only finishes; a ``limit`` above ``capabilities.max_take`` is cut down to it.
 
+        :param queues: the named queues served, by priority; the names are checked as
+            :meth:`check_name` checks a manager's.
         :param held: exactly the ids ``worker`` has taken and not settled yet (excluding
             ``finished``): running, or waiting their turn; they are not handed out again.
             Ids on the held list that the worker never saw (a reply lost to a connection
@@ -375,9 +379,15 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def queued_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
-        """Ids waiting on ``manager``'s queue (or the shared queue), next to run first.
+        """Ids waiting on ``manager``'s queue, on named queue ``queue``, or (neither, or
+        ``queue="default"``) on the shared queue, next to run first (see :func:`check_listed`).
 
         A page of the listing: the ``limit`` ids (``None``: all the rest) from position
         ``offset`` on, ``0`` being the next to run. Listings are paged because a queue may
@@ -394,22 +404,28 @@ class Broker(abc.ABC):
     def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
         """Ids on ``worker``'s held list, paged as :meth:`queued_job_ids` (in the backend's order)."""
 
-    def queued_count(self, manager: str | None = None) -> int:
-        """How many ids wait on ``manager``'s queue (or the shared queue).
+    def queued_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
+        """How many ids wait on a queue, chosen as for :meth:`queued_job_ids`.
 
         Counts :meth:`queued_job_ids`; a backend that can count without listing (Redis:
         ``LLEN``) overrides this, so a status command or a metrics scrape stays cheap
         however deep the queue.
         """
-        return len(self.queued_job_ids(manager))
+        return len(self.queued_job_ids(manager, queue=queue))
+
+    @abc.abstractmethod
+    def named_queues(self) -> list[str]:
+        """The named queues jobs were queued on (delayed ones included), sorted; not the
+        shared queue. A queue stays listed once used, empty or not."""
 
     def held_count(self, worker: str) -> int:
         """How many ids ``worker`` holds; see :meth:`queued_count`."""
         return len(self.held_job_ids(worker))
 
-    def delayed_count(self, manager: str | None = None) -> int:
-        """How many ids wait for their due time for ``manager``'s queue (or the shared one)."""
-        return len(self.delayed_job_ids(manager))
+    def delayed_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
+        """How many ids wait for their due time to go to a queue, chosen as for
+        :meth:`queued_job_ids`."""
+        return len(self.delayed_job_ids(manager, queue=queue))
 
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job | None:
@@ -417,10 +433,15 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def delayed_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
-        """Ids waiting for their due time that then go to ``manager``'s queue (or the shared
-        queue), the soonest due first, paged as :meth:`queued_job_ids` (``offset`` ``0`` is
+        """Ids waiting for their due time that then go to a queue, chosen as for
+        :meth:`queued_job_ids`, the soonest due first, paged as :meth:`queued_job_ids` (``offset`` ``0`` is
         the soonest due). Delayed retries are listed too."""
 
     @abc.abstractmethod
@@ -559,6 +580,19 @@ class Broker(abc.ABC):
         it and serve the other queues, and this says so. Empty by default.
         """
         return []
+
+
+def check_listed(manager: str | None, queue: str | None) -> tuple[str | None, str | None]:
+    """The ``manager`` and ``queue`` of a listing (:meth:`Broker.queued_job_ids` and the
+    like), with the shared queue's name (:data:`~qw_core.models.DEFAULT_QUEUE`) as no queue.
+
+    :raises ValueError: both are given (a queue belongs to a manager or is named, not both).
+    """
+    if queue == DEFAULT_QUEUE:
+        queue = None
+    if manager is not None and queue is not None:
+        raise ValueError(f"list manager {manager!r}'s queue or queue {queue!r}, not both")
+    return manager, queue
 
 
 def check_page(offset: int, limit: int | None) -> None:

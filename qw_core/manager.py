@@ -43,7 +43,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -65,7 +65,7 @@ from qw_core.liveness import (
     process_working,
 )
 from qw_core.models import Failure, ManagerInfo, WorkerInfo
-from qw_core.naming import check_manager_name, claim_name, default_manager_name
+from qw_core.naming import check_manager_name, check_queues, claim_name, default_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
@@ -191,6 +191,8 @@ class Manager:
     :param job_timeout: seconds a job may run before its worker is killed and the job
         failed (kind ``"timeout"``); ``None``: no limit. A job's own ``meta["timeout"]``
         (seconds) overrides it.
+    :param queues: the named queues the workers serve after the manager's own queue, in
+        strict priority order (``"default"`` is the shared queue); none: the shared queue.
     """
 
     def __init__(
@@ -213,6 +215,7 @@ class Manager:
         max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
         job_timeout: float | None = None,
         concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
     ) -> None:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
@@ -233,6 +236,7 @@ class Manager:
         self._broker = broker if isinstance(broker, Broker) else broker()
         # A name given is checked here; the name to run under is claimed by claim_name().
         self._wanted_name = None if name is None else check_manager_name(self._broker, name)
+        self.queues = check_queues(self._broker, queues)
         self.name = self._wanted_name or default_manager_name(self._broker)
         self.num_workers = num_workers
         self.grace = grace
@@ -249,6 +253,7 @@ class Manager:
             failed_limits=failed_limits,
             job_timeout=job_timeout,
             concurrency=self.concurrency,
+            queues=self.queues,
         )
         if start_method is None:
             start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from qw_core.broker import Broker, Reaped, check_delay, check_page
+from qw_core.broker import Broker, Reaped, check_delay, check_listed, check_page
 from qw_core.errors import ConfigurationError, InvalidName, JobCrashed, WorkerRunning
 from qw_core.memory_rpc import (
     CAPABILITIES,
@@ -44,7 +44,7 @@ from qw_core.memory_rpc import (
     job_from_dict,
     job_to_dict,
 )
-from qw_core.models import FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
@@ -54,8 +54,18 @@ RESERVED_NAMES = frozenset({"all", "job", "qw"})
 #: The longest manager or worker name accepted.
 MAX_NAME_LENGTH = 200
 
-#: Where a job goes back to: a manager's name (its queue), or ``None`` (the shared queue).
+#: Where a job goes back to: a manager's name (its queue), ``queue:<name>`` for a named
+#: queue (see :func:`_named`), or ``None`` (the shared queue).
 Origin = str | None
+
+#: How an origin names a named queue (a manager's name has no ``:``).
+_NAMED = "queue:"
+
+
+def _named(queue: str | None) -> Origin:
+    """The origin of named queue ``queue`` (``None`` or ``"default"``: the shared queue)."""
+    return None if queue is None or queue == DEFAULT_QUEUE else _NAMED + queue
+
 
 #: The origin of a job queued straight onto a worker without a manager: it goes back to
 #: the queue of that worker's manager, known once the worker takes it (or is recovered).
@@ -152,18 +162,18 @@ class MemoryBroker(Broker):
                 if job.id in state.jobs:
                     continue
                 state.jobs[job.id] = text
+                origin = job.manager if job.manager is not None else _named(job.queue)
                 if waits:
-                    heapq.heappush(state.delayed, (due, next(state.sequence), job.id, job.manager))
+                    heapq.heappush(state.delayed, (due, next(state.sequence), job.id, origin))
                 elif job.worker is not None:
-                    origin = job.manager if job.manager is not None else _WORKERS_MANAGER
-                    state.held[job.worker][job.id] = origin
+                    state.held[job.worker][job.id] = job.manager or _WORKERS_MANAGER
                 else:
-                    state.queues[job.manager].append(job.id)
+                    state.queues[origin].append(job.id)
             state.cond.notify_all()
         return [job.id for job in jobs]
 
     def _encode(self, job: Job) -> str:
-        for name in (job.manager, job.worker):
+        for name in (job.manager, job.worker, job.queue):
             if name is not None:
                 self.check_name(name)
         return dumps(job_to_dict(job))
@@ -186,6 +196,7 @@ class MemoryBroker(Broker):
         held: Sequence[str] = (),
         limit: int = 1,
         timeout: float = 0.0,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
     ) -> list[Job]:
         """See :meth:`Broker.take`. ``limit`` is clamped to ``0 .. capabilities.max_take``.
 
@@ -193,6 +204,11 @@ class MemoryBroker(Broker):
         """
         self.check_name(manager)
         self.check_name(worker)
+        origins: list[Origin] = [manager]
+        for queue in queues:
+            if queue != DEFAULT_QUEUE:
+                self.check_name(queue)
+            origins.append(_named(queue))
         limit = max(0, min(limit, self.capabilities.max_take))
         deadline = time.monotonic() + max(0.0, timeout)
         state = self._state
@@ -203,7 +219,7 @@ class MemoryBroker(Broker):
             skip = set(held)
             while True:
                 next_due = self._promote_due()
-                taken = self._take_ids(manager, worker, skip, limit)
+                taken = self._take_ids(manager, worker, skip, limit, origins)
                 if taken:
                     return [self._handed_out(job_id) for job_id in taken]
                 remaining = deadline - time.monotonic()
@@ -228,15 +244,18 @@ class MemoryBroker(Broker):
             self._state.nudged.add(worker)
             self._state.cond.notify_all()
 
-    def _take_ids(self, manager: str, worker: str, skip: set[str], limit: int) -> list[str]:
-        """Take up to ``limit`` ids in the contract's order; the caller holds the lock."""
+    def _take_ids(
+        self, manager: str, worker: str, skip: set[str], limit: int, origins: Sequence[Origin]
+    ) -> list[str]:
+        """Take up to ``limit`` ids in the contract's order (after the worker's own, the
+        queues of ``origins``, in order); the caller holds the lock."""
         state = self._state
         own = state.held[worker]
         taken = [job_id for job_id in own if job_id not in skip][:limit]
         for job_id in taken:
             if own[job_id] == _WORKERS_MANAGER:
                 own[job_id] = manager
-        for origin in (manager, None):
+        for origin in origins:
             queue = state.queues.get(origin)
             while queue and len(taken) < limit:
                 job_id = queue.popleft()
@@ -519,7 +538,11 @@ class MemoryBroker(Broker):
         state = self._state
         with state.cond:
             self._promote_due()
-            found = {name: len(ids) for name, ids in state.queues.items() if name is not None and ids}
+            found = {
+                name: len(ids)
+                for name, ids in state.queues.items()
+                if name is not None and not name.startswith(_NAMED) and ids
+            }
             for worker, held in state.held.items():
                 if held:
                     found[worker] = found.get(worker, 0) + len(held)
@@ -565,13 +588,32 @@ class MemoryBroker(Broker):
             return sorted(self._state.workers.get(manager, ()))
 
     def queued_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`. Delayed jobs are listed once they are due."""
         check_page(offset, limit)
+        origin = self._listed(manager, queue)
         with self._state.cond:
             self._promote_due()
-            return _page(self._state.queues.get(manager, ()), offset, limit)
+            return _page(self._state.queues.get(origin, ()), offset, limit)
+
+    def _listed(self, manager: str | None, queue: str | None) -> Origin:
+        manager, queue = check_listed(manager, queue)
+        for name in (manager, queue):
+            if name is not None:
+                self.check_name(name)
+        return manager if manager is not None else _named(queue)
+
+    def named_queues(self) -> list[str]:
+        """See :meth:`Broker.named_queues`."""
+        with self._state.cond:
+            origins = {*self._state.queues, *(entry[3] for entry in self._state.delayed)}
+        return sorted(o[len(_NAMED) :] for o in origins if o is not None and o.startswith(_NAMED))
 
     def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
         """See :meth:`Broker.held_job_ids`; oldest first."""
@@ -588,13 +630,19 @@ class MemoryBroker(Broker):
         return None if text is None else load_job(text)
 
     def delayed_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""
         check_page(offset, limit)
+        wanted = self._listed(manager, queue)
         with self._state.cond:
             self._promote_due()
-            due = (job_id for _, _, job_id, origin in sorted(self._state.delayed) if origin == manager)
+            due = (job_id for _, _, job_id, origin in sorted(self._state.delayed) if origin == wanted)
             return _page(due, offset, limit)
 
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:

@@ -36,7 +36,7 @@ import attrs
 from qw_core import errors
 from qw_core.broker import Broker, Capabilities, Reaped, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
-from qw_core.models import FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
@@ -174,6 +174,7 @@ _HANDLERS: dict[str, _Handler] = {
     "failed_jobs": lambda b, kw: [_failed_to_dict(f) for f in b.failed_jobs(**kw)],
     "heartbeat_of": lambda b, kw: b.heartbeat_of(**kw),
     "delayed_job_ids": lambda b, kw: b.delayed_job_ids(**kw),
+    "named_queues": lambda b, kw: b.named_queues(),
     "failed_count": lambda b, kw: b.failed_count(),
     "get_failed": lambda b, kw: None if (f := b.get_failed(**kw)) is None else _failed_to_dict(f),
     "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
@@ -349,6 +350,7 @@ class MemoryClient(Broker):
         held: Sequence[str] = (),
         limit: int = 1,
         timeout: float = 0.0,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
     ) -> list[Job]:
         """See :meth:`Broker.take`; the wait happens in the server, not in this process."""
         found = self._call(
@@ -359,6 +361,7 @@ class MemoryClient(Broker):
             held=list(held),
             limit=limit,
             timeout=timeout,
+            queues=list(queues),
         )
         return [attrs.evolve(job_from_dict(raw), suspect=bool(raw.get("suspect"))) for raw in found]
 
@@ -449,11 +452,16 @@ class MemoryClient(Broker):
         return [str(name) for name in self._call("workers", manager=manager)]
 
     def queued_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`."""
         check_page(offset, limit)
-        found = self._call("queued_job_ids", manager=manager, offset=offset, limit=limit)
+        found = self._call("queued_job_ids", manager=manager, queue=queue, offset=offset, limit=limit)
         return [str(job_id) for job_id in found]
 
     def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
@@ -481,12 +489,21 @@ class MemoryClient(Broker):
         return None if found is None else (str(found[0]), float(found[1]))
 
     def delayed_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""
         check_page(offset, limit)
-        found = self._call("delayed_job_ids", manager=manager, offset=offset, limit=limit)
+        found = self._call("delayed_job_ids", manager=manager, queue=queue, offset=offset, limit=limit)
         return [str(job_id) for job_id in found]
+
+    def named_queues(self) -> list[str]:
+        """See :meth:`Broker.named_queues`."""
+        return [str(name) for name in self._call("named_queues")]
 
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""

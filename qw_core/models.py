@@ -52,7 +52,7 @@ class Job:
     :param worker: the worker the job was queued for directly, or ``None``.
     :param queue: the named queue the job was queued on (``qw run --queue``), or ``None``
         for the shared queue (named ``"default"``; ``all:jobs`` on Redis). A job goes to
-        one place: a named queue, a manager's queue, or a worker.
+        one place: a named queue, a manager's queue, or a worker (of ``manager``, if given).
     :param attempts: how many times the job has already been run and failed or was
         retried; ``0`` for a job on its first run.
     :param queued_at: when the job was queued (seconds since the epoch), if known.
@@ -90,14 +90,13 @@ class Job:
         """A job ready to be queued: a fresh id and the current time.
 
         :param queue: a named queue; ``"default"`` (or ``None``) is the shared queue.
-        :raises ValueError: more than one of ``manager``, ``worker`` and ``queue``.
+        :raises ValueError: a named ``queue`` with a ``manager`` or ``worker``.
         """
         if queue == DEFAULT_QUEUE:
             queue = None
-        places = (("manager", manager), ("worker", worker), ("queue", queue))
-        given = [what for what, value in places if value]
-        if len(given) > 1:
-            raise ValueError(f"a job goes to one place: give one of {' and '.join(given)}, not both")
+        if queue is not None and (manager is not None or worker is not None):
+            other = "manager" if manager is not None else "worker"
+            raise ValueError(f"a job goes to one place: give queue {queue!r} or a {other}, not both")
         return cls(
             data=data,
             manager=manager,

@@ -25,10 +25,12 @@ import re
 import socket
 import time
 import unicodedata
+from collections.abc import Iterable
 
 from qw_core.broker import Broker
 from qw_core.errors import ConfigurationError, InvalidName
 from qw_core.identity import identity_alive
+from qw_core.models import DEFAULT_QUEUE
 
 #: The end of a worker's name (``<manager>.<pid>``), which no manager's name may have.
 _WORKER_SUFFIX = re.compile(r"\.([0-9]+)\Z")
@@ -133,3 +135,26 @@ def live_holder(broker: Broker, name: str, *, watch: float) -> str | None:
             return f"on {where}, beating"
         left = now[1]
     return None
+
+
+def check_queues(broker: Broker, queues: Iterable[str] | None) -> tuple[str, ...]:
+    """The named queues a worker serves, by priority, checked: each name as ``broker``
+    checks a manager's (:data:`~qw_core.models.DEFAULT_QUEUE` is the shared queue); none
+    given serves the shared queue alone.
+
+    :raises ConfigurationError: a name that cannot be a queue's, or one given twice.
+    """
+    served = tuple(queues or ()) or (DEFAULT_QUEUE,)
+    for queue in served:
+        if queue == DEFAULT_QUEUE:
+            continue
+        try:
+            broker.check_name(queue)
+        except InvalidName as exc:
+            raise ConfigurationError(f"queue {queue!r} cannot be served: {exc}") from None
+    twice = sorted({queue for queue in served if served.count(queue) > 1})
+    if twice:
+        raise ConfigurationError(
+            f"queue {twice[0]!r} is given twice; give each queue once, in priority order"
+        )
+    return served

@@ -24,6 +24,7 @@ import attrs
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory
 from qw_core.errors import BrokerUnavailable, QwError
+from qw_core.models import DEFAULT_QUEUE
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
@@ -51,6 +52,7 @@ class WorkerSpec:
     failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS
     job_timeout: float | None = None
     concurrency: int | None = None
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
 
 
 def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Broker | None:
@@ -146,6 +148,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             failed_limits=spec.failed_limits,
             job_timeout=spec.job_timeout,
             concurrency=spec.concurrency,
+            queues=spec.queues,
             status=status,
         )
     except Exception as exc:

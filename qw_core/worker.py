@@ -53,7 +53,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -73,7 +73,7 @@ from qw_core.execution import (
     slots_for,
 )
 from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
-from qw_core.naming import check_manager_name
+from qw_core.naming import check_manager_name, check_queues
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.status import JobStatus
@@ -171,6 +171,9 @@ class Worker:
     :param burst: stop once a take finds nothing to do and the jobs in flight are over
         (as rq's and arq's burst mode does), instead of waiting for more: for scripts, and
         for tests (:func:`qw_core.testing.run_jobs`). Jobs delayed to a later time are left.
+    :param queues: the named queues served after the worker's own list and its manager's
+        queue, in strict priority order (``"default"``: the shared queue, which is what
+        none means).
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -199,6 +202,7 @@ class Worker:
         status: JobStatus | None = None,
         clock: Callable[[], float] = time.monotonic,
         burst: bool = False,
+        queues: Sequence[str] | None = None,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -215,6 +219,7 @@ class Worker:
             )
         self.manager = check_manager_name(broker, manager)
         self.name = broker.check_name(name or f"{manager}.{os.getpid()}")
+        self.queues = check_queues(broker, queues)
         self.info = WorkerInfo(name=self.name, manager=self.manager, pid=os.getpid())
         self.prefetch = min(prefetch, broker.capabilities.max_take)
         self.block_timeout = block_timeout
@@ -659,6 +664,7 @@ class Worker:
                 held=held,
                 limit=limit,
                 timeout=timeout,
+                queues=self.queues,
             )
         except Exception as exc:
             self._wait_out(exc)

@@ -102,7 +102,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "take.lua",
-        "  if unclaimed <= taken then redis.call('DEL', KEYS[8]) end",
+        "  if unclaimed <= taken then redis.call('DEL', KEYS[6]) end",
         "  -- worker tokens kept",
         "a worker's own stale wake-up tokens are deleted",
         REDIS,
@@ -166,8 +166,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "take.lua",
-        "redis.call('DEL', KEYS[9], KEYS[10])",
-        "redis.call('DEL', KEYS[9])",
+        "redis.call('DEL', KEYS[7], KEYS[8])",
+        "redis.call('DEL', KEYS[7])",
         "a take drops the hand-offs it hands out as leftovers (none runs twice)",
         REDIS,
     ),
@@ -180,8 +180,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "qw_redis/src/qw_redis/broker.py",
-        "            jobs = self._take_once(manager, worker, (), held, limit, waits=waits)\n",
-        "            jobs = self._take_once(manager, worker, (), held, limit, waits=True)\n",
+        "            jobs = take((), held, limit, waits=waits)\n",
+        "            jobs = take((), held, limit, waits=True)\n",
         "a take never returns with the worker registered as waiting",
         REDIS,
     ),

@@ -156,6 +156,9 @@ class QueueCollector(Collector):
         for queue, label in ((None, SHARED), (manager, manager)):
             depth.add_metric([label, "queued"], broker.queued_count(queue))
             depth.add_metric([label, "delayed"], broker.delayed_count(queue))
+        for named in broker.named_queues():
+            depth.add_metric([named, "queued"], broker.queued_count(queue=named))
+            depth.add_metric([named, "delayed"], broker.delayed_count(queue=named))
         workers = broker.workers(manager)
         held = sum(broker.held_count(worker) for worker in workers)
         depth.add_metric([manager, "in_progress"], held)
@@ -203,6 +206,8 @@ def _metrics() -> _JobMetrics:
 
 
 def _queue(job: Job, worker: WorkerInfo) -> str:
+    if job.queue is not None:
+        return job.queue
     if job.manager is not None:
         return job.manager
     return SHARED if job.worker is None else worker.manager

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.memory import MemoryBroker
-from qw_core.models import Job
+from qw_core.models import DEFAULT_QUEUE, Job
 from qw_core.testing.running import TEST_MANAGER, Ran, TooManyRuns, run_jobs
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def poll_take(
     worker: str = WORKER,
     timeout: float,
     step: float,
+    queues: Sequence[str] = (DEFAULT_QUEUE,),
 ) -> tuple[list[Job], float]:
     """Take with waits of up to ``step`` until a job comes or ``timeout`` runs out.
 
@@ -99,7 +100,8 @@ def poll_take(
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
-        jobs = broker.take(manager=manager, worker=worker, timeout=max(0.0, min(step, remaining)))
+        wait = max(0.0, min(step, remaining))
+        jobs = broker.take(manager=manager, worker=worker, timeout=wait, queues=queues)
         if jobs or remaining <= 0:
             return jobs, time.monotonic()
 
@@ -111,6 +113,7 @@ def take_while_blocked(
     blocked: Callable[[], bool],
     worker: str = WORKER,
     timeout: float = 30.0,
+    queues: Sequence[str] = (DEFAULT_QUEUE,),
 ) -> tuple[list[Job], float]:
     """Block a take in another thread (on a broker from ``broker.factory()``), then ``act``.
 
@@ -123,7 +126,7 @@ def take_while_blocked(
     """
 
     def taker(other: Broker) -> tuple[list[Job], float]:
-        return poll_take(other, worker=worker, timeout=timeout, step=timeout)
+        return poll_take(other, worker=worker, timeout=timeout, step=timeout, queues=queues)
 
     with opened(broker.factory()) as other, ThreadPoolExecutor(1) as pool:
         future = pool.submit(taker, other)

@@ -76,6 +76,15 @@ def test_manager_and_worker_queues(broker: Any) -> None:
     assert broker.queued_job_ids(None) == []
 
 
+def test_a_named_queue(broker: Any) -> None:
+    result = enqueue("--queue", "emails", '{"to": "ann"}')
+    assert result.exit_code == 0, result.stderr
+    assert broker.queued_job_ids(queue="emails") == [result.stdout.strip()]
+    assert broker.queued_job_ids(None) == []
+    default = enqueue("--queue", "default", '{"to": "bob"}')
+    assert broker.queued_job_ids(None) == [default.stdout.strip()]
+
+
 def test_more_jobs_than_one_batch(broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import qw_cli.enqueue
 
@@ -169,6 +178,9 @@ def test_bad_names_queue_nothing(redis_db: Any) -> None:
     assert_one_line_error(enqueue("--manager", "all", "{}"), "reserved")
     assert_one_line_error(enqueue("--worker", "a b", "{}"), "whitespace")
     assert_one_line_error(enqueue("--manager", "x:y", "{}"), "':'")
+    assert_one_line_error(enqueue("--queue", "x:y", "{}"), "':'")
+    both = enqueue("--queue", "emails", "--manager", "web1", "{}")
+    assert (both.exit_code, "give --queue or --manager, not both" in both.stderr) == (2, True)
     assert redis_db.keys("*") == []
 
 

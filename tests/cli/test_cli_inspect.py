@@ -28,6 +28,8 @@ def state(broker: Any) -> dict[str, Any]:
     (held,) = broker.take(manager="web1", worker="web1.101", limit=1)  # takes web1's first job
     later = [Job.new({"later": 1}), Job.new({"later": 2}, manager="web2")]
     broker.queue_jobs(later, delay=3600)
+    emails = [Job.new({"to": "ann"}, queue="emails"), Job.new({"to": "bob"}, queue="emails")]
+    broker.queue_jobs(emails)
     broker.queue_jobs([Job.new({"doomed": True}, manager="web2")])
     (doomed,) = broker.take(manager="web2", worker="web2.201", limit=1)
     broker.fail_job(worker="web2.201", job=doomed, failure=Failure(exc_type="ValueError", message="no"))
@@ -36,6 +38,7 @@ def state(broker: Any) -> dict[str, Any]:
         "web1": [j.id for j in for_web1[1:]],
         "held": held.id,
         "delayed": [j.id for j in later],
+        "emails": [j.id for j in emails],
     }
 
 
@@ -50,6 +53,7 @@ def test_status_table(state: dict[str, Any]) -> None:
     assert [line.split() for line in lines] == [
         ["KIND", "NAME", "QUEUED", "DELAYED", "HELD"],
         ["queue", "shared", "3", "1", "-"],
+        ["queue", "emails", "2", "0", "-"],
         ["manager", "web1", "1", "0", "1"],
         ["worker", "web1.101", "-", "-", "1"],
         ["worker", "web1.102", "-", "-", "0"],
@@ -69,6 +73,7 @@ def test_status_json(state: dict[str, Any]) -> None:
         "backend": REDIS_URL,
         "queued": 3,
         "delayed": 1,
+        "queues": [{"name": "emails", "queued": 2, "delayed": 0}],
         "failed": 1,
         "problems": [],
         "stray": [],
@@ -108,43 +113,55 @@ def test_workers(state: dict[str, Any]) -> None:
 
 def test_jobs(state: dict[str, Any]) -> None:
     rows = [line.split() for line in qw("jobs").stdout.splitlines()]
-    assert rows[0] == ["STATE", "MANAGER", "WORKER", "JOB"]
+    assert rows[0] == ["STATE", "QUEUE", "MANAGER", "WORKER", "JOB"]
     assert rows[1:] == [
-        *(["queued", "-", "-", job_id] for job_id in state["shared"]),
-        ["delayed", "-", "-", state["delayed"][0]],
-        *(["queued", "web1", "-", job_id] for job_id in state["web1"]),
-        ["held", "web1", "web1.101", state["held"]],
-        ["delayed", "web2", "-", state["delayed"][1]],
+        *(["queued", "-", "-", "-", job_id] for job_id in state["shared"]),
+        ["delayed", "-", "-", "-", state["delayed"][0]],
+        *(["queued", "emails", "-", "-", job_id] for job_id in state["emails"]),
+        *(["queued", "-", "web1", "-", job_id] for job_id in state["web1"]),
+        ["held", "-", "web1", "web1.101", state["held"]],
+        ["delayed", "-", "web2", "-", state["delayed"][1]],
     ]
     only_web1 = json.loads(qw("jobs", "web1", "--json").stdout)
     assert only_web1 == [
-        *({"id": job_id, "state": "queued", "manager": "web1", "worker": None} for job_id in state["web1"]),
-        {"id": state["held"], "state": "held", "manager": "web1", "worker": "web1.101"},
+        *(
+            {"id": job_id, "state": "queued", "queue": None, "manager": "web1", "worker": None}
+            for job_id in state["web1"]
+        ),
+        {"id": state["held"], "state": "held", "queue": None, "manager": "web1", "worker": "web1.101"},
     ]
     assert json.loads(qw("jobs", "web2", "--json").stdout) == [
-        {"id": state["delayed"][1], "state": "delayed", "manager": "web2", "worker": None}
+        {"id": state["delayed"][1], "state": "delayed", "queue": None, "manager": "web2", "worker": None}
+    ]
+    assert json.loads(qw("jobs", "--queue", "emails", "--json").stdout) == [
+        {"id": job_id, "state": "queued", "queue": "emails", "manager": None, "worker": None}
+        for job_id in state["emails"]
+    ]
+    assert [r["id"] for r in json.loads(qw("jobs", "--queue", "default", "--json").stdout)] == [
+        *state["shared"],
+        state["delayed"][0],
     ]
 
 
 def test_jobs_pages_with_limit_offset_and_all(state: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("qw_cli.inspect.PAGE", 2)  # several pages in every listing
     everything = json.loads(qw("jobs", "--json").stdout)
-    assert len(everything) == 7
+    assert len(everything) == 9
     assert json.loads(qw("jobs", "--json", "--all").stdout) == everything
     assert qw("jobs", "--json").stderr == "", "all of them shown: nothing to say"
     two = qw("jobs", "--json", "--limit", "2")
     assert json.loads(two.stdout) == everything[:2]
-    assert two.stderr == "(2 of 7 shown; --limit/--offset or --all for more)\n"
+    assert two.stderr == "(2 of 9 shown; --limit/--offset or --all for more)\n"
     middle = qw("jobs", "-n", "3", "--offset", "2")
     assert [row.split()[-1] for row in middle.stdout.splitlines()[1:]] == [r["id"] for r in everything[2:5]]
-    assert middle.stderr == "(jobs 3 to 5 of 7 shown; --limit/--offset or --all for more)\n"
+    assert middle.stderr == "(jobs 3 to 5 of 9 shown; --limit/--offset or --all for more)\n"
     tail = qw("jobs", "--json", "--offset", "5", "--all")
     assert json.loads(tail.stdout) == everything[5:]
-    past = qw("jobs", "--offset", "7")
-    assert past.stdout.split() == ["STATE", "MANAGER", "WORKER", "JOB"]
-    assert past.stderr == "(none of 7 shown: --offset 7 is past the end)\n"
+    past = qw("jobs", "--offset", "9")
+    assert past.stdout.split() == ["STATE", "QUEUE", "MANAGER", "WORKER", "JOB"]
+    assert past.stderr == "(none of 9 shown: --offset 9 is past the end)\n"
     assert json.loads(qw("jobs", "web1", "--json", "--offset", "1").stdout) == [
-        {"id": state["held"], "state": "held", "manager": "web1", "worker": "web1.101"}
+        {"id": state["held"], "state": "held", "queue": None, "manager": "web1", "worker": "web1.101"}
     ]
 
 
@@ -185,7 +202,7 @@ def test_empty_broker(redis_db: Any) -> None:
     assert qw("status").stdout.splitlines()[1:] == ["queue  shared  0       0        -", "failed jobs: 0"]
     assert qw("managers").stdout == ""
     assert json.loads(qw("jobs", "--json").stdout) == []
-    assert qw("jobs").stdout.split() == ["STATE", "MANAGER", "WORKER", "JOB"]
+    assert qw("jobs").stdout.split() == ["STATE", "QUEUE", "MANAGER", "WORKER", "JOB"]
 
 
 def test_url_from_environment(state: dict[str, Any]) -> None:

@@ -217,6 +217,13 @@ def test_bad_settings_are_refused(redis_db: Any) -> None:
     assert_one_line_error(
         invoke("run", "--url", REDIS_URL, "-p", "no_such_plugin", "qwtest_targets:noop"), "no_such_plugin"
     )
+    assert_one_line_error(
+        invoke("run", "--url", REDIS_URL, "--queue", "a:b", "qwtest_targets:noop"), "queue 'a:b'", "':'"
+    )
+    assert_one_line_error(
+        invoke("run", "--url", REDIS_URL, "--queue", "x", "--queue", "x", "qwtest_targets:noop"),
+        "queue 'x' is given twice",
+    )
     for args in (["-w", "0"], ["-w", "x"], ["--prefetch", "0"], ["--level", "loud"], ["--grace", "-1"]):
         result = invoke("run", "--url", REDIS_URL, *args, "qwtest_targets:noop")
         assert result.exit_code == 2, args

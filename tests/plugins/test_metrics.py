@@ -55,6 +55,8 @@ def test_a_scrape_adds_up_every_worker_process(broker: RedisBroker, tmp_path: Pa
     broker.queue_jobs(shared)
     broker.queue_job(Job.new({}, manager=MANAGER))
     broker.queue_job(Job.new({}), delay=600)
+    broker.queue_jobs([Job.new({}, queue="emails") for _ in range(2)])  # served: --queue emails
+    broker.queue_jobs([Job.new({}, queue="reports") for _ in range(3)])  # not served: they wait
     port = free_port()
     argv = [sys.executable, "-m", "qw_cli", "run", "--url", redis_url(REDIS_DB), "-w", "2", "-n", MANAGER]
     argv += [
@@ -66,6 +68,10 @@ def test_a_scrape_adds_up_every_worker_process(broker: RedisBroker, tmp_path: Pa
         "0",
         "--metrics-port",
         str(port),
+        "--queue",
+        "default",
+        "--queue",
+        "emails",
     ]
     log = tmp_path / "qw-run.log"
     with log.open("w") as out:
@@ -79,6 +85,7 @@ def test_a_scrape_adds_up_every_worker_process(broker: RedisBroker, tmp_path: Pa
             ("qw_job_duration_seconds_count", "shared"): 17.0,
             ("qw_jobs_started_total", MANAGER): 1.0,
             ("qw_jobs_succeeded_total", MANAGER): 1.0,
+            ("qw_jobs_succeeded_total", "emails"): 2.0,
         }
 
         def settled() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
@@ -96,6 +103,8 @@ def test_a_scrape_adds_up_every_worker_process(broker: RedisBroker, tmp_path: Pa
         assert value(samples, "qw_queue_jobs", queue="shared", state="delayed") == 1
         assert value(samples, "qw_queue_jobs", queue="shared", state="queued") == 0
         assert value(samples, "qw_queue_jobs", queue=MANAGER, state="in_progress") == 0
+        assert value(samples, "qw_queue_jobs", queue="emails", state="queued") == 0
+        assert value(samples, "qw_queue_jobs", queue="reports", state="queued") == 3
         buckets = value(samples, "qw_job_duration_seconds_bucket", queue="shared", le="+Inf")
         assert buckets == 17
     finally:

@@ -99,6 +99,20 @@ def test_a_job_for_a_manager_goes_only_to_a_worker_of_that_manager(
         other.close()
 
 
+def test_a_job_on_a_named_queue_is_handed_to_a_worker_that_serves_it(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    assert real_broker._take_once(M, W, (), (), 1, waits=True, served=["queue:emails"]) == []
+    assert real_broker._take_once(M, W2, (), (), 1, waits=True) == []  # the shared queue only
+    job = Job.new({"n": 1}, queue="emails")
+    real_broker.queue_jobs([job])
+    assert real_broker.held_job_ids(W) == [job.id]
+    assert real_client.hget(keys.ORIGIN, job.id) == "queue:emails"
+    assert real_client.exists(keys.idling(W2))  # still waiting
+    [taken] = real_broker.take(manager=M, worker=W, queues=["emails"])  # as a leftover, here
+    assert (taken, taken.queue) == (job, "emails")
+
+
 def test_a_hand_off_nobody_read_is_taken_once_by_the_next_take(
     real_broker: RedisBroker, real_client: redis.Redis
 ) -> None:

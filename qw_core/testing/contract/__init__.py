@@ -29,6 +29,7 @@ from qw_core.broker import Broker
 from qw_core.testing.contract.data import DataContract
 from qw_core.testing.contract.listing import ListingContract
 from qw_core.testing.contract.liveness import LivenessContract
+from qw_core.testing.contract.queues import QueuesContract
 from qw_core.testing.contract.scheduling import SchedulingContract
 from qw_core.testing.contract.settling import SettlingContract
 from qw_core.testing.contract.strays import StrayContract
@@ -39,6 +40,7 @@ __all__ = ["BrokerContract"]
 
 class BrokerContract(
     TakingContract,
+    QueuesContract,
     SettlingContract,
     DataContract,
     SchedulingContract,

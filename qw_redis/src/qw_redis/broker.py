@@ -56,9 +56,17 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import attrs
 import redis
 
-from qw_core.broker import Broker, BrokerFactory, Capabilities, Reaped, check_delay, check_page
+from qw_core.broker import (
+    Broker,
+    BrokerFactory,
+    Capabilities,
+    Reaped,
+    check_delay,
+    check_listed,
+    check_page,
+)
 from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError, WorkerRunning
-from qw_core.models import FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_redis import codec, connection, keys
 from qw_redis.connection import DEFAULT_URL, RedisOptions
@@ -245,29 +253,45 @@ class RedisBroker(Broker):
         if check_delay(jobs, delay, at):
             self._queue_delayed(jobs, delay, at)
             return [job.id for job in jobs]
-        batches: dict[tuple[str | None, bool], list[tuple[str, codec.Stored]]] = {}
+        batches: dict[tuple[str, bool], list[tuple[str, codec.Stored]]] = {}
         for job in jobs:  # encode (and refuse) everything before anything is written
-            name = job.worker if job.worker is not None else job.manager  # None: the shared queue
-            if name is not None:
-                self._check_cached(name)
-            queue = (name, job.worker is not None)
-            batches.setdefault(queue, []).append((job.id, self._encode_new(job)))
-        for (name, to_worker), batch in batches.items():
+            place = (self._origin_of(job), job.worker is not None)
+            batches.setdefault(place, []).append((job.id, self._encode_new(job)))
+        for (origin, to_worker), batch in batches.items():
             for part in _script_batches(batch):
-                self._scripts.queue(name=name, worker=to_worker, jobs=part)
+                self._scripts.queue(origin=origin, worker=to_worker, jobs=part)
         return [job.id for job in jobs]
 
     def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
         """Queue ``jobs`` in ``qw:delayed:<m>``, grouped by the queue each goes to when due."""
         batches: dict[str, list[tuple[str, codec.Stored]]] = {}
         for job in jobs:
-            if job.manager is not None:
-                self._check_cached(job.manager)
-            origin = keys.SHARED_ORIGIN if job.manager is None else job.manager
-            batches.setdefault(origin, []).append((job.id, self._encode_new(job)))
+            batches.setdefault(self._origin_of(job), []).append((job.id, self._encode_new(job)))
         for origin, batch in batches.items():
             for part in _script_batches(batch):
                 self._scripts.queue_delayed(origin=origin, delay=delay, at=at, jobs=part)
+
+    def _origin_of(self, job: Job) -> str:
+        """Where ``job`` is queued (see :func:`keys.origin`), its names checked; for a job
+        sent to a worker, the worker's name."""
+        queue = None if job.queue == DEFAULT_QUEUE else job.queue
+        for name in (job.worker, job.manager, queue):
+            if name is not None:
+                self._check_cached(name)
+        if job.worker is not None:
+            return job.worker
+        return keys.origin(manager=job.manager, queue=queue)
+
+    def _served(self, queues: Sequence[str]) -> list[str]:
+        """The origins of named queues ``queues`` (``"default"``: the shared queue), checked."""
+        origins = []
+        for queue in queues:
+            if queue == DEFAULT_QUEUE:
+                origins.append(keys.SHARED_ORIGIN)
+            else:
+                self._check_cached(queue)
+                origins.append(keys.origin(queue=queue))
+        return origins
 
     def _encode_new(self, job: Job) -> codec.Stored:
         """The hash of a job about to be queued (its id must be text: codec.check_new_id)."""
@@ -286,17 +310,20 @@ class RedisBroker(Broker):
         held: Sequence[str] = (),
         limit: int = 1,
         timeout: float = 0.0,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
     ) -> list[Job]:
         self._check_cached(manager)
         self._check_cached(worker)
+        served = self._served(queues)
         limit = max(0, min(limit, self.capabilities.max_take))
         deadline = time.monotonic() + timeout
         waits = limit > 0 and timeout >= _MIN_BLOCK
-        jobs = self._take_once(manager, worker, finished, held, limit, waits=waits)
+        take = functools.partial(self._take_once, manager, worker, served=served)
+        jobs = take(finished, held, limit, waits=waits)
         if jobs or not waits:
             return jobs
         nudge, handoff = keys.nudge(worker), keys.handoff(worker)
-        wake_keys = [nudge, handoff, keys.wake(worker), keys.wake(manager), keys.WAKE_ALL]
+        wake_keys = [nudge, handoff, keys.wake(worker), keys.wake(manager), *map(keys.wake, served)]
         while True:
             remaining = deadline - time.monotonic()
             # Idle anyway: move due delayed jobs, and wake up when the next one is due.
@@ -317,11 +344,11 @@ class RedisBroker(Broker):
                         if job is not None:
                             return [job]
                     elif woken is not None and woken[0] == nudge:  # see nudge(): return now
-                        return self._take_once(manager, worker, (), held, limit)
+                        return take((), held, limit)
             # Registered as waiting only if it waits again: a take never returns with the
             # worker registered, so no job is handed to a worker that is not waiting.
             waits = deadline - time.monotonic() >= _MIN_BLOCK
-            jobs = self._take_once(manager, worker, (), held, limit, waits=waits)
+            jobs = take((), held, limit, waits=waits)
             if jobs or not waits:
                 return jobs
 
@@ -352,8 +379,10 @@ class RedisBroker(Broker):
         limit: int,
         *,
         waits: bool = False,
+        served: Sequence[str] = (keys.SHARED_ORIGIN,),
     ) -> list[Job]:
-        """One ``take.lua`` call; ``waits``: if it finds nothing, the worker waits next."""
+        """One ``take.lua`` call; ``waits``: if it finds nothing, the worker waits next;
+        ``served``: the origins of the queues served after the manager's."""
         reply = self._scripts.take(
             manager=manager,
             worker=worker,
@@ -362,6 +391,7 @@ class RedisBroker(Broker):
             limit=limit,
             max_size=self._options.max_job_size,
             wait_ms=self._idling_ms if waits else 0,
+            origins=served,
         )
         if reply.broken:
             self._report_broken(reply.broken)
@@ -401,6 +431,7 @@ class RedisBroker(Broker):
         # Where a hash without qw's marker came from (qw's own hashes say it themselves).
         from_manager = manager if item.source == "m" else None
         from_worker = worker if item.source == "w" else None
+        from_queue = keys.named_queue(item.source)
         error: InvalidJob
         if item.wrong_type:
             error = InvalidJob(f"job:{codec.shown(item.id)} is a {item.wrong_type}, not a hash")
@@ -412,13 +443,18 @@ class RedisBroker(Broker):
         else:
             try:
                 job = codec.decode_job(
-                    item.id, item.fields, item.marker, manager=from_manager, worker=from_worker
+                    item.id,
+                    item.fields,
+                    item.marker,
+                    manager=from_manager,
+                    worker=from_worker,
+                    queue=from_queue,
                 )
                 return attrs.evolve(job, suspect=True) if item.suspect else job
             except InvalidJob as exc:
                 error = exc
         log.warning("job %s is unreadable, moved to the failed jobs: %s", codec.shown(item.id), error)
-        job = Job(id=item.id, data=None, manager=from_manager, worker=from_worker)
+        job = Job(id=item.id, data=None, manager=from_manager, worker=from_worker, queue=from_queue)
         failure = Failure.from_exception(error, worker=worker, kind="invalid")
         self._fail(worker, job, failure, keep_hash=True)
         return None
@@ -708,17 +744,41 @@ class RedisBroker(Broker):
 
     @_translated
     def queued_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`; :data:`READ_CHUNK` ids an ``LRANGE``."""
         check_page(offset, limit)
         # Producers LPUSH and takers pop from the right: the next to run is the last, and
         # position p (from the next to run) is index -(p + 1).
-        return self._range(keys.queue(manager), offset, limit, from_right=True)
+        return self._range(keys.queue_list(self._listed(manager, queue)), offset, limit, from_right=True)
 
     @_translated
-    def queued_count(self, manager: str | None = None) -> int:
-        return self._llen(keys.queue(manager))
+    def queued_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
+        return self._llen(keys.queue_list(self._listed(manager, queue)))
+
+    def _listed(self, manager: str | None, queue: str | None) -> str:
+        """The origin of the queue a listing asks for (see :func:`check_listed`)."""
+        manager, queue = check_listed(manager, queue)
+        for name in (manager, queue):
+            if name is not None:
+                self._check_cached(name)
+        return keys.origin(manager=manager, queue=queue)
+
+    @_translated
+    def named_queues(self) -> list[str]:
+        """See :meth:`Broker.named_queues`: the named queues in ``qw:queues``."""
+        try:
+            members = cast("set[str]", self._client.smembers(keys.QUEUES))
+        except redis.ResponseError as exc:  # not a set: problems() says so
+            if str(exc).startswith("WRONGTYPE"):
+                return []
+            raise
+        return sorted(name for member in members if (name := keys.named_queue(member)) is not None)
 
     @_translated
     def held_count(self, worker: str) -> int:
@@ -864,13 +924,18 @@ class RedisBroker(Broker):
 
     @_translated
     def delayed_job_ids(
-        self, manager: str | None = None, *, offset: int = 0, limit: int | None = None
+        self,
+        manager: str | None = None,
+        *,
+        queue: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`: ``qw:delayed:<m>`` by due time, :data:`READ_CHUNK`
         ids a ``ZRANGE`` (not yet the jobs qw delayed before 1.0, which a worker's next take
         sorts in there)."""
         check_page(offset, limit)
-        key = keys.delayed(manager)
+        key = keys.delayed(self._listed(manager, queue))
         return self._read_in_chunks(
             lambda start, count: cast("list[str]", self._client.zrange(key, start, start + count - 1)),
             offset,
@@ -878,9 +943,9 @@ class RedisBroker(Broker):
         )
 
     @_translated
-    def delayed_count(self, manager: str | None = None) -> int:
+    def delayed_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
         """``ZCARD qw:delayed:<m>``: one command, however many jobs are delayed for any queue."""
-        return self._wrong_type_as_empty(self._client.zcard, keys.delayed(manager))
+        return self._wrong_type_as_empty(self._client.zcard, keys.delayed(self._listed(manager, queue)))
 
     @_translated
     def failed_count(self) -> int:

@@ -152,11 +152,38 @@ QUEUES = _QW + "queues"
 
 #: Value of an ``ORIGIN`` entry for a job taken from the shared queue.
 SHARED_ORIGIN = ""
+#: How an origin names a named queue: ``queue:<name>`` (a manager's name has no ``:``).
+#: The queue's own keys are the usual ones with this origin in place of a manager's name
+#: (``qw:wake:queue:<name>``, ``qw:delayed:queue:<name>``, ``qw:idle:queue:<name>``),
+#: except the list itself, ``qw:queue:<name>``: everything of a named queue is under ``qw:``.
+NAMED_ORIGIN_PREFIX = "queue:"
 
 
 def manager_workers(manager: str) -> str:
     """``<m>:workers``: the set of ``manager``'s running workers."""
     return manager + _WORKERS_SUFFIX
+
+
+def origin(*, manager: str | None = None, queue: str | None = None) -> str:
+    """The ``ORIGIN`` value (and the queue reference every key function below takes) of
+    manager ``manager``'s queue, named queue ``queue``, or (neither) the shared queue."""
+    if queue is not None:
+        return NAMED_ORIGIN_PREFIX + queue
+    return SHARED_ORIGIN if manager is None else manager
+
+
+def named_queue(origin: str) -> str | None:
+    """The named queue an ``ORIGIN`` value stands for, or ``None`` (a manager, or shared)."""
+    return origin[len(NAMED_ORIGIN_PREFIX) :] if origin.startswith(NAMED_ORIGIN_PREFIX) else None
+
+
+def queue_list(origin: str) -> str:
+    """The list of the queue ``origin`` stands for (see :func:`origin`)."""
+    if origin == SHARED_ORIGIN:
+        return ALL_JOBS
+    if origin.startswith(NAMED_ORIGIN_PREFIX):
+        return _QW + origin
+    return origin + _QUEUE_SUFFIX
 
 
 def queue(name: str | None) -> str:
@@ -166,8 +193,9 @@ def queue(name: str | None) -> str:
 
 def delayed(name: str | None) -> str:
     """``qw:delayed:<m>``: the jobs waiting for their due time to go to manager ``<m>``'s
-    queue (``qw:delayed:all`` for ``None``, the shared queue)."""
-    return _DELAYED_PREFIX + ("all" if name is None else name)
+    queue (``qw:delayed:all`` for ``None`` or ``""``, the shared queue; for a named queue
+    give its origin, ``qw:delayed:queue:<name>``)."""
+    return _DELAYED_PREFIX + (name or "all")
 
 
 def job(job_id: str) -> str:
@@ -177,8 +205,9 @@ def job(job_id: str) -> str:
 
 def wake(name: str | None) -> str:
     """``qw:wake:<name>`` for a manager's queue or a worker's own list (``qw:wake:all``
-    for ``None``, the shared queue): tokens that wake blocked takers."""
-    return WAKE_ALL if name is None else _WAKE_PREFIX + name
+    for ``None`` or ``""``, the shared queue; ``qw:wake:queue:<q>`` for a named queue's
+    origin): tokens that wake blocked takers."""
+    return _WAKE_PREFIX + name if name else WAKE_ALL
 
 
 def nudge(worker: str) -> str:
@@ -188,9 +217,10 @@ def nudge(worker: str) -> str:
 
 
 def idle(name: str | None) -> str:
-    """``qw:idle:<m>`` (``qw:idle:all`` for ``None``, the shared queue): workers that
-    wait for a job of that queue; a job queued there may be handed to one of them."""
-    return _IDLE_PREFIX + ("all" if name is None else name)
+    """``qw:idle:<m>`` (``qw:idle:all`` for ``None`` or ``""``, the shared queue;
+    ``qw:idle:queue:<q>`` for a named queue's origin): workers that wait for a job of
+    that queue; a job queued there may be handed to one of them."""
+    return _IDLE_PREFIX + (name or "all")
 
 
 def idling(worker: str) -> str:
@@ -299,5 +329,14 @@ local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
 local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
 local function delayed_key(origin)
   return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
+end
+local NAMED_ORIGIN_PREFIX = {_lua_string(NAMED_ORIGIN_PREFIX)}
+local function is_named(origin) return string.sub(origin, 1, #NAMED_ORIGIN_PREFIX) == NAMED_ORIGIN_PREFIX end
+-- The list and the wake list of the queue of origin `m` (a manager's name, a named queue
+-- as 'queue:<name>', or SHARED_ORIGIN); see keys.py's queue_list().
+local function queue_of(m)
+  if m == SHARED_ORIGIN then return ALL_JOBS, WAKE_ALL end
+  if is_named(m) then return {_lua_string(_QW)} .. m, wake_key(m) end
+  return queue_key(m), wake_key(m)
 end
 """

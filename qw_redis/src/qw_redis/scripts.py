@@ -203,23 +203,23 @@ class Scripts:
     def _call_number(self) -> str:
         return str(next(self._calls))
 
-    def queue(self, *, name: str | None, worker: bool, jobs: Sequence[tuple[str, Stored]]) -> int:
-        """Queue ``jobs`` (id, hash fields) on the queue of manager ``name`` (``None``: the
-        shared queue), or of worker ``name`` if ``worker``; the first ones go straight to
-        waiting workers, the rest get a wake-up token each. See ``lua/queue.lua``."""
+    def queue(self, *, origin: str, worker: bool, jobs: Sequence[tuple[str, Stored]]) -> int:
+        """Queue ``jobs`` (id, hash fields) on the queue ``origin`` stands for (see
+        :func:`keys.origin`), or on worker ``origin``'s list if ``worker``; the first ones go
+        straight to waiting workers, the rest get a wake-up token each. See ``lua/queue.lua``."""
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue(
                 keys=[
-                    keys.queue(name),
-                    keys.wake(name),
+                    keys.queue(origin) if worker else keys.queue_list(origin),
+                    keys.wake(origin),
                     self._producer,
                     keys.QUEUES,
-                    keys.idle(name),
+                    keys.idle(origin),
                     keys.ORIGIN,
                 ],
-                args=[payload, self._call_number(), name or "", "" if worker else "1"],
+                args=[payload, self._call_number(), origin, "" if worker else "1"],
             )
         )
 
@@ -237,7 +237,7 @@ class Scripts:
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         return int(
             self._queue_delayed(
-                keys=[keys.delayed(origin or None), keys.DUE, self._producer, keys.QUEUES],
+                keys=[keys.delayed(origin), keys.DUE, self._producer, keys.QUEUES],
                 args=[
                     repr(float(delay)),
                     origin,
@@ -273,26 +273,32 @@ class Scripts:
         limit: int,
         max_size: int,
         wait_ms: int = 0,
+        origins: Sequence[str] = (keys.SHARED_ORIGIN,),
     ) -> TakeReply:
         """Finish ``finished`` and take up to ``limit`` jobs; see ``lua/take.lua``.
 
         :param wait_ms: if nothing is taken, register the worker as waiting for jobs for
             this long (0: it will not wait), so that a job queued meanwhile is handed to it.
+        :param origins: the queues served after the manager's, in priority order (see
+            :func:`keys.origin`).
         """
+        served = [
+            key
+            for origin in origins
+            for key in (keys.queue_list(origin), keys.wake(origin), keys.idle(origin))
+        ]
         reply: list[Any] = self._take(
             keys=[
                 keys.queue(worker),
                 keys.queue(manager),
-                keys.ALL_JOBS,
                 keys.ORIGIN,
                 keys.wake(manager),
-                keys.WAKE_ALL,
                 keys.DUE,
                 keys.wake(worker),
                 keys.idling(worker),
                 keys.handoff(worker),
                 keys.idle(manager),
-                keys.idle(None),
+                *served,
             ],
             args=[
                 manager,
@@ -302,6 +308,8 @@ class Scripts:
                 json.dumps(list(held), ensure_ascii=False) if held else "[]",
                 wait_ms,
                 worker,
+                len(origins),
+                *origins,
                 *finished,
             ],
         )

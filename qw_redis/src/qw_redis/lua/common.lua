@@ -109,10 +109,13 @@ local function wake(wkey, n)
   redis.call('LTRIM', wkey, 0, WAKE_CAP - 1)
 end
 
--- The queue of origin `m` (a manager's name, or SHARED_ORIGIN) and its wake list.
-local function queue_of(m)
-  if m == SHARED_ORIGIN then return ALL_JOBS, WAKE_ALL end
-  return queue_key(m), wake_key(m)
+-- The source a job taken from origin `from` is handed out with (take.lua's reply): 'a'
+-- for the shared queue, 'm' for a manager's, the origin itself ('queue:<name>') for a
+-- named queue.
+local function source_of(from)
+  if from == SHARED_ORIGIN then return 'a' end
+  if is_named(from) then return from end
+  return 'm'
 end
 
 -- Push job `id` onto queue `q` at the front (the right end, popped next) or the back, and

@@ -11,7 +11,8 @@
 --          in queue order (one argument instead of thousands: packing each argument costs
 --          the client more than the whole script costs Redis)
 -- ARGV[2]  the number of this call among the producer's
--- ARGV[3]  the manager or worker KEYS[1] belongs to, '' for the shared queue
+-- ARGV[3]  the manager or worker KEYS[1] belongs to, 'queue:<name>' for a named queue,
+--          '' for the shared queue (the origin of a job handed off)
 -- ARGV[4]  '1': the jobs may be handed to waiting workers (KEYS[1] is a manager's queue or
 --          the shared one); '': not (jobs sent to a worker directly)
 --
@@ -95,7 +96,7 @@ for _, job in ipairs(jobs) do
 end
 
 local handed = 0
-local source = ARGV[3] == '' and 'a' or 'm'
+local source = source_of(ARGV[3])
 for i, pick in ipairs(waiting) do
   local job = stored[i]
   if not job then break end

@@ -87,15 +87,10 @@ for i = #ids, 1, -1 do
       w = KEYS[5]
     else
       forget[#forget + 1] = id
-      if m == SHARED_ORIGIN then
-        add(front, ALL_JOBS, id)
-        origins[ALL_JOBS] = m
-        w = WAKE_ALL
-      else
-        add(front, queue_key(m), id)
-        origins[queue_key(m)] = m
-        w = wake_key(m)
-      end
+      local q
+      q, w = queue_of(m)
+      add(front, q, id)
+      origins[q] = m
     end
     wakes[w] = (wakes[w] or 0) + 1
     if suspects[id] then redis.call('SADD', SUSPECTS, id) end

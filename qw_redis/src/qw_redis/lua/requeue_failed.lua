@@ -28,7 +28,7 @@ local id = ARGV[2]
 if job_stored(id) then return remember(KEYS[7], ARGV[1], 0) end
 local from = redis.call('HGET', KEYS[2], 'origin')
 local q, w = KEYS[5], KEYS[6]
-if from and from ~= SHARED_ORIGIN then q, w = queue_key(from), wake_key(from) end
+if from then q, w = queue_of(from) end
 expect(q, 'list')  -- its queue must take it, or it stays in the registry
 if redis.call('ZREM', KEYS[1], id) == 0 then return remember(KEYS[7], ARGV[1], 0) end
 redis.call('DEL', KEYS[2])

@@ -37,7 +37,7 @@ for i, job in ipairs(cjson.decode(ARGV[2])) do
     local from = redis.pcall('HGET', entry, 'origin')  -- an error (not a hash): passed over
     if type(from) ~= 'table' then
       local q, w = ALL_JOBS, WAKE_ALL
-      if from and from ~= SHARED_ORIGIN then q, w = queue_key(from), wake_key(from) end
+      if from then q, w = queue_of(from) end
       if queues[q] == nil then
         queues[q] = pushable(q) and {w, {}} or false
         order[#order + 1] = q

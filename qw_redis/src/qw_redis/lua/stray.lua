@@ -30,7 +30,7 @@ end
 local names = ok(redis.pcall('SMEMBERS', KEYS[1])) or {}
 local found = {}
 for _, name in ipairs(names) do
-  local count = ok(redis.pcall('LLEN', queue_key(name)))
+  local count = not is_named(name) and ok(redis.pcall('LLEN', queue_key(name)))  -- named: never stray
   if count and count > 0 and not in_use(name) then
     found[#found + 1] = name
     found[#found + 1] = count

@@ -4,16 +4,17 @@
 -- KEYS[1]  <w>:jobs     the worker's list: ids sent to it directly at the head (LPUSH),
 --                       the ids it holds at the tail (the last ARGV[3] entries)
 -- KEYS[2]  <m>:jobs     its manager's queue
--- KEYS[3]  all:jobs     the shared queue
--- KEYS[4]  qw:origin    held job id -> manager it was taken for ('' = shared queue)
--- KEYS[5]  qw:wake:<m>  wake-up tokens for the manager's queue
--- KEYS[6]  qw:wake:all  wake-up tokens for the shared queue
--- KEYS[7]  qw:due       queues with delayed jobs, by their soonest due time
--- KEYS[8]  qw:wake:<w>  wake-up tokens for jobs sent to the worker directly
--- KEYS[9]  qw:idling:<w>   the worker waits for jobs (see queue.lua's hand-off)
--- KEYS[10] qw:handoff:<w>  jobs handed to it while it waited
--- KEYS[11] qw:idle:<m>     workers waiting for the manager's queue
--- KEYS[12] qw:idle:all     workers waiting for the shared queue
+-- KEYS[3]  qw:origin    held job id -> the queue it came from (its origin: the manager's
+--                       name, 'queue:<name>' for a named queue, '' for the shared queue)
+-- KEYS[4]  qw:wake:<m>  wake-up tokens for the manager's queue
+-- KEYS[5]  qw:due       queues with delayed jobs, by their soonest due time
+-- KEYS[6]  qw:wake:<w>  wake-up tokens for jobs sent to the worker directly
+-- KEYS[7]  qw:idling:<w>   the worker waits for jobs (see queue.lua's hand-off)
+-- KEYS[8]  qw:handoff:<w>  jobs handed to it while it waited
+-- KEYS[9]  qw:idle:<m>     workers waiting for the manager's queue
+-- KEYS[10..] for each queue the worker serves, in priority order (ARGV[8] of them): its
+--          list (all:jobs for the shared queue, qw:queue:<name> for a named one), its
+--          wake list and its idle set: three keys each
 -- ARGV[1]  the manager's name
 -- ARGV[2]  limit: how many jobs to take at most (0: only finish)
 -- ARGV[3]  held: how many ids on KEYS[1] the worker holds already (runs, or has waiting)
@@ -22,9 +23,11 @@
 -- ARGV[6]  milliseconds: if nothing is taken, the worker waits for jobs next; it is then
 --          registered as waiting for that long (0: it does not wait)
 -- ARGV[7]  the worker's name
--- ARGV[8..] ids the worker finished
+-- ARGV[8]  n: how many queues it serves (KEYS[10..])
+-- ARGV[9..8+n]  their origins ('' for the shared queue, 'queue:<name>' for a named one)
+-- ARGV[9+n..] ids the worker finished
 --
--- 0. The worker is no longer waiting: KEYS[9] and KEYS[10] are deleted. A job handed to it
+-- 0. The worker is no longer waiting: KEYS[7] and KEYS[8] are deleted. A job handed to it
 --    since its last take is on KEYS[1] with an origin entry and not held: a leftover,
 --    handed out below (its hand-off entry, unread, would otherwise run it twice).
 -- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
@@ -38,22 +41,25 @@
 --       tail (LREM + RPUSH) so the tail stays in take order. When nothing is left over or
 --       sent directly (the usual case) this costs one LLEN.
 --    b. LMOVE <m>:jobs -> tail of KEYS[1], while under the limit and it has ids;
---    c. LMOVE all:jobs -> tail of KEYS[1], likewise.
---    Each newly taken id gets its origin recorded in KEYS[4] (a direct one: the manager).
+--    c. then from each queue served, in order, likewise: a job on an earlier queue is
+--       always taken before one on a later queue.
+--    Each newly taken id gets its origin recorded in KEYS[3] (a direct one: the manager).
 --    A queue found empty has its wake list deleted (its tokens are stale); so has the
---    worker's own (KEYS[8]) once nothing sent to it directly is left.
+--    worker's own (KEYS[6]) once nothing sent to it directly is left.
 --    A queue key that is not a list (some other program's key under a qw name) is
 --    skipped and reported, so the healthy queues are still served; its wake list is
 --    deleted too. So is qw:due or a queue's delayed set when it is not a sorted set (no
 --    delayed job is promoted from it meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
 --    type fail the script before it writes anything (see expect() in common.lua).
--- 4. If nothing was taken and ARGV[6] > 0: KEYS[9] is set to ARGV[4] (the largest job
---    the worker takes) for ARGV[6] ms, and the worker added to KEYS[11] and KEYS[12]
---    (skipped for a set of the wrong type), so that queue.lua can hand it a job.
--- Returns: {finished, broken, taken...} where finished is a list of 1/0 per ARGV[5..] id
+-- 4. If nothing was taken and ARGV[6] > 0: KEYS[7] is set to ARGV[4] (the largest job
+--    the worker takes) for ARGV[6] ms, and the worker added to KEYS[9] and each served
+--    queue's idle set (skipped for a set of the wrong type), so that queue.lua can hand
+--    it a job.
+-- Returns: {finished, broken, taken...} where finished is a list of 1/0 per finished id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields, marker}: source 'w' (sent to
--- the worker), 'm' (from the manager queue), 'a' (from the shared queue), followed by
+-- the worker), 'm' (from the manager queue), 'a' (from the shared queue) or the origin of
+-- a named queue ('queue:<name>'), followed by
 -- '!' for a suspect (an id in qw:suspects: run it alone); fields the
 -- flat HGETALL reply, or the hash's size (a number) when its field names and values add
 -- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
@@ -61,19 +67,20 @@
 -- string at qw:job:<id>, nil when there is none (or the job was too large), or {type}
 -- when that key is not a string.
 
-local wjobs, mjobs, ajobs, origin = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local wjobs, mjobs, origin = KEYS[1], KEYS[2], KEYS[3]
 local manager = ARGV[1]
 local limit = tonumber(ARGV[2])
 local held = tonumber(ARGV[3])
 local max_size = tonumber(ARGV[4])
+local served = tonumber(ARGV[8])  -- queues: KEYS[10 + 3(i-1) ..], origins ARGV[8 + i]
 
 expect(wjobs, 'list')
 expect(origin, 'hash')
 expect(RECOVERIES, 'hash')
-redis.call('DEL', KEYS[9], KEYS[10])
+redis.call('DEL', KEYS[7], KEYS[8])
 local suspects = has_suspects()
 local broken = {}
-local reply = {finish(wjobs, origin, 8, suspects), broken}
+local reply = {finish(wjobs, origin, 9 + served, suspects), broken}
 if limit <= 0 then return reply end
 
 local promoted_wakes = {}
@@ -153,33 +160,36 @@ if unclaimed > 0 then
     redis.call('RPUSH', wjobs, id)
     if direct[id] then
       hand_out(id, 'w', manager)
-    elseif redis.call('HGET', origin, id) == SHARED_ORIGIN then
-      hand_out(id, 'a', false)
     else
-      hand_out(id, 'm', false)
+      hand_out(id, source_of(redis.call('HGET', origin, id)), false)
     end
   end
   taken = #picks
-  if unclaimed <= taken then redis.call('DEL', KEYS[8]) end
+  if unclaimed <= taken then redis.call('DEL', KEYS[6]) end
 end
 while taken < limit do
-  local id = pop(mjobs, KEYS[5])
+  local id = pop(mjobs, KEYS[4])
   if not id then break end
   if type(id) == 'table' then return id end
   hand_out(id, 'm', manager)
   taken = taken + 1
 end
-while taken < limit do
-  local id = pop(ajobs, KEYS[6])
-  if not id then break end
-  if type(id) == 'table' then return id end
-  hand_out(id, 'a', SHARED_ORIGIN)
-  taken = taken + 1
+for i = 1, served do
+  local from = ARGV[8 + i]
+  local source = source_of(from)
+  while taken < limit do
+    local id = pop(KEYS[7 + 3 * i], KEYS[8 + 3 * i])
+    if not id then break end
+    if type(id) == 'table' then return id end
+    hand_out(id, source, from)
+    taken = taken + 1
+  end
 end
 local wait_ms = tonumber(ARGV[6])
 if taken == 0 and wait_ms > 0 then
-  redis.call('SET', KEYS[9], ARGV[4], 'PX', wait_ms)
-  for _, idle in ipairs({KEYS[11], KEYS[12]}) do
+  redis.call('SET', KEYS[7], ARGV[4], 'PX', wait_ms)
+  for i = 0, served do
+    local idle = KEYS[9 + 3 * i]
     if kind_of(idle) == 'set' or kind_of(idle) == 'none' then redis.call('SADD', idle, ARGV[7]) end
   end
 end
