@@ -142,6 +142,32 @@ def test_an_unknown_task_lands_in_the_failed_registry(broker: MemoryBroker, reco
     assert (failed.job.id, failed.failure.exc_type) == (unknown, "qw_core.errors.UnknownTask")
     assert failed.failure.message.startswith(
         "no task named 'qwtest_targets.tasks:sleepyy' on this worker's router; "
-        "did you mean 'qwtest_targets.tasks:sleepy'? It has 4: nap, qwtest_targets.tasks:add, "
+        "did you mean 'qwtest_targets.tasks:sleepy'? It has 5: nap, qwtest_targets.tasks:add, "
     )
     assert [row["job_id"] for row in ran(records)] == [known.id]
+
+
+def test_a_task_goes_to_its_own_queue_or_the_one_of_its_call(broker: MemoryBroker, records: Path) -> None:
+    # A manager serving only "emails" runs the calls queued there: the task's own queue,
+    # and a call of another task sent there; a call on the shared queue waits.
+    by_task = tasks.mail.enqueue("ada@example.com")
+    by_call = tasks.add.options(queue="emails").enqueue(1)
+    shared = tasks.add.enqueue(2)
+    back_to_shared = tasks.mail.options(queue="default").enqueue("bob@example.com")
+    assert (by_task.queue, by_call.queue, shared.queue, back_to_shared.queue) == (
+        "emails",
+        "emails",
+        None,
+        None,
+    )
+    manager = run_manager(broker, "qwtest_targets.tasks:router", num_workers=1, queues=["emails"])
+    try:
+        wait_for(lambda: len(ran(records)) >= 2, what="the two calls on the emails queue")
+        wait_for(lambda: not broker.queued_job_ids(queue="emails"), what="the emails queue to drain")
+    finally:
+        stop(manager)
+    assert {row["job_id"]: row["queue"] for row in ran(records)} == {
+        by_task.id: "emails",
+        by_call.id: "emails",
+    }
+    assert broker.queued_job_ids() == [shared.id, back_to_shared.id], "the shared queue's calls still wait"

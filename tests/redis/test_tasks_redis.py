@@ -4,6 +4,7 @@ failed registry."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,13 +43,14 @@ def records(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.fixture
-def qw_run(url: str, records: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``qw run`` of the fixture router, with one worker; stopped with SIGTERM (exit 0)."""
+@contextlib.contextmanager
+def running(url: str, records: Path, folder: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``qw run [OPTIONS] qwtest_targets.tasks:router`` with one worker; stopped with
+    SIGTERM, which it must exit 0 on."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QW_")}
     env["QWTEST_RECORD_DIR"] = str(records)
-    argv = [sys.executable, "-m", "qw_cli", "run", "--url", url, "-w", "1", "-n", "taskrun"]
-    with open(tmp_path / "stderr", "wb") as stderr:
+    argv = [sys.executable, "-m", "qw_cli", "run", "--url", url, "-w", "1", "-n", "taskrun", *options]
+    with open(folder / "stderr", "wb") as stderr:
         process = subprocess.Popen(
             [*argv, "qwtest_targets.tasks:router"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
         )
@@ -58,7 +60,13 @@ def qw_run(url: str, records: Path, tmp_path: Path) -> Iterator[subprocess.Popen
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=30)
-    assert code == 0, (tmp_path / "stderr").read_text()
+    assert code == 0, (folder / "stderr").read_text()
+
+
+@pytest.fixture
+def qw_run(url: str, records: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with running(url, records, tmp_path) as process:
+        yield process
 
 
 def ran(records: Path) -> dict[str, dict[str, Any]]:
@@ -97,3 +105,18 @@ def test_calls_the_router_cannot_run_land_in_the_failed_registry(
     assert failures[unfit].message == unfit_message
     assert ran(records) == {}
     producer.close()
+
+
+def test_qw_run_queue_serves_the_task_calls_queued_there(
+    url: str, records: Path, tmp_path: Path, real_client: redis.Redis
+) -> None:
+    by_task = tasks.mail.enqueue("ada@example.com")  # the task's queue: emails
+    by_call = tasks.add.options(queue="emails").enqueue(1)
+    shared = tasks.add.enqueue(2)
+    with running(url, records, tmp_path, "--queue", "emails") as process:
+        wait_for(lambda: len(ran(records)) >= 2 or process.poll() is not None, what="the emails calls")
+    assert {job_id: row["queue"] for job_id, row in ran(records).items()} == {
+        by_task.id: "emails",
+        by_call.id: "emails",
+    }
+    assert real_client.lrange("all:jobs", 0, -1) == [shared.id], "the shared queue's call still waits"
