@@ -262,6 +262,27 @@ def test_a_delay_keeps_the_call_waiting(router: Router, broker: MemoryBroker) ->
     assert broker.queued_job_ids() == [now.id]
 
 
+def test_run_jobs_runs_the_calls_of_the_queues_it_is_told_to_serve(
+    router: Router, broker: MemoryBroker
+) -> None:
+    queues_seen: list[str | None] = []
+
+    @router.task(name="mail", queue="emails")
+    def mail(to: str) -> None:
+        job = current_job()
+        assert job is not None
+        queues_seen.append(job.queue)
+
+    emailed = mail.enqueue("ada@example.com")
+    shared = mail.options(queue="default").enqueue("bob@example.com")
+    [first] = run_jobs(broker, router)  # the shared queue alone, by default
+    assert first.job.id == shared.id
+    assert broker.queued_job_ids(queue="emails") == [emailed.id], "not served by default"
+    [ran] = run_jobs(broker, router, queues=["emails"])
+    assert (ran.job.id, ran.outcome) == (emailed.id, Outcome.SUCCEEDED)
+    assert queues_seen == [None, "emails"]
+
+
 # -- the wire format -------------------------------------------------------------------
 
 
