@@ -267,6 +267,10 @@ class Router:
         (called once per thread that queues, in each process, when it first queues). A
         broker given as such serves one thread (as every broker does). ``None``: set
         :attr:`broker` later, or pass ``broker=`` to :meth:`Task.options`.
+
+    A router is not picklable (its tasks stand where their functions were, so they cannot
+    be found by name): give a manager that starts its workers with ``spawn`` the router's
+    name, ``Manager("myapp.tasks:router", ...)``, as ``qw run`` does.
     """
 
     def __init__(self, broker: BrokerSetting | None = None) -> None:
