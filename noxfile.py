@@ -1,5 +1,5 @@
 """Developer and CI sessions: ``nox`` runs the test suite on the oldest and the newest
-Python qw claims, lint and types.
+Python qw claims, lint, types and the documentation.
 
 One data-driven file for both distributions: each session installs the two packages from
 this checkout (qw-core at the root, qw-redis in ./qw_redis) plus the dependency group it
@@ -14,6 +14,9 @@ Sessions that run the test suite:
   pyproject.toml allows (the ``>=`` bounds of qw-core, qw-redis and their extras), so a
   bound that no longer works is found. Not part of ``nox`` (it is another whole run of the
   suite): run ``nox -s lowest`` after changing a dependency or a bound.
+
+``nox`` also runs ``lint``, ``types`` and ``docs`` (the documentation site, built in strict
+mode in a few seconds; its code examples run in the test suite).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ PYTHONS = [
 ]
 OLDEST, NEWEST = PYTHONS[0], PYTHONS[-1]
 
-nox.options.sessions = [f"pythons-{OLDEST}", f"pythons-{NEWEST}", "lint", "types"]
+nox.options.sessions = [f"pythons-{OLDEST}", f"pythons-{NEWEST}", "lint", "types", "docs"]
 
 
 def select_pyenv_pythons() -> None:
@@ -142,6 +145,19 @@ def types(session: nox.Session) -> None:
     """mypy --strict on the three packages."""
     install_group(session, "types")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/) built in strict mode into ``site/``: a
+    broken link, a missing API reference or any other warning fails the build.
+    ``nox -s docs -- serve`` serves it with live reload instead."""
+    install_group(session, "docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about MkDocs 2, on every build
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

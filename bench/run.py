@@ -54,6 +54,7 @@ sys.path.insert(0, str(HERE))
 
 import redis  # noqa: E402 - in the bench dependency group (and a dependency of qw-redis)
 import venvs  # noqa: E402
+from charts import write_charts  # noqa: E402 - matplotlib itself is imported when a chart is drawn
 from peers import PEERS, Peer  # noqa: E402
 from peers.common import DONE  # noqa: E402
 
@@ -775,7 +776,19 @@ def main(argv: list[str] | None = None) -> int:
             document.update(io_ms=args.io, qw_concurrency=args.qw_concurrency)
         path.write_text(json.dumps(document, indent=2) + "\n")
         print(f"results: {path}", file=sys.stderr)
+    draw_charts({"results": results, **({"io_ms": args.io} if io else {})}, results_dir / f"charts-{stamp}")
     return 0
+
+
+def draw_charts(document: dict[str, Any], folder: Path) -> None:
+    """The run's charts as SVG (charts.py), where matplotlib is installed (``nox -s bench``)."""
+    try:
+        written = write_charts(document, folder)
+    except ImportError as exc:  # matplotlib: python bench/run.py from an environment without it
+        print(f"no charts ({exc}; nox -s bench installs matplotlib)", file=sys.stderr)
+        return
+    for path in written:
+        print(f"chart: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

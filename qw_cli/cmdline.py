@@ -10,8 +10,8 @@ So ``qw`` overwrites, as it starts, each credential in its own command line with
 (:func:`qw_core.urls.mask_url`: every character of it, so the line keeps its length).
 On Linux the command line is memory of the process: ``/proc/self/stat`` says where, and
 ``/proc/self/mem`` writes it. Elsewhere, or if either cannot be used, nothing changes.
-The README still says to prefer ``QW_URL``: a ``ps`` in the first moment sees the line as
-it was typed.
+The documentation (docs/how-to/secure-redis.md) still says to prefer ``QW_URL``: a ``ps``
+in the first moment sees the line as it was typed.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import click
 from qw_cli.errors import CliError
 from qw_cli.jobinput import decode, parse_document, parse_lines
 from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option, split_plugin_names
+from qw_cli.output import Progress, quiet_option
 from qw_core.errors import JobTooLarge
 from qw_core.models import Job
 from qw_core.naming import check_manager_name
@@ -83,6 +84,7 @@ BATCH_SIZE = 1000
     help="Queue for a --manager or --worker that is not running (it takes the jobs when it starts).",
 )
 @plugin_option
+@quiet_option
 @click.argument("data", required=False)
 def enqueue(
     *,
@@ -98,13 +100,16 @@ def enqueue(
     timeout: float | None,
     force: bool,
     plugins: tuple[str, ...],
+    quiet: bool,
     data: str | None,
 ) -> None:
     """Queue jobs and print their ids, one per line.
 
     DATA is one job's data as a JSON string; '-' (or --file -) reads stdin instead. A file
     or stdin may hold one JSON document or many (JSON Lines): all are parsed first, then
-    queued together, so bad input queues nothing.
+    queued together, so bad input queues nothing. Many jobs are queued in batches: on a
+    terminal, a progress bar on stderr shows how far it got (unless --quiet). At the end,
+    stderr says how many were queued (not with --quiet).
 
     \b
     Examples:
@@ -142,19 +147,26 @@ def enqueue(
             Job.new(payload, manager=manager, worker=worker, queue=queue, meta=meta) for _, payload in lines
         ]
         line_of = {job.id: line for job, (line, _) in zip(jobs, lines, strict=True)}
+        progress = Progress("queued", len(jobs), quiet=quiet or len(jobs) <= BATCH_SIZE)
         queued = 0
         for start in range(0, len(jobs), BATCH_SIZE):
             batch = jobs[start : start + BATCH_SIZE]
             try:
                 broker.queue_jobs(batch, delay=delay or 0.0, at=due_at)
             except JobTooLarge as exc:
+                progress.clear()
                 raise _too_large(exc, source, line_of, queued) from None
             except Exception:
+                progress.clear()
                 _said_so_far(queued, len(jobs))
                 raise
+            progress.clear()
             _announce(batch, hook)
             queued += len(batch)
-    click.echo(f"queued {queued} job{'s' if queued != 1 else ''}", err=True)
+            progress.show(queued)
+        progress.clear()
+    if not quiet:
+        click.echo(f"queued {queued} job{'s' if queued != 1 else ''}", err=True)
 
 
 def _due_at(delay: float | None, at_text: str | None) -> float | None:

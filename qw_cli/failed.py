@@ -20,7 +20,7 @@ import click
 
 from qw_cli.errors import CliError
 from qw_cli.options import DEFAULT_BACKEND, backend_options, json_option, opened_broker
-from qw_cli.output import Cell, Progress, echo_json, echo_table
+from qw_cli.output import Cell, Progress, echo_json, echo_table, quiet_option
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
@@ -79,13 +79,14 @@ def failed(ctx: click.Context, *, backend: str, url: str | None, as_json: bool, 
 )
 @click.argument("job_id", metavar="ID")
 def show(*, backend: str, url: str | None, as_json: bool, full_traceback: bool, job_id: str) -> None:
-    """Show failed job ID: its data, metadata, the exception and its traceback.
+    """Show failed job ID (or the one whose id starts with ID): its data, metadata, the
+    exception and its traceback.
 
     The traceback shows your code's frames; --full-traceback adds the frames of qw and
     pluggy that called it (--json always has the whole traceback).
     """
     with _broker(backend, url) as broker:
-        item = broker.get_failed(job_id)
+        item = broker.get_failed(resolve_id(broker, job_id))
     if item is None:
         raise CliError(f"no failed job {job_id!r} (see 'qw failed')")
     record = describe(item, traceback=True)
@@ -107,25 +108,29 @@ def show(*, backend: str, url: str | None, as_json: bool, full_traceback: bool, 
 @failed.command(short_help="Put failed jobs back on their queues.")
 @backend_options
 @click.option("--all", "everything", is_flag=True, help="Requeue every failed job.")
+@quiet_option
 @click.argument("job_ids", metavar="[ID]...", nargs=-1)
-def requeue(*, backend: str, url: str | None, everything: bool, job_ids: tuple[str, ...]) -> None:
+def requeue(
+    *, backend: str, url: str | None, everything: bool, quiet: bool, job_ids: tuple[str, ...]
+) -> None:
     """Put failed jobs back on the queue each came from, with attempts reset to 0.
 
-    Prints each requeued id. An ID that is not in the registry is an error (the others
-    are requeued all the same).
+    Prints each requeued id. An ID may be the start of one (as with git's hashes); an ID
+    that is not in the registry is an error (the others are requeued all the same).
 
     --all requeues the jobs that are in the registry when it starts, the oldest failure
-    first, in batches on the server (on a terminal, stderr shows how far it got); a job
-    that fails again meanwhile is not requeued twice, and one that cannot be requeued (a
-    job with its id is queued, held or delayed) stays in the registry.
+    first, in batches on the server (on a terminal, a progress bar on stderr shows how far
+    it got, unless --quiet); a job that fails again meanwhile is not requeued twice, and
+    one that cannot be requeued (a job with its id is queued, held or delayed) stays in the
+    registry. At the end, stderr says how many were requeued (not with --quiet).
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the IDs of failed jobs, or --all")
     with _broker(backend, url) as broker:
         if everything:
-            _requeue_all(broker)
+            _requeue_all(broker, quiet=quiet)
             return
-        wanted = list(dict.fromkeys(job_ids))
+        wanted = list(dict.fromkeys(resolve_id(broker, job_id) for job_id in job_ids))
         missing = []
         for job_id in wanted:
             if broker.requeue_failed(job_id):
@@ -133,17 +138,19 @@ def requeue(*, backend: str, url: str | None, everything: bool, job_ids: tuple[s
             else:
                 missing.append(job_id)
     done = len(wanted) - len(missing)
-    click.echo(f"requeued {done} job{'s' if done != 1 else ''}", err=True)
+    if not quiet:
+        click.echo(f"requeued {done} job{'s' if done != 1 else ''}", err=True)
     if missing:
         raise CliError(
             f"no failed job {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
 
 
-def _requeue_all(broker: Broker) -> None:
+def _requeue_all(broker: Broker, *, quiet: bool) -> None:
     """``qw failed requeue --all``: the ids on stdout batch by batch, as the broker
-    requeues them; progress on a terminal; the count, and what is left, on stderr."""
-    progress = Progress("requeued", broker.failed_count())
+    requeues them; progress on a terminal; the count, and what is left, on stderr (unless
+    ``quiet``)."""
+    progress = Progress("requeued", broker.failed_count(), quiet=quiet)
     done = 0
 
     def requeued(ids: Sequence[str]) -> None:
@@ -156,6 +163,8 @@ def _requeue_all(broker: Broker) -> None:
 
     done = broker.requeue_all_failed(progress=requeued)
     progress.clear()
+    if quiet:
+        return
     left = broker.failed_count()
     note = f" ({left} left in the failed registry: see 'qw failed')" if left else ""
     click.echo(f"requeued {done} job{'s' if done != 1 else ''}{note}", err=True)
@@ -164,25 +173,50 @@ def _requeue_all(broker: Broker) -> None:
 @failed.command(short_help="Delete failed jobs.")
 @backend_options
 @click.option("--all", "everything", is_flag=True, help="Delete every failed job.")
+@quiet_option
 @click.argument("job_ids", metavar="[ID]...", nargs=-1)
-def purge(*, backend: str, url: str | None, everything: bool, job_ids: tuple[str, ...]) -> None:
+def purge(*, backend: str, url: str | None, everything: bool, quiet: bool, job_ids: tuple[str, ...]) -> None:
     """Delete the failed jobs IDs from the registry, or every failed job with --all.
 
-    An ID that is not in the registry is an error (the others are deleted all the same).
+    An ID may be the start of one; an ID that is not in the registry is an error (the others
+    are deleted all the same).
     --all deletes the jobs that are in the registry when it starts, in batches on the
-    server (on a terminal, stderr shows how far it got).
+    server (on a terminal, a progress bar on stderr shows how far it got, unless --quiet).
+    At the end, stderr says how many were deleted (not with --quiet).
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the IDs of failed jobs, or --all")
-    wanted = list(dict.fromkeys(job_ids))
     with _broker(backend, url) as broker:
+        wanted = list(dict.fromkeys(resolve_id(broker, job_id) for job_id in job_ids))
         missing = [job_id for job_id in wanted if broker.get_failed(job_id) is None]
-        count = _purge_all(broker) if everything else broker.purge_failed(wanted)
-    click.echo(f"purged {count} failed job{'s' if count != 1 else ''}", err=True)
+        count = _purge_all(broker, quiet=quiet) if everything else broker.purge_failed(wanted)
+    if not quiet:
+        click.echo(f"purged {count} failed job{'s' if count != 1 else ''}", err=True)
     if missing:
         raise CliError(
             f"no failed job {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
+
+
+#: How many matching ids an ambiguous prefix's error names.
+SHOWN_MATCHES = 3
+
+
+def resolve_id(broker: Broker, given: str) -> str:
+    """The failed job ``given`` names: the id itself, or the one id that starts with it (as
+    git takes the start of a hash); ``given`` itself when none does (the caller says so).
+
+    :raises CliError: more than one failed job's id starts with ``given``.
+    """
+    if broker.get_failed(given) is not None:
+        return given
+    found = broker.failed_ids_with_prefix(given, limit=SHOWN_MATCHES + 1)
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        shown = ", ".join(sorted(found)[:SHOWN_MATCHES]) + (", ..." if len(found) > SHOWN_MATCHES else "")
+        raise CliError(f"{given!r} is the start of several failed jobs' ids ({shown}): give more of it")
+    return given
 
 
 def describe(item: FailedJob, *, traceback: bool = False) -> dict[str, Any]:
@@ -217,9 +251,10 @@ def _broker(backend: str, url: str | None) -> Any:
     return opened_broker(backend, url)
 
 
-def _purge_all(broker: Broker) -> int:
-    """``qw failed purge --all``, with progress on a terminal; how many were deleted."""
-    progress = Progress("purged", broker.failed_count())
+def _purge_all(broker: Broker, *, quiet: bool) -> int:
+    """``qw failed purge --all``, with progress on a terminal (unless ``quiet``); how many
+    were deleted."""
+    progress = Progress("purged", broker.failed_count(), quiet=quiet)
     done = 0
 
     def purged(count: int) -> None:

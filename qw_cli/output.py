@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from typing import TextIO
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO, TypeVar
 
 import click
 
 Cell = str | int | float | None
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def echo_json(value: object) -> None:
@@ -90,6 +91,8 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
 
 #: Seconds between two updates of a :class:`Progress` line.
 PROGRESS_EVERY = 0.1
+#: Characters in a :class:`Progress` bar.
+BAR_WIDTH = 24
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -97,18 +100,36 @@ def is_terminal(stream: TextIO) -> bool:
     return stream.isatty()
 
 
-class Progress:
-    """How far a long command has got, as one line on stderr rewritten in place.
+def quiet_option(func: F) -> F:
+    """``-q/--quiet``: no progress bar and no closing count on stderr (ids and errors are
+    still printed)."""
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="Show no progress bar and no closing count on stderr."
+    )(func)
 
-    Only on a terminal: where stderr is a file or a pipe, nothing is written (the command's
-    final line says what was done). Before anything else is printed to the terminal,
-    :meth:`clear` takes the line away, so output on stdout does not run into it.
+
+def progress_bar(what: str, done: int, total: int) -> str:
+    """The text of a progress line: ``requeued [######------] 2,000 of 4,000 (50%)``."""
+    done = max(0, min(done, total))
+    filled = done * BAR_WIDTH // total if total else BAR_WIDTH
+    percent = done * 100 // total if total else 100
+    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+    return f"{what} [{bar}] {done:,} of {total:,} ({percent}%)"
+
+
+class Progress:
+    """How far a long command has got, as a bar on stderr rewritten in place.
+
+    Only on a terminal and unless ``quiet``: where stderr is a file or a pipe, nothing is
+    written (the command's final line says what was done). Before anything else is printed
+    to the terminal, :meth:`clear` takes the bar away, so output on stdout does not run
+    into it.
     """
 
-    def __init__(self, what: str, total: int) -> None:
+    def __init__(self, what: str, total: int, *, quiet: bool = False) -> None:
         self._what = what
         self._total = total
-        self._stream = sys.stderr if is_terminal(sys.stderr) else None
+        self._stream = sys.stderr if not quiet and is_terminal(sys.stderr) else None
         self._shown_at: float | None = None  # when the line was last written, if it is up
 
     def show(self, done: int) -> None:
@@ -116,7 +137,7 @@ class Progress:
         now = time.monotonic()
         if self._stream is None or (self._shown_at is not None and now - self._shown_at < PROGRESS_EVERY):
             return
-        self._stream.write(f"\r{self._what} {done:,} of {self._total:,}\x1b[K")
+        self._stream.write(f"\r{progress_bar(self._what, done, self._total)}\x1b[K")
         self._stream.flush()
         self._shown_at = now
 

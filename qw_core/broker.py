@@ -457,6 +457,13 @@ class Broker(abc.ABC):
         """The failed job ``job_id`` as the registry keeps it, or ``None`` if it has none."""
 
     @abc.abstractmethod
+    def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Ids in the failed registry that start with ``prefix``, at most ``limit`` of them
+        (in no particular order), so that a person can type the start of an id, as git
+        takes the start of a commit's hash. May read the whole registry, in bounded steps.
+        """
+
+    @abc.abstractmethod
     def requeue_failed(self, job_id: str) -> bool:
         """Move a failed job back onto the queue it came from, attempts reset.
 

@@ -659,6 +659,12 @@ class MemoryBroker(Broker):
         with self._state.cond:
             return len(self._state.failed)
 
+    def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """See :meth:`Broker.failed_ids_with_prefix`."""
+        with self._state.cond:
+            found = (job_id for job_id in self._state.failed if job_id.startswith(prefix))
+            return list(itertools.islice(found, max(0, limit)))
+
     def get_failed(self, job_id: str) -> FailedJob | None:
         """See :meth:`Broker.get_failed`."""
         with self._state.cond:

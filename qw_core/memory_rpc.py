@@ -177,6 +177,7 @@ _HANDLERS: dict[str, _Handler] = {
     "named_queues": lambda b, kw: b.named_queues(),
     "failed_count": lambda b, kw: b.failed_count(),
     "get_failed": lambda b, kw: None if (f := b.get_failed(**kw)) is None else _failed_to_dict(f),
+    "failed_ids_with_prefix": lambda b, kw: b.failed_ids_with_prefix(**kw),
     "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
     "purge_failed": lambda b, kw: b.purge_failed(**kw),
     "check_name": lambda b, kw: b.check_name(**kw),
@@ -512,6 +513,10 @@ class MemoryClient(Broker):
     def failed_count(self) -> int:
         """See :meth:`Broker.failed_count`."""
         return int(self._call("failed_count"))
+
+    def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """See :meth:`Broker.failed_ids_with_prefix`."""
+        return [str(job_id) for job_id in self._call("failed_ids_with_prefix", prefix=prefix, limit=limit)]
 
     def get_failed(self, job_id: str) -> FailedJob | None:
         """See :meth:`Broker.get_failed`."""

@@ -1,7 +1,8 @@
-"""The README's least-privilege ACL user is enough to run a manager and queue jobs.
+"""The documented least-privilege ACL user is enough to run a manager and queue jobs.
 
-The ACL line is read from README.md itself, so the documentation cannot drift from what
-works. It runs against a private redis-server (the test creates a user).
+The ACL line is read from the documentation itself (docs/how-to/secure-redis.md), so it
+cannot drift from what works. It runs against a private redis-server (the test creates a
+user).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from qwtest_redis import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "secure-redis.md"
 PASSWORD = "qw-acl-Pa55"
 
 
-def readme_acl_line() -> str:
-    match = re.search(r"^ACL SETUSER qw .*$", README.read_text(encoding="utf-8"), re.MULTILINE)
-    assert match, "README.md documents the ACL line"
+def documented_acl_line() -> str:
+    match = re.search(r"^ACL SETUSER qw .*$", PAGE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert match, "docs/how-to/secure-redis.md documents the ACL line"
     return match.group(0).replace("CHANGE-ME", PASSWORD)
 
 
@@ -32,12 +33,12 @@ def readme_acl_line() -> str:
 def server() -> Iterator[PrivateRedis]:
     with PrivateRedis() as server:
         admin = redis.Redis(port=server.port)
-        admin.execute_command(*shlex.split(readme_acl_line()))
+        admin.execute_command(*shlex.split(documented_acl_line()))
         admin.close()
         yield server
 
 
-def test_the_readme_acl_user_runs_a_manager_and_queues_jobs(server: PrivateRedis, tmp_path: Path) -> None:
+def test_the_documented_acl_user_runs_a_manager_and_queues_jobs(server: PrivateRedis, tmp_path: Path) -> None:
     url = server.url(user="qw", password=PASSWORD)
     env = {"QWTEST_RECORD_DIR": str(tmp_path)}
     with Process(

@@ -21,7 +21,7 @@ QUICKSTART = "qw run -w 4 myapp.tasks:router                # the router is the 
 @pytest.mark.slow
 def test_the_readme_task_functions_run_under_qw_run(tmp_path: Path) -> None:
     write_block(tmp_path, "myapp/tasks.py")
-    run_line, enqueue_line = code_block(QUICKSTART, "console").splitlines()
+    run_line, enqueue_line, *_ = code_block(QUICKSTART, "console").splitlines()
     assert run_line.split("#")[0].split() == ["qw", "run", "-w", "4", "myapp.tasks:router"]
     argv = [*script("qw"), "run", "--embedded", "-w", "2", "myapp.tasks:router"]
     with Process(argv, cwd=tmp_path) as manager:

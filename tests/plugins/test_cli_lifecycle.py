@@ -16,6 +16,7 @@ from qwtest_redis import flushed_db
 
 from qw_cli.main import main
 from qw_cli.options import DURATION
+from qw_cli.output import progress_bar
 from qw_cli.run import METRICS_PLUGIN, plugin_config
 from qw_core import Failure, Job, RetryPolicy
 from qw_redis.broker import RedisBroker
@@ -101,6 +102,31 @@ def test_failed_show_of_an_unknown_id_is_a_one_line_error(broker: RedisBroker) -
     assert result.stderr.strip() == "qw: error: no failed job 'nope' (see 'qw failed')"
 
 
+def fail_with_ids(broker: RedisBroker, *job_ids: str) -> None:
+    jobs = [Job(id=job_id, data={"n": n}) for n, job_id in enumerate(job_ids)]
+    broker.queue_jobs(jobs)
+    for job in broker.take(manager="m1", worker="m1.1", limit=len(jobs)):
+        broker.fail_job(worker="m1.1", job=job, failure=Failure(exc_type="E", message="no"))
+
+
+def test_ids_may_be_given_by_a_unique_start(broker: RedisBroker) -> None:
+    fail_with_ids(broker, "abc123", "abd456", "a*c[x]9", "ab")
+    assert json.loads(qw("failed", "show", "--json", "abc").stdout)["id"] == "abc123"
+    assert json.loads(qw("failed", "show", "--json", "a*").stdout)["id"] == "a*c[x]9"  # no glob
+    assert json.loads(qw("failed", "show", "--json", "ab").stdout)["id"] == "ab"  # a whole id wins
+    ambiguous = qw("failed", "show", "abd", "--json")
+    assert json.loads(ambiguous.stdout)["id"] == "abd456"
+    two = qw("failed", "requeue", "a")
+    assert two.exit_code == 1
+    assert two.stderr.startswith("qw: error: 'a' is the start of several failed jobs' ids (")
+    assert two.stderr.strip().endswith("give more of it")
+    assert len(two.stderr.strip().splitlines()) == 1
+    assert broker.failed_count() == 4  # nothing requeued
+    assert qw("failed", "requeue", "abc").stdout.split() == ["abc123"]
+    assert qw("failed", "purge", "abd").exit_code == 0
+    assert sorted(job.job.id for job in broker.failed_jobs()) == ["a*c[x]9", "ab"]
+
+
 def test_requeue_one_puts_it_back_on_its_queue_with_attempts_reset(broker: RedisBroker) -> None:
     first, second = fail_jobs(broker, {"n": 1}, {"n": 2}, manager="m1")
     result = qw("failed", "requeue", first.id)
@@ -147,14 +173,15 @@ def test_requeue_and_purge_all_show_progress_on_a_terminal_only(
     shown = qw("failed", "requeue", "--all")
     assert shown.stdout.split() == [job.id for job in jobs], "stdout has the ids alone"
     clear = "\r\x1b[K"
-    assert shown.stderr == "".join(f"\rrequeued {n} of 5\x1b[K{clear}" for n in (2, 4)) + (
-        f"\rrequeued 5 of 5\x1b[K{clear}requeued 5 jobs\n"
+    assert shown.stderr == "".join(f"\r{progress_bar('requeued', n, 5)}\x1b[K{clear}" for n in (2, 4, 5)) + (
+        "requeued 5 jobs\n"
     ), "the line is taken away before ids are printed"
     fail_jobs(broker, *({"n": n} for n in range(5)))
     purged = qw("failed", "purge", "--all")
     assert (
         purged.stderr
-        == "".join(f"\rpurged {n} of 5\x1b[K" for n in (2, 4, 5)) + f"{clear}purged 5 failed jobs\n"
+        == "".join(f"\r{progress_bar('purged', n, 5)}\x1b[K" for n in (2, 4, 5))
+        + f"{clear}purged 5 failed jobs\n"
     )
 
 

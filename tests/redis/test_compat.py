@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from qwtest_docs import docs_block
 from qwtest_redis import PrivateRedis
 from qwtest_wait import wait_for
 from redis_support import REDIS_HOST, shared_port
@@ -142,19 +143,8 @@ def test_worker_process_runs_until_shutdown(client: Client) -> None:
     wait_for(lambda: not client.exists(f"job:{job_id}"), timeout=10)
 
 
-BASIC_USAGE = """
-from qw_redis import Manager
-
-
-def job_printer(job_id, job_data):
-    print(job_id)
-    print(job_data)
-
-
-manager = Manager(job_printer)
-manager.start()
-manager.join()
-"""
+#: The original qw's "Basic usage", as the documentation shows it (its import line changed).
+BASIC_USAGE = docs_block("how-to/original-api.md", "# basic_usage.py")
 
 
 def catches(pid: int, signum: int) -> bool:

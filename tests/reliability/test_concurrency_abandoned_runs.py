@@ -1,7 +1,7 @@
 """Threads settled as timed out run on; what their late end may and may not do.
 
-README ("A job hangs"): a job on a thread past its limit "is settled as timed out and its
-thread left to end by itself, its result ignored". qw_core.execution: "what it does when
+docs/explanation/delivery.md ("A job hangs"): a job on a thread past its limit "is settled
+as timed out and its thread left to end by itself, its result ignored". qw_core.execution: "what it does when
 it ends changes nothing".
 """
 

@@ -1,6 +1,6 @@
 """An ``async def`` target that raises a BaseException of its own (``sys.exit()``,
 ``KeyboardInterrupt``) must fail its job like any error, and the worker must go on
-(README, "A target does what a job should not"; qw_core.worker's docstring).
+(docs/explanation/delivery.md, "A target does what a job should not"; qw_core.worker's docstring).
 
 With a time limit (``--job-timeout`` or ``meta["timeout"]``) the job's coroutine runs as
 a task of its own (``qw_core.execution._within``); asyncio re-raises SystemExit and

@@ -1,6 +1,6 @@
 """Who is blamed when a worker running several jobs at once dies or is killed.
 
-The promise (README, "A job kills its worker every time"; qw_core.status): the manager
+The promise (docs/explanation/delivery.md, "A job kills its worker every time"; qw_core.status): the manager
 blames the job a worker died running, and only it; with several in hand nobody knows, so
 they all become suspects that run alone; an innocent job is never counted as a crash or
 failed as timed out for what a sibling did.
@@ -191,7 +191,7 @@ def test_an_async_job_with_a_long_id_killed_as_a_last_resort_counts_no_sibling_a
 def test_a_timed_out_thread_job_that_cannot_be_settled_is_counted_when_its_worker_gives_up(
     url: str, client: redis.Redis, record_dir: Path
 ) -> None:
-    """README: "A worker that cannot settle a job for such an error after 5 tries exits,
+    """docs/explanation/delivery.md: "A worker that cannot settle a job for such an error after 5 tries exits,
     and its manager counts the job as a crash" (so it ends in the failed registry instead
     of looping). Here the retry cannot be written (``qw:due`` is another program's
     string, so retry.lua refuses). A job on a thread past its limit is marked abandoned

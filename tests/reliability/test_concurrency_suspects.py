@@ -1,4 +1,4 @@
-"""Suspects (README, "A job kills its worker every time"): the jobs a worker had in hand
+"""Suspects (docs/explanation/delivery.md, "A job kills its worker every time"): the jobs a worker had in hand
 beside others when it died are put back marked, "and the worker that takes a suspect
 next runs it alone ... A job that kills its process thus dies alone next time".
 

@@ -149,3 +149,14 @@ class ListingContract(ContractPart):
         assert broker.failed_count() == 0
         assert broker.failed_jobs() == []
         assert broker.purge_all_failed() == 0
+
+    def test_failed_ids_are_found_by_their_start(self, broker: Broker) -> None:
+        jobs = [Job(id=job_id, data={}) for job_id in ("abc-1", "abc-2", "abd-3", "x*[y]?-4")]
+        queue_and_fail(broker, jobs)
+        assert sorted(broker.failed_ids_with_prefix("abc")) == ["abc-1", "abc-2"]
+        assert broker.failed_ids_with_prefix("abd") == ["abd-3"]
+        assert broker.failed_ids_with_prefix("x*[y]?") == ["x*[y]?-4"]  # taken literally
+        assert broker.failed_ids_with_prefix("x*") == ["x*[y]?-4"]
+        assert broker.failed_ids_with_prefix("*") == []
+        assert len(broker.failed_ids_with_prefix("ab", limit=2)) == 2
+        assert len(broker.failed_ids_with_prefix("", limit=10)) == 4

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -950,6 +951,18 @@ class RedisBroker(Broker):
     @_translated
     def failed_count(self) -> int:
         return int(self._client.zcard(keys.FAILED))
+
+    @_translated
+    def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """See :meth:`Broker.failed_ids_with_prefix`: ``ZSCAN qw:failed MATCH <prefix>*``,
+        :data:`READ_CHUNK` entries a step."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        found: list[str] = []
+        for job_id, _ in self._client.zscan_iter(keys.FAILED, match=pattern, count=READ_CHUNK):
+            if len(found) >= limit:
+                break
+            found.append(job_id)
+        return found
 
     @_translated
     def get_failed(self, job_id: str) -> FailedJob | None:
