@@ -228,6 +228,8 @@ def _parameters(signature: inspect.Signature) -> str:
 
 
 def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    """:func:`qw_core.execution.is_async`'s test of a function, without importing the
+    worker's modules (and pluggy) into every program that only queues."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
