@@ -75,6 +75,24 @@ class InvalidResult(QwError, TypeError):
     """A target returned a value that is not JSON: the job fails (nothing is kept)."""
 
 
+class NoResult(QwError, LookupError):
+    """A job's result was asked for and there is none (yet, any more, or at all)."""
+
+
+class InvalidTaskCall(InvalidJob, TypeError):
+    """A call of a task function that cannot be queued or run: arguments that do not fit
+    the function's signature or are not JSON (refused by ``enqueue``, before anything is
+    queued), or job data that is not a task call (the job fails with this)."""
+
+
+class UnknownTask(QwError, LookupError):
+    """A job names a task its worker's router does not have (the job fails with this)."""
+
+
+class DuplicateTask(ConfigurationError):
+    """A task is registered under a name its router already has."""
+
+
 class BackendError(QwError):
     """Base class for failures of a broker backend."""
 

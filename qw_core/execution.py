@@ -85,7 +85,15 @@ def current_job() -> Job | None:
 
 def is_async(target: Callable[..., Any]) -> bool:
     """Whether ``target`` is an ``async def`` function (or a callable object whose
-    ``__call__`` is one, or a :func:`functools.partial` of one)."""
+    ``__call__`` is one, or a :func:`functools.partial` of one).
+
+    A callable object may also say it itself, with a boolean attribute ``qw_async``: true
+    if its calls return awaitables for the worker to run on its event loop. A task router
+    (:class:`qw_core.tasks.Router`) does, as its functions are sync, async or both.
+    """
+    declared = getattr(target, "qw_async", None)
+    if isinstance(declared, bool):
+        return declared
     while isinstance(target, functools.partial):
         target = target.func
     if inspect.iscoroutinefunction(target):

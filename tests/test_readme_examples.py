@@ -1,5 +1,5 @@
-"""The README's application and its test, run as written: copied out of README.md into a
-fresh folder and run with ``python -m pytest`` there, as its reader would."""
+"""The README's applications and their tests, run as written: copied out of README.md into
+a fresh folder and run with ``python -m pytest`` there, as its reader would."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from qwtest_readme import code_block, write_block
 
 
-def test_the_readme_test_of_the_first_target_passes(tmp_path: Path) -> None:
-    write_block(tmp_path, "myapp/jobs.py")
-    write_block(tmp_path, "tests/test_jobs.py")
+@pytest.mark.parametrize(
+    ("module", "test"), [("myapp/tasks.py", "tests/test_tasks.py"), ("myapp/jobs.py", "tests/test_jobs.py")]
+)
+def test_the_readme_tests_pass(tmp_path: Path, module: str, test: str) -> None:
+    write_block(tmp_path, module)
+    write_block(tmp_path, test)
     (tmp_path / "myapp" / "__init__.py").touch()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of ours on the path
     result = subprocess.run(
@@ -26,6 +30,6 @@ def test_the_readme_test_of_the_first_target_passes(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    tests = code_block("# tests/test_jobs.py").count("\ndef test_")
+    tests = code_block(f"# {test}").count("\ndef test_")
     assert tests >= 1
     assert f"{tests} passed" in result.stdout, result.stdout

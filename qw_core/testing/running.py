@@ -11,7 +11,7 @@ retries takes milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -85,11 +85,13 @@ def run_jobs(
     manager: str = TEST_MANAGER,
     retry_delays: bool = False,
     max_runs: int = 10_000,
+    queues: Sequence[str] | None = None,
 ) -> list[Ran]:
     """Run the jobs queued on ``broker`` through a real worker until none is left to take.
 
-    Takes from the worker's own list, ``manager``'s queue and the shared queue, as a
-    worker of ``qw run -n MANAGER`` would, and runs each job through the hooks of
+    Takes from the worker's own list, ``manager``'s queue and the shared queue (or the
+    named ``queues``, in that order of priority), as a worker of ``qw run -n MANAGER
+    [--queue NAME]...`` would, and runs each job through the hooks of
     ``plugins`` (by default what ``qw run`` loads, installed plugins included). Retries
     run at once unless ``retry_delays``; jobs queued with a delay run if they are due.
 
@@ -98,9 +100,12 @@ def run_jobs(
     """
     recorder = _Recorder(retry_delays=retry_delays, max_runs=max_runs)
     pm = make_plugin_manager(plugins or PluginConfig(), extra=[recorder])
-    worker = Worker(broker, target, manager=manager, name=f"{manager}.run-jobs", hook=pm.hook, burst=True)
+    worker = Worker(
+        broker, target, manager=manager, name=f"{manager}.run-jobs", hook=pm.hook, burst=True, queues=queues
+    )
     recorder.worker = worker
     worker.run()
-    if len(recorder.runs) >= max_runs and (broker.queued_count(manager) or broker.queued_count()):
+    left = [broker.queued_count(manager), *(broker.queued_count(queue=queue) for queue in worker.queues)]
+    if len(recorder.runs) >= max_runs and any(left):
         raise TooManyRuns(f"more than {max_runs} runs; the rest of the jobs are still queued")
     return recorder.runs
