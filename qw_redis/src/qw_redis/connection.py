@@ -75,6 +75,10 @@ class RedisOptions:
     wait_timeout: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
+        if self.wait_replicas and self.socket_timeout <= self.wait_timeout:
+            raise ConfigurationError(
+                f"socket_timeout ({self.socket_timeout}s) must exceed wait_timeout ({self.wait_timeout}s)"
+            )
         if self.socket_timeout <= self.block_slice:
             raise ConfigurationError(
                 f"socket_timeout ({self.socket_timeout}s) must exceed block_slice ({self.block_slice}s)"
@@ -279,6 +283,7 @@ _PASSING_REPLIES = {
     "BUSY": "is busy running a script",
     "LOADING": "is loading its data set",
     "TRYAGAIN": "asks to try again",
+    "NOREPLICAS": "has too few replicas in sync to take writes (min-replicas-to-write)",
 }
 
 
@@ -290,19 +295,27 @@ def is_failover(exc: redis.RedisError) -> bool:
     """
     if isinstance(exc, (redis.ReadOnlyError, redis.exceptions.MasterDownError)):
         return True
-    return isinstance(exc, redis.ResponseError) and str(exc).lstrip("-").startswith(_FAILOVER_REPLIES)
+    return isinstance(exc, redis.ResponseError) and _reply(exc).startswith(_FAILOVER_REPLIES)
+
+
+def _reply(exc: redis.RedisError) -> str:
+    """The error reply ``exc`` carries, without what redis-py put before it (a pipeline's
+    ``Command # 1 (EVALSHA ...) of pipeline caused error: ``)."""
+    text = str(exc)
+    _, caused, reply = text.partition(" of pipeline caused error: ")
+    return (reply if caused and text.startswith("Command # ") else text).lstrip("-")
 
 
 def passing_trouble(exc: redis.RedisError) -> str | None:
     """What ``exc`` says if it is a reply of a server that refuses work only for a while
-    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``), else ``None``.
+    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``, ``NOREPLICAS``), else ``None``.
 
     redis-py raises some of these as classes of their own, with the code taken off the
     message (``OutOfMemoryError``), and others as a plain ``ResponseError`` (``BUSY``).
     """
     if not isinstance(exc, redis.ResponseError):
         return None
-    code = getattr(exc, "status_code", None) or str(exc).lstrip("-").split(" ", 1)[0]
+    code = getattr(exc, "status_code", None) or _reply(exc).split(" ", 1)[0]
     for word, name in (("OOM", "OutOfMemoryError"), ("TRYAGAIN", "TryAgainError")):
         if isinstance(exc, getattr(redis.exceptions, name, ())):
             code = word

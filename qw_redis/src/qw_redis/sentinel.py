@@ -219,6 +219,29 @@ def pool_url(pool: redis.sentinel.SentinelConnectionPool, auth: str, db: int) ->
     return f"{scheme}://{auth}{hosts}/{pool.service_name}/{db}{query}"
 
 
+def moved(pool: redis.sentinel.SentinelConnectionPool) -> tuple[Any, Any] | None:
+    """Ask the Sentinels where the primary of ``pool`` is; if it is not where the pool's
+    connections go, drop every one of them and say from where to where it moved.
+
+    redis-py asks only when it opens a connection, so connections to a primary that was
+    demoted but lives on (``SENTINEL FAILOVER``, or a partition that cut it off from the
+    Sentinels) keep being used, their writes lost when it becomes a replica, until it is
+    reconfigured (about ten seconds later with Redis 7). A Sentinel that does not answer
+    changes nothing: the primary may well be fine.
+
+    :return: ``(old, new)`` addresses, or ``None`` if it did not move (or nobody knows).
+    """
+    before = pool.master_address
+    try:
+        after = pool.get_master_address()  # type: ignore[no-untyped-call]  # untyped upstream
+    except redis.RedisError:
+        return None
+    if before is None or tuple(before) == tuple(after):
+        return None
+    pool.disconnect()  # the idle ones are dropped already; these are the rest
+    return before, after
+
+
 # -- what went wrong ---------------------------------------------------------------------------
 
 
