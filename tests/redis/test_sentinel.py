@@ -16,6 +16,7 @@ import redis
 import redis.sentinel
 from click.testing import CliRunner
 from qwtest_sentinel import SERVICE, SentinelSet
+from qwtest_wait import wait_for
 
 from qw_cli.main import main
 from qw_core.errors import BrokerUnavailable, ConfigurationError
@@ -258,3 +259,39 @@ def test_qw_verbs_take_a_sentinel_url_from_qw_url(url: str) -> None:
     assert any(line.split()[:3] == ["queue", "shared", "1"] for line in status.output.splitlines())
     assert PRIMARY_PASSWORD not in status.output + queued.output
     assert SENTINEL_PASSWORD not in status.output + queued.output
+
+
+def test_a_broker_leaves_a_demoted_primary_that_lives_on_within_half_a_second() -> None:
+    """After ``SENTINEL FAILOVER`` the old primary takes writes (and loses them) until the
+    Sentinels reconfigure it, seconds later: a broker's next call after it learns of the
+    move fails as an outage and the one after goes to the new primary; queueing is not
+    interrupted, it just goes to the new primary."""
+    with SentinelSet() as sentinels:
+        old = sentinels.primary.port
+        broker, producer = RedisBroker.from_url(sentinels.url()), RedisBroker.from_url(sentinels.url())
+        try:
+            assert broker.queued_count() == producer.queued_count() == 0  # both connected to the old one
+            assert sentinels.sentinel_client().execute_command("SENTINEL", "FAILOVER", SERVICE)
+            new = sentinels.wait_for_failover(old)
+            assert sentinels.client(old).info("replication")["role"] == "master", "it lives on as a primary"
+
+            def outage() -> BrokerUnavailable | None:
+                try:
+                    broker.queued_count()
+                except BrokerUnavailable as exc:
+                    return exc
+                return None
+
+            moved = wait_for(outage, timeout=2.0, what="a call to fail as the primary moved")
+            assert f"the primary moved from 127.0.0.1:{old} to 127.0.0.1:{new} (a failover)" in str(moved)
+            broker.register_manager("m1")
+            assert sentinels.client(new).smembers("all:managers") == {"m1"}
+
+            def queued_on_the_new_primary() -> bool:
+                producer.queue_jobs([Job.new({"n": 1})])  # never raises for the move
+                return sentinels.client(new).llen("all:jobs") > 0
+
+            wait_for(queued_on_the_new_primary, timeout=2.0, what="queueing to reach the new primary")
+        finally:
+            broker.close()
+            producer.close()

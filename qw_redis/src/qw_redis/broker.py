@@ -375,6 +375,8 @@ class RedisBroker(Broker):
                     woken = self._client.blpop(wake_keys, timeout=wait)
                     if woken is not None and woken[0] == nudge:  # see nudge(): return now
                         return self._take_once(manager, worker, (), held, limit)
+            if self._follow_at is not None:  # an idle worker too leaves a demoted primary
+                self._follow_primary(quiet=False)
             jobs = self._take_once(manager, worker, (), held, limit)
             if jobs:
                 return jobs

@@ -50,6 +50,9 @@ SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 26379
 #: Query parameters that are the Sentinels' own login, not the primary's.
 SENTINEL_PARAMETERS = ("sentinel_username", "sentinel_password")
+#: The longest wait for a Sentinel's connection or answer, in seconds: one that does not
+#: answer costs a question (which then goes to the next) no more than this.
+SENTINEL_TIMEOUT = 1.0
 #: What a Sentinel URL looks like, for messages.
 EXAMPLE = "redis+sentinel://host1:26379,host2:26379/mymaster/0"
 
@@ -122,6 +125,10 @@ def parse(url: str) -> SentinelTarget:
     )
 
 
+def _at_most(value: float | None, most: float) -> float:
+    return most if value is None else min(value, most)
+
+
 def _sentinel(item: str, bad: Any) -> tuple[str, int]:
     match = _HOST.fullmatch(item.strip())
     if match is None:
@@ -141,8 +148,8 @@ def open_client(url: str, settings: Mapping[str, Any]) -> redis.Redis:
     :param settings: ``redis.Redis`` keyword arguments for the connections to the primary
         (timeouts, retries, decoding, TLS files a factory copied); the URL's own options
         win, as in :meth:`redis.Redis.from_url`. The Sentinel connections take the
-        timeouts, the TLS settings on ``rediss+sentinel://``, and no retries: redis-py
-        asks the next Sentinel instead.
+        timeouts (at most :data:`SENTINEL_TIMEOUT`), the TLS settings on
+        ``rediss+sentinel://``, and no retries: redis-py asks the next Sentinel instead.
     :raises ConfigurationError: the URL or one of its options is invalid.
     """
     target = parse(url)
@@ -157,8 +164,8 @@ def open_client(url: str, settings: Mapping[str, Any]) -> redis.Redis:
     if target.tls:
         data["ssl"] = True
     watchers: dict[str, Any] = {
-        "socket_timeout": data.get("socket_timeout"),
-        "socket_connect_timeout": data.get("socket_connect_timeout"),
+        "socket_timeout": _at_most(data.get("socket_timeout"), SENTINEL_TIMEOUT),
+        "socket_connect_timeout": _at_most(data.get("socket_connect_timeout"), SENTINEL_TIMEOUT),
         "retry": Retry(NoBackoff(), 0),
         **{name.removeprefix("sentinel_"): value for name, value in target.sentinel_login},
     }
