@@ -1054,12 +1054,14 @@ class RedisBroker(Broker):
 
     @classmethod
     def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> RedisBroker:
-        """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+        """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), or the
+        primary that Sentinel manages (``redis+sentinel://``, ``rediss+sentinel://``: see
+        :mod:`qw_redis.sentinel`).
 
         Default ``redis://localhost:6379/0``. A user and password go in the URL
         (``redis://user:password@host:6379/0``, Redis 6 ACLs); the database is the path.
-        ``?max_job_size=BYTES`` sets the largest job (:class:`RedisOptions`); other query
-        parameters are redis-py's (``?ssl_ca_certs=...``).
+        ``?max_job_size=BYTES``, ``?wait_replicas=N`` and ``?wait_timeout=SECONDS`` are
+        :class:`RedisOptions`; other query parameters are redis-py's (``?ssl_ca_certs=...``).
 
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: Redis does not answer, or refuses the login.
@@ -1089,19 +1091,26 @@ class RedisBroker(Broker):
 
         A primary that dies costs its clients their connections, and redis-py asks the
         Sentinels where the new one is as it reconnects. One that is demoted but lives on
-        takes writes until it is reconfigured, and loses them then: this bounds that to
-        :data:`FOLLOW_EVERY` (plus a call in flight). A move is reported as an outage
-        (unless ``quiet``: queueing), so that every caller waits it out as it does a lost
-        connection, and a manager's reaper gives every heartbeat a full TTL on the new
-        primary before it judges anyone dead.
+        takes writes until it is reconfigured, and loses them then. So while the Sentinels
+        say a failover is under way (they picked a replica to promote and have not
+        announced it yet), every call fails as an outage, and once they name a new primary
+        the connections to the old one are dropped: writes to a demoted primary are
+        bounded by :data:`FOLLOW_EVERY` (plus a call in flight). A move is reported as an
+        outage too (unless ``quiet``: queueing), so that every caller waits it out as it
+        does a lost connection, and a manager's reaper gives every heartbeat a full TTL on
+        the new primary before it judges anyone dead.
 
-        :raises BrokerUnavailable: the primary moved; the next call goes to the new one.
+        :raises BrokerUnavailable: a failover is under way, or the primary moved (the next
+            call goes to the new one).
         """
         now = time.monotonic()
         if self._follow_at is None or now < self._follow_at:
             return
         self._follow_at = now + FOLLOW_EVERY
         pool = cast("redis.sentinel.SentinelConnectionPool", self._client.connection_pool)
+        if sentinel.failing_over(pool):
+            self._follow_at = now  # look again at the next call
+            raise BrokerUnavailable(f"Redis at {self.describe()}: the Sentinels are failing its primary over")
         move = sentinel.moved(pool)
         if move is None:
             return

@@ -226,6 +226,22 @@ def pool_url(pool: redis.sentinel.SentinelConnectionPool, auth: str, db: int) ->
     return f"{scheme}://{auth}{hosts}/{pool.service_name}/{db}{query}"
 
 
+def failing_over(pool: redis.sentinel.SentinelConnectionPool) -> bool:
+    """Whether the first Sentinel that answers says a failover of the primary of ``pool``
+    is under way (``failover_in_progress``): from the moment it picks a replica to promote
+    until it announces it, the old primary may still take writes that are then lost."""
+    for watcher in pool.sentinel_manager.sentinels:
+        try:
+            state = watcher.sentinel_master(pool.service_name)
+        except redis.RedisError:
+            continue
+        flags = state.get("flags", "")  # text with RESP2, a set with RESP3
+        return "failover_in_progress" in (
+            flags if isinstance(flags, (set, frozenset)) else str(flags).split(",")
+        )
+    return False
+
+
 def moved(pool: redis.sentinel.SentinelConnectionPool) -> tuple[Any, Any] | None:
     """Ask the Sentinels where the primary of ``pool`` is; if it is not where the pool's
     connections go, drop every one of them and say from where to where it moved.
