@@ -19,6 +19,7 @@ Each run prints its figures (``pytest -s`` shows them): the README quotes them.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -168,6 +169,8 @@ def test_a_failover_mid_drain_pauses_the_workers_who_finish_every_job_on_the_new
             stop_manager(manager)
         runs = {job_id: int(count) for job_id, count in counter.hgetall("qwtest:runs").items()}
         places = assert_each_job_in_one_place(new, everything)
+    times = sorted(float(at) for at in counter.lrange("qwtest:at", 0, -1))
+    pause = max(later - earlier for earlier, later in itertools.pairwise(times))  # no job ran for this long
     lost = [job_id for job_id in everything if job_id not in runs]
     twice = [job_id for job_id, count in runs.items() if count > 1]
     print(
@@ -178,7 +181,7 @@ def test_a_failover_mid_drain_pauses_the_workers_who_finish_every_job_on_the_new
         f"ran twice {len(twice)}, three times or more {sum(c > 2 for c in runs.values())}; "
         f"{ran_at_resume - ran_at_kill} ran between the failure and the first take on the new primary; "
         f"the Sentinels named it after {failed_over_at - killed_at:.2f} s, workers took from it after "
-        f"{resumed_at - killed_at:.2f} s"
+        f"{resumed_at - killed_at:.2f} s at most; no job ran for {pause:.2f} s"
     )
     assert not [job_id for job_id in lost if job_id not in producer.unconfirmed], "a confirmed job was lost"
     assert set(places.values()) == {"finished"}

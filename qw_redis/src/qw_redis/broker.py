@@ -107,7 +107,7 @@ DEFAULT_TIMER_TICK = 0.1
 #: Seconds between two questions to the Sentinels of where the primary is (see
 #: :meth:`RedisBroker._follow_primary`): the longest a broker keeps writing to a primary
 #: that was demoted but lives on.
-FOLLOW_EVERY = 0.5
+FOLLOW_EVERY = 0.25
 
 
 _Method = Callable[Concatenate["RedisBroker", _P], _R]
@@ -1087,7 +1087,7 @@ class RedisBroker(Broker):
 
     def _follow_primary(self, *, quiet: bool) -> None:
         """At most every :data:`FOLLOW_EVERY` seconds, ask the Sentinels where the primary
-        is, and drop the connections to an old one (:func:`qw_redis.sentinel.moved`).
+        is, and drop the connections to an old one (:func:`qw_redis.sentinel.look`).
 
         A primary that dies costs its clients their connections, and redis-py asks the
         Sentinels where the new one is as it reconnects. One that is demoted but lives on
@@ -1108,13 +1108,13 @@ class RedisBroker(Broker):
             return
         self._follow_at = now + FOLLOW_EVERY
         pool = cast("redis.sentinel.SentinelConnectionPool", self._client.connection_pool)
-        if sentinel.failing_over(pool):
+        seen = sentinel.look(pool)
+        if seen == sentinel.FAILING_OVER:
             self._follow_at = now  # look again at the next call
             raise BrokerUnavailable(f"Redis at {self.describe()}: the Sentinels are failing its primary over")
-        move = sentinel.moved(pool)
-        if move is None:
+        if not isinstance(seen, tuple):
             return
-        old, new = (f"{host}:{port}" for host, port in move)
+        old, new = (f"{host}:{port}" for host, port in seen)
         log.warning("the primary of %s moved from %s to %s (a failover)", self.describe(), old, new)
         if not quiet:
             raise BrokerUnavailable(

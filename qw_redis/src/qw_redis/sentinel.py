@@ -226,43 +226,50 @@ def pool_url(pool: redis.sentinel.SentinelConnectionPool, auth: str, db: int) ->
     return f"{scheme}://{auth}{hosts}/{pool.service_name}/{db}{query}"
 
 
-def failing_over(pool: redis.sentinel.SentinelConnectionPool) -> bool:
-    """Whether the first Sentinel that answers says a failover of the primary of ``pool``
-    is under way (``failover_in_progress``): from the moment it picks a replica to promote
-    until it announces it, the old primary may still take writes that are then lost."""
+#: What :func:`look` says when a failover is under way.
+FAILING_OVER = "failing over"
+
+
+def look(pool: redis.sentinel.SentinelConnectionPool) -> str | tuple[Any, Any] | None:
+    """Ask the first Sentinel that answers about the primary of ``pool`` (one
+    ``SENTINEL MASTER`` question) and say what a client of it must know.
+
+    redis-py asks the Sentinels where the primary is only when it opens a connection, so
+    connections to a primary that was demoted but lives on (``SENTINEL FAILOVER``, or a
+    partition that cut it off from the Sentinels) keep being used, their writes lost when
+    it becomes a replica, about ten seconds later with Redis 7. And from the moment the
+    Sentinels pick a replica to promote until they announce it (a second or more), they
+    still name the old primary.
+
+    :return: :data:`FAILING_OVER` while they fail it over (``failover_in_progress``);
+        ``(old, new)`` addresses if the primary is no longer where the pool's connections
+        go (they are all dropped then, and redis-py knows the new one); else ``None``. A
+        Sentinel that does not answer says nothing: the primary may well be fine.
+    """
     for watcher in pool.sentinel_manager.sentinels:
         try:
             state = watcher.sentinel_master(pool.service_name)
         except redis.RedisError:
             continue
         flags = state.get("flags", "")  # text with RESP2, a set with RESP3
-        return "failover_in_progress" in (
+        if "failover_in_progress" in (
             flags if isinstance(flags, (set, frozenset)) else str(flags).split(",")
-        )
-    return False
-
-
-def moved(pool: redis.sentinel.SentinelConnectionPool) -> tuple[Any, Any] | None:
-    """Ask the Sentinels where the primary of ``pool`` is; if it is not where the pool's
-    connections go, drop every one of them and say from where to where it moved.
-
-    redis-py asks only when it opens a connection, so connections to a primary that was
-    demoted but lives on (``SENTINEL FAILOVER``, or a partition that cut it off from the
-    Sentinels) keep being used, their writes lost when it becomes a replica, until it is
-    reconfigured (about ten seconds later with Redis 7). A Sentinel that does not answer
-    changes nothing: the primary may well be fine.
-
-    :return: ``(old, new)`` addresses, or ``None`` if it did not move (or nobody knows).
-    """
-    before = pool.master_address
-    try:
-        after = pool.get_master_address()  # type: ignore[no-untyped-call]  # untyped upstream
-    except redis.RedisError:
-        return None
-    if before is None or tuple(before) == tuple(after):
-        return None
-    pool.disconnect()  # the idle ones are dropped already; these are the rest
-    return before, after
+        ):
+            return FAILING_OVER
+        before = pool.master_address
+        if (
+            before is None
+            or not state.get("is_master")
+            or (state.get("ip"), state.get("port")) == tuple(before)
+        ):
+            return None
+        try:
+            after = pool.get_master_address()  # type: ignore[no-untyped-call]  # untyped upstream
+        except redis.RedisError:
+            return None
+        pool.disconnect()  # redis-py dropped the idle connections; these are the rest
+        return before, after
+    return None
 
 
 # -- what went wrong ---------------------------------------------------------------------------
