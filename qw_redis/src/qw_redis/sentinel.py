@@ -292,7 +292,11 @@ def diagnose(client: redis.Redis, shown_url: str, secrets: Iterable[str | None])
             masters = watcher.sentinel_masters()
         except redis.RedisError as exc:
             text = urls.scrub(str(exc), secrets)
-            if "NOAUTH" in text or "must be called with the client already authenticated" in text:
+            # NOAUTH: redis-py 7+ says it as the reply to HELLO, 6.x as "Authentication required."
+            wants = "NOAUTH" in text or "must be called with the client already authenticated" in text
+            if wants or (
+                isinstance(exc, redis.AuthenticationError) and text.startswith("Authentication required")
+            ):
                 return ConfigurationError(
                     f"the Sentinel at {where} of {shown_url} wants a password: give the Sentinels' password "
                     "with ?sentinel_password=... (the password before '@' is the primary's)"
