@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 import redis.sentinel
 from click.testing import CliRunner
 from qwtest_sentinel import SERVICE, SentinelSet
+from qwtest_tls import make_ca, make_server_cert
 from qwtest_wait import wait_for
 
 from qw_cli.main import main
@@ -295,3 +297,28 @@ def test_a_broker_leaves_a_demoted_primary_that_lives_on_within_half_a_second() 
         finally:
             broker.close()
             producer.close()
+
+
+def test_rediss_sentinel_reaches_sentinels_and_primary_over_tls(tmp_path: Path) -> None:
+    """Every connection speaks TLS (the Sentinels, the primary and its replica listen on
+    TLS ports only), verified with the CA the URL names: a job queued through the URL is
+    on the primary."""
+    ca = make_ca(tmp_path)
+    tls = make_server_cert(tmp_path, "localhost", "DNS:localhost,IP:127.0.0.1")
+    with SentinelSet(tls=tls, ca=ca) as sentinels:
+        url = sentinels.url()
+        assert url.startswith("rediss+sentinel://")
+        broker = RedisBroker.from_url(url)
+        try:
+            job = Job.new({"n": 1})
+            broker.queue_jobs([job])
+            assert sentinels.client(sentinels.primary.port).lrange("all:jobs", 0, -1) == [job.id]
+        finally:
+            broker.close()
+        (tmp_path / "other").mkdir()
+        other = make_ca(tmp_path / "other")
+        with pytest.raises(ConfigurationError) as caught:
+            RedisBroker.from_url(url.replace(f"ssl_ca_certs={ca}", f"ssl_ca_certs={other}"))
+        message = str(caught.value)
+        assert "has a TLS certificate that does not verify" in message
+        assert "give the CA that signed it with ?ssl_ca_certs=PATH" in message

@@ -292,6 +292,12 @@ def diagnose(client: redis.Redis, shown_url: str, secrets: Iterable[str | None])
             masters = watcher.sentinel_masters()
         except redis.RedisError as exc:
             text = urls.scrub(str(exc), secrets)
+            if "CERTIFICATE_VERIFY_FAILED" in text:
+                return ConfigurationError(
+                    f"the Sentinel at {where} of {shown_url} has a TLS certificate that does not verify: "
+                    "give the CA that signed it with ?ssl_ca_certs=PATH in the URL (or the SSL_CERT_FILE "
+                    "variable), and name the Sentinels as their certificates do"
+                )
             # NOAUTH: redis-py 7+ says it as the reply to HELLO, 6.x as "Authentication required."
             wants = "NOAUTH" in text or "must be called with the client already authenticated" in text
             if wants or (
