@@ -28,6 +28,8 @@ from qw_redis.broker import RedisBroker
 from qw_redis.connection import RedisOptions, redact_url
 from qw_redis.factories import RedisBrokerFactory, factory_for
 
+pytestmark = pytest.mark.redis  # all but the URL tests start servers
+
 # -- URLs (no server) --------------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ from qw_core.models import Job
 from qw_redis import RedisBroker, RedisOptions
 from qw_redis.broker import QUEUE_BATCH
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[PrivateRedis, PrivateRedis]]:

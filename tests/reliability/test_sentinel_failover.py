@@ -44,6 +44,8 @@ from qw_core.plugins import PluginConfig
 from qw_core.worker import DEFAULT_PREFETCH
 from qw_redis import RedisBroker
 
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
 JOBS = 3000
 WORKERS = 3
 

@@ -6,6 +6,10 @@ passwords, so everything here that may end up in a log or an error message goes 
 (``cannot reach Redis at redis://localhost:6379/0: Connection refused``), never as a
 traceback.
 
+A primary that Redis Sentinel manages is named by a ``redis+sentinel://`` URL, which
+:mod:`qw_redis.sentinel` reads; everything here takes it wherever it takes a
+``redis://`` one.
+
 Transient connection errors are retried by redis-py itself
 (:class:`redis.retry.Retry` with :class:`redis.backoff.ExponentialBackoff`), so a Redis
 restart or a failover costs a short pause rather than a dead worker. A retried command
