@@ -20,6 +20,7 @@ from qwtest_sentinel import SERVICE, SentinelSet
 from qwtest_tls import make_ca, make_server_cert
 from qwtest_wait import wait_for
 
+from qw_cli.cmdline import masked_command_line
 from qw_cli.main import main
 from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.models import Job
@@ -79,6 +80,11 @@ def test_both_passwords_are_hidden_wherever_the_url_is_shown() -> None:
     shown = redact_url(url)
     assert shown == "redis+sentinel://alice:***@s1:26379,s2:26379/mymaster/0?sentinel_password=***"
     assert repr(RedisBrokerFactory(url=url)) == f"RedisBrokerFactory({shown!r})"
+    # qw overwrites its own command line in place, character for character
+    masked = masked_command_line(f"qw\0run\0--url={url}\0t:f".encode()).decode()
+    assert "hunter2" not in masked
+    assert "swordfish" not in masked
+    assert len(masked) == len(f"qw\0run\0--url={url}\0t:f")
 
 
 @pytest.mark.parametrize(
