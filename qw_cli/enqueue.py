@@ -5,6 +5,11 @@ nothing. Jobs go to the broker in batches (one ``queue_jobs`` call per
 :data:`BATCH_SIZE` jobs, which a networked backend serves in one round trip), each job's
 id is printed on stdout as soon as its batch is stored, and ``qw_job_queued`` fires for
 each, as it would in any program that queues through qw.
+
+A backend asked to confirm that replicas have the jobs (``?wait_replicas=N`` on a Redis
+URL) may store a batch and not get that confirmation in time: the ids of the batch are
+printed all the same (the jobs are queued), then the error says so, and the command
+exits 1, so that a script running it does not queue the same jobs again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from qw_cli.errors import CliError
 from qw_cli.jobinput import decode, parse_document, parse_lines
 from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option, split_plugin_names
 from qw_cli.output import Progress, quiet_option
-from qw_core.errors import JobTooLarge
+from qw_core.errors import JobsNotReplicated, JobTooLarge
 from qw_core.models import Job
 from qw_core.naming import check_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
@@ -156,6 +161,11 @@ def enqueue(
             except JobTooLarge as exc:
                 progress.clear()
                 raise _too_large(exc, source, line_of, queued) from None
+            except JobsNotReplicated as exc:
+                stored = {*exc.confirmed, *exc.job_ids}
+                _announce([job for job in batch if job.id in stored], hook)
+                _said_so_far(queued + len(stored), len(jobs))
+                raise CliError(f"{exc} (their ids are printed above)") from None
             except Exception:
                 progress.clear()
                 _said_so_far(queued, len(jobs))

@@ -105,6 +105,41 @@ class BrokerUnavailable(BackendError, ConnectionError):
     """The broker's server cannot be reached (down, wrong address, refused credentials)."""
 
 
+class JobsNotReplicated(BackendError):
+    """Jobs were queued, but fewer replicas than asked for said they had them in time
+    (``RedisOptions.wait_replicas``).
+
+    The jobs **are queued**, on the primary: they run, unless the primary fails before it
+    passes them on. Do not queue them again as new jobs (they would run twice). Queueing
+    the very same :class:`~qw_core.models.Job` objects again (same ids) adds nothing while
+    they wait, are held or delayed (an id is never queued twice), but runs again any that
+    already finished.
+
+    :param job_ids: the jobs queued whose replication was not confirmed.
+    :param confirmed: the jobs of the same call that were (queued in earlier batches).
+    :param not_queued: the jobs of the same call that were not queued at all.
+    :param wanted: how many replicas were asked for.
+    :param acknowledged: how many acknowledged.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_ids: tuple[str, ...] = (),
+        confirmed: tuple[str, ...] = (),
+        not_queued: tuple[str, ...] = (),
+        wanted: int = 0,
+        acknowledged: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.confirmed = confirmed
+        self.not_queued = not_queued
+        self.wanted = wanted
+        self.acknowledged = acknowledged
+
+
 class WorkerRunning(BackendError):
     """Jobs were to be moved off a worker's list while that worker runs (they are its
     own: held, or sent to it)."""

@@ -247,11 +247,17 @@ def test_any_client_is_accepted_and_left_as_it_was() -> None:
         "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.",
         "LOADING Redis is loading the dataset in memory",
         "TRYAGAIN Multiple keys request during rehashing of slot",
+        "NOREPLICAS Not enough good replicas to write.",
+        "READONLY You can't write against a read only replica.",
     ],
 )
-def test_replies_of_a_server_that_refuses_work_for_a_while_are_outages(reply: str) -> None:
-    # As redis-py parses them: some get a class of their own, with the code taken off.
+@pytest.mark.parametrize("in_pipeline", [False, True])
+def test_replies_of_a_server_that_refuses_work_for_a_while_are_outages(reply: str, in_pipeline: bool) -> None:
+    # As redis-py parses them: some get a class of their own, with the code taken off;
+    # one in a pipeline gets its message prefixed with the command that caused it.
     exc = BaseParser.parse_error(reply)
+    if in_pipeline:
+        exc.args = (f"Command # 1 (EVALSHA abc 3 all:jobs) of pipeline caused error: {exc.args[0]}",)
     translated = connection.translate(exc, "redis://x:6379/0")
     assert isinstance(translated, BrokerUnavailable)
     assert not isinstance(

@@ -56,6 +56,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import attrs
 import redis
+import redis.sentinel
 
 from qw_core.broker import (
     Broker,
@@ -66,11 +67,20 @@ from qw_core.broker import (
     check_listed,
     check_page,
 )
-from qw_core.errors import InvalidJob, InvalidName, JobCrashed, JobTooLarge, QwError, WorkerRunning
+from qw_core.errors import (
+    BrokerUnavailable,
+    InvalidJob,
+    InvalidName,
+    JobCrashed,
+    JobsNotReplicated,
+    JobTooLarge,
+    QwError,
+    WorkerRunning,
+)
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
-from qw_redis import codec, connection, keys
+from qw_redis import codec, connection, keys, sentinel
 from qw_redis.connection import DEFAULT_URL, RedisOptions
 from qw_redis.scripts import FailedEntry, Scripts, Taken, handed_off
 
@@ -121,17 +131,33 @@ DUE_STEP = 0.005
 BROKEN_REPORT_EVERY = 60.0
 #: Redis's timer period when the server does not say (``INFO`` without ``hz``): its default.
 DEFAULT_TIMER_TICK = 0.1
+#: Seconds between two questions to the Sentinels of where the primary is (see
+#: :meth:`RedisBroker._follow_primary`): the longest a broker keeps writing to a primary
+#: that was demoted but lives on.
+FOLLOW_EVERY = 0.25
 
 
 _Method = Callable[Concatenate["RedisBroker", _P], _R]
+#: One call of a queueing script: the jobs it stores (id, hash), and the call, which
+#: takes an optional ``pipe=`` to be queued on instead (see ``Scripts.replicated``).
+_Storing = tuple[list[tuple[str, codec.Stored]], Callable[..., int]]
+
+
+#: Broker methods after which a failover that already happened is not reported: a
+#: producer's call goes to the new primary without a word (see ``_follow_primary``).
+_QUIET_ON_MOVE = frozenset({"queue_jobs"})
 
 
 def _translated(method: _Method[_P, _R]) -> _Method[_P, _R]:
-    """Turn the redis errors ``method`` raises into qw errors, at the boundary."""
+    """Turn the redis errors ``method`` raises into qw errors, at the boundary; follow a
+    Sentinel-managed primary that moved (see :meth:`RedisBroker._follow_primary`)."""
+    quiet = method.__name__ in _QUIET_ON_MOVE
 
     @functools.wraps(method)
     def wrapper(self: RedisBroker, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
+            if self._follow_at is not None:
+                self._follow_primary(quiet=quiet)
             return method(self, *args, **kwargs)
         except redis.RedisError as exc:
             if connection.is_failover(exc):  # connected to a node that is no master now
@@ -139,6 +165,11 @@ def _translated(method: _Method[_P, _R]) -> _Method[_P, _R]:
             raise self._error(exc) from exc
 
     return wrapper
+
+
+def _on_pipe(call: Callable[..., int], pipe: Any) -> int:
+    """``call`` queued on ``pipe`` (see ``_Storing``)."""
+    return call(pipe=pipe)
 
 
 def _valid_name(name: str) -> bool:
@@ -247,6 +278,8 @@ class RedisBroker(Broker):
         slice_ = self._options.block_slice
         self._slice = min(slice_, socket_timeout / 2) if socket_timeout else slice_
         self._idling_ms = max(IDLING_MIN_MS, round(4000 * self._slice))
+        #: When to ask the Sentinels next where the primary is (None: no Sentinel).
+        self._follow_at = 0.0 if sentinel.is_sentinel_pool(self._client.connection_pool) else None
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -259,9 +292,12 @@ class RedisBroker(Broker):
         for job in jobs:  # encode (and refuse) everything before anything is written
             place = (self._origin_of(job), job.worker is not None)
             batches.setdefault(place, []).append((job.id, self._encode_new(job)))
-        for (origin, to_worker), batch in batches.items():
-            for part in _script_batches(batch):
-                self._scripts.queue(origin=origin, worker=to_worker, jobs=part)
+        calls: list[_Storing] = [
+            (part, functools.partial(self._scripts.queue, origin=origin, worker=to_worker, jobs=part))
+            for (origin, to_worker), batch in batches.items()
+            for part in _script_batches(batch)
+        ]
+        self._store(calls)
         return [job.id for job in jobs]
 
     def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
@@ -269,9 +305,50 @@ class RedisBroker(Broker):
         batches: dict[str, list[tuple[str, codec.Stored]]] = {}
         for job in jobs:
             batches.setdefault(self._origin_of(job), []).append((job.id, self._encode_new(job)))
-        for origin, batch in batches.items():
-            for part in _script_batches(batch):
-                self._scripts.queue_delayed(origin=origin, delay=delay, at=at, jobs=part)
+        self._store(
+            [
+                (
+                    part,
+                    functools.partial(
+                        self._scripts.queue_delayed, origin=origin, delay=delay, at=at, jobs=part
+                    ),
+                )
+                for origin, batch in batches.items()
+                for part in _script_batches(batch)
+            ]
+        )
+
+    def _store(self, calls: Sequence[_Storing]) -> None:
+        """Make each call, which stores the jobs it lists; with ``wait_replicas``, each
+        returns only once that many replicas have what it wrote (Redis's ``WAIT``).
+
+        :raises JobsNotReplicated: fewer replicas acknowledged a call in time: its jobs are
+            queued, the later calls' are not (the message says what to do).
+        """
+        wanted = self._options.wait_replicas
+        timeout_ms = max(1, round(self._options.wait_timeout * 1000))
+        for index, (_, call) in enumerate(calls):
+            if not wanted:
+                call()
+                continue
+            acknowledged = self._scripts.replicated(functools.partial(_on_pipe, call), wanted, timeout_ms)
+            if acknowledged < wanted:
+                raise self._not_replicated(calls, index, acknowledged)
+
+    def _not_replicated(self, calls: Sequence[_Storing], index: int, acknowledged: int) -> JobsNotReplicated:
+        """The error for call ``index`` of ``calls``, which ``acknowledged`` replicas acknowledged."""
+        ids = tuple(job_id for job_id, _ in calls[index][0])
+        wanted, within = self._options.wait_replicas, f"{self._options.wait_timeout:g}s"
+        return JobsNotReplicated(
+            f"{len(ids)} job(s) are queued on the primary of {self.describe()}, but {acknowledged} of the "
+            f"{wanted} replica(s) asked for acknowledged them within {within}: they run unless the primary "
+            "fails before passing them on; do not queue them again as new jobs, or they run twice",
+            job_ids=ids,
+            confirmed=tuple(job_id for earlier, _ in calls[:index] for job_id, _ in earlier),
+            not_queued=tuple(job_id for later, _ in calls[index + 1 :] for job_id, _ in later),
+            wanted=wanted,
+            acknowledged=acknowledged,
+        )
 
     def _origin_of(self, job: Job) -> str:
         """Where ``job`` is queued (see :func:`keys.origin`), its names checked; for a job
@@ -347,6 +424,8 @@ class RedisBroker(Broker):
                             return [job]
                     elif woken is not None and woken[0] == nudge:  # see nudge(): return now
                         return take((), held, limit)
+            if self._follow_at is not None:  # an idle worker too leaves a demoted primary
+                self._follow_primary(quiet=False)
             # Registered as waiting only if it waits again: a take never returns with the
             # worker registered, so no job is handed to a worker that is not waiting.
             waits = deadline - time.monotonic() >= _MIN_BLOCK
@@ -1145,12 +1224,14 @@ class RedisBroker(Broker):
 
     @classmethod
     def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> RedisBroker:
-        """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+        """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), or the
+        primary that Sentinel manages (``redis+sentinel://``, ``rediss+sentinel://``: see
+        :mod:`qw_redis.sentinel`).
 
         Default ``redis://localhost:6379/0``. A user and password go in the URL
         (``redis://user:password@host:6379/0``, Redis 6 ACLs); the database is the path.
-        ``?max_job_size=BYTES`` sets the largest job (:class:`RedisOptions`); other query
-        parameters are redis-py's (``?ssl_ca_certs=...``).
+        ``?max_job_size=BYTES``, ``?wait_replicas=N`` and ``?wait_timeout=SECONDS`` are
+        :class:`RedisOptions`; other query parameters are redis-py's (``?ssl_ca_certs=...``).
 
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: Redis does not answer, or refuses the login.
@@ -1173,6 +1254,42 @@ class RedisBroker(Broker):
         if self._url is not None:
             return factories.RedisBrokerFactory(url=self._url, options=self._options)
         return factories.factory_for(self._client, self._options)
+
+    def _follow_primary(self, *, quiet: bool) -> None:
+        """At most every :data:`FOLLOW_EVERY` seconds, ask the Sentinels where the primary
+        is, and drop the connections to an old one (:func:`qw_redis.sentinel.look`).
+
+        A primary that dies costs its clients their connections, and redis-py asks the
+        Sentinels where the new one is as it reconnects. One that is demoted but lives on
+        takes writes until it is reconfigured, and loses them then. So while the Sentinels
+        say a failover is under way (they picked a replica to promote and have not
+        announced it yet), every call fails as an outage, and once they name a new primary
+        the connections to the old one are dropped: writes to a demoted primary are
+        bounded by :data:`FOLLOW_EVERY` (plus a call in flight). A move is reported as an
+        outage too (unless ``quiet``: queueing), so that every caller waits it out as it
+        does a lost connection, and a manager's reaper gives every heartbeat a full TTL on
+        the new primary before it judges anyone dead.
+
+        :raises BrokerUnavailable: a failover is under way, or the primary moved (the next
+            call goes to the new one).
+        """
+        now = time.monotonic()
+        if self._follow_at is None or now < self._follow_at:
+            return
+        self._follow_at = now + FOLLOW_EVERY
+        pool = cast("redis.sentinel.SentinelConnectionPool", self._client.connection_pool)
+        seen = sentinel.look(pool)
+        if seen == sentinel.FAILING_OVER:
+            self._follow_at = now  # look again at the next call
+            raise BrokerUnavailable(f"Redis at {self.describe()}: the Sentinels are failing its primary over")
+        if not isinstance(seen, tuple):
+            return
+        old, new = (f"{host}:{port}" for host, port in seen)
+        log.warning("the primary of %s moved from %s to %s (a failover)", self.describe(), old, new)
+        if not quiet:
+            raise BrokerUnavailable(
+                f"Redis at {self.describe()}: the primary moved from {old} to {new} (a failover); try again"
+            )
 
     def check_name(self, name: str) -> str:
         return keys.check_name(name)

@@ -6,6 +6,10 @@ passwords, so everything here that may end up in a log or an error message goes 
 (``cannot reach Redis at redis://localhost:6379/0: Connection refused``), never as a
 traceback.
 
+A primary that Redis Sentinel manages is named by a ``redis+sentinel://`` URL, which
+:mod:`qw_redis.sentinel` reads; everything here takes it wherever it takes a
+``redis://`` one.
+
 Transient connection errors are retried by redis-py itself
 (:class:`redis.retry.Retry` with :class:`redis.backoff.ExponentialBackoff`), so a Redis
 restart or a failover costs a short pause rather than a dead worker. A retried command
@@ -31,11 +35,13 @@ import attrs
 import redis
 import redis.connection  # named, not only reached through redis: type checkers see it
 import redis.exceptions
+import redis.sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from qw_core import urls
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, QwError
+from qw_redis import sentinel
 from qw_redis.codec import DEFAULT_MAX_JOB_SIZE
 
 #: The URL used when none is given.
@@ -57,6 +63,10 @@ class RedisOptions:
     :param backoff_cap: the longest pause between two retries, in seconds.
     :param socket_timeout: seconds to wait for a reply; kept above ``block_slice``.
     :param connect_timeout: seconds to wait for a connection.
+    :param wait_replicas: queueing returns only once this many replicas have the jobs
+        (Redis's ``WAIT``); ``0``, the default: once the primary has them. See
+        :class:`~qw_core.errors.JobsNotReplicated` for what happens when they do not in time.
+    :param wait_timeout: how long queueing waits for those replicas, in seconds.
     """
 
     max_job_size: int = attrs.field(default=DEFAULT_MAX_JOB_SIZE, validator=attrs.validators.ge(0))
@@ -65,8 +75,14 @@ class RedisOptions:
     backoff_cap: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     socket_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     connect_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    wait_replicas: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    wait_timeout: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
+        if self.wait_replicas and self.socket_timeout <= self.wait_timeout:
+            raise ConfigurationError(
+                f"socket_timeout ({self.socket_timeout}s) must exceed wait_timeout ({self.wait_timeout}s)"
+            )
         if self.socket_timeout <= self.block_slice:
             raise ConfigurationError(
                 f"socket_timeout ({self.socket_timeout}s) must exceed block_slice ({self.block_slice}s)"
@@ -89,6 +105,9 @@ def check_url(url: str) -> str:
     :raises ConfigurationError: with the reason, and the URL without its password.
     """
     shown = redact_url(url)
+    if sentinel.is_sentinel_url(url):
+        sentinel.parse(url)
+        return url
     try:
         parts = urlsplit(url)
         if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
@@ -98,7 +117,8 @@ def check_url(url: str) -> str:
         raise ConfigurationError(f"invalid Redis URL {shown}: {_scrub(str(exc), url_secrets(url))}") from exc
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
-            f"invalid Redis URL {shown}: the scheme must be redis://, rediss:// or unix://"
+            f"invalid Redis URL {shown}: the scheme must be redis://, rediss://, unix://, "
+            f"or redis+sentinel:// for a primary that Sentinel manages ({sentinel.EXAMPLE})"
         )
     if parts.scheme == "unix":
         if not parts.path:
@@ -160,23 +180,39 @@ def qw_client(client: redis.Redis) -> redis.Redis:
     """
     if is_qw_client(client):
         return client
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, **_text_settings()}
-    new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=new_pool)
+    return redis.Redis(connection_pool=_same_server(client.connection_pool, **_text_settings()))
 
 
-#: Query parameters of a Redis URL that are qw's settings, not redis-py's.
-QW_PARAMETERS = ("max_job_size",)
+def _same_server(pool: redis.ConnectionPool, **settings: Any) -> redis.ConnectionPool:
+    """A new pool on the server ``pool`` connects to (through the same Sentinels, for a
+    Sentinel-managed one), with ``settings`` changed."""
+    if sentinel.is_sentinel_pool(pool):
+        return sentinel.same_pool(pool, **settings)
+    return redis.ConnectionPool(
+        connection_class=pool.connection_class, **{**pool.connection_kwargs, **settings}
+    )
+
+
+#: Query parameters of a Redis URL that are qw's settings, not redis-py's: each with the
+#: type of its value and what that value is, for messages.
+QW_PARAMETERS: Mapping[str, tuple[type, str]] = {
+    "max_job_size": (int, "a number of bytes"),
+    "wait_replicas": (int, "a number of replicas"),
+    "wait_timeout": (float, "a number of seconds above 0"),
+}
 
 
 def qw_settings(url: str, options: RedisOptions) -> tuple[str, RedisOptions]:
     """``url`` without qw's own query parameters (:data:`QW_PARAMETERS`), and ``options``
-    with them applied: ``redis://host/0?max_job_size=1048576``.
+    with them applied: ``redis://host/0?max_job_size=1048576``,
+    ``redis+sentinel://h1,h2/mymaster/0?wait_replicas=1&wait_timeout=0.5``.
 
-    :raises ConfigurationError: a value that is not a whole number of at least 0.
+    :raises ConfigurationError: a value that is not a number of the right kind.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # check_url says what is wrong with it
+        return url, options
     if not any(name in parts.query for name in QW_PARAMETERS):
         return url, options
     kept, settings = [], {}
@@ -184,14 +220,17 @@ def qw_settings(url: str, options: RedisOptions) -> tuple[str, RedisOptions]:
         if name not in QW_PARAMETERS:
             kept.append((name, value))
             continue
-        if not value.isdigit():
-            raise ConfigurationError(f"invalid Redis URL {redact_url(url)}: {name} must be a number of bytes")
-        settings[name] = int(value)
+        kind, what = QW_PARAMETERS[name]
+        if not re.fullmatch(r"\d+" if kind is int else r"\d+(\.\d*)?|\.\d+", value):
+            raise ConfigurationError(f"invalid Redis URL {redact_url(url)}: {name} must be {what}")
+        settings[name] = kind(value)
+    try:
+        options = attrs.evolve(options, **settings)
+    except (ValueError, ConfigurationError) as exc:
+        raise ConfigurationError(f"invalid Redis URL {redact_url(url)}: {exc}") from exc
     query = urlencode(kept)
     base = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else url.split("?", 1)[0]
-    return base + (f"?{query}" if query else "") + (
-        f"#{parts.fragment}" if parts.fragment else ""
-    ), attrs.evolve(options, **settings)
+    return base + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else ""), options
 
 
 def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
@@ -204,14 +243,16 @@ def open_client(url: str, options: RedisOptions, **extra: Any) -> redis.Redis:
     :raises ConfigurationError: the URL or an option in its query string is invalid.
     """
     check_url(url)
+    kwargs: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.connect_timeout,
+        "retry": Retry(ExponentialBackoff(cap=options.backoff_cap, base=0.05), options.retries),
+        **extra,
+        **_text_settings(),
+    }
+    if sentinel.is_sentinel_url(url):
+        return sentinel.open_client(url, kwargs)
     try:
-        kwargs: dict[str, Any] = {
-            "socket_timeout": options.socket_timeout,
-            "socket_connect_timeout": options.connect_timeout,
-            "retry": Retry(ExponentialBackoff(cap=options.backoff_cap, base=0.05), options.retries),
-            **extra,
-            **_text_settings(),
-        }
         return redis.Redis.from_url(url, **kwargs)
     except (ValueError, TypeError) as exc:
         message = _scrub(str(exc), url_secrets(url))
@@ -224,6 +265,10 @@ def unavailable(exc: redis.RedisError, shown_url: str, secrets: Secrets = ()) ->
     text = _scrub(str(exc), secrets).strip()
     match = re.match(r"Error -?\d+ connecting to \S+?\.? (.*)", text)
     reason = (match.group(1) if match else text).rstrip(".") or type(exc).__name__
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        return BrokerUnavailable(
+            f"the Sentinels of {shown_url} name no primary now (a failover under way, or none reachable)"
+        )
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         return BrokerUnavailable(f"Redis at {shown_url} refused the login: {reason}")
     if isinstance(exc, redis.TimeoutError) and shown_url.startswith("rediss:"):
@@ -242,6 +287,7 @@ _PASSING_REPLIES = {
     "BUSY": "is busy running a script",
     "LOADING": "is loading its data set",
     "TRYAGAIN": "asks to try again",
+    "NOREPLICAS": "has too few replicas in sync to take writes (min-replicas-to-write)",
 }
 
 
@@ -253,19 +299,27 @@ def is_failover(exc: redis.RedisError) -> bool:
     """
     if isinstance(exc, (redis.ReadOnlyError, redis.exceptions.MasterDownError)):
         return True
-    return isinstance(exc, redis.ResponseError) and str(exc).lstrip("-").startswith(_FAILOVER_REPLIES)
+    return isinstance(exc, redis.ResponseError) and _reply(exc).startswith(_FAILOVER_REPLIES)
+
+
+def _reply(exc: redis.RedisError) -> str:
+    """The error reply ``exc`` carries, without what redis-py put before it (a pipeline's
+    ``Command # 1 (EVALSHA ...) of pipeline caused error: ``)."""
+    text = str(exc)
+    _, caused, reply = text.partition(" of pipeline caused error: ")
+    return (reply if caused and text.startswith("Command # ") else text).lstrip("-")
 
 
 def passing_trouble(exc: redis.RedisError) -> str | None:
     """What ``exc`` says if it is a reply of a server that refuses work only for a while
-    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``), else ``None``.
+    (``OOM``, ``BUSY``, ``LOADING``, ``TRYAGAIN``, ``NOREPLICAS``), else ``None``.
 
     redis-py raises some of these as classes of their own, with the code taken off the
     message (``OutOfMemoryError``), and others as a plain ``ResponseError`` (``BUSY``).
     """
     if not isinstance(exc, redis.ResponseError):
         return None
-    code = getattr(exc, "status_code", None) or str(exc).lstrip("-").split(" ", 1)[0]
+    code = getattr(exc, "status_code", None) or _reply(exc).split(" ", 1)[0]
     for word, name in (("OOM", "OutOfMemoryError"), ("TRYAGAIN", "TryAgainError")):
         if isinstance(exc, getattr(redis.exceptions, name, ())):
             code = word
@@ -310,6 +364,8 @@ def ping(client: redis.Redis, shown_url: str, secrets: Secrets = ()) -> None:
     client.set_retry(Retry(NoBackoff(), 0))
     try:
         client.ping()
+    except redis.sentinel.MasterNotFoundError as exc:
+        raise sentinel.diagnose(client, shown_url, secrets) from exc
     except redis.RedisError as exc:
         wrong = _wrong_url(exc, client, shown_url, secrets)
         if wrong is not None:
@@ -343,8 +399,13 @@ def _wrong_url(
     if any(words in text for words in ("must be called with the client already authenticated", "NOAUTH")) or (
         isinstance(exc, redis.AuthenticationError) and text.startswith("Authentication required")
     ):
+        form = (
+            "redis+sentinel://:PASSWORD@host1,host2/service/db"
+            if "+sentinel" in shown_url
+            else ("redis://:PASSWORD@host:port/db")
+        )
         return ConfigurationError(
-            f"Redis at {shown_url} wants a password: put it in the URL (redis://:PASSWORD@host:port/db, "
+            f"Redis at {shown_url} wants a password: put it in the URL ({form}, "
             "or user:PASSWORD@ with an ACL user), preferably through QW_URL"
         )
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in text:
@@ -361,11 +422,7 @@ def _wrong_url(
 
 def _database_count(client: redis.Redis) -> int | None:
     """How many databases the server of ``client`` has, if it says (``CONFIG GET``)."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "db": 0}
-    probe = redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
+    probe = redis.Redis(connection_pool=_same_server(client.connection_pool, db=0))
     try:
         count = probe.config_get("databases").get("databases")
         return int(count) if count is not None else None
@@ -395,8 +452,10 @@ _COPIED = (
 
 def client_secrets(client: redis.Redis) -> list[str | None]:
     """The passwords ``client`` was opened with (its login's, its TLS key's), to hide."""
-    kw = client.connection_pool.connection_kwargs
-    return [kw.get("password"), kw.get("ssl_password")]
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    found: list[str | None] = [kw.get("password"), kw.get("ssl_password")]
+    return [*found, *sentinel.pool_secrets(pool)] if sentinel.is_sentinel_pool(pool) else found
 
 
 def client_url(client: redis.Redis, *, with_password: bool = False) -> str:
@@ -409,6 +468,9 @@ def client_url(client: redis.Redis, *, with_password: bool = False) -> str:
         shown = quote(str(password), safe="") if with_password else urls.MASK
         auth = quote(str(user or ""), safe="") + (f":{shown}" if password else "") + "@"
     db = int(kw.get("db") or 0)
+    if sentinel.is_sentinel_pool(pool):
+        url = sentinel.pool_url(pool, auth, db)
+        return url if with_password else urls.redact_url(url)
     if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
         return f"unix://{auth}{kw.get('path', '')}?db={db}"
     scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"

@@ -18,12 +18,13 @@ import functools
 import itertools
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
 import attrs
 import redis
+import redis.client
 
 from qw_redis import codec, keys
 from qw_redis.codec import Stored
@@ -204,25 +205,53 @@ class Scripts:
     def _call_number(self) -> str:
         return str(next(self._calls))
 
-    def queue(self, *, origin: str, worker: bool, jobs: Sequence[tuple[str, Stored]]) -> int:
+    def queue(
+        self,
+        *,
+        origin: str,
+        worker: bool,
+        jobs: Sequence[tuple[str, Stored]],
+        pipe: redis.client.Pipeline | None = None,
+    ) -> int:
         """Queue ``jobs`` (id, hash fields) on the queue ``origin`` stands for (see
         :func:`keys.origin`), or on worker ``origin``'s list if ``worker``; the first ones go
-        straight to waiting workers, the rest get a wake-up token each. See ``lua/queue.lua``."""
+        straight to waiting workers, the rest get a wake-up token each. See ``lua/queue.lua``.
+
+        :param pipe: queue the call on this pipeline instead (see :meth:`replicated`); 0
+            is returned, the reply comes with the pipeline's.
+        """
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
-        return int(
-            self._queue(
-                keys=[
-                    keys.queue(origin) if worker else keys.queue_list(origin),
-                    keys.wake(origin),
-                    self._producer,
-                    keys.QUEUES,
-                    keys.idle(origin),
-                    keys.ORIGIN,
-                ],
-                args=[payload, self._call_number(), origin, "" if worker else "1"],
-            )
+        reply = self._queue(
+            keys=[
+                keys.queue(origin) if worker else keys.queue_list(origin),
+                keys.wake(origin),
+                self._producer,
+                keys.QUEUES,
+                keys.idle(origin),
+                keys.ORIGIN,
+            ],
+            args=[payload, self._call_number(), origin, "" if worker else "1"],
+            client=pipe,
         )
+        return 0 if pipe is not None else int(reply)
+
+    def replicated(
+        self, call: Callable[[redis.client.Pipeline], object], replicas: int, timeout_ms: int
+    ) -> int:
+        """Run ``call(pipe)`` (which queues one producing script call on ``pipe``), then
+        ``WAIT replicas timeout_ms`` on the same connection; how many replicas acknowledged.
+
+        ``WAIT`` waits for the connection's last write, and a call that redis-py re-sends
+        on a new connection after a lost reply may find itself replayed (see ``replayed``
+        in lua/common.lua) and write nothing: so this producer's key is refreshed in
+        between, a write that every replica acknowledging it has received the call's too.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        call(pipe)
+        pipe.pexpire(self._producer, PRODUCER_TTL * 1000)
+        pipe.wait(replicas, timeout_ms)
+        return int(pipe.execute()[-1])
 
     def queue_delayed(
         self,
@@ -231,23 +260,24 @@ class Scripts:
         delay: float,
         jobs: Sequence[tuple[str, Stored]],
         at: float | None = None,
+        pipe: redis.client.Pipeline | None = None,
     ) -> int:
         """Queue ``jobs`` to wait ``delay`` seconds (or until ``at``, seconds since the epoch),
-        then go to ``origin``'s queue (``""``: shared)."""
+        then go to ``origin``'s queue (``""``: shared). ``pipe``: as for :meth:`queue`."""
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
-        return int(
-            self._queue_delayed(
-                keys=[keys.delayed(origin), keys.DUE, self._producer, keys.QUEUES],
-                args=[
-                    repr(float(delay)),
-                    origin,
-                    payload,
-                    self._call_number(),
-                    "" if at is None else repr(at),
-                ],
-            )
+        reply = self._queue_delayed(
+            keys=[keys.delayed(origin), keys.DUE, self._producer, keys.QUEUES],
+            args=[
+                repr(float(delay)),
+                origin,
+                payload,
+                self._call_number(),
+                "" if at is None else repr(at),
+            ],
+            client=pipe,
         )
+        return 0 if pipe is not None else int(reply)
 
     def promote(self, *, limit: int = PROMOTE_BATCH) -> tuple[int, float | None]:
         """Move due delayed jobs to their queues; see ``lua/promote.lua``.
