@@ -640,8 +640,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "qw_core/execution.py",
-        "            if inspect.isawaitable(result):\n                _discard(result)",
-        "            if False:\n                _discard(result)",
+        "            if inspect.isawaitable(returned):\n                _discard(returned)",
+        "            if False:\n                _discard(returned)",
         "an awaitable from a plain target fails its job, never counts as run",
         CORE,
     ),
