@@ -144,6 +144,20 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
+        LUA + "finish_result.lua",
+        "if held == 1 then",
+        "if true then",
+        "a result is kept only with the finish of a job its worker still holds",
+        REDIS,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "        if done.result is not None and self.result_ttl > 0:\n",
+        "        if False:\n",
+        "what a target returns is kept as its job's result",
+        CORE,
+    ),
+    Mutant(
         LUA + "queue.lua",
         "if ARGV[4] == '1' and #jobs > 0",
         "if ARGV[4] == 'x' and #jobs > 0",
