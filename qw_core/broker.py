@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from qw_core.errors import ConfigurationError, InvalidJob
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult
 
@@ -218,6 +218,14 @@ class Broker(abc.ABC):
         :param result: the value as JSON text (:func:`qw_core.results.encode_value`).
         :param ttl: seconds to keep it (more than 0); a new result of the same id replaces it.
         """
+
+    @abc.abstractmethod
+    def job_status(self, job_id: str) -> JobState:
+        """Where job ``job_id`` is now: queued (on which queue), delayed (until when), held
+        by a worker (which one, if it is registered), failed (why), succeeded (its result,
+        while it is kept), or unknown. Reads only, with a few commands; for people and
+        tools (``qw job ID``), not for a program to synchronise on (a job moves on while
+        its answer travels: wait for a result with :meth:`wait_result`)."""
 
     @abc.abstractmethod
     def get_result(self, job_id: str) -> JobResult | None:

@@ -44,7 +44,7 @@ from qw_core.memory_rpc import (
     job_from_dict,
     job_to_dict,
 )
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, queue_label
 from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
@@ -296,6 +296,42 @@ class MemoryBroker(Broker):
                 state.results[job_id] = (result, time.time(), worker, time.monotonic() + ttl)
                 state.cond.notify_all()
             return held
+
+    def job_status(self, job_id: str) -> JobState:
+        """See :meth:`Broker.job_status`."""
+        state = self._state
+        with state.cond:
+            self._promote_due()
+            entry = state.failed.get(job_id)
+            if entry is not None:
+                job, failure = load_job(entry.job), failure_from_dict(_loads(entry.failure))
+                return JobState(
+                    job_id=job_id,
+                    state=State.FAILED,
+                    job=job,
+                    queue=queue_label(job),
+                    worker=failure.worker,
+                    failure=failure,
+                )
+            text = state.jobs.get(job_id)
+            if text is not None:
+                job = load_job(text)
+                holder = next((w for w, held in state.held.items() if job_id in held), None)
+                if holder is not None and state.held[holder][job_id] != _WORKERS_MANAGER:
+                    return JobState(
+                        job_id=job_id, state=State.HELD, job=job, queue=queue_label(job), worker=holder
+                    )
+                due = next((due for due, _, i, _ in state.delayed if i == job_id), None)
+                if due is not None:
+                    at = time.time() + (due - time.monotonic())
+                    return JobState(
+                        job_id=job_id, state=State.DELAYED, job=job, queue=queue_label(job), due_at=at
+                    )
+                return JobState(job_id=job_id, state=State.QUEUED, job=job, queue=queue_label(job))
+            found = self._result(job_id)
+        if found is not None:
+            return JobState(job_id=job_id, state=State.SUCCEEDED, worker=found.worker, result=found)
+        return JobState(job_id=job_id, state=State.UNKNOWN)
 
     def get_result(self, job_id: str) -> JobResult | None:
         """See :meth:`Broker.get_result`."""

@@ -36,7 +36,7 @@ import attrs
 from qw_core import errors
 from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult
 
@@ -125,6 +125,32 @@ def failure_from_dict(raw: Mapping[str, Any]) -> Failure:
     return Failure(**raw)
 
 
+def _state_to_dict(found: JobState) -> dict[str, Any]:
+    return {
+        "job_id": found.job_id,
+        "state": found.state.value,
+        "job": None if found.job is None else job_to_dict(found.job),
+        "queue": found.queue,
+        "worker": found.worker,
+        "due_at": found.due_at,
+        "failure": None if found.failure is None else failure_to_dict(found.failure),
+        "result": _result_to_dict(found.result),
+    }
+
+
+def _state_from_dict(raw: Mapping[str, Any]) -> JobState:
+    return JobState(
+        job_id=raw["job_id"],
+        state=State(raw["state"]),
+        job=None if raw["job"] is None else job_from_dict(raw["job"]),
+        queue=raw["queue"],
+        worker=raw["worker"],
+        due_at=raw["due_at"],
+        failure=None if raw["failure"] is None else failure_from_dict(raw["failure"]),
+        result=_result_from_dict(raw["result"]),
+    )
+
+
 def _result_to_dict(result: JobResult | None) -> dict[str, Any] | None:
     return None if result is None else attrs.asdict(result)
 
@@ -189,6 +215,7 @@ _HANDLERS: dict[str, _Handler] = {
     "failed_ids_with_prefix": lambda b, kw: b.failed_ids_with_prefix(**kw),
     "finish_with_result": lambda b, kw: b.finish_with_result(**kw),
     "get_result": lambda b, kw: _result_to_dict(b.get_result(**kw)),
+    "job_status": lambda b, kw: _state_to_dict(b.job_status(**kw)),
     "wait_result": lambda b, kw: _result_to_dict(b.wait_result(**kw)),
     "requeue_failed": lambda b, kw: b.requeue_failed(**kw),
     "purge_failed": lambda b, kw: b.purge_failed(**kw),
@@ -531,6 +558,10 @@ class MemoryClient(Broker):
     def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
         """See :meth:`Broker.finish_with_result`."""
         return bool(self._call("finish_with_result", worker=worker, job_id=job_id, result=result, ttl=ttl))
+
+    def job_status(self, job_id: str) -> JobState:
+        """See :meth:`Broker.job_status`."""
+        return _state_from_dict(self._call("job_status", job_id=job_id))
 
     def get_result(self, job_id: str) -> JobResult | None:
         """See :meth:`Broker.get_result`."""

@@ -12,11 +12,14 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
 from qw_core import tracebacks
+
+if TYPE_CHECKING:
+    from qw_core.results import JobResult
 
 #: Any value that survives ``json.dumps`` / ``json.loads`` unchanged.
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
@@ -231,3 +234,47 @@ class ManagerInfo:
     name: str
     num_workers: int
     backend: str
+
+
+class State(enum.Enum):
+    """Where a job is (see :class:`JobState`)."""
+
+    QUEUED = "queued"  #: waiting on its queue
+    DELAYED = "delayed"  #: waiting for its due time
+    HELD = "held"  #: taken by a worker: running, or about to (in its batch)
+    FAILED = "failed"  #: in the failed-job registry
+    SUCCEEDED = "succeeded"  #: finished, and its result is kept
+    UNKNOWN = "unknown"  #: none of those: finished without a result kept, or never queued
+
+
+@attrs.frozen(kw_only=True)
+class JobState:
+    """Where job ``job_id`` is now, as :meth:`Broker.job_status` found it.
+
+    :param state: where it is.
+    :param job: the job as stored (queued, delayed, held or failed), else ``None``.
+    :param queue: the queue it waits on, goes to when due, or came from: a named queue's
+        name, ``"default"`` for the shared queue, or ``"manager:<m>"`` for manager ``<m>``'s.
+    :param worker: the worker that holds it (``HELD``), or ran it (``SUCCEEDED``, ``FAILED``).
+    :param due_at: when a delayed job is due (seconds since the epoch, the backend's clock).
+    :param failure: why it failed (``FAILED``).
+    :param result: what it returned (``SUCCEEDED``): a :class:`qw_core.results.JobResult`.
+    """
+
+    job_id: str
+    state: State
+    job: Job | None = None
+    queue: str | None = None
+    worker: str | None = None
+    due_at: float | None = None
+    failure: Failure | None = None
+    result: JobResult | None = None
+
+
+def queue_label(job: Job) -> str:
+    """The queue ``job`` goes to, as :class:`JobState` and ``qw job`` name it."""
+    if job.worker is not None:
+        return f"worker:{job.worker}"
+    if job.manager is not None:
+        return f"manager:{job.manager}"
+    return job.queue or DEFAULT_QUEUE

@@ -21,6 +21,7 @@ def test_every_command_is_there() -> None:
         "backends",
         "enqueue",
         "failed",
+        "job",
         "jobs",
         "managers",
         "move",

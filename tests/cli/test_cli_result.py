@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from typing import Any
 
 import pytest
 from cli_support import REDIS_URL, Process, assert_one_line_error, invoke, run_script, script
+
+from qw_core import Failure, Job
+from qw_redis import RedisBroker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -43,3 +47,33 @@ def test_no_result_is_a_one_line_error(redis_db: Any) -> None:
     assert_one_line_error(
         invoke("result", "--url", REDIS_URL, "nope"), "no result for job 'nope'", "--wait DURATION"
     )
+
+
+def test_job_says_where_a_job_is(redis_db: Any) -> None:
+    broker = RedisBroker.from_url(REDIS_URL)
+    try:
+        queued, later = Job.new({"to": "ann"}, queue="emails"), Job.new({"n": 1})
+        broker.queue_jobs([queued])
+        broker.queue_jobs([later], delay=3600)
+        doomed = Job.new({"n": 2}, manager="m1")
+        broker.queue_jobs([doomed])
+        [taken] = broker.take(manager="m1", worker="m1.1")
+        broker.fail_job(
+            worker="m1.1", job=taken, failure=Failure(exc_type="ValueError", message="no", worker="m1.1")
+        )
+    finally:
+        broker.close()
+    text = invoke("job", "--url", REDIS_URL, queued.id).stdout.splitlines()
+    assert text == [f"id:      {queued.id}", "state:   queued", "queue:   emails", 'data:    {"to": "ann"}']
+    record = json.loads(invoke("job", "--url", REDIS_URL, "--json", later.id).stdout)
+    assert (record["state"], record["queue"], record["data"]) == ("delayed", "default", {"n": 1})
+    assert record["due_at"] > time.time() + 3000
+    failed = json.loads(invoke("job", "--url", REDIS_URL, "--json", doomed.id[:8]).stdout)
+    assert (failed["id"], failed["state"], failed["error"], failed["worker"]) == (
+        doomed.id,
+        "failed",
+        "ValueError: no",
+        "m1.1",
+    )
+    unknown = json.loads(invoke("job", "--url", REDIS_URL, "--json", "nope").stdout)
+    assert unknown["state"] == "unknown"

@@ -30,7 +30,7 @@ from qw_core.testing.contract.data import DataContract
 from qw_core.testing.contract.listing import ListingContract
 from qw_core.testing.contract.liveness import LivenessContract
 from qw_core.testing.contract.queues import QueuesContract
-from qw_core.testing.contract.results import ResultsContract
+from qw_core.testing.contract.results import ResultsContract, StatusContract
 from qw_core.testing.contract.scheduling import SchedulingContract
 from qw_core.testing.contract.settling import SettlingContract
 from qw_core.testing.contract.strays import StrayContract
@@ -43,6 +43,7 @@ class BrokerContract(
     TakingContract,
     QueuesContract,
     ResultsContract,
+    StatusContract,
     SettlingContract,
     DataContract,
     SchedulingContract,

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from qw_core.broker import Broker
-from qw_core.models import Job
+from qw_core.models import Failure, Job, State
 from qw_core.results import JobResult
 from qw_core.testing import MANAGER, WOKEN_WITHIN, WORKER, WORKER_2, opened
 from qw_core.testing.contract.base import ContractPart
@@ -100,3 +100,61 @@ class ResultsContract(ContractPart):
         found = broker.get_result(job.id)
         assert found is not None
         assert (found.value, found.worker) == (2, WORKER_2)
+
+
+class StatusContract(ContractPart):
+    """Where a job is: :meth:`Broker.job_status`."""
+
+    def test_a_queued_job_is_queued_on_its_queue(self, broker: Broker) -> None:
+        named, shared, mine = (
+            Job.new({"n": 1}, queue="emails"),
+            Job.new({"n": 2}),
+            Job.new({}, manager=MANAGER),
+        )
+        broker.queue_jobs([named, shared, mine])
+        found = broker.job_status(named.id)
+        assert (found.state, found.queue, found.job) == (State.QUEUED, "emails", named)
+        assert (broker.job_status(shared.id).state, broker.job_status(shared.id).queue) == (
+            State.QUEUED,
+            "default",
+        )
+        assert broker.job_status(mine.id).queue == f"manager:{MANAGER}"
+
+    def test_a_delayed_job_says_when_it_is_due(self, broker: Broker) -> None:
+        job = Job.new({"n": 1}, queue="emails")
+        broker.queue_job(job, delay=60)
+        found = broker.job_status(job.id)
+        assert (found.state, found.queue) == (State.DELAYED, "emails")
+        assert found.due_at is not None
+        assert 30 < found.due_at - time.time() < 90
+
+    def test_a_held_job_names_its_worker(self, broker: Broker) -> None:
+        broker.register_manager(MANAGER)
+        broker.register_worker(manager=MANAGER, worker=WORKER)
+        job = _taken(broker)
+        found = broker.job_status(job.id)
+        assert (found.state, found.worker, found.job) == (State.HELD, WORKER, job)
+
+    def test_a_failed_job_says_why(self, broker: Broker) -> None:
+        job = _taken(broker)
+        failure = Failure(exc_type="ValueError", message="bad size", worker=WORKER)
+        assert broker.fail_job(worker=WORKER, job=job, failure=failure)
+        found = broker.job_status(job.id)
+        assert found.state is State.FAILED
+        assert found.failure is not None
+        assert (found.failure.message, found.worker) == ("bad size", WORKER)
+
+    def test_a_finished_job_succeeded_while_its_result_is_kept_else_it_is_unknown(
+        self, broker: Broker
+    ) -> None:
+        kept, silent = _taken(broker), Job.new({"n": 2})
+        broker.finish_with_result(worker=WORKER, job_id=kept.id, result='"done"', ttl=60)
+        found = broker.job_status(kept.id)
+        assert found.state is State.SUCCEEDED
+        assert found.result is not None
+        assert (found.result.value, found.worker) == ("done", WORKER)
+        broker.queue_job(silent)
+        [taken] = broker.take(manager=MANAGER, worker=WORKER)
+        broker.finish_jobs(worker=WORKER, job_ids=[taken.id])
+        assert broker.job_status(silent.id).state is State.UNKNOWN
+        assert broker.job_status("never-queued").state is State.UNKNOWN

@@ -77,7 +77,7 @@ from qw_core.errors import (
     QwError,
     WorkerRunning,
 )
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, queue_label
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
 from qw_redis import codec, connection, keys, sentinel
@@ -550,6 +550,64 @@ class RedisBroker(Broker):
         at least a millisecond."""
         ttl_ms = max(1, round(1000 * check_ttl(ttl)))
         return self._scripts.finish_result(worker=worker, job_id=job_id, value=result, ttl_ms=ttl_ms)
+
+    @_translated
+    def job_status(self, job_id: str) -> JobState:
+        """See :meth:`Broker.job_status`: one pipeline of reads, and for a held job one
+        more (``LPOS`` on each registered worker's list)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zscore(keys.FAILED, job_id)
+        pipe.hgetall(keys.job(job_id))
+        pipe.get(keys.job_marker(job_id))
+        pipe.hget(keys.ORIGIN, job_id)
+        failed_at, fields, marker, origin = pipe.execute(raise_on_error=False)
+        if failed_at is not None and not isinstance(failed_at, Exception):
+            entry = self.get_failed(job_id)
+            if entry is not None:
+                return JobState(
+                    job_id=job_id,
+                    state=State.FAILED,
+                    job=entry.job,
+                    queue=queue_label(entry.job),
+                    worker=entry.failure.worker,
+                    failure=entry.failure,
+                )
+        if (fields and not isinstance(fields, Exception)) or isinstance(marker, str):
+            return self._stored_state(job_id, fields, marker, origin)
+        found = self.get_result(job_id)
+        if found is not None:
+            return JobState(job_id=job_id, state=State.SUCCEEDED, worker=found.worker, result=found)
+        return JobState(job_id=job_id, state=State.UNKNOWN)
+
+    def _stored_state(self, job_id: str, fields: Any, marker: Any, origin: Any) -> JobState:
+        """Where a stored (queued, delayed or held) job is."""
+        try:
+            job: Job | None = codec.decode_job(
+                job_id,
+                fields if isinstance(fields, dict) else {},
+                marker if isinstance(marker, str) else None,
+            )
+        except InvalidJob:
+            job = None  # unreadable: its next take moves it to the failed registry
+        label = None if job is None else queue_label(job)
+        if isinstance(origin, str):
+            return JobState(
+                job_id=job_id, state=State.HELD, job=job, queue=label, worker=self._holder(job_id)
+            )
+        if job is not None and job.worker is None:
+            due = self._client.zscore(keys.delayed(self._origin_of(job)), job_id)
+            if due is not None:
+                return JobState(job_id=job_id, state=State.DELAYED, job=job, queue=label, due_at=float(due))
+        return JobState(job_id=job_id, state=State.QUEUED, job=job, queue=label)
+
+    def _holder(self, job_id: str) -> str | None:
+        """The registered worker whose list holds ``job_id`` (``None``: none registered does)."""
+        workers = [worker for manager in self.managers() for worker in self.workers(manager)]
+        pipe = self._client.pipeline(transaction=False)
+        for worker in workers:
+            pipe.lpos(keys.queue(worker), job_id)
+        found = pipe.execute(raise_on_error=False)
+        return next((w for w, at in zip(workers, found, strict=True) if isinstance(at, int)), None)
 
     @_translated
     def get_result(self, job_id: str) -> JobResult | None:
