@@ -202,20 +202,25 @@ def purge(*, backend: str, url: str | None, everything: bool, quiet: bool, job_i
 SHOWN_MATCHES = 3
 
 
-def resolve_id(broker: Broker, given: str) -> str:
-    """The failed job ``given`` names: the id itself, or the one id that starts with it (as
-    git takes the start of a hash); ``given`` itself when none does (the caller says so).
+def resolve_id(broker: Broker, given: str, *, failed: bool = True) -> str:
+    """The job ``given`` names: the id itself, or the one id that starts with it (as git
+    takes the start of a hash); ``given`` itself when none does (the caller says so).
 
-    :raises CliError: more than one failed job's id starts with ``given``.
+    :param failed: among failed jobs only; else among every job the broker knows.
+    :raises CliError: more than one such job's id starts with ``given``.
     """
-    if broker.get_failed(given) is not None:
+    if failed and broker.get_failed(given) is not None:
         return given
-    found = broker.failed_ids_with_prefix(given, limit=SHOWN_MATCHES + 1)
+    if not failed and broker.job_status(given).state.value != "unknown":
+        return given
+    find = broker.failed_ids_with_prefix if failed else broker.job_ids_with_prefix
+    found = find(given, limit=SHOWN_MATCHES + 1)
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
+        which = "failed jobs'" if failed else "jobs'"
         shown = ", ".join(sorted(found)[:SHOWN_MATCHES]) + (", ..." if len(found) > SHOWN_MATCHES else "")
-        raise CliError(f"{given!r} is the start of several failed jobs' ids ({shown}): give more of it")
+        raise CliError(f"{given!r} is the start of several {which} ids ({shown}): give more of it")
     return given
 
 

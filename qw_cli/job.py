@@ -23,7 +23,7 @@ def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
     """Show where job ID is now: queued (on which queue), delayed (until when), held by a
     worker (running, or about to), failed (with the error), succeeded (with what it
     returned, while it is kept: qw run --result-ttl), or unknown (finished without a
-    result kept, or never queued). A failed job's ID may be given by its start.
+    result kept, or never queued). ID may be the start of one (as with git's hashes).
 
     --json prints {"id", "state", "queue", "worker", "due_at", "data", "error", "result"}.
     """
@@ -31,8 +31,8 @@ def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
 
     with opened_broker(backend, url) as broker:
         found = broker.job_status(job_id)
-        if found.state.value == "unknown":  # the start of a failed job's id, perhaps
-            found = broker.job_status(resolve_id(broker, job_id))
+        if found.state.value == "unknown":  # the start of an id, perhaps
+            found = broker.job_status(resolve_id(broker, job_id, failed=False))
     record = _record(found)
     if as_json:
         echo_json(record)

@@ -24,13 +24,16 @@ from qw_cli.output import echo_json
 @click.argument("job_id", metavar="ID")
 def result(*, backend: str, url: str | None, as_json: bool, wait: float, job_id: str) -> None:
     """Print what job ID's target returned, as JSON, while the broker keeps it (qw run
-    --result-ttl, 10 minutes by default).
+    --result-ttl, 10 minutes by default). ID may be the start of one.
 
     A job that is not finished yet, returned nothing (None), failed (see 'qw failed show
     ID'), or whose result expired has none: that is an error (exit 1). --json prints
     {"id", "value", "finished_at", "worker"}.
     """
+    from qw_cli.failed import resolve_id
+
     with opened_broker(backend, url) as broker:
+        job_id = resolve_id(broker, job_id, failed=False)
         found = broker.wait_result(job_id, wait) if wait > 0 else broker.get_result(job_id)
     if found is None:
         waited = f" after waiting {wait:g}s" if wait > 0 else " (--wait DURATION waits for it)"

@@ -488,6 +488,13 @@ class Broker(abc.ABC):
         """The failed job ``job_id`` as the registry keeps it, or ``None`` if it has none."""
 
     @abc.abstractmethod
+    def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Ids of the jobs this backend knows (queued, delayed, held, failed, or with a kept
+        result) that start with ``prefix``, at most ``limit`` of them, in no particular
+        order: see :meth:`failed_ids_with_prefix`. May read every key of the backend, in
+        bounded steps (Redis: ``SCAN``)."""
+
+    @abc.abstractmethod
     def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids in the failed registry that start with ``prefix``, at most ``limit`` of them
         (in no particular order), so that a person can type the start of an id, as git

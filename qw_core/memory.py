@@ -743,6 +743,13 @@ class MemoryBroker(Broker):
         with self._state.cond:
             return len(self._state.failed)
 
+    def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """See :meth:`Broker.job_ids_with_prefix`."""
+        with self._state.cond:
+            known = dict.fromkeys([*self._state.jobs, *self._state.failed, *self._state.results])
+            found = (job_id for job_id in known if job_id.startswith(prefix))
+            return list(itertools.islice(found, max(0, limit)))
+
     def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """See :meth:`Broker.failed_ids_with_prefix`."""
         with self._state.cond:

@@ -213,6 +213,7 @@ _HANDLERS: dict[str, _Handler] = {
     "failed_count": lambda b, kw: b.failed_count(),
     "get_failed": lambda b, kw: None if (f := b.get_failed(**kw)) is None else _failed_to_dict(f),
     "failed_ids_with_prefix": lambda b, kw: b.failed_ids_with_prefix(**kw),
+    "job_ids_with_prefix": lambda b, kw: b.job_ids_with_prefix(**kw),
     "finish_with_result": lambda b, kw: b.finish_with_result(**kw),
     "get_result": lambda b, kw: _result_to_dict(b.get_result(**kw)),
     "job_status": lambda b, kw: _state_to_dict(b.job_status(**kw)),
@@ -570,6 +571,10 @@ class MemoryClient(Broker):
     def wait_result(self, job_id: str, timeout: float) -> JobResult | None:
         """See :meth:`Broker.wait_result`; the wait happens in the server."""
         return _result_from_dict(self._call("wait_result", job_id=job_id, timeout=timeout))
+
+    def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """See :meth:`Broker.job_ids_with_prefix`."""
+        return [str(job_id) for job_id in self._call("job_ids_with_prefix", prefix=prefix, limit=limit)]
 
     def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """See :meth:`Broker.failed_ids_with_prefix`."""

@@ -160,3 +160,15 @@ class ListingContract(ContractPart):
         assert broker.failed_ids_with_prefix("*") == []
         assert len(broker.failed_ids_with_prefix("ab", limit=2)) == 2
         assert len(broker.failed_ids_with_prefix("", limit=10)) == 4
+
+    def test_any_known_job_is_found_by_the_start_of_its_id(self, broker: Broker) -> None:
+        queue_and_fail(broker, [Job(id="job-f-3", data={})])
+        broker.queue_jobs([Job(id="job-r-4", data={})])
+        [taken] = broker.take(manager=MANAGER, worker=WORKER_2)
+        broker.finish_with_result(worker=WORKER_2, job_id=taken.id, result="1", ttl=60)
+        broker.queue_jobs([Job(id="job-q-1", data={})])
+        broker.queue_jobs([Job(id="job-d-2", data={})], delay=3600)
+        assert sorted(broker.job_ids_with_prefix("job-")) == ["job-d-2", "job-f-3", "job-q-1", "job-r-4"]
+        assert broker.job_ids_with_prefix("job-r") == ["job-r-4"]
+        assert broker.job_ids_with_prefix("job-*") == []  # taken literally
+        assert len(broker.job_ids_with_prefix("job-", limit=2)) == 2

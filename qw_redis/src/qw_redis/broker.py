@@ -213,6 +213,11 @@ def _script_batches(jobs: list[tuple[str, codec.Stored]]) -> Iterator[list[tuple
         yield batch
 
 
+def _glob_escaped(text: str) -> str:
+    """``text`` with Redis's glob characters escaped, for a ``MATCH`` that takes it literally."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def _raw(text: str) -> bytes:
     """The bytes Redis holds for ``text`` (read with surrogateescape, see
     :mod:`qw_redis.connection`), which it sorts members of equal score by."""
@@ -1140,10 +1145,25 @@ class RedisBroker(Broker):
         return int(self._client.zcard(keys.FAILED))
 
     @_translated
+    def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """See :meth:`Broker.job_ids_with_prefix`: ``SCAN`` for the markers, the hashes (a
+        job queued by the original client has no marker), the failed entries and the
+        results whose id starts so, :data:`READ_CHUNK` keys a step."""
+        found: dict[str, None] = {}
+        escaped = _glob_escaped(prefix)
+        for key_of in (keys.job_marker, keys.job, keys.failed_job, keys.result):
+            head = key_of("")
+            for key in self._client.scan_iter(match=head + escaped + "*", count=READ_CHUNK):
+                found[key[len(head) :]] = None
+                if len(found) >= limit:
+                    return list(found)
+        return list(found)
+
+    @_translated
     def failed_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """See :meth:`Broker.failed_ids_with_prefix`: ``ZSCAN qw:failed MATCH <prefix>*``,
         :data:`READ_CHUNK` entries a step."""
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        pattern = _glob_escaped(prefix) + "*"
         found: list[str] = []
         for job_id, _ in self._client.zscan_iter(keys.FAILED, match=pattern, count=READ_CHUNK):
             if len(found) >= limit:
