@@ -483,15 +483,15 @@ class Worker:
         """Keep the job to finish with the next take (one round trip for the batch), unless
         that would leave a finished job held for long: see :attr:`finish_delay`. A job that
         returned something is finished at once, with its result (see :meth:`_keep_result`)."""
+        status = self.status
         if done.result is not None and self.result_ttl > 0:
             self._keep_result(done)
-            return
-        if not batch.finished and not batch.failing:
-            batch.deferred_since = started
-        batch.finished.append(done.job.id)
-        status = self.status
-        if status is not None:  # its manager finishes it if we die first
-            status.succeeded(done.job.id)
+        else:
+            if not batch.finished and not batch.failing:
+                batch.deferred_since = started
+            batch.finished.append(done.job.id)
+            if status is not None:  # its manager finishes it if we die first
+                status.succeeded(done.job.id)
         settle.notify(
             self.hook.qw_job_finished,
             job=done.job,
@@ -521,15 +521,6 @@ class Worker:
         except Exception as exc:  # the job stays held: its manager (or a reaper) puts it back
             log.warning("worker %s could not keep the result of job %s: %s", self.name, done.job.id, exc)
             raise
-        settle.notify(
-            self.hook.qw_job_finished,
-            job=done.job,
-            worker=self.info,
-            outcome=Outcome.SUCCEEDED,
-            duration=done.duration,
-        )
-        if self.status is not None:
-            self.status.done(done.slot)
 
     def _failed(
         self,
