@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 
 from qw_core import errors
-from qw_core.broker import Broker, Capabilities, Reaped, check_page
+from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
@@ -461,6 +461,7 @@ class MemoryClient(Broker):
     ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`."""
         check_page(offset, limit)
+        check_listed(manager, queue)  # its ValueError, here: the server's would be a BackendError
         found = self._call("queued_job_ids", manager=manager, queue=queue, offset=offset, limit=limit)
         return [str(job_id) for job_id in found]
 
@@ -498,6 +499,7 @@ class MemoryClient(Broker):
     ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""
         check_page(offset, limit)
+        check_listed(manager, queue)  # its ValueError, here: the server's would be a BackendError
         found = self._call("delayed_job_ids", manager=manager, queue=queue, offset=offset, limit=limit)
         return [str(job_id) for job_id in found]
 
