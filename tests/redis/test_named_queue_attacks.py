@@ -23,3 +23,34 @@ def test_a_named_queue_key_of_the_wrong_type_is_named_by_status(
     real_client.delete(key)
     real_client.set(key, "another program's string")
     assert any(key in problem for problem in real_broker.problems())
+
+
+def test_a_job_pushed_by_hand_onto_an_earlier_queue_is_not_passed_over_by_a_hand_off(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # The worker waits (its take found nothing). A program speaking the original protocol
+    # pushes a job onto the manager's queue by hand (no wake-up token: seen at the next
+    # slice); then a job is queued to the shared queue, which comes after the manager's.
+    assert real_broker._take_once(M, W, (), (), 1, waits=True) == []
+    real_client.hset("job:by-hand", "n", "1")
+    real_client.lpush(f"{M}:jobs", "by-hand")
+    real_broker.queue_jobs([Job.new({"n": 2})])
+    [taken] = real_broker.take(manager=M, worker=W)
+    assert taken.id == "by-hand", "a job on an earlier queue is always taken before one on a later queue"
+
+
+def test_a_job_back_on_an_earlier_named_queue_is_not_passed_over_by_a_hand_off(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    served = ["high", "low"]
+    urgent = Job.new({"n": 1}, queue="high")
+    real_broker.queue_jobs([urgent])
+    [held] = real_broker.take(manager=M, worker="m1.2", queues=served)
+    # W waits: everything it serves is empty (the urgent job is held by m1.2).
+    assert real_broker._take_once(M, W, (), (), 1, waits=True, served=["queue:high", "queue:low"]) == []
+    # m1.2 is recovered (or releases or retries the job): back on high, with a wake-up
+    # token that W's wait has not acted on yet; then a job is queued to low.
+    assert real_broker.recover_worker(manager=M, worker="m1.2") == 1
+    real_broker.queue_jobs([Job.new({"n": 2}, queue="low")])
+    [taken] = real_broker.take(manager=M, worker=W, queues=served)
+    assert taken == held, "a job on an earlier queue is always taken before one on a later queue"
