@@ -38,19 +38,20 @@ def _blocked(client: redis.Redis) -> int:
     return sum(1 for entry in client.client_list() if "b" in entry["flags"])
 
 
+def _waiting(client: redis.Redis, pids: list[int]) -> bool:
+    """Both workers are registered as waiting and block in their wait."""
+    return all(client.exists(keys.idling(f"{NAME}.{pid}")) for pid in pids) and _blocked(client) == 2
+
+
 def _hand_to_a_stopped_worker(client: redis.Redis, producer: RedisBroker, pids: list[int]) -> tuple[Job, int]:
     """Stop both workers while both block in their wait, then queue a job: it is handed
     to one of them, whose BLPOP pops it (the reply waits in the stopped process's socket).
     Returns the job and that worker's pid; the other worker is resumed."""
     for _ in range(50):
-        wait_for(
-            lambda: all(client.exists(keys.idling(f"{NAME}.{pid}")) for pid in pids) and _blocked(client) == 2,
-            what="both workers to block in their wait",
-        )
+        wait_for(lambda: _waiting(client, pids), what="both workers to block in their wait")
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
-        registered = all(client.exists(keys.idling(f"{NAME}.{pid}")) for pid in pids)
-        if registered and _blocked(client) == 2:  # still blocked, now that they cannot move
+        if _waiting(client, pids):  # still blocked, now that they cannot move
             job = Job.new({"n": 1}, manager=NAME)
             producer.queue_jobs([job])
             holder = [pid for pid in pids if client.lrange(f"{NAME}.{pid}:jobs", 0, -1) == [job.id]]
