@@ -296,6 +296,12 @@ class Worker:
             settle.notify(self.hook.qw_worker_stopping, worker=self.info)
             if self._settled:
                 try:
+                    # Anything still on its list is a job it never saw (handed to it while a
+                    # wait that failed left it registered, or taken by a take whose reply
+                    # was lost) or one sent to it directly since: it goes back, as its
+                    # manager would put it back. Nobody looks at a deregistered worker's
+                    # list, and a worker whose manager is gone has nobody else to do it.
+                    self.broker.recover_worker(manager=self.manager, worker=self.name)
                     self.broker.deregister_worker(manager=self.manager, worker=self.name)
                 except Exception as exc:  # its manager (or a reaper) deregisters it
                     log.warning("worker %s could not deregister: %s", self.name, exc)
