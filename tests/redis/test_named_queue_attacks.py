@@ -54,3 +54,21 @@ def test_a_job_back_on_an_earlier_named_queue_is_not_passed_over_by_a_hand_off(
     real_broker.queue_jobs([Job.new({"n": 2}, queue="low")])
     [taken] = real_broker.take(manager=M, worker=W, queues=served)
     assert taken == held, "a job on an earlier queue is always taken before one on a later queue"
+
+
+@pytest.mark.parametrize("name", ["urgent!", "wow!!"])
+def test_a_queue_name_ending_in_an_exclamation_mark_does_not_make_its_jobs_suspects(
+    real_broker: RedisBroker, real_client: redis.Redis, name: str
+) -> None:
+    # take.lua marked a suspect by appending '!' to the source it hands a job out with, and
+    # a named queue's source is its origin, queue:<name>; '!' is allowed in a name.
+    job = Job.new({"n": 1}, queue=name)
+    real_broker.queue_jobs([job])
+    real_client.sadd("qw:suspects", "another job")  # so that take.lua looks for suspects
+    [taken] = real_broker.take(manager=M, worker=W, queues=[name])
+    assert (taken.id, taken.queue, taken.suspect) == (job.id, name, False)
+    # A hash without qw's marker takes its queue from where it was taken.
+    real_client.hset("job:by-hand", "n", "2")
+    real_client.lpush(f"qw:queue:{name}", "by-hand")
+    [by_hand] = real_broker.take(manager=M, worker=W, held=[job.id], queues=[name])
+    assert (by_hand.id, by_hand.queue, by_hand.suspect) == ("by-hand", name, False)

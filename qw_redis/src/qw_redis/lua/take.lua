@@ -60,8 +60,9 @@
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields, marker}: source 'w' (sent to
 -- the worker), 'm' (from the manager queue), 'a' (from the shared queue) or the origin of
--- a named queue ('queue:<name>'), followed by
--- '!' for a suspect (an id in qw:suspects: run it alone); fields the
+-- a named queue ('queue:<name>'), preceded by
+-- '!' for a suspect (an id in qw:suspects: run it alone; a prefix, since a queue's name
+-- may end in '!' and no source starts with one); fields the
 -- flat HGETALL reply, or the hash's size (a number) when its field names and values add
 -- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
 -- string) when it is not a hash. A missing hash is an empty reply. The marker is the
@@ -105,7 +106,7 @@ local function hand_out(id, source, from)
     for i = 1, #fields do size = size + #fields[i] end
     if size > max_size then fields, marker = size, false end
   end
-  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = source .. '!' end
+  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = '!' .. source end
   reply[#reply + 1] = {id, source, fields, marker}
 end
 
