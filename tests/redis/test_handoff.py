@@ -283,3 +283,45 @@ def test_a_hand_off_entry_is_binary_safe() -> None:
     entry = b"".join(str(len(part)).encode() + b":" + part for part in raw).decode("utf-8", "surrogateescape")
     taken = handed_off(entry)
     assert (taken.id, taken.source, taken.marker, taken.fields) == ("id1", "a", "{}", {odd: text})
+
+
+def test_a_hand_off_whose_reply_a_proxy_loses_runs_once(
+    real_broker: RedisBroker, real_client: redis.Redis, redis_db: int
+) -> None:
+    # A guard (this held when written): the BLPOP pops the hand-off, its reply is lost
+    # with the connection, and redis-py sends the BLPOP again on a new one. The job is a
+    # leftover on the worker's list: handed out once, by the take after the wait.
+    from qwtest_proxy import ReplyLosingProxy
+    from redis_support import shared_port
+
+    with ReplyLosingProxy(shared_port()) as proxy:
+        options = RedisOptions(backoff_cap=0.05, socket_timeout=60.0)
+        waiter = RedisBroker.from_url(f"redis://127.0.0.1:{proxy.port}/{redis_db}", options)
+        try:
+            waiter.take(manager=M, worker=W, limit=0)  # scripts loaded, connection made
+            proxy.lose_next(b"BLPOP")
+            outcome: list[object] = []
+
+            def wait() -> None:
+                try:
+                    outcome.append(waiter.take(manager=M, worker=W, timeout=3))
+                except Exception as exc:  # redis-py gave up: the worker takes again
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=wait, daemon=True)
+            thread.start()
+            assert proxy.request_forwarded.wait(10)
+            wait_for(lambda: real_client.exists(keys.idling(W)), what="the worker to wait")
+            job = Job.new({"n": 1})
+            real_broker.queue_jobs([job])
+            wait_for(lambda: not real_client.exists(keys.handoff(W)), what="the BLPOP to pop the hand-off")
+            proxy.cut.set()
+            thread.join(15)
+            assert not thread.is_alive()
+            [result] = outcome
+            taken = result if isinstance(result, list) else waiter.take(manager=M, worker=W, timeout=1)
+            assert taken == [job]
+            assert waiter.take(manager=M, worker=W, held=[job.id], timeout=0.3) == []
+            assert real_broker.held_job_ids(W) == [job.id]
+        finally:
+            waiter.close()
