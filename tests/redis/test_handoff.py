@@ -325,3 +325,30 @@ def test_a_hand_off_whose_reply_a_proxy_loses_runs_once(
             assert real_broker.held_job_ids(W) == [job.id]
         finally:
             waiter.close()
+
+
+def test_a_nudge_and_a_hand_off_that_arrive_together_hand_the_job_out_once(
+    real_broker: RedisBroker, real_client: redis.Redis, waiter: RedisBroker
+) -> None:
+    # A guard (this held when written). A worker with a job in flight waits; before its
+    # BLPOP starts, a job is handed to it and its job in flight completes (a nudge). The
+    # BLPOP answers the nudge (the first key), so the hand-off is unread: the take that
+    # follows the nudge hands the job out as a leftover, and it never comes again.
+    real_broker.queue_jobs([Job.new({"n": 0})])
+    [running] = waiter.take(manager=M, worker=W)
+    job = Job.new({"n": 1})
+    promote = waiter._scripts.promote
+
+    def promote_then_race() -> tuple[int, float | None]:  # runs between the take and the BLPOP
+        if not real_client.exists(keys.handoff(W)):
+            real_broker.queue_jobs([job])
+            real_broker.nudge(W)
+        return promote()
+
+    waiter._scripts.promote = promote_then_race  # type: ignore[method-assign]
+    taken = waiter.take(manager=M, worker=W, held=[running.id], limit=2, timeout=5)
+    assert taken == [job]
+    assert not real_client.exists(keys.handoff(W))
+    assert real_broker.held_job_ids(W) == [running.id, job.id]
+    waiter._scripts.promote = promote  # type: ignore[method-assign]
+    assert waiter.take(manager=M, worker=W, held=[running.id, job.id], limit=2, timeout=0.3) == []
