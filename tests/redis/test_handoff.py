@@ -352,3 +352,20 @@ def test_a_nudge_and_a_hand_off_that_arrive_together_hand_the_job_out_once(
     assert real_broker.held_job_ids(W) == [running.id, job.id]
     waiter._scripts.promote = promote  # type: ignore[method-assign]
     assert waiter.take(manager=M, worker=W, held=[running.id, job.id], limit=2, timeout=0.3) == []
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: idle sets keep the names of workers that are gone")
+def test_workers_that_are_gone_do_not_pile_up_in_the_idle_sets(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # Each worker that ever waited is added to qw:idle:all, qw:idle:<m> and its named
+    # queues' idle sets; only queue.lua removes a member (when it pops one whose
+    # registration is gone). A queue that gets no job (most managers' own queues: jobs go
+    # to the shared queue) keeps every name: a set that grows by one per worker start,
+    # for ever (a crash-looping worker, or --max-jobs restarts, adds thousands).
+    for pid in range(50):
+        worker = f"{M}.{pid}"
+        assert real_broker._take_once(M, worker, (), (), 1, waits=True, served=["queue:rare"]) == []
+        real_broker.recover_worker(manager=M, worker=worker)
+    assert real_client.scard(keys.idle(M)) == 0
+    assert real_client.scard(keys.idle("queue:rare")) == 0
