@@ -178,8 +178,9 @@ def test_qw_jobs_and_status_read_in_bounded_commands(
     )
     assert [(r["id"], r["state"], r["manager"], r["worker"]) for r in listed] == expected
     assert [row.split()[-1] for row in first[1:]] == backlog["shared"][:100]
+    # The columns: state, queue ("-": none of these is on a named queue), manager, worker, id.
     assert [row.split() for row in deep[1:]] == [
-        [state, manager or "-", worker or "-", job_id]
+        [state, "-", manager or "-", worker or "-", job_id]
         for job_id, state, manager, worker in expected[6000:6003]
     ]
 
@@ -256,7 +257,7 @@ def test_listing_a_large_queue_keeps_memory_bounded(
     main.main(["jobs", "--limit", "1", "--url", redis_url(REDIS_DB)], standalone_mode=False)  # imports
     sink.lines = 0
     peak = peak_while(lambda: main.main(args, standalone_mode=False))
-    assert sink.lines == (count * 6 + 2 if as_json else count + 1), "everything was listed"
+    assert sink.lines == (count * 7 + 2 if as_json else count + 1), "everything was listed"  # with "queue"
     # Listing everything at once held 56 MB here (105 MB with --json); page by page, under 1 MB.
     assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MB held at once"
 
