@@ -72,3 +72,16 @@ def test_a_queue_name_ending_in_an_exclamation_mark_does_not_make_its_jobs_suspe
     real_client.lpush(f"qw:queue:{name}", "by-hand")
     [by_hand] = real_broker.take(manager=M, worker=W, held=[job.id], queues=[name])
     assert (by_hand.id, by_hand.queue, by_hand.suspect) == ("by-hand", name, False)
+
+
+def test_a_job_sent_to_a_waiting_worker_directly_is_not_passed_over_by_a_hand_off(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # A worker takes the jobs sent to it directly first. One is sent while it waits (a
+    # wake-up token it has not acted on yet), then a job is queued to the shared queue.
+    assert real_broker._take_once(M, W, (), (), 1, waits=True) == []
+    direct = Job.new({"n": 1}, worker=W)
+    real_broker.queue_jobs([direct])
+    real_broker.queue_jobs([Job.new({"n": 2})])
+    [taken] = real_broker.take(manager=M, worker=W)
+    assert taken.id == direct.id, "jobs sent to a worker directly come first"

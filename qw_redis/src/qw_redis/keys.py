@@ -75,9 +75,10 @@ is never ``qw`` and never contains ``:``):
                                members may be stale (see ``qw:idling:<w>``)
 ``qw:idle:<m>``        set     the same for manager ``<m>``'s queue
 ``qw:idling:<w>``      string  worker ``<w>`` waits in a take right now: the largest job
-                               (bytes) it takes, then the lists it serves in priority
-                               order, a line each (a job is handed to it only while the
-                               lists before the job's are empty), expiring (PX) a few
+                               (bytes) it takes, the length of its list, then the lists
+                               it serves in priority order, a line each (a job is
+                               handed to it only while nothing was sent to it directly
+                               and the lists before the job's are empty), expiring (PX) a few
                                blocking slices later; deleted by its next take, by a job
                                handed to it, and by its recovery
 ``qw:handoff:<w>``     list    a job handed to idle worker ``<w>`` by the script that

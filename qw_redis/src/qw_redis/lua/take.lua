@@ -52,8 +52,8 @@
 --    delayed job is promoted from it meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
 --    type fail the script before it writes anything (see expect() in common.lua).
 -- 4. If nothing was taken and ARGV[6] > 0: KEYS[7] is set for ARGV[6] ms to ARGV[4] (the
---    largest job the worker takes) followed by the lists it serves in priority order
---    (KEYS[2], then the served queues'), one a line, and the worker added to KEYS[9] and
+--    largest job the worker takes), the length of KEYS[1], and the lists it serves in
+--    priority order (KEYS[2], then the served queues'), one a line; the worker added to KEYS[9] and
 --    each served queue's idle set (skipped for a set of the wrong type), so that
 --    queue.lua can hand it a job (only while the queues before that job's are empty).
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per finished id
@@ -189,9 +189,11 @@ for i = 1, served do
 end
 local wait_ms = tonumber(ARGV[6])
 if taken == 0 and wait_ms > 0 then
-  -- The largest job it takes, then the queues it serves in priority order, a line each
-  -- (a name has no whitespace): queue.lua hands it a job only when none before is busy.
-  local value = {ARGV[4], mjobs}
+  -- The largest job it takes, the length of its list (its held ids: nothing else is on
+  -- it now), then the queues it serves in priority order, a line each (a name has no
+  -- whitespace): queue.lua hands it a job only while nothing was sent to it directly
+  -- since and every queue before the job's is empty.
+  local value = {ARGV[4], redis.call('LLEN', wjobs), mjobs}
   for i = 1, served do value[#value + 1] = KEYS[7 + 3 * i] end
   redis.call('SET', KEYS[7], table.concat(value, '\n'), 'PX', wait_ms)
   for i = 0, served do
