@@ -502,7 +502,7 @@ class MemoryClient(Broker):
     ) -> list[str]:
         """See :meth:`Broker.queued_job_ids`."""
         check_page(offset, limit)
-        check_listed(manager, queue)
+        check_listed(manager, queue)  # its ValueError, here: the server's would be a BackendError
         found = self._call("queued_job_ids", manager=manager, queue=queue, offset=offset, limit=limit)
         return [str(job_id) for job_id in found]
 
@@ -540,7 +540,7 @@ class MemoryClient(Broker):
     ) -> list[str]:
         """See :meth:`Broker.delayed_job_ids`."""
         check_page(offset, limit)
-        check_listed(manager, queue)
+        check_listed(manager, queue)  # its ValueError, here: the server's would be a BackendError
         found = self._call("delayed_job_ids", manager=manager, queue=queue, offset=offset, limit=limit)
         return [str(job_id) for job_id in found]
 

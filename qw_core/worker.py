@@ -304,6 +304,12 @@ class Worker:
             settle.notify(self.hook.qw_worker_stopping, worker=self.info)
             if self._settled:
                 try:
+                    # Anything still on its list is a job it never saw (handed to it while a
+                    # wait that failed left it registered, or taken by a take whose reply
+                    # was lost) or one sent to it directly since: it goes back, as its
+                    # manager would put it back. Nobody looks at a deregistered worker's
+                    # list, and a worker whose manager is gone has nobody else to do it.
+                    self.broker.recover_worker(manager=self.manager, worker=self.name)
                     self.broker.deregister_worker(manager=self.manager, worker=self.name)
                 except Exception as exc:  # its manager (or a reaper) deregisters it
                     log.warning("worker %s could not deregister: %s", self.name, exc)
@@ -388,10 +394,11 @@ class Worker:
         limit = free if self._flights else max(free, batch.limit)
         wait = 0.0 if self.burst else self.block_timeout
         if self._flights and wait:
+            asked = self.clock()
             taken = self._take(batch.finished, limit, 0.0)
             if taken is None:
                 return
-            self._note_taken(batch, taken)
+            self._note_taken(batch, taken, asked, 0.0)
             if taken:
                 return
         with self._wake_lock:  # from here a completing job ends the wait (_job_completed)
@@ -400,19 +407,30 @@ class Worker:
             self._nudged = False
         if pending:  # a job completed meanwhile: settle it first
             return
+        asked, timeout = self.clock(), self._until_a_deadline(wait)
         try:
-            taken = self._take(batch.finished, limit, self._until_a_deadline(wait))
+            taken = self._take(batch.finished, limit, timeout)
         finally:
             with self._wake_lock:
                 self._in_take = False
         if taken is not None:
-            self._note_taken(batch, taken)
+            self._note_taken(batch, taken, asked, timeout)
 
-    def _note_taken(self, batch: _Batch, taken: list[Job]) -> None:
-        """Note what a take gave, and that it finished ``batch.finished``."""
+    def _note_taken(self, batch: _Batch, taken: list[Job], asked: float, timeout: float) -> None:
+        """Note what a take asked at ``asked`` with ``timeout`` gave, and that it finished
+        ``batch.finished``.
+
+        A take that answered later than its timeout allows was held up (the process was
+        paused, or the broker stalled) at an unknown point, perhaps after the broker had
+        handed it its jobs (a job handed off while the worker waits is taken as soon as it
+        is queued, its reply read whenever the worker comes back): the jobs count as
+        confirmed when it was asked, so that the first to start checks they are still held.
+        """
         batch.waiting.extend(taken)
         batch.size = len(taken)
-        batch.taken_at = batch.confirmed_at = self.clock()
+        now = self.clock()
+        batch.taken_at = now
+        batch.confirmed_at = asked if now - asked > timeout + self.finish_delay else now
         batch.finished = []
         batch.drained = not taken
         self._settled_successes()

@@ -283,3 +283,89 @@ def test_a_hand_off_entry_is_binary_safe() -> None:
     entry = b"".join(str(len(part)).encode() + b":" + part for part in raw).decode("utf-8", "surrogateescape")
     taken = handed_off(entry)
     assert (taken.id, taken.source, taken.marker, taken.fields) == ("id1", "a", "{}", {odd: text})
+
+
+def test_a_hand_off_whose_reply_a_proxy_loses_runs_once(
+    real_broker: RedisBroker, real_client: redis.Redis, redis_db: int
+) -> None:
+    # A guard (this held when written): the BLPOP pops the hand-off, its reply is lost
+    # with the connection, and redis-py sends the BLPOP again on a new one. The job is a
+    # leftover on the worker's list: handed out once, by the take after the wait.
+    from qwtest_proxy import ReplyLosingProxy
+    from redis_support import shared_port
+
+    with ReplyLosingProxy(shared_port()) as proxy:
+        options = RedisOptions(backoff_cap=0.05, socket_timeout=60.0)
+        waiter = RedisBroker.from_url(f"redis://127.0.0.1:{proxy.port}/{redis_db}", options)
+        try:
+            waiter.take(manager=M, worker=W, limit=0)  # scripts loaded, connection made
+            proxy.lose_next(b"BLPOP")
+            outcome: list[object] = []
+
+            def wait() -> None:
+                try:
+                    outcome.append(waiter.take(manager=M, worker=W, timeout=3))
+                except Exception as exc:  # redis-py gave up: the worker takes again
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=wait, daemon=True)
+            thread.start()
+            assert proxy.request_forwarded.wait(10)
+            wait_for(lambda: real_client.exists(keys.idling(W)), what="the worker to wait")
+            job = Job.new({"n": 1})
+            real_broker.queue_jobs([job])
+            wait_for(lambda: not real_client.exists(keys.handoff(W)), what="the BLPOP to pop the hand-off")
+            proxy.cut.set()
+            thread.join(15)
+            assert not thread.is_alive()
+            [result] = outcome
+            taken = result if isinstance(result, list) else waiter.take(manager=M, worker=W, timeout=1)
+            assert taken == [job]
+            assert waiter.take(manager=M, worker=W, held=[job.id], timeout=0.3) == []
+            assert real_broker.held_job_ids(W) == [job.id]
+        finally:
+            waiter.close()
+
+
+def test_a_nudge_and_a_hand_off_that_arrive_together_hand_the_job_out_once(
+    real_broker: RedisBroker, real_client: redis.Redis, waiter: RedisBroker
+) -> None:
+    # A guard (this held when written). A worker with a job in flight waits; before its
+    # BLPOP starts, a job is handed to it and its job in flight completes (a nudge). The
+    # BLPOP answers the nudge (the first key), so the hand-off is unread: the take that
+    # follows the nudge hands the job out as a leftover, and it never comes again.
+    real_broker.queue_jobs([Job.new({"n": 0})])
+    [running] = waiter.take(manager=M, worker=W)
+    job = Job.new({"n": 1})
+    promote = waiter._scripts.promote
+
+    def promote_then_race() -> tuple[int, float | None]:  # runs between the take and the BLPOP
+        if not real_client.exists(keys.handoff(W)):
+            real_broker.queue_jobs([job])
+            real_broker.nudge(W)
+        return promote()
+
+    waiter._scripts.promote = promote_then_race  # type: ignore[method-assign]
+    taken = waiter.take(manager=M, worker=W, held=[running.id], limit=2, timeout=5)
+    assert taken == [job]
+    assert not real_client.exists(keys.handoff(W))
+    assert real_broker.held_job_ids(W) == [running.id, job.id]
+    waiter._scripts.promote = promote  # type: ignore[method-assign]
+    assert waiter.take(manager=M, worker=W, held=[running.id, job.id], limit=2, timeout=0.3) == []
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: idle sets keep the names of workers that are gone")
+def test_workers_that_are_gone_do_not_pile_up_in_the_idle_sets(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # Each worker that ever waited is added to qw:idle:all, qw:idle:<m> and its named
+    # queues' idle sets; only queue.lua removes a member (when it pops one whose
+    # registration is gone). A queue that gets no job (most managers' own queues: jobs go
+    # to the shared queue) keeps every name: a set that grows by one per worker start,
+    # for ever (a crash-looping worker, or --max-jobs restarts, adds thousands).
+    for pid in range(50):
+        worker = f"{M}.{pid}"
+        assert real_broker._take_once(M, worker, (), (), 1, waits=True, served=["queue:rare"]) == []
+        real_broker.recover_worker(manager=M, worker=worker)
+    assert real_client.scard(keys.idle(M)) == 0
+    assert real_client.scard(keys.idle("queue:rare")) == 0

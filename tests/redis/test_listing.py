@@ -178,6 +178,7 @@ def test_qw_jobs_and_status_read_in_bounded_commands(
     )
     assert [(r["id"], r["state"], r["manager"], r["worker"]) for r in listed] == expected
     assert [row.split()[-1] for row in first[1:]] == backlog["shared"][:100]
+    # The columns: state, queue ("-": none of these is on a named queue), manager, worker, id.
     assert [row.split() for row in deep[1:]] == [
         [state, "-", manager or "-", worker or "-", job_id]
         for job_id, state, manager, worker in expected[6000:6003]

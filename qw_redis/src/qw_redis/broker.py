@@ -1025,6 +1025,9 @@ class RedisBroker(Broker):
         expected = dict(_OWN_KEY_TYPES)
         expected.update({keys.queue(m): "list" for m in [None, *managers]})
         expected.update({keys.delayed(m): "zset" for m in [None, *managers]})
+        named = [keys.origin(queue=q) for q in self.named_queues() if _valid_name(q)]
+        expected.update({keys.queue_list(origin): "list" for origin in named})
+        expected.update({keys.delayed(origin): "zset" for origin in named})
         expected.update({keys.manager_workers(m): "set" for m in managers})
         pipe = self._client.pipeline(transaction=False)
         for manager in managers:

@@ -75,9 +75,12 @@ is never ``qw`` and never contains ``:``):
                                members may be stale (see ``qw:idling:<w>``)
 ``qw:idle:<m>``        set     the same for manager ``<m>``'s queue
 ``qw:idling:<w>``      string  worker ``<w>`` waits in a take right now: the largest job
-                               (bytes) it takes, expiring (PX) a few blocking slices
-                               later; deleted by its next take, by a job handed to it,
-                               and by its recovery
+                               (bytes) it takes, the length of its list, then the lists
+                               it serves in priority order, a line each (a job is
+                               handed to it only while nothing was sent to it directly
+                               and the lists before the job's are empty), expiring (PX) a few
+                               blocking slices later; deleted by its next take, by a job
+                               handed to it, and by its recovery
 ``qw:result:<id>``     hash    what finished job ``<id>`` returned: ``value`` (JSON),
                                ``finished_at`` (server time), ``worker``; expiring (PX)
                                after the worker's result TTL; only for a job whose

@@ -107,8 +107,8 @@ class TakeReply:
 
 
 def _taken(job_id: str, source: str, fields: Any, marker: Any = None) -> Taken:
-    suspect = source.endswith("!")
-    source = source.rstrip("!")
+    suspect = source.startswith("!")  # see take.lua: a prefix (a queue's name may end in '!')
+    source = source.removeprefix("!")
     if isinstance(fields, int):
         return Taken(job_id, source, None, size=fields, suspect=suspect)
     if isinstance(fields, str):

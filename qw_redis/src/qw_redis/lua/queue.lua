@@ -33,7 +33,8 @@
 -- (each in KEYS[5] with its qw:idling:<w> alive: a member without one is stale and is
 -- dropped), the first jobs, in queue order, are taken here on their behalf, one each,
 -- exactly as take.lua takes a job: the id goes to the tail of <w>:jobs with its origin
--- entry in KEYS[6]. The job's data goes on qw:handoff:<w>, which the worker's blocking
+-- entry in KEYS[6]; a worker with a job sent to it directly, or waiting on a queue it
+-- serves before this one, is passed over (it takes that job first). The job's data goes on qw:handoff:<w>, which the worker's blocking
 -- wait includes, so it starts the job on the reply of that wait. The worker's
 -- qw:idling:<w> is deleted (one hand-off per wait). If that reply is lost, the job is a
 -- leftover on <w>:jobs, which the worker's next take hands out (deleting the stale
@@ -52,7 +53,35 @@ local jobs = cjson.decode(ARGV[1])
 
 -- Waiting workers that can be handed a job now, picked before anything is written (a
 -- check that fails must not leave a job stored and unqueued): {name, limit} each.
-local waiting = {}
+local waiting, busy = {}, {}
+
+-- Waiting worker `w`'s qw:idling:<w> value (see take.lua, step 4): the largest job it
+-- takes (0: no limit), and whether it is free for a job of KEYS[1]: nothing was sent to
+-- it directly since it registered (its list is as long as it was then), and every queue
+-- it serves before KEYS[1] is empty. A job sent to it, or on one of those queues (put
+-- back by a recovery, a retry or a release, due, or pushed by hand: each wakes the
+-- worker, or its next slice finds it) comes first: the worker then takes it itself, and
+-- is not handed this one. (A queue that is not a list is skipped by the worker, so it
+-- counts as empty.)
+local function served_before(w, value)
+  local lines = {}
+  for line in string.gmatch(value, '[^\n]+') do lines[#lines + 1] = line end
+  local limit = tonumber(lines[1]) or 0
+  if lines[2] and tonumber(lines[2]) ~= redis.call('LLEN', queue_key(w)) then return limit, false end
+  local mine = 0
+  for i = 3, #lines do
+    if lines[i] == KEYS[1] then
+      mine = i
+      break
+    end
+  end
+  for i = 3, mine - 1 do
+    local n = redis.pcall('LLEN', lines[i])
+    if type(n) == 'number' and n > 0 then return limit, false end
+  end
+  return limit, true
+end
+
 local origin_kind = kind_of(KEYS[6])
 if ARGV[4] == '1' and #jobs > 0 and (origin_kind == 'hash' or origin_kind == 'none')
     and kind_of(KEYS[5]) == 'set' and redis.call('LLEN', KEYS[1]) == 0 then
@@ -61,11 +90,16 @@ if ARGV[4] == '1' and #jobs > 0 and (origin_kind == 'hash' or origin_kind == 'no
     tries = tries + 1
     local w = redis.call('SPOP', KEYS[5])
     if not w then break end
-    local limit = redis.pcall('GET', idling_key(w))
+    local value = redis.pcall('GET', idling_key(w))
     local list, handoff = kind_of(queue_key(w)), kind_of(handoff_key(w))
-    if type(limit) == 'string' and (list == 'list' or list == 'none')
+    if type(value) == 'string' and (list == 'list' or list == 'none')
         and (handoff == 'list' or handoff == 'none') then
-      waiting[#waiting + 1] = {w, tonumber(limit) or 0}
+      local limit, first = served_before(w, value)
+      if first then
+        waiting[#waiting + 1] = {w, limit}
+      else
+        busy[#busy + 1] = w
+      end
     end
   end
 end
@@ -113,6 +147,7 @@ for i, pick in ipairs(waiting) do
 end
 -- Workers picked and not handed a job wait on: back in the set.
 for i = handed + 1, #waiting do redis.call('SADD', KEYS[5], waiting[i][1]) end
+for _, w in ipairs(busy) do redis.call('SADD', KEYS[5], w) end
 
 call_chunked('LPUSH', KEYS[1], ids, handed + 1, #ids)
 local queued = #ids

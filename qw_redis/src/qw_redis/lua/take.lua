@@ -51,16 +51,18 @@
 --    deleted too. So is qw:due or a queue's delayed set when it is not a sorted set (no
 --    delayed job is promoted from it meanwhile). The worker's list, qw:origin and qw:recoveries of the wrong
 --    type fail the script before it writes anything (see expect() in common.lua).
--- 4. If nothing was taken and ARGV[6] > 0: KEYS[7] is set to ARGV[4] (the largest job
---    the worker takes) for ARGV[6] ms, and the worker added to KEYS[9] and each served
---    queue's idle set (skipped for a set of the wrong type), so that queue.lua can hand
---    it a job.
+-- 4. If nothing was taken and ARGV[6] > 0: KEYS[7] is set for ARGV[6] ms to ARGV[4] (the
+--    largest job the worker takes), the length of KEYS[1], and the lists it serves in
+--    priority order (KEYS[2], then the served queues'), one a line; the worker added to KEYS[9] and
+--    each served queue's idle set (skipped for a set of the wrong type), so that
+--    queue.lua can hand it a job (only while the queues before that job's are empty).
 -- Returns: {finished, broken, taken...} where finished is a list of 1/0 per finished id
 -- (1: it was held and is gone now); broken lists the queue keys skipped for their type,
 -- each as {key, type}; and each taken entry is {id, source, fields, marker}: source 'w' (sent to
 -- the worker), 'm' (from the manager queue), 'a' (from the shared queue) or the origin of
--- a named queue ('queue:<name>'), followed by
--- '!' for a suspect (an id in qw:suspects: run it alone); fields the
+-- a named queue ('queue:<name>'), preceded by
+-- '!' for a suspect (an id in qw:suspects: run it alone; a prefix, since a queue's name
+-- may end in '!' and no source starts with one); fields the
 -- flat HGETALL reply, or the hash's size (a number) when its field names and values add
 -- up to more than ARGV[4] bytes (the data is then not sent), or the type of job:<id> (a
 -- string) when it is not a hash. A missing hash is an empty reply. The marker is the
@@ -104,7 +106,7 @@ local function hand_out(id, source, from)
     for i = 1, #fields do size = size + #fields[i] end
     if size > max_size then fields, marker = size, false end
   end
-  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = source .. '!' end
+  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = '!' .. source end
   reply[#reply + 1] = {id, source, fields, marker}
 end
 
@@ -187,7 +189,13 @@ for i = 1, served do
 end
 local wait_ms = tonumber(ARGV[6])
 if taken == 0 and wait_ms > 0 then
-  redis.call('SET', KEYS[7], ARGV[4], 'PX', wait_ms)
+  -- The largest job it takes, the length of its list (its held ids: nothing else is on
+  -- it now), then the queues it serves in priority order, a line each (a name has no
+  -- whitespace): queue.lua hands it a job only while nothing was sent to it directly
+  -- since and every queue before the job's is empty.
+  local value = {ARGV[4], redis.call('LLEN', wjobs), mjobs}
+  for i = 1, served do value[#value + 1] = KEYS[7 + 3 * i] end
+  redis.call('SET', KEYS[7], table.concat(value, '\n'), 'PX', wait_ms)
   for i = 0, served do
     local idle = KEYS[9 + 3 * i]
     if kind_of(idle) == 'set' or kind_of(idle) == 'none' then redis.call('SADD', idle, ARGV[7]) end
