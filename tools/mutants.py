@@ -144,6 +144,20 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
+        LUA + "recover.lua",
+        "    if line_number >= 3 then redis.pcall('SREM', idle_key(origin_of_list(line)), ARGV[1]) end",
+        "    if false then redis.pcall('SREM', idle_key(origin_of_list(line)), ARGV[1]) end",
+        "a recovered worker leaves the idle sets of the queues it served",
+        REDIS,
+    ),
+    Mutant(
+        LUA + "take.lua",
+        "        if redis.call('EXISTS', idling_key(other)) == 0 then redis.call('SREM', idle, other) end",
+        "",
+        "workers gone without a recovery are swept out of the idle sets",
+        REDIS,
+    ),
+    Mutant(
         LUA + "finish_result.lua",
         "if held == 1 then",
         "if true then",
@@ -626,7 +640,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "take.lua",
-        "  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = source .. '!' end",
+        "  if suspects and redis.call('SISMEMBER', SUSPECTS, id) == 1 then source = '!' .. source end",
         "",
         "a take hands out a suspect as one",
         REDIS,

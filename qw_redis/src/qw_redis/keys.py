@@ -347,6 +347,7 @@ local function workers_key(name) return name .. {_lua_string(_WORKERS_SUFFIX)} e
 local function heartbeat_key(name) return {_lua_string(_HEARTBEAT_PREFIX)} .. name end
 local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
 local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
+local function idle_key(origin) return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin) end
 local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
 local function delayed_key(origin)
   return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
@@ -359,5 +360,12 @@ local function queue_of(m)
   if m == SHARED_ORIGIN then return ALL_JOBS, WAKE_ALL end
   if is_named(m) then return {_lua_string(_QW)} .. m, wake_key(m) end
   return queue_key(m), wake_key(m)
+end
+-- The origin of queue list `key` (queue_of's inverse).
+local function origin_of_list(key)
+  if key == ALL_JOBS then return SHARED_ORIGIN end
+  local qw = {_lua_string(_QW)}
+  if string.sub(key, 1, #qw) == qw then return string.sub(key, #qw + 1) end
+  return string.sub(key, 1, #key - #{_lua_string(_QUEUE_SUFFIX)})
 end
 """

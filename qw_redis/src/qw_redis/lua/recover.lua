@@ -51,6 +51,19 @@ if ARGV[3] == '1' then
   if held == 0 and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {0, 0, 1} end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
+-- Out of every idle set it joined (its registration, if alive, names the queues it
+-- served; the manager's and the shared queue's are known anyway), so that workers that
+-- are gone do not pile up there.
+local registration = redis.pcall('GET', idling_key(ARGV[1]))
+if type(registration) == 'string' then
+  local line_number = 0
+  for line in string.gmatch(registration, '[^\n]+') do
+    line_number = line_number + 1
+    if line_number >= 3 then redis.pcall('SREM', idle_key(origin_of_list(line)), ARGV[1]) end
+  end
+end
+redis.pcall('SREM', idle_key(ARGV[5]), ARGV[1])
+redis.pcall('SREM', idle_key(SHARED_ORIGIN), ARGV[1])
 redis.call('DEL', KEYS[6], idling_key(ARGV[1]), handoff_key(ARGV[1]))
 local batch = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])

@@ -198,7 +198,15 @@ if taken == 0 and wait_ms > 0 then
   redis.call('SET', KEYS[7], table.concat(value, '\n'), 'PX', wait_ms)
   for i = 0, served do
     local idle = KEYS[9 + 3 * i]
-    if kind_of(idle) == 'set' or kind_of(idle) == 'none' then redis.call('SADD', idle, ARGV[7]) end
+    if kind_of(idle) == 'set' or kind_of(idle) == 'none' then
+      -- Two members picked at random leave if their registration is gone (a worker that
+      -- died and was recovered after its registration expired): a set stays about as
+      -- large as the workers that wait for its queue.
+      for _, other in ipairs(redis.call('SRANDMEMBER', idle, 2)) do
+        if redis.call('EXISTS', idling_key(other)) == 0 then redis.call('SREM', idle, other) end
+      end
+      redis.call('SADD', idle, ARGV[7])
+    end
   end
 end
 return reply
