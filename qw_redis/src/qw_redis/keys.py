@@ -347,7 +347,9 @@ local function workers_key(name) return name .. {_lua_string(_WORKERS_SUFFIX)} e
 local function heartbeat_key(name) return {_lua_string(_HEARTBEAT_PREFIX)} .. name end
 local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
 local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
-local function idle_key(origin) return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin) end
+local function idle_key(origin)
+  return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
+end
 local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
 local function delayed_key(origin)
   return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
