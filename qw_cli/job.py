@@ -25,7 +25,9 @@ def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
     returned, while it is kept: qw run --result-ttl), or unknown (finished without a
     result kept, or never queued). ID may be the start of one (as with git's hashes).
 
-    --json prints {"id", "state", "queue", "worker", "due_at", "data", "error", "result"}.
+    --json prints {"id", "state", "queue", "worker", "due_at", "since", "data", "error",
+    "result"}; since: when a held job began to run, as its manager's last heartbeat (every
+    few seconds) said.
     """
     from qw_cli.failed import resolve_id
 
@@ -40,9 +42,10 @@ def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
     for key in ("id", "state", "queue", "worker"):
         if record[key] is not None:
             click.echo(f"{key + ':':<8} {record[key]}")
-    if record["due_at"] is not None:
-        due = datetime.datetime.fromtimestamp(record["due_at"]).astimezone().isoformat(timespec="seconds")
-        click.echo(f"{'due:':<8} {due}")
+    for key in ("since", "due_at"):
+        if record[key] is not None:
+            at = datetime.datetime.fromtimestamp(record[key]).astimezone().isoformat(timespec="seconds")
+            click.echo(f"{key.removesuffix('_at') + ':':<8} {at}")
     if record["error"] is not None:
         click.echo(f"{'error:':<8} {record['error']}")
     if found.result is not None:
@@ -59,6 +62,7 @@ def _record(found: JobState) -> dict[str, Any]:
         "queue": found.queue,
         "worker": found.worker,
         "due_at": found.due_at,
+        "since": found.since,
         "data": None if found.job is None else found.job.data,
         "error": None if failure is None else f"{failure.exc_type}: {failure.message}",
         "result": None if found.result is None else found.result.value,

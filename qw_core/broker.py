@@ -335,7 +335,13 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def beat(
-        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+        self,
+        *,
+        manager: str,
+        token: str,
+        workers: Mapping[str, str],
+        ttl: float,
+        running: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, str | None]:
         """Say that ``manager`` and ``workers`` are alive for ``ttl`` more seconds.
 
@@ -345,6 +351,9 @@ class Broker(abc.ABC):
         (again, if a reaper removed it while it was paused).
 
         :param workers: worker name → token.
+        :param running: for each worker, the jobs it has in hand and since when (job id →
+            seconds since the epoch), kept as long as its heartbeat (replacing what the
+            last beat said) for :meth:`job_status`; ``None`` changes nothing of it.
         :return: the names whose heartbeat was not this token, each with the token it had
             (``None``: it had lapsed or never existed): a process paused past its TTL,
             whose jobs a reaper may have handed to others, or another process using the

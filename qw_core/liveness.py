@@ -125,6 +125,9 @@ class Liveness:
     :param settings: intervals and limits.
     :param workers: returns the running workers to vouch for now: name → token.
     :param on_reaped: called (on the reaper thread) for each worker the reaper recovered.
+    :param running: returns what each running worker runs now and since when (worker →
+        job id → seconds since the epoch), written beside its heartbeat for
+        :meth:`Broker.job_status`; ``None``: nothing is written.
     """
 
     def __init__(
@@ -136,8 +139,10 @@ class Liveness:
         settings: LivenessSettings,
         workers: Callable[[], Mapping[str, str]],
         on_reaped: Callable[[Reaped], None],
+        running: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
     ) -> None:
         self._factory = factory
+        self._running = running
         self.manager = manager
         self.token = token
         self.settings = settings
@@ -244,7 +249,11 @@ class Liveness:
                     ok, changed = self._call(
                         "the heartbeat",
                         lambda broker: broker.beat(
-                            manager=self.manager, token=self.token, workers=self._workers(), ttl=settings.ttl
+                            manager=self.manager,
+                            token=self.token,
+                            workers=self._workers(),
+                            ttl=settings.ttl,
+                            running=None if self._running is None else self._running(),
                         ),
                         backoff,
                     )

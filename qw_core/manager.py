@@ -326,6 +326,7 @@ class Manager:
             settings=self._liveness,
             workers=self._running_workers,
             on_reaped=self._on_reaped,
+            running=self._running_jobs,
         )
         for slot in self._slots:
             self._spawn(slot)
@@ -437,6 +438,19 @@ class Manager:
             and process.pid is not None
             and process_working(process.pid)
         }
+
+    def _running_jobs(self) -> dict[str, dict[str, float]]:
+        """What each worker has in hand now and since when, from the records they share
+        with this manager (for :meth:`Broker.job_status`: no Redis write per job)."""
+        found: dict[str, dict[str, float]] = {}
+        for slot in list(self._slots):
+            if slot.status is None or not slot.name:
+                continue
+            jobs = {
+                b.job_id: b.began_at for b in slot.status.in_hand() if b.job_id is not None and b.began_at
+            }
+            found[slot.name] = jobs
+        return found
 
     def _on_reaped(self, reaped: Reaped) -> None:
         """The reaper (on its thread) recovered a dead worker, of this manager or another."""

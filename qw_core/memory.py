@@ -131,6 +131,7 @@ class _State:
         self.suspects: set[str] = set()  # see Broker.recover_worker
         self.nudged: set[str] = set()  # workers whose next (or current) wait ends at once
         self.results: dict[str, tuple[str, float, str, float]] = {}  # id -> (value, at, worker, expiry)
+        self.running: dict[str, tuple[dict[str, float], float]] = {}  # worker -> (job -> since, expiry)
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -318,8 +319,11 @@ class MemoryBroker(Broker):
                 job = load_job(text)
                 holder = next((w for w, held in state.held.items() if job_id in held), None)
                 if holder is not None and state.held[holder][job_id] != _WORKERS_MANAGER:
+                    jobs, expiry = state.running.get(holder, ({}, 0.0))
+                    since = jobs.get(job_id) if expiry > time.monotonic() else None
+                    label = queue_label(job)
                     return JobState(
-                        job_id=job_id, state=State.HELD, job=job, queue=queue_label(job), worker=holder
+                        job_id=job_id, state=State.HELD, job=job, queue=label, worker=holder, since=since
                     )
                 due = next((due for due, _, i, _ in state.delayed if i == job_id), None)
                 if due is not None:
@@ -533,7 +537,13 @@ class MemoryBroker(Broker):
     # -- liveness --------------------------------------------------------------------
 
     def beat(
-        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+        self,
+        *,
+        manager: str,
+        token: str,
+        workers: Mapping[str, str],
+        ttl: float,
+        running: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, str | None]:
         """See :meth:`Broker.beat`."""
         for name in (manager, *workers):
@@ -550,6 +560,8 @@ class MemoryBroker(Broker):
             state.managers.add(manager)
             state.beating[manager] = token
             state.workers[manager].update(workers)
+            for worker, jobs in (running or {}).items():
+                state.running[worker] = (dict(jobs), now + ttl)
             return changed
 
     def heartbeat_of(self, name: str) -> tuple[str, float] | None:

@@ -133,6 +133,7 @@ def _state_to_dict(found: JobState) -> dict[str, Any]:
         "queue": found.queue,
         "worker": found.worker,
         "due_at": found.due_at,
+        "since": found.since,
         "failure": None if found.failure is None else failure_to_dict(found.failure),
         "result": _result_to_dict(found.result),
     }
@@ -146,6 +147,7 @@ def _state_from_dict(raw: Mapping[str, Any]) -> JobState:
         queue=raw["queue"],
         worker=raw["worker"],
         due_at=raw["due_at"],
+        since=raw["since"],
         failure=None if raw["failure"] is None else failure_from_dict(raw["failure"]),
         result=_result_from_dict(raw["result"]),
     )
@@ -455,10 +457,19 @@ class MemoryClient(Broker):
         )
 
     def beat(
-        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+        self,
+        *,
+        manager: str,
+        token: str,
+        workers: Mapping[str, str],
+        ttl: float,
+        running: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, str | None]:
         """See :meth:`Broker.beat`."""
-        changed = self._call("beat", manager=manager, token=token, workers=dict(workers), ttl=ttl)
+        running_ = None if running is None else {w: dict(jobs) for w, jobs in running.items()}
+        changed = self._call(
+            "beat", manager=manager, token=token, workers=dict(workers), ttl=ttl, running=running_
+        )
         return {str(name): None if previous is None else str(previous) for name, previous in changed.items()}
 
     def reap(

@@ -257,6 +257,9 @@ class JobState:
         name, ``"default"`` for the shared queue, or ``"manager:<m>"`` for manager ``<m>``'s.
     :param worker: the worker that holds it (``HELD``), or ran it (``SUCCEEDED``, ``FAILED``).
     :param due_at: when a delayed job is due (seconds since the epoch, the backend's clock).
+    :param since: when a held job began to run (seconds since the epoch, its worker's
+        clock), as its manager's last heartbeat said; ``None`` when not known yet (the
+        next heartbeat, within seconds, says it) or it has not begun.
     :param failure: why it failed (``FAILED``).
     :param result: what it returned (``SUCCEEDED``): a :class:`qw_core.results.JobResult`.
     """
@@ -267,6 +270,7 @@ class JobState:
     queue: str | None = None
     worker: str | None = None
     due_at: float | None = None
+    since: float | None = None
     failure: Failure | None = None
     result: JobResult | None = None
 

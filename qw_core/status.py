@@ -82,6 +82,7 @@ class _SlotRecord(ctypes.Structure):
         ("deadline", ctypes.c_double),
         ("kill_at", ctypes.c_double),
         ("limit", ctypes.c_double),
+        ("began_at", ctypes.c_double),
         ("size", ctypes.c_uint32),
         ("busy", ctypes.c_uint8),
         ("abandoned", ctypes.c_uint8),
@@ -127,10 +128,12 @@ class Busy:
 
     :param job_id: its id, or ``None`` if it was too long to report.
     :param digest: for an id too long to report, its :func:`id_digest`.
+    :param began_at: when it began (:func:`time.time`); ``0`` if not known.
     """
 
     job_id: str | None
     digest: bytes | None = None
+    began_at: float = attrs.field(default=0.0, eq=False)
 
 
 class JobStatus:
@@ -177,6 +180,7 @@ class JobStatus:
             ctypes.memmove(ctypes.addressof(record) + _SlotRecord.digest.offset, digest, DIGEST_BYTES)
         ctypes.memmove(ctypes.addressof(record) + _SlotRecord.job_id.offset, data, size)
         record.size = size
+        record.began_at = time.time()
         record.abandoned = 0
         record.busy = 1
 
@@ -284,7 +288,7 @@ class JobStatus:
         for record in self._slots:
             # An abandoned job whose thread still runs counts: it may yet kill the process.
             if record.busy or (record.abandoned and record.deadline > 0):
-                found.append(Busy(*self._id_of(record)))
+                found.append(Busy(*self._id_of(record), began_at=record.began_at))
         running = {busy.job_id for busy in found}
         found += [Busy(job_id) for job_id in self._ids("failing") if job_id not in running]
         return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 import pytest
 
@@ -23,6 +24,14 @@ def test_the_job_in_hand_is_reported_from_began_to_done() -> None:
     assert status.in_hand() == [Busy("job-ü")], "hooks still run after the target returned"
     status.done()
     assert status.in_hand() == []
+
+
+def test_the_job_in_hand_says_since_when() -> None:
+    status = new_status()
+    before = time.time()
+    status.began("j1")
+    [busy] = status.in_hand()
+    assert before <= busy.began_at <= time.time()
 
 
 def test_an_id_too_long_to_report_is_reported_by_its_digest() -> None:

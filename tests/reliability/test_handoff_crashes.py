@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from reliability_support import (
     worker_pids,
 )
 
-from qw_core.models import Job
+from qw_core.models import Job, State
 from qw_redis import RedisBroker, keys
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -71,3 +72,25 @@ def test_jobs_handed_to_waiting_workers_survive_their_kill_9(
     assert len(twice) <= kills, f"{len(twice)} jobs ran twice with {kills} workers killed"
     where = assert_each_job_in_one_place(client, ids)
     assert set(where.values()) == {"finished"}
+
+
+def test_job_status_says_which_worker_runs_a_job_and_since_when(
+    url: str, client: redis.Redis, record_dir: Path
+) -> None:
+    manager = start_manager(url, "js", num_workers=1)
+    broker = RedisBroker.from_url(url)
+    try:
+        job = Job.new({"sleep": 30})
+        before = time.time()
+        broker.queue_jobs([job])
+        found = wait_for(
+            lambda: (s := broker.job_status(job.id)).since is not None and s,
+            what="a heartbeat that reports the job running",
+        )
+        assert found.state is State.HELD
+        assert found.worker == f"js.{worker_pids(manager)[0]}"
+        assert before - 1 <= found.since <= time.time()
+    finally:
+        broker.close()
+        manager.stop(cold=True)  # the job goes back, uncounted
+        assert manager.join(30), "the manager did not stop"

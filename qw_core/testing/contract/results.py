@@ -158,3 +158,16 @@ class StatusContract(ContractPart):
         broker.finish_jobs(worker=WORKER, job_ids=[taken.id])
         assert broker.job_status(silent.id).state is State.UNKNOWN
         assert broker.job_status("never-queued").state is State.UNKNOWN
+
+    def test_a_held_job_says_since_when_its_manager_last_said_so(self, broker: Broker) -> None:
+        broker.register_manager(MANAGER)
+        broker.register_worker(manager=MANAGER, worker=WORKER)
+        job = _taken(broker)
+        assert broker.job_status(job.id).since is None  # not reported yet
+        broker.beat(
+            manager=MANAGER, token="m", workers={WORKER: "w"}, ttl=30, running={WORKER: {job.id: 1234.5}}
+        )
+        found = broker.job_status(job.id)
+        assert (found.state, found.worker, found.since) == (State.HELD, WORKER, 1234.5)
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "w"}, ttl=30, running={WORKER: {}})
+        assert broker.job_status(job.id).since is None  # its last beat had it in hand no more

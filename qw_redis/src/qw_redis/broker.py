@@ -596,8 +596,15 @@ class RedisBroker(Broker):
             job = None  # unreadable: its next take moves it to the failed registry
         label = None if job is None else queue_label(job)
         if isinstance(origin, str):
+            holder = self._holder(job_id)
+            since = None if holder is None else self._client.hget(keys.running(holder), job_id)
             return JobState(
-                job_id=job_id, state=State.HELD, job=job, queue=label, worker=self._holder(job_id)
+                job_id=job_id,
+                state=State.HELD,
+                job=job,
+                queue=label,
+                worker=holder,
+                since=None if since is None else float(since),
             )
         if job is not None and job.worker is None:
             due = self._client.zscore(keys.delayed(self._origin_of(job)), job_id)
@@ -802,14 +809,31 @@ class RedisBroker(Broker):
 
     @_translated
     def beat(
-        self, *, manager: str, token: str, workers: Mapping[str, str], ttl: float
+        self,
+        *,
+        manager: str,
+        token: str,
+        workers: Mapping[str, str],
+        ttl: float,
+        running: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, str | None]:
+        """See :meth:`Broker.beat`: ``beat.lua``; then, with ``running``, each worker's
+        ``qw:running:<w>`` replaced in one pipeline (what it runs is for people to read:
+        it need not be atomic with the heartbeat)."""
         self._check_cached(manager)
         for worker in workers:
             self._check_cached(worker)
-        changed = self._scripts.beat(
-            manager=manager, token=token, workers=workers, ttl_ms=max(1, round(ttl * 1000))
-        )
+        ttl_ms = max(1, round(ttl * 1000))
+        changed = self._scripts.beat(manager=manager, token=token, workers=workers, ttl_ms=ttl_ms)
+        if running:
+            pipe = self._client.pipeline(transaction=False)
+            for worker, jobs in running.items():
+                self._check_cached(worker)
+                pipe.delete(keys.running(worker))
+                if jobs:
+                    pipe.hset(keys.running(worker), mapping={j: repr(at) for j, at in jobs.items()})
+                    pipe.pexpire(keys.running(worker), ttl_ms)
+            pipe.execute()
         return {name: previous or None for name, previous in changed.items()}
 
     @_translated

@@ -81,6 +81,9 @@ is never ``qw`` and never contains ``:``):
                                and the lists before the job's are empty), expiring (PX) a few
                                blocking slices later; deleted by its next take, by a job
                                handed to it, and by its recovery
+``qw:running:<w>``     hash    job id → when worker ``<w>`` began it (seconds since the
+                               epoch), for what it has in hand, written by its manager
+                               with each heartbeat and expiring with it (for ``qw job``)
 ``qw:result:<id>``     hash    what finished job ``<id>`` returned: ``value`` (JSON),
                                ``finished_at`` (server time), ``worker``; expiring (PX)
                                after the worker's result TTL; only for a job whose
@@ -146,6 +149,7 @@ _IDLE_PREFIX = _QW + "idle:"
 _IDLING_PREFIX = _QW + "idling:"
 _HANDOFF_PREFIX = _QW + "handoff:"
 _RESULT_PREFIX = _QW + "result:"
+_RUNNING_PREFIX = _QW + "running:"
 _DONE_PREFIX = _QW + "done:"
 _PRODUCER_PREFIX = _QW + "producer:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
@@ -242,6 +246,12 @@ def idling(worker: str) -> str:
 def handoff(worker: str) -> str:
     """``qw:handoff:<w>``: the data of a job handed to worker ``<w>`` while it waited."""
     return _HANDOFF_PREFIX + worker
+
+
+def running(worker: str) -> str:
+    """``qw:running:<w>``: what worker ``<w>`` runs now and since when, per its manager's
+    last heartbeat."""
+    return _RUNNING_PREFIX + worker
 
 
 def result(job_id: str) -> str:
