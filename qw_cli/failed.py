@@ -209,10 +209,18 @@ def resolve_id(broker: Broker, given: str, *, failed: bool = True) -> str:
     :param failed: among failed jobs only; else among every job the broker knows.
     :raises CliError: more than one such job's id starts with ``given``.
     """
-    if failed and broker.get_failed(given) is not None:
-        return given
-    if not failed and broker.job_status(given).state.value != "unknown":
-        return given
+    known = (
+        broker.get_failed(given) is not None if failed else broker.job_status(given).state.value != "unknown"
+    )
+    return given if known else unique_start(broker, given, failed=failed)
+
+
+def unique_start(broker: Broker, given: str, *, failed: bool = True) -> str:
+    """The one id (of a failed job, or of any job the broker knows) that starts with
+    ``given``; ``given`` itself when none does.
+
+    :raises CliError: more than one does.
+    """
     find = broker.failed_ids_with_prefix if failed else broker.job_ids_with_prefix
     found = find(given, limit=SHOWN_MATCHES + 1)
     if len(found) == 1:

@@ -29,12 +29,14 @@ def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
     "result"}; since: when a held job began to run, as its manager's last heartbeat (every
     few seconds) said.
     """
-    from qw_cli.failed import resolve_id
+    from qw_cli.failed import unique_start
 
     with opened_broker(backend, url) as broker:
         found = broker.job_status(job_id)
         if found.state.value == "unknown":  # the start of an id, perhaps
-            found = broker.job_status(resolve_id(broker, job_id, failed=False))
+            full = unique_start(broker, job_id, failed=False)
+            if full != job_id:
+                found = broker.job_status(full)
     record = _record(found)
     if as_json:
         echo_json(record)

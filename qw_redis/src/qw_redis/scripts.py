@@ -224,7 +224,7 @@ class Scripts:
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         reply = self._queue(
             keys=[
-                keys.queue(origin) if worker else keys.queue_list(origin),
+                keys.queue_list(origin),  # a worker's name, like a manager's, is its list's
                 keys.wake(origin),
                 self._producer,
                 keys.QUEUES,

@@ -82,9 +82,10 @@ local function served_before(w, value)
   return limit, true
 end
 
-local origin_kind = kind_of(KEYS[6])
-if ARGV[4] == '1' and #jobs > 0 and (origin_kind == 'hash' or origin_kind == 'none')
-    and kind_of(KEYS[5]) == 'set' and redis.call('LLEN', KEYS[1]) == 0 then
+-- Cheapest first: with nobody waiting (the idle set is gone, as it is while workers are
+-- busy) this costs one TYPE.
+if ARGV[4] == '1' and #jobs > 0 and kind_of(KEYS[5]) == 'set'
+    and (kind_of(KEYS[6]) == 'hash' or kind_of(KEYS[6]) == 'none') and redis.call('LLEN', KEYS[1]) == 0 then
   local tries = 0
   while #waiting < #jobs and tries < 2 * #jobs + 8 do
     tries = tries + 1
