@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 @click.argument("job_id", metavar="ID")
 def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
     """Show where job ID is now: queued (on which queue), delayed (until when), held by a
-    worker (running, or about to), failed (with the error), succeeded (with what it
-    returned, while it is kept: qw run --result-ttl), or unknown (finished without a
-    result kept, or never queued). ID may be the start of one (as with git's hashes).
+    worker (running, or about to), failed (with the error), succeeded (when, and what it
+    returned, kept for qw run --result-ttl), or unknown (finished and forgotten since, or
+    never queued). ID may be the start of one (as with git's hashes).
 
-    --json prints {"id", "state", "queue", "worker", "due_at", "since", "data", "error",
-    "result"}; since: when a held job began to run, as its manager's last heartbeat (every
-    few seconds) said.
+    --json prints {"id", "state", "queue", "worker", "due_at", "since", "finished_at",
+    "data", "error", "result"}; since: when a held job began to run, as its manager's last
+    heartbeat (every few seconds) said.
     """
     from qw_cli.failed import unique_start
 
@@ -44,7 +44,7 @@ def job(*, backend: str, url: str | None, as_json: bool, job_id: str) -> None:
     for key in ("id", "state", "queue", "worker"):
         if record[key] is not None:
             click.echo(f"{key + ':':<8} {record[key]}")
-    for key in ("since", "due_at"):
+    for key in ("since", "due_at", "finished_at"):
         if record[key] is not None:
             at = datetime.datetime.fromtimestamp(record[key]).astimezone().isoformat(timespec="seconds")
             click.echo(f"{key.removesuffix('_at') + ':':<8} {at}")
@@ -65,6 +65,7 @@ def _record(found: JobState) -> dict[str, Any]:
         "worker": found.worker,
         "due_at": found.due_at,
         "since": found.since,
+        "finished_at": found.finished_at,
         "data": None if found.job is None else found.job.data,
         "error": None if failure is None else f"{failure.exc_type}: {failure.message}",
         "result": None if found.result is None else found.result.value,

@@ -149,8 +149,8 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
     default=f"{DEFAULT_RESULT_TTL:g}s",
     show_default=True,
     metavar="DURATION",
-    help="Keep what a target returns this long ('qw result ID' reads it; 0: keep nothing). "
-    "A target that returns None keeps nothing.",
+    help="Keep what a target returns this long ('qw result ID' reads it), or, when it returns None, "
+    "that its job succeeded ('qw job ID' says so); 0: keep nothing.",
 )
 @click.option(
     "--failed-max",

@@ -156,12 +156,16 @@ class Broker(abc.ABC):
         limit: int = 1,
         timeout: float = 0.0,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
+        keep_finished: float = 0.0,
     ) -> list[Job]:
         """Finish ``finished``, then take up to ``limit`` jobs for ``worker``.
 
         Finishing is guarded: a job id is removed (with its data) only if it is still on
         ``worker``'s held list; a job that was recovered and handed to someone else
-        meanwhile is left alone.
+        meanwhile is left alone. With ``keep_finished`` > 0, each job finished is
+        remembered for that many seconds, so that :meth:`job_status` says it succeeded
+        (at most :data:`~qw_core.results.FINISHED_CAP` of them, the newest; 0: nothing is
+        kept). Remembering costs at most a write per call, and never fails the finish.
 
         Jobs are taken, in this order, from: ids on ``worker``'s held list that are not in
         ``held`` (left over or queued directly), oldest first; ``manager``'s queue; then
@@ -205,8 +209,9 @@ class Broker(abc.ABC):
         return [job_id in held for job_id in job_ids]
 
     @abc.abstractmethod
-    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
-        """Finish jobs now, guarded as in :meth:`take`; say which ones ``worker`` still held."""
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
+        """Finish jobs now, guarded (and remembered for ``keep_finished`` seconds) as in
+        :meth:`take`; say which ones ``worker`` still held."""
 
     @abc.abstractmethod
     def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
@@ -222,8 +227,9 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def job_status(self, job_id: str) -> JobState:
         """Where job ``job_id`` is now: queued (on which queue), delayed (until when), held
-        by a worker (which one, if it is registered), failed (why), succeeded (its result,
-        while it is kept), or unknown. Reads only, with a few commands; for people and
+        by a worker (which one, if it is registered), failed (why), succeeded (when, and
+        its result if any, while they are kept: see ``keep_finished`` in :meth:`take` and
+        :meth:`finish_with_result`), or unknown. Reads only, with a few commands; for people and
         tools (``qw job ID``), not for a program to synchronise on (a job moves on while
         its answer travels: wait for a result with :meth:`wait_result`)."""
 

@@ -194,8 +194,8 @@ class Manager:
         (seconds) overrides it.
     :param queues: the named queues the workers serve after the manager's own queue, in
         strict priority order (``"default"`` is the shared queue); none: the shared queue.
-    :param result_ttl: seconds the broker keeps what a target returned (``0``: nothing);
-        see :mod:`qw_core.results`.
+    :param result_ttl: seconds the broker keeps what a target returned, or that its job
+        succeeded when it returned ``None`` (``0``: nothing); see :mod:`qw_core.results`.
     """
 
     def __init__(
@@ -528,7 +528,9 @@ class Manager:
             elif not slot.finished_for and process.exitcode is None:
                 done = status.successes()
                 if done:
-                    self._broker.finish_jobs(worker=slot.name, job_ids=done)
+                    self._broker.finish_jobs(
+                        worker=slot.name, job_ids=done, keep_finished=self._spec.result_ttl
+                    )
                 slot.finished_for = True
 
     def _next_restart_in(self) -> float | None:
@@ -678,7 +680,9 @@ class Manager:
             if overran is not None:
                 self._settle_timed_out(worker, exited.pid, exited.timed_out, overran)
         if exited.successes:
-            self._broker.finish_jobs(worker=worker, job_ids=list(exited.successes))
+            self._broker.finish_jobs(
+                worker=worker, job_ids=list(exited.successes), keep_finished=self._spec.result_ttl
+            )
         in_hand = [job_id for busy in exited.in_hand if (job_id := self._job_id(worker, busy)) is not None]
         blame = in_hand[0] if len(exited.in_hand) == 1 and in_hand else None
         with self._no_heartbeat_in_flight():

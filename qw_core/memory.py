@@ -47,7 +47,7 @@ from qw_core.memory_rpc import (
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, queue_label
 from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
-from qw_core.results import JobResult, check_ttl, decode_value
+from qw_core.results import FINISHED_CAP, JobResult, check_ttl, decode_value
 
 #: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
 RESERVED_NAMES = frozenset({"all", "job", "qw"})
@@ -131,6 +131,7 @@ class _State:
         self.suspects: set[str] = set()  # see Broker.recover_worker
         self.nudged: set[str] = set()  # workers whose next (or current) wait ends at once
         self.results: dict[str, tuple[str, float, str, float]] = {}  # id -> (value, at, worker, expiry)
+        self.finished: dict[str, tuple[float, float]] = {}  # id -> (at, expiry), oldest first
         self.running: dict[str, tuple[dict[str, float], float]] = {}  # worker -> (job -> since, expiry)
 
     def alive(self, name: str, now: float) -> bool:
@@ -204,6 +205,7 @@ class MemoryBroker(Broker):
         limit: int = 1,
         timeout: float = 0.0,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
+        keep_finished: float = 0.0,
     ) -> list[Job]:
         """See :meth:`Broker.take`. ``limit`` is clamped to ``0 .. capabilities.max_take``.
 
@@ -220,7 +222,7 @@ class MemoryBroker(Broker):
         deadline = time.monotonic() + max(0.0, timeout)
         state = self._state
         with state.cond:
-            self._finish(worker, finished)
+            self._finish(worker, finished, check_ttl(keep_finished))
             if limit == 0:
                 return []
             skip = set(held)
@@ -279,10 +281,11 @@ class MemoryBroker(Broker):
             state.queues[origin].append(job_id)
         return state.delayed[0][0] - now if state.delayed else None
 
-    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
         """See :meth:`Broker.finish_jobs`."""
+        keep = check_ttl(keep_finished)
         with self._state.cond:
-            return self._finish(worker, job_ids)
+            return self._finish(worker, job_ids, keep)
 
     def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
         """See :meth:`Broker.finish_with_result`; kept for ``ttl`` seconds on this process's clock."""
@@ -332,9 +335,23 @@ class MemoryBroker(Broker):
                         job_id=job_id, state=State.DELAYED, job=job, queue=queue_label(job), due_at=at
                     )
                 return JobState(job_id=job_id, state=State.QUEUED, job=job, queue=queue_label(job))
-            found = self._result(job_id)
+            return self._ended_state(job_id)
+
+    def _ended_state(self, job_id: str) -> JobState:
+        """The state of a job that is not stored: succeeded while remembered, else unknown;
+        the caller holds the lock."""
+        found = self._result(job_id)
         if found is not None:
-            return JobState(job_id=job_id, state=State.SUCCEEDED, worker=found.worker, result=found)
+            return JobState(
+                job_id=job_id,
+                state=State.SUCCEEDED,
+                worker=found.worker,
+                result=found,
+                finished_at=found.finished_at,
+            )
+        noted = self._state.finished.get(job_id)
+        if noted is not None and noted[1] > time.monotonic():
+            return JobState(job_id=job_id, state=State.SUCCEEDED, finished_at=noted[0])
         return JobState(job_id=job_id, state=State.UNKNOWN)
 
     def get_result(self, job_id: str) -> JobResult | None:
@@ -365,7 +382,7 @@ class MemoryBroker(Broker):
             return None
         return JobResult(job_id=job_id, value=decode_value(value), finished_at=at, worker=worker)
 
-    def _finish(self, worker: str, job_ids: Iterable[str]) -> list[bool]:
+    def _finish(self, worker: str, job_ids: Iterable[str], keep: float = 0.0) -> list[bool]:
         state = self._state
         own = state.held.get(worker, {})
         done = []
@@ -376,8 +393,21 @@ class MemoryBroker(Broker):
                 del state.jobs[job_id]
                 state.recoveries.pop(job_id, None)
                 state.suspects.discard(job_id)
+                if keep > 0:
+                    state.finished.pop(job_id, None)
+                    state.finished[job_id] = (time.time(), time.monotonic() + keep)
             done.append(holds)
+        if keep > 0:
+            self._trim_finished()
         return done
+
+    def _trim_finished(self) -> None:
+        """Forget finished jobs past their time (the oldest first) and beyond :data:`FINISHED_CAP`."""
+        finished, now = self._state.finished, time.monotonic()
+        for job_id, (_, expiry) in list(finished.items()):
+            if expiry > now and len(finished) <= FINISHED_CAP:
+                break
+            del finished[job_id]
 
     def fail_job(
         self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS
@@ -758,7 +788,8 @@ class MemoryBroker(Broker):
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """See :meth:`Broker.job_ids_with_prefix`."""
         with self._state.cond:
-            known = dict.fromkeys([*self._state.jobs, *self._state.failed, *self._state.results])
+            state = self._state
+            known = dict.fromkeys([*state.jobs, *state.failed, *state.results, *state.finished])
             found = (job_id for job_id in known if job_id.startswith(prefix))
             return list(itertools.islice(found, max(0, limit)))
 

@@ -38,7 +38,7 @@ from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_pag
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
 from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
-from qw_core.results import JobResult
+from qw_core.results import JobResult, check_ttl
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
 CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False)
@@ -136,6 +136,7 @@ def _state_to_dict(found: JobState) -> dict[str, Any]:
         "since": found.since,
         "failure": None if found.failure is None else failure_to_dict(found.failure),
         "result": _result_to_dict(found.result),
+        "finished_at": found.finished_at,
     }
 
 
@@ -150,6 +151,7 @@ def _state_from_dict(raw: Mapping[str, Any]) -> JobState:
         since=raw["since"],
         failure=None if raw["failure"] is None else failure_from_dict(raw["failure"]),
         result=_result_from_dict(raw["result"]),
+        finished_at=raw.get("finished_at"),
     )
 
 
@@ -394,6 +396,7 @@ class MemoryClient(Broker):
         limit: int = 1,
         timeout: float = 0.0,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
+        keep_finished: float = 0.0,
     ) -> list[Job]:
         """See :meth:`Broker.take`; the wait happens in the server, not in this process."""
         found = self._call(
@@ -405,6 +408,7 @@ class MemoryClient(Broker):
             limit=limit,
             timeout=timeout,
             queues=list(queues),
+            keep_finished=check_ttl(keep_finished),
         )
         return [attrs.evolve(job_from_dict(raw), suspect=bool(raw.get("suspect"))) for raw in found]
 
@@ -412,9 +416,11 @@ class MemoryClient(Broker):
         """See :meth:`Broker.nudge`."""
         self._call("nudge", worker=worker)
 
-    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
         """See :meth:`Broker.finish_jobs`."""
-        return [bool(done) for done in self._call("finish_jobs", worker=worker, job_ids=list(job_ids))]
+        keep = check_ttl(keep_finished)
+        done = self._call("finish_jobs", worker=worker, job_ids=list(job_ids), keep_finished=keep)
+        return [bool(flag) for flag in done]
 
     def fail_job(
         self, *, worker: str, job: Job, failure: Failure, limits: FailedLimits = DEFAULT_FAILED_LIMITS

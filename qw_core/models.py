@@ -243,8 +243,8 @@ class State(enum.Enum):
     DELAYED = "delayed"  #: waiting for its due time
     HELD = "held"  #: taken by a worker: running, or about to (in its batch)
     FAILED = "failed"  #: in the failed-job registry
-    SUCCEEDED = "succeeded"  #: finished, and its result is kept
-    UNKNOWN = "unknown"  #: none of those: finished without a result kept, or never queued
+    SUCCEEDED = "succeeded"  #: finished lately (within the retention time): with its result, if any
+    UNKNOWN = "unknown"  #: none of those: never queued, or finished and forgotten since
 
 
 @attrs.frozen(kw_only=True)
@@ -261,7 +261,10 @@ class JobState:
         clock), as its manager's last heartbeat said; ``None`` when not known yet (the
         next heartbeat, within seconds, says it) or it has not begun.
     :param failure: why it failed (``FAILED``).
-    :param result: what it returned (``SUCCEEDED``): a :class:`qw_core.results.JobResult`.
+    :param result: what it returned (``SUCCEEDED``): a :class:`qw_core.results.JobResult`;
+        ``None`` when it returned nothing.
+    :param finished_at: when it finished (``SUCCEEDED``; seconds since the epoch, the
+        backend's clock).
     """
 
     job_id: str
@@ -273,6 +276,7 @@ class JobState:
     since: float | None = None
     failure: Failure | None = None
     result: JobResult | None = None
+    finished_at: float | None = None
 
 
 def queue_label(job: Job) -> str:

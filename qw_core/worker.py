@@ -175,8 +175,9 @@ class Worker:
     :param queues: the named queues served after the worker's own list and its manager's
         queue, in strict priority order (``"default"``: the shared queue, which is what
         none means).
-    :param result_ttl: seconds to keep what a target returns (see :mod:`qw_core.results`);
-        ``0`` keeps nothing, and a target's ``None`` never keeps anything.
+    :param result_ttl: seconds to keep what a target returns (see :mod:`qw_core.results`),
+        or, when it returns ``None``, that its job succeeded (for :meth:`Broker.job_status`);
+        ``0`` keeps nothing.
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -713,6 +714,7 @@ class Worker:
                 limit=limit,
                 timeout=timeout,
                 queues=self.queues,
+                keep_finished=self.result_ttl,
             )
         except Exception as exc:
             self._wait_out(exc)
@@ -723,7 +725,8 @@ class Worker:
 
     def _finish(self, job_ids: list[str]) -> None:
         self._patiently(
-            lambda: self.broker.finish_jobs(worker=self.name, job_ids=job_ids), give_up=self._manager_gone
+            lambda: self.broker.finish_jobs(worker=self.name, job_ids=job_ids, keep_finished=self.result_ttl),
+            give_up=self._manager_gone,
         )
 
     def _patiently(self, call: Callable[[], _T], *, give_up: Callable[[], bool]) -> _T:

@@ -59,6 +59,27 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
+        LUA + "common.lua",
+        "  if keep > 0 and #finished > 0 then note_finished(finished, keep) end",
+        "",
+        "a job finished without a result is remembered as succeeded",
+        ("tests/redis/test_contract.py",),
+    ),
+    Mutant(
+        LUA + "common.lua",
+        "    redis.pcall('ZREMRANGEBYSCORE', FINISHED, '-inf', '(' .. (tonumber(t[1]) - keep - 1))",
+        "",
+        "a finished job is forgotten after its time",
+        ("tests/redis/test_contract.py",),
+    ),
+    Mutant(
+        LUA + "common.lua",
+        "    redis.pcall('ZREMRANGEBYRANK', FINISHED, 0, -FINISHED_CAP - 1)",
+        "",
+        "the finished jobs remembered stay within their cap",
+        ("tests/redis/test_finished.py",),
+    ),
+    Mutant(
         LUA + "take.lua",
         "if unclaimed > 0 then",
         "if false then",

@@ -20,6 +20,7 @@ from qw_core.broker import Broker
 from qw_core.errors import QwError
 from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.plugins import PluginConfig, hookimpl, make_plugin_manager
+from qw_core.results import DEFAULT_RESULT_TTL
 from qw_core.worker import Worker
 
 #: The manager name :func:`run_jobs` works under unless told otherwise.
@@ -86,6 +87,7 @@ def run_jobs(
     retry_delays: bool = False,
     max_runs: int = 10_000,
     queues: Sequence[str] | None = None,
+    result_ttl: float = DEFAULT_RESULT_TTL,
 ) -> list[Ran]:
     """Run the jobs queued on ``broker`` through a real worker until none is left to take.
 
@@ -94,6 +96,8 @@ def run_jobs(
     [--queue NAME]...`` would, and runs each job through the hooks of
     ``plugins`` (by default what ``qw run`` loads, installed plugins included). Retries
     run at once unless ``retry_delays``; jobs queued with a delay run if they are due.
+    What a job returns, or that it succeeded, is kept ``result_ttl`` seconds (as with
+    ``qw run --result-ttl``).
 
     :returns: each run, in the order they ran (a retried job appears once per run).
     :raises TooManyRuns: more than ``max_runs`` runs.
@@ -101,7 +105,14 @@ def run_jobs(
     recorder = _Recorder(retry_delays=retry_delays, max_runs=max_runs)
     pm = make_plugin_manager(plugins or PluginConfig(), extra=[recorder])
     worker = Worker(
-        broker, target, manager=manager, name=f"{manager}.run-jobs", hook=pm.hook, burst=True, queues=queues
+        broker,
+        target,
+        manager=manager,
+        name=f"{manager}.run-jobs",
+        hook=pm.hook,
+        burst=True,
+        queues=queues,
+        result_ttl=result_ttl,
     )
     recorder.worker = worker
     worker.run()

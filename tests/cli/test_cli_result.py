@@ -43,6 +43,39 @@ def test_a_result_is_printed_once_the_job_ran(redis_db: Any) -> None:
         assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
 
 
+def _job_state_once_run(job_id: str) -> dict[str, Any]:
+    """``qw job --json ID`` once the job is neither queued nor held (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while True:
+        record: dict[str, Any] = json.loads(invoke("job", "--url", REDIS_URL, "--json", job_id).stdout)
+        if record["state"] not in ("queued", "held"):
+            return record
+        assert time.monotonic() < deadline, f"job {job_id} did not run in 20 s: {record}"
+        time.sleep(0.05)
+
+
+def test_job_says_a_job_that_returned_nothing_succeeded_and_when(redis_db: Any) -> None:
+    with Process([*script("qw"), "run", "--url", REDIS_URL, "qwtest_targets:noop"]) as manager:
+        before = time.time()
+        job_id = enqueue('{"nothing": "returned"}')
+        record = _job_state_once_run(job_id)
+        assert (record["state"], record["result"]) == ("succeeded", None)
+        assert before - 5 <= record["finished_at"] <= time.time() + 5
+        text = invoke("job", "--url", REDIS_URL, job_id[:8]).stdout.splitlines()  # the start of its id
+        assert text[:2] == [f"id:      {job_id}", "state:   succeeded"]
+        assert re.fullmatch(r"finished: \d{4}-\d\d-\d\dT.+", text[2]), text
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
+
+
+def test_with_nothing_kept_a_job_that_ran_is_unknown(redis_db: Any) -> None:
+    with Process(
+        [*script("qw"), "run", "--url", REDIS_URL, "--result-ttl", "0", "qwtest_targets:echo_back"]
+    ) as manager:
+        job_id = enqueue('{"n": 1}')
+        assert _job_state_once_run(job_id)["state"] == "unknown"
+        assert manager.stop(signal.SIGTERM) == 0, manager.stderr.text()
+
+
 def test_no_result_is_a_one_line_error(redis_db: Any) -> None:
     assert_one_line_error(
         invoke("result", "--url", REDIS_URL, "nope"), "no result for job 'nope'", "--wait DURATION"

@@ -42,10 +42,10 @@ class SpyBroker(MemoryBroker):
         self.takes.append((kwargs["limit"], len(kwargs.get("finished", ())), len(jobs)))
         return jobs
 
-    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
         self.calls.append("finish")
         self.finishes.append(list(job_ids))
-        return super().finish_jobs(worker=worker, job_ids=job_ids)
+        return super().finish_jobs(worker=worker, job_ids=job_ids, keep_finished=keep_finished)
 
 
 class FakeClock:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from qw_core.broker import Broker
 from qw_core.models import Failure, Job, State
 from qw_core.results import JobResult
@@ -144,20 +146,76 @@ class StatusContract(ContractPart):
         assert found.failure is not None
         assert (found.failure.message, found.worker) == ("bad size", WORKER)
 
-    def test_a_finished_job_succeeded_while_its_result_is_kept_else_it_is_unknown(
-        self, broker: Broker
-    ) -> None:
-        kept, silent = _taken(broker), Job.new({"n": 2})
+    def test_a_finished_job_succeeded_while_its_result_is_kept(self, broker: Broker) -> None:
+        kept = _taken(broker)
+        before = time.time()
         broker.finish_with_result(worker=WORKER, job_id=kept.id, result='"done"', ttl=60)
         found = broker.job_status(kept.id)
         assert found.state is State.SUCCEEDED
         assert found.result is not None
         assert (found.result.value, found.worker) == ("done", WORKER)
-        broker.queue_job(silent)
-        [taken] = broker.take(manager=MANAGER, worker=WORKER)
-        broker.finish_jobs(worker=WORKER, job_ids=[taken.id])
-        assert broker.job_status(silent.id).state is State.UNKNOWN
+        assert found.finished_at is not None
+        assert before - 5 <= found.finished_at <= time.time() + 5  # the backend's clock
         assert broker.job_status("never-queued").state is State.UNKNOWN
+
+    def test_a_job_finished_by_a_take_without_a_result_succeeded_while_it_is_remembered(
+        self, broker: Broker
+    ) -> None:
+        job = _taken(broker)
+        before = time.time()
+        broker.take(manager=MANAGER, worker=WORKER, finished=[job.id], limit=0, keep_finished=60)
+        found = broker.job_status(job.id)
+        assert (found.state, found.result, found.job) == (State.SUCCEEDED, None, None)
+        assert found.finished_at is not None
+        assert before - 5 <= found.finished_at <= time.time() + 5  # the backend's clock
+        assert broker.job_ids_with_prefix(job.id[:8]) == [job.id]  # `qw job` finds it by its start
+
+    def test_a_job_finished_apart_succeeded_while_it_is_remembered(self, broker: Broker) -> None:
+        job = _taken(broker)
+        assert broker.finish_jobs(worker=WORKER, job_ids=[job.id], keep_finished=60) == [True]
+        assert broker.job_status(job.id).state is State.SUCCEEDED
+
+    def test_a_finished_job_is_forgotten_at_once_when_nothing_is_to_be_kept(self, broker: Broker) -> None:
+        first, second = _taken(broker), _taken(broker)
+        broker.take(manager=MANAGER, worker=WORKER, finished=[first.id], limit=0)
+        broker.finish_jobs(worker=WORKER, job_ids=[second.id], keep_finished=0)
+        assert broker.job_status(first.id).state is State.UNKNOWN
+        assert broker.job_status(second.id).state is State.UNKNOWN
+        assert broker.job_ids_with_prefix(first.id) == []
+
+    def test_a_finish_that_did_nothing_remembers_nothing(self, broker: Broker) -> None:
+        job = _taken(broker)
+        broker.recover_worker(manager=MANAGER, worker=WORKER)  # put back: no longer held
+        assert broker.finish_jobs(worker=WORKER, job_ids=[job.id, "never-queued"], keep_finished=60) == [
+            False,
+            False,
+        ]
+        assert broker.job_status(job.id).state is State.QUEUED
+        assert broker.job_status("never-queued").state is State.UNKNOWN
+
+    def test_a_remembered_job_queued_again_is_queued(self, broker: Broker) -> None:
+        job = _taken(broker)
+        broker.finish_jobs(worker=WORKER, job_ids=[job.id], keep_finished=60)
+        broker.queue_job(job)  # the same id, queued again once it ended
+        assert broker.job_status(job.id).state is State.QUEUED
+
+    def test_a_finished_job_is_forgotten_after_its_time(self, broker: Broker) -> None:
+        deadline = time.monotonic() + 20
+        job = _taken(broker)
+        broker.finish_jobs(worker=WORKER, job_ids=[job.id], keep_finished=0.05)
+        # A backend may forget lazily (on a later finish): keep finishing others meanwhile.
+        while broker.job_status(job.id).state is State.SUCCEEDED:
+            assert time.monotonic() < deadline, "a finished job was remembered 20 s past its time"
+            other = _taken(broker)
+            broker.finish_jobs(worker=WORKER, job_ids=[other.id], keep_finished=0.05)
+            time.sleep(0.01)
+        assert broker.job_status(job.id).state is State.UNKNOWN
+
+    def test_a_negative_time_to_remember_is_refused(self, broker: Broker) -> None:
+        job = _taken(broker)
+        with pytest.raises(ValueError, match="0 or more seconds"):
+            broker.finish_jobs(worker=WORKER, job_ids=[job.id], keep_finished=-1)
+        assert broker.held_job_ids(WORKER) == [job.id]  # refused before anything was done
 
     def test_a_held_job_says_since_when_its_manager_last_said_so(self, broker: Broker) -> None:
         broker.register_manager(MANAGER)

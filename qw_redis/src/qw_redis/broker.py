@@ -395,6 +395,7 @@ class RedisBroker(Broker):
         limit: int = 1,
         timeout: float = 0.0,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
+        keep_finished: float = 0.0,
     ) -> list[Job]:
         self._check_cached(manager)
         self._check_cached(worker)
@@ -403,7 +404,7 @@ class RedisBroker(Broker):
         deadline = time.monotonic() + timeout
         waits = limit > 0 and timeout >= _MIN_BLOCK
         take = functools.partial(self._take_once, manager, worker, served=served)
-        jobs = take(finished, held, limit, waits=waits)
+        jobs = take(finished, held, limit, waits=waits, keep_finished=check_ttl(keep_finished))
         if jobs or not waits:
             return jobs
         nudge, handoff = keys.nudge(worker), keys.handoff(worker)
@@ -466,9 +467,11 @@ class RedisBroker(Broker):
         *,
         waits: bool = False,
         served: Sequence[str] = (keys.SHARED_ORIGIN,),
+        keep_finished: float = 0.0,
     ) -> list[Job]:
         """One ``take.lua`` call; ``waits``: if it finds nothing, the worker waits next;
-        ``served``: the origins of the queues served after the manager's."""
+        ``served``: the origins of the queues served after the manager's;
+        ``keep_finished``: see :meth:`Broker.take`."""
         reply = self._scripts.take(
             manager=manager,
             worker=worker,
@@ -478,6 +481,7 @@ class RedisBroker(Broker):
             max_size=self._options.max_job_size,
             wait_ms=self._idling_ms if waits else 0,
             origins=served,
+            keep_finished=keep_finished,
         )
         if reply.broken:
             self._report_broken(reply.broken)
@@ -546,8 +550,8 @@ class RedisBroker(Broker):
         return None
 
     @_translated
-    def finish_jobs(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
-        return self._scripts.finish(worker=worker, job_ids=job_ids)
+    def finish_jobs(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
+        return self._scripts.finish(worker=worker, job_ids=job_ids, keep_finished=check_ttl(keep_finished))
 
     @_translated
     def finish_with_result(self, *, worker: str, job_id: str, result: str, ttl: float) -> bool:
@@ -565,7 +569,8 @@ class RedisBroker(Broker):
         pipe.hgetall(keys.job(job_id))
         pipe.get(keys.job_marker(job_id))
         pipe.hget(keys.ORIGIN, job_id)
-        failed_at, fields, marker, origin = pipe.execute(raise_on_error=False)
+        pipe.zscore(keys.FINISHED, job_id)
+        failed_at, fields, marker, origin, finished_at = pipe.execute(raise_on_error=False)
         if failed_at is not None and not isinstance(failed_at, Exception):
             entry = self.get_failed(job_id)
             if entry is not None:
@@ -581,7 +586,15 @@ class RedisBroker(Broker):
             return self._stored_state(job_id, fields, marker, origin)
         found = self.get_result(job_id)
         if found is not None:
-            return JobState(job_id=job_id, state=State.SUCCEEDED, worker=found.worker, result=found)
+            return JobState(
+                job_id=job_id,
+                state=State.SUCCEEDED,
+                worker=found.worker,
+                result=found,
+                finished_at=found.finished_at,
+            )
+        if isinstance(finished_at, float):
+            return JobState(job_id=job_id, state=State.SUCCEEDED, finished_at=finished_at)
         return JobState(job_id=job_id, state=State.UNKNOWN)
 
     def _stored_state(self, job_id: str, fields: Any, marker: Any, origin: Any) -> JobState:
@@ -1175,7 +1188,8 @@ class RedisBroker(Broker):
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """See :meth:`Broker.job_ids_with_prefix`: ``SCAN`` for the markers, the hashes (a
         job queued by the original client has no marker), the failed entries and the
-        results whose id starts so, :data:`READ_CHUNK` keys a step."""
+        results whose id starts so, :data:`READ_CHUNK` keys a step; then ``ZSCAN`` for the
+        jobs noted as finished lately."""
         found: dict[str, None] = {}
         escaped = _glob_escaped(prefix)
         for key_of in (keys.job_marker, keys.job, keys.failed_job, keys.result):
@@ -1184,6 +1198,11 @@ class RedisBroker(Broker):
                 found[key[len(head) :]] = None
                 if len(found) >= limit:
                     return list(found)
+        if self._client.type(keys.FINISHED) == "zset":
+            for job_id, _ in self._client.zscan_iter(keys.FINISHED, match=escaped + "*", count=READ_CHUNK):
+                found[job_id] = None
+                if len(found) >= limit:
+                    break
         return list(found)
 
     @_translated

@@ -112,6 +112,7 @@ from __future__ import annotations
 
 from qw_core.errors import InvalidName
 from qw_core.naming import misleading_character
+from qw_core.results import FINISHED_CAP
 
 # -- the original schema ------------------------------------------------------------------
 
@@ -161,6 +162,9 @@ RECOVERIES = _QW + "recoveries"
 #: Jobs put back after a worker died with them and others in hand: the next take of each
 #: says so, and its worker runs it alone (see ``Job.suspect``).
 SUSPECTS = _QW + "suspects"
+#: Jobs finished lately (id → when, the server's clock), so that a job that returned
+#: nothing can still be reported as succeeded for a while (see ``finish`` in common.lua).
+FINISHED = _QW + "finished"
 #: Names jobs were queued to by name (managers' queues, workers' lists): where to look
 #: for queues that no running manager or worker owns.
 QUEUES = _QW + "queues"
@@ -345,6 +349,8 @@ local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
 local RECOVERIES = {_lua_string(RECOVERIES)}
 local SUSPECTS = {_lua_string(SUSPECTS)}
 local FAILED = {_lua_string(FAILED)}
+local FINISHED = {_lua_string(FINISHED)}
+local FINISHED_CAP = {FINISHED_CAP}  -- from qw_core.results
 local DUE = {_lua_string(DUE)}
 local LEGACY_DELAYED = {_lua_string(LEGACY_DELAYED)}
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end

@@ -305,11 +305,13 @@ class Scripts:
         max_size: int,
         wait_ms: int = 0,
         origins: Sequence[str] = (keys.SHARED_ORIGIN,),
+        keep_finished: float = 0.0,
     ) -> TakeReply:
         """Finish ``finished`` and take up to ``limit`` jobs; see ``lua/take.lua``.
 
         :param wait_ms: if nothing is taken, register the worker as waiting for jobs for
             this long (0: it will not wait), so that a job queued meanwhile is handed to it.
+        :param keep_finished: seconds to note ``finished`` in :data:`keys.FINISHED` (0: not).
         :param origins: the queues served after the manager's, in priority order (see
             :func:`keys.origin`).
         """
@@ -340,6 +342,7 @@ class Scripts:
                 wait_ms,
                 worker,
                 len(origins),
+                repr(float(keep_finished)),
                 *origins,
                 *finished,
             ],
@@ -358,11 +361,14 @@ class Scripts:
         )
         return int(held) == 1
 
-    def finish(self, *, worker: str, job_ids: Sequence[str]) -> list[bool]:
-        """Finish ``job_ids``, guarded; which of them ``worker`` still held."""
+    def finish(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
+        """Finish ``job_ids``, guarded; which of them ``worker`` still held. They are noted
+        in :data:`keys.FINISHED` for ``keep_finished`` seconds (0: not)."""
         if not job_ids:
             return []
-        reply: list[int] = self._finish(keys=[keys.queue(worker), keys.ORIGIN], args=list(job_ids))
+        reply: list[int] = self._finish(
+            keys=[keys.queue(worker), keys.ORIGIN], args=[repr(float(keep_finished)), *job_ids]
+        )
         return [flag == 1 for flag in reply]
 
     def fail(

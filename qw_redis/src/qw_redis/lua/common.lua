@@ -15,6 +15,21 @@ local function call_chunked(cmd, key, list, first, last)
   end
 end
 
+-- The server's clock, read once per script (a script runs in microseconds, and a TIME
+-- costs about what a write does): TIME's reply {seconds, microseconds}, as strings.
+-- Redis 7 replicates scripts by their effects, so TIME is allowed.
+local clock
+local function server_time()
+  if clock == nil then clock = redis.call('TIME') end
+  return clock
+end
+
+-- The server's clock in seconds.
+local function now()
+  local t = server_time()
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
 -- Keys of the wrong type. Redis does not undo a script's writes when a later command in it
 -- fails, so a script first checks, with expect(), every key it will write whose type
 -- another program could have changed (a key under a qw name made a string, say): it fails
@@ -85,8 +100,7 @@ end
 -- (kind 'invalid', its hash kept as it is under qw:invalid:<id>, its origin `m`), so it is
 -- never dropped: `qw failed requeue` puts it back once the key is mended.
 local function park(id, m, queue)
-  local at = redis.call('TIME')
-  at = tonumber(at[1]) + tonumber(at[2]) / 1000000
+  local at = now()
   local message = 'it could not go back to its queue: ' .. queue .. ' is a ' .. kind_of(queue) .. ', not a list'
   local failure = cjson.encode({kind = 'invalid', exc_type = 'qw_core.errors.BackendError',
     message = message, traceback = '', failed_at = at})
@@ -179,12 +193,6 @@ local function remember(pkey, seq, result)
   return result
 end
 
--- The server's clock in seconds (Redis 7 replicates scripts by effects, so TIME is allowed).
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-
 -- Whether any job is marked a suspect (SUSPECTS, from the prelude, is a set): one check
 -- per call, so that the usual case, none, costs a job nothing. A mark lasts until the job
 -- ends (finished, failed or retried): a suspect put back unrun stays one.
@@ -192,14 +200,42 @@ local function has_suspects()
   return kind_of(SUSPECTS) == 'set'
 end
 
+-- Note that jobs `ids` finished now, in FINISHED (id -> the server's time in whole
+-- seconds), so that for `keep` seconds their status says they succeeded though they left
+-- nothing else behind. Best effort: a FINISHED of the wrong type, or a write refused,
+-- costs the note, never the finish. Cheap, as every job without a result pays it: one
+-- ZADD (take.lua reads the clock anyway), its score TIME's seconds as Redis gave them
+-- (formatting a Lua number costs more than the ZADD), and trimming (notes older than
+-- `keep`, then all but the newest FINISHED_CAP) runs on about one call in 16, picked by
+-- the clock's microseconds; meanwhile the set can outgrow its cap by a few batches. A note lasts at least
+-- `keep` seconds, and about a second more; workers keeping notes for different times
+-- trim to the shortest.
+local function note_finished(ids, keep)
+  local t = server_time()
+  local entries = {}
+  for i = 1, #ids do
+    entries[#entries + 1] = t[1]
+    entries[#entries + 1] = ids[i]
+    if #entries >= CHUNK or i == #ids then
+      redis.pcall('ZADD', FINISHED, unpack(entries))
+      entries = {}
+    end
+  end
+  if tonumber(t[2]) % 16 == 0 then
+    redis.pcall('ZREMRANGEBYSCORE', FINISHED, '-inf', '(' .. (tonumber(t[1]) - keep - 1))
+    redis.pcall('ZREMRANGEBYRANK', FINISHED, 0, -FINISHED_CAP - 1)
+  end
+end
+
 -- Finish, guarded, the ids ARGV[first..]: only an id still on the worker's list `wjobs`
 -- (LREM from the tail, where held ids are) has its job:<id>, origin entry and recovery
 -- count (RECOVERIES, from the prelude) deleted, and, if `suspects` (see has_suspects),
--- its suspect mark. The caller has checked the types of `wjobs`, `origin` and
+-- its suspect mark; with `keep` > 0 it is noted as finished for that many seconds
+-- (note_finished). The caller has checked the types of `wjobs`, `origin` and
 -- RECOVERIES (expect).
 -- Returns a list of 1/0 per id: 1 if it was held.
-local function finish(wjobs, origin, first, suspects)
-  local done = {}
+local function finish(wjobs, origin, first, suspects, keep)
+  local done, finished = {}, {}
   for i = first, #ARGV do
     local id = ARGV[i]
     if redis.call('LREM', wjobs, -1, id) > 0 then
@@ -208,10 +244,12 @@ local function finish(wjobs, origin, first, suspects)
       redis.call('HDEL', RECOVERIES, id)
       if suspects then redis.call('SREM', SUSPECTS, id) end
       done[#done + 1] = 1
+      finished[#finished + 1] = id
     else
       done[#done + 1] = 0
     end
   end
+  if keep > 0 and #finished > 0 then note_finished(finished, keep) end
   return done
 end
 

@@ -24,14 +24,17 @@
 --          registered as waiting for that long (0: it does not wait)
 -- ARGV[7]  the worker's name
 -- ARGV[8]  n: how many queues it serves (KEYS[10..])
--- ARGV[9..8+n]  their origins ('' for the shared queue, 'queue:<name>' for a named one)
--- ARGV[9+n..] ids the worker finished
+-- ARGV[9]  seconds to note the finished ids in qw:finished (0: not at all)
+-- ARGV[10..9+n]  the served queues' origins ('' for the shared queue, 'queue:<name>' for
+--          a named one)
+-- ARGV[10+n..] ids the worker finished
 --
 -- 0. The worker is no longer waiting: KEYS[7] and KEYS[8] are deleted. A job handed to it
 --    since its last take is on KEYS[1] with an origin entry and not held: a leftover,
 --    handed out below (its hand-off entry, unread, would otherwise run it twice).
 -- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
---    there, DEL job:<id> and its origin entry. (A job recovered meanwhile is left alone.)
+--    there, DEL job:<id> and its origin entry, and note it in qw:finished for ARGV[9]
+--    seconds. (A job recovered meanwhile is left alone.)
 -- 2. Promote due delayed jobs to their queues (promote_due in common.lua).
 -- 3. Take, in order:
 --    a. ids on KEYS[1] that the worker does not hold: first leftovers (ids it took whose
@@ -74,7 +77,7 @@ local manager = ARGV[1]
 local limit = tonumber(ARGV[2])
 local held = tonumber(ARGV[3])
 local max_size = tonumber(ARGV[4])
-local served = tonumber(ARGV[8])  -- queues: KEYS[10 + 3(i-1) ..], origins ARGV[8 + i]
+local served = tonumber(ARGV[8])  -- queues: KEYS[10 + 3(i-1) ..], origins ARGV[9 + i]
 
 expect(wjobs, 'list')
 expect(origin, 'hash')
@@ -82,7 +85,7 @@ expect(RECOVERIES, 'hash')
 redis.call('DEL', KEYS[7], KEYS[8])
 local suspects = has_suspects()
 local broken = {}
-local reply = {finish(wjobs, origin, 9 + served, suspects), broken}
+local reply = {finish(wjobs, origin, 10 + served, suspects, tonumber(ARGV[9])), broken}
 if limit <= 0 then return reply end
 
 local promoted_wakes = {}
@@ -177,7 +180,7 @@ while taken < limit do
   taken = taken + 1
 end
 for i = 1, served do
-  local from = ARGV[8 + i]
+  local from = ARGV[9 + i]
   local source = source_of(from)
   while taken < limit do
     local id = pop(KEYS[7 + 3 * i], KEYS[8 + 3 * i])
