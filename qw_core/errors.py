@@ -29,6 +29,14 @@ class InvalidJob(QwError, ValueError):
     """Job data that cannot be queued: not JSON, too large, or using a reserved field."""
 
 
+class PermanentFailure(QwError):
+    """A job failed in a way that running it again cannot mend (a task its router does
+    not have, a call that does not fit the function, a result that is not JSON): the
+    built-in retry plugin never retries it, whatever ``--max-retries`` says, so the job
+    goes to the failed registry at once, to be requeued once the code is fixed. A
+    target may raise a subclass of its own for failures of that kind."""
+
+
 class JobTooLarge(InvalidJob):
     """Job data whose encoded size exceeds the broker's configured limit.
 
@@ -71,7 +79,7 @@ class TargetNotRun(QwError):
     with this, never counts as succeeded."""
 
 
-class InvalidResult(QwError, TypeError):
+class InvalidResult(PermanentFailure, TypeError):
     """A target returned a value that is not JSON: the job fails (nothing is kept)."""
 
 
@@ -79,13 +87,13 @@ class NoResult(QwError, LookupError):
     """A job's result was asked for and there is none (yet, any more, or at all)."""
 
 
-class InvalidTaskCall(InvalidJob, TypeError):
+class InvalidTaskCall(InvalidJob, PermanentFailure, TypeError):
     """A call of a task function that cannot be queued or run: arguments that do not fit
     the function's signature or are not JSON (refused by ``enqueue``, before anything is
     queued), or job data that is not a task call (the job fails with this)."""
 
 
-class UnknownTask(QwError, LookupError):
+class UnknownTask(PermanentFailure, LookupError):
     """A job names a task its worker's router does not have (the job fails with this)."""
 
 

@@ -12,7 +12,9 @@ a manager nobody configured behaves as before: fail and keep.
 
 A target may also ask for a retry by raising :class:`qw_core.Retry` (optionally with a
 ``delay`` in seconds, else the back-off applies). Such a request is honoured whatever the
-exception lists say, but counts against ``max_retries`` like any other retry.
+exception lists say, but counts against ``max_retries`` like any other retry. A
+:class:`~qw_core.errors.PermanentFailure` (an unknown task, a call that does not fit its
+function, a result that is not JSON) is never retried: another run would fail the same.
 
 Blocking it by name (``qw.builtin.retries``) turns retries off altogether.
 """
@@ -23,7 +25,7 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from qw_core.errors import ConfigurationError, Retry
+from qw_core.errors import ConfigurationError, PermanentFailure, Retry
 from qw_core.models import Decision, Failure, Job, WorkerInfo
 from qw_core.plugins import hookimpl
 from qw_core.policy import RETRY_META_KEY, RetryPolicy
@@ -69,6 +71,8 @@ class RetryPlugin:
     ) -> Decision | None:
         policy = self.policy_for(job)
         requested = isinstance(exc, Retry)
+        if isinstance(exc, PermanentFailure) and not requested:
+            return None
         if job.attempts >= policy.max_retries or not (requested or policy.retries(exc)):
             return None
         retry = job.attempts + 1

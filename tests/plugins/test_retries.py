@@ -14,11 +14,15 @@ from qw_core import (
     ConfigurationError,
     Decision,
     Failure,
+    InvalidResult,
+    InvalidTaskCall,
     Job,
     Outcome,
+    PermanentFailure,
     PluginConfig,
     Retry,
     RetryPolicy,
+    UnknownTask,
     WorkerInfo,
     hookimpl,
     make_plugin_manager,
@@ -105,6 +109,33 @@ def test_non_retryable_exceptions_fail_at_once(
     broker: MemoryBroker, policy: dict[str, Any], exc: Exception
 ) -> None:
     assert run_one(broker, failing(1, exc), config(max_retries=5, **policy)) == [F]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        UnknownTask("no task named 'x'"),
+        InvalidTaskCall("missing a required argument"),
+        InvalidResult("a set is not JSON"),
+    ],
+)
+def test_a_permanent_failure_is_never_retried(broker: MemoryBroker, exc: PermanentFailure) -> None:
+    target = failing(1, exc)
+    assert run_one(broker, target, config(max_retries=5)) == [F]
+    assert target.attempts == [1]
+    [failed] = broker.failed_jobs()
+    assert failed.job.attempts == 1
+
+
+def test_a_permanent_failure_of_a_targets_own_is_not_retried_but_a_retry_request_is(
+    broker: MemoryBroker,
+) -> None:
+    class PaymentDeclined(PermanentFailure):
+        pass
+
+    assert run_one(broker, failing(1, PaymentDeclined("card expired")), config(max_retries=5)) == [F]
+    target = failing(1, Retry(delay=0))
+    assert run_one(broker, target, config(max_retries=5)) == [R, S]
 
 
 def test_retry_on_matches_subclasses_by_name(broker: MemoryBroker) -> None:
