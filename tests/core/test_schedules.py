@@ -112,20 +112,26 @@ def test_due_ticks_run_the_latest_or_a_bounded_catch_up() -> None:
         ("America/New_York", (2024, 3, 10), "2024-03-10T03:00:00-04:00", (2024, 3, 10, 7, 0)),
     ],
 )
+@pytest.mark.parametrize("cron", ["30 2 * * *", "0 30 2 * * *"])  # with seconds too
 def test_a_daily_time_the_clocks_skip_runs_once_at_the_jump(
-    zone: str, day: tuple[int, int, int], skipped_local: str, jump_utc: tuple[int, ...]
+    zone: str, day: tuple[int, int, int], skipped_local: str, jump_utc: tuple[int, ...], cron: str
 ) -> None:
-    times = CronTimes("30 2 * * *", zone)
+    times = CronTimes(cron, zone)
     found = ticks_between(times, at(*day, 0, 0, zone=zone) - 86400, at(*day, 23, 59, zone=zone) + 86400)
     assert [local(t, zone) for t in found][1] == skipped_local
     assert found[1] == at(*jump_utc)
     assert len(found) == 3  # the day before, that day once, the day after
 
 
-@pytest.mark.parametrize(("zone", "day"), [("Europe/Paris", (2024, 10, 27)), ("America/New_York", (2024, 11, 3))])
-def test_a_daily_time_the_clocks_pass_twice_runs_once_the_first_time(zone: str, day: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize(
+    ("zone", "day"), [("Europe/Paris", (2024, 10, 27)), ("America/New_York", (2024, 11, 3))]
+)
+@pytest.mark.parametrize("seconds", ["", "0 "])  # without and with a seconds field
+def test_a_daily_time_the_clocks_pass_twice_runs_once_the_first_time(
+    zone: str, day: tuple[int, int, int], seconds: str
+) -> None:
     hour = 2 if zone == "Europe/Paris" else 1  # the repeated hour
-    times = CronTimes(f"30 {hour} * * *", zone)
+    times = CronTimes(f"{seconds}30 {hour} * * *", zone)
     found = ticks_between(times, at(*day, 0, 0, zone=zone), at(*day, 23, 59, zone=zone))
     assert found == [at(*day, hour, 30, zone=zone, fold=0)]
     # Asked from inside the second pass, the latest tick is still the first one.
@@ -160,7 +166,9 @@ def test_a_task_declares_its_schedule() -> None:
     @router.task
     def send(to: str, *, loud: bool = False) -> None: ...
 
-    weekly = router.schedule(send, "0 9 * * MON", args=["ops"], kwargs={"loud": True}, timezone="Europe/Paris")
+    weekly = router.schedule(
+        send, "0 9 * * MON", args=["ops"], kwargs={"loud": True}, timezone="Europe/Paris"
+    )
     nightly_schedule, weekly_schedule = router.qw_schedules
     assert nightly_schedule.id == nightly.name
     assert nightly_schedule.queue == "reports"
