@@ -9,7 +9,6 @@ import datetime
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -278,9 +277,9 @@ def test_an_id_twice_in_one_manager_is_refused() -> None:
 
 
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Any]:
+def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     monkeypatch.setenv("QWTEST_RECORD_DIR", str(tmp_path))
-    yield tmp_path
+    return tmp_path
 
 
 @pytest.mark.slow
