@@ -12,11 +12,12 @@ from collections import Counter
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 from qwtest_wait import wait_for
 
 from qw_core.broker import Broker
-from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
 from qw_core.manager import Manager
 from qw_core.memory import MemoryBroker
 from qw_core.models import Job, TickResult
@@ -307,3 +308,14 @@ def test_a_manager_runs_its_routers_schedule(recorded: Any) -> None:
         assert manager.join(30)
     assert found[0]["tick"] < found[1]["tick"]
     assert {row["schedule"] for row in found} == {"qwtest_targets.periodic:every_second"}
+
+
+def test_a_manager_with_schedules_needs_a_backend_that_keeps_them() -> None:
+    class NoSchedules(MemoryBroker):
+        capabilities = attrs.evolve(MemoryBroker.capabilities, schedules=False)
+
+    with pytest.raises(ConfigurationError, match="does not keep periodic jobs"):
+        Manager("qwtest_targets:noop", NoSchedules(), num_workers=1, schedules=[Schedule("* * * * *")])
+    assert NoSchedules().schedules() == []  # the listing's default: nothing
+    with pytest.raises(QwError, match="does not keep periodic jobs"):
+        Broker.now(NoSchedules())  # the default of a backend that does not keep them
