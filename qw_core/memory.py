@@ -838,9 +838,9 @@ class MemoryBroker(Broker):
     def enqueue_tick(self, schedule_id: str, tick: float, job: Job, *, manager: str) -> TickResult:
         """See :meth:`Broker.enqueue_tick`: checked, recorded and queued under one lock."""
         self.check_name(manager)
-        if job.worker is not None:
+        if job.worker is not None or job.manager is not None:
             raise InvalidJob(
-                f"job {job.id} of a tick names worker {job.worker}: a tick's job goes to a queue"
+                f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
             )
         text = self._encode(job)  # refused before anything is written
         state = self._state
@@ -851,7 +851,7 @@ class MemoryBroker(Broker):
             recorded = TickState(tick=float(tick), manager=manager, at=self.now(), job_id=job.id)
             if job.id not in state.jobs:
                 state.jobs[job.id] = text
-                state.queues[job.manager if job.manager is not None else _named(job.queue)].append(job.id)
+                state.queues[_named(job.queue)].append(job.id)
                 state.cond.notify_all()
             state.schedules.ticks[schedule_id] = recorded
             return TickResult(enqueued=True, last=recorded)
