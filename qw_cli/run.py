@@ -29,6 +29,7 @@ from qw_cli.options import (
     retry_options,
     split_plugin_names,
 )
+from qw_cli.schedules import load_schedules, parse_schedule
 from qw_core.backends import load_backend, open_broker
 from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, MAX_CONCURRENCY
 from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
@@ -42,6 +43,7 @@ from qw_core.worker import DEFAULT_PREFETCH
 if TYPE_CHECKING:
     from qw_core.broker import Broker
     from qw_core.models import JSON
+    from qw_core.schedules import Schedule
 
 #: The plugin module ``--metrics-port`` loads.
 METRICS_PLUGIN = "qw_core.contrib.prometheus"
@@ -196,6 +198,24 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
     "[default: a free port]",
 )
 @click.option(
+    "--schedule",
+    "schedule_texts",
+    multiple=True,
+    metavar="CRON[=JSON]",
+    help="Queue a job with this data (JSON; default {}) at each tick of the cron expression, in UTC "
+    "(repeatable; 5 fields, or 6 with seconds first). Every manager given the same schedule may run "
+    "it: each tick is queued once. A file (--schedules) takes ids, zones and queues.",
+)
+@click.option(
+    "--schedules",
+    "schedules_file",
+    envvar="QW_SCHEDULES",
+    show_envvar=True,
+    metavar="FILE",
+    help='Periodic jobs from a JSON file: a list of {"cron": ..., "id": ..., "data": ..., "queue": ..., '
+    '"timezone": ..., "missed": "latest"|"all", "catch_up": N}.',
+)
+@click.option(
     "--sample-jobs",
     type=click.IntRange(min=0),
     default=0,
@@ -233,6 +253,8 @@ def run(
     embedded: bool,
     port: int | None,
     sample_jobs: int,
+    schedule_texts: tuple[str, ...],
+    schedules_file: str | None,
     target: str,
 ) -> None:
     """Run a manager whose workers call TARGET(job_id, job_data) for each job.
@@ -247,6 +269,7 @@ def run(
       qw run -w 4 --url redis://redis.internal:6379/0 myapp.jobs:handle
       qw run --queue emails --queue default myapp.jobs:handle
       qw run --max-retries 5 --retry-backoff 2s --metrics-port 9100 myapp.jobs:handle
+      qw run --schedule '0 3 * * *={"report": "nightly"}' myapp.jobs:handle
     """
     ctx = click.get_current_context()
     retry = RetryPolicy(
@@ -258,6 +281,9 @@ def run(
         never_retry_on=no_retry_on,
     )
     config = plugin_config(plugins, plugin_options, metrics_port, retry)
+    schedules = [parse_schedule(text) for text in schedule_texts]
+    if schedules_file is not None:
+        schedules += load_schedules(schedules_file)
     configure_logging(level)
     with contextlib.ExitStack() as stack:
         if port is not None and not embedded:
@@ -282,6 +308,7 @@ def run(
             prefetch=prefetch,
             grace=grace,
             sample_jobs=sample_jobs,
+            schedules=schedules,
             failed_limits=FailedLimits(max_count=failed_max, max_age=failed_max_age),
             reliability=Reliability(
                 job_timeout=job_timeout,
@@ -354,6 +381,7 @@ def run_manager(
     sample_jobs: int = 0,
     failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     reliability: Reliability | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> int:
     """Build the manager on ``broker``, queue the sample jobs, run until stopped.
 
@@ -377,6 +405,7 @@ def run_manager(
             prefetch=prefetch,
             grace=grace,
             failed_limits=failed_limits,
+            schedules=schedules,
             **attrs.asdict(reliability or Reliability()),
         )
         if sample_jobs:

@@ -47,11 +47,15 @@ if TYPE_CHECKING:
         Job,
         ManagerInfo,
         Outcome,
+        ScheduleInfo,
+        TickResult,
+        TickState,
         WorkerInfo,
     )
     from qw_core.plugins import PluginConfig, hookimpl, make_plugin_manager
     from qw_core.policy import FailedLimits, RetryPolicy
     from qw_core.results import JobResult
+    from qw_core.schedules import Schedule
     from qw_core.tasks import Router, Task, TaskHandle
 
 #: Each public name and the module it comes from: imported on first use (PEP 562), so
@@ -96,6 +100,8 @@ _EXPORTS = {
     "Retry": "qw_core.errors",
     "RetryPolicy": "qw_core.policy",
     "Router": "qw_core.tasks",
+    "Schedule": "qw_core.schedules",
+    "ScheduleInfo": "qw_core.models",
     "TargetAttributeNotFound": "qw_core.errors",
     "TargetError": "qw_core.errors",
     "TargetModuleNotFound": "qw_core.errors",
@@ -103,6 +109,8 @@ _EXPORTS = {
     "TargetNotRun": "qw_core.errors",
     "Task": "qw_core.tasks",
     "TaskHandle": "qw_core.tasks",
+    "TickResult": "qw_core.models",
+    "TickState": "qw_core.models",
     "UnknownTask": "qw_core.errors",
     "WorkerInfo": "qw_core.models",
     "WorkerRunning": "qw_core.errors",
@@ -147,6 +155,8 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "Router",
+    "Schedule",
+    "ScheduleInfo",
     "TargetAttributeNotFound",
     "TargetError",
     "TargetModuleNotFound",
@@ -154,6 +164,8 @@ __all__ = [
     "TargetNotRun",
     "Task",
     "TaskHandle",
+    "TickResult",
+    "TickState",
     "UnknownTask",
     "WorkerInfo",
     "WorkerRunning",

@@ -70,6 +70,8 @@ from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
 from qw_core.results import DEFAULT_RESULT_TTL, check_ttl
+from qw_core.scheduler import Scheduler, check_schedules
+from qw_core.schedules import Schedule
 from qw_core.status import Busy, JobStatus, Running, id_digest
 from qw_core.targets import TargetLoader
 from qw_core.worker import DEFAULT_PREFETCH
@@ -196,6 +198,10 @@ class Manager:
         strict priority order (``"default"`` is the shared queue); none: the shared queue.
     :param result_ttl: seconds the broker keeps what a target returned, or that its job
         succeeded when it returned ``None`` (``0``: nothing); see :mod:`qw_core.results`.
+    :param schedules: periodic jobs this manager enqueues (:class:`~qw_core.schedules.Schedule`),
+        besides those the target declares (a :class:`~qw_core.Router`'s, as its
+        ``qw_schedules``); see :mod:`qw_core.scheduler`. Needs a broker whose
+        ``capabilities.schedules`` is true.
     """
 
     def __init__(
@@ -220,6 +226,7 @@ class Manager:
         concurrency: int | None = None,
         queues: Sequence[str] | None = None,
         result_ttl: float = DEFAULT_RESULT_TTL,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
@@ -241,6 +248,7 @@ class Manager:
         # A name given is checked here; the name to run under is claimed by claim_name().
         self._wanted_name = None if name is None else check_manager_name(self._broker, name)
         self.queues = check_queues(self._broker, queues)
+        self.schedules = self._checked_schedules([*schedules, *getattr(loaded, "qw_schedules", ())])
         self.name = self._wanted_name or default_manager_name(self._broker)
         self.num_workers = num_workers
         self.grace = grace
@@ -269,6 +277,7 @@ class Manager:
         self._claimed = False
         self._spawned = 0
         self._live: Liveness | None = None
+        self._scheduler: Scheduler | None = None
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._stop_requested = threading.Event()
         self._cold = threading.Event()
@@ -278,6 +287,17 @@ class Manager:
         self._settle_at = 0.0  # when to retry settling them
         self._settle_backoff = Backoff(first=0.1, cap=1.0)
         self.error: str | None = None
+
+    def _checked_schedules(self, schedules: Sequence[Schedule]) -> tuple[Schedule, ...]:
+        """``schedules``, each id once, their queues' names checked, on a broker that keeps them."""
+        checked = check_schedules(schedules)
+        if checked and not self._broker.capabilities.schedules:
+            raise ConfigurationError(
+                f"this manager has {len(checked)} schedule(s), but the {self._broker.describe()} backend "
+                "does not keep periodic jobs: use one that does, such as redis"
+            )
+        check_queues(self._broker, sorted({s.queue for s in checked if s.queue is not None}))
+        return checked
 
     # -- public API (the original's start/stop/join, plus run) -----------------------
 
@@ -339,6 +359,15 @@ class Manager:
                     slot.process.join()
             raise
         self._live.start()
+        if self.schedules:
+            self._scheduler = Scheduler(
+                self._broker.factory(),
+                manager=self.name,
+                schedules=self.schedules,
+                heartbeat=self._liveness.heartbeat,
+                ttl=self._liveness.ttl,
+            )
+            self._scheduler.start()
         settle.notify(self._pm.hook.qw_manager_started, manager=self.info)
         self._thread = threading.Thread(target=self._supervise, name=f"qw-manager-{self.name}", daemon=True)
         self._thread.start()
@@ -732,6 +761,8 @@ class Manager:
 
     def _shutdown(self) -> None:
         try:
+            if self._scheduler is not None:
+                self._scheduler.stop()  # a stopping manager enqueues no more ticks
             settle.notify(self._pm.hook.qw_manager_stopping, manager=self.info)
             for slot in self._slots:  # died just before the stop: settled as any crash
                 if slot.process is not None and slot.process.exitcode is not None:

@@ -28,12 +28,12 @@ import json
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
 from qw_core.broker import Broker, Reaped, check_delay, check_listed, check_page
-from qw_core.errors import ConfigurationError, InvalidName, JobCrashed, WorkerRunning
+from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed, WorkerRunning
 from qw_core.memory_rpc import (
     CAPABILITIES,
     MemoryFactory,
@@ -44,7 +44,18 @@ from qw_core.memory_rpc import (
     job_from_dict,
     job_to_dict,
 )
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, queue_label
+from qw_core.memory_schedules import ScheduleBook
+from qw_core.models import (
+    DEFAULT_QUEUE,
+    FailedJob,
+    Failure,
+    Job,
+    JobState,
+    State,
+    TickResult,
+    TickState,
+    queue_label,
+)
 from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import FINISHED_CAP, JobResult, check_ttl, decode_value
@@ -133,6 +144,7 @@ class _State:
         self.results: dict[str, tuple[str, float, str, float]] = {}  # id -> (value, at, worker, expiry)
         self.finished: dict[str, tuple[float, float]] = {}  # id -> (at, expiry), oldest first
         self.running: dict[str, tuple[dict[str, float], float]] = {}  # worker -> (job -> since, expiry)
+        self.schedules = ScheduleBook()  # declared schedules and their last ticks
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -150,8 +162,13 @@ class MemoryBroker(Broker):
 
     capabilities = CAPABILITIES
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        """:param clock: the backend's wall clock, which :meth:`now` reads and schedules
+        tick by (seconds since the epoch); default :func:`time.time`. A test gives
+        one to move time (across a change of daylight saving time, say) without waiting.
+        """
         self._state = _State()
+        self._clock = clock or time.time
 
     # -- producing -------------------------------------------------------------------
 
@@ -842,6 +859,51 @@ class MemoryBroker(Broker):
         if url not in (None, "memory://"):
             raise ConfigurationError(f"the memory backend takes no URL but 'memory://', not {url!r}")
         return cls()
+
+    # -- periodic jobs ------------------------------------------------------------------
+
+    def now(self) -> float:
+        """See :meth:`Broker.now`: the broker's clock (``clock``, or this host's)."""
+        return float(self._clock())
+
+    def enqueue_tick(self, schedule_id: str, tick: float, job: Job, *, manager: str) -> TickResult:
+        """See :meth:`Broker.enqueue_tick`: checked, recorded and queued under one lock."""
+        self.check_name(manager)
+        if job.worker is not None or job.manager is not None:
+            raise InvalidJob(
+                f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
+            )
+        text = self._encode(job)  # refused before anything is written
+        state = self._state
+        with state.cond:
+            last = state.schedules.newer(schedule_id, tick)
+            if last is not None:
+                return TickResult(enqueued=False, last=last)
+            recorded = TickState(tick=float(tick), manager=manager, at=self.now(), job_id=job.id)
+            if job.id not in state.jobs:
+                state.jobs[job.id] = text
+                state.queues[_named(job.queue)].append(job.id)
+                state.cond.notify_all()
+            state.schedules.ticks[schedule_id] = recorded
+            return TickResult(enqueued=True, last=recorded)
+
+    def declare_schedules(
+        self, *, manager: str, declarations: Mapping[str, str], ttl: float
+    ) -> dict[str, TickState | None]:
+        """See :meth:`Broker.declare_schedules`."""
+        self.check_name(manager)
+        with self._state.cond:
+            return self._state.schedules.declare(manager, declarations, ttl)
+
+    def schedule_declarations(self) -> dict[str, dict[str, str]]:
+        """See :meth:`Broker.schedule_declarations`."""
+        with self._state.cond:
+            return self._state.schedules.live()
+
+    def tick_states(self, schedule_ids: Sequence[str]) -> dict[str, TickState]:
+        """See :meth:`Broker.tick_states`."""
+        with self._state.cond:
+            return self._state.schedules.states(schedule_ids)
 
     def factory(self) -> MemoryFactory:
         """Opens clients of this broker in any process; the first call starts the server."""

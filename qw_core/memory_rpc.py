@@ -36,12 +36,12 @@ import attrs
 from qw_core import errors
 from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, TickResult, TickState
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
-CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False)
+CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False, schedules=True)
 
 # -- encoding ---------------------------------------------------------------------------
 
@@ -227,7 +227,21 @@ _HANDLERS: dict[str, _Handler] = {
     "check_name": lambda b, kw: b.check_name(**kw),
     "stray_queues": lambda b, kw: b.stray_queues(),
     "move_queued": lambda b, kw: b.move_queued(**kw),
+    "now": lambda b, kw: b.now(),
+    "enqueue_tick": lambda b, kw: _tick_result_to_dict(
+        b.enqueue_tick(kw["schedule_id"], kw["tick"], job_from_dict(kw["job"]), manager=kw["manager"])
+    ),
+    "declare_schedules": lambda b, kw: {
+        i: None if found is None else attrs.asdict(found) for i, found in b.declare_schedules(**kw).items()
+    },
+    "schedule_declarations": lambda b, kw: b.schedule_declarations(),
+    "tick_states": lambda b, kw: {i: attrs.asdict(found) for i, found in b.tick_states(**kw).items()},
 }
+
+
+def _tick_result_to_dict(result: TickResult) -> dict[str, Any]:
+    return {"enqueued": result.enqueued, "last": attrs.asdict(result.last)}
+
 
 #: The errors a client raises again by name; anything else arrives as BackendError.
 _ERRORS: dict[str, type[QwError]] = {
@@ -500,6 +514,34 @@ class MemoryClient(Broker):
     def deregister_worker(self, *, manager: str, worker: str) -> None:
         """See :meth:`Broker.deregister_worker`."""
         self._call("deregister_worker", manager=manager, worker=worker)
+
+    def now(self) -> float:
+        """See :meth:`Broker.now`: the server's clock."""
+        return float(self._call("now"))
+
+    def enqueue_tick(self, schedule_id: str, tick: float, job: Job, *, manager: str) -> TickResult:
+        """See :meth:`Broker.enqueue_tick`."""
+        raw = self._call(
+            "enqueue_tick", schedule_id=schedule_id, tick=tick, job=job_to_dict(job), manager=manager
+        )
+        return TickResult(enqueued=bool(raw["enqueued"]), last=TickState(**raw["last"]))
+
+    def declare_schedules(
+        self, *, manager: str, declarations: Mapping[str, str], ttl: float
+    ) -> dict[str, TickState | None]:
+        """See :meth:`Broker.declare_schedules`."""
+        raw = self._call("declare_schedules", manager=manager, declarations=dict(declarations), ttl=ttl)
+        return {str(i): None if found is None else TickState(**found) for i, found in raw.items()}
+
+    def schedule_declarations(self) -> dict[str, dict[str, str]]:
+        """See :meth:`Broker.schedule_declarations`."""
+        raw = self._call("schedule_declarations")
+        return {str(m): {str(i): str(text) for i, text in found.items()} for m, found in raw.items()}
+
+    def tick_states(self, schedule_ids: Sequence[str]) -> dict[str, TickState]:
+        """See :meth:`Broker.tick_states`."""
+        raw = self._call("tick_states", schedule_ids=list(schedule_ids))
+        return {str(i): TickState(**found) for i, found in raw.items()}
 
     def managers(self) -> list[str]:
         """See :meth:`Broker.managers`."""

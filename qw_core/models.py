@@ -286,3 +286,69 @@ def queue_label(job: Job) -> str:
     if job.manager is not None:
         return f"manager:{job.manager}"
     return job.queue or DEFAULT_QUEUE
+
+
+# -- periodic jobs -------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TickState:
+    """The last tick of a schedule that was enqueued, as the backend records it.
+
+    :param tick: the tick (seconds since the epoch).
+    :param manager: the manager that enqueued it.
+    :param at: when it was enqueued (seconds since the epoch, the backend's clock).
+    :param job_id: the id of its job.
+    """
+
+    tick: float
+    manager: str
+    at: float
+    job_id: str
+
+
+@attrs.frozen(kw_only=True)
+class TickResult:
+    """What :meth:`Broker.enqueue_tick <qw_core.broker.Broker.enqueue_tick>` did.
+
+    :param enqueued: this call recorded the tick and queued its job; ``False``: the tick
+        was not newer than the schedule's last (enqueued already, by this call's first try
+        or by another manager, or an older tick), and nothing was written.
+    :param last: the schedule's last tick after the call.
+    """
+
+    enqueued: bool
+    last: TickState
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleInfo:
+    """A schedule that a running manager declares, as ``qw schedules`` lists it
+    (:meth:`Broker.schedules <qw_core.broker.Broker.schedules>`).
+
+    :param id: the schedule's id.
+    :param cron: its cron expression.
+    :param timezone: the zone the expression reads in.
+    :param queue: the named queue its jobs go to (``None``: the shared queue).
+    :param next_run: its next tick (seconds since the epoch) after the backend's time now,
+        ``None`` if it has none.
+    :param last_run: its last tick that was enqueued, ``None`` if none was.
+    :param last_manager: the manager that enqueued that tick.
+    :param missed: what it does with missed ticks (``"latest"`` or ``"all"``).
+    :param catch_up: the most missed ticks ``"all"`` enqueues.
+    :param declared_by: the running managers that declare it so, sorted.
+    :param conflict: other running managers declare the same id differently (each is
+        then listed once per way it is declared).
+    """
+
+    id: str
+    cron: str
+    timezone: str
+    queue: str | None
+    next_run: float | None
+    last_run: float | None
+    last_manager: str | None
+    missed: str = "latest"
+    catch_up: int = 1
+    declared_by: tuple[str, ...] = ()
+    conflict: bool = False

@@ -58,7 +58,7 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 
@@ -74,6 +74,7 @@ from qw_core.errors import (
     UnknownTask,
 )
 from qw_core.models import JSON, Job
+from qw_core.schedules import DEFAULT_CATCH_UP, Missed, Schedule
 from qw_core.taskcalls import RetrySetting, TaskOptions, parse_task_call, task_call, why_not_json
 
 P = ParamSpec("P")
@@ -294,6 +295,7 @@ class Router:
 
     def __init__(self, broker: BrokerSetting | None = None) -> None:
         self._tasks: dict[str, Task[..., Any]] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._broker = broker
         self._opened = threading.local()
         self._lock = threading.Lock()
@@ -320,6 +322,7 @@ class Router:
         delay: float | None = None,
         retry: RetrySetting | None = None,
         timeout: float | None = None,
+        schedule: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -332,6 +335,7 @@ class Router:
         delay: float | None = None,
         retry: RetrySetting | None = None,
         timeout: float | None = None,
+        schedule: str | None = None,
     ) -> Any:
         """Register a function (plain or ``async def``) as a task: ``@router.task``, or
         ``@router.task(name=..., queue=..., delay=..., retry=..., timeout=...)``.
@@ -342,6 +346,9 @@ class Router:
         :param retry: the most retries, or :class:`~qw_core.RetryPolicy` fields
             (``{"max_retries": 5, "backoff": 10}``), over the manager's policy.
         :param timeout: seconds a run may take before it fails as timed out.
+        :param schedule: a cron expression: every manager running this router calls the
+            task (with no arguments) at each of its ticks, in UTC, each tick once (the
+            schedule's id is the task's name). :meth:`schedule` takes arguments and a zone.
         :raises DuplicateTask: the router has a task of that name already.
         :raises ConfigurationError: a setting is not valid, or the function has no
             lasting name (give one).
@@ -349,7 +356,10 @@ class Router:
         options = TaskOptions.checked(queue=queue, delay=delay, retry=retry, timeout=timeout)
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
-            return self._register(fn, name, options)
+            task = self._register(fn, name, options)
+            if schedule is not None:
+                self.schedule(task, schedule)
+            return task
 
         return register if fn is None else register(fn)
 
@@ -376,6 +386,57 @@ class Router:
     def tasks(self) -> Mapping[str, Task[..., Any]]:
         """The tasks by name (read-only)."""
         return MappingProxyType(self._tasks)
+
+    # -- periodic calls --------------------------------------------------------------
+
+    def schedule(
+        self,
+        task: Task[..., Any],
+        cron: str,
+        *,
+        args: Sequence[JSON] = (),
+        kwargs: Mapping[str, JSON] | None = None,
+        id: str | None = None,
+        timezone: str = "UTC",
+        missed: Missed = "latest",
+        catch_up: int = DEFAULT_CATCH_UP,
+    ) -> Schedule:
+        """Call ``task`` with these arguments at each tick of ``cron``, from every manager
+        that runs this router (``qw run myapp.tasks:router``), each tick once.
+
+        The call is checked as :meth:`Task.enqueue` checks one; it goes to the task's
+        queue with its retry and timeout settings. See :class:`~qw_core.schedules.Schedule`.
+
+        :param id: the schedule's id; default the task's name (give one to schedule a
+            task twice).
+        :raises InvalidTaskCall: the arguments do not fit the task.
+        :raises ConfigurationError: a bad expression or setting, or an id in use here.
+        """
+        if task.router is not self:
+            raise ConfigurationError(f"task {task.name} is not registered on this router")
+        job = task.job(*args, **dict(kwargs or {}))
+        found = Schedule(
+            cron,
+            data=job.data,
+            id=task.name if id is None else id,
+            queue=job.queue,
+            timezone=timezone,
+            missed=missed,
+            catch_up=catch_up,
+            meta=job.meta,
+        )
+        with self._lock:
+            if found.id in self._schedules:
+                raise ConfigurationError(
+                    f"schedule id {found.id!r} is in use on this router: give router.schedule(..., id=...)"
+                )
+            self._schedules[found.id] = found
+        return found
+
+    @property
+    def qw_schedules(self) -> tuple[Schedule, ...]:
+        """The router's schedules: a manager running the router enqueues their ticks."""
+        return tuple(self._schedules.values())
 
     # -- queueing --------------------------------------------------------------------
 

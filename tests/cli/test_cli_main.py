@@ -28,6 +28,7 @@ def test_every_command_is_there() -> None:
         "plugins",
         "result",
         "run",
+        "schedules",
         "status",
         "workers",
     ]

@@ -29,6 +29,7 @@ from qw_core.broker import Broker
 from qw_core.testing.contract.data import DataContract
 from qw_core.testing.contract.listing import ListingContract
 from qw_core.testing.contract.liveness import LivenessContract
+from qw_core.testing.contract.periodic import PeriodicContract
 from qw_core.testing.contract.queues import QueuesContract
 from qw_core.testing.contract.results import ResultsContract, StatusContract
 from qw_core.testing.contract.scheduling import SchedulingContract
@@ -50,6 +51,7 @@ class BrokerContract(
     LivenessContract,
     StrayContract,
     ListingContract,
+    PeriodicContract,
 ):
     """The contract of :class:`~qw_core.broker.Broker`, run against the ``broker`` fixture."""
 

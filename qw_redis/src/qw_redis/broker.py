@@ -77,10 +77,20 @@ from qw_core.errors import (
     QwError,
     WorkerRunning,
 )
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, queue_label
+from qw_core.models import (
+    DEFAULT_QUEUE,
+    FailedJob,
+    Failure,
+    Job,
+    JobState,
+    State,
+    TickResult,
+    TickState,
+    queue_label,
+)
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
-from qw_redis import codec, connection, keys, sentinel
+from qw_redis import codec, connection, keys, sentinel, ticks
 from qw_redis.connection import DEFAULT_URL, RedisOptions
 from qw_redis.scripts import FailedEntry, Scripts, Taken, handed_off
 
@@ -190,6 +200,7 @@ _OWN_KEY_TYPES = (
     (keys.FAILED, "zset"),
     (keys.RECOVERIES, "hash"),
     (keys.QUEUES, "set"),
+    (keys.SCHEDULERS, "set"),
 )
 
 
@@ -263,7 +274,7 @@ class RedisBroker(Broker):
         :meth:`factory`; otherwise both are derived from the client's settings).
     """
 
-    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True)
+    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, schedules=True)
 
     def __init__(
         self, client: redis.Redis, options: RedisOptions | None = None, *, url: str | None = None
@@ -942,6 +953,41 @@ class RedisBroker(Broker):
     @_translated
     def register_manager(self, name: str) -> None:
         self._client.sadd(keys.ALL_MANAGERS, self.check_name(name))
+
+    # -- periodic jobs (qw_redis.ticks) ---------------------------------------------------------
+
+    @_translated
+    def now(self) -> float:
+        """See :meth:`Broker.now`: Redis's ``TIME``."""
+        return ticks.server_time(self._client)
+
+    @_translated
+    def enqueue_tick(self, schedule_id: str, tick: float, job: Job, *, manager: str) -> TickResult:
+        """See :meth:`Broker.enqueue_tick`: one ``tick.lua`` call."""
+        self._check_cached(manager)
+        if job.queue is not None and job.queue != DEFAULT_QUEUE:
+            self._check_cached(job.queue)
+        return ticks.enqueue_tick(
+            self._scripts, schedule_id, tick, job, manager=manager, max_size=self._options.max_job_size
+        )
+
+    @_translated
+    def declare_schedules(
+        self, *, manager: str, declarations: Mapping[str, str], ttl: float
+    ) -> dict[str, TickState | None]:
+        """See :meth:`Broker.declare_schedules`: one ``declare.lua`` call."""
+        self._check_cached(manager)
+        return ticks.declare(self._scripts, manager=manager, declarations=declarations, ttl=ttl)
+
+    @_translated
+    def schedule_declarations(self) -> dict[str, dict[str, str]]:
+        """See :meth:`Broker.schedule_declarations`."""
+        return ticks.declarations(self._client)
+
+    @_translated
+    def tick_states(self, schedule_ids: Sequence[str]) -> dict[str, TickState]:
+        """See :meth:`Broker.tick_states`."""
+        return ticks.states(self._client, schedule_ids)
 
     @_translated
     def deregister_manager(self, name: str) -> None:

@@ -98,6 +98,16 @@ is never ``qw`` and never contains ``:``):
                                producer (a broker object), expiring after 10 minutes:
                                a call re-sent after a lost reply is recognised and
                                changes nothing
+``qw:tick:<id>``       hash    the last enqueued tick of schedule ``<id>``: ``tick``
+                               (seconds since the epoch), ``manager`` (who enqueued it),
+                               ``at`` (server time it was enqueued), ``job`` (its job's
+                               id); written with the job by ``tick.lua``, expiring (PX)
+                               a week after the last manager declaring it
+``qw:declared:<m>``    hash    schedule id → declaration (JSON: cron, zone, queue...)
+                               of the schedules manager ``<m>`` runs, rewritten every
+                               heartbeat interval and expiring (PX) with a heartbeat TTL
+``qw:schedulers``      set     managers that declared schedules: where ``qw schedules``
+                               looks (members whose declarations lapsed are dropped)
 =====================  ======  ==========================================================
 
 Names: manager and worker names become part of keys, so :func:`check_name` refuses the
@@ -153,6 +163,10 @@ _RESULT_PREFIX = _QW + "result:"
 _RUNNING_PREFIX = _QW + "running:"
 _DONE_PREFIX = _QW + "done:"
 _PRODUCER_PREFIX = _QW + "producer:"
+_TICK_PREFIX = _QW + "tick:"
+_DECLARED_PREFIX = _QW + "declared:"
+#: The managers that declared schedules.
+SCHEDULERS = _QW + "schedulers"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
 #: The reaper lease (the token of the manager whose reaper holds it).
@@ -297,6 +311,16 @@ def producer(token: str) -> str:
     return _PRODUCER_PREFIX + token
 
 
+def tick(schedule_id: str) -> str:
+    """``qw:tick:<id>``: the last enqueued tick of schedule ``<id>``."""
+    return _TICK_PREFIX + schedule_id
+
+
+def declared(manager: str) -> str:
+    """``qw:declared:<m>``: the schedules manager ``<m>`` declares."""
+    return _DECLARED_PREFIX + manager
+
+
 def worker_name(manager: str, pid: int) -> str:
     """A worker's name: ``<manager>.<pid>``, as the original qw named them."""
     return f"{manager}.{pid}"
@@ -367,6 +391,8 @@ local function idle_key(origin)
   return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end
 local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
+local function tick_key(id) return {_lua_string(_TICK_PREFIX)} .. id end
+local function declared_key(name) return {_lua_string(_DECLARED_PREFIX)} .. name end
 local function delayed_key(origin)
   return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end

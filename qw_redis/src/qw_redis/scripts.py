@@ -40,6 +40,9 @@ PROMOTE_BATCH = 1000
 #: Seconds a producer's last call is remembered, to recognise it if the client sends it
 #: again (far longer than redis-py's retries of one command last).
 PRODUCER_TTL = 600
+#: Seconds a schedule's last tick is kept after the last manager declaring it stopped
+#: (a week: a downtime longer than that starts the schedule afresh).
+TICK_TTL = 7 * 86400
 
 
 def _read(name: str) -> str:
@@ -201,6 +204,8 @@ class Scripts:
         self._stray = client.register_script(script_source("stray.lua"))
         self._move = client.register_script(script_source("move.lua"))
         self._sweep_markers = client.register_script(script_source("sweep_markers.lua"))
+        self._tick = client.register_script(script_source("tick.lua"))
+        self._declare = client.register_script(script_source("declare.lua"))
 
     def _call_number(self) -> str:
         return str(next(self._calls))
@@ -547,3 +552,36 @@ class Scripts:
     def sweep_markers(self, marker_keys: Sequence[str]) -> int:
         """Drop those of ``marker_keys`` whose job an original worker finished; how many."""
         return int(self._sweep_markers(keys=list(marker_keys))) if marker_keys else 0
+
+    def tick(
+        self, *, schedule_id: str, tick: float, manager: str, job_id: str, origin: str, stored: Stored
+    ) -> tuple[bool, list[str]]:
+        """Enqueue one tick, once; see ``lua/tick.lua``.
+
+        :return: whether this call enqueued it, and the schedule's last tick after the call
+            (tick, manager, at, job id).
+        """
+        reply: list[Any] = self._tick(
+            keys=[keys.tick(schedule_id), keys.queue_list(origin), keys.wake(origin), keys.QUEUES],
+            args=[
+                repr(float(tick)),
+                manager,
+                job_id,
+                origin,
+                TICK_TTL * 1000,
+                stored.marker,
+                *_pairs_of(stored.fields),
+            ],
+        )
+        return int(reply[0]) == 1, [str(part) for part in reply[1:]]
+
+    def declare(self, *, manager: str, declarations: Mapping[str, str], ttl_ms: int) -> dict[str, list[str]]:
+        """Declare (or, with none, withdraw) ``manager``'s schedules; see ``lua/declare.lua``.
+
+        :return: schedule id → its last tick (tick, manager, at, job id), for those with one.
+        """
+        flat: list[str] = self._declare(
+            keys=[keys.declared(manager), keys.SCHEDULERS],
+            args=[manager, ttl_ms, TICK_TTL * 1000, *_pairs_of(declarations)],
+        )
+        return {str(flat[i]): [str(part) for part in flat[i + 1 : i + 5]] for i in range(0, len(flat), 5)}

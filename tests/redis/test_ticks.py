@@ -1,0 +1,81 @@
+"""Periodic jobs on a real Redis, against an adversary: keys of the wrong type, records
+qw did not write, bad names. Whatever is refused is refused whole: no tick recorded
+without its job, no job without its tick."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from qw_core.errors import InvalidName, QwError
+from qw_core.schedules import Schedule, tick_job_id
+from qw_redis.broker import RedisBroker
+
+pytestmark = pytest.mark.redis
+
+REDIS_DB = 4
+TICK = 1767225600.0
+
+
+def test_a_tick_key_of_the_wrong_type_refuses_and_queues_nothing(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    real_client.set("qw:tick:s", "not a hash")
+    with pytest.raises(QwError, match="qw:tick:s is a string"):
+        real_broker.enqueue_tick("s", TICK, Schedule("* * * * *", id="s").job(TICK), manager="m1")
+    assert real_client.llen("all:jobs") == 0
+    assert not real_client.exists(f"job:{tick_job_id('s', TICK)}", f"qw:job:{tick_job_id('s', TICK)}")
+
+
+def test_a_queue_of_the_wrong_type_refuses_and_records_no_tick(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    real_client.set("qw:queue:reports", "not a list")
+    schedule = Schedule("* * * * *", id="s", queue="reports")
+    with pytest.raises(QwError, match="WRONGTYPE"):
+        real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1")
+    assert not real_client.exists("qw:tick:s")
+    assert real_broker.tick_states(["s"]) == {}
+    real_client.delete("qw:queue:reports")  # mended: the same tick goes through
+    assert real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1").enqueued
+
+
+def test_listing_passes_over_what_qw_did_not_write(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    good = Schedule("0 * * * *", id="good")
+    real_broker.declare_schedules(manager="m1", declarations={"good": good.declaration()}, ttl=30)
+    real_client.hset("qw:declared:m1", "garbage", "{not json")
+    real_client.sadd("qw:schedulers", "m2")
+    real_client.set("qw:declared:m2", "a string")
+    real_client.hset("qw:tick:good", mapping={"tick": "soon", "manager": "m1"})
+    [listed] = real_broker.schedules()
+    assert (listed.id, listed.last_run) == ("good", None)
+    real_client.delete("qw:schedulers")
+    real_client.set("qw:schedulers", "a string")
+    assert real_broker.schedules() == []
+    assert any("qw:schedulers" in problem for problem in real_broker.problems())
+    with pytest.raises(QwError, match="qw:schedulers is a string"):
+        real_broker.declare_schedules(manager="m1", declarations={"good": good.declaration()}, ttl=30)
+
+
+def test_names_are_checked_before_anything_is_written(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    schedule = Schedule("* * * * *", id="s")
+    with pytest.raises(InvalidName):
+        real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="bad:name")
+    with pytest.raises(InvalidName):
+        real_broker.declare_schedules(manager="all", declarations={}, ttl=30)
+    assert real_client.dbsize() == 0
+
+
+def test_a_declaration_lasts_its_ttl_and_keeps_the_last_tick_for_a_week(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    schedule = Schedule("* * * * *", id="s")
+    real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1")
+    real_client.pexpire("qw:tick:s", 1000)
+    real_broker.declare_schedules(manager="m1", declarations={"s": schedule.declaration()}, ttl=30)
+    assert 29_000 < real_client.pttl("qw:declared:m1") <= 30_000
+    assert real_client.pttl("qw:tick:s") > 6 * 86400 * 1000  # refreshed by the declaration
