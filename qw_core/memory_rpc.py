@@ -34,14 +34,16 @@ from typing import Any
 import attrs
 
 from qw_core import errors
-from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_page
+from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_minutes, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State
+from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobsRun, JobState, State
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
-CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False)
+CAPABILITIES = Capabilities(
+    multi_host=False, max_take=100, delayed=True, shared_by_url=False, throughput=True
+)
 
 # -- encoding ---------------------------------------------------------------------------
 
@@ -225,6 +227,8 @@ _HANDLERS: dict[str, _Handler] = {
     "check_name": lambda b, kw: b.check_name(**kw),
     "stray_queues": lambda b, kw: b.stray_queues(),
     "move_queued": lambda b, kw: b.move_queued(**kw),
+    "note_jobs_run": lambda b, kw: b.note_jobs_run(**kw),
+    "jobs_run": lambda b, kw: [[r.minute, dict(r.counts)] for r in b.jobs_run(**kw)],
 }
 
 #: The errors a client raises again by name; anything else arrives as BackendError.
@@ -562,6 +566,16 @@ class MemoryClient(Broker):
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""
         return [_failed_from_dict(raw) for raw in self._call("failed_jobs", limit=limit)]
+
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """See :meth:`Broker.note_jobs_run`."""
+        super().note_jobs_run(manager=manager, count=count)
+        self._call("note_jobs_run", manager=manager, count=count)
+
+    def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
+        """See :meth:`Broker.jobs_run`."""
+        check_minutes(minutes)
+        return [JobsRun(minute=m, counts=c) for m, c in self._call("jobs_run", minutes=minutes)]
 
     def failed_count(self) -> int:
         """See :meth:`Broker.failed_count`."""

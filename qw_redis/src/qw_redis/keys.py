@@ -152,6 +152,7 @@ _RESULT_PREFIX = _QW + "result:"
 _RUNNING_PREFIX = _QW + "running:"
 _DONE_PREFIX = _QW + "done:"
 _PRODUCER_PREFIX = _QW + "producer:"
+_JOBS_RUN_PREFIX = _QW + "jobs-run:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
 #: The reaper lease (the token of the manager whose reaper holds it).
@@ -252,6 +253,12 @@ def running(worker: str) -> str:
     """``qw:running:<w>``: what worker ``<w>`` runs now and since when, per its manager's
     last heartbeat."""
     return _RUNNING_PREFIX + worker
+
+
+def jobs_run(minute: int) -> str:
+    """``qw:jobs-run:<minute>``: manager → how many jobs its workers began in the minute
+    that starts at ``minute`` (seconds since the epoch, by the server's clock)."""
+    return f"{_JOBS_RUN_PREFIX}{minute}"
 
 
 def result(job_id: str) -> str:
@@ -360,6 +367,7 @@ local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
 local function idle_key(origin)
   return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end
+local function jobs_run_key(minute) return {_lua_string(_JOBS_RUN_PREFIX)} .. minute end
 local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
 local function delayed_key(origin)
   return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
