@@ -10,10 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from qw_core.dashboard import create_app  # noqa: E402
-from qw_core.memory import MemoryBroker  # noqa: E402
+from qw_core.dashboard import create_app
+from qw_core.memory import MemoryBroker
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def test_a_post_without_the_right_token_or_from_another_site_is_refused(
     client: TestClient,
     memory: MemoryBroker,
     failed_id: str,
+    *,
     token: str | None,
     headers: dict[str, str],
     why: str,
@@ -81,7 +82,8 @@ def test_the_csrf_cookie_is_strict_and_out_of_scripts_reach(memory: MemoryBroker
     with TestClient(create_app(lambda: memory, close_brokers=False, stream=False)) as client:
         cookie = client.get("/").headers["set-cookie"]
     assert cookie.startswith("qw_csrf=")
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
 
 
 def test_an_action_asks_for_confirmation_first(
@@ -91,7 +93,8 @@ def test_an_action_asks_for_confirmation_first(
     del data["confirmed"]
     answer = post(client, "/failed/action", data)
     assert answer.status_code == 200
-    assert "Requeue 1 failed job?" in answer.text and 'name="confirmed" value="1"' in answer.text
+    assert "Requeue 1 failed job?" in answer.text
+    assert 'name="confirmed" value="1"' in answer.text
     assert memory.job_status(failed_id).state is State.FAILED
 
 
@@ -112,8 +115,10 @@ def test_read_only_shows_no_action_and_refuses_every_one(memory: MemoryBroker, f
         listing = client.get("/failed").text
         answer = post(client, "/failed/action", _requeue(failed_id))
     assert "read-only" in job
-    assert "<button" not in job and "/failed/action" not in job
-    assert "/failed/action" not in listing and 'class="pick"' not in listing
+    assert "<button" not in job
+    assert "/failed/action" not in job
+    assert "/failed/action" not in listing
+    assert 'class="pick"' not in listing
     assert answer.status_code == 403
     assert memory.job_status(failed_id).state is State.FAILED
 
@@ -143,13 +148,17 @@ def test_a_token_is_asked_for_by_the_login_page_or_a_bearer_header(token_client:
 
 def test_logging_in_with_the_token_opens_every_page(token_client: TestClient) -> None:
     login = token_client.get("/login", params={"next": "/failed"})
-    assert login.status_code == 200 and 'name="token"' in login.text
+    assert login.status_code == 200
+    assert 'name="token"' in login.text
     wrong = post(token_client, "/login", {"token": "nope", "next": "/failed"})
-    assert wrong.status_code == 401 and "not the token" in wrong.text
+    assert wrong.status_code == 401
+    assert "not the token" in wrong.text
     assert "qw_dashboard_session" not in token_client.cookies
     right = post(token_client, "/login", {"token": "s3cret-token", "next": "/failed"})
-    assert right.status_code == 303 and right.headers["location"] == "/failed"
-    assert "HttpOnly" in right.headers["set-cookie"] and "SameSite=strict" in right.headers["set-cookie"]
+    assert right.status_code == 303
+    assert right.headers["location"] == "/failed"
+    assert "HttpOnly" in right.headers["set-cookie"]
+    assert "SameSite=strict" in right.headers["set-cookie"]
     assert token_client.get("/", follow_redirects=False).status_code == 200
 
 
@@ -175,7 +184,8 @@ def test_basic_auth_wants_the_right_user_and_password(memory: MemoryBroker) -> N
     )
     with TestClient(app) as client:
         asked = client.get("/")
-        assert asked.status_code == 401 and asked.headers["www-authenticate"].startswith("Basic ")
+        assert asked.status_code == 401
+        assert asked.headers["www-authenticate"].startswith("Basic ")
         assert client.get("/", headers=_basic("ops", "pa:ss")).status_code == 200
         assert client.get("/", headers=_basic("ops", "pa:sS")).status_code == 401
         assert client.get("/", headers=_basic("root", "pa:ss")).status_code == 401
@@ -187,7 +197,8 @@ def test_credentials_come_from_the_environment() -> None:
     assert Auth.from_env({}) == Auth()
     assert not Auth.from_env({"QW_DASHBOARD_TOKEN": ""}).required
     both = Auth.from_env({"QW_DASHBOARD_TOKEN": "t", "QW_DASHBOARD_USER": "u", "QW_DASHBOARD_PASSWORD": "p"})
-    assert both.allows("Bearer t", None) and both.allows("Basic " + base64.b64encode(b"u:p").decode(), None)
+    assert both.allows("Bearer t", None)
+    assert both.allows("Basic " + base64.b64encode(b"u:p").decode(), None)
     assert "t" not in repr(both).replace("token", "") or "p" not in repr(both)
     with pytest.raises(ConfigurationError, match="both"):
         Auth.from_env({"QW_DASHBOARD_USER": "u"})
