@@ -712,6 +712,18 @@ class MemoryBroker(Broker):
             self._promote_due()
             return _page(self._state.queues.get(origin, ()), offset, limit)
 
+    def queued_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
+        """See :meth:`Broker.queued_count`: the queue's length, without listing it."""
+        origin = self._listed(manager, queue)
+        with self._state.cond:
+            self._promote_due()
+            return len(self._state.queues.get(origin, ()))
+
+    def held_count(self, worker: str) -> int:
+        """See :meth:`Broker.held_count`."""
+        with self._state.cond:
+            return len(self._state.held.get(worker, ()))
+
     def _listed(self, manager: str | None, queue: str | None) -> Origin:
         manager, queue = check_listed(manager, queue)
         for name in (manager, queue):

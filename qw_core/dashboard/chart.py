@@ -12,7 +12,7 @@ import attrs
 from qw_core.models import JobsRun
 
 #: The chart's size in SVG units (it scales to its box).
-WIDTH, HEIGHT = 600, 140
+WIDTH, HEIGHT = 1000, 170
 #: Room below the bars for the time labels, and above them for the peak's.
 BOTTOM, TOP = 18, 14
 

@@ -24,6 +24,8 @@ PAGE = 50
 PREVIEW = 120
 #: Minutes the throughput chart shows.
 CHART_MINUTES = 15
+#: Minutes (this one included) a manager's "jobs begun lately" counts.
+RECENT_MINUTES = 5
 #: The prefix of a manager's queue in a queue label (as :attr:`JobState.queue` names it).
 MANAGER_PREFIX = "manager:"
 
@@ -57,7 +59,7 @@ class ManagerRow:
     name: str
     heartbeat: float | None
     workers: list[WorkerRow]
-    jobs_per_minute: float
+    recent_jobs: int  # begun in the last RECENT_MINUTES minutes
 
 
 @attrs.frozen(kw_only=True)
@@ -118,11 +120,8 @@ def overview(broker: Broker) -> Overview:
             )
             for worker in broker.workers(name)
         ]
-        recent = [entry.counts.get(name, 0) for entry in throughput[-6:-1]]  # the last whole minutes
-        rate = sum(recent) / len(recent) if recent else 0.0
-        rows.append(
-            ManagerRow(name=name, heartbeat=_left(broker, name), workers=workers, jobs_per_minute=rate)
-        )
+        recent = sum(entry.counts.get(name, 0) for entry in throughput[-RECENT_MINUTES:])
+        rows.append(ManagerRow(name=name, heartbeat=_left(broker, name), workers=workers, recent_jobs=recent))
     return Overview(
         queues=queues,
         managers=rows,

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import jinja2
 
+from qw_core import tracebacks
 from qw_core.dashboard import chart, reads
 
 
@@ -23,7 +24,12 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=when, ago=ago, seconds=seconds, number=number, short=short)
-    env.globals.update(pretty=reads.pretty, chart=chart.bars, split_label=reads.split_label)
+    env.globals.update(
+        pretty=reads.pretty,
+        chart=chart.bars,
+        split_label=reads.split_label,
+        user_frames=tracebacks.user_frames,
+    )
     return env
 
 

@@ -7,7 +7,13 @@
   document.querySelectorAll("[data-live]").forEach(function (region) {
     var source = new EventSource(region.getAttribute("data-live"));
     source.addEventListener("update", function (event) {
+      var open = Array.prototype.map.call(region.querySelectorAll("details"), function (d) {
+        return d.open;
+      });
       region.innerHTML = event.data;
+      region.querySelectorAll("details").forEach(function (d, i) {
+        d.open = Boolean(open[i]); // a traceback the reader opened stays open
+      });
       region.classList.remove("stale");
     });
     source.addEventListener("error", function () {
