@@ -54,6 +54,7 @@ def dashboard(*, backend: str, url: str | None, host: str, port: int, read_only:
     access = "read-only, " if read_only else ""
     access += "authentication required" if auth.required else "no authentication"
     click.echo(
-        f"qw dashboard for {described} on http://{shown}:{port}/ ({access}); Ctrl-C stops it", err=True
+        f"Serving the dashboard of {described} on http://{shown}:{port}/ ({access}); Ctrl-C stops it",
+        err=True,
     )
     serve(factory, host=host, port=port, auth=auth, read_only=read_only, log_level="warning")
