@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -104,7 +105,7 @@ class _Dashboard:
             "backend": self.brokers.get().describe(),
             "now": time.time(),
             "path": request.url.path,
-            "notice": request.query_params.get("notice", ""),
+            "notice": _notice(request.query_params.get("notice", "")),
             "State": State,
             "active": "",
             **values,
@@ -194,8 +195,8 @@ class _Dashboard:
         ids = [job_id for job_id in form.get("id", []) if job_id]
         which = failed.Filter(exc_type=_one(form, "exc").strip(), queue=_one(form, "queue").strip())
         back = _one(form, "back")
-        if not back.startswith("/") or back.startswith("//"):
-            back = "/failed"
+        if not back.startswith("/") or back.startswith("//") or "\\" in back:
+            back = "/failed"  # only a page of the dashboard
         if action not in ("requeue", "delete") or scope not in ("selected", "all"):
             return self.page(request, "error.html", status=400, message="unknown action")
         if scope == "selected" and not ids:
@@ -286,6 +287,15 @@ class _Dashboard:
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+#: The notices an action leaves (anything else in ``?notice=`` is not shown: a link from
+#: elsewhere cannot put words in the dashboard's mouth).
+_NOTICE = re.compile(r"(requeued|deleted) [0-9]+ failed jobs?")
+
+
+def _notice(text: str) -> str:
+    return text if _NOTICE.fullmatch(text) else ""
 
 
 def _int(text: str | None) -> int:

@@ -138,11 +138,20 @@ def test_job_data_errors_and_live_regions_are_escaped(broker: Broker) -> None:
             client.get("/events", params={"view": "job", "id": bad.id}),
             client.get("/events", params={"view": "queue", "name": "x"}),
             client.get(f"/queue?name={XSS}"),  # an invalid queue name, said back in an error
-            client.get("/", params={"notice": XSS}),
+            client.get("/", params={"notice": "deleted 1 failed job"}),
         ]
+    notice = pages.pop()
+    assert '<p class="notice" role="status">deleted 1 failed job</p>' in notice.text
+    assert '<p class="notice"' not in client_get_notice(broker, XSS + " go to evil.example")
     for page in pages:
         assert "<script>alert" not in page.text, page.url
         assert "&lt;script&gt;alert(" in page.text, page.url
+
+
+def client_get_notice(broker: Broker, notice: str) -> str:
+    """The overview with ``?notice=``: only an action's own notices are shown."""
+    with _client(broker) as client:
+        return client.get("/", params={"notice": notice}).text
 
 
 def test_live_regions_are_server_sent_events_of_the_regions_html(broker: Broker) -> None:

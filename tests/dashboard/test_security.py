@@ -68,6 +68,14 @@ def test_a_post_without_the_right_token_or_from_another_site_is_refused(
     assert memory.job_status(failed_id).state is State.FAILED, "nothing was done"
 
 
+def test_an_action_goes_back_only_to_a_page_of_the_dashboard(
+    client: TestClient, memory: MemoryBroker, failed_id: str
+) -> None:
+    for back in ("//evil.example/x", "https://evil.example", "/\\evil.example"):
+        answer = post(client, "/failed/action", {**_requeue(failed_id), "back": back})
+        assert answer.headers["location"].startswith("/failed?notice="), back
+
+
 def test_a_post_that_is_not_a_form_is_refused(
     client: TestClient, memory: MemoryBroker, failed_id: str
 ) -> None:
