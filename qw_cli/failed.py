@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ import click
 from qw_cli.errors import CliError
 from qw_cli.options import DEFAULT_BACKEND, backend_options, json_option, opened_broker
 from qw_cli.output import Cell, Progress, echo_json, echo_table, quiet_option
+from qw_core.tracebacks import user_frames
 
 if TYPE_CHECKING:
     from qw_core.broker import Broker
@@ -278,28 +278,6 @@ def _purge_all(broker: Broker, *, quiet: bool) -> int:
     count = broker.purge_all_failed(progress=purged)
     progress.clear()
     return count
-
-
-#: Parts of a path that mark a frame as qw's or pluggy's, not the user's.
-_OWN_FRAMES = re.compile(r'^  File "[^"]*[/\\](?:qw_core|pluggy)[/\\]')
-
-
-def user_frames(traceback: str) -> str:
-    """``traceback`` without the frames of qw and pluggy (the worker, the hook machinery,
-    the built-in runner): what a user reads first is their own code. Unchanged if nothing
-    else would be left (a failure inside qw itself)."""
-    kept: list[str] = []
-    skipping = False
-    for line in traceback.splitlines(keepends=True):
-        if line.startswith('  File "'):
-            skipping = bool(_OWN_FRAMES.match(line))
-        elif not line.startswith("    "):
-            skipping = False
-        if not skipping:
-            kept.append(line)
-    if not any(line.startswith('  File "') for line in kept):
-        return traceback
-    return "".join(kept)
 
 
 def _queue(item: FailedJob) -> str:

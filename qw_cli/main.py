@@ -35,6 +35,7 @@ COMMANDS = {
     "job": "qw_cli.job:job",
     "result": "qw_cli.result:result",
     "schedules": "qw_cli.schedules:schedules",
+    "dashboard": "qw_cli.dashboard:dashboard",
     "backends": "qw_cli.discover:backends",
     "plugins": "qw_cli.discover:plugins",
 }
@@ -54,6 +55,7 @@ SHORT_HELP = {
     "job": "Show where a job is: queued, delayed, held, failed or done.",
     "result": "Show what a finished job returned.",
     "schedules": "List the schedules of the running managers.",
+    "dashboard": "Serve the web dashboard.",
     "backends": "List installed backends.",
     "plugins": "List the plugins qw run would load.",
 }

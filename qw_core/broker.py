@@ -42,8 +42,11 @@ from qw_core.models import (
     FailedJob,
     Failure,
     Job,
+    JobsRun,
     JobState,
+    RunningJob,
     ScheduleInfo,
+    State,
     TickResult,
     TickState,
 )
@@ -64,6 +67,9 @@ class Capabilities:
         command such as ``qw enqueue`` can refuse instead of queuing into nowhere.
     :param schedules: the broker keeps periodic jobs' ticks (:meth:`Broker.enqueue_tick`
         and the methods beside it): managers may run schedules on it.
+    :param throughput: the broker keeps the counts of :meth:`Broker.note_jobs_run`, and
+        :meth:`Broker.jobs_run` reads them back (without it, the first does nothing and the
+        second returns ``[]``: a dashboard says the backend keeps none).
     """
 
     multi_host: bool
@@ -71,6 +77,7 @@ class Capabilities:
     delayed: bool = True
     shared_by_url: bool = True
     schedules: bool = False
+    throughput: bool = False
 
 
 #: Jobs per batch of the default :meth:`Broker.requeue_all_failed` (one progress report each).
@@ -514,6 +521,76 @@ class Broker(abc.ABC):
     def get_failed(self, job_id: str) -> FailedJob | None:
         """The failed job ``job_id`` as the registry keeps it, or ``None`` if it has none."""
 
+    def failed_jobs_page(self, *, offset: int = 0, limit: int = 100) -> list[FailedJob]:
+        """A page of the failed-job registry, newest first: the ``limit`` entries from
+        position ``offset`` on (``0`` is the newest), as :meth:`failed_jobs` lists them.
+
+        A dashboard pages a registry of thousands this way: a page costs what its entries
+        cost, however deep it is (a backend reads the range in bounded steps). Pages of a
+        registry that changes between calls may overlap or miss entries.
+
+        This default reads the ``offset + limit`` newest entries through :meth:`failed_jobs`
+        and drops the first ``offset``; a backend that can read a range overrides it (memory
+        and Redis do).
+
+        :raises ValueError: ``offset`` or ``limit`` is negative (see :func:`check_page`).
+        """
+        check_page(offset, limit)
+        if limit == 0:
+            return []
+        return self.failed_jobs(limit=offset + limit)[offset:]
+
+    def running_jobs(self, manager: str) -> list[RunningJob]:
+        """The jobs ``manager``'s workers have in hand now, each with since when and the
+        queue it came from, as its last heartbeat said (:meth:`beat` with ``running``),
+        by worker then by job id. Reads only; for people (a dashboard's "running" counts
+        and what each worker runs now).
+
+        A job a worker took but has not begun (the rest of its batch) is held, not running:
+        :meth:`held_job_ids` lists those too. This default asks :meth:`job_status` about
+        each held job of each worker (a few calls per job: a worker holds a batch at most)
+        and keeps those with a known ``since``; a backend that keeps the heartbeat's record
+        itself overrides it (memory and Redis do).
+        """
+        found: list[RunningJob] = []
+        for worker in self.workers(manager):
+            for job_id in sorted(self.held_job_ids(worker, limit=self.capabilities.max_take)):
+                state = self.job_status(job_id)
+                if state.state is State.HELD and state.since is not None:
+                    found.append(
+                        RunningJob(job_id=job_id, worker=worker, since=state.since, queue=state.queue)
+                    )
+        return found
+
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """Add ``count`` to the jobs ``manager``'s workers began in the current minute, by
+        the backend's clock (so hosts whose clocks disagree count in the same minutes).
+
+        A manager calls this with each heartbeat, with how many jobs its workers began
+        since the last call (it reads the counters its workers keep in shared memory): one
+        write per heartbeat, never one per job. A backend keeps the counts for an hour at
+        least, and forgets them after a day at most. Not atomic with anything; a call
+        retried after a timeout may count twice (these are statistics).
+
+        This default keeps nothing: a backend that keeps counts declares
+        ``capabilities.throughput`` and overrides this and :meth:`jobs_run`.
+
+        :raises ValueError: ``count`` is negative.
+        """
+        if count < 0:
+            raise ValueError(f"a count of jobs run must not be negative, not {count}")
+
+    def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
+        """How many jobs each manager's workers began per minute (:meth:`note_jobs_run`),
+        for the last ``minutes`` minutes up to and including the current one, by the
+        backend's clock, oldest first: one entry per minute, with no counts for a minute
+        nobody noted any. ``[]`` when the backend keeps none (this default).
+
+        :raises ValueError: ``minutes`` is not between 1 and 60.
+        """
+        check_minutes(minutes)
+        return []
+
     @abc.abstractmethod
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the jobs this backend knows (queued, delayed, held, failed, or with a kept
@@ -762,6 +839,19 @@ def check_page(offset: int, limit: int | None) -> None:
         raise ValueError(f"a listing's offset must not be negative, not {offset}")
     if limit is not None and limit < 0:
         raise ValueError(f"a listing's limit must not be negative, not {limit}")
+
+
+#: The most minutes :meth:`Broker.jobs_run` reads back (backends keep an hour at least).
+MAX_MINUTES = 60
+
+
+def check_minutes(minutes: int) -> None:
+    """Check the ``minutes`` of :meth:`Broker.jobs_run`; for backends, before anything is read.
+
+    :raises ValueError: not between 1 and :data:`MAX_MINUTES`.
+    """
+    if not 1 <= minutes <= MAX_MINUTES:
+        raise ValueError(f"minutes must be between 1 and {MAX_MINUTES}, not {minutes}")
 
 
 #: The longest a job may be delayed, in seconds (100 years): anything longer is a mistake

@@ -128,6 +128,11 @@ class Liveness:
     :param running: returns what each running worker runs now and since when (worker →
         job id → seconds since the epoch), written beside its heartbeat for
         :meth:`Broker.job_status`; ``None``: nothing is written.
+    :param begun: returns how many jobs this manager's workers have begun since it started
+        (read from the counters they keep in shared memory); after each heartbeat, the jobs
+        begun since the last note are added to the broker's count of the minute
+        (:meth:`Broker.note_jobs_run`): one write per heartbeat, none per job. ``None``:
+        nothing is counted.
     """
 
     def __init__(
@@ -140,9 +145,12 @@ class Liveness:
         workers: Callable[[], Mapping[str, str]],
         on_reaped: Callable[[Reaped], None],
         running: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
+        begun: Callable[[], int] | None = None,
     ) -> None:
         self._factory = factory
         self._running = running
+        self._begun = begun
+        self._begun_noted = 0  # the jobs begun that the broker has counted
         self.manager = manager
         self.token = token
         self.settings = settings
@@ -242,6 +250,7 @@ class Liveness:
     def _beat_loop(self) -> None:
         settings = self.settings
         backoff = Backoff(first=min(0.1, settings.heartbeat), cap=settings.heartbeat)
+        counting = Backoff(first=settings.heartbeat, cap=settings.heartbeat)
         try:
             while not self._stop.is_set():
                 with self.beat_lock:
@@ -263,9 +272,32 @@ class Liveness:
                 self._beat_at = started
                 for name, previous in changed.items():
                     self._report(name, previous)
+                self._note_begun(counting)
                 self._stop.wait(settings.heartbeat)
+            self._note_begun(counting)  # the last jobs' (the manager stops its workers first)
         finally:
             self._close_broker()
+
+    def _note_begun(self, backoff: Backoff) -> None:
+        """Add the jobs begun since the last note to the broker's count of the minute; a
+        note that fails is made with the next heartbeat (the jobs are not lost from it)."""
+        if self._begun is None:
+            return
+        try:
+            total = self._begun()
+        except Exception:  # a status record of a slot being replaced, say: next time
+            log.exception("manager %s: reading its workers' job counters failed", self.manager)
+            return
+        count = total - self._begun_noted
+        if count <= 0:
+            return
+        ok, _ = self._call(
+            "counting the jobs run",
+            lambda broker: broker.note_jobs_run(manager=self.manager, count=count),
+            backoff,
+        )
+        if ok:
+            self._begun_noted = total
 
     def _report(self, name: str, previous: str | None) -> None:
         what = "manager" if name == self.manager else "worker"

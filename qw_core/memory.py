@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from qw_core.broker import Broker, Reaped, check_delay, check_listed, check_page
+from qw_core.broker import Broker, Reaped, check_delay, check_listed, check_minutes, check_page
 from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed, WorkerRunning
 from qw_core.memory_rpc import (
     CAPABILITIES,
@@ -50,7 +50,9 @@ from qw_core.models import (
     FailedJob,
     Failure,
     Job,
+    JobsRun,
     JobState,
+    RunningJob,
     State,
     TickResult,
     TickState,
@@ -66,6 +68,9 @@ RESERVED_NAMES = frozenset({"all", "job", "qw"})
 #: How many kept results make the next one sweep the expired ones out (results nobody
 #: reads would otherwise stay in memory after their time).
 RESULTS_SWEEP_AT = 1000
+
+#: Minutes of :meth:`MemoryBroker.note_jobs_run` counts kept (the contract asks for an hour).
+KEEP_MINUTES = 120
 
 #: The longest manager or worker name accepted.
 MAX_NAME_LENGTH = 200
@@ -145,6 +150,7 @@ class _State:
         self.finished: dict[str, tuple[float, float]] = {}  # id -> (at, expiry), oldest first
         self.running: dict[str, tuple[dict[str, float], float]] = {}  # worker -> (job -> since, expiry)
         self.schedules = ScheduleBook()  # declared schedules and their last ticks
+        self.jobs_run: dict[int, dict[str, int]] = {}  # minute -> manager -> jobs begun
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -745,6 +751,18 @@ class MemoryBroker(Broker):
             self._promote_due()
             return _page(self._state.queues.get(origin, ()), offset, limit)
 
+    def queued_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
+        """See :meth:`Broker.queued_count`: the queue's length, without listing it."""
+        origin = self._listed(manager, queue)
+        with self._state.cond:
+            self._promote_due()
+            return len(self._state.queues.get(origin, ()))
+
+    def held_count(self, worker: str) -> int:
+        """See :meth:`Broker.held_count`."""
+        with self._state.cond:
+            return len(self._state.held.get(worker, ()))
+
     def _listed(self, manager: str | None, queue: str | None) -> Origin:
         manager, queue = check_listed(manager, queue)
         for name in (manager, queue):
@@ -796,6 +814,54 @@ class MemoryBroker(Broker):
         return [
             FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
         ]
+
+    def failed_jobs_page(self, *, offset: int = 0, limit: int = 100) -> list[FailedJob]:
+        """See :meth:`Broker.failed_jobs_page`: only the page's entries are decoded."""
+        check_page(offset, limit)
+        with self._state.cond:
+            newest = reversed(self._state.failed.values())
+            found = [(e.job, e.failure) for e in itertools.islice(newest, offset, offset + limit)]
+        return [
+            FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
+        ]
+
+    def running_jobs(self, manager: str) -> list[RunningJob]:
+        """See :meth:`Broker.running_jobs`."""
+        self.check_name(manager)
+        state = self._state
+        with state.cond:
+            now = time.monotonic()
+            found = []
+            for worker in sorted(state.workers.get(manager, ())):
+                jobs, expiry = state.running.get(worker, ({}, 0.0))
+                if expiry <= now:
+                    continue
+                for job_id in sorted(jobs):
+                    text = state.jobs.get(job_id)
+                    label = None if text is None else queue_label(load_job(text))
+                    found.append(RunningJob(job_id=job_id, worker=worker, since=jobs[job_id], queue=label))
+            return found
+
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """See :meth:`Broker.note_jobs_run`; the last :data:`KEEP_MINUTES` minutes are kept."""
+        super().note_jobs_run(manager=manager, count=count)
+        self.check_name(manager)
+        minute = int(time.time() // 60) * 60
+        with self._state.cond:
+            counts = self._state.jobs_run.setdefault(minute, {})
+            counts[manager] = counts.get(manager, 0) + count
+            for old in [m for m in self._state.jobs_run if m <= minute - 60 * KEEP_MINUTES]:
+                del self._state.jobs_run[old]
+
+    def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
+        """See :meth:`Broker.jobs_run`."""
+        check_minutes(minutes)
+        now = int(time.time() // 60) * 60
+        with self._state.cond:
+            return [
+                JobsRun(minute=minute, counts=dict(self._state.jobs_run.get(minute, {})))
+                for minute in range(now - 60 * (minutes - 1), now + 1, 60)
+            ]
 
     def failed_count(self) -> int:
         """See :meth:`Broker.failed_count`."""

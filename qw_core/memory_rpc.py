@@ -34,14 +34,26 @@ from typing import Any
 import attrs
 
 from qw_core import errors
-from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_page
+from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_minutes, check_page
 from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, TickResult, TickState
+from qw_core.models import (
+    DEFAULT_QUEUE,
+    FailedJob,
+    Failure,
+    Job,
+    JobsRun,
+    JobState,
+    State,
+    TickResult,
+    TickState,
+)
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
-CAPABILITIES = Capabilities(multi_host=False, max_take=100, delayed=True, shared_by_url=False, schedules=True)
+CAPABILITIES = Capabilities(
+    multi_host=False, max_take=100, delayed=True, shared_by_url=False, schedules=True, throughput=True
+)
 
 # -- encoding ---------------------------------------------------------------------------
 
@@ -236,6 +248,8 @@ _HANDLERS: dict[str, _Handler] = {
     },
     "schedule_declarations": lambda b, kw: b.schedule_declarations(),
     "tick_states": lambda b, kw: {i: attrs.asdict(found) for i, found in b.tick_states(**kw).items()},
+    "note_jobs_run": lambda b, kw: b.note_jobs_run(**kw),
+    "jobs_run": lambda b, kw: [[r.minute, dict(r.counts)] for r in b.jobs_run(**kw)],
 }
 
 
@@ -610,6 +624,16 @@ class MemoryClient(Broker):
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`."""
         return [_failed_from_dict(raw) for raw in self._call("failed_jobs", limit=limit)]
+
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """See :meth:`Broker.note_jobs_run`."""
+        super().note_jobs_run(manager=manager, count=count)
+        self._call("note_jobs_run", manager=manager, count=count)
+
+    def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
+        """See :meth:`Broker.jobs_run`."""
+        check_minutes(minutes)
+        return [JobsRun(minute=m, counts=c) for m, c in self._call("jobs_run", minutes=minutes)]
 
     def failed_count(self) -> int:
         """See :meth:`Broker.failed_count`."""

@@ -322,6 +322,43 @@ class TickResult:
 
 
 @attrs.frozen(kw_only=True)
+class RunningJob:
+    """A job a worker has in hand now, as its manager's last heartbeat said
+    (:meth:`Broker.running_jobs`).
+
+    :param job_id: the job's id.
+    :param worker: the worker running it.
+    :param since: when it began (seconds since the epoch, its worker's clock); ``None`` when
+        not known.
+    :param queue: the queue it came from, named as :attr:`JobState.queue` names it
+        (``"default"``, a named queue's name, or ``"manager:<m>"``); ``None`` when not known.
+    """
+
+    job_id: str
+    worker: str
+    since: float | None = None
+    queue: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobsRun:
+    """How many jobs the workers of each manager began in one minute (:meth:`Broker.jobs_run`).
+
+    :param minute: the minute's start, in seconds since the epoch (a multiple of 60), by
+        the backend's clock.
+    :param counts: manager name → jobs its workers began in that minute.
+    """
+
+    minute: int
+    counts: Mapping[str, int] = attrs.field(factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Jobs begun in that minute by every manager."""
+        return sum(self.counts.values())
+
+
+@attrs.frozen(kw_only=True)
 class ScheduleInfo:
     """A schedule that a running manager declares, as ``qw schedules`` lists it
     (:meth:`Broker.schedules <qw_core.broker.Broker.schedules>`).

@@ -14,6 +14,7 @@ raise there and whose import teaches ``traceback`` to print its members.
 from __future__ import annotations
 
 import builtins
+import re
 import sys
 import traceback
 
@@ -64,3 +65,25 @@ def format_exception(exc: BaseException) -> str:
             parts.extend(traceback.format_exception_only(type(error), error))
         parts.append(link)
     return "".join(parts)
+
+
+#: Parts of a path that mark a frame as qw's or pluggy's, not the user's.
+_OWN_FRAMES = re.compile(r'^  File "[^"]*[/\\](?:qw_core|pluggy)[/\\]')
+
+
+def user_frames(traceback: str) -> str:
+    """``traceback`` without the frames of qw and pluggy (the worker, the hook machinery,
+    the built-in runner): what a user reads first is their own code. Unchanged if nothing
+    else would be left (a failure inside qw itself)."""
+    kept: list[str] = []
+    skipping = False
+    for line in traceback.splitlines(keepends=True):
+        if line.startswith('  File "'):
+            skipping = bool(_OWN_FRAMES.match(line))
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    if not any(line.startswith('  File "') for line in kept):
+        return traceback
+    return "".join(kept)

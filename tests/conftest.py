@@ -16,8 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# No per-example deadline: it is a wall-clock bound (200 ms by default) that a loaded CI
+# machine breaks with examples that are merely slow, not wrong.
+settings.register_profile("qw", deadline=None)
+settings.load_profile("qw")
 
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))

@@ -77,6 +77,10 @@ def test_wheels_install_into_a_clean_venv(dist: Path, tmp_path: Path) -> None:
     for package in ("qw_core", "qw_redis"):
         check = f"import importlib.resources as r; assert r.files({package!r}).joinpath('py.typed').is_file()"
         run(bindir / "python", "-c", check)
+    # the dashboard's templates and static files come with qw-core (its extra brings its libraries)
+    for part in ("templates/base.html", "static/dashboard.js", "static/dashboard.css"):
+        found = f"r.files('qw_core').joinpath('dashboard/{part}').is_file()"
+        run(bindir / "python", "-c", f"import importlib.resources as r; assert {found}")
 
 
 def test_qw_core_alone_names_the_package_to_install_and_its_embedded_extra_brings_it(
@@ -153,3 +157,4 @@ def test_both_wheels_say_their_license_readme_pythons_and_typing(dist: Path) -> 
     extras = core.get_all("Requires-Dist") or []
     assert "qw-redis<1.1,>=1.0.0.dev0; extra == 'embedded'" in extras
     assert "pytest>=8; extra == 'testing'" in extras
+    assert "starlette>=0.37; extra == 'dashboard'" in extras

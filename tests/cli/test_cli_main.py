@@ -19,6 +19,7 @@ COMMANDS = sorted(main.list_commands(click.Context(main)))
 def test_every_command_is_there() -> None:
     assert COMMANDS == [
         "backends",
+        "dashboard",
         "enqueue",
         "failed",
         "job",

@@ -23,6 +23,7 @@ from qw_core.testing import (
     make_jobs,
     opened,
 )
+from qw_core.testing.contract.inspecting import InspectingContract
 
 
 @pytest.fixture
@@ -51,6 +52,28 @@ class TestMemoryClientContract(BrokerContract):
 
     def blocked_takers(self, broker: Broker) -> int:
         return self._memory.blocked_takes
+
+
+class _Defaults(MemoryBroker):
+    """The memory broker with the dashboard's reads left to :class:`Broker`'s defaults,
+    which read through the rest of the interface (a backend that overrides none of them)."""
+
+    capabilities = attrs.evolve(MemoryBroker.capabilities, throughput=False)
+    failed_jobs_page = Broker.failed_jobs_page
+    running_jobs = Broker.running_jobs
+    note_jobs_run = Broker.note_jobs_run
+    jobs_run = Broker.jobs_run
+
+
+class TestDefaultsContract(InspectingContract):
+    """The defaults of the dashboard's reads keep the contract (the other parts are the
+    memory broker's own, tested above)."""
+
+    @pytest.fixture
+    def broker(self) -> Iterator[Broker]:
+        broker = _Defaults()
+        yield broker
+        broker.close()
 
 
 # -- in a child process ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pytest
 
 from qw_core.broker import Broker
 from qw_core.testing.contract.data import DataContract
+from qw_core.testing.contract.inspecting import InspectingContract
 from qw_core.testing.contract.listing import ListingContract
 from qw_core.testing.contract.liveness import LivenessContract
 from qw_core.testing.contract.periodic import PeriodicContract
@@ -52,6 +53,7 @@ class BrokerContract(
     StrayContract,
     ListingContract,
     PeriodicContract,
+    InspectingContract,
 ):
     """The contract of :class:`~qw_core.broker.Broker`, run against the ``broker`` fixture."""
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,6 +66,7 @@ from qw_core.broker import (
     Reaped,
     check_delay,
     check_listed,
+    check_minutes,
     check_page,
 )
 from qw_core.errors import (
@@ -82,7 +84,9 @@ from qw_core.models import (
     FailedJob,
     Failure,
     Job,
+    JobsRun,
     JobState,
+    RunningJob,
     State,
     TickResult,
     TickState,
@@ -127,6 +131,9 @@ REQUEUE_BATCH = 100
 REQUEUE_BYTES = 1 << 20
 #: Most failed jobs one ``purge_failed_upto.lua`` call deletes (about 1.5 ms).
 PURGE_BATCH = 500
+#: Seconds a minute's count of jobs begun is kept (``qw:jobs-run:<minute>``): the contract
+#: asks for an hour at least.
+JOBS_RUN_KEEP = 2 * 3600
 #: Shortest blocking wait worth a round trip, in seconds.
 _MIN_BLOCK = 0.01
 #: Least lifetime of a waiting worker's registration (``qw:idling:<w>``, see ``queue.lua``),
@@ -261,6 +268,25 @@ def _failed_job(record: str, failure: str, at: float | None) -> FailedJob:
     return FailedJob(job=codec.decode_record(record), failure=why)
 
 
+def _number(text: str) -> float | None:
+    """``text`` as a finite number, or ``None`` (a time another program wrote, say)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _origin_label(origin: str | None) -> str | None:
+    """The queue a ``qw:origin`` value stands for, as :attr:`JobState.queue` names it."""
+    if origin is None:
+        return None
+    if origin == keys.SHARED_ORIGIN:
+        return DEFAULT_QUEUE
+    named = keys.named_queue(origin)
+    return named if named is not None else f"manager:{origin}"
+
+
 class RedisBroker(Broker):
     """A :class:`~qw_core.broker.Broker` on Redis 6.2 or newer (or fakeredis with Lua).
 
@@ -274,7 +300,7 @@ class RedisBroker(Broker):
         :meth:`factory`; otherwise both are derived from the client's settings).
     """
 
-    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, schedules=True)
+    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, schedules=True, throughput=True)
 
     def __init__(
         self, client: redis.Redis, options: RedisOptions | None = None, *, url: str | None = None
@@ -1182,10 +1208,22 @@ class RedisBroker(Broker):
     def failed_jobs(self, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs`; :data:`READ_CHUNK` entries a ``ZREVRANGE`` (and
         a pipeline of their records)."""
+        return self._failed_range(0, limit)
+
+    @_translated
+    def failed_jobs_page(self, *, offset: int = 0, limit: int = 100) -> list[FailedJob]:
+        """See :meth:`Broker.failed_jobs_page`: ``ZREVRANGE`` from ``offset``, as :meth:`failed_jobs`."""
+        check_page(offset, limit)
+        return self._failed_range(offset, limit)
+
+    def _failed_range(self, offset: int, limit: int) -> list[FailedJob]:
+        """The ``limit`` entries of the registry from position ``offset`` on, newest first,
+        :data:`READ_CHUNK` a ``ZREVRANGE`` (and a pipeline of their records); an entry whose
+        record is gone is left out."""
         failed: list[FailedJob] = []
-        start = 0
-        while start < limit:
-            want = min(READ_CHUNK, limit - start)
+        start, end = offset, offset + max(0, limit)
+        while start < end:
+            want = min(READ_CHUNK, end - start)
             scored = cast(
                 "list[tuple[str, float]]",
                 self._client.zrevrange(keys.FAILED, start, start + want - 1, withscores=True),
@@ -1200,6 +1238,57 @@ class RedisBroker(Broker):
                 break
             start += want
         return failed
+
+    @_translated
+    def running_jobs(self, manager: str) -> list[RunningJob]:
+        """See :meth:`Broker.running_jobs`: each worker's ``qw:running:<w>`` (one pipeline),
+        then the ids' ``qw:origin`` (one ``HMGET``). A record of the wrong type, or a time
+        that is not a number, is read as nothing known."""
+        self._check_cached(manager)
+        workers = sorted(cast("set[str]", self._client.smembers(keys.manager_workers(manager))))
+        pipe = self._client.pipeline(transaction=False)
+        for worker in workers:
+            pipe.hgetall(keys.running(worker))
+        found: list[tuple[str, str, float | None]] = []
+        for worker, record in zip(workers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(record, dict):
+                found += [(job_id, worker, _number(at)) for job_id, at in sorted(record.items())]
+        if not found:
+            return []
+        origins = cast(
+            "list[str | None]", self._client.hmget(keys.ORIGIN, [job_id for job_id, _, _ in found])
+        )
+        return [
+            RunningJob(job_id=job_id, worker=worker, since=since, queue=_origin_label(origin))
+            for (job_id, worker, since), origin in zip(found, origins, strict=True)
+        ]
+
+    @_translated
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """See :meth:`Broker.note_jobs_run`: ``note_run.lua`` (``HINCRBY`` on the server's
+        minute, ``qw:jobs-run:<minute>``, kept :data:`JOBS_RUN_KEEP` seconds)."""
+        super().note_jobs_run(manager=manager, count=count)
+        self._check_cached(manager)
+        if count:
+            self._scripts.note_run(manager=manager, count=count, keep=JOBS_RUN_KEEP)
+
+    @_translated
+    def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
+        """See :meth:`Broker.jobs_run`: ``TIME``, then one pipeline of ``HGETALL`` of each
+        minute's ``qw:jobs-run:<minute>``; a count that is not a whole number, or a key of
+        the wrong type, is read as none."""
+        check_minutes(minutes)
+        seconds, _ = self._client.time()
+        now = int(seconds) - int(seconds) % 60
+        wanted = list(range(now - 60 * (minutes - 1), now + 1, 60))
+        pipe = self._client.pipeline(transaction=False)
+        for minute in wanted:
+            pipe.hgetall(keys.jobs_run(minute))
+        found = []
+        for minute, record in zip(wanted, pipe.execute(raise_on_error=False), strict=True):
+            counts = record if isinstance(record, dict) else {}
+            found.append(JobsRun(minute=minute, counts={m: int(n) for m, n in counts.items() if n.isdigit()}))
+        return found
 
     @_translated
     def delayed_job_ids(

@@ -167,6 +167,7 @@ _TICK_PREFIX = _QW + "tick:"
 _DECLARED_PREFIX = _QW + "declared:"
 #: The managers that declared schedules.
 SCHEDULERS = _QW + "schedulers"
+_JOBS_RUN_PREFIX = _QW + "jobs-run:"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
 #: The reaper lease (the token of the manager whose reaper holds it).
@@ -270,6 +271,12 @@ def running(worker: str) -> str:
     """``qw:running:<w>``: what worker ``<w>`` runs now and since when, per its manager's
     last heartbeat."""
     return _RUNNING_PREFIX + worker
+
+
+def jobs_run(minute: int) -> str:
+    """``qw:jobs-run:<minute>``: manager → how many jobs its workers began in the minute
+    that starts at ``minute`` (seconds since the epoch, by the server's clock)."""
+    return f"{_JOBS_RUN_PREFIX}{minute}"
 
 
 def result(job_id: str) -> str:
@@ -390,6 +397,7 @@ local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
 local function idle_key(origin)
   return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end
+local function jobs_run_key(minute) return {_lua_string(_JOBS_RUN_PREFIX)} .. minute end
 local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
 local function tick_key(id) return {_lua_string(_TICK_PREFIX)} .. id end
 local function declared_key(name) return {_lua_string(_DECLARED_PREFIX)} .. name end

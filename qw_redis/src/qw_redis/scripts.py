@@ -206,6 +206,7 @@ class Scripts:
         self._sweep_markers = client.register_script(script_source("sweep_markers.lua"))
         self._tick = client.register_script(script_source("tick.lua"))
         self._declare = client.register_script(script_source("declare.lua"))
+        self._note_run = client.register_script(script_source("note_run.lua"))
 
     def _call_number(self) -> str:
         return str(next(self._calls))
@@ -292,6 +293,11 @@ class Scripts:
         """
         moved, next_ms = self._promote(keys=[keys.DUE, keys.ORIGIN], args=[limit])
         return int(moved), None if int(next_ms) < 0 else int(next_ms) / 1000
+
+    def note_run(self, *, manager: str, count: int, keep: int) -> int:
+        """Add ``count`` to ``manager``'s jobs begun in the server's current minute, kept
+        ``keep`` seconds; the minute (seconds since the epoch)."""
+        return int(self._note_run(keys=[], args=[manager, count, keep]))
 
     def purge_failed(self, job_ids: Sequence[str]) -> int:
         """Delete ``job_ids`` from the failed registry; how many were there."""
