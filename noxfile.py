@@ -34,7 +34,11 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 REDIS_PYPROJECT = nox.project.load_toml("qw_redis/pyproject.toml")
-LOCAL_PACKAGES = ["-e", ".[embedded,prometheus,testing]", "-e", "./qw_redis[hiredis]"]
+LOCAL_PACKAGES = [
+    *("-e", ".[embedded,prometheus,testing]"),
+    *("-e", "./qw_redis[hiredis]"),
+    *("-e", "./qw_postgres"),
+]
 
 #: Every Python the package claims, oldest first (its "Programming Language :: Python :: 3.X").
 PYTHONS = [
