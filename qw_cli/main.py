@@ -34,6 +34,7 @@ COMMANDS = {
     "failed": "qw_cli.failed:failed",
     "job": "qw_cli.job:job",
     "result": "qw_cli.result:result",
+    "migrate": "qw_cli.migrate:migrate",
     "backends": "qw_cli.discover:backends",
     "plugins": "qw_cli.discover:plugins",
 }
@@ -52,6 +53,7 @@ SHORT_HELP = {
     "failed": "List, show, requeue or purge failed jobs.",
     "job": "Show where a job is: queued, delayed, held, failed or done.",
     "result": "Show what a finished job returned.",
+    "migrate": "Create or upgrade the backend's schema (PostgreSQL).",
     "backends": "List installed backends.",
     "plugins": "List the plugins qw run would load.",
 }

@@ -53,12 +53,16 @@ class Capabilities:
     :param shared_by_url: another process opening :meth:`Broker.from_url` sees the same
         jobs (false for the in-memory backend, whose jobs live in one process), so a
         command such as ``qw enqueue`` can refuse instead of queuing into nowhere.
+    :param migrations: the backend keeps a schema of its own on its server, which
+        :meth:`Broker.apply_migrations` creates and upgrades (``qw migrate``) and
+        :meth:`Broker.migration_script` prints; without it, there is nothing to migrate.
     """
 
     multi_host: bool
     max_take: int = 100
     delayed: bool = True
     shared_by_url: bool = True
+    migrations: bool = False
 
 
 #: Jobs per batch of the default :meth:`Broker.requeue_all_failed` (one progress report each).
@@ -580,6 +584,30 @@ class Broker(abc.ABC):
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: the server cannot be reached.
         """
+
+    @classmethod
+    def apply_migrations(cls, url: str | None = None) -> list[str]:
+        """Create or upgrade the schema this backend keeps at ``url`` to what this code
+        needs, safely when several processes do it at once; one line per migration
+        applied (``[]``: it was up to date).
+
+        Only for a backend whose ``capabilities.migrations`` is true (it may also apply
+        them itself when it opens, as the PostgreSQL backend does by default).
+
+        :raises ConfigurationError: the backend keeps no schema, or the stored one is
+            newer than this code.
+        :raises BrokerUnavailable: the server cannot be reached.
+        """
+        raise ConfigurationError(f"the {cls.__name__} backend keeps no schema: there is nothing to migrate")
+
+    @classmethod
+    def migration_script(cls, url: str | None = None) -> str:
+        """The statements :meth:`apply_migrations` would run at ``url`` now, as text a
+        person can review and run by hand (empty: nothing to do).
+
+        :raises ConfigurationError: the backend keeps no schema (see :meth:`apply_migrations`).
+        """
+        raise ConfigurationError(f"the {cls.__name__} backend keeps no schema: there is nothing to migrate")
 
     @abc.abstractmethod
     def factory(self) -> BrokerFactory:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from qwtest_postgres import fresh_schema, schema_url
 
 from qw_postgres.broker import PostgresBroker
+
+# The reliability tests' helpers (records, managers, polling) serve these tests too.
+RELIABILITY = str(Path(__file__).resolve().parent.parent / "reliability")
+if RELIABILITY not in sys.path:
+    sys.path.insert(0, RELIABILITY)
 
 
 @pytest.fixture
@@ -29,3 +36,10 @@ def pg_broker(pg_url: str) -> Iterator[PostgresBroker]:
     broker = PostgresBroker.from_url(pg_url)
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where targets (and the recording manager plugin) write their records."""
+    monkeypatch.setenv("QWTEST_RECORD_DIR", str(tmp_path))
+    return tmp_path

@@ -57,7 +57,7 @@ from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
 from qw_postgres import codec, migrate
 from qw_postgres.connection import Settings, connect, parse_url, unavailable
-from qw_postgres.schema import BLOCK, LATEST, Migration, channel, script
+from qw_postgres.schema import BLOCK, LATEST, channel, script
 from qw_postgres.sql import statements
 
 log = logging.getLogger("qw.postgres")
@@ -152,7 +152,7 @@ class PostgresBroker(Broker):
     :class:`~qw_core.errors.BrokerUnavailable` while the server is away).
     """
 
-    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True)
+    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, migrations=True)
 
     def __init__(self, settings: Settings, conn: Connection | None = None, *, url: str | None = None) -> None:
         self._settings = settings
@@ -200,29 +200,23 @@ class PostgresBroker(Broker):
         return broker
 
     @classmethod
-    def migrations(cls, url: str | None = None, *, apply: bool = True) -> list[Migration]:
-        """The migrations the schema at ``url`` lacks; applied first when ``apply``.
-
-        :raises SchemaTooNew: the schema is newer than this code.
-        """
+    def apply_migrations(cls, url: str | None = None) -> list[str]:
+        """See :meth:`Broker.apply_migrations`: the migrations the schema at ``url`` lacks,
+        applied in one transaction under the migration lock (:mod:`qw_postgres.migrate`)."""
         settings = parse_url(url)
         conn = connect(settings)
         try:
-            if apply:
-                return migrate.apply(conn, settings.schema, settings.shown)
-            version = migrate.current_version(conn, settings.schema)
-            migrate.check_version(version, settings.schema, settings.shown)
-            from qw_postgres.schema import pending  # noqa: PLC0415 - only here
-
-            return pending(version)
+            done = migrate.apply(conn, settings.schema, settings.shown)
         except psycopg.Error as exc:
             raise PostgresBroker(settings)._error(exc) from exc
         finally:
             conn.close()
+        return [f"schema {settings.schema}: applied version {m.version} ({m.description})" for m in done]
 
     @classmethod
     def migration_script(cls, url: str | None = None) -> str:
-        """The SQL that brings the schema at ``url`` up to date, without applying it."""
+        """See :meth:`Broker.migration_script`: the SQL that brings the schema at ``url``
+        from the version it has to this code's, each migration in its own transaction."""
         settings = parse_url(url)
         conn = connect(settings)
         try:
@@ -250,7 +244,8 @@ class PostgresBroker(Broker):
             conn.close()
 
     def describe(self) -> str:
-        return f"{self._settings.shown} (schema {self._schema})"
+        shown = self._settings.shown
+        return shown if "schema=" in shown else f"{shown} (schema {self._schema})"
 
     @property
     def schema(self) -> str:

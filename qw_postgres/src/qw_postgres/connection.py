@@ -122,8 +122,9 @@ def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
 def unavailable(exc: psycopg.Error, shown: str) -> PostgresUnavailable:
     """The one-line error for a connection that could not be made (or was lost)."""
     text = " ".join(str(exc).split())
-    detail = text.split("failed: ", 1)[-1] if "failed: " in text else text
-    detail = re.sub(r"^FATAL:\s*", "", detail)
+    detail = text.rsplit("failed: ", 1)[-1]  # libpq's "connection to server at ... failed: WHY"
+    detail = re.sub(r"^(FATAL|ERROR):\s*", "", detail)
+    detail = detail.split(" Is the server running", 1)[0].strip()
     if match := re.search(r'database "([^"]*)" does not exist', text):
         return PostgresUnavailable(
             f"PostgreSQL at {shown} has no database {match.group(1)!r}",
