@@ -2,7 +2,7 @@
 Python qw claims, lint, types and the documentation.
 
 One data-driven file for both distributions: each session installs the two packages from
-this checkout (qw-core at the root, qw-redis in ./qw_redis) plus the dependency group it
+this checkout (qw-core at the root, qw-redis in ./qw_redis, qw-postgres in ./qw_postgres) plus the dependency group it
 needs from pyproject.toml, into a fresh virtualenv.
 
 Sessions that run the test suite:
@@ -34,6 +34,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 REDIS_PYPROJECT = nox.project.load_toml("qw_redis/pyproject.toml")
+POSTGRES_PYPROJECT = nox.project.load_toml("qw_postgres/pyproject.toml")
 LOCAL_PACKAGES = [
     *("-e", ".[embedded,prometheus,testing]"),
     *("-e", "./qw_redis[hiredis]"),
@@ -82,8 +83,12 @@ def install_group(session: nox.Session, group: str, *, local: bool = True, const
 
 def lowest_bounds() -> list[str]:
     """``name==X`` for each ``name>=X`` that qw-core, qw-redis and their extras require."""
-    requirements = [*PYPROJECT["project"]["dependencies"], *REDIS_PYPROJECT["project"]["dependencies"]]
-    for project in (PYPROJECT, REDIS_PYPROJECT):
+    requirements = [
+        *PYPROJECT["project"]["dependencies"],
+        *REDIS_PYPROJECT["project"]["dependencies"],
+        *POSTGRES_PYPROJECT["project"]["dependencies"],
+    ]
+    for project in (PYPROJECT, REDIS_PYPROJECT, POSTGRES_PYPROJECT):
         for extra in project["project"].get("optional-dependencies", {}).values():
             requirements.extend(extra)
     pins = {}

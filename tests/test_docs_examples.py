@@ -79,7 +79,9 @@ def substituted(code: str, postgres: str = READERS_POSTGRES) -> str:
     PostgreSQL database by ``postgres``)."""
     return (
         code.replace("redis://localhost:6379/0", redis_url(DOCS_DB))
-        .replace('host="localhost", port=6379, db=0', f'host="{REDIS_HOST}", port={shared_port()}, db={DOCS_DB}')
+        .replace(
+            'host="localhost", port=6379, db=0', f'host="{REDIS_HOST}", port={shared_port()}, db={DOCS_DB}'
+        )
         .replace(READERS_POSTGRES, postgres)
     )
 

@@ -4,7 +4,6 @@ each job is, read through the broker (the "exactly one place" invariant)."""
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Iterable
 from typing import Any
 

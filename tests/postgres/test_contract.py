@@ -6,8 +6,6 @@ than the contract's wake-up bound, so the wake-up tests cannot pass by polling.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from qw_core.broker import Broker
@@ -17,8 +15,8 @@ from qw_postgres.broker import PostgresBroker, waiting_takes
 
 class TestPostgresContract(BrokerContract):
     @pytest.fixture
-    def broker(self, pg_broker: PostgresBroker) -> Iterator[Broker]:
-        yield pg_broker
+    def broker(self, pg_broker: PostgresBroker) -> Broker:
+        return pg_broker
 
     def blocked_takers(self, broker: Broker) -> int:
         return waiting_takes()

@@ -54,7 +54,9 @@ def test_a_killed_manager_group_is_reaped_by_a_new_manager(pg_url: str, record_d
     try:
         wait_for(lambda: len(runs(record_dir)) >= 3, what="some jobs to finish")
         wait_for(
-            lambda: len(broker.workers("old")) == 2 and all(broker.held_job_ids(w) for w in broker.workers("old")),
+            lambda: (
+                len(broker.workers("old")) == 2 and all(broker.held_job_ids(w) for w in broker.workers("old"))
+            ),
             what="both workers to hold a job",
         )
         old.signal_group(signal.SIGKILL)

@@ -95,7 +95,9 @@ def _count_waiting(step: int) -> None:
         _waiting += step
 
 
-def _translated(method: Callable[Concatenate[PostgresBroker, _P], _R]) -> Callable[Concatenate[PostgresBroker, _P], _R]:
+def _translated(
+    method: Callable[Concatenate[PostgresBroker, _P], _R],
+) -> Callable[Concatenate[PostgresBroker, _P], _R]:
     """Turn psycopg's errors into qw's: a lost or refused connection is an outage
     (:class:`~qw_core.errors.BrokerUnavailable`, the connection dropped so the next call
     opens a new one); any other database error is a :class:`QwError` of one line."""
@@ -321,7 +323,9 @@ class PostgresBroker(Broker):
         return [job.id for job in jobs]
 
     @_translated
-    def _insert(self, rows: list[tuple[codec.Row, str, str | None]], waits: bool, delay: float, at: float | None) -> None:
+    def _insert(
+        self, rows: list[tuple[codec.Row, str, str | None]], waits: bool, delay: float, at: float | None
+    ) -> None:
         insert(self._connection(), self._schema, rows, waits=waits, delay=delay, at=at)
 
     def _encode_new(self, job: Job) -> tuple[codec.Row, str, str | None]:
@@ -375,7 +379,7 @@ class PostgresBroker(Broker):
                 served.append(f"q:{queue}")
         return served
 
-    def _take_once(
+    def _take_once(  # noqa: PLR0917 - the take function's own parameters
         self,
         manager: str,
         worker: str,
@@ -629,7 +633,9 @@ class PostgresBroker(Broker):
                 f"{max_recoveries} times already after its worker died"
             )
             log.warning("job %s: %s; moved to the failed jobs", job_id, error)
-            failures.append(codec.encode_failure(Failure.from_exception(error, worker=worker, kind="crashed")))
+            failures.append(
+                codec.encode_failure(Failure.from_exception(error, worker=worker, kind="crashed"))
+            )
         params = {
             "id": [job_id for job_id, _ in poison],
             "origin": [origin for _, origin in poison],
@@ -660,7 +666,7 @@ class PostgresBroker(Broker):
         tokens = [token, *workers.values()]
         shown = None if running is None else json.dumps({w: dict(jobs) for w, jobs in running.items()})
         rows = self._rows("BEAT", [names, tokens, float(ttl), shown])
-        return {name: previous for name, previous in rows}
+        return dict(rows)
 
     @_translated
     def heartbeat_of(self, name: str) -> tuple[str, float] | None:
@@ -714,7 +720,8 @@ class PostgresBroker(Broker):
                 reaped.append(done)
         conn.execute(
             f"DELETE FROM {s}.managers m WHERE m.beats "
-            f"AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h WHERE h.name = m.name AND h.expires > {s}.now_s()) "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h "
+            f"WHERE h.name = m.name AND h.expires > {s}.now_s()) "
             f"AND NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.manager = m.name)"
         )
         self._sweep()
@@ -734,7 +741,8 @@ class PostgresBroker(Broker):
             older = f"{column} < {s}.now_s() - {grace}" if grace >= 0 else f"{column} < {s}.now_s() + {grace}"
             key = "worker" if table in ("running", "nudges") else ("id" if table == "results" else "name")
             conn.execute(
-                f"DELETE FROM {s}.{table} WHERE {key} IN (SELECT {key} FROM {s}.{table} WHERE {older} LIMIT 1000)"
+                f"DELETE FROM {s}.{table} WHERE {key} IN "
+                f"(SELECT {key} FROM {s}.{table} WHERE {older} LIMIT 1000)"
             )
 
     # -- membership ----------------------------------------------------------------------------
@@ -782,7 +790,9 @@ class PostgresBroker(Broker):
 
     @_translated
     def workers(self, manager: str) -> list[str]:
-        return self._column(f"SELECT name FROM {self._schema}.workers WHERE manager = %s ORDER BY name", [manager])
+        return self._column(
+            f"SELECT name FROM {self._schema}.workers WHERE manager = %s ORDER BY name", [manager]
+        )
 
     def _column(self, query: str, params: Any = None) -> list[Any]:
         return [row[0] for row in self._connection().execute(query, params)]
@@ -900,11 +910,18 @@ class PostgresBroker(Broker):
                 failed = codec.decode_failed([*row[1:9], row[9], row[10]])
                 failure = failed.failure
                 return JobState(
-                    job_id=job_id, state=State.FAILED, job=job, queue=label, worker=failure.worker, failure=failure
+                    job_id=job_id,
+                    state=State.FAILED,
+                    job=job,
+                    queue=label,
+                    worker=failure.worker,
+                    failure=failure,
                 )
             holder, origin, due, since = row[11:15]
             if kind == "held" and origin != "w":
-                return JobState(job_id=job_id, state=State.HELD, job=job, queue=label, worker=holder, since=since)
+                return JobState(
+                    job_id=job_id, state=State.HELD, job=job, queue=label, worker=holder, since=since
+                )
             if kind == "delayed":
                 return JobState(job_id=job_id, state=State.DELAYED, job=job, queue=label, due_at=due)
             return JobState(job_id=job_id, state=State.QUEUED, job=job, queue=label)
@@ -932,7 +949,8 @@ class PostgresBroker(Broker):
         row = (
             self._connection()
             .execute(
-                f"SELECT {codec.JOB_COLUMNS}, failure::text, failed_at FROM {self._schema}.failed WHERE id = %s",
+                f"SELECT {codec.JOB_COLUMNS}, failure::text, failed_at "
+                f"FROM {self._schema}.failed WHERE id = %s",
                 [job_id],
             )
             .fetchone()
@@ -1023,10 +1041,15 @@ class PostgresBroker(Broker):
     def stray_queues(self) -> dict[str, int]:
         s = self._schema
         self._promote()
-        rows = self._connection().execute(
-            f"SELECT substr(origin, 3), count(*) FROM {s}.jobs WHERE state = 'queued' AND left(origin, 2) = 'm:' "
-            f"GROUP BY origin UNION ALL SELECT holder, count(*) FROM {s}.jobs WHERE state = 'held' GROUP BY holder"
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT substr(origin, 3), count(*) FROM {s}.jobs "
+                "WHERE state = 'queued' AND left(origin, 2) = 'm:' GROUP BY origin "
+                f"UNION ALL SELECT holder, count(*) FROM {s}.jobs WHERE state = 'held' GROUP BY holder"
+            )
+            .fetchall()
+        )
         found: dict[str, int] = {}
         for name, count in rows:
             found[name] = found.get(name, 0) + int(count)
@@ -1071,7 +1094,9 @@ class PostgresBroker(Broker):
             self._check_cached(to)
         s = self._schema
         conn = self._connection()
-        held = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE state = 'held' AND holder = %s)", [name])
+        held = conn.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE state = 'held' AND holder = %s)", [name]
+        )
         [(has_held,)] = held.fetchall()
         if has_held and self._worker_running(name):
             raise WorkerRunning(f"worker {name} is running: the jobs on its list are its own")

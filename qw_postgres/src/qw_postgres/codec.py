@@ -17,7 +17,7 @@ import attrs
 
 from qw_core.errors import InvalidJob
 from qw_core.memory_rpc import check_json
-from qw_core.models import Failure, FailedJob, Job
+from qw_core.models import FailedJob, Failure, Job
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -78,7 +78,7 @@ def columns(rows: Sequence[Row]) -> dict[str, list[Any]]:
     return {field.name: [getattr(row, field.name) for row in rows] for field in attrs.fields(Row)}
 
 
-def decode(
+def decode(  # noqa: PLR0917 - the columns of a row, in order
     job_id: str,
     data: str,
     meta: str,

@@ -145,7 +145,8 @@ WITH c AS (
     SELECT id, origin FROM {s}.jobs
     WHERE id = ANY (%(ids)s::text[]) AND state = 'held' AND holder = %(worker)s FOR UPDATE
 ), r AS (
-    SELECT c.id, c.origin, row_number() OVER (ORDER BY array_position(%(ids)s::text[], c.id::text)) AS rn FROM c
+    SELECT c.id, c.origin, row_number() OVER (ORDER BY array_position(%(ids)s::text[], c.id::text)) AS rn
+    FROM c
 ), b AS (
     SELECT nextval('{s}.positions') * 1048576 AS base
 ), u AS (
@@ -187,14 +188,16 @@ BEAT = "SELECT * FROM {s}.beat(%s, %s, %s, %s)"
 
 REQUEUE_FAILED = """
 WITH picked AS (
-    SELECT f.*, row_number() OVER (ORDER BY f.position) AS rn FROM {s}.failed f WHERE f.id = ANY (%(ids)s::text[])
+    SELECT f.*, row_number() OVER (ORDER BY f.position) AS rn
+    FROM {s}.failed f WHERE f.id = ANY (%(ids)s::text[])
 ), b AS (
     SELECT nextval('{s}.positions') * 1048576 AS base
 ), ins AS (
     INSERT INTO {s}.jobs (
         id, data, meta, manager, worker, queue, attempts, queued_at, state, origin, position
     )
-    SELECT p.id, p.data, p.meta, p.manager, p.worker, p.queue, 0, p.queued_at, 'queued', p.origin, b.base + p.rn
+    SELECT p.id, p.data, p.meta, p.manager, p.worker, p.queue, 0, p.queued_at, 'queued', p.origin,
+        b.base + p.rn
     FROM picked p CROSS JOIN b ORDER BY p.rn
     ON CONFLICT (id) DO NOTHING
     RETURNING id, origin
