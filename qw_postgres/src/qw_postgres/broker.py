@@ -865,7 +865,6 @@ class PostgresBroker(Broker):
     ) -> list[str]:
         check_page(offset, limit)
         origin = self._listed(manager, queue)
-        self._promote()
         return self._column(
             f"SELECT id FROM {self._schema}.jobs WHERE state = 'delayed' AND origin = %s "
             "ORDER BY due, position OFFSET %s LIMIT %s",
@@ -875,7 +874,6 @@ class PostgresBroker(Broker):
     @_translated
     def delayed_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
         origin = self._listed(manager, queue)
-        self._promote()
         [count] = self._column(
             f"SELECT count(*) FROM {self._schema}.jobs WHERE state = 'delayed' AND origin = %s", [origin]
         )
@@ -900,7 +898,6 @@ class PostgresBroker(Broker):
 
     @_translated
     def job_status(self, job_id: str) -> JobState:
-        self._promote()
         rows = self._rows("STATUS", {"id": job_id})
         for row in sorted(rows, key=lambda row: row[0] != "failed"):
             kind = row[0]
