@@ -1,9 +1,9 @@
 """Developer and CI sessions: ``nox`` runs the test suite on the oldest and the newest
 Python qw claims, lint, types and the documentation.
 
-One data-driven file for both distributions: each session installs the two packages from
-this checkout (qw-core at the root, qw-redis in ./qw_redis, qw-postgres in ./qw_postgres) plus the dependency group it
-needs from pyproject.toml, into a fresh virtualenv.
+One data-driven file for the three distributions: each session installs the packages from
+this checkout (qw-core at the root, qw-redis in ./qw_redis, qw-postgres in ./qw_postgres)
+plus the dependency group it needs from pyproject.toml, into a fresh virtualenv.
 
 Sessions that run the test suite:
 
