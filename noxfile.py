@@ -1,9 +1,9 @@
 """Developer and CI sessions: ``nox`` runs the test suite on the oldest and the newest
 Python qw claims, lint, types and the documentation.
 
-One data-driven file for both distributions: each session installs the two packages from
-this checkout (qw-core at the root, qw-redis in ./qw_redis) plus the dependency group it
-needs from pyproject.toml, into a fresh virtualenv.
+One data-driven file for the three distributions: each session installs the packages from
+this checkout (qw-core at the root, qw-redis in ./qw_redis, qw-postgres in ./qw_postgres)
+plus the dependency group it needs from pyproject.toml, into a fresh virtualenv.
 
 Sessions that run the test suite:
 
@@ -34,7 +34,12 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 REDIS_PYPROJECT = nox.project.load_toml("qw_redis/pyproject.toml")
-LOCAL_PACKAGES = ["-e", ".[embedded,prometheus,testing,dashboard]", "-e", "./qw_redis[hiredis]"]
+POSTGRES_PYPROJECT = nox.project.load_toml("qw_postgres/pyproject.toml")
+LOCAL_PACKAGES = [
+    *("-e", ".[embedded,prometheus,testing,dashboard]"),
+    *("-e", "./qw_redis[hiredis]"),
+    *("-e", "./qw_postgres"),
+]
 
 #: Every Python the package claims, oldest first (its "Programming Language :: Python :: 3.X").
 PYTHONS = [
@@ -78,8 +83,12 @@ def install_group(session: nox.Session, group: str, *, local: bool = True, const
 
 def lowest_bounds() -> list[str]:
     """``name==X`` for each ``name>=X`` that qw-core, qw-redis and their extras require."""
-    requirements = [*PYPROJECT["project"]["dependencies"], *REDIS_PYPROJECT["project"]["dependencies"]]
-    for project in (PYPROJECT, REDIS_PYPROJECT):
+    requirements = [
+        *PYPROJECT["project"]["dependencies"],
+        *REDIS_PYPROJECT["project"]["dependencies"],
+        *POSTGRES_PYPROJECT["project"]["dependencies"],
+    ]
+    for project in (PYPROJECT, REDIS_PYPROJECT, POSTGRES_PYPROJECT):
         for extra in project["project"].get("optional-dependencies", {}).values():
             requirements.extend(extra)
     pins = {}

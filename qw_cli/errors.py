@@ -56,7 +56,10 @@ def one_line(text: str) -> str:
 def describe(exc: Exception, *, hint: str = UNREACHABLE_HINT) -> str:
     """The one-line message for ``exc``, with ``hint`` added for an unreachable broker."""
     if isinstance(exc, BrokerUnavailable):
-        return f"{one_line(str(exc))}; {hint}"
+        # A backend may say what to do itself (the PostgreSQL backend's "create the
+        # database", say); else the hint of the command, which speaks of Redis.
+        own = getattr(exc, "hint", None)
+        return f"{one_line(str(exc))}; {own if isinstance(own, str) and own else hint}"
     if isinstance(exc, QwError):
         return one_line(str(exc)) or type(exc).__name__
     detail = one_line(str(exc))

@@ -36,6 +36,7 @@ COMMANDS = {
     "result": "qw_cli.result:result",
     "schedules": "qw_cli.schedules:schedules",
     "dashboard": "qw_cli.dashboard:dashboard",
+    "migrate": "qw_cli.migrate:migrate",
     "backends": "qw_cli.discover:backends",
     "plugins": "qw_cli.discover:plugins",
 }
@@ -56,6 +57,7 @@ SHORT_HELP = {
     "result": "Show what a finished job returned.",
     "schedules": "List the schedules of the running managers.",
     "dashboard": "Serve the web dashboard.",
+    "migrate": "Create or upgrade the backend's schema (PostgreSQL).",
     "backends": "List installed backends.",
     "plugins": "List the plugins qw run would load.",
 }

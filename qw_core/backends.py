@@ -19,7 +19,7 @@ ENTRY_POINT_GROUP = "qw.backends"
 #: The distribution that provides each backend qw's own project publishes, named when
 #: such a backend is not installed (only to say what to install: backends are still found
 #: by their entry points alone).
-KNOWN_DISTRIBUTIONS = {"redis": "qw-redis"}
+KNOWN_DISTRIBUTIONS = {"redis": "qw-redis", "postgres": "qw-postgres"}
 
 
 def available_backends() -> dict[str, EntryPoint]:

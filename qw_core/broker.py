@@ -70,6 +70,9 @@ class Capabilities:
     :param throughput: the broker keeps the counts of :meth:`Broker.note_jobs_run`, and
         :meth:`Broker.jobs_run` reads them back (without it, the first does nothing and the
         second returns ``[]``: a dashboard says the backend keeps none).
+    :param migrations: the backend keeps a schema of its own on its server, which
+        :meth:`Broker.apply_migrations` creates and upgrades (``qw migrate``) and
+        :meth:`Broker.migration_script` prints; without it, there is nothing to migrate.
     """
 
     multi_host: bool
@@ -78,6 +81,7 @@ class Capabilities:
     shared_by_url: bool = True
     schedules: bool = False
     throughput: bool = False
+    migrations: bool = False
 
 
 #: Jobs per batch of the default :meth:`Broker.requeue_all_failed` (one progress report each).
@@ -760,6 +764,30 @@ class Broker(abc.ABC):
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: the server cannot be reached.
         """
+
+    @classmethod
+    def apply_migrations(cls, url: str | None = None) -> list[str]:
+        """Create or upgrade the schema this backend keeps at ``url`` to what this code
+        needs, safely when several processes do it at once; one line per migration
+        applied (``[]``: it was up to date).
+
+        Only for a backend whose ``capabilities.migrations`` is true (it may also apply
+        them itself when it opens, as the PostgreSQL backend does by default).
+
+        :raises ConfigurationError: the backend keeps no schema, or the stored one is
+            newer than this code.
+        :raises BrokerUnavailable: the server cannot be reached.
+        """
+        raise ConfigurationError(f"the {cls.__name__} backend keeps no schema: there is nothing to migrate")
+
+    @classmethod
+    def migration_script(cls, url: str | None = None) -> str:
+        """The statements :meth:`apply_migrations` would run at ``url`` now, as text a
+        person can review and run by hand (empty: nothing to do).
+
+        :raises ConfigurationError: the backend keeps no schema (see :meth:`apply_migrations`).
+        """
+        raise ConfigurationError(f"the {cls.__name__} backend keeps no schema: there is nothing to migrate")
 
     @abc.abstractmethod
     def factory(self) -> BrokerFactory:

@@ -38,6 +38,7 @@ import click
 import pytest
 import yaml
 from qwtest_docs import DOCS, ROOT, Block, blocks, docs_block, pages
+from qwtest_postgres import fresh_database
 from qwtest_redis import REDIS_HOST, flushed_db, redis_url, shared_port
 from qwtest_wait import wait_for
 
@@ -69,10 +70,19 @@ SCRIPT_TESTS = (Path(__file__), ROOT / "tests" / "redis" / "test_compat.py")
 ALL_BLOCKS = [block for page in pages() for block in blocks(page)]
 
 
-def substituted(code: str) -> str:
-    """``code`` with the reader's Redis replaced by the tests' database."""
-    return code.replace("redis://localhost:6379/0", redis_url(DOCS_DB)).replace(
-        'host="localhost", port=6379, db=0', f'host="{REDIS_HOST}", port={shared_port()}, db={DOCS_DB}'
+#: The reader's PostgreSQL database in the examples, replaced by one made for the page.
+READERS_POSTGRES = "postgresql://localhost/app"
+
+
+def substituted(code: str, postgres: str = READERS_POSTGRES) -> str:
+    """``code`` with the reader's Redis replaced by the tests' database (and the reader's
+    PostgreSQL database by ``postgres``)."""
+    return (
+        code.replace("redis://localhost:6379/0", redis_url(DOCS_DB))
+        .replace(
+            'host="localhost", port=6379, db=0', f'host="{REDIS_HOST}", port={shared_port()}, db={DOCS_DB}'
+        )
+        .replace(READERS_POSTGRES, postgres)
     )
 
 
@@ -158,9 +168,16 @@ def docs_db() -> Iterator[Any]:
         yield client
 
 
+@pytest.fixture
+def docs_postgres() -> Iterator[str]:
+    """A PostgreSQL database of the page's own on the tests' server, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("page", PYTHON_PAGES)
-def test_the_pages_python_runs(page: str, tmp_path: Path, docs_db: Any) -> None:
+def test_the_pages_python_runs(page: str, tmp_path: Path, docs_db: Any, docs_postgres: str) -> None:
     files = write_project(page, tmp_path)
     for block in files:
         if block.lang == "toml":
@@ -174,7 +191,7 @@ def test_the_pages_python_runs(page: str, tmp_path: Path, docs_db: Any) -> None:
         if block.lang == "python":
             assert block.path is not None
             compile(block.body, block.where, "exec")
-    snippets = [(b.where, substituted(b.body)) for b in snippet_blocks(page)]
+    snippets = [(b.where, substituted(b.body, docs_postgres)) for b in snippet_blocks(page)]
     if modules or snippets:
         (tmp_path / "_run_examples.py").write_text(RUNNER, encoding="utf-8")
         ran = subprocess.run(

@@ -38,6 +38,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     run(sys.executable, "-m", "build", "--outdir", out, ROOT)
     run(sys.executable, "-m", "build", "--outdir", out, ROOT / "qw_redis")
+    run(sys.executable, "-m", "build", "--outdir", out, ROOT / "qw_postgres")
     return out
 
 
@@ -62,19 +63,20 @@ def wheel_metadata(dist: Path, name: str) -> Message:
 
 def test_wheels_install_into_a_clean_venv(dist: Path, tmp_path: Path) -> None:
     wheels = sorted(p.name for p in dist.glob("*.whl"))
-    assert [w.split("-")[0] for w in wheels] == ["qw_core", "qw_redis"]
+    assert [w.split("-")[0] for w in wheels] == ["qw_core", "qw_postgres", "qw_redis"]
 
     bindir = new_venv(tmp_path / "venv")
     run(bindir / "python", "-m", "pip", "install", "--quiet", *sorted(dist.glob("*.whl")))
 
-    run(bindir / "python", "-c", "import qw_core, qw_redis, qw_cli")
+    run(bindir / "python", "-c", "import qw_core, qw_redis, qw_cli, qw_postgres.broker")
     version = run(bindir / "qw", "--version").stdout
     assert "1.0.0.dev0" in version
     backends = run(bindir / "qw", "backends").stdout
     assert "memory" in backends
     assert "redis" in backends
+    assert "postgres" in backends
     # the wheels carry their type information
-    for package in ("qw_core", "qw_redis"):
+    for package in ("qw_core", "qw_redis", "qw_postgres"):
         check = f"import importlib.resources as r; assert r.files({package!r}).joinpath('py.typed').is_file()"
         run(bindir / "python", "-c", check)
     # the dashboard's templates and static files come with qw-core (its extra brings its libraries)

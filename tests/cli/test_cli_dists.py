@@ -112,5 +112,5 @@ def test_unknown_backend_suggests_the_installed_one(python: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        "qw: error: unknown backend 'tiney' (installed: memory, redis, tiny); did you mean 'tiny'?"
+        "qw: error: unknown backend 'tiney' (installed: memory, postgres, redis, tiny); did you mean 'tiny'?"
     )

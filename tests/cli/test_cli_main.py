@@ -25,6 +25,7 @@ def test_every_command_is_there() -> None:
         "job",
         "jobs",
         "managers",
+        "migrate",
         "move",
         "plugins",
         "result",

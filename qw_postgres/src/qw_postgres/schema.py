@@ -1,0 +1,398 @@
+"""The tables and functions qw keeps in PostgreSQL, as numbered migrations.
+
+Every object lives in one schema the user names (``?schema=NAME`` in the URL, ``qw`` by
+default), so that several applications, or the tests, share a database without meeting.
+The schema records which migrations it has in ``<schema>.qw_migrations``. A broker that
+opens a database whose schema is older applies the missing migrations itself, in one
+transaction under ``pg_advisory_xact_lock``, so managers that start at once apply each
+migration exactly once and none of them sees a half-made schema; one whose schema is
+newer than this code refuses to run (:class:`SchemaTooNew`) rather than guess.
+``qw migrate`` applies them, or prints them for teams that run migrations by hand.
+
+Positions. A queue's order is the ``position`` of its rows (smallest first). Each
+statement that places rows draws one number from ``<schema>.positions`` and gives its rows
+``number * 2**20 + 1, 2, 3...`` in order (the back of every queue); rows put back at the
+front get ``-number * 2**20 + 1, 2, 3...``, smaller than every position drawn before. So a
+batch keeps its order without a sequence call per row, and the front stays the front.
+
+Waking. A statement that makes a job available calls ``pg_notify`` on the channel of its
+queue (``<schema>.channel(key)``: ``qw_`` and the MD5 of the schema and the queue's key,
+since a channel name has at most 63 bytes and a queue name up to 200 characters). A
+notification is sent when its transaction commits, so a job queued in a transaction that
+rolls back wakes nobody, and one that commits is visible to the worker it wakes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import attrs
+
+from qw_core.errors import ConfigurationError
+from qw_core.results import FINISHED_CAP
+
+#: The schema's name when the URL does not name one.
+DEFAULT_SCHEMA = "qw"
+
+#: What a schema name may be: a lower-case SQL identifier that needs no quoting.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+#: Positions a statement may give its rows (see the module's docstring).
+BLOCK = 1 << 20
+
+#: The advisory lock class of migrations (the lock's second half is the schema's hash).
+MIGRATION_LOCK = 0x7177
+
+
+def check_schema(name: str) -> str:
+    """Return ``name`` if it can name qw's schema.
+
+    :raises ConfigurationError: it is not a lower-case identifier of at most 63 characters.
+    """
+    if not _SCHEMA_NAME.fullmatch(name) or name.startswith("pg_"):
+        raise ConfigurationError(
+            f"schema name {name[:80]!r} is not a lower-case SQL identifier (letters, digits and _, "
+            "at most 63 characters, not starting with a digit or pg_)"
+        )
+    return name
+
+
+def channel(schema: str, key: str) -> str:
+    """The ``LISTEN`` channel of queue ``key`` in ``schema`` (as ``<schema>.channel`` computes it)."""
+    return "qw_" + hashlib.md5(f"{schema}:{key}".encode(), usedforsecurity=False).hexdigest()
+
+
+@attrs.frozen
+class Migration:
+    """One step of the schema: its number, what it does, and its SQL (``{s}``: the schema)."""
+
+    version: int
+    description: str
+    sql: str
+
+    def text(self, schema: str) -> str:
+        """The SQL for ``schema``."""
+        return (
+            self.sql.replace("{s}", schema)
+            .replace("{schema}", schema)
+            .replace("{finished_cap}", str(FINISHED_CAP))
+        )
+
+
+_V1 = r"""
+CREATE SEQUENCE {s}.positions;
+
+CREATE FUNCTION {s}.now_s() RETURNS double precision LANGUAGE sql VOLATILE AS
+$$ SELECT extract(epoch FROM clock_timestamp())::double precision $$;
+
+CREATE FUNCTION {s}.channel(p_key text) RETURNS text LANGUAGE sql IMMUTABLE AS
+$$ SELECT 'qw_' || md5('{schema}:' || p_key) $$;
+
+-- Queued, delayed and held jobs. origin: where the job waits or goes back to ('default',
+-- 'q:<queue>', 'm:<manager>'; 'w' for a job sent to a worker that has not taken it yet,
+-- which goes to that worker's manager). holder: the worker holding it (state 'held').
+CREATE TABLE {s}.jobs (
+    id text COLLATE "C" PRIMARY KEY,
+    data json NOT NULL,
+    meta json NOT NULL DEFAULT '{}',
+    manager text COLLATE "C",
+    worker text COLLATE "C",
+    queue text COLLATE "C",
+    attempts integer NOT NULL DEFAULT 0,
+    queued_at double precision,
+    state text NOT NULL CHECK (state IN ('queued', 'delayed', 'held')),
+    origin text COLLATE "C" NOT NULL,
+    position bigint NOT NULL,
+    holder text COLLATE "C",
+    due double precision,
+    recoveries integer NOT NULL DEFAULT 0,
+    suspect boolean NOT NULL DEFAULT false,
+    CHECK ((state = 'held') = (holder IS NOT NULL)),
+    CHECK ((state = 'delayed') = (due IS NOT NULL))
+);
+CREATE INDEX jobs_queued ON {s}.jobs (origin, position) WHERE state = 'queued';
+CREATE INDEX jobs_held ON {s}.jobs (holder, position) WHERE state = 'held';
+CREATE INDEX jobs_delayed ON {s}.jobs (origin, due, position) WHERE state = 'delayed';
+CREATE INDEX jobs_due ON {s}.jobs (due) WHERE state = 'delayed';
+
+-- The failed-job registry: the job as it last ran, why it failed, and where it goes back to.
+CREATE TABLE {s}.failed (
+    id text COLLATE "C" PRIMARY KEY,
+    data json NOT NULL,
+    meta json NOT NULL DEFAULT '{}',
+    manager text COLLATE "C",
+    worker text COLLATE "C",
+    queue text COLLATE "C",
+    attempts integer NOT NULL DEFAULT 0,
+    queued_at double precision,
+    origin text COLLATE "C" NOT NULL,
+    failure json NOT NULL,
+    failed_at double precision NOT NULL,
+    position bigint NOT NULL
+);
+CREATE INDEX failed_position ON {s}.failed (position);
+CREATE INDEX failed_at ON {s}.failed (failed_at);
+
+CREATE TABLE {s}.results (
+    id text COLLATE "C" PRIMARY KEY,
+    value json NOT NULL,
+    finished_at double precision NOT NULL,
+    worker text COLLATE "C" NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX results_expires ON {s}.results (expires);
+
+-- Jobs that finished lately without a result, so that their status says they succeeded
+-- (for the worker's result_ttl, the newest FINISHED_CAP of them at most; seq orders them).
+CREATE TABLE {s}.finished (
+    id text COLLATE "C" PRIMARY KEY,
+    finished_at double precision NOT NULL,
+    expires double precision NOT NULL,
+    seq bigint GENERATED ALWAYS AS IDENTITY
+);
+CREATE INDEX finished_expires ON {s}.finished (expires);
+CREATE INDEX finished_seq ON {s}.finished (seq);
+
+-- Membership and liveness; times are the database's clock (now_s()).
+CREATE TABLE {s}.managers (name text COLLATE "C" PRIMARY KEY, beats boolean NOT NULL DEFAULT false);
+CREATE TABLE {s}.workers (
+    manager text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    PRIMARY KEY (manager, name)
+);
+CREATE INDEX workers_name ON {s}.workers (name);
+CREATE TABLE {s}.heartbeats (
+    name text COLLATE "C" PRIMARY KEY,
+    token text NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE TABLE {s}.running (
+    worker text COLLATE "C" PRIMARY KEY,
+    jobs json NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE TABLE {s}.leases (
+    name text COLLATE "C" PRIMARY KEY,
+    owner text NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE TABLE {s}.nudges (worker text COLLATE "C" PRIMARY KEY, at double precision NOT NULL);
+CREATE TABLE {s}.queues (name text COLLATE "C" PRIMARY KEY);
+
+-- Move due delayed jobs to the back of their queues, the soonest due first (at most
+-- 1,000 a call; rows another mover holds are left to it).
+CREATE FUNCTION {s}.promote() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {s}.jobs d WHERE d.state = 'delayed' AND d.due <= {s}.now_s()) THEN
+        RETURN 0;
+    END IF;
+    WITH c AS (
+        SELECT d.id, d.due, d.position FROM {s}.jobs d
+        WHERE d.state = 'delayed' AND d.due <= {s}.now_s()
+        ORDER BY d.due, d.position LIMIT 1000 FOR UPDATE SKIP LOCKED
+    ), r AS (
+        SELECT c.id, row_number() OVER (ORDER BY c.due, c.position) AS rn FROM c
+    ), b AS (
+        SELECT nextval('{s}.positions') * 1048576 AS base
+    )
+    UPDATE {s}.jobs j SET state = 'queued', due = NULL, position = b.base + r.rn
+    FROM r, b WHERE j.id = r.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
+-- Finish p_ids (those p_worker holds: returned), noting them as finished for p_keep
+-- seconds (0: not at all). Expired notes, and all but the newest FINISHED_CAP, are
+-- deleted on about one call in 16, so a job pays one insert.
+CREATE FUNCTION {s}.finish(p_ids text[], p_worker text, p_keep double precision)
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    v_done text[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM {s}.jobs j WHERE j.id = ANY (p_ids) AND j.state = 'held' AND j.holder = p_worker
+        RETURNING j.id
+    )
+    SELECT array_agg(gone.id) INTO v_done FROM gone;
+    IF v_done IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_keep > 0 THEN
+        INSERT INTO {s}.finished AS f (id, finished_at, expires)
+        SELECT i, {s}.now_s(), {s}.now_s() + p_keep FROM unnest(v_done) AS i
+        ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, expires = excluded.expires;
+        IF random() < 0.0625 THEN
+            DELETE FROM {s}.finished WHERE expires < {s}.now_s()
+                OR seq < (SELECT max(seq) FROM {s}.finished) - {finished_cap};
+        END IF;
+    END IF;
+    RETURN QUERY SELECT unnest(v_done);
+END
+$$;
+
+-- Finish p_finished (if p_worker holds them), then take up to p_limit jobs for p_worker:
+-- its own list (not p_held), its manager's queue, then p_origins in order. Rows come with
+-- their new held position (the take order). With nothing taken and p_wait, one row with
+-- no id says whether a nudge ended the wait, and in how many seconds the next delayed job
+-- of these queues is due.
+CREATE FUNCTION {s}.take(
+    p_worker text, p_manager text, p_origins text[], p_finished text[], p_held text[],
+    p_limit integer, p_wait boolean, p_keep double precision
+) RETURNS TABLE (
+    t_id text, t_data text, t_meta text, t_manager text, t_worker text, t_queue text,
+    t_attempts integer, t_queued_at double precision, t_suspect boolean, t_position bigint,
+    t_wait double precision, t_nudged boolean
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_count integer := 0;
+    v_base bigint;
+    v_origin text;
+    v_origins text[] := array_prepend('m:' || p_manager, p_origins);
+    v_row record;
+BEGIN
+    IF cardinality(p_finished) > 0 THEN
+        PERFORM {s}.finish(p_finished, p_worker, p_keep);
+    END IF;
+    IF p_limit <= 0 THEN
+        RETURN;
+    END IF;
+    PERFORM {s}.promote();
+    FOR v_row IN
+        UPDATE {s}.jobs j SET origin = CASE WHEN j.origin = 'w' THEN 'm:' || p_manager ELSE j.origin END
+        FROM (
+            SELECT h.id FROM {s}.jobs h
+            WHERE h.state = 'held' AND h.holder = p_worker AND h.id <> ALL (p_held)
+            ORDER BY h.position LIMIT p_limit FOR UPDATE
+        ) x
+        WHERE j.id = x.id
+        RETURNING j.*
+    LOOP
+        v_count := v_count + 1;
+        t_id := v_row.id; t_data := v_row.data::text; t_meta := v_row.meta::text;
+        t_manager := v_row.manager; t_worker := v_row.worker; t_queue := v_row.queue;
+        t_attempts := v_row.attempts; t_queued_at := v_row.queued_at; t_suspect := v_row.suspect;
+        t_position := v_row.position;
+        RETURN NEXT;
+    END LOOP;
+    IF v_count < p_limit THEN
+        v_base := nextval('{s}.positions') * 1048576;
+        FOREACH v_origin IN ARRAY v_origins LOOP
+            EXIT WHEN v_count >= p_limit;
+            FOR v_row IN
+                WITH c AS (
+                    SELECT q.id, q.position FROM {s}.jobs q
+                    WHERE q.state = 'queued' AND q.origin = v_origin
+                    ORDER BY q.position LIMIT p_limit - v_count FOR UPDATE SKIP LOCKED
+                ), r AS (
+                    SELECT c.id, row_number() OVER (ORDER BY c.position) AS rn FROM c
+                )
+                UPDATE {s}.jobs j SET state = 'held', holder = p_worker, position = v_base + v_count + r.rn
+                FROM r WHERE j.id = r.id
+                RETURNING j.*
+            LOOP
+                v_count := v_count + 1;
+                t_id := v_row.id; t_data := v_row.data::text; t_meta := v_row.meta::text;
+                t_manager := v_row.manager; t_worker := v_row.worker; t_queue := v_row.queue;
+                t_attempts := v_row.attempts; t_queued_at := v_row.queued_at; t_suspect := v_row.suspect;
+                t_position := v_row.position;
+                RETURN NEXT;
+            END LOOP;
+        END LOOP;
+    END IF;
+    IF v_count = 0 AND p_wait THEN
+        DELETE FROM {s}.nudges n WHERE n.worker = p_worker;
+        t_nudged := FOUND;
+        IF NOT t_nudged THEN
+            SELECT min(d.due) - {s}.now_s() INTO t_wait FROM {s}.jobs d
+            WHERE d.state = 'delayed' AND d.origin = ANY (v_origins);
+        END IF;
+        RETURN NEXT;
+    END IF;
+END
+$$;
+
+-- Say that p_names (the manager first) are alive for p_ttl seconds with p_tokens; return
+-- the names whose heartbeat was not that token, with the token it had. Serialised with a
+-- reaper's check of the same name by an advisory lock per name.
+CREATE FUNCTION {s}.beat(p_names text[], p_tokens text[], p_ttl double precision, p_running json)
+RETURNS TABLE (b_name text, b_previous text) LANGUAGE plpgsql AS $$
+DECLARE
+    v_now double precision;
+    v_i integer;
+    v_previous text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('{schema}:' || x.n))
+    FROM (SELECT DISTINCT unnest(p_names) AS n ORDER BY 1) x;
+    v_now := {s}.now_s();
+    FOR v_i IN 1 .. cardinality(p_names) LOOP
+        SELECT h.token INTO v_previous FROM {s}.heartbeats h
+        WHERE h.name = p_names[v_i] AND h.expires > v_now;
+        IF v_previous IS DISTINCT FROM p_tokens[v_i] THEN
+            b_name := p_names[v_i];
+            b_previous := v_previous;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    INSERT INTO {s}.heartbeats AS h (name, token, expires)
+    SELECT u.name, u.token, v_now + p_ttl FROM unnest(p_names, p_tokens) AS u(name, token)
+    ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires = excluded.expires;
+    INSERT INTO {s}.managers AS m (name, beats) VALUES (p_names[1], true)
+    ON CONFLICT (name) DO UPDATE SET beats = true WHERE NOT m.beats;
+    INSERT INTO {s}.workers (manager, name) SELECT p_names[1], u.name FROM unnest(p_names[2:]) AS u(name)
+    ON CONFLICT DO NOTHING;
+    IF p_running IS NOT NULL THEN
+        INSERT INTO {s}.running AS r (worker, jobs, expires)
+        SELECT e.key, e.value, v_now + p_ttl FROM json_each(p_running) e
+        ON CONFLICT (worker) DO UPDATE SET jobs = excluded.jobs, expires = excluded.expires;
+    END IF;
+END
+$$;
+"""
+
+#: Every migration, oldest first; a new one is appended, never edited once released.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "jobs, the failed registry, results, membership and heartbeats", _V1),
+)
+
+#: The schema version this code reads and writes.
+LATEST = MIGRATIONS[-1].version
+
+
+def pending(current: int) -> list[Migration]:
+    """The migrations a schema at version ``current`` lacks, in order."""
+    return [migration for migration in MIGRATIONS if migration.version > current]
+
+
+def script(schema: str, current: int = 0) -> str:
+    """The SQL that brings ``schema`` from version ``current`` to :data:`LATEST`, one
+    transaction per migration, each recording itself (for ``qw migrate --print``)."""
+    parts = []
+    if current == 0:
+        parts.append(f"CREATE SCHEMA IF NOT EXISTS {schema};\n{_ledger(schema)}")
+    for migration in pending(current):
+        parts.append(
+            f"-- qw schema version {migration.version}: {migration.description}\nBEGIN;\n"
+            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK}, hashtext('{schema}'));\n"
+            f"{migration.text(schema).strip()}\n"
+            f"INSERT INTO {schema}.qw_migrations (version, description) "
+            f"VALUES ({migration.version}, '{migration.description}');\nCOMMIT;"
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def _ledger(schema: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {schema}.qw_migrations (\n"
+        "    version integer PRIMARY KEY,\n"
+        "    description text NOT NULL,\n"
+        "    applied_at timestamptz NOT NULL DEFAULT now()\n);"
+    )
+
+
+def ledger_sql(schema: str) -> str:
+    """The table that records the applied migrations."""
+    return _ledger(schema)

@@ -1,0 +1,233 @@
+"""The statements of :class:`~qw_postgres.broker.PostgresBroker`, each for one schema.
+
+Kept apart from the broker so that its methods read as what they do; ``{s}`` is the
+schema, replaced once per broker (:func:`statements`). Each statement that makes a job
+available ends by calling ``pg_notify`` on its queue's channel, so a waiting worker wakes
+when (and only if) the statement's transaction commits.
+"""
+
+from __future__ import annotations
+
+import functools
+
+QUEUE = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(id)s::text[], %(data)s::text[], %(meta)s::text[], %(manager)s::text[], %(worker)s::text[],
+        %(queue)s::text[], %(attempts)s::integer[], %(queued_at)s::double precision[],
+        %(origin)s::text[], %(holder)s::text[]
+    ) WITH ORDINALITY AS i(id, data, meta, manager, worker, queue, attempts, queued_at, origin, holder, ord)
+), b AS (
+    SELECT nextval('{s}.positions') * 1048576 AS base, {s}.now_s() AS now
+), ins AS (
+    INSERT INTO {s}.jobs (
+        id, data, meta, manager, worker, queue, attempts, queued_at, state, origin, position, holder, due
+    )
+    SELECT i.id, i.data::json, i.meta::json, i.manager, i.worker, i.queue, i.attempts, i.queued_at,
+        CASE WHEN i.holder IS NOT NULL THEN 'held' WHEN %(delayed)s::boolean THEN 'delayed' ELSE 'queued' END,
+        i.origin, b.base + i.ord, i.holder,
+        CASE WHEN i.holder IS NULL AND %(delayed)s::boolean
+            THEN coalesce(%(at)s::double precision, b.now + %(delay)s::double precision) END
+    FROM input i CROSS JOIN b ORDER BY i.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING origin, holder
+), named AS (
+    INSERT INTO {s}.queues (name) SELECT DISTINCT i.queue FROM input i WHERE i.queue IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT pg_notify({s}.channel(k.key), '')
+FROM (SELECT DISTINCT coalesce('w:' || ins.holder, ins.origin) AS key FROM ins) k
+"""
+
+TAKE = "SELECT * FROM {s}.take(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+FINISH = "SELECT * FROM {s}.finish(%(ids)s::text[], %(worker)s, %(keep)s::double precision)"
+
+FINISHED_AT = "SELECT finished_at FROM {s}.finished WHERE id = %s AND expires > {s}.now_s()"
+
+FINISH_RESULT = """
+WITH f AS (
+    DELETE FROM {s}.jobs WHERE id = %(id)s AND state = 'held' AND holder = %(worker)s RETURNING id
+), r AS (
+    INSERT INTO {s}.results (id, value, finished_at, worker, expires)
+    SELECT f.id, %(value)s::json, {s}.now_s(), %(worker)s, {s}.now_s() + %(ttl)s::double precision FROM f
+    ON CONFLICT (id) DO UPDATE SET value = excluded.value, finished_at = excluded.finished_at,
+        worker = excluded.worker, expires = excluded.expires
+    RETURNING id
+)
+SELECT r.id, pg_notify({s}.channel('r:' || r.id), '') FROM r
+"""
+
+RESULT = """
+SELECT value::text, finished_at, worker FROM {s}.results WHERE id = %s AND expires > {s}.now_s()
+"""
+
+FAIL = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(id)s::text[], %(data)s::text[], %(meta)s::text[], %(manager)s::text[], %(worker)s::text[],
+        %(queue)s::text[], %(attempts)s::integer[], %(queued_at)s::double precision[], %(failure)s::text[]
+    ) WITH ORDINALITY AS i(id, data, meta, manager, worker, queue, attempts, queued_at, failure, ord)
+), gone AS (
+    DELETE FROM {s}.jobs j USING input i
+    WHERE j.id = i.id AND j.state = 'held' AND j.holder = %(holder)s
+    RETURNING j.id, j.origin
+), b AS (
+    SELECT nextval('{s}.positions') * 1048576 AS base, {s}.now_s() AS now
+)
+INSERT INTO {s}.failed AS f (
+    id, data, meta, manager, worker, queue, attempts, queued_at, origin, failure, failed_at, position
+)
+SELECT i.id, i.data::json, i.meta::json, i.manager, i.worker, i.queue, i.attempts, i.queued_at,
+    CASE WHEN g.origin = 'w' THEN %(fallback)s ELSE g.origin END, i.failure::json, b.now, b.base + i.ord
+FROM input i JOIN gone g ON g.id = i.id CROSS JOIN b
+ON CONFLICT (id) DO UPDATE SET data = excluded.data, meta = excluded.meta, manager = excluded.manager,
+    worker = excluded.worker, queue = excluded.queue, attempts = excluded.attempts,
+    queued_at = excluded.queued_at, origin = excluded.origin, failure = excluded.failure,
+    failed_at = excluded.failed_at, position = excluded.position
+RETURNING f.id
+"""
+
+#: Moves poison jobs (held by a dead worker) to the failed registry, with one more attempt.
+FAIL_HELD = """
+WITH input AS (
+    SELECT * FROM unnest(%(id)s::text[], %(origin)s::text[], %(failure)s::text[])
+        WITH ORDINALITY AS i(id, origin, failure, ord)
+), gone AS (
+    DELETE FROM {s}.jobs j USING input i WHERE j.id = i.id AND j.state = 'held' AND j.holder = %(holder)s
+    RETURNING j.*
+), b AS (
+    SELECT nextval('{s}.positions') * 1048576 AS base, {s}.now_s() AS now
+)
+INSERT INTO {s}.failed AS f (
+    id, data, meta, manager, worker, queue, attempts, queued_at, origin, failure, failed_at, position
+)
+SELECT g.id, g.data, g.meta, g.manager, g.worker, g.queue, g.attempts + 1, g.queued_at,
+    i.origin, i.failure::json, b.now, b.base + i.ord
+FROM input i JOIN gone g ON g.id = i.id CROSS JOIN b
+ON CONFLICT (id) DO UPDATE SET data = excluded.data, meta = excluded.meta, manager = excluded.manager,
+    worker = excluded.worker, queue = excluded.queue, attempts = excluded.attempts,
+    queued_at = excluded.queued_at, origin = excluded.origin, failure = excluded.failure,
+    failed_at = excluded.failed_at, position = excluded.position
+RETURNING f.id
+"""
+
+#: Deletes at most 100 failed jobs past the age bound and 100 past the count bound.
+TRIM_FAILED = """
+DELETE FROM {s}.failed WHERE id IN (
+    (SELECT id FROM {s}.failed
+     WHERE %(max_age)s::double precision IS NOT NULL
+         AND failed_at < {s}.now_s() - %(max_age)s::double precision
+     ORDER BY failed_at LIMIT 100)
+    UNION
+    (SELECT id FROM {s}.failed WHERE %(max_count)s::bigint IS NOT NULL
+     ORDER BY position DESC OFFSET coalesce(%(max_count)s::bigint, 0) LIMIT 100)
+)
+"""
+
+RETRY = """
+WITH u AS (
+    UPDATE {s}.jobs SET data = %(data)s::json, meta = %(meta)s::json, manager = %(manager)s,
+        worker = %(worker)s, queue = %(queue)s, attempts = %(attempts)s, queued_at = %(queued_at)s,
+        state = CASE WHEN %(delay)s::double precision > 0 THEN 'delayed' ELSE 'queued' END,
+        holder = NULL, suspect = false,
+        origin = CASE WHEN origin = 'w' THEN %(fallback)s ELSE origin END,
+        due = CASE WHEN %(delay)s::double precision > 0 THEN {s}.now_s() + %(delay)s::double precision END,
+        position = nextval('{s}.positions') * 1048576 + 1
+    WHERE id = %(id)s AND state = 'held' AND holder = %(holder)s
+    RETURNING origin
+)
+SELECT pg_notify({s}.channel(u.origin), '') FROM u
+"""
+
+RELEASE = """
+WITH c AS (
+    SELECT id, origin FROM {s}.jobs
+    WHERE id = ANY (%(ids)s::text[]) AND state = 'held' AND holder = %(worker)s FOR UPDATE
+), r AS (
+    SELECT c.id, c.origin, row_number() OVER (ORDER BY array_position(%(ids)s::text[], c.id::text)) AS rn
+    FROM c
+), b AS (
+    SELECT nextval('{s}.positions') * 1048576 AS base
+), u AS (
+    UPDATE {s}.jobs j SET state = 'queued', holder = NULL, position = -b.base + r.rn,
+        origin = CASE WHEN r.origin = 'w' THEN %(fallback)s ELSE r.origin END
+    FROM r CROSS JOIN b WHERE j.id = r.id
+    RETURNING j.origin
+), woken AS (
+    SELECT pg_notify({s}.channel(d.o), '') FROM (SELECT DISTINCT origin AS o FROM u) d
+)
+SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM woken)
+"""
+
+HELD_FOR_RECOVERY = """
+SELECT id, origin, recoveries FROM {s}.jobs WHERE state = 'held' AND holder = %s ORDER BY position FOR UPDATE
+"""
+
+PUT_BACK = """
+UPDATE {s}.jobs j SET state = 'queued', holder = NULL, origin = u.origin, position = u.position,
+    recoveries = u.recoveries, suspect = j.suspect OR u.suspect
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::integer[], %s::boolean[])
+    AS u(id, origin, position, recoveries, suspect)
+WHERE j.id = u.id AND j.state = 'held' AND j.holder = %s
+"""
+
+NOTIFY = "SELECT pg_notify({s}.channel(k), '') FROM unnest(%s::text[]) AS k"
+
+NEXT_POSITION = "SELECT nextval('{s}.positions') * 1048576"
+
+NUDGE = """
+WITH n AS (
+    INSERT INTO {s}.nudges (worker, at) VALUES (%(worker)s, {s}.now_s())
+    ON CONFLICT (worker) DO UPDATE SET at = excluded.at RETURNING worker
+)
+SELECT pg_notify({s}.channel('w:' || n.worker), '') FROM n
+"""
+
+BEAT = "SELECT * FROM {s}.beat(%s, %s, %s, %s)"
+
+REQUEUE_FAILED = """
+WITH picked AS (
+    SELECT f.*, row_number() OVER (ORDER BY f.position) AS rn
+    FROM {s}.failed f WHERE f.id = ANY (%(ids)s::text[])
+), b AS (
+    SELECT nextval('{s}.positions') * 1048576 AS base
+), ins AS (
+    INSERT INTO {s}.jobs (
+        id, data, meta, manager, worker, queue, attempts, queued_at, state, origin, position
+    )
+    SELECT p.id, p.data, p.meta, p.manager, p.worker, p.queue, 0, p.queued_at, 'queued', p.origin,
+        b.base + p.rn
+    FROM picked p CROSS JOIN b ORDER BY p.rn
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, origin
+), del AS (
+    DELETE FROM {s}.failed f USING ins WHERE f.id = ins.id RETURNING f.id
+), woken AS (
+    SELECT pg_notify({s}.channel(o), '') FROM (SELECT DISTINCT origin AS o FROM ins) d
+)
+SELECT del.id, (SELECT count(*) FROM woken) FROM del
+"""
+
+STATUS = """
+SELECT 'failed', id, data::text, meta::text, manager, worker, queue, attempts, queued_at,
+    failure::text, failed_at, NULL::text, NULL::text, NULL::double precision, NULL::double precision
+FROM {s}.failed WHERE id = %(id)s
+UNION ALL
+SELECT state, id, data::text, meta::text, manager, worker, queue, attempts, queued_at,
+    NULL, NULL, holder, origin, due, (
+        SELECT (r.jobs ->> %(id)s)::double precision FROM {s}.running r
+        WHERE r.worker = j.holder AND r.expires > {s}.now_s()
+    )
+FROM {s}.jobs j WHERE id = %(id)s
+"""
+
+
+@functools.lru_cache(maxsize=64)
+def statements(schema: str) -> dict[str, str]:
+    """Every statement above, for ``schema``."""
+    return {
+        name: text.replace("{s}", schema)
+        for name, text in globals().items()
+        if name.isupper() and isinstance(text, str)
+    }

@@ -1,0 +1,183 @@
+"""What the PostgreSQL backend adds to the contract: transactional enqueue through a real
+worker, its schema's migrations (concurrent, refused when newer, forbidden by the URL),
+and one clear line for each kind of bad input through ``qw``."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg_support import start_manager
+from qwtest_postgres import SERVER_URL, schema_url
+from reliability_support import runs, stop_manager, wait_for
+
+import qw_postgres
+from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.models import Job
+from qw_postgres.broker import PostgresBroker
+from qw_postgres.migrate import SchemaNotReady, SchemaTooNew
+from qw_postgres.schema import LATEST
+
+pytestmark = [pytest.mark.slow]
+
+
+def test_a_job_queued_in_a_transaction_runs_only_once_it_commits(
+    pg_url: str, pg_schema: str, record_dir: Path
+) -> None:
+    committed, rolled_back, marker = Job.new({"n": 1}), Job.new({"n": 2}), Job.new({"n": 3})
+    manager = start_manager(pg_url, "tx", num_workers=1)
+    try:
+        with psycopg.connect(SERVER_URL) as conn:  # not autocommit: a transaction is open
+            qw_postgres.enqueue(conn, committed, schema=pg_schema)
+            with contextlib.closing(PostgresBroker.from_url(pg_url)) as other:
+                assert other.get_job(committed.id) is None, "invisible before the commit"
+            conn.commit()
+            wait_for(lambda: runs(record_dir)[committed.id] == 1, what="the committed job to run")
+            qw_postgres.enqueue(conn, [rolled_back], schema=pg_schema)
+            conn.rollback()
+        with contextlib.closing(PostgresBroker.from_url(pg_url)) as broker:
+            broker.queue_job(marker)
+            wait_for(lambda: runs(record_dir)[marker.id] == 1, what="a job queued after the rollback")
+            assert broker.get_job(rolled_back.id) is None
+            assert broker.job_status(rolled_back.id).state.value == "unknown"
+    finally:
+        stop_manager(manager)
+    assert rolled_back.id not in runs(record_dir, "began"), "a rollback leaves no trace"
+
+
+def test_the_broker_queues_with_the_callers_connection_too(pg_url: str) -> None:
+    job = Job.new({"n": 1})
+    with contextlib.closing(PostgresBroker.from_url(pg_url)) as broker, psycopg.connect(SERVER_URL) as conn:
+        broker.queue_job(job)
+        other = Job.new({"n": 2})
+        broker.queue_jobs([other], connection=conn)
+        assert broker.queued_job_ids() == [job.id]
+        conn.rollback()
+        assert broker.queued_job_ids() == [job.id]
+
+
+def test_managers_that_start_at_once_create_the_schema_once(pg_url: str, pg_schema: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        brokers = list(pool.map(lambda _: PostgresBroker.from_url(pg_url), range(4)))
+    for broker in brokers:
+        broker.close()
+    with psycopg.connect(SERVER_URL) as conn:
+        versions = conn.execute(f"SELECT version FROM {pg_schema}.qw_migrations").fetchall()
+    assert versions == [(LATEST,)]
+
+
+def test_a_schema_newer_than_the_code_is_refused_and_left_alone(pg_url: str, pg_schema: str) -> None:
+    PostgresBroker.from_url(pg_url).close()
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {pg_schema}.qw_migrations (version, description) VALUES (%s, 'future')",
+            [LATEST + 1],
+        )
+    with pytest.raises(SchemaTooNew, match="newer qw-postgres"):
+        PostgresBroker.from_url(pg_url)
+    with pytest.raises(SchemaTooNew):
+        PostgresBroker.apply_migrations(pg_url)
+
+
+def test_migrate_false_refuses_a_missing_schema_and_qw_migrate_creates_it(pg_schema: str) -> None:
+    url = schema_url(pg_schema, migrate="false")
+    with pytest.raises(SchemaNotReady, match="qw migrate"):
+        PostgresBroker.from_url(url)
+    script = PostgresBroker.migration_script(url)
+    assert f"CREATE TABLE {pg_schema}.jobs" in script
+    [applied] = PostgresBroker.apply_migrations(url)
+    assert applied.startswith(f"schema {pg_schema}: applied version 1 (jobs, the failed registry")
+    assert PostgresBroker.apply_migrations(url) == []
+    assert PostgresBroker.migration_script(url) == ""
+    PostgresBroker.from_url(url).close()
+
+
+def test_the_printed_script_makes_the_same_schema(pg_schema: str) -> None:
+    url = schema_url(pg_schema, migrate="false")
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(PostgresBroker.migration_script(url).encode())
+    broker = PostgresBroker.from_url(url)
+    try:
+        broker.queue_job(Job.new({"n": 1}))
+        assert len(broker.take(manager="m", worker="m.1")) == 1
+    finally:
+        broker.close()
+
+
+def qw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qw_cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql://postgres@127.0.0.1:1/postgres",
+            "does not answer: Connection refused; start PostgreSQL",
+        ),
+        ("postgresql://qw_no_such_role@127.0.0.1:5432/postgres", 'refused the login: role "qw_no_such_role"'),
+        ("postgresql://postgres@127.0.0.1:5432/qw_no_such_db", "has no database 'qw_no_such_db'; create it"),
+        ("redis://127.0.0.1:6379/0", "is not a PostgreSQL URL"),
+        ("postgresql://postgres@127.0.0.1/postgres?schema=Bad-Name", "is not a lower-case SQL identifier"),
+    ],
+)
+def test_bad_input_is_one_line_through_qw(url: str, expected: str) -> None:
+    for command in (["status"], ["enqueue", "{}"], ["migrate"]):
+        done = qw(*command, "--backend", "postgres", "--url", url)
+        assert done.returncode == 1, done
+        [line] = done.stderr.splitlines()
+        assert line.startswith("qw: error: PostgreSQL at") or "qw: error:" in line
+        assert expected in line
+
+
+def test_a_newer_schema_is_one_line_through_qw(pg_url: str, pg_schema: str) -> None:
+    PostgresBroker.from_url(pg_url).close()
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(f"UPDATE {pg_schema}.qw_migrations SET version = version + 1")
+    done = qw("status", "--backend", "postgres", "--url", pg_url)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert "made by a newer qw-postgres" in line
+    with psycopg.connect(SERVER_URL) as conn:
+        [(version,)] = conn.execute(f"SELECT version FROM {pg_schema}.qw_migrations").fetchall()
+    assert version == LATEST + 1, "left alone"
+
+
+def test_a_password_in_the_url_never_shows() -> None:
+    done = qw("status", "--backend", "postgres", "--url", "postgresql://postgres:s3cret@127.0.0.1:1/postgres")
+    assert "s3cret" not in done.stderr + done.stdout
+    assert "postgres:***@" in done.stderr
+
+
+def test_every_verb_works_on_postgres(pg_url: str) -> None:
+    [job_id] = qw("enqueue", "--backend", "postgres", "--url", pg_url, '{"n": 1}').stdout.split()
+    assert "queued" in qw("job", job_id, "--backend", "postgres", "--url", pg_url).stdout
+    assert job_id in qw("jobs", "--backend", "postgres", "--url", pg_url).stdout
+    for verb in ("status", "managers", "failed"):
+        assert qw(verb, "--backend", "postgres", "--url", pg_url).returncode == 0, verb
+    assert "nothing to migrate" in qw("migrate", "--backend", "redis").stderr
+
+
+def test_an_outage_is_an_unavailable_broker_and_a_later_call_reconnects(pg_url: str) -> None:
+    broker = PostgresBroker.from_url(pg_url)
+    try:
+        with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+            [(pid,)] = broker._connection().execute("SELECT pg_backend_pid()").fetchall()
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(BrokerUnavailable):
+            broker.managers()
+        assert broker.managers() == []  # a new connection
+    finally:
+        broker.close()
+
+
+def test_a_bad_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="migrate must be true or false"):
+        PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?migrate=maybe")
