@@ -5,10 +5,11 @@
 -- ARGV     the finished ids
 --
 -- For each id that LREM removes from the tail of KEYS[1]: DEL job:<id> and HDEL its
--- origin entry; an id the worker no longer holds (recovered meanwhile) is left alone.
+-- origin entry (and the unique key it holds: see release_unique in common.lua); an id the
+-- worker no longer holds (recovered meanwhile) is left alone.
 -- Returns: a list of 1/0 per id, 1 if it was held.
 
 expect(KEYS[1], 'list')
 expect(KEYS[2], 'hash')
 expect(RECOVERIES, 'hash')
-return finish(KEYS[1], KEYS[2], 1, has_suspects())
+return finish(KEYS[1], KEYS[2], 1, has_suspects(), has_uniques())
