@@ -8,6 +8,7 @@ A backend without ``capabilities.unique`` must refuse a unique job and queue not
 from __future__ import annotations
 
 import time
+
 import attrs
 import pytest
 
