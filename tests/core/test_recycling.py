@@ -67,7 +67,8 @@ def test_a_worker_with_jobs_in_flight_lets_them_end() -> None:
         broker, target, manager=M, name=W, concurrency=3, recycling=Recycling(max_jobs=4), block_timeout=0.05
     )
     worker.run()
-    assert len(ran) == 4 and len(set(ran)) == 4
+    assert len(ran) == 4
+    assert len(set(ran)) == 4
     assert worker.recycled is not None
     assert sorted(broker.queued_job_ids()) == sorted(j.id for j in jobs if j.id not in ran)
     assert broker.held_job_ids(W) == []
@@ -90,7 +91,8 @@ def test_a_worker_over_its_memory_bound_stops_after_the_job_that_took_it_there()
         broker, target, manager=M, name=W, recycling=Recycling(max_memory=bound), block_timeout=0.05
     )
     worker.run()
-    assert worker.recycled is not None and "MB of memory" in worker.recycled
+    assert worker.recycled is not None
+    assert "MB of memory" in worker.recycled
     assert broker.queued_job_ids() == [jobs[2].id]
 
 
