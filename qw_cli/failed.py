@@ -121,8 +121,8 @@ def requeue(
     --all requeues the jobs that are in the registry when it starts, the oldest failure
     first, in batches on the server (on a terminal, a progress bar on stderr shows how far
     it got, unless --quiet); a job that fails again meanwhile is not requeued twice, and
-    one that cannot be requeued (a job with its id, or one holding its unique key, is
-    queued, held or delayed) stays in the registry. At the end, stderr says how many were requeued (not with --quiet).
+    one that cannot be requeued (a job with its id, or one holding its unique key, is queued,
+    held or delayed) stays in the registry. At the end, stderr says how many were requeued (not with --quiet).
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the IDs of failed jobs, or --all")

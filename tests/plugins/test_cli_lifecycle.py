@@ -149,7 +149,8 @@ def test_requeue_of_a_job_whose_unique_key_is_held_says_why_it_stays(broker: Red
     assert broker.queue_job(holder, unique="k") == holder.id
     result = qw("failed", "requeue", job.id)
     assert result.exit_code == 1
-    assert result.stderr.strip().startswith(f"qw: error: job {job.id} stays in the failed registry: ")
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"qw: error: job {job.id} stays in the failed registry: ")
     assert "unique key" in result.stderr
     assert broker.failed_count() == 1
     assert broker.queued_job_ids() == [holder.id]
