@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         TargetModuleNotFound,
         TargetNotCallable,
         TargetNotRun,
+        UniqueJobsUnsupported,
         UnknownTask,
         WorkerRunning,
     )
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from qw_core.policy import FailedLimits, RetryPolicy
     from qw_core.results import JobResult
     from qw_core.tasks import Router, Task, TaskHandle
+    from qw_core.unique import Queued, Unique
 
 #: Each public name and the module it comes from: imported on first use (PEP 562), so
 #: ``import qw_core`` (which ``qw --version`` and every error message need) costs nothing
@@ -102,6 +104,9 @@ _EXPORTS = {
     "Task": "qw_core.tasks",
     "TaskHandle": "qw_core.tasks",
     "UnknownTask": "qw_core.errors",
+    "Queued": "qw_core.unique",
+    "Unique": "qw_core.unique",
+    "UniqueJobsUnsupported": "qw_core.errors",
     "WorkerInfo": "qw_core.models",
     "WorkerRunning": "qw_core.errors",
 }
@@ -139,6 +144,7 @@ __all__ = [
     "Outcome",
     "PluginConfig",
     "PluginError",
+    "Queued",
     "QwError",
     "Reaped",
     "Retry",
@@ -151,6 +157,8 @@ __all__ = [
     "TargetNotRun",
     "Task",
     "TaskHandle",
+    "Unique",
+    "UniqueJobsUnsupported",
     "UnknownTask",
     "WorkerInfo",
     "WorkerRunning",
