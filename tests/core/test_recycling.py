@@ -3,7 +3,7 @@
 A worker with a budget of N jobs never takes more than it has left, runs exactly N, says
 why it stopped, and leaves the rest on the queue; one over a memory bound stops after the
 job that took it there. The real manager replacing recycled workers is in
-``tests/reliability/test_recycling.py``.
+``tests/reliability/test_recycled_workers.py``.
 """
 
 from __future__ import annotations
