@@ -25,11 +25,12 @@ from qw_cli.errors import CliError
 from qw_cli.jobinput import decode, parse_document, parse_lines
 from qw_cli.options import DURATION, backend_options, opened_broker, plugin_option, split_plugin_names
 from qw_cli.output import Progress, quiet_option
-from qw_core.errors import JobsNotReplicated, JobTooLarge
+from qw_core.errors import ConfigurationError, JobsNotReplicated, JobTooLarge, UniqueJobsUnsupported
 from qw_core.models import Job
 from qw_core.naming import check_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import RETRY_META_KEY, TIMEOUT_META
+from qw_core.unique import Unique, unique_of, with_unique
 
 if TYPE_CHECKING:
     import pluggy
@@ -84,6 +85,25 @@ BATCH_SIZE = 1000
     "whatever the manager's --job-timeout (meta timeout).",
 )
 @click.option(
+    "--unique",
+    "unique_key",
+    metavar="KEY",
+    help="Queue the job only if no job with unique key KEY is queued, delayed or running; else print "
+    "that job's id (and say so on stderr). One job only.",
+)
+@click.option(
+    "--unique-until",
+    type=click.Choice(["end", "start"]),
+    help="With --unique: hold the key until the job ends (default) or until a worker starts it.",
+)
+@click.option(
+    "--unique-for",
+    "unique_ttl",
+    type=DURATION,
+    metavar="DURATION",
+    help="With --unique: hold the key this long from now, whatever the job does (a throttle).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Queue for a --manager or --worker that is not running (it takes the jobs when it starts).",
@@ -103,6 +123,9 @@ def enqueue(
     at_text: str | None,
     max_retries: int | None,
     timeout: float | None,
+    unique_key: str | None,
+    unique_until: str | None,
+    unique_ttl: float | None,
     force: bool,
     plugins: tuple[str, ...],
     quiet: bool,
@@ -124,23 +147,16 @@ def enqueue(
       qw enqueue --file jobs.jsonl
       qw enqueue --delay 30s '{"remind": "me"}'
       qw enqueue --timeout 5m '{"report": "monthly"}'
+      qw enqueue --unique report:2026-01 '{"report": "monthly"}'
       producer | qw enqueue -
     """
-    if manager is not None and worker is not None:
-        raise click.UsageError("give --manager or --worker, not both")
-    if queue is not None and (manager is not None or worker is not None):
-        raise click.UsageError(
-            f"give --queue or --{'manager' if manager is not None else 'worker'}, not both"
-        )
-    if (delay is not None or at_text is not None) and worker is not None:
-        raise click.UsageError("a job queued on a worker directly cannot be delayed")
+    _check_places(queue, manager, worker, delayed=delay is not None or at_text is not None)
     due_at = _due_at(delay, at_text)
-    meta: dict[str, JSON] = {} if max_retries is None else {RETRY_META_KEY: {"max_retries": max_retries}}
-    if timeout is not None:
-        if timeout <= 0:
-            raise click.BadParameter("must be longer than 0", param_hint="'--timeout'")
-        meta[TIMEOUT_META] = timeout
+    meta = _meta(max_retries, timeout)
+    unique = _unique(unique_key, unique_until, unique_ttl)
     source, lines = _read_payloads(data, path)
+    if unique is not None and len(lines) != 1:
+        raise click.UsageError(f"--unique gives every job one key: queue one job with it, not {len(lines)}")
     modules, blocked = split_plugin_names(plugins)
     hook = make_plugin_manager(PluginConfig(modules=modules, disabled=blocked)).hook
     with opened_broker(backend, url) as broker:
@@ -151,6 +167,9 @@ def enqueue(
         jobs = [
             Job.new(payload, manager=manager, worker=worker, queue=queue, meta=meta) for _, payload in lines
         ]
+        if unique is not None:
+            _queue_unique(broker, with_unique(jobs[0], unique), delay or 0.0, due_at, hook, quiet=quiet)
+            return
         line_of = {job.id: line for job, (line, _) in zip(jobs, lines, strict=True)}
         progress = Progress("queued", len(jobs), quiet=quiet or len(jobs) <= BATCH_SIZE)
         queued = 0
@@ -177,6 +196,70 @@ def enqueue(
         progress.clear()
     if not quiet:
         click.echo(f"queued {queued} job{'s' if queued != 1 else ''}", err=True)
+
+
+def _check_places(queue: str | None, manager: str | None, worker: str | None, *, delayed: bool) -> None:
+    """Refuse options that send a job to two places, or delay one sent to a worker."""
+    if manager is not None and worker is not None:
+        raise click.UsageError("give --manager or --worker, not both")
+    if queue is not None and (manager is not None or worker is not None):
+        raise click.UsageError(
+            f"give --queue or --{'manager' if manager is not None else 'worker'}, not both"
+        )
+    if delayed and worker is not None:
+        raise click.UsageError("a job queued on a worker directly cannot be delayed")
+
+
+def _meta(max_retries: int | None, timeout: float | None) -> dict[str, JSON]:
+    """The jobs' meta from ``--max-retries`` and ``--timeout``."""
+    meta: dict[str, JSON] = {} if max_retries is None else {RETRY_META_KEY: {"max_retries": max_retries}}
+    if timeout is not None:
+        if timeout <= 0:
+            raise click.BadParameter("must be longer than 0", param_hint="'--timeout'")
+        meta[TIMEOUT_META] = timeout
+    return meta
+
+
+def _unique(key: str | None, until: str | None, ttl: float | None) -> Unique | None:
+    """The ``--unique`` options as a :class:`Unique` (``None``: not unique)."""
+    if key is None:
+        if until is not None or ttl is not None:
+            raise click.UsageError("--unique-until and --unique-for go with --unique KEY")
+        return None
+    if until is not None and ttl is not None:
+        raise click.UsageError("give --unique-until or --unique-for, not both")
+    try:
+        return Unique(key, until=until or "end", ttl=ttl)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--unique'") from None
+
+
+def _queue_unique(
+    broker: Broker, job: Job, delay: float, due_at: float | None, hook: pluggy.HookRelay, *, quiet: bool
+) -> None:
+    """Queue one unique job: its id, or the id of the job that holds its key (with a note)."""
+    try:
+        [queued] = broker.queue_jobs_unique([job], delay=delay, at=due_at)
+    except UniqueJobsUnsupported as exc:
+        raise CliError(str(exc)) from None
+    except JobTooLarge as exc:
+        raise CliError(
+            f"the job encodes to {exc.size} bytes, over the limit of {exc.limit}; {exc.hint}"
+        ) from None
+    if queued.created:
+        _announce([job], hook)
+        if not quiet:
+            click.echo("queued 1 job", err=True)
+        return
+    click.echo(queued.id)
+    if not quiet:
+        key = unique_of(job)
+        held = key.key if key is not None else ""
+        click.echo(
+            f"qw: not queued: job {queued.id} holds unique key {held!r} (queued, delayed or running); "
+            "its id is printed",
+            err=True,
+        )
 
 
 def _due_at(delay: float | None, at_text: str | None) -> float | None:

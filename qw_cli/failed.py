@@ -121,8 +121,8 @@ def requeue(
     --all requeues the jobs that are in the registry when it starts, the oldest failure
     first, in batches on the server (on a terminal, a progress bar on stderr shows how far
     it got, unless --quiet); a job that fails again meanwhile is not requeued twice, and
-    one that cannot be requeued (a job with its id is queued, held or delayed) stays in the
-    registry. At the end, stderr says how many were requeued (not with --quiet).
+    one that cannot be requeued (a job with its id, or one holding its unique key, is queued,
+    held or delayed) stays in the registry. At the end, stderr says how many were requeued (not with --quiet).
     """
     if everything == bool(job_ids):
         raise click.UsageError("give the IDs of failed jobs, or --all")
@@ -131,15 +131,24 @@ def requeue(
             _requeue_all(broker, quiet=quiet)
             return
         wanted = list(dict.fromkeys(resolve_id(broker, job_id) for job_id in job_ids))
-        missing = []
+        missing, kept = [], []
         for job_id in wanted:
             if broker.requeue_failed(job_id):
                 click.echo(job_id)
+            elif broker.get_failed(job_id) is not None:
+                kept.append(job_id)
             else:
                 missing.append(job_id)
-    done = len(wanted) - len(missing)
+    done = len(wanted) - len(missing) - len(kept)
     if not quiet:
         click.echo(f"requeued {done} job{'s' if done != 1 else ''}", err=True)
+    if kept:
+        raise CliError(
+            f"job {kept[0]} stays in the failed registry"
+            + (f" (and {len(kept) - 1} more)" if len(kept) > 1 else "")
+            + ": a job with its id, or one holding its unique key, is queued, delayed or running; "
+            "requeue it once that job has ended"
+        )
     if missing:
         raise CliError(
             f"no failed job {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")

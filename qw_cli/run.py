@@ -144,6 +144,24 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
     metavar="N",
     help="Put a job back at most N times after its worker died holding it; then fail it.",
 )
+@click.option(
+    "--max-jobs-per-worker",
+    type=click.IntRange(min=1),
+    envvar="QW_MAX_JOBS_PER_WORKER",
+    show_envvar=True,
+    metavar="N",
+    help="Replace a worker once it ran N jobs: it finishes what it has in hand, exits and a new one "
+    "starts at once (for targets that leak memory).  [default: never]",
+)
+@click.option(
+    "--max-worker-memory",
+    type=click.IntRange(min=1),
+    envvar="QW_MAX_WORKER_MEMORY",
+    show_envvar=True,
+    metavar="MB",
+    help="Replace a worker once its memory (RSS, checked after each job) is over MB megabytes: it "
+    "finishes what it has in hand, exits and a new one starts at once.  [default: never]",
+)
 @retry_options
 @click.option(
     "--result-ttl",
@@ -239,6 +257,8 @@ def run(
     heartbeat: float,
     heartbeat_ttl: float,
     max_recoveries: int,
+    max_jobs_per_worker: int | None,
+    max_worker_memory: int | None,
     max_retries: int,
     retry_backoff: float,
     retry_backoff_max: float,
@@ -315,6 +335,8 @@ def run(
                 heartbeat=heartbeat,
                 heartbeat_ttl=heartbeat_ttl,
                 max_recoveries=max_recoveries,
+                max_jobs_per_worker=max_jobs_per_worker,
+                max_worker_memory=max_worker_memory,
             ),
         )
     ctx.exit(code)
@@ -358,12 +380,15 @@ def _embedded_redis(port: int) -> contextlib.AbstractContextManager[str]:
 
 @attrs.frozen(kw_only=True)
 class Reliability:
-    """The manager's liveness and time-limit settings (``qw run --job-timeout``, ``--heartbeat``...)."""
+    """The manager's liveness, time-limit and recycling settings (``qw run --job-timeout``,
+    ``--heartbeat``, ``--max-jobs-per-worker``...)."""
 
     job_timeout: float | None = None
     heartbeat: float = DEFAULT_HEARTBEAT
     heartbeat_ttl: float = DEFAULT_TTL
     max_recoveries: int | None = DEFAULT_MAX_RECOVERIES
+    max_jobs_per_worker: int | None = None
+    max_worker_memory: int | None = None
 
 
 def run_manager(

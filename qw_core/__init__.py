@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         TargetModuleNotFound,
         TargetNotCallable,
         TargetNotRun,
+        UniqueJobsUnsupported,
         UnknownTask,
         WorkerRunning,
     )
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from qw_core.results import JobResult
     from qw_core.schedules import Schedule
     from qw_core.tasks import Router, Task, TaskHandle
+    from qw_core.unique import Queued, Unique
 
 #: Each public name and the module it comes from: imported on first use (PEP 562), so
 #: ``import qw_core`` (which ``qw --version`` and every error message need) costs nothing
@@ -112,6 +114,9 @@ _EXPORTS = {
     "TickResult": "qw_core.models",
     "TickState": "qw_core.models",
     "UnknownTask": "qw_core.errors",
+    "Queued": "qw_core.unique",
+    "Unique": "qw_core.unique",
+    "UniqueJobsUnsupported": "qw_core.errors",
     "WorkerInfo": "qw_core.models",
     "WorkerRunning": "qw_core.errors",
 }
@@ -150,6 +155,7 @@ __all__ = [
     "PermanentFailure",
     "PluginConfig",
     "PluginError",
+    "Queued",
     "QwError",
     "Reaped",
     "Retry",
@@ -166,6 +172,8 @@ __all__ = [
     "TaskHandle",
     "TickResult",
     "TickState",
+    "Unique",
+    "UniqueJobsUnsupported",
     "UnknownTask",
     "WorkerInfo",
     "WorkerRunning",

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from qw_core.errors import ConfigurationError, InvalidJob, QwError
+from qw_core.errors import ConfigurationError, InvalidJob, QwError, UniqueJobsUnsupported
 from qw_core.models import (
     DEFAULT_QUEUE,
     FailedJob,
@@ -52,6 +52,7 @@ from qw_core.models import (
 )
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult
+from qw_core.unique import Queued, UniqueSetting, unique_of, with_unique
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +74,8 @@ class Capabilities:
     :param migrations: the backend keeps a schema of its own on its server, which
         :meth:`Broker.apply_migrations` creates and upgrades (``qw migrate``) and
         :meth:`Broker.migration_script` prints; without it, there is nothing to migrate.
+    :param unique: the broker keeps unique jobs (:meth:`Broker.queue_jobs_unique`), and
+        :meth:`Broker.queue_jobs` honours a job's ``meta["unique"]``.
     """
 
     multi_host: bool
@@ -82,6 +85,7 @@ class Capabilities:
     schedules: bool = False
     throughput: bool = False
     migrations: bool = False
+    unique: bool = False
 
 
 #: Jobs per batch of the default :meth:`Broker.requeue_all_failed` (one progress report each).
@@ -138,6 +142,10 @@ class Broker(abc.ABC):
         first attempt did go through queues nothing twice. (An id that is finished, or
         only in the failed registry, is queued anew.)
 
+        On a backend with ``capabilities.unique``, a job whose ``meta["unique"]`` key is
+        held by another job (see :meth:`queue_jobs_unique`) is not stored: the holder's id
+        stands in its place in the list returned.
+
         With ``delay`` above 0 the jobs first wait, delayed, and each is moved to the back
         of its queue once ``delay`` seconds have passed (by the backend's clock); with
         ``at``, once that time has come (seconds since the epoch: the time itself is
@@ -156,15 +164,79 @@ class Broker(abc.ABC):
         :raises ConfigurationError: both ``delay`` and ``at`` are given.
         """
 
-    def queue_job(self, job: Job, *, delay: float = 0.0, at: datetime.datetime | None = None) -> str:
+    def queue_job(
+        self,
+        job: Job,
+        *,
+        delay: float = 0.0,
+        at: datetime.datetime | None = None,
+        unique: UniqueSetting = None,
+    ) -> str:
         """Queue one job; see :meth:`queue_jobs`. Returns its id.
 
         :param delay: seconds to wait before the job may be taken.
         :param at: when the job may be taken instead (a timezone-aware datetime, or a naive
             one in local time); a time in the past queues it now. Not with ``delay``.
+        :param unique: a unique key (held until the job ends) or a
+            :class:`~qw_core.unique.Unique`: if a job holding that key is queued, delayed or
+            running, nothing is queued and that job's id is returned instead (see
+            :meth:`queue_job_unique`, which says which happened).
         """
+        if unique is not None:
+            return self.queue_job_unique(job, unique, delay=delay, at=at).id
         [job_id] = self.queue_jobs([job], delay=delay, at=None if at is None else at.timestamp())
         return job_id
+
+    def queue_job_unique(
+        self,
+        job: Job,
+        unique: UniqueSetting = None,
+        *,
+        delay: float = 0.0,
+        at: datetime.datetime | None = None,
+    ) -> Queued:
+        """Queue one job that is unique by ``unique`` (or by the ``meta["unique"]`` it
+        carries); say whether it was queued, or which job holds its key.
+
+        :param unique: as for :meth:`queue_job`; ``None``: the job's own ``meta["unique"]``
+            (a job without one is simply queued).
+        :raises UniqueJobsUnsupported: the backend cannot keep jobs unique (nothing queued).
+        :raises ConfigurationError: ``unique`` is not valid.
+        """
+        job = with_unique(job, unique)
+        when = None if at is None else at.timestamp()
+        if unique_of(job) is None:
+            [job_id] = self.queue_jobs([job], delay=delay, at=when)
+            return Queued(job_id, True)
+        [queued] = self.queue_jobs_unique([job], delay=delay, at=when)
+        return queued
+
+    def queue_jobs_unique(
+        self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None
+    ) -> list[Queued]:
+        """:meth:`queue_jobs`, saying of each job whether it was queued.
+
+        A job with a unique key (``meta["unique"]``, see :mod:`qw_core.unique`) is queued
+        only if no other job holds that key; otherwise nothing of it is stored and its
+        entry is the holder's id with ``created`` false. Checking the key and queueing the
+        job are one atomic step: of any number of producers racing with one key, exactly
+        one queues a job, and every other gets its id. The key is taken (held by this job)
+        in that step too. A job that holds a key released by nobody (it vanished) does not
+        hold it. A call retried after a timeout finds its own job holding the key: its
+        entry says ``created`` (the job is this call's). Jobs of one call with one key:
+        one is queued, the others get its id. A job without a key is queued as by
+        :meth:`queue_jobs`.
+
+        What releases a key: see :mod:`qw_core.unique` (the job ending, failing for good,
+        or being taken by a worker, by mode; a throttle's TTL). A retry and a recovery
+        keep it; a requeue from the failed registry takes it again, and is refused while
+        another job holds it (:meth:`requeue_failed`).
+
+        This default raises: a backend declares ``capabilities.unique`` and overrides it.
+
+        :raises UniqueJobsUnsupported: the backend cannot keep jobs unique (nothing queued).
+        """
+        raise UniqueJobsUnsupported(f"{self.describe()} cannot keep jobs unique; queue them without a key")
 
     # -- consuming -------------------------------------------------------------------
 
@@ -615,7 +687,8 @@ class Broker(abc.ABC):
 
         Atomic and idempotent: a second call (or a concurrent one) returns ``False``. So
         does a call while a job with the same id is queued, held or delayed (its data is
-        not overwritten; the failed entry stays).
+        not overwritten; the failed entry stays), and, for a job with a unique key, while
+        another job holds that key (the entry stays; the requeued job takes the key).
         """
 
     @abc.abstractmethod

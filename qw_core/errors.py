@@ -148,6 +148,11 @@ class JobsNotReplicated(BackendError):
         self.acknowledged = acknowledged
 
 
+class UniqueJobsUnsupported(BackendError, NotImplementedError):
+    """The backend cannot keep jobs unique (``capabilities.unique`` is false): nothing was
+    queued, rather than a job queued without the promise asked for."""
+
+
 class WorkerRunning(BackendError):
     """Jobs were to be moved off a worker's list while that worker runs (they are its
     own: held, or sent to it)."""

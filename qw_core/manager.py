@@ -69,6 +69,7 @@ from qw_core.naming import check_manager_name, check_queues, claim_name, default
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.process import WorkerSpec, worker_main
+from qw_core.recycling import Recycling
 from qw_core.results import DEFAULT_RESULT_TTL, check_ttl
 from qw_core.scheduler import Scheduler, check_schedules
 from qw_core.schedules import Schedule
@@ -202,6 +203,10 @@ class Manager:
         besides those the target declares (a :class:`~qw_core.Router`'s, as its
         ``qw_schedules``); see :mod:`qw_core.scheduler`. Needs a broker whose
         ``capabilities.schedules`` is true.
+    :param max_jobs_per_worker: replace a worker once it ran this many jobs (``None``:
+        never); see :mod:`qw_core.recycling`.
+    :param max_worker_memory: replace a worker once its memory (RSS) is over this many
+        megabytes (MiB), checked after each job (``None``: never).
     """
 
     def __init__(
@@ -227,6 +232,8 @@ class Manager:
         queues: Sequence[str] | None = None,
         result_ttl: float = DEFAULT_RESULT_TTL,
         schedules: Sequence[Schedule] = (),
+        max_jobs_per_worker: int | None = None,
+        max_worker_memory: int | None = None,
     ) -> None:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
@@ -267,6 +274,7 @@ class Manager:
             concurrency=self.concurrency,
             queues=self.queues,
             result_ttl=_checked_ttl(result_ttl),
+            recycling=Recycling(max_jobs=max_jobs_per_worker, max_memory=max_worker_memory),
         )
         if start_method is None:
             start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -635,12 +643,18 @@ class Manager:
         slot.process.join()
         status = slot.status
         cannot_start = status is not None and status.could_not_start
+        recycled = status is not None and status.was_recycled
         # Blame the jobs it died with in hand, and only those: the others it held were
         # waiting their turn (or ran and were not finished yet). Between jobs, none.
         in_hand = tuple(status.in_hand()) if status is not None and not cannot_start else ()
-        exited = self._exited(slot, died=not cannot_start, in_hand=in_hand)
+        exited = self._exited(slot, died=not cannot_start and not recycled, in_hand=in_hand)
         slot.forget_process()
         self._settle_or_later(exited)
+        if recycled:  # it stopped warmly to be replaced (it said why): no crash, no back-off
+            log.debug("manager %s: worker %s was recycled; starting another", self.name, exited.worker)
+            slot.failures = 0
+            slot.restart_at = time.monotonic()
+            return
         if cannot_start:
             self.error = f"worker {exited.worker} could not start (see its error above)"
             log.error("manager %s: %s; stopping", self.name, self.error)

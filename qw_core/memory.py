@@ -61,6 +61,7 @@ from qw_core.models import (
 from qw_core.naming import misleading_character
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import FINISHED_CAP, JobResult, check_ttl, decode_value
+from qw_core.unique import Queued, UniqueKeys, unique_of
 
 #: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
 RESERVED_NAMES = frozenset({"all", "job", "qw"})
@@ -151,6 +152,7 @@ class _State:
         self.running: dict[str, tuple[dict[str, float], float]] = {}  # worker -> (job -> since, expiry)
         self.schedules = ScheduleBook()  # declared schedules and their last ticks
         self.jobs_run: dict[int, dict[str, int]] = {}  # minute -> manager -> jobs begun
+        self.unique = UniqueKeys()  # unique key -> the job that holds it (see qw_core.unique)
 
     def alive(self, name: str, now: float) -> bool:
         beat = self.heartbeats.get(name)
@@ -184,14 +186,32 @@ class MemoryBroker(Broker):
         A job whose id is queued, held or delayed already is left alone (so is the second
         of two jobs with one id in a batch), as the contract asks.
         """
+        return [queued.id for queued in self.queue_jobs_unique(jobs, delay=delay, at=at)]
+
+    def queue_jobs_unique(
+        self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None
+    ) -> list[Queued]:
+        """See :meth:`Broker.queue_jobs_unique`; one lock covers the check and the store."""
         waits = check_delay(jobs, delay, at)
-        staged = [(job, self._encode(job)) for job in jobs]
+        staged = [(job, self._encode(job), unique_of(job)) for job in jobs]
         state = self._state
+        done: list[Queued] = []
         with state.cond:
-            due = time.monotonic() + (delay if at is None else at - time.time())
-            for job, text in staged:
+            now = time.monotonic()
+            due = now + (delay if at is None else at - time.time())
+            for job, text, unique in staged:
                 if job.id in state.jobs:
+                    done.append(Queued(job.id, True))
                     continue
+                if unique is not None and unique.key is not None:
+                    holder = state.unique.holder(
+                        unique.key, stored=self._stored, started=self._started, now=now
+                    )
+                    if holder is not None:
+                        done.append(Queued(holder, False))
+                        continue
+                    state.unique.claim(unique, job.id, now=now)
+                done.append(Queued(job.id, True))
                 state.jobs[job.id] = text
                 origin = job.manager if job.manager is not None else _named(job.queue)
                 if waits:
@@ -201,7 +221,20 @@ class MemoryBroker(Broker):
                 else:
                     state.queues[origin].append(job.id)
             state.cond.notify_all()
-        return [job.id for job in jobs]
+        return done
+
+    def _stored(self, job_id: str) -> bool:
+        return job_id in self._state.jobs
+
+    def _started(self, job_id: str) -> bool:
+        """Whether a worker took ``job_id`` (not one sent to a worker and not taken yet)."""
+        return any(
+            held.get(job_id, _WORKERS_MANAGER) != _WORKERS_MANAGER for held in self._state.held.values()
+        )
+
+    def _ended(self, job_id: str) -> None:
+        """``job_id`` ended (finished, failed for good): its unique key is free."""
+        self._state.unique.release(job_id, now=time.monotonic())
 
     def _encode(self, job: Job) -> str:
         for name in (job.manager, job.worker, job.queue):
@@ -419,6 +452,7 @@ class MemoryBroker(Broker):
                 if keep > 0:
                     state.finished.pop(job_id, None)
                     state.finished[job_id] = (time.time(), time.monotonic() + keep)
+                self._ended(job_id)
             done.append(holds)
         if keep > 0:
             self._trim_finished()
@@ -446,6 +480,7 @@ class MemoryBroker(Broker):
             del state.jobs[job.id]
             state.recoveries.pop(job.id, None)
             state.suspects.discard(job.id)
+            self._ended(job.id)
             self._add_failed(job.id, text, failure, origin, limits)
             return True
 
@@ -582,6 +617,7 @@ class MemoryBroker(Broker):
             state.recoveries.pop(job_id, None)
             state.suspects.discard(job_id)
             crashed = load_job(state.jobs.pop(job_id))
+            self._ended(job_id)
             text = dumps(job_to_dict(attrs.evolve(crashed, attempts=crashed.attempts + 1)))
             self._add_failed(job_id, text, failure, back_to, DEFAULT_FAILED_LIMITS)
         state.cond.notify_all()
@@ -896,10 +932,19 @@ class MemoryBroker(Broker):
         with state.cond:
             if job_id in state.jobs:  # a live job has this id: leave both alone
                 return False
-            entry = state.failed.pop(job_id, None)
+            entry = state.failed.get(job_id)
             if entry is None:
                 return False
             job = load_job(entry.job)
+            unique = unique_of(job)
+            if unique is not None and unique.key is not None:  # it takes its key again, if free
+                now = time.monotonic()
+                holder = state.unique.holder(unique.key, stored=self._stored, started=self._started, now=now)
+                if holder is not None and holder != job_id:
+                    return False
+                if holder is None:
+                    state.unique.claim(unique, job_id, now=now)
+            del state.failed[job_id]
             state.jobs[job_id] = dumps(job_to_dict(attrs.evolve(job, attempts=0)))
             state.queues[entry.origin].append(job_id)
             state.cond.notify_all()

@@ -49,10 +49,17 @@ from qw_core.models import (
 )
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl
+from qw_core.unique import Queued
 
 #: What the memory broker and its clients declare: one host, delays kept by the broker.
 CAPABILITIES = Capabilities(
-    multi_host=False, max_take=100, delayed=True, shared_by_url=False, schedules=True, throughput=True
+    multi_host=False,
+    max_take=100,
+    delayed=True,
+    shared_by_url=False,
+    schedules=True,
+    throughput=True,
+    unique=True,
 )
 
 # -- encoding ---------------------------------------------------------------------------
@@ -197,6 +204,10 @@ _HANDLERS: dict[str, _Handler] = {
     "queue_jobs": lambda b, kw: b.queue_jobs(
         [job_from_dict(j) for j in kw["jobs"]], delay=kw["delay"], at=kw["at"]
     ),
+    "queue_jobs_unique": lambda b, kw: [
+        [q.id, q.created]
+        for q in b.queue_jobs_unique([job_from_dict(j) for j in kw["jobs"]], delay=kw["delay"], at=kw["at"])
+    ],
     "take": lambda b, kw: [{**job_to_dict(j), "suspect": j.suspect} for j in b.take(**kw)],
     "nudge": lambda b, kw: b.nudge(**kw),
     "finish_jobs": lambda b, kw: b.finish_jobs(**kw),
@@ -411,8 +422,15 @@ class MemoryClient(Broker):
 
     def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
         """See :meth:`Broker.queue_jobs`."""
-        self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs], delay=delay, at=at)
-        return [job.id for job in jobs]
+        ids = self._call("queue_jobs", jobs=[job_to_dict(job) for job in jobs], delay=delay, at=at)
+        return [str(job_id) for job_id in ids]
+
+    def queue_jobs_unique(
+        self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None
+    ) -> list[Queued]:
+        """See :meth:`Broker.queue_jobs_unique`."""
+        found = self._call("queue_jobs_unique", jobs=[job_to_dict(job) for job in jobs], delay=delay, at=at)
+        return [Queued(str(job_id), bool(created)) for job_id, created in found]
 
     def take(
         self,

@@ -27,6 +27,7 @@ from qw_core.errors import BrokerUnavailable, QwError
 from qw_core.models import DEFAULT_QUEUE
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.recycling import Recycling
 from qw_core.results import DEFAULT_RESULT_TTL
 from qw_core.status import JobStatus
 from qw_core.worker import DEFAULT_PREFETCH, Worker, WorkerNotStarted
@@ -37,6 +38,9 @@ from qw_core.worker import DEFAULT_PREFETCH, Worker, WorkerNotStarted
 #: restarting it in a loop. (A broker that cannot be reached is waited for: the manager
 #: reached it, so it is an outage.)
 EXIT_CANNOT_START = 78  # EX_CONFIG
+#: Exit code of a worker that stopped to be replaced (:mod:`qw_core.recycling`), for
+#: people reading a process list; the manager goes by its status record, as above.
+EXIT_RECYCLED = 75  # EX_TEMPFAIL
 
 
 @attrs.frozen(kw_only=True)
@@ -55,6 +59,7 @@ class WorkerSpec:
     concurrency: int | None = None
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     result_ttl: float = DEFAULT_RESULT_TTL
+    recycling: Recycling = attrs.field(factory=Recycling)
 
 
 def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Broker | None:
@@ -153,6 +158,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             queues=spec.queues,
             result_ttl=spec.result_ttl,
             status=status,
+            recycling=spec.recycling,
         )
     except Exception as exc:
         if not isinstance(exc, QwError):
@@ -170,6 +176,10 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             raise CannotStart(exc) from exc
     finally:
         broker.close()
+    if worker.recycled is not None:
+        if status is not None:
+            status.recycled()
+        return EXIT_RECYCLED
     return 0
 
 

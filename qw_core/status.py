@@ -63,7 +63,7 @@ FAILING_BYTES = 16384
 
 
 #: What a worker reported about its start-up (the record's ``phase``).
-STARTING, READY, CANNOT_START = 0, 1, 2
+STARTING, READY, CANNOT_START, RECYCLED = 0, 1, 2, 3
 
 
 class _Header(ctypes.Structure):
@@ -167,6 +167,16 @@ class JobStatus:
     def could_not_start(self) -> bool:
         """Whether the worker reported that it cannot start (the manager then stops)."""
         return bool(self._header.phase == CANNOT_START)
+
+    def recycled(self) -> None:
+        """The worker reached a recycling bound (:mod:`qw_core.recycling`) and stopped
+        warmly, holding nothing; it exits next, to be replaced at once."""
+        self._header.phase = RECYCLED
+
+    @property
+    def was_recycled(self) -> bool:
+        """Whether the worker reported that it stopped to be replaced."""
+        return bool(self._header.phase == RECYCLED)
 
     # -- one slot: written by the thread or task running its job -------------------------
 

@@ -27,6 +27,7 @@ import attrs
 from qw_core.errors import ConfigurationError, InvalidTaskCall
 from qw_core.models import JSON
 from qw_core.policy import RETRY_META_KEY, TIMEOUT_META, RetryPolicy
+from qw_core.unique import Unique, as_unique
 
 #: The keys of a task call's job data (see the module's docstring).
 TASK_KEY, ARGS_KEY, KWARGS_KEY = "task", "args", "kwargs"
@@ -35,6 +36,10 @@ _CALL_KEYS = (TASK_KEY, ARGS_KEY, KWARGS_KEY)
 #: A task's retry setting: the most retries, or fields of :class:`~qw_core.RetryPolicy`
 #: (``{"max_retries": 5, "backoff": 10}``), which go into each job's ``meta["retry"]``.
 RetrySetting: TypeAlias = "int | Mapping[str, Any]"
+#: A task's unique setting: ``True`` (the task and its arguments, held until the call
+#: ends), a key, a :class:`~qw_core.unique.Unique` (whose key ``None`` means the task and
+#: its arguments), or ``False`` (not unique, over a task that is).
+UniqueTaskSetting: TypeAlias = "bool | str | Unique"
 
 
 # -- the wire format -------------------------------------------------------------------
@@ -138,12 +143,14 @@ class TaskOptions:
     :param delay: seconds before a call may run.
     :param retry: the most retries, or :class:`~qw_core.RetryPolicy` fields, as JSON.
     :param timeout: seconds a run may take.
+    :param unique: how calls are unique (:mod:`qw_core.unique`); ``False``: not unique.
     """
 
     queue: str | None = None
     delay: float | None = None
     retry: Mapping[str, JSON] | None = None
     timeout: float | None = None
+    unique: Unique | bool | None = None
 
     @classmethod
     def checked(
@@ -153,6 +160,7 @@ class TaskOptions:
         delay: float | None = None,
         retry: RetrySetting | None = None,
         timeout: float | None = None,
+        unique: UniqueTaskSetting | None = None,
     ) -> TaskOptions:
         """Options from a user's arguments, each checked.
 
@@ -164,7 +172,8 @@ class TaskOptions:
             raise ConfigurationError(f"delay must be a finite number of seconds, 0 or more, not {delay!r}")
         if timeout is not None and not _seconds(timeout, zero=False):
             raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        return cls(queue=queue, delay=delay, retry=_retry(retry), timeout=timeout)
+        checked_unique = unique if unique is None or unique is False else as_unique(unique)
+        return cls(queue=queue, delay=delay, retry=_retry(retry), timeout=timeout, unique=checked_unique)
 
     def over(self, below: TaskOptions) -> TaskOptions:
         """These options, the unset ones taken from ``below`` (retry settings field by field)."""
@@ -174,6 +183,7 @@ class TaskOptions:
             delay=below.delay if self.delay is None else self.delay,
             retry=retry,
             timeout=below.timeout if self.timeout is None else self.timeout,
+            unique=below.unique if self.unique is None else self.unique,
         )
 
     def meta(self) -> dict[str, JSON]:

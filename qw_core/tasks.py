@@ -75,7 +75,15 @@ from qw_core.errors import (
 )
 from qw_core.models import JSON, Job
 from qw_core.schedules import DEFAULT_CATCH_UP, Missed, Schedule
-from qw_core.taskcalls import RetrySetting, TaskOptions, parse_task_call, task_call, why_not_json
+from qw_core.taskcalls import (
+    RetrySetting,
+    TaskOptions,
+    UniqueTaskSetting,
+    parse_task_call,
+    task_call,
+    why_not_json,
+)
+from qw_core.unique import UNIQUE_META, Unique, call_key
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,12 +107,15 @@ class TaskHandle:
     :param task: the task's name.
     :param queue: the queue it went to (``None``: the shared queue).
     :param broker: the broker it was queued on.
+    :param created: ``False`` if the task is unique and a call holding its key was queued,
+        delayed or running already: ``id`` is that call's, and nothing was queued.
     """
 
     id: str
     task: str
     queue: str | None = None
     broker: Broker = attrs.field(eq=False, repr=False)
+    created: bool = True
 
     def result(self, timeout: float = 0.0) -> JSON:
         """What the task returned, waiting up to ``timeout`` seconds for it (blocking in
@@ -164,6 +175,7 @@ class Task(Generic[P, R]):
         delay: float | None = None,
         retry: RetrySetting | None = None,
         timeout: float | None = None,
+        unique: UniqueTaskSetting | None = None,
         broker: Broker | None = None,
     ) -> Task[P, R]:
         """This task with settings of its own for the calls queued through it (the unset
@@ -173,10 +185,14 @@ class Task(Generic[P, R]):
         :param delay: seconds before a call may run.
         :param retry: the most retries, or :class:`~qw_core.RetryPolicy` fields.
         :param timeout: seconds a run may take before it fails as timed out.
+        :param unique: ``True``: while a call with the same arguments is queued, delayed
+            or running, queueing another returns its handle instead (``created`` false);
+            a key or a :class:`~qw_core.unique.Unique` (see :mod:`qw_core.unique`);
+            ``False``: not unique.
         :param broker: where to queue, instead of the router's broker.
         :raises ConfigurationError: a setting is not valid.
         """
-        given = TaskOptions.checked(queue=queue, delay=delay, retry=retry, timeout=timeout)
+        given = TaskOptions.checked(queue=queue, delay=delay, retry=retry, timeout=timeout, unique=unique)
         return Task(
             self.fn,
             name=self.name,
@@ -194,7 +210,15 @@ class Task(Generic[P, R]):
         """
         call_args, call_kwargs = self._checked(args, kwargs)
         data = task_call(self.name, call_args, call_kwargs)
-        return Job.new(data, queue=self.defaults.queue, meta=self.defaults.meta())
+        meta = self.defaults.meta()
+        unique = self.defaults.unique
+        if isinstance(unique, Unique):
+            if unique.key is None:
+                bound = self.bind(args, kwargs)
+                bound.apply_defaults()
+                unique = unique.with_key(call_key(self.name, bound.arguments))
+            meta[UNIQUE_META] = unique.meta()
+        return Job.new(data, queue=self.defaults.queue, meta=meta)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle:
         """Queue a call of the task with these arguments.
@@ -205,8 +229,10 @@ class Task(Generic[P, R]):
         """
         job = self.job(*args, **kwargs)
         broker = self.router.open_broker(self.broker)
-        job_id = broker.queue_job(job, delay=self.defaults.delay or 0.0)
-        return TaskHandle(id=job_id, task=self.name, queue=job.queue, broker=broker)
+        queued = broker.queue_job_unique(job, delay=self.defaults.delay or 0.0)
+        return TaskHandle(
+            id=queued.id, task=self.name, queue=job.queue, broker=broker, created=queued.created
+        )
 
     def _checked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[JSON], dict[str, JSON]]:
         """The arguments as JSON, once bound to the signature and checked."""
@@ -323,6 +349,7 @@ class Router:
         retry: RetrySetting | None = None,
         timeout: float | None = None,
         schedule: str | None = None,
+        unique: UniqueTaskSetting | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -336,9 +363,10 @@ class Router:
         retry: RetrySetting | None = None,
         timeout: float | None = None,
         schedule: str | None = None,
+        unique: UniqueTaskSetting | None = None,
     ) -> Any:
         """Register a function (plain or ``async def``) as a task: ``@router.task``, or
-        ``@router.task(name=..., queue=..., delay=..., retry=..., timeout=...)``.
+        ``@router.task(name=..., queue=..., delay=..., retry=..., timeout=..., unique=...)``.
 
         :param name: the name jobs call it by; default ``module:qualname``.
         :param queue: the named queue its calls go to (default: the shared queue).
@@ -349,11 +377,14 @@ class Router:
         :param schedule: a cron expression: every manager running this router calls the
             task (with no arguments) at each of its ticks, in UTC, each tick once (the
             schedule's id is the task's name). :meth:`schedule` takes arguments and a zone.
+        :param unique: make calls unique: ``True`` for "the task and its arguments" (while
+            such a call is queued, delayed or running, ``enqueue`` returns its handle,
+            ``created`` false), or a key or :class:`~qw_core.unique.Unique`.
         :raises DuplicateTask: the router has a task of that name already.
         :raises ConfigurationError: a setting is not valid, or the function has no
             lasting name (give one).
         """
-        options = TaskOptions.checked(queue=queue, delay=delay, retry=retry, timeout=timeout)
+        options = TaskOptions.checked(queue=queue, delay=delay, retry=retry, timeout=timeout, unique=unique)
 
         def register(fn: Callable[..., Any]) -> Task[..., Any]:
             task = self._register(fn, name, options)

@@ -76,6 +76,7 @@ from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.naming import check_manager_name, check_queues
 from qw_core.plugins import make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_core.recycling import Recycling
 from qw_core.results import DEFAULT_RESULT_TTL, check_ttl
 from qw_core.status import JobStatus
 from qw_core.targets import TargetLoader
@@ -178,6 +179,8 @@ class Worker:
     :param result_ttl: seconds to keep what a target returns (see :mod:`qw_core.results`),
         or, when it returns ``None``, that its job succeeded (for :meth:`Broker.job_status`);
         ``0`` keeps nothing.
+    :param recycling: when to stop warmly to be replaced (:mod:`qw_core.recycling`): then
+        :attr:`recycled` says why once :meth:`run` returns.
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -208,6 +211,7 @@ class Worker:
         burst: bool = False,
         queues: Sequence[str] | None = None,
         result_ttl: float = DEFAULT_RESULT_TTL,
+        recycling: Recycling | None = None,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -238,6 +242,10 @@ class Worker:
         self.status = status
         self.clock = clock
         self.burst = burst
+        self.recycling = recycling or Recycling()
+        #: Why the worker stopped to be replaced (see :mod:`qw_core.recycling`), or ``None``.
+        self.recycled: str | None = None
+        self._ran = 0  # jobs settled, for recycling
         self._runner = JobRunner(
             self.hook,
             self.target,
@@ -356,7 +364,13 @@ class Worker:
             or self._alone is not None
             or bool(batch.waiting)
             or (self.burst and batch.drained and bool(self._flights))
+            or self._budget() == 0
         )
+
+    def _budget(self) -> int | None:
+        """How many more jobs this worker may take before it is recycled (``None``: any)."""
+        left = self.recycling.budget(self._ran)
+        return None if left is None else max(0, left - len(self._flights))
 
     def _start_waiting(self, batch: _Batch, executor: Executor) -> bool:
         """Hand waiting jobs to the executor while slots are free; whether any started.
@@ -393,6 +407,9 @@ class Worker:
         batch.limit = self._next_limit(batch.limit, batch.size, self.clock() - batch.taken_at)
         free = len(self._free)
         limit = free if self._flights else max(free, batch.limit)
+        budget = self._budget()
+        if budget is not None:
+            limit = max(1, min(limit, budget))
         wait = 0.0 if self.burst else self.block_timeout
         if self._flights and wait:
             asked = self.clock()
@@ -497,6 +514,18 @@ class Worker:
             else:
                 self._failed(done, batch=batch, started=flight.started)
             self._free.append(flight.slot)
+            self._ran += 1
+        if completions and self.recycling and self.recycled is None:
+            self._recycle_if_due()
+
+    def _recycle_if_due(self) -> None:
+        """Stop warmly, to be replaced, once a recycling bound is reached (after a job)."""
+        reason = self.recycling.reason(self._ran)
+        if reason is None:
+            return
+        self.recycled = reason
+        log.info("worker %s %s: exiting once the jobs in hand end, to be replaced", self.name, reason)
+        self.request_stop()
 
     def _succeeded(self, batch: _Batch, done: Completion, started: float) -> None:
         """Keep the job to finish with the next take (one round trip for the batch), unless

@@ -186,6 +186,20 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
+        LUA + "common.lua",
+        "  local holder = unique_holder(lock)\n",
+        "  local holder = nil\n",
+        "a job whose unique key another job holds is not queued",
+        REDIS,
+    ),
+    Mutant(
+        "qw_core/worker.py",
+        "            limit = max(1, min(limit, budget))\n",
+        "            limit = max(1, limit)\n",
+        "a worker with N jobs left to run takes no more than N",
+        CORE,
+    ),
+    Mutant(
         "qw_core/worker.py",
         "        if done.result is not None and self.result_ttl > 0:\n",
         "        if False:\n",
@@ -466,15 +480,17 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "requeue_failed_batch.lua",
-        "  if score and tonumber(score) == tonumber(job[2]) and not job_stored(id) then",
-        "  if score and not job_stored(id) then",
+        "  if score and tonumber(score) == tonumber(job[2]) and not job_stored(id)"
+        " and (not holder or holder == id) then",
+        "  if score and not job_stored(id) and (not holder or holder == id) then",
         "requeue --all never requeues a job that failed again after its record was read",
         (*REDIS, "tests/cli"),
     ),
     Mutant(
         LUA + "requeue_failed_batch.lua",
-        "  if score and tonumber(score) == tonumber(job[2]) and not job_stored(id) then",
-        "  if score and tonumber(score) == tonumber(job[2]) then",
+        "  if score and tonumber(score) == tonumber(job[2]) and not job_stored(id)"
+        " and (not holder or holder == id) then",
+        "  if score and tonumber(score) == tonumber(job[2]) and (not holder or holder == id) then",
         "requeue --all never overwrites a live job with the same id",
         (*REDIS, "tests/cli"),
     ),

@@ -263,3 +263,42 @@ def test_a_job_too_large_names_its_line_and_how_to_raise_the_limit(broker: Any, 
     raised = invoke("enqueue", "--url", REDIS_URL + "?max_job_size=1000000", "--file", str(path))
     assert raised.exit_code == 0, raised.stderr
     assert len(broker.queued_job_ids()) == 3
+
+
+def test_unique_prints_the_holders_id_with_a_note_and_queues_nothing(broker: Any) -> None:
+    first = enqueue("--unique", "report:2026-01", '{"report": "monthly"}')
+    assert first.exit_code == 0, first.stderr
+    (job_id,) = first.stdout.split()
+    assert first.stderr == "queued 1 job\n"
+    again = enqueue("--unique", "report:2026-01", '{"report": "again"}')
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.split() == [job_id]
+    assert again.stderr == (
+        f"qw: not queued: job {job_id} holds unique key 'report:2026-01' (queued, delayed or running); "
+        "its id is printed\n"
+    )
+    assert broker.queued_job_ids(None) == [job_id]
+    assert broker.get_job(job_id).meta == {"unique": {"key": "report:2026-01", "until": "end"}}
+
+
+def test_unique_modes_and_their_refusals(broker: Any) -> None:
+    start = enqueue("--unique", "k1", "--unique-until", "start", "{}")
+    assert start.exit_code == 0, start.stderr
+    assert broker.get_job(start.stdout.strip()).meta["unique"] == {"key": "k1", "until": "start"}
+    throttle = enqueue("--unique", "k2", "--unique-for", "1m", "{}")
+    assert throttle.exit_code == 0, throttle.stderr
+    assert broker.get_job(throttle.stdout.strip()).meta["unique"] == {
+        "key": "k2",
+        "until": "ttl",
+        "ttl": 60.0,
+    }
+    for args, says in [
+        (["--unique-until", "start", "{}"], "--unique KEY"),
+        (["--unique", "k3", "--unique-until", "start", "--unique-for", "5s", "{}"], "not both"),
+        (["--unique", "", "{}"], "non-empty"),
+        (["--unique", "k4", "-"], "one job"),
+    ]:
+        result = enqueue(*args, input='{"a": 1}\n{"b": 2}\n')
+        assert result.exit_code == 2, result.stderr
+        assert says in result.stderr
+    assert len(broker.queued_job_ids(None)) == 2

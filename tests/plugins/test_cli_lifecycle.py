@@ -140,6 +140,22 @@ def test_requeue_one_puts_it_back_on_its_queue_with_attempts_reset(broker: Redis
     assert broker.queued_job_ids("m1") == [first.id, second.id]
 
 
+def test_requeue_of_a_job_whose_unique_key_is_held_says_why_it_stays(broker: RedisBroker) -> None:
+    job = Job.new({"n": 1})
+    broker.queue_job(job, unique="k")
+    [taken] = broker.take(manager="m1", worker="m1.1")
+    broker.fail_job(worker="m1.1", job=taken, failure=Failure(exc_type="E", message="m"))
+    holder = Job.new({"n": 2})
+    assert broker.queue_job(holder, unique="k") == holder.id
+    result = qw("failed", "requeue", job.id)
+    assert result.exit_code == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"qw: error: job {job.id} stays in the failed registry: ")
+    assert "unique key" in result.stderr
+    assert broker.failed_count() == 1
+    assert broker.queued_job_ids() == [holder.id]
+
+
 def test_requeue_all_and_purge(broker: RedisBroker) -> None:
     jobs = fail_jobs(broker, {"n": 1}, {"n": 2}, {"n": 3})
     assert qw("failed", "requeue").exit_code == 2, "IDs or --all"

@@ -369,7 +369,7 @@ def test_a_requeue_batch_passes_over_a_job_that_failed_again_after_its_record_wa
     [again] = real_broker.take(manager="m1", worker="m1.2")
     assert real_broker.fail_job(worker="m1.2", job=again, failure=Failure(exc_type="E", message="again"))
     assert float(real_client.zscore(keys.FAILED, job.id)) != score
-    assert real_broker._scripts.requeue_failed_batch([(job.id, score, stored)]) == []
+    assert real_broker._scripts.requeue_failed_batch([(job.id, score, stored, None)]) == []
     assert [entry.failure.message for entry in real_broker.failed_jobs()] == ["again"], "left as it is"
     assert real_client.llen("all:jobs") == 0
 

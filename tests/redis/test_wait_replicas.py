@@ -135,3 +135,18 @@ def test_the_wait_must_end_before_the_socket_timeout() -> None:
         RedisOptions(wait_replicas=1, wait_timeout=5.0)
     with pytest.raises(ConfigurationError, match="wait_timeout"):
         RedisBroker.from_url("redis://127.0.0.1:1/0?wait_replicas=1&wait_timeout=9")
+
+
+def test_a_unique_job_waits_for_the_replica_and_says_which_job_holds_its_key(
+    pair: tuple[PrivateRedis, PrivateRedis], primary: redis.Redis, replica: redis.Redis
+) -> None:
+    broker = RedisBroker.from_url(pair[0].url(), RedisOptions(wait_replicas=1, wait_timeout=4.0))
+    try:
+        first = Job.new({"n": 1})
+        assert broker.queue_job(first, unique="k") == first.id
+        assert broker.queue_job(Job.new({"n": 2}), unique="k") == first.id
+        assert broker.queue_job(Job.new({"n": 3}), unique="k", delay=60) == first.id
+        assert replica.lrange("all:jobs", 0, -1) == [first.id]
+        assert replica.get("qw:unique:k") == f"e:{first.id}"
+    finally:
+        broker.close()

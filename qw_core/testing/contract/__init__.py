@@ -37,6 +37,7 @@ from qw_core.testing.contract.scheduling import SchedulingContract
 from qw_core.testing.contract.settling import SettlingContract
 from qw_core.testing.contract.strays import StrayContract
 from qw_core.testing.contract.taking import TakingContract
+from qw_core.testing.contract.unique import UniqueContract
 
 __all__ = ["BrokerContract"]
 
@@ -54,6 +55,7 @@ class BrokerContract(
     ListingContract,
     PeriodicContract,
     InspectingContract,
+    UniqueContract,
 ):
     """The contract of :class:`~qw_core.broker.Broker`, run against the ``broker`` fixture."""
 

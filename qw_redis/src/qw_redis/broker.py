@@ -94,9 +94,10 @@ from qw_core.models import (
 )
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
+from qw_core.unique import UNIQUE_META, Queued, Unique, unique_of
 from qw_redis import codec, connection, keys, sentinel, ticks
 from qw_redis.connection import DEFAULT_URL, RedisOptions
-from qw_redis.scripts import FailedEntry, Scripts, Taken, handed_off
+from qw_redis.scripts import FailedEntry, Scripts, Taken, handed_off, holders
 
 log = logging.getLogger("qw.redis")
 
@@ -157,7 +158,7 @@ FOLLOW_EVERY = 0.25
 _Method = Callable[Concatenate["RedisBroker", _P], _R]
 #: One call of a queueing script: the jobs it stores (id, hash), and the call, which
 #: takes an optional ``pipe=`` to be queued on instead (see ``Scripts.replicated``).
-_Storing = tuple[list[tuple[str, codec.Stored]], Callable[..., int]]
+_Storing = tuple[list[tuple[str, codec.Stored]], Callable[..., dict[int, str]]]
 
 
 #: Broker methods after which a failover that already happened is not reported: a
@@ -184,7 +185,7 @@ def _translated(method: _Method[_P, _R]) -> _Method[_P, _R]:
     return wrapper
 
 
-def _on_pipe(call: Callable[..., int], pipe: Any) -> int:
+def _on_pipe(call: Callable[..., Any], pipe: Any) -> Any:
     """``call`` queued on ``pipe`` (see ``_Storing``)."""
     return call(pipe=pipe)
 
@@ -211,14 +212,18 @@ _OWN_KEY_TYPES = (
 )
 
 
-def _script_batches(jobs: list[tuple[str, codec.Stored]]) -> Iterator[list[tuple[str, codec.Stored]]]:
-    """``jobs`` in order, cut into the batches one queueing script call stores: at most
-    :data:`QUEUE_BATCH` jobs, :data:`QUEUE_BATCH_FIELDS` fields and :data:`QUEUE_BATCH_BYTES`
-    bytes (a single job over a bound goes alone)."""
-    batch: list[tuple[str, codec.Stored]] = []
+_Item = TypeVar("_Item", bound=tuple[Any, ...])
+
+
+def _script_batches(jobs: list[_Item], *, at: int = 1) -> Iterator[list[_Item]]:
+    """``jobs`` (tuples holding a job's :class:`codec.Stored` at position ``at``) in order,
+    cut into the batches one queueing script call stores: at most :data:`QUEUE_BATCH` jobs,
+    :data:`QUEUE_BATCH_FIELDS` fields and :data:`QUEUE_BATCH_BYTES` bytes (a single job
+    over a bound goes alone)."""
+    batch: list[_Item] = []
     fields = size = 0
     for item in jobs:
-        stored = item[1]
+        stored: codec.Stored = item[at]
         more_fields, more_bytes = len(stored.fields) + 1, stored.size()
         full = len(batch) == QUEUE_BATCH or fields + more_fields > QUEUE_BATCH_FIELDS
         if batch and (full or size + more_bytes > QUEUE_BATCH_BYTES):
@@ -243,10 +248,10 @@ def _raw(text: str) -> bytes:
 
 
 def _by_size(
-    jobs: Sequence[tuple[str, float, codec.Stored]], most: int
-) -> Iterator[list[tuple[str, float, codec.Stored]]]:
+    jobs: Sequence[tuple[str, float, codec.Stored, Unique | None]], most: int
+) -> Iterator[list[tuple[str, float, codec.Stored, Unique | None]]]:
     """``jobs`` in order, in runs of at most ``most`` bytes each (a larger job alone)."""
-    run: list[tuple[str, float, codec.Stored]] = []
+    run: list[tuple[str, float, codec.Stored, Unique | None]] = []
     size = 0
     for job in jobs:
         job_size = job[2].size()
@@ -300,7 +305,9 @@ class RedisBroker(Broker):
         :meth:`factory`; otherwise both are derived from the client's settings).
     """
 
-    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, schedules=True, throughput=True)
+    capabilities = Capabilities(
+        multi_host=True, max_take=100, delayed=True, schedules=True, throughput=True, unique=True
+    )
 
     def __init__(
         self, client: redis.Redis, options: RedisOptions | None = None, *, url: str | None = None
@@ -327,55 +334,86 @@ class RedisBroker(Broker):
 
     @_translated
     def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
-        if check_delay(jobs, delay, at):
-            self._queue_delayed(jobs, delay, at)
-            return [job.id for job in jobs]
-        batches: dict[tuple[str, bool], list[tuple[str, codec.Stored]]] = {}
-        for job in jobs:  # encode (and refuse) everything before anything is written
-            place = (self._origin_of(job), job.worker is not None)
-            batches.setdefault(place, []).append((job.id, self._encode_new(job)))
-        calls: list[_Storing] = [
-            (part, functools.partial(self._scripts.queue, origin=origin, worker=to_worker, jobs=part))
-            for (origin, to_worker), batch in batches.items()
-            for part in _script_batches(batch)
-        ]
-        self._store(calls)
+        for job in jobs:
+            if job.meta and UNIQUE_META in job.meta:
+                return [queued.id for queued in self._queue(jobs, delay, at)]
+        self._queue(jobs, delay, at, uniques=False)
         return [job.id for job in jobs]
 
-    def _queue_delayed(self, jobs: Sequence[Job], delay: float, at: float | None) -> None:
-        """Queue ``jobs`` in ``qw:delayed:<m>``, grouped by the queue each goes to when due."""
-        batches: dict[str, list[tuple[str, codec.Stored]]] = {}
-        for job in jobs:
-            batches.setdefault(self._origin_of(job), []).append((job.id, self._encode_new(job)))
-        self._store(
-            [
-                (
-                    part,
-                    functools.partial(
-                        self._scripts.queue_delayed, origin=origin, delay=delay, at=at, jobs=part
-                    ),
-                )
-                for origin, batch in batches.items()
-                for part in _script_batches(batch)
-            ]
-        )
+    @_translated
+    def queue_jobs_unique(
+        self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None
+    ) -> list[Queued]:
+        """See :meth:`Broker.queue_jobs_unique`: ``queue.lua`` (``queue_delayed.lua``)
+        checks and takes each key in the step that stores its job."""
+        return self._queue(jobs, delay, at)
 
-    def _store(self, calls: Sequence[_Storing]) -> None:
+    def _queue(
+        self, jobs: Sequence[Job], delay: float, at: float | None, *, uniques: bool = True
+    ) -> list[Queued]:
+        """Queue ``jobs``, grouped by where each goes (or, delayed, by the queue it goes to
+        when due); what became of each (with ``uniques`` false: none has a key, and the
+        answer is empty)."""
+        waits = check_delay(jobs, delay, at)
+        batches: dict[tuple[str, bool], list[tuple[int, str, codec.Stored, Unique | None]]] = {}
+        for index, job in enumerate(jobs):  # encode (and refuse) everything before anything is written
+            place = (self._origin_of(job), job.worker is not None and not waits)
+            unique = unique_of(job) if uniques else None
+            if unique is not None:
+                codec.check_new_id(unique.key or "")
+            batches.setdefault(place, []).append((index, job.id, self._encode_new(job), unique))
+        calls: list[_Storing] = []
+        positions: list[list[int]] = []
+        for (origin, to_worker), batch in batches.items():
+            for part in _script_batches(batch, at=2):
+                stored = [(job_id, encoded) for _, job_id, encoded, _ in part]
+                keyed = [unique for *_, unique in part] if uniques else None
+                if waits:
+                    call = functools.partial(
+                        self._scripts.queue_delayed,
+                        origin=origin,
+                        delay=delay,
+                        at=at,
+                        jobs=stored,
+                        uniques=keyed,
+                    )
+                else:
+                    call = functools.partial(
+                        self._scripts.queue, origin=origin, worker=to_worker, jobs=stored, uniques=keyed
+                    )
+                calls.append((stored, call))
+                positions.append([index for index, *_ in part])
+        replies = self._store(calls)
+        if not uniques:
+            return []
+        done = [Queued(job.id, True) for job in jobs]
+        for reply, where in zip(replies, positions, strict=True):
+            for position, holder in reply.items():
+                done[where[position]] = Queued(holder, False)
+        return done
+
+    def _store(self, calls: Sequence[_Storing]) -> list[dict[int, str]]:
         """Make each call, which stores the jobs it lists; with ``wait_replicas``, each
-        returns only once that many replicas have what it wrote (Redis's ``WAIT``).
+        returns only once that many replicas have what it wrote (Redis's ``WAIT``). What
+        each call answered (see :func:`qw_redis.scripts.holders`).
 
         :raises JobsNotReplicated: fewer replicas acknowledged a call in time: its jobs are
             queued, the later calls' are not (the message says what to do).
         """
         wanted = self._options.wait_replicas
         timeout_ms = max(1, round(self._options.wait_timeout * 1000))
+        replies = []
         for index, (_, call) in enumerate(calls):
             if not wanted:
-                call()
+                replies.append(call())
                 continue
-            acknowledged = self._scripts.replicated(functools.partial(_on_pipe, call), wanted, timeout_ms)
+            reply, acknowledged = self._scripts.replicated(
+                functools.partial(_on_pipe, call), wanted, timeout_ms
+            )
             if acknowledged < wanted:
                 raise self._not_replicated(calls, index, acknowledged)
+            replies.append(holders(reply))
+        return replies
 
     def _not_replicated(self, calls: Sequence[_Storing], index: int, acknowledged: int) -> JobsNotReplicated:
         """The error for call ``index`` of ``calls``, which ``acknowledged`` replicas acknowledged."""
@@ -1451,7 +1489,9 @@ class RedisBroker(Broker):
                 return fresh
             skip += size
 
-    def _stored_anew(self, page: Sequence[tuple[str, float]]) -> list[tuple[str, float, codec.Stored]]:
+    def _stored_anew(
+        self, page: Sequence[tuple[str, float]]
+    ) -> list[tuple[str, float, codec.Stored, Unique | None]]:
         """The failed jobs of ``page`` (id, score) stored anew as jobs with attempts reset,
         from their records; one whose record is gone or unreadable is left out (it stays
         in the registry, where ``qw failed show`` finds it)."""
@@ -1464,7 +1504,7 @@ class RedisBroker(Broker):
                 continue
             try:
                 job = attrs.evolve(codec.decode_record(record), attempts=0)
-                batch.append((job_id, score, codec.encode_job(job, max_size=0)))
+                batch.append((job_id, score, codec.encode_job(job, max_size=0), unique_of(job)))
             except (ValueError, TypeError, KeyError, InvalidJob) as exc:
                 log.warning(
                     "failed job %s cannot be requeued, its record is unreadable: %s", codec.shown(job_id), exc
@@ -1477,7 +1517,8 @@ class RedisBroker(Broker):
         if record is None:
             return False
         job = attrs.evolve(codec.decode_record(record), attempts=0)
-        return self._scripts.requeue_failed(job_id=job_id, stored=codec.encode_job(job, max_size=0))
+        stored = codec.encode_job(job, max_size=0)
+        return self._scripts.requeue_failed(job_id=job_id, stored=stored, unique=unique_of(job))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -94,6 +94,17 @@ is never ``qw`` and never contains ``:``):
                                queued it (see ``queue.lua``): the job is on ``<w>:jobs``
                                already, this carries its data to the blocked worker;
                                deleted by its next take, which hands out the job instead
+``qw:unique:<key>``    string which job holds unique key ``<key>`` (see
+                               :mod:`qw_core.unique`): ``e:<id>`` (held while job
+                               ``<id>`` is stored: queued, delayed or held), ``s:<id>``
+                               (held while it is stored and not taken: no ``qw:origin``
+                               entry) or ``t:<id>`` (held until the key expires, PX);
+                               written by the queueing scripts in the step that queues
+                               the job, deleted when the job ends
+``qw:uniques``         hash    job id → its unique key, for a job holding an ``e`` or
+                               ``s`` key: the scripts that end a job (finish, fail, park)
+                               delete its key with it; absent while no such job exists,
+                               so that finishing costs one ``TYPE`` per call then
 ``qw:producer:<token>`` string ``number:result`` of the last queueing call of one
                                producer (a broker object), expiring after 10 minutes:
                                a call re-sent after a lost reply is recognised and
@@ -168,6 +179,9 @@ _DECLARED_PREFIX = _QW + "declared:"
 #: The managers that declared schedules.
 SCHEDULERS = _QW + "schedulers"
 _JOBS_RUN_PREFIX = _QW + "jobs-run:"
+_UNIQUE_PREFIX = _QW + "unique:"
+#: Job id → its unique key (``e`` and ``s`` modes): what ending a job frees.
+UNIQUES = _QW + "uniques"
 #: Manager name → the token of its current start: the managers the reaper looks after.
 MANAGERS = _QW + "managers"
 #: The reaper lease (the token of the manager whose reaper holds it).
@@ -328,6 +342,11 @@ def declared(manager: str) -> str:
     return _DECLARED_PREFIX + manager
 
 
+def unique(key: str) -> str:
+    """``qw:unique:<key>``: which job holds unique key ``<key>``."""
+    return _UNIQUE_PREFIX + key
+
+
 def worker_name(manager: str, pid: int) -> str:
     """A worker's name: ``<manager>.<pid>``, as the original qw named them."""
     return f"{manager}.{pid}"
@@ -384,6 +403,9 @@ local FINISHED = {_lua_string(FINISHED)}
 local FINISHED_CAP = {FINISHED_CAP}  -- from qw_core.results
 local DUE = {_lua_string(DUE)}
 local LEGACY_DELAYED = {_lua_string(LEGACY_DELAYED)}
+local ORIGIN = {_lua_string(ORIGIN)}
+local UNIQUES = {_lua_string(UNIQUES)}
+local function unique_key(key) return {_lua_string(_UNIQUE_PREFIX)} .. key end
 local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
 local JOB_MARKER_PREFIX = {_lua_string(_JOB_MARKER_PREFIX)}
 local function marker_key(id) return JOB_MARKER_PREFIX .. id end

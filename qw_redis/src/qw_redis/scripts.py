@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -26,6 +27,7 @@ import attrs
 import redis
 import redis.client
 
+from qw_core.unique import Unique
 from qw_redis import codec, keys
 from qw_redis.codec import Stored
 from qw_redis.connection import ERRORS
@@ -160,6 +162,34 @@ def handed_off(packed: str) -> Taken:
     return _taken(job_id, source, fields, marker)
 
 
+#: A unique key's mode as the scripts write it (see ``claim_unique`` in lua/common.lua).
+_MODES = {"end": "e", "start": "s", "ttl": "t"}
+
+
+def unique_entry(position: int, unique: Unique) -> list[Any]:
+    """``unique`` for a queueing script: [position (from 1), key, mode, TTL in ms]."""
+    ttl_ms = max(1, math.ceil(unique.ttl * 1000)) if unique.ttl is not None else 0
+    return [position, unique.key, _MODES[unique.until], ttl_ms]
+
+
+def _uniques_arg(uniques: Sequence[Unique | None] | None) -> str:
+    """The unique keys of a batch (one per job, ``None`` for none) as a script argument."""
+    if not uniques:
+        return ""
+    entries = [unique_entry(i, unique) for i, unique in enumerate(uniques, 1) if unique is not None]
+    return json.dumps(entries, ensure_ascii=False, separators=(",", ":")) if entries else ""
+
+
+def holders(reply: Any) -> dict[int, str]:
+    """What a queueing call with unique keys answered: position in the batch (from 0) →
+    the id of the job that holds that job's key (it was not queued); ``{}`` for a reply
+    without unique keys (a number)."""
+    if isinstance(reply, (int, bytes)) or (isinstance(reply, str) and not reply.startswith("[")):
+        return {}
+    flat = json.loads(reply)
+    return {int(flat[i]) - 1: str(flat[i + 1]) for i in range(1, len(flat), 2)}
+
+
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     it = iter(flat)
     return dict(zip(it, it, strict=False))
@@ -217,14 +247,17 @@ class Scripts:
         origin: str,
         worker: bool,
         jobs: Sequence[tuple[str, Stored]],
+        uniques: Sequence[Unique | None] | None = None,
         pipe: redis.client.Pipeline | None = None,
-    ) -> int:
+    ) -> dict[int, str]:
         """Queue ``jobs`` (id, hash fields) on the queue ``origin`` stands for (see
         :func:`keys.origin`), or on worker ``origin``'s list if ``worker``; the first ones go
         straight to waiting workers, the rest get a wake-up token each. See ``lua/queue.lua``.
 
-        :param pipe: queue the call on this pipeline instead (see :meth:`replicated`); 0
-            is returned, the reply comes with the pipeline's.
+        :param uniques: each job's unique key (``None``: none), or ``None`` for no job.
+        :param pipe: queue the call on this pipeline instead (see :meth:`replicated`);
+            ``{}`` is returned, the reply comes with the pipeline's (read it with :func:`holders`).
+        :return: see :func:`holders`.
         """
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
@@ -237,16 +270,17 @@ class Scripts:
                 keys.idle(origin),
                 keys.ORIGIN,
             ],
-            args=[payload, self._call_number(), origin, "" if worker else "1"],
+            args=[payload, self._call_number(), origin, "" if worker else "1", _uniques_arg(uniques)],
             client=pipe,
         )
-        return 0 if pipe is not None else int(reply)
+        return {} if pipe is not None else holders(reply)
 
     def replicated(
         self, call: Callable[[redis.client.Pipeline], object], replicas: int, timeout_ms: int
-    ) -> int:
+    ) -> tuple[Any, int]:
         """Run ``call(pipe)`` (which queues one producing script call on ``pipe``), then
-        ``WAIT replicas timeout_ms`` on the same connection; how many replicas acknowledged.
+        ``WAIT replicas timeout_ms`` on the same connection; the script's reply, and how
+        many replicas acknowledged.
 
         ``WAIT`` waits for the connection's last write, and a call that redis-py re-sends
         on a new connection after a lost reply may find itself replayed (see ``replayed``
@@ -257,7 +291,8 @@ class Scripts:
         call(pipe)
         pipe.pexpire(self._producer, PRODUCER_TTL * 1000)
         pipe.wait(replicas, timeout_ms)
-        return int(pipe.execute()[-1])
+        replies = pipe.execute()
+        return replies[0], int(replies[-1])
 
     def queue_delayed(
         self,
@@ -266,10 +301,12 @@ class Scripts:
         delay: float,
         jobs: Sequence[tuple[str, Stored]],
         at: float | None = None,
+        uniques: Sequence[Unique | None] | None = None,
         pipe: redis.client.Pipeline | None = None,
-    ) -> int:
+    ) -> dict[int, str]:
         """Queue ``jobs`` to wait ``delay`` seconds (or until ``at``, seconds since the epoch),
-        then go to ``origin``'s queue (``""``: shared). ``pipe``: as for :meth:`queue`."""
+        then go to ``origin``'s queue (``""``: shared). ``uniques``, ``pipe`` and what it
+        returns: as for :meth:`queue`."""
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         reply = self._queue_delayed(
@@ -280,10 +317,11 @@ class Scripts:
                 payload,
                 self._call_number(),
                 "" if at is None else repr(at),
+                _uniques_arg(uniques),
             ],
             client=pipe,
         )
-        return 0 if pipe is not None else int(reply)
+        return {} if pipe is not None else holders(reply)
 
     def promote(self, *, limit: int = PROMOTE_BATCH) -> tuple[int, float | None]:
         """Move due delayed jobs to their queues; see ``lua/promote.lua``.
@@ -494,8 +532,9 @@ class Scripts:
         )
         return bool(result)
 
-    def requeue_failed(self, *, job_id: str, stored: Stored) -> bool:
-        """Move a failed job back to its queue, stored anew as ``stored``."""
+    def requeue_failed(self, *, job_id: str, stored: Stored, unique: Unique | None = None) -> bool:
+        """Move a failed job back to its queue, stored anew as ``stored``, taking its
+        ``unique`` key (refused while another job holds it)."""
         result = self._requeue(
             keys=[
                 keys.FAILED,
@@ -506,24 +545,26 @@ class Scripts:
                 keys.WAKE_ALL,
                 self._producer,
             ],
-            args=[self._call_number(), job_id, *_flatten(stored)],
+            args=[self._call_number(), job_id, *_flatten(stored), _uniques_arg([unique])],
         )
         return bool(result)
 
-    def requeue_failed_batch(self, jobs: Sequence[tuple[str, float, Stored]]) -> list[str]:
+    def requeue_failed_batch(self, jobs: Sequence[tuple[str, float, Stored, Unique | None]]) -> list[str]:
         """Requeue the failed jobs ``jobs`` (id, score in ``qw:failed`` when read, the job
-        stored anew) that are still those failures; the ids requeued. See
+        stored anew, its unique key) that are still those failures; the ids requeued. See
         ``lua/requeue_failed_batch.lua``."""
         if not jobs:
             return []
         batch = [
-            [job_id, repr(score), _pairs_of(stored.fields), stored.marker] for job_id, score, stored in jobs
+            [job_id, repr(score), _pairs_of(stored.fields), stored.marker]
+            + ([] if unique is None else [unique_entry(1, unique)])
+            for job_id, score, stored, unique in jobs
         ]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         flags = str(
             self._requeue_batch(keys=[keys.FAILED, self._producer], args=[self._call_number(), payload])
         )
-        return [job_id for (job_id, _, _), flag in zip(jobs, flags, strict=True) if flag == "1"]
+        return [job_id for (job_id, *_), flag in zip(jobs, flags, strict=True) if flag == "1"]
 
     def purge_failed_upto(self, *, upto: float, limit: int) -> int:
         """Delete up to ``limit`` of the oldest failed jobs that failed at ``upto`` or

@@ -82,6 +82,79 @@ local function drop_job(id)
   redis.call('DEL', job_key(id), marker_key(id))
 end
 
+-- Unique keys (see qw_core/unique.py and keys.py): unique_key(k) holds '<mode>:<id>', mode
+-- 'e' (held while job <id> is stored), 's' (while it is stored and no worker took it: it
+-- has no ORIGIN entry) or 't' (until the key expires). Whether a key is held is judged
+-- from its job's own keys, so a job that vanished never holds one; UNIQUES (job id ->
+-- key, for 'e' and 's') lets the end of a job delete its key with it.
+
+-- The id of the job that holds the key at `lock` (a string or none: the caller checked),
+-- or nil when it is free.
+local function unique_holder(lock)
+  local value = redis.call('GET', lock)
+  if not value then return nil end
+  local mode, id = string.sub(value, 1, 1), string.sub(value, 3)
+  if mode == 't' then return id end
+  if not job_stored(id) then return nil end
+  if mode == 's' and redis.call('HEXISTS', ORIGIN, id) == 1 then return nil end
+  return id
+end
+
+-- Job `id` takes unique key `key` in mode `mode` ('e', 's', or 't' for `ttl_ms`
+-- milliseconds) unless another job holds it. The caller checked the types of the key,
+-- UNIQUES and ORIGIN. Returns nil if `id` holds the key now (it took it, or held it
+-- already: a call sent again), else the id of the job that holds it.
+local function claim_unique(key, mode, ttl_ms, id)
+  local lock = unique_key(key)
+  local holder = unique_holder(lock)
+  if holder then
+    if holder == id then return nil end
+    return holder
+  end
+  local old = redis.call('GET', lock)
+  if old and string.sub(old, 1, 1) ~= 't' then  -- a stale holder's entry goes with it
+    local old_id = string.sub(old, 3)
+    if redis.call('HGET', UNIQUES, old_id) == key then redis.call('HDEL', UNIQUES, old_id) end
+  end
+  if mode == 't' then
+    redis.call('SET', lock, 't:' .. id, 'PX', ttl_ms)
+  else
+    redis.call('SET', lock, mode .. ':' .. id)
+    redis.call('HSET', UNIQUES, id, key)
+  end
+  return nil
+end
+
+-- Whether any job holds an 'e' or 's' key: one check per call, so that ending jobs costs
+-- nothing more while unique jobs are not used (as has_suspects() below).
+local function has_uniques()
+  return kind_of(UNIQUES) == 'hash'
+end
+
+-- Job `id` ended (finished, failed, parked): delete the key it holds, if any.
+local function release_unique(id)
+  local key = redis.call('HGET', UNIQUES, id)
+  if not key then return end
+  redis.call('HDEL', UNIQUES, id)
+  local lock = unique_key(key)
+  local value = redis.pcall('GET', lock)
+  if type(value) == 'string' and string.sub(value, 3) == id then redis.call('DEL', lock) end
+end
+
+-- The unique keys of a queueing call, ARGV text of a JSON array of [position, key, mode,
+-- ttl_ms] ('' for none), checked before anything is written: position -> entry, or nil.
+local function unique_entries(text)
+  if text == '' then return nil end
+  expect(UNIQUES, 'hash')
+  expect(ORIGIN, 'hash')
+  local entries = {}
+  for _, entry in ipairs(cjson.decode(text)) do
+    expect(unique_key(entry[2]), 'string')
+    entries[entry[1]] = entry
+  end
+  return entries
+end
+
 -- Keep job `id` as it is under qw:invalid:<id> (for a requeue once it is mended), its
 -- marker folded into the hash as the field V1_MARKER, where qw kept it before (readers
 -- still read it there). A marker key of the wrong type is dropped.
@@ -109,6 +182,7 @@ local function park(id, m, queue)
   redis.call('SREM', SUSPECTS, id)
   redis.call('HSET', failed_key(id), 'job', record, 'failure', failure, 'origin', m or SHARED_ORIGIN)
   keep_job(id)
+  if has_uniques() then release_unique(id) end
   redis.call('ZADD', FAILED, at, id)
 end
 
@@ -230,11 +304,11 @@ end
 -- Finish, guarded, the ids ARGV[first..]: only an id still on the worker's list `wjobs`
 -- (LREM from the tail, where held ids are) has its job:<id>, origin entry and recovery
 -- count (RECOVERIES, from the prelude) deleted, and, if `suspects` (see has_suspects),
--- its suspect mark; with `keep` > 0 it is noted as finished for that many seconds
--- (note_finished). The caller has checked the types of `wjobs`, `origin` and
--- RECOVERIES (expect).
+-- its suspect mark, and, if `uniques` (see has_uniques), its unique key; with `keep` > 0
+-- it is noted as finished for that many seconds (note_finished). The caller has checked
+-- the types of `wjobs`, `origin` and RECOVERIES (expect).
 -- Returns a list of 1/0 per id: 1 if it was held.
-local function finish(wjobs, origin, first, suspects, keep)
+local function finish(wjobs, origin, first, suspects, uniques, keep)
   local done, finished = {}, {}
   for i = first, #ARGV do
     local id = ARGV[i]
@@ -243,6 +317,7 @@ local function finish(wjobs, origin, first, suspects, keep)
       redis.call('HDEL', origin, id)
       redis.call('HDEL', RECOVERIES, id)
       if suspects then redis.call('SREM', SUSPECTS, id) end
+      if uniques then release_unique(id) end
       done[#done + 1] = 1
       finished[#finished + 1] = id
     else

@@ -12,7 +12,8 @@
 --
 -- For each job, only if LREM removed its id from KEYS[1] (the worker still held it):
 -- write qw:failed:<id> (job, failure, and the origin entry moved from KEYS[3]), ZADD
--- KEYS[2], and delete or keep job:<id>. The entry's score is the server's time (TIME), so
+-- KEYS[2], delete or keep job:<id>, and delete the unique key it holds (see
+-- release_unique in common.lua). The entry's score is the server's time (TIME), so
 -- the age bound does not depend on the clock of whichever host failed the job, plus a
 -- microsecond per job before it in the call, so the registry lists them in order. Then trim
 -- the registry once: entries that failed more than ARGV[1] seconds before now, then the
@@ -25,6 +26,7 @@ expect(KEYS[2], 'zset')
 expect(KEYS[3], 'hash')
 expect(RECOVERIES, 'hash')
 local suspects = has_suspects()
+local uniques = has_uniques()
 local at = now()
 local done = {}
 for i = 3, #ARGV, 4 do
@@ -44,6 +46,7 @@ for i = 3, #ARGV, 4 do
     else
       drop_job(id)
     end
+    if uniques then release_unique(id) end  -- failed for good: its unique key is free
     redis.call('ZADD', KEYS[2], at + #done / 1000000, id)  -- a microsecond apart: in order
     done[#done + 1] = 1
   end

@@ -19,7 +19,7 @@
 expect(KEYS[1], 'list')
 expect(KEYS[2], 'hash')
 expect(RECOVERIES, 'hash')
-local held = finish(KEYS[1], KEYS[2], 4, has_suspects(), 0)[1]  -- its result says it finished
+local held = finish(KEYS[1], KEYS[2], 4, has_suspects(), has_uniques(), 0)[1]  -- its result says it finished
 if held == 1 then
   redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[3], 'value', ARGV[1], 'finished_at', tostring(now()), 'worker', ARGV[2])

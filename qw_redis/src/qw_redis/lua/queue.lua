@@ -15,7 +15,14 @@
 --          '' for the shared queue (the origin of a job handed off)
 -- ARGV[4]  '1': the jobs may be handed to waiting workers (KEYS[1] is a manager's queue or
 --          the shared one); '': not (jobs sent to a worker directly)
+-- ARGV[5]  the jobs' unique keys: a JSON array of [position in ARGV[1], key, mode ('e',
+--          's', 't'), TTL in ms ('t')], or '' when no job has one (see claim_unique in
+--          common.lua)
 --
+-- Unique keys: a job with one is stored only if it takes its key (claim_unique: no other
+-- job holds it), in this same step; else nothing of it is written, and the call's
+-- result names the job that holds the key. The key, qw:uniques and qw:origin are checked
+-- (expect) with the other keys, before anything is written.
 -- A call that ran already (the same producer and number) changes nothing, so a job is
 -- queued once even if the client re-sends the call after the job ran. A queue or wake
 -- list of the wrong type fails the call before anything is written (expect()).
@@ -42,13 +49,17 @@
 -- larger than the worker's limit (the value of qw:idling:<w>) is not handed off, and
 -- neither is any job after it. Keys of the wrong type make a worker (or the hand-off)
 -- skipped, never the call fail.
--- Returns: the number of jobs queued.
+-- Returns: the number of jobs queued; with ARGV[5], the JSON text of [that number,
+-- then position, holder's id for each job not queued because another job holds its key].
 
-local again = replayed(KEYS[3], ARGV[2])
+local unique_call = ARGV[5] ~= nil and ARGV[5] ~= ''
+local again
+if unique_call then again = replayed_text(KEYS[3], ARGV[2]) else again = replayed(KEYS[3], ARGV[2]) end
 if again then return again end
 expect(KEYS[1], 'list')
 expect(KEYS[2], 'list')
 if ARGV[3] ~= '' then expect(KEYS[4], 'set') end
+local uniques = unique_call and unique_entries(ARGV[5])
 local jobs = cjson.decode(ARGV[1])
 
 -- Waiting workers that can be handed a job now, picked before anything is written (a
@@ -120,13 +131,20 @@ local function packed(id, source, fields, marker)
   return table.concat(parts)
 end
 
-local ids, stored = {}, {}
-for _, job in ipairs(jobs) do
+local ids, stored, held_by = {}, {}, {}
+for i, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
   if not job_stored(id) then
-    store_job(id, fields, 1, #fields / 2, job[3], true)
-    ids[#ids + 1] = id
-    stored[#stored + 1] = job
+    local entry = uniques and uniques[i]
+    local holder = entry and claim_unique(entry[2], entry[3], entry[4], id)
+    if holder then
+      held_by[#held_by + 1] = i
+      held_by[#held_by + 1] = holder
+    else
+      store_job(id, fields, 1, #fields / 2, job[3], true)
+      ids[#ids + 1] = id
+      stored[#stored + 1] = job
+    end
   end
 end
 
@@ -154,4 +172,8 @@ call_chunked('LPUSH', KEYS[1], ids, handed + 1, #ids)
 local queued = #ids
 if queued > 0 and ARGV[3] ~= '' then redis.call('SADD', KEYS[4], ARGV[3]) end
 wake(KEYS[2], queued - handed)
+if unique_call then
+  table.insert(held_by, 1, queued)
+  return remember(KEYS[3], ARGV[2], cjson.encode(held_by))
+end
 return remember(KEYS[3], ARGV[2], queued)

@@ -9,6 +9,8 @@
 -- ARGV[3]  the jobs as one JSON array of [id, [field, value, ...], marker] (as in queue.lua)
 -- ARGV[4]  the number of this call among the producer's
 -- ARGV[5]  when the jobs are due (seconds since the epoch), or '' for now + ARGV[1]
+-- ARGV[6]  the jobs' unique keys, as queue.lua's ARGV[5] ('' for none): a job whose key
+--          another job holds is not written
 --
 -- Writes, per job not stored yet (as in queue.lua): job:<id> and qw:job:<id>; then the
 -- new ids go into KEYS[1] (delay_jobs in common.lua) at server time + delay, or ARGV[5],
@@ -18,22 +20,33 @@
 -- due. One wake-up token goes to the destination queue's wake list: a taker blocked
 -- there looks again and learns the new due time, so it wakes when the job is due, not at
 -- the end of its wait.
--- Returns: the number of jobs queued.
+-- Returns: the number of jobs queued; with ARGV[6], the text queue.lua returns with its
+-- ARGV[5].
 
-local again = replayed(KEYS[3], ARGV[4])
+local unique_call = ARGV[6] ~= nil and ARGV[6] ~= ''
+local again
+if unique_call then again = replayed_text(KEYS[3], ARGV[4]) else again = replayed(KEYS[3], ARGV[4]) end
 if again then return again end
 expect(KEYS[1], 'zset')
 expect(KEYS[2], 'zset')
 if ARGV[2] ~= SHARED_ORIGIN then expect(KEYS[4], 'set') end
+local uniques = unique_call and unique_entries(ARGV[6])
 local jobs = cjson.decode(ARGV[3])
 local due = ARGV[5] ~= '' and tonumber(ARGV[5]) or now() + tonumber(ARGV[1])
-local ids, scores = {}, {}
+local ids, scores, held_by = {}, {}, {}
 for i, job in ipairs(jobs) do
   local id, fields = job[1], job[2]
   if not job_stored(id) then
-    store_job(id, fields, 1, #fields / 2, job[3], true)
-    ids[#ids + 1] = id
-    scores[#scores + 1] = due + (i - 1) / 1000000
+    local entry = uniques and uniques[i]
+    local holder = entry and claim_unique(entry[2], entry[3], entry[4], id)
+    if holder then
+      held_by[#held_by + 1] = i
+      held_by[#held_by + 1] = holder
+    else
+      store_job(id, fields, 1, #fields / 2, job[3], true)
+      ids[#ids + 1] = id
+      scores[#scores + 1] = due + (i - 1) / 1000000
+    end
   end
 end
 local queued = #ids
@@ -42,5 +55,9 @@ if queued > 0 then
   if ARGV[2] ~= SHARED_ORIGIN then redis.call('SADD', KEYS[4], ARGV[2]) end
   local _, wkey = queue_of(ARGV[2])
   wake(wkey, 1)
+end
+if unique_call then
+  table.insert(held_by, 1, queued)
+  return remember(KEYS[3], ARGV[4], cjson.encode(held_by))
 end
 return remember(KEYS[3], ARGV[4], queued)

@@ -12,6 +12,7 @@
 -- one step, so a job queued meanwhile is never touched.
 -- Returns: how many markers were deleted.
 
+local uniques = has_uniques()
 local swept = 0
 for _, key in ipairs(KEYS) do
   local id = string.sub(key, #JOB_MARKER_PREFIX + 1)
@@ -21,6 +22,7 @@ for _, key in ipairs(KEYS) do
       local ok, marker = pcall(cjson.decode, text)
       if ok and type(marker) == 'table' and (marker.keys == nil or #marker.keys > 0) then
         redis.call('DEL', key)
+        if uniques then release_unique(id) end  -- the job is over: so is its unique key
         swept = swept + 1
       end
     end

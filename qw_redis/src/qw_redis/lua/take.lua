@@ -33,8 +33,9 @@
 --    since its last take is on KEYS[1] with an origin entry and not held: a leftover,
 --    handed out below (its hand-off entry, unread, would otherwise run it twice).
 -- 1. Finish, guarded: LREM each finished id from the tail of KEYS[1]; only if it was
---    there, DEL job:<id> and its origin entry, and note it in qw:finished for ARGV[9]
---    seconds. (A job recovered meanwhile is left alone.)
+--    there, DEL job:<id> and its origin entry, and the unique key it holds (qw:uniques,
+--    looked at only if it exists), and note it in qw:finished for ARGV[9] seconds. (A job
+--    recovered meanwhile is left alone.)
 -- 2. Promote due delayed jobs to their queues (promote_due in common.lua).
 -- 3. Take, in order:
 --    a. ids on KEYS[1] that the worker does not hold: first leftovers (ids it took whose
@@ -85,7 +86,7 @@ expect(RECOVERIES, 'hash')
 redis.call('DEL', KEYS[7], KEYS[8])
 local suspects = has_suspects()
 local broken = {}
-local reply = {finish(wjobs, origin, 10 + served, suspects, tonumber(ARGV[9])), broken}
+local reply = {finish(wjobs, origin, 10 + served, suspects, has_uniques(), tonumber(ARGV[9])), broken}
 if limit <= 0 then return reply end
 
 local promoted_wakes = {}
