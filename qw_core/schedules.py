@@ -28,7 +28,8 @@ scheduler and enqueue every tick again for each copy that runs (two ``celery bea
 every task twice); dramatiq leaves cron to add-ons and Taskiq's documentation asks for
 exactly one scheduler. Procrastinate, like qw, lets every worker defer periodic tasks and
 deduplicates each tick in the database; qw does it in one atomic step of the broker
-(a Lua script on Redis), with no leader, lock or lease to expire half-way.
+(a Lua script on Redis, one statement on PostgreSQL), with no leader, lock or lease to
+expire half-way.
 """
 
 from __future__ import annotations

@@ -52,13 +52,24 @@ from qw_core.broker import (
 )
 from qw_core.errors import InvalidJob, JobCrashed, QwError, WorkerRunning
 from qw_core.memory import check_name
-from qw_core.models import DEFAULT_QUEUE, FailedJob, Failure, Job, JobState, State, queue_label
+from qw_core.models import (
+    DEFAULT_QUEUE,
+    FailedJob,
+    Failure,
+    Job,
+    JobState,
+    State,
+    TickResult,
+    TickState,
+    queue_label,
+)
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
-from qw_postgres import codec, migrate
+from qw_core.schedules import check_schedule_id
+from qw_postgres import codec, migrate, ticks
 from qw_postgres.connection import Settings, connect, parse_url, unavailable
 from qw_postgres.schema import BLOCK, LATEST, channel, script
-from qw_postgres.sql import statements
+from qw_postgres.sql import queue_params, statements
 
 log = logging.getLogger("qw.postgres")
 
@@ -154,7 +165,7 @@ class PostgresBroker(Broker):
     :class:`~qw_core.errors.BrokerUnavailable` while the server is away).
     """
 
-    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, migrations=True)
+    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, schedules=True, migrations=True)
 
     def __init__(self, settings: Settings, conn: Connection | None = None, *, url: str | None = None) -> None:
         self._settings = settings
@@ -735,21 +746,65 @@ class PostgresBroker(Broker):
 
     def _sweep(self) -> None:
         """Delete what outlived its time: results, heartbeats, running records, nudges
-        nobody waited for (a bounded number each round)."""
+        nobody waited for, lapsed declarations and forgotten ticks (a bounded number each
+        round; the readers skip expired rows meanwhile)."""
         s = self._schema
         conn = self._connection()
-        for table, column, grace in (
-            ("results", "expires", 0),
-            ("heartbeats", "expires", 60),
-            ("running", "expires", 0),
-            ("nudges", "at", -60),
+        for table, key, column, grace in (
+            ("results", "id", "expires", 0),
+            ("heartbeats", "name", "expires", 60),
+            ("running", "worker", "expires", 0),
+            ("nudges", "worker", "at", -60),
+            ("declarations", "(manager, schedule_id)", "expires", 0),
+            ("ticks", "schedule_id", "expires", 0),
         ):
             older = f"{column} < {s}.now_s() - {grace}" if grace >= 0 else f"{column} < {s}.now_s() + {grace}"
-            key = "worker" if table in ("running", "nudges") else ("id" if table == "results" else "name")
             conn.execute(
                 f"DELETE FROM {s}.{table} WHERE {key} IN "
-                f"(SELECT {key} FROM {s}.{table} WHERE {older} LIMIT 1000)"
+                f"(SELECT {key.strip('()')} FROM {s}.{table} WHERE {older} LIMIT 1000)"
             )
+
+    # -- periodic jobs (qw_postgres.ticks) -----------------------------------------------------
+
+    @_translated
+    def now(self) -> float:
+        """See :meth:`Broker.now`: the database's clock (``clock_timestamp()``)."""
+        return ticks.now(self._connection(), self._schema)
+
+    @_translated
+    def enqueue_tick(self, schedule_id: str, tick: float, job: Job, *, manager: str) -> TickResult:
+        """See :meth:`Broker.enqueue_tick`: one statement (``record_tick()`` and the job's insert)."""
+        self._check_cached(manager)
+        check_schedule_id(schedule_id)
+        if job.worker is not None or job.manager is not None:
+            raise InvalidJob(
+                f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
+            )
+        if job.queue == DEFAULT_QUEUE:
+            job = attrs.evolve(job, queue=None)
+        stored = self._encode_new(job)  # as queue_jobs stores it; refused before anything is written
+        conn = self._connection()
+        return ticks.enqueue_tick(conn, self._schema, schedule_id, tick, stored, manager=manager)
+
+    @_translated
+    def declare_schedules(
+        self, *, manager: str, declarations: Mapping[str, str], ttl: float
+    ) -> dict[str, TickState | None]:
+        """See :meth:`Broker.declare_schedules`: one statement."""
+        self._check_cached(manager)
+        return ticks.declare(
+            self._connection(), self._schema, manager=manager, declarations=declarations, ttl=ttl
+        )
+
+    @_translated
+    def schedule_declarations(self) -> dict[str, dict[str, str]]:
+        """See :meth:`Broker.schedule_declarations`."""
+        return ticks.declarations(self._connection(), self._schema)
+
+    @_translated
+    def tick_states(self, schedule_ids: Sequence[str]) -> dict[str, TickState]:
+        """See :meth:`Broker.tick_states`."""
+        return ticks.states(self._connection(), self._schema, schedule_ids)
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -1156,16 +1211,7 @@ def insert(
     :data:`QUEUE_BATCH`, notifying their queues; commits nothing itself."""
     query = statements(schema)["QUEUE"]
     for start in range(0, len(rows), QUEUE_BATCH):
-        batch = rows[start : start + QUEUE_BATCH]
-        params = {
-            **codec.columns([row for row, _, _ in batch]),
-            "origin": [origin for _, origin, _ in batch],
-            "holder": [worker for _, _, worker in batch],
-            "delayed": waits,
-            "at": at if waits else None,
-            "delay": delay,
-        }
-        conn.execute(query, params)
+        conn.execute(query, queue_params(rows[start : start + QUEUE_BATCH], waits=waits, delay=delay, at=at))
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -180,6 +180,62 @@ CREATE TABLE {s}.leases (
 CREATE TABLE {s}.nudges (worker text COLLATE "C" PRIMARY KEY, at double precision NOT NULL);
 CREATE TABLE {s}.queues (name text COLLATE "C" PRIMARY KEY);
 
+-- Periodic jobs. ticks: each schedule's last enqueued tick (who enqueued it, when, its
+-- job), kept until expires (a week past the last declaration of the schedule).
+-- declarations: what each manager runs, until expires (a heartbeat TTL). Database clock.
+CREATE TABLE {s}.ticks (
+    schedule_id text COLLATE "C" PRIMARY KEY,
+    tick double precision NOT NULL,
+    manager text COLLATE "C" NOT NULL,
+    at double precision NOT NULL,
+    job_id text COLLATE "C" NOT NULL,
+    expires double precision NOT NULL
+);
+CREATE INDEX ticks_expires ON {s}.ticks (expires);
+CREATE TABLE {s}.declarations (
+    manager text COLLATE "C" NOT NULL,
+    schedule_id text COLLATE "C" NOT NULL,
+    declaration text NOT NULL,
+    expires double precision NOT NULL,
+    PRIMARY KEY (manager, schedule_id)
+);
+CREATE INDEX declarations_expires ON {s}.declarations (expires);
+
+-- Record tick p_tick of schedule p_id if it is newer than the last one (or the last one
+-- expired), and say whether it did, with the schedule's last tick after the call. The
+-- upsert locks the schedule's row, so concurrent callers are serialised on it: a caller
+-- that waited on another's first insert of the row, or on its update, sees the tick it
+-- committed and writes nothing. The read of a tick not recorded is a statement of its
+-- own, so it sees (in READ COMMITTED) the row the upsert waited for.
+CREATE FUNCTION {s}.record_tick(
+    p_id text, p_tick double precision, p_manager text, p_job text, p_keep double precision
+) RETURNS TABLE (
+    k_enqueued boolean, k_tick double precision, k_manager text, k_at double precision, k_job text
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_now double precision := {s}.now_s();
+BEGIN
+    LOOP  -- again only if the row it met was deleted (expired) before it could be read
+        INSERT INTO {s}.ticks AS k (schedule_id, tick, manager, at, job_id, expires)
+        VALUES (p_id, p_tick, p_manager, v_now, p_job, v_now + p_keep)
+        ON CONFLICT (schedule_id) DO UPDATE SET tick = excluded.tick, manager = excluded.manager,
+            at = excluded.at, job_id = excluded.job_id, expires = excluded.expires
+        WHERE k.tick < excluded.tick OR k.expires <= v_now
+        RETURNING true, k.tick, k.manager, k.at, k.job_id
+        INTO k_enqueued, k_tick, k_manager, k_at, k_job;
+        IF NOT FOUND THEN
+            SELECT false, k.tick, k.manager, k.at, k.job_id
+            INTO k_enqueued, k_tick, k_manager, k_at, k_job
+            FROM {s}.ticks k WHERE k.schedule_id = p_id;
+        END IF;
+        IF FOUND THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Move due delayed jobs to the back of their queues, the soonest due first (at most
 -- 1,000 a call; rows another mover holds are left to it).
 CREATE FUNCTION {s}.promote() RETURNS integer LANGUAGE plpgsql AS $$
@@ -355,7 +411,7 @@ $$;
 
 #: Every migration, oldest first; a new one is appended, never edited once released.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "jobs, the failed registry, results, membership and heartbeats", _V1),
+    Migration(1, "jobs, the failed registry, results, membership, heartbeats and schedules", _V1),
 )
 
 #: The schema version this code reads and writes.

@@ -9,15 +9,23 @@ when (and only if) the statement's transaction commits.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
 
-QUEUE = """
-WITH input AS (
+from qw_postgres import codec
+
+#: The jobs of a queueing statement, one row each (``{only}``: a condition they are queued on).
+_JOBS = """input AS (
     SELECT * FROM unnest(
         %(id)s::text[], %(data)s::text[], %(meta)s::text[], %(manager)s::text[], %(worker)s::text[],
         %(queue)s::text[], %(attempts)s::integer[], %(queued_at)s::double precision[],
         %(origin)s::text[], %(holder)s::text[]
     ) WITH ORDINALITY AS i(id, data, meta, manager, worker, queue, attempts, queued_at, origin, holder, ord)
-), b AS (
+    {only}
+)"""
+
+#: Stores the jobs of ``input`` that are not stored already (``ins``: those it stored).
+_STORE = """b AS (
     SELECT nextval('{s}.positions') * 1048576 AS base, {s}.now_s() AS now
 ), ins AS (
     INSERT INTO {s}.jobs (
@@ -34,10 +42,75 @@ WITH input AS (
 ), named AS (
     INSERT INTO {s}.queues (name) SELECT DISTINCT i.queue FROM input i WHERE i.queue IS NOT NULL
     ON CONFLICT DO NOTHING
-)
-SELECT pg_notify({s}.channel(k.key), '')
-FROM (SELECT DISTINCT coalesce('w:' || ins.holder, ins.origin) AS key FROM ins) k
+)"""
+
+#: Wakes the queues of the jobs ``ins`` stored.
+_WAKE = """SELECT pg_notify({s}.channel(k.key), '')
+FROM (SELECT DISTINCT coalesce('w:' || ins.holder, ins.origin) AS key FROM ins) k"""
+
+QUEUE = f"""
+WITH {_JOBS.format(only="")}, {_STORE}
+{_WAKE}
 """
+
+#: One tick of a schedule (``<schema>.record_tick()``) and, if it was recorded, its job,
+#: stored and woken as :data:`QUEUE` does: one statement, so both or neither are written.
+#: Returns the tick function's row (whether it enqueued, and the last tick).
+TICK = f"""
+WITH t AS (
+    SELECT * FROM {{s}}.record_tick(
+        %(schedule)s, %(tick)s::double precision, %(by)s, %(job)s, %(keep)s::double precision
+    )
+), {_JOBS.format(only="WHERE (SELECT t.k_enqueued FROM t)")}, {_STORE}, woken AS (
+    {_WAKE}
+)
+SELECT t.*, (SELECT count(*) FROM woken) FROM t
+"""
+
+#: A manager's declarations replace its last ones; the last ticks of the schedules it
+#: declares are read, and kept for ``keep`` seconds more when less than ``refresh`` remain
+#: (so the rows are not rewritten on every declaration), locked in id order.
+DECLARE = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(texts)s::text[]) AS i(schedule_id, declaration)
+), b AS (
+    SELECT {s}.now_s() AS now
+), gone AS (
+    DELETE FROM {s}.declarations d WHERE d.manager = %(manager)s AND d.schedule_id <> ALL (%(ids)s::text[])
+), put AS (
+    INSERT INTO {s}.declarations AS d (manager, schedule_id, declaration, expires)
+    SELECT %(manager)s, i.schedule_id, i.declaration, b.now + %(ttl)s::double precision
+    FROM input i CROSS JOIN b
+    ON CONFLICT (manager, schedule_id) DO UPDATE SET declaration = excluded.declaration,
+        expires = excluded.expires
+), found AS (
+    SELECT k.schedule_id, k.tick, k.manager, k.at, k.job_id, k.expires FROM {s}.ticks k CROSS JOIN b
+    WHERE k.schedule_id = ANY (%(ids)s::text[]) AND k.expires > b.now
+), kept AS (
+    UPDATE {s}.ticks k SET expires = b.now + %(keep)s::double precision
+    FROM (
+        SELECT x.schedule_id FROM {s}.ticks x CROSS JOIN b
+        WHERE x.schedule_id IN (SELECT f.schedule_id FROM found f
+            WHERE f.expires < b.now + %(refresh)s::double precision)
+        ORDER BY x.schedule_id FOR UPDATE OF x
+    ) r, b
+    WHERE k.schedule_id = r.schedule_id AND k.expires > b.now
+    RETURNING k.schedule_id
+)
+SELECT f.schedule_id, f.tick, f.manager, f.at, f.job_id, (SELECT count(*) FROM kept) FROM found f
+"""
+
+DECLARED = """
+SELECT manager, schedule_id, declaration FROM {s}.declarations
+WHERE expires > {s}.now_s() ORDER BY manager, schedule_id
+"""
+
+TICKS = """
+SELECT schedule_id, tick, manager, at, job_id FROM {s}.ticks
+WHERE schedule_id = ANY (%s::text[]) AND expires > {s}.now_s()
+"""
+
+NOW = "SELECT {s}.now_s()"
 
 TAKE = "SELECT * FROM {s}.take(%s, %s, %s, %s, %s, %s, %s, %s)"
 
@@ -221,6 +294,21 @@ SELECT state, id, data::text, meta::text, manager, worker, queue, attempts, queu
     )
 FROM {s}.jobs j WHERE id = %(id)s
 """
+
+
+def queue_params(
+    rows: Sequence[tuple[codec.Row, str, str | None]], *, waits: bool, delay: float, at: float | None
+) -> dict[str, Any]:
+    """The parameters of :data:`QUEUE` (and of :data:`TICK`'s job) for encoded jobs
+    (row, origin, worker)."""
+    return {
+        **codec.columns([row for row, _, _ in rows]),
+        "origin": [origin for _, origin, _ in rows],
+        "holder": [worker for _, _, worker in rows],
+        "delayed": waits,
+        "at": at if waits else None,
+        "delay": delay,
+    }
 
 
 @functools.lru_cache(maxsize=64)
