@@ -33,16 +33,32 @@ def _fail(broker: Broker, job: Job, worker: str = WORKER) -> None:
 class UniqueContract(ContractPart):
     """Unique jobs: one job per key while the key is held, atomic with the queueing."""
 
-    @pytest.fixture(autouse=True)
-    def _keeps_unique_jobs(self, broker: Broker) -> None:
+    # Not autouse: BrokerContract mixes every part into one class, where an autouse
+    # fixture would run (and skip) for every test of the contract, not only these.
+    @pytest.fixture
+    def unique_kept(self, broker: Broker) -> None:
+        """Run only on a backend that keeps unique jobs (see the refusal test below)."""
         if not broker.capabilities.unique:
-            with pytest.raises(UniqueJobsUnsupported):
-                broker.queue_job(_job(), unique=KEY)
-            assert broker.queued_job_ids() == [], "a refused unique job is not queued"
             pytest.skip("the backend does not keep unique jobs (capabilities.unique is false)")
+
+    def test_a_backend_keeps_unique_jobs_or_refuses_them_queuing_nothing(self, broker: Broker) -> None:
+        first, second = _job(1), _job(2)
+        if broker.capabilities.unique:
+            assert broker.queue_job(first, unique=KEY) == first.id
+            assert broker.queue_job(second, unique=KEY) == first.id
+            assert broker.queued_job_ids() == [first.id]
+        else:
+            with pytest.raises(UniqueJobsUnsupported):
+                broker.queue_job(first, unique=KEY)
+            with pytest.raises(UniqueJobsUnsupported):
+                broker.queue_jobs(
+                    [attrs.evolve(second, meta={**second.meta, "unique": {"key": KEY, "until": "end"}})]
+                )
+            assert broker.queued_job_ids() == [], "a refused unique job is not queued"
 
     # -- what a duplicate gets ------------------------------------------------------------
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_a_job_whose_key_is_held_gets_the_holders_id_and_is_not_stored(self, broker: Broker) -> None:
         first, second = _job(1), _job(2)
         assert broker.queue_job(first, unique=KEY) == first.id
@@ -54,6 +70,7 @@ class UniqueContract(ContractPart):
         assert broker.queue_job(_job(5)) != first.id, "a job without a key is not affected"
         assert len(broker.queued_job_ids()) == 3
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_the_key_travels_in_the_jobs_meta(self, broker: Broker) -> None:
         job = _job()
         broker.queue_job(job, unique=Unique(KEY, until="start"))
@@ -63,6 +80,7 @@ class UniqueContract(ContractPart):
         [taken] = broker.take(manager=MANAGER, worker=WORKER)
         assert taken.meta["unique"] == {"key": KEY, "until": "start"}
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_a_batch_queues_one_job_per_key_and_says_which(self, broker: Broker) -> None:
         jobs = [_job(0), _job(1), _job(2), _job(3, queue="q")]
         keys = [KEY, KEY, "b", KEY]
@@ -74,12 +92,14 @@ class UniqueContract(ContractPart):
         assert sorted(q.id for q in done if not q.created) == [holder, holder]
         assert broker.queue_jobs([attrs.evolve(_job(), meta={"unique": {"key": KEY}})]) == [holder]
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_queueing_a_job_again_is_idempotent(self, broker: Broker) -> None:
         job = _job()
         assert broker.queue_job_unique(job, KEY) == Queued(job.id, True)
         assert broker.queue_job_unique(job, KEY) == Queued(job.id, True), "its own job holds the key"
         assert broker.queued_job_ids() == [job.id]
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_a_unique_key_must_be_a_valid_one(self, broker: Broker) -> None:
         for bad in ("", "x" * 1001):
             with pytest.raises(ConfigurationError):
@@ -92,6 +112,7 @@ class UniqueContract(ContractPart):
 
     # -- until the job ends (the default) -------------------------------------------------
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_until_end_the_key_is_held_while_the_job_runs_and_freed_when_it_finishes(
         self, broker: Broker
     ) -> None:
@@ -106,6 +127,7 @@ class UniqueContract(ContractPart):
         assert broker.finish_with_result(worker=WORKER, job_id=second.id, result="1", ttl=60)
         assert broker.queue_job_unique(_job(), KEY).created, "freed by a finish with a result"
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_until_end_a_delayed_job_holds_its_key(self, broker: Broker) -> None:
         if not broker.capabilities.delayed:
             pytest.skip("the backend does not keep delayed jobs")
@@ -115,6 +137,7 @@ class UniqueContract(ContractPart):
         assert broker.queue_job(_job(), unique=KEY, delay=5) == first.id
         assert broker.delayed_job_ids() == [first.id]
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_until_end_a_retry_keeps_the_key_and_failing_for_good_frees_it(self, broker: Broker) -> None:
         first = _job()
         broker.queue_job(first, unique=KEY)
@@ -126,6 +149,7 @@ class UniqueContract(ContractPart):
         second = _job()
         assert broker.queue_job(second, unique=KEY) == second.id, "freed when it failed for good"
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_until_end_a_recovered_job_keeps_its_key_until_its_rerun_ends(self, broker: Broker) -> None:
         first = _job()
         broker.queue_job(first, unique=KEY)
@@ -140,6 +164,7 @@ class UniqueContract(ContractPart):
         assert broker.finish_jobs(worker=WORKER_2, job_ids=[first.id]) == [True]
         assert broker.queue_job_unique(_job(), KEY).created, "freed when the re-run ended"
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_a_released_job_keeps_its_key(self, broker: Broker) -> None:
         first = _job()
         broker.queue_job(first, unique=KEY)
@@ -147,6 +172,7 @@ class UniqueContract(ContractPart):
         assert broker.release_jobs(worker=WORKER, job_ids=[first.id]) == 1
         assert broker.queue_job(_job(), unique=KEY) == first.id
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_a_requeued_failed_job_takes_its_key_again_or_stays_failed(self, broker: Broker) -> None:
         first = _job()
         broker.queue_job(first, unique=KEY)
@@ -162,6 +188,7 @@ class UniqueContract(ContractPart):
         assert broker.requeue_failed(first.id)
         assert broker.queue_job(_job(), unique=KEY) == first.id, "the requeued job holds the key"
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_requeue_all_failed_requeues_one_job_per_key(self, broker: Broker) -> None:
         jobs = [_job(n) for n in range(3)]
         for job in jobs:  # each fails while it holds the key: one after the other
@@ -176,6 +203,7 @@ class UniqueContract(ContractPart):
 
     # -- until the job starts ---------------------------------------------------------------
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_until_start_a_worker_taking_the_job_frees_the_key(self, broker: Broker) -> None:
         start = Unique(KEY, until="start")
         first = _job()
@@ -190,6 +218,7 @@ class UniqueContract(ContractPart):
 
     # -- for a TTL (throttle) ----------------------------------------------------------------
 
+    @pytest.mark.usefixtures("unique_kept")
     def test_a_throttle_holds_the_key_for_its_ttl_whatever_the_job_does(self, broker: Broker) -> None:
         throttle = Unique(KEY, ttl=0.5)
         first = _job()

@@ -340,6 +340,7 @@ class PostgresBroker(Broker):
         insert(self._connection(), self._schema, rows, waits=waits, delay=delay, at=at)
 
     def _encode_new(self, job: Job) -> tuple[codec.Row, str, str | None]:
+        codec.refuse_unique(job)
         for name in (job.manager, job.worker, job.queue):
             if name is not None:
                 self._check_cached(name)

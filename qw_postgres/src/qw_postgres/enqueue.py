@@ -48,6 +48,7 @@ def enqueue(
     waits = check_delay(batch, delay, when)
     rows = []
     for job in batch:
+        codec.refuse_unique(job)
         for name in (job.manager, job.worker, job.queue):
             if name is not None:
                 check_name(name)
