@@ -3,6 +3,7 @@ backend and on fakeredis: what each shows, escaping, live regions, schedules."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import attrs
 import fakeredis
 import pytest
 from dashboard_support import MANAGER, fail_jobs
+from qwtest_postgres import fresh_schema, schema_url
 from starlette.testclient import TestClient
 
 from qw_core.broker import Broker
@@ -17,19 +19,24 @@ from qw_core.dashboard import create_app
 from qw_core.memory import MemoryBroker
 from qw_core.models import Failure, Job
 from qw_core.schedules import Schedule
+from qw_postgres.broker import PostgresBroker
 from qw_redis.broker import RedisBroker
 
 XSS = "<script>alert('qw')</script>"
 
 
-@pytest.fixture(params=["memory", "fakeredis"])
+@pytest.fixture(params=["memory", "fakeredis", "postgres"])
 def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
-    if request.param == "memory":
-        found: Broker = MemoryBroker()
-    else:
-        found = RedisBroker(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
-    yield found
-    found.close()
+    """The dashboard reads through the broker interface only: the same pages on each backend."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "memory":
+            found: Broker = MemoryBroker()
+        elif request.param == "fakeredis":
+            found = RedisBroker(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
+        else:
+            found = PostgresBroker.from_url(schema_url(stack.enter_context(fresh_schema())))
+        yield found
+        found.close()
 
 
 def _client(broker: Broker) -> TestClient:

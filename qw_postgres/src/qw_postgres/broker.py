@@ -48,6 +48,7 @@ from qw_core.broker import (
     Reaped,
     check_delay,
     check_listed,
+    check_minutes,
     check_page,
 )
 from qw_core.errors import InvalidJob, JobCrashed, QwError, WorkerRunning
@@ -57,6 +58,7 @@ from qw_core.models import (
     FailedJob,
     Failure,
     Job,
+    JobsRun,
     JobState,
     State,
     TickResult,
@@ -86,6 +88,8 @@ QUEUE_BATCH = 5000
 MOVE_BATCH = 5000
 #: Most failed jobs one statement of requeue_all_failed / purge_all_failed handles.
 FAILED_BATCH = 500
+#: Seconds the per-minute counts of jobs begun are kept (Broker.jobs_run reads an hour at most).
+JOBS_RUN_KEEP = 2 * 3600
 
 Connection = psycopg.Connection[Any]
 
@@ -165,7 +169,9 @@ class PostgresBroker(Broker):
     :class:`~qw_core.errors.BrokerUnavailable` while the server is away).
     """
 
-    capabilities = Capabilities(multi_host=True, max_take=100, delayed=True, schedules=True, migrations=True)
+    capabilities = Capabilities(
+        multi_host=True, max_take=100, delayed=True, schedules=True, migrations=True, throughput=True
+    )
 
     def __init__(self, settings: Settings, conn: Connection | None = None, *, url: str | None = None) -> None:
         self._settings = settings
@@ -871,6 +877,29 @@ class PostgresBroker(Broker):
 
     def _promote(self) -> None:
         self._connection().execute(f"SELECT {self._schema}.promote()")
+
+    @_translated
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """See :meth:`Broker.note_jobs_run`: one upsert into ``jobs_run`` on the database's
+        minute, which also deletes the minutes older than :data:`JOBS_RUN_KEEP` seconds."""
+        super().note_jobs_run(manager=manager, count=count)
+        self._check_cached(manager)
+        if count:
+            params = {"manager": manager, "count": count, "keep": JOBS_RUN_KEEP}
+            self._connection().execute(self._sql["NOTE_JOBS_RUN"], params)
+
+    @_translated
+    def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
+        """See :meth:`Broker.jobs_run`: the last ``minutes`` minutes of ``jobs_run``, by the
+        database's clock, one entry per minute."""
+        check_minutes(minutes)
+        rows = self._rows("JOBS_RUN", {"span": 60 * minutes})
+        now = int(rows[0][0])
+        counts: dict[int, dict[str, int]] = {now - 60 * i: {} for i in range(minutes)}
+        for _, minute, manager, count in rows:
+            if minute is not None and int(minute) in counts:
+                counts[int(minute)][manager] = int(count)
+        return [JobsRun(minute=minute, counts=counts[minute]) for minute in sorted(counts)]
 
     @_translated
     def queued_job_ids(

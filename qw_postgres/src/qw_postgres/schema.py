@@ -180,6 +180,14 @@ CREATE TABLE {s}.leases (
 CREATE TABLE {s}.nudges (worker text COLLATE "C" PRIMARY KEY, at double precision NOT NULL);
 CREATE TABLE {s}.queues (name text COLLATE "C" PRIMARY KEY);
 
+-- Jobs each manager's workers began, per minute of the database's clock (Broker.jobs_run).
+CREATE TABLE {s}.jobs_run (
+    minute bigint NOT NULL,
+    manager text COLLATE "C" NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (minute, manager)
+);
+
 -- Periodic jobs. ticks: each schedule's last enqueued tick (who enqueued it, when, its
 -- job), kept until expires (a week past the last declaration of the schedule).
 -- declarations: what each manager runs, until expires (a heartbeat TTL). Database clock.

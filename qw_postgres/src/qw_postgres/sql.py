@@ -116,6 +116,20 @@ TAKE = "SELECT * FROM {s}.take(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 FINISH = "SELECT * FROM {s}.finish(%(ids)s::text[], %(worker)s, %(keep)s::double precision)"
 
+NOTE_JOBS_RUN = """
+WITH old AS (
+    DELETE FROM {s}.jobs_run WHERE minute < floor({s}.now_s() / 60) * 60 - %(keep)s
+)
+INSERT INTO {s}.jobs_run AS r (minute, manager, count)
+VALUES (floor({s}.now_s() / 60)::bigint * 60, %(manager)s, %(count)s)
+ON CONFLICT (minute, manager) DO UPDATE SET count = r.count + excluded.count
+"""
+
+JOBS_RUN = """
+SELECT floor({s}.now_s() / 60)::bigint * 60 AS now, r.minute, r.manager, r.count
+FROM (SELECT 1) one LEFT JOIN {s}.jobs_run r ON r.minute > floor({s}.now_s() / 60)::bigint * 60 - %(span)s
+"""
+
 FINISHED_AT = "SELECT finished_at FROM {s}.finished WHERE id = %s AND expires > {s}.now_s()"
 
 FINISH_RESULT = """
