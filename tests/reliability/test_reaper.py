@@ -301,8 +301,10 @@ def test_10_a_dead_worker_holding_100_000_jobs_is_drained_in_batches_without_sta
     batches = sorted(entry["duration"] / 1000 for entry in client.slowlog_get(1000))
 
     assert (reaped.worker, reaped.requeued, reaped.failed) == ("big.1", count, 0)
-    assert probe.slowest < 0.050, f"a call waited {probe.slowest * 1000:.1f} ms"
-    assert max(batches, default=0) < 50, f"a script ran {max(batches):.1f} ms"
+    # One script moving all 100,000 ids takes 300 ms and more; a batch takes a few ms. The
+    # bound leaves a loaded machine 20 times a batch's time, and still catches the first.
+    assert probe.slowest < 0.100, f"a call waited {probe.slowest * 1000:.1f} ms"
+    assert max(batches, default=0) < 100, f"a script ran {max(batches):.1f} ms"
     assert calls_during > count // RECOVER_BATCH, "other clients were served between the batches"
     assert client.lrange("all:jobs", -3, -1) == job_ids[2::-1], "the oldest taken is next in line"
     print(
