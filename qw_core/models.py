@@ -43,6 +43,11 @@ def new_job_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def _shared_as_none(queue: str | None) -> str | None:
+    """A job's queue as :class:`Job` keeps it: the shared queue's name, ``"default"``, as ``None``."""
+    return None if queue == DEFAULT_QUEUE else queue
+
+
 @attrs.frozen(kw_only=True)
 class Job:
     """One unit of work: the id and data handed to ``target(job_id, job_data)``.
@@ -54,8 +59,10 @@ class Job:
     :param manager: the manager whose private queue the job was queued on, or ``None``.
     :param worker: the worker the job was queued for directly, or ``None``.
     :param queue: the named queue the job was queued on (``qw run --queue``), or ``None``
-        for the shared queue (named ``"default"``; ``all:jobs`` on Redis). A job goes to
-        one place: a named queue, a manager's queue, or a worker (of ``manager``, if given).
+        for the shared queue (named ``"default"``, which is stored as ``None``, so that a
+        job built with ``queue="default"`` goes to the queue ``qw run --queue default``
+        serves; ``all:jobs`` on Redis). A job goes to one place: a named queue, a
+        manager's queue, or a worker (of ``manager``, if given).
     :param attempts: how many times the job has already been run and failed or was
         retried; ``0`` for a job on its first run.
     :param queued_at: when the job was queued (seconds since the epoch), if known.
@@ -74,7 +81,7 @@ class Job:
     data: JSON = attrs.field(factory=dict)
     manager: str | None = None
     worker: str | None = None
-    queue: str | None = None
+    queue: str | None = attrs.field(default=None, converter=_shared_as_none)
     attempts: int = 0
     queued_at: float | None = None
     meta: Mapping[str, JSON] = attrs.field(factory=dict)
@@ -95,8 +102,7 @@ class Job:
         :param queue: a named queue; ``"default"`` (or ``None``) is the shared queue.
         :raises ValueError: a named ``queue`` with a ``manager`` or ``worker``.
         """
-        if queue == DEFAULT_QUEUE:
-            queue = None
+        queue = _shared_as_none(queue)
         if queue is not None and (manager is not None or worker is not None):
             other = "manager" if manager is not None else "worker"
             raise ValueError(f"a job goes to one place: give queue {queue!r} or a {other}, not both")

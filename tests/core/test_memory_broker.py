@@ -198,3 +198,16 @@ def test_memory_broker_is_importable_from_testing() -> None:
 
     assert testing.MemoryBroker is MemoryBroker
     assert testing.WORKER_2 == WORKER_2
+
+
+def test_a_job_built_for_the_default_queue_goes_to_the_shared_queue() -> None:
+    # Job(queue="default") by hand, as Job.new(queue="default") does: the shared queue
+    # (the one `qw run --queue default` serves), not a named queue called "default".
+    job = Job(data={"n": 1}, queue="default")
+    assert job.queue is None
+    assert job == Job(id=job.id, data={"n": 1})
+    broker = MemoryBroker()
+    broker.queue_job(job)
+    assert broker.queued_job_ids() == [job.id]
+    [taken] = broker.take(manager="m1", worker="m1.1", queues=["default"])
+    assert taken.id == job.id
