@@ -68,7 +68,8 @@ from qw_core.models import (
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import JobResult, check_ttl, decode_value
 from qw_core.schedules import check_schedule_id
-from qw_postgres import codec, migrate, ticks
+from qw_core.unique import UNIQUE_META, Queued, unique_of
+from qw_postgres import codec, migrate, ticks, uniques
 from qw_postgres.connection import Settings, connect, parse_url, unavailable
 from qw_postgres.schema import BLOCK, LATEST, channel, script
 from qw_postgres.sql import queue_params, statements
@@ -170,7 +171,13 @@ class PostgresBroker(Broker):
     """
 
     capabilities = Capabilities(
-        multi_host=True, max_take=100, delayed=True, schedules=True, migrations=True, throughput=True
+        multi_host=True,
+        max_take=100,
+        delayed=True,
+        schedules=True,
+        migrations=True,
+        throughput=True,
+        unique=True,
     )
 
     def __init__(self, settings: Settings, conn: Connection | None = None, *, url: str | None = None) -> None:
@@ -181,6 +188,7 @@ class PostgresBroker(Broker):
         self._url = url
         self._listening: set[str] = set()
         self._names: set[str] = set()
+        self._swept_to = ""  # where the next sweep of unique keys starts (see qw_postgres.uniques)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -331,6 +339,9 @@ class PostgresBroker(Broker):
             open transaction (if it has one): the jobs exist, and wake workers, only if that
             transaction commits. Nothing is committed here.
         """
+        if any(job.meta and UNIQUE_META in job.meta for job in jobs):
+            done = self.queue_jobs_unique(jobs, delay=delay, at=at, connection=connection)
+            return [queued.id for queued in done]
         waits = check_delay(jobs, delay, at)
         rows = [self._encode_new(job) for job in jobs]
         if connection is not None:
@@ -339,14 +350,45 @@ class PostgresBroker(Broker):
             self._insert(rows, waits, delay, at)
         return [job.id for job in jobs]
 
+    def queue_jobs_unique(
+        self,
+        jobs: Sequence[Job],
+        *,
+        delay: float = 0.0,
+        at: float | None = None,
+        connection: Connection | None = None,
+    ) -> list[Queued]:
+        """See :meth:`Broker.queue_jobs_unique`: one statement per batch takes the keys
+        (``<schema>.claim_uniques()``) and stores the jobs that took theirs
+        (:mod:`qw_postgres.uniques`).
+
+        :param connection: as for :meth:`queue_jobs`: the keys are taken, and the jobs
+            stored, in the caller's transaction; another producer of the same key waits
+            until it ends.
+        """
+        waits = check_delay(jobs, delay, at)
+        staged = [(*self._encode_new(job), unique_of(job)) for job in jobs]
+        if connection is not None:
+            return uniques.queue(
+                connection, self._schema, staged, waits=waits, delay=delay, at=at, batch=QUEUE_BATCH
+            )
+        return self._insert_unique(staged, waits, delay, at)
+
     @_translated
     def _insert(
         self, rows: list[tuple[codec.Row, str, str | None]], waits: bool, delay: float, at: float | None
     ) -> None:
         insert(self._connection(), self._schema, rows, waits=waits, delay=delay, at=at)
 
+    @_translated
+    def _insert_unique(
+        self, staged: list[uniques.Staged], waits: bool, delay: float, at: float | None
+    ) -> list[Queued]:
+        return uniques.queue(
+            self._connection(), self._schema, staged, waits=waits, delay=delay, at=at, batch=QUEUE_BATCH
+        )
+
     def _encode_new(self, job: Job) -> tuple[codec.Row, str, str | None]:
-        codec.refuse_unique(job)
         for name in (job.manager, job.worker, job.queue):
             if name is not None:
                 self._check_cached(name)
@@ -749,6 +791,7 @@ class PostgresBroker(Broker):
             f"AND NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.manager = m.name)"
         )
         self._sweep()
+        self._swept_to = uniques.sweep(conn, s, self._swept_to)
         return reaped
 
     def _sweep(self) -> None:

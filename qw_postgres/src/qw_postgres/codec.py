@@ -15,10 +15,9 @@ from typing import Any
 
 import attrs
 
-from qw_core.errors import InvalidJob, UniqueJobsUnsupported
+from qw_core.errors import InvalidJob
 from qw_core.memory_rpc import check_json
 from qw_core.models import FailedJob, Failure, Job
-from qw_core.unique import unique_of
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -50,19 +49,6 @@ class Row:
     queue: str | None
     attempts: int
     queued_at: float | None
-
-
-def refuse_unique(job: Job) -> None:
-    """Refuse a job that asks to be unique: this backend does not keep unique jobs yet
-    (``capabilities.unique`` is false), and must not queue one without the promise.
-
-    :raises UniqueJobsUnsupported: ``job`` carries a unique key.
-    """
-    if unique_of(job) is not None:
-        raise UniqueJobsUnsupported(
-            f"job {job.id} asks to be unique, which the PostgreSQL backend does not keep yet; "
-            "queue it without a key"
-        )
 
 
 def encode(job: Job) -> Row:

@@ -209,6 +209,19 @@ CREATE TABLE {s}.declarations (
 );
 CREATE INDEX declarations_expires ON {s}.declarations (expires);
 
+-- Unique keys (see qw_core/unique.py): which job holds each key, and how ('end': while the
+-- job is a row of jobs; 'start': while it is queued or delayed, or sent to a worker that
+-- has not taken it; 'ttl': until expires, on the database's clock). Whether a key is held
+-- is judged from its job's row, so a job that vanished never holds one and ending a job
+-- touches nothing here; rows whose job is gone are deleted by sweep_uniques().
+CREATE TABLE {s}.uniques (
+    key text COLLATE "C" PRIMARY KEY,
+    job_id text COLLATE "C" NOT NULL,
+    mode text NOT NULL CHECK (mode IN ('end', 'start', 'ttl')),
+    expires double precision,
+    CHECK ((mode = 'ttl') = (expires IS NOT NULL))
+);
+
 -- Record tick p_tick of schedule p_id if it is newer than the last one (or the last one
 -- expired), and say whether it did, with the schedule's last tick after the call. The
 -- upsert locks the schedule's row, so concurrent callers are serialised on it: a caller
@@ -241,6 +254,88 @@ BEGIN
             RETURN;
         END IF;
     END LOOP;
+END
+$$;
+
+-- Whether the job p_job still holds a key it took in mode p_mode (expiring at p_expires).
+-- Called as a statement of its own by the functions below, after they locked the key's
+-- row: in READ COMMITTED it then sees every job committed by whoever wrote that row.
+CREATE FUNCTION {s}.unique_held(p_job text, p_mode text, p_expires double precision)
+RETURNS boolean LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN p_mode = 'ttl' THEN p_expires > {s}.now_s()
+        ELSE EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.id = p_job
+            AND (p_mode = 'end' OR j.state <> 'held' OR j.origin = 'w')) END
+$$;
+
+-- Job p_jobs[i] takes unique key p_keys[i] (mode p_modes[i], p_ttls[i] seconds for 'ttl')
+-- unless another job holds it; one row per key: c_holder is NULL if the job holds the key
+-- now (it took it, held it already, or its id is stored already: a call sent again, whose
+-- job is left as it is), else the id of the job that holds it. The keys are distinct, and
+-- locked in their order (two callers never wait on each other in a cycle). A key's row is
+-- inserted, or locked and then judged by a statement of its own, so a caller that waited
+-- for another's insert or update of the row (an open transaction: until it ends) sees the
+-- job that transaction stored with it; a rollback takes the row back, and the key is free.
+CREATE FUNCTION {s}.claim_uniques(p_keys text[], p_jobs text[], p_modes text[], p_ttls double precision[])
+RETURNS TABLE (c_job text, c_holder text) LANGUAGE plpgsql AS $$
+DECLARE
+    v_i integer;
+    v_lock record;
+    v_held boolean;
+    v_expires double precision;
+BEGIN
+    FOR v_i IN SELECT u.n FROM unnest(p_keys) WITH ORDINALITY AS u(k, n) ORDER BY u.k COLLATE "C" LOOP
+        c_job := p_jobs[v_i];
+        c_holder := NULL;
+        IF NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.id = c_job) THEN
+            LOOP  -- again only if the row it met was deleted (swept) before it could be locked
+                v_expires := CASE WHEN p_modes[v_i] = 'ttl' THEN {s}.now_s() + p_ttls[v_i] END;
+                INSERT INTO {s}.uniques (key, job_id, mode, expires)
+                VALUES (p_keys[v_i], c_job, p_modes[v_i], v_expires)
+                ON CONFLICT (key) DO NOTHING;
+                EXIT WHEN FOUND;
+                SELECT u.job_id, u.mode, u.expires INTO v_lock FROM {s}.uniques u
+                WHERE u.key = p_keys[v_i] FOR UPDATE;
+                IF FOUND THEN
+                    SELECT {s}.unique_held(v_lock.job_id, v_lock.mode, v_lock.expires) INTO v_held;
+                    IF v_held AND v_lock.job_id <> c_job THEN
+                        c_holder := v_lock.job_id;
+                    ELSE
+                        UPDATE {s}.uniques u SET job_id = c_job, mode = p_modes[v_i],
+                            expires = CASE WHEN p_modes[v_i] = 'ttl' THEN {s}.now_s() + p_ttls[v_i] END
+                        WHERE u.key = p_keys[v_i];
+                    END IF;
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Delete the rows of keys no job holds any more (its job is gone, or its TTL passed) among
+-- the p_limit keys after p_after; the last key looked at, NULL once past the end. Rows a
+-- claim holds are skipped, and the others are judged again once locked, by a statement of
+-- their own (so a key taken since the first look is kept).
+CREATE FUNCTION {s}.sweep_uniques(p_after text, p_limit integer) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_keys text[];
+    v_count integer;
+    v_last text;
+BEGIN
+    SELECT array_agg(x.key), count(*), max(x.key) INTO v_keys, v_count, v_last FROM (
+        SELECT u.key FROM {s}.uniques u WHERE u.key > p_after ORDER BY u.key LIMIT p_limit
+    ) x;
+    SELECT array_agg(x.key) INTO v_keys FROM (
+        SELECT u.key FROM {s}.uniques u
+        WHERE u.key = ANY (v_keys) AND NOT {s}.unique_held(u.job_id, u.mode, u.expires)
+        ORDER BY u.key FOR UPDATE SKIP LOCKED
+    ) x;
+    IF v_keys IS NOT NULL THEN
+        DELETE FROM {s}.uniques u
+        WHERE u.key = ANY (v_keys) AND NOT {s}.unique_held(u.job_id, u.mode, u.expires);
+    END IF;
+    RETURN CASE WHEN v_count < p_limit THEN NULL ELSE v_last END;
 END
 $$;
 
@@ -419,7 +514,9 @@ $$;
 
 #: Every migration, oldest first; a new one is appended, never edited once released.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "jobs, the failed registry, results, membership, heartbeats and schedules", _V1),
+    Migration(
+        1, "jobs, the failed registry, results, membership, heartbeats, schedules and unique keys", _V1
+    ),
 )
 
 #: The schema version this code reads and writes.

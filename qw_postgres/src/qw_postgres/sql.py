@@ -53,6 +53,24 @@ WITH {_JOBS.format(only="")}, {_STORE}
 {_WAKE}
 """
 
+#: :data:`QUEUE` for jobs some of which have a unique key: ``<schema>.claim_uniques()``
+#: takes the keys first (one per key: the caller sends each key once), and a job whose
+#: key another job holds is not stored; one statement, so a job and its key are written
+#: together or not at all. Returns how many queues were woken, and the ids of the jobs not
+#: stored with the ids of the jobs that hold their keys.
+QUEUE_UNIQUE = f"""
+WITH c AS (
+    SELECT * FROM {{s}}.claim_uniques(
+        %(keys)s::text[], %(key_jobs)s::text[], %(modes)s::text[], %(ttls)s::double precision[]
+    )
+), {_JOBS.format(only="WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.c_job = i.id AND c.c_holder IS NOT NULL)")},
+{_STORE}, woken AS (
+    {_WAKE}
+)
+SELECT (SELECT count(*) FROM woken), (SELECT array_agg(c.c_job) FROM c WHERE c.c_holder IS NOT NULL),
+    (SELECT array_agg(c.c_holder) FROM c WHERE c.c_holder IS NOT NULL)
+"""
+
 #: One tick of a schedule (``<schema>.record_tick()``) and, if it was recorded, its job,
 #: stored and woken as :data:`QUEUE` does: one statement, so both or neither are written.
 #: Returns the tick function's row (whether it enqueued, and the last tick).
@@ -273,10 +291,27 @@ SELECT pg_notify({s}.channel('w:' || n.worker), '') FROM n
 
 BEAT = "SELECT * FROM {s}.beat(%s, %s, %s, %s)"
 
+#: Requeues failed jobs by id. A job with a unique key (``meta["unique"]``) takes it again
+#: (``claim_uniques()``), and stays in the registry while another job holds it; of the
+#: jobs of one call with one key, only the oldest failure is tried.
 REQUEUE_FAILED = """
 WITH picked AS (
-    SELECT f.*, row_number() OVER (ORDER BY f.position) AS rn
+    SELECT f.*, row_number() OVER (ORDER BY f.position) AS rn,
+        CASE WHEN json_typeof(f.meta -> 'unique') = 'object' THEN f.meta -> 'unique' ->> 'key' END AS ukey
     FROM {s}.failed f WHERE f.id = ANY (%(ids)s::text[])
+), firsts AS (
+    SELECT DISTINCT ON (p.ukey) p.id, p.ukey,
+        CASE WHEN json_typeof(p.meta -> 'unique' -> 'ttl') = 'number' THEN 'ttl'
+            WHEN p.meta -> 'unique' ->> 'until' = 'start' THEN 'start' ELSE 'end' END AS mode,
+        CASE WHEN json_typeof(p.meta -> 'unique' -> 'ttl') = 'number'
+            THEN (p.meta -> 'unique' ->> 'ttl')::double precision END AS ttl
+    FROM picked p WHERE p.ukey IS NOT NULL ORDER BY p.ukey, p.position
+), c AS (
+    SELECT x.* FROM (
+        SELECT array_agg(ukey) AS k, array_agg(id) AS j, array_agg(mode) AS m, array_agg(ttl) AS t
+        FROM firsts
+    ) a CROSS JOIN LATERAL {s}.claim_uniques(a.k, a.j, a.m, a.t) x
+    WHERE a.k IS NOT NULL
 ), b AS (
     SELECT nextval('{s}.positions') * 1048576 AS base
 ), ins AS (
@@ -285,7 +320,9 @@ WITH picked AS (
     )
     SELECT p.id, p.data, p.meta, p.manager, p.worker, p.queue, 0, p.queued_at, 'queued', p.origin,
         b.base + p.rn
-    FROM picked p CROSS JOIN b ORDER BY p.rn
+    FROM picked p CROSS JOIN b
+    WHERE p.ukey IS NULL OR EXISTS (SELECT 1 FROM c WHERE c.c_job = p.id AND c.c_holder IS NULL)
+    ORDER BY p.rn
     ON CONFLICT (id) DO NOTHING
     RETURNING id, origin
 ), del AS (
