@@ -985,16 +985,30 @@ class MemoryBroker(Broker):
                 f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
             )
         text = self._encode(job)  # refused before anything is written
+        unique = unique_of(job)
         state = self._state
         with state.cond:
             last = state.schedules.newer(schedule_id, tick)
             if last is not None:
                 return TickResult(enqueued=False, last=last)
-            recorded = TickState(tick=float(tick), manager=manager, at=self.now(), job_id=job.id)
+            job_id = job.id
             if job.id not in state.jobs:
-                state.jobs[job.id] = text
-                state.queues[_named(job.queue)].append(job.id)
-                state.cond.notify_all()
+                # A unique job is queued only if it takes its key; else the holder is the tick's job.
+                holder = None
+                if unique is not None and unique.key is not None:
+                    now = time.monotonic()
+                    holder = state.unique.holder(
+                        unique.key, stored=self._stored, started=self._started, now=now
+                    )
+                    if holder is None:
+                        state.unique.claim(unique, job.id, now=now)
+                if holder is not None:
+                    job_id = holder
+                else:
+                    state.jobs[job.id] = text
+                    state.queues[_named(job.queue)].append(job.id)
+                    state.cond.notify_all()
+            recorded = TickState(tick=float(tick), manager=manager, at=self.now(), job_id=job_id)
             state.schedules.ticks[schedule_id] = recorded
             return TickResult(enqueued=True, last=recorded)
 
