@@ -89,7 +89,8 @@ def _named(queue: str | None) -> Origin:
     return None if queue is None or queue == DEFAULT_QUEUE else _NAMED + queue
 
 
-#: The origin of a job queued straight onto a worker without a manager: it goes back to
+#: The origin of a job queued straight onto a worker and not taken yet (whatever manager
+#: the job names, as on Redis, where it has no origin entry until then): it goes back to
 #: the queue of that worker's manager, known once the worker takes it (or is recovered).
 #: It contains ``:``, so no valid name can be mistaken for it.
 _WORKERS_MANAGER = ":worker's manager"
@@ -216,8 +217,8 @@ class MemoryBroker(Broker):
                 origin = job.manager if job.manager is not None else _named(job.queue)
                 if waits:
                     heapq.heappush(state.delayed, (due, next(state.sequence), job.id, origin))
-                elif job.worker is not None:
-                    state.held[job.worker][job.id] = job.manager or _WORKERS_MANAGER
+                elif job.worker is not None:  # not taken yet (whatever manager it names), as on Redis
+                    state.held[job.worker][job.id] = _WORKERS_MANAGER
                 else:
                     state.queues[origin].append(job.id)
             state.cond.notify_all()
