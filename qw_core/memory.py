@@ -89,7 +89,8 @@ def _named(queue: str | None) -> Origin:
     return None if queue is None or queue == DEFAULT_QUEUE else _NAMED + queue
 
 
-#: The origin of a job queued straight onto a worker without a manager: it goes back to
+#: The origin of a job queued straight onto a worker and not taken yet (whatever manager
+#: the job names, as on Redis, where it has no origin entry until then): it goes back to
 #: the queue of that worker's manager, known once the worker takes it (or is recovered).
 #: It contains ``:``, so no valid name can be mistaken for it.
 _WORKERS_MANAGER = ":worker's manager"
@@ -216,8 +217,8 @@ class MemoryBroker(Broker):
                 origin = job.manager if job.manager is not None else _named(job.queue)
                 if waits:
                     heapq.heappush(state.delayed, (due, next(state.sequence), job.id, origin))
-                elif job.worker is not None:
-                    state.held[job.worker][job.id] = job.manager or _WORKERS_MANAGER
+                elif job.worker is not None:  # not taken yet (whatever manager it names), as on Redis
+                    state.held[job.worker][job.id] = _WORKERS_MANAGER
                 else:
                     state.queues[origin].append(job.id)
             state.cond.notify_all()
@@ -985,16 +986,30 @@ class MemoryBroker(Broker):
                 f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
             )
         text = self._encode(job)  # refused before anything is written
+        unique = unique_of(job)
         state = self._state
         with state.cond:
             last = state.schedules.newer(schedule_id, tick)
             if last is not None:
                 return TickResult(enqueued=False, last=last)
-            recorded = TickState(tick=float(tick), manager=manager, at=self.now(), job_id=job.id)
+            job_id = job.id
             if job.id not in state.jobs:
-                state.jobs[job.id] = text
-                state.queues[_named(job.queue)].append(job.id)
-                state.cond.notify_all()
+                # A unique job is queued only if it takes its key; else the holder is the tick's job.
+                holder = None
+                if unique is not None and unique.key is not None:
+                    now = time.monotonic()
+                    holder = state.unique.holder(
+                        unique.key, stored=self._stored, started=self._started, now=now
+                    )
+                    if holder is None:
+                        state.unique.claim(unique, job.id, now=now)
+                if holder is not None:
+                    job_id = holder
+                else:
+                    state.jobs[job.id] = text
+                    state.queues[_named(job.queue)].append(job.id)
+                    state.cond.notify_all()
+            recorded = TickState(tick=float(tick), manager=manager, at=self.now(), job_id=job_id)
             state.schedules.ticks[schedule_id] = recorded
             return TickResult(enqueued=True, last=recorded)
 

@@ -222,5 +222,5 @@ class Scheduler:
                 self.manager,
                 schedule.id,
                 describe_tick(tick, schedule.timezone),
-                job.id,
+                result.last.job_id,  # a unique job's key holder, if another job holds it
             )

@@ -40,6 +40,20 @@ def test_a_queue_of_the_wrong_type_refuses_and_records_no_tick(
     assert real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1").enqueued
 
 
+def test_a_unique_key_of_the_wrong_type_refuses_the_tick_whole(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    real_client.hset("qw:unique:sync", "not", "a string")
+    schedule = Schedule("* * * * *", id="s", meta={"unique": {"key": "sync", "until": "end"}})
+    with pytest.raises(QwError, match="qw:unique:sync is a hash"):
+        real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1")
+    assert not real_client.exists("qw:tick:s", f"job:{tick_job_id('s', TICK)}", "qw:uniques")
+    assert real_client.llen("all:jobs") == 0
+    real_client.delete("qw:unique:sync")  # mended: the same tick goes through, taking the key
+    assert real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1").enqueued
+    assert real_client.get("qw:unique:sync") == f"e:{tick_job_id('s', TICK)}"
+
+
 def test_listing_passes_over_what_qw_did_not_write(
     real_client: redis.Redis, real_broker: RedisBroker
 ) -> None:

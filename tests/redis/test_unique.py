@@ -164,3 +164,22 @@ def test_many_producers_racing_on_one_key_queue_one_job(
             assert created[0].id in waiting
     finally:
         stored.close()
+
+
+def test_a_requeue_whose_wake_list_is_not_a_list_requeues_the_job_and_says_so(
+    broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    """The wake list is written last, after the job went back: a write that fails there
+    would report an error for a job that was requeued (with its key taken), and a call
+    sent again would then say it was not. A wake list of the wrong type gets no token, as
+    in the batch requeue."""
+    job = Job.new({"n": 1})
+    broker.queue_job(job, unique=KEY)
+    [taken] = broker.take(manager=M, worker=W)
+    broker.fail_job(worker=W, job=taken, failure=Failure(exc_type="E", message="m"))
+    real_client.set("qw:wake:all", "another program's")
+    assert broker.requeue_failed(job.id)
+    assert broker.queued_job_ids() == [job.id]
+    assert broker.failed_count() == 0
+    assert real_client.get(f"qw:unique:{KEY}") == f"e:{job.id}", "it took its key again"
+    assert real_client.get("qw:wake:all") == "another program's"

@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qw_core.broker import Broker
-from qw_core.errors import InvalidJob
+from qw_core.errors import InvalidJob, UniqueJobsUnsupported
 from qw_core.models import Job, TickResult
 from qw_core.schedules import Schedule, tick_job_id
 from qw_core.testing import MANAGER, OTHER_MANAGER, WORKER, opened
 from qw_core.testing.contract.base import ContractPart
+from qw_core.unique import Queued
 
 #: A tick: 2026-01-01T00:00:00Z.
 TICK = 1767225600.0
@@ -99,6 +100,33 @@ class PeriodicContract(ContractPart):
             scheduling.enqueue_tick("s", TICK, bad, manager=MANAGER)
         assert scheduling.tick_states(["s"]) == {}
         assert scheduling.queued_job_ids() == []
+
+    def test_the_tick_of_a_unique_job_honours_its_key(self, scheduling: Broker) -> None:
+        """A schedule on a task declared unique: while the job of an earlier tick (or any
+        job) holds the key, a tick queues nothing and records the holder as its job; a
+        backend that keeps no unique jobs refuses the tick, recording nothing."""
+        schedule = Schedule("* * * * *", id="sync", meta={"unique": {"key": "sync", "until": "end"}})
+        if not scheduling.capabilities.unique:
+            with pytest.raises(UniqueJobsUnsupported):
+                scheduling.enqueue_tick("sync", TICK, _job(schedule, TICK), manager=MANAGER)
+            assert scheduling.tick_states(["sync"]) == {}
+            assert scheduling.queued_job_ids() == []
+            return
+        first = scheduling.enqueue_tick("sync", TICK, _job(schedule, TICK), manager=MANAGER)
+        assert first.enqueued
+        assert first.last.job_id == tick_job_id("sync", TICK)
+        held = scheduling.enqueue_tick("sync", TICK + 60, _job(schedule, TICK + 60), manager=MANAGER)
+        assert held.enqueued, "the tick is recorded (not tried again)"
+        assert (held.last.tick, held.last.job_id) == (TICK + 60, tick_job_id("sync", TICK))
+        assert scheduling.queued_job_ids() == [tick_job_id("sync", TICK)], "one job while the key is held"
+        assert scheduling.get_job(tick_job_id("sync", TICK + 60)) is None
+        again = scheduling.queue_job_unique(Job.new({"by": "hand"}), "sync")
+        assert again == Queued(tick_job_id("sync", TICK), False), "the tick's job holds the key"
+        [taken] = scheduling.take(manager=MANAGER, worker=WORKER)
+        assert scheduling.finish_jobs(worker=WORKER, job_ids=[taken.id]) == [True]
+        later = scheduling.enqueue_tick("sync", TICK + 120, _job(schedule, TICK + 120), manager=MANAGER)
+        assert later.last.job_id == tick_job_id("sync", TICK + 120)
+        assert scheduling.queued_job_ids() == [tick_job_id("sync", TICK + 120)], "the key is free again"
 
     def test_a_tick_goes_to_the_schedule_queue(self, scheduling: Broker) -> None:
         schedule = Schedule("* * * * *", id="mail", queue="emails")

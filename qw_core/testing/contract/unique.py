@@ -14,7 +14,7 @@ import pytest
 
 from qw_core.broker import Broker
 from qw_core.errors import ConfigurationError, UniqueJobsUnsupported
-from qw_core.models import Failure, Job
+from qw_core.models import Failure, Job, State
 from qw_core.testing import MANAGER, WORKER, WORKER_2, ids
 from qw_core.testing.contract.base import ContractPart
 from qw_core.unique import Queued, Unique
@@ -215,6 +215,18 @@ class UniqueContract(ContractPart):
         assert broker.queue_job(_job(), unique=start) == second.id
         broker.finish_jobs(worker=WORKER, job_ids=[first.id])
         assert broker.queue_job(_job(), unique=start) == second.id, "the first one's end frees nothing"
+
+    @pytest.mark.usefixtures("unique_kept")
+    def test_until_start_a_job_sent_to_a_worker_holds_the_key_until_it_takes_it(self, broker: Broker) -> None:
+        start = Unique(KEY, until="start")
+        broker.register_manager(MANAGER)
+        broker.register_worker(manager=MANAGER, worker=WORKER)
+        direct = Job.new({"n": 1}, worker=WORKER, manager=MANAGER)
+        broker.queue_job(direct, unique=start)
+        assert broker.queue_job(_job(), unique=start) == direct.id, "held while it waits for its worker"
+        assert broker.job_status(direct.id).state is State.QUEUED, "not held by the worker until it takes it"
+        assert ids(broker.take(manager=MANAGER, worker=WORKER)) == [direct.id]
+        assert broker.queue_job_unique(_job(), start).created, "freed when its worker took it"
 
     # -- for a TTL (throttle) ----------------------------------------------------------------
 

@@ -830,6 +830,7 @@ class PostgresBroker(Broker):
             raise InvalidJob(
                 f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
             )
+        codec.refuse_unique(job)  # as queue_jobs does: no unique job without the promise
         if job.queue == DEFAULT_QUEUE:
             job = attrs.evolve(job, queue=None)
         stored = self._encode_new(job)  # as queue_jobs stores it; refused before anything is written

@@ -601,9 +601,18 @@ class Scripts:
         return int(self._sweep_markers(keys=list(marker_keys))) if marker_keys else 0
 
     def tick(
-        self, *, schedule_id: str, tick: float, manager: str, job_id: str, origin: str, stored: Stored
+        self,
+        *,
+        schedule_id: str,
+        tick: float,
+        manager: str,
+        job_id: str,
+        origin: str,
+        stored: Stored,
+        unique: Unique | None = None,
     ) -> tuple[bool, list[str]]:
-        """Enqueue one tick, once; see ``lua/tick.lua``.
+        """Enqueue one tick, once; see ``lua/tick.lua``. A job with a ``unique`` key is
+        queued only if it takes the key (else the tick's job is the holder).
 
         :return: whether this call enqueued it, and the schedule's last tick after the call
             (tick, manager, at, job id).
@@ -617,6 +626,7 @@ class Scripts:
                 origin,
                 TICK_TTL * 1000,
                 stored.marker,
+                _uniques_arg([unique]),
                 *_pairs_of(stored.fields),
             ],
         )

@@ -14,6 +14,7 @@ import redis
 from qw_core.errors import InvalidJob
 from qw_core.models import DEFAULT_QUEUE, Job, TickResult, TickState
 from qw_core.schedules import check_schedule_id
+from qw_core.unique import unique_of
 from qw_redis import codec, keys
 from qw_redis.scripts import Scripts
 
@@ -37,6 +38,9 @@ def enqueue_tick(
     if job.worker is not None or job.manager is not None:
         raise InvalidJob(f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue")
     codec.check_new_id(job.id)
+    unique = unique_of(job)
+    if unique is not None:
+        codec.check_new_id(unique.key or "")
     stored = codec.encode_job(job, max_size=max_size)
     queue = None if job.queue == DEFAULT_QUEUE else job.queue
     enqueued, last = scripts.tick(
@@ -46,6 +50,7 @@ def enqueue_tick(
         job_id=job.id,
         origin=keys.origin(queue=queue),
         stored=stored,
+        unique=unique,
     )
     return TickResult(enqueued=enqueued, last=_state(last))
 

@@ -18,7 +18,8 @@
 -- overwritten) and ZREM removes the id from KEYS[1]: restore KEYS[3] (RENAME from KEYS[4]
 -- when the job was kept as it was, its marker inside, else from ARGV with the marker
 -- ARGV[3]), delete KEYS[2],
--- LPUSH the id onto its queue and push one wake-up token. A job with a unique key is
+-- LPUSH the id onto its queue and push one wake-up token (none onto a wake list that is
+-- not a list: that write comes after the job went back, so it must not fail). A job with a unique key is
 -- requeued only if no other job holds the key, and takes it in the same step.
 -- A call that ran already (the same producer and number) changes nothing: a job that was
 -- requeued, ran and failed again is not requeued a second time by a re-sent call.
@@ -48,5 +49,5 @@ else
 end
 if unique then claim_unique(unique[2], unique[3], unique[4], id) end
 redis.call('LPUSH', q, id)
-wake(w, 1)
+if pushable(w) then wake(w, 1) end  -- a wake list of the wrong type gets no token (written last)
 return remember(KEYS[7], ARGV[1], 1)

@@ -11,7 +11,9 @@
 -- ARGV[4]  the queue's origin: '' for the shared queue, 'queue:<name>' for a named queue
 -- ARGV[5]  how long to keep KEYS[1], in milliseconds
 -- ARGV[6]  the job's marker (qw:job:<id>)
--- ARGV[7..] the job's hash: field, value, field, value...
+-- ARGV[7]  the job's unique key as queue.lua's ARGV[5] has it (one entry, position 1;
+--          see claim_unique in common.lua), or '' for none
+-- ARGV[8..] the job's hash: field, value, field, value...
 --
 -- A tick not newer than KEYS[1]'s (the same tick: a call re-sent after a lost reply, or
 -- another manager's; or an older one) writes nothing. Otherwise, after checking the types
@@ -19,7 +21,9 @@
 -- stores the job (job:<id> and qw:job:<id>, unless a job with that id is stored already),
 -- LPUSHes its id onto KEYS[2] with a wake-up token on KEYS[3], adds ARGV[4] to KEYS[4]
 -- for a named queue, and records the tick in KEYS[1] with the manager, the server's time
--- and the job id (PEXPIRE ARGV[5]). Nothing between the checks and the last write can
+-- and the job id (PEXPIRE ARGV[5]). A job with a unique key is stored only if it takes
+-- its key (as in queue.lua); while another job (an earlier tick's, say) holds it, the
+-- tick is recorded with that job's id and nothing is queued. Nothing between the checks and the last write can
 -- fail, so the tick is recorded with its job queued, or neither.
 -- Returns: {1 if this call enqueued the tick else 0, tick, manager, at, job} of the
 -- schedule's last tick after the call.
@@ -33,13 +37,20 @@ end
 expect(KEYS[2], 'list')
 expect(KEYS[3], 'list')
 if ARGV[4] ~= '' then expect(KEYS[4], 'set') end
+local unique = unique_entries(ARGV[7])
+unique = unique and unique[1]
 
 local id = ARGV[3]
 if not job_stored(id) then
-  store_job(id, ARGV, 7, (#ARGV - 6) / 2, ARGV[6], true)
-  redis.call('LPUSH', KEYS[2], id)
-  wake(KEYS[3], 1)
-  if ARGV[4] ~= '' then redis.call('SADD', KEYS[4], ARGV[4]) end
+  local holder = unique and claim_unique(unique[2], unique[3], unique[4], id)
+  if holder then
+    id = holder  -- the tick's job is the one that holds its key
+  else
+    store_job(id, ARGV, 8, (#ARGV - 7) / 2, ARGV[6], true)
+    redis.call('LPUSH', KEYS[2], id)
+    wake(KEYS[3], 1)
+    if ARGV[4] ~= '' then redis.call('SADD', KEYS[4], ARGV[4]) end
+  end
 end
 local at = string.format('%.6f', now())
 redis.call('DEL', KEYS[1])
