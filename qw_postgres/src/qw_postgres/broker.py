@@ -130,8 +130,8 @@ def _translated(
 
 def _origin(job: Job) -> str:
     """Where ``job`` waits (see the ``origin`` column in :mod:`qw_postgres.schema`)."""
-    if job.worker is not None:
-        return "w" if job.manager is None else f"m:{job.manager}"
+    if job.worker is not None:  # not taken until its worker takes it (whatever manager it names)
+        return "w"
     if job.manager is not None:
         return f"m:{job.manager}"
     if job.queue is not None:
@@ -830,11 +830,12 @@ class PostgresBroker(Broker):
             raise InvalidJob(
                 f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"
             )
-        codec.refuse_unique(job)  # as queue_jobs does: no unique job without the promise
-        if job.queue == DEFAULT_QUEUE:
-            job = attrs.evolve(job, queue=None)
         stored = self._encode_new(job)  # as queue_jobs stores it; refused before anything is written
         conn = self._connection()
+        unique = unique_of(job)
+        if unique is not None:
+            staged = (*stored, unique)
+            return ticks.enqueue_unique_tick(conn, self._schema, schedule_id, tick, staged, manager=manager)
         return ticks.enqueue_tick(conn, self._schema, schedule_id, tick, stored, manager=manager)
 
     @_translated

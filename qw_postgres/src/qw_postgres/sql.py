@@ -85,6 +85,16 @@ WITH t AS (
 SELECT t.*, (SELECT count(*) FROM woken) FROM t
 """
 
+#: The tick alone, without its job (a unique tick's job is queued apart, in one transaction).
+RECORD_TICK = """
+SELECT * FROM {s}.record_tick(
+    %(schedule)s, %(tick)s::double precision, %(by)s, %(job)s, %(keep)s::double precision
+)
+"""
+
+#: The job a unique tick recorded is the holder of its key (its own was not queued).
+TICK_HOLDER = "UPDATE {s}.ticks SET job_id = %(job)s WHERE schedule_id = %(schedule)s"
+
 #: A manager's declarations replace its last ones; the last ticks of the schedules it
 #: declares are read, and kept for ``keep`` seconds more when less than ``refresh`` remain
 #: (so the rows are not rewritten on every declaration), locked in id order.

@@ -23,8 +23,9 @@ import psycopg
 
 from qw_core.models import TickResult, TickState
 from qw_core.schedules import check_schedule_id
-from qw_postgres import codec
+from qw_postgres import codec, uniques
 from qw_postgres.sql import queue_params, statements
+from qw_postgres.uniques import Staged
 
 #: Seconds a schedule's last tick is kept after it was enqueued or last declared: a week
 #: (as on Redis: a downtime longer than that starts the schedule afresh), plus the hour
@@ -71,6 +72,39 @@ def enqueue_tick(
     [(enqueued, last_tick, last_manager, at, job_id, _)] = conn.execute(
         statements(schema)["TICK"], params
     ).fetchall()
+    return TickResult(enqueued=bool(enqueued), last=_state(last_tick, last_manager, at, job_id))
+
+
+def enqueue_unique_tick(
+    conn: Connection,
+    schema: str,
+    schedule_id: str,
+    tick: float,
+    staged: Staged,
+    *,
+    manager: str,
+) -> TickResult:
+    """:func:`enqueue_tick` for a job with a unique key, in one transaction: the tick is
+    recorded as :func:`enqueue_tick` records it, then the job is queued only if it takes
+    its key (:func:`qw_postgres.uniques.queue`); if another job holds the key, that job is
+    recorded as the tick's and nothing is queued (as on Redis and the memory backend)."""
+    sql = statements(schema)
+    params = {
+        "schedule": schedule_id,
+        "tick": float(tick),
+        "by": manager,
+        "job": staged[0].id,
+        "keep": float(KEEP),
+    }
+    with conn.transaction():
+        [(enqueued, last_tick, last_manager, at, job_id)] = conn.execute(
+            sql["RECORD_TICK"], params
+        ).fetchall()
+        if enqueued:
+            [queued] = uniques.queue(conn, schema, [staged], waits=False, delay=0.0, at=None, batch=1)
+            if queued.id != job_id:
+                conn.execute(sql["TICK_HOLDER"], {"schedule": schedule_id, "job": queued.id})
+                job_id = queued.id
     return TickResult(enqueued=bool(enqueued), last=_state(last_tick, last_manager, at, job_id))
 
 
