@@ -283,9 +283,10 @@ class CronTimes:
             # only the ticks that have come.
             start_at = datetime.datetime.fromtimestamp(moment + _LOOKAHEAD, UTC).astimezone(self.zone)
         if reverse:
-            # cronsim's reverse iteration yields ticks strictly before its start (at the
-            # start itself only with microseconds): one microsecond past includes moment.
-            start_at += datetime.timedelta(microseconds=1)
+            # cronsim's reverse iteration yields ticks before its start, at the start itself
+            # or not depending on its version (2.7 never, 2.8 with microseconds): start a
+            # second later and keep the ticks at or before moment (below).
+            start_at += datetime.timedelta(seconds=1)
         start = start_at.replace(tzinfo=None) if self.wall_clock else start_at
         last: float | None = None
         try:

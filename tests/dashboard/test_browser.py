@@ -262,8 +262,8 @@ def test_a_failed_job_is_requeued_from_its_page_and_runs(
         lambda: browser.find_elements(By.CSS_SELECTOR, f'input.pick[value="{job.id}"]'),
     )
     screenshot(browser, "failed")
-    click(browser, f'a[href="/job?id={job.id}"]')
-    assert text(browser, "#job-state") == "failed"
+    click(browser, f'a[href="/job?id={job.id}"]')  # a click may return before the page loads
+    wait_for("the job's page", lambda: text(browser, "#job-state") == "failed")
     # Markup in the data and in the error shows as text, and runs nowhere.
     assert XSS_ERROR in text(browser, "p.error")
     assert "<script>window.qwXss='data'</script>" in text(browser, "#job-data")
@@ -273,11 +273,12 @@ def test_a_failed_job_is_requeued_from_its_page_and_runs(
 
     gate.unlink()  # the next run succeeds
     click(browser, "#requeue-job")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Requeue 1 failed job?"
+    wait_for("the confirmation page", lambda: text(browser, "h1") == "Requeue 1 failed job?")
     screenshot(browser, "confirm")
     browser.find_element(By.ID, "confirm").click()
-    wait_for("the job page again", lambda: browser.find_elements(By.ID, "job-state"))
-    assert "requeued 1 failed job" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
+    wait_for(
+        "the job page again, with its notice", lambda: "requeued 1 failed job" in text(browser, "p.notice")
+    )
     browser.execute_script("window.qwSamePage = 'still here'")
     wait_for("the job to run", lambda: text(browser, "#job-state") == "succeeded", timeout=30)
     assert browser.execute_script("return window.qwSamePage") == "still here"
