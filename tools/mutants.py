@@ -144,10 +144,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # -- queueing ----------------------------------------------------------------------------
     Mutant(
-        LUA + "queue.lua",
-        "  if not job_stored(id) then",
-        "  if true then",
-        "queueing an id already queued or held changes nothing",
+        LUA + "common.lua",
+        "    if not job_stored(id) then\n      local entry",
+        "    if true then\n      local entry",
+        "queueing or delaying an id already queued, delayed or held changes nothing",
         REDIS,
     ),
     Mutant(
@@ -254,13 +254,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "-- queue unchecked",
         "nothing is queued onto a key that is not a list",
         RELIABILITY,
-    ),
-    Mutant(
-        LUA + "queue_delayed.lua",
-        "  if not job_stored(id) then",
-        "  if true then",
-        "delaying an id already delayed changes nothing",
-        REDIS,
     ),
     Mutant(
         LUA + "queue_delayed.lua",

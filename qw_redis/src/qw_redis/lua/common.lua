@@ -155,6 +155,29 @@ local function unique_entries(text)
   return entries
 end
 
+-- Store each job of `jobs` (queue.lua's {id, fields, marker} entries) that is not stored
+-- yet (a job already queued, delayed or held is left as it is), unless another job holds
+-- its unique key (`uniques`: position -> entry, see unique_entries; nil for none).
+-- Returns the positions stored, in order, and {position, holder's id, ...} of the others.
+local function store_new(jobs, uniques)
+  local stored, held_by = {}, {}
+  for i, job in ipairs(jobs) do
+    local id, fields = job[1], job[2]
+    if not job_stored(id) then
+      local entry = uniques and uniques[i]
+      local holder = entry and claim_unique(entry[2], entry[3], entry[4], id)
+      if holder then
+        held_by[#held_by + 1] = i
+        held_by[#held_by + 1] = holder
+      else
+        store_job(id, fields, 1, #fields / 2, job[3], true)
+        stored[#stored + 1] = i
+      end
+    end
+  end
+  return stored, held_by
+end
+
 -- Keep job `id` as it is under qw:invalid:<id> (for a requeue once it is mended), its
 -- marker folded into the hash as the field V1_MARKER, where qw kept it before (readers
 -- still read it there). A marker key of the wrong type is dropped.

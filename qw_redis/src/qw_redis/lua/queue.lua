@@ -131,21 +131,11 @@ local function packed(id, source, fields, marker)
   return table.concat(parts)
 end
 
-local ids, stored, held_by = {}, {}, {}
-for i, job in ipairs(jobs) do
-  local id, fields = job[1], job[2]
-  if not job_stored(id) then
-    local entry = uniques and uniques[i]
-    local holder = entry and claim_unique(entry[2], entry[3], entry[4], id)
-    if holder then
-      held_by[#held_by + 1] = i
-      held_by[#held_by + 1] = holder
-    else
-      store_job(id, fields, 1, #fields / 2, job[3], true)
-      ids[#ids + 1] = id
-      stored[#stored + 1] = job
-    end
-  end
+local positions, held_by = store_new(jobs, uniques)
+local ids, stored = {}, {}
+for _, i in ipairs(positions) do
+  ids[#ids + 1] = jobs[i][1]
+  stored[#stored + 1] = jobs[i]
 end
 
 local handed = 0

@@ -33,21 +33,11 @@ if ARGV[2] ~= SHARED_ORIGIN then expect(KEYS[4], 'set') end
 local uniques = unique_call and unique_entries(ARGV[6])
 local jobs = cjson.decode(ARGV[3])
 local due = ARGV[5] ~= '' and tonumber(ARGV[5]) or now() + tonumber(ARGV[1])
-local ids, scores, held_by = {}, {}, {}
-for i, job in ipairs(jobs) do
-  local id, fields = job[1], job[2]
-  if not job_stored(id) then
-    local entry = uniques and uniques[i]
-    local holder = entry and claim_unique(entry[2], entry[3], entry[4], id)
-    if holder then
-      held_by[#held_by + 1] = i
-      held_by[#held_by + 1] = holder
-    else
-      store_job(id, fields, 1, #fields / 2, job[3], true)
-      ids[#ids + 1] = id
-      scores[#scores + 1] = due + (i - 1) / 1000000
-    end
-  end
+local positions, held_by = store_new(jobs, uniques)
+local ids, scores = {}, {}
+for _, i in ipairs(positions) do
+  ids[#ids + 1] = jobs[i][1]
+  scores[#scores + 1] = due + (i - 1) / 1000000
 end
 local queued = #ids
 if queued > 0 then
