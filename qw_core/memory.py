@@ -462,7 +462,8 @@ class MemoryBroker(Broker):
     def _trim_finished(self) -> None:
         """Forget finished jobs past their time (the oldest first) and beyond :data:`FINISHED_CAP`."""
         finished, now = self._state.finished, time.monotonic()
-        for job_id, (_, expiry) in list(finished.items()):
+        while finished:  # oldest first: stop at the first to keep, so a finish costs O(1)
+            job_id, (_, expiry) = next(iter(finished.items()))
             if expiry > now and len(finished) <= FINISHED_CAP:
                 break
             del finished[job_id]
