@@ -49,6 +49,7 @@ from qw_core.errors import ConfigurationError
 from qw_core.models import DEFAULT_QUEUE, JSON, Job, ScheduleInfo, TickState
 from qw_core.naming import misleading_character
 from qw_core.taskcalls import why_not_json
+from qw_core.unique import unique_of
 
 UTC = datetime.timezone.utc
 
@@ -165,6 +166,7 @@ class Schedule:
         if self.id == "":
             object.__setattr__(self, "id", f"cron:{self.digest()[:12]}")
         check_schedule_id(self.id)
+        _check_unique_meta(self)
 
     def digest(self) -> str:
         """A hash of what the schedule does (not of its id): two managers declaring one id
@@ -206,6 +208,17 @@ class Schedule:
             queued_at=queued_at,
             meta={**self.meta, "schedule": self.id, "tick": tick},
         )
+
+
+def _check_unique_meta(schedule: Schedule) -> None:
+    """Refuse a ``meta["unique"]`` that no tick could be queued with, now rather than
+    at every tick (where it would fail each one, logged and backed off, for ever)."""
+    job = schedule.job(0.0)
+    try:
+        unique_of(job)
+    except ConfigurationError as exc:
+        reason = str(exc).removeprefix(f"job {job.id}: ")
+        raise ConfigurationError(f"schedule {schedule.id!r}: {reason}") from None
 
 
 def tick_job_id(schedule_id: str, tick: float) -> str:
