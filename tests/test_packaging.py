@@ -109,7 +109,7 @@ def test_qw_core_alone_names_the_package_to_install_and_its_embedded_extra_bring
     assert "redis" in run(bindir / "qw", "backends").stdout
 
 
-def test_the_sdists_hold_the_packages_tests_and_license_and_nothing_else(dist: Path) -> None:
+def test_the_sdists_hold_the_packages_their_tests_and_what_those_read(dist: Path) -> None:
     core = sdist_files(dist, "qw_core")
     assert {"LICENSE", "README.md", "pyproject.toml", "PKG-INFO"} <= core
     assert {"qw_core/py.typed", "qw_cli/main.py", "tests/conftest.py", "tests/redis/test_tls.py"} <= core
@@ -123,7 +123,17 @@ def test_the_sdists_hold_the_packages_tests_and_license_and_nothing_else(dist: P
         "pyproject.toml",
         "PKG-INFO",
         ".gitignore",
+        "docs",
+        "examples",
+        "bench",
+        "tools",
+        "mkdocs.yml",
+        "CHANGELOG.md",
+        "noxfile.py",
     }
+    # what the tests read beside the packages
+    read = {"docs/index.md", "mkdocs.yml", "bench/run.py", "tools/mutants.py"}
+    assert read | {"examples/qw-slowjobs/src/qw_slowjobs/__init__.py"} <= core
     redis_files = sdist_files(dist, "qw_redis")
     assert {
         "LICENSE",
