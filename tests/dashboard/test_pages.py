@@ -227,3 +227,27 @@ def test_a_page_of_a_broken_backend_says_what_went_wrong(memory: MemoryBroker) -
     assert page.status_code == 503
     assert "is not answering" in page.text
     assert "is not answering" in live.text
+
+
+def test_a_live_stream_outlives_a_render_that_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that raises something unexpected costs one update (a trouble notice), not the
+    stream: the next render goes out as usual."""
+
+    class FlakyBroker(MemoryBroker):
+        calls = 0
+
+        def managers(self) -> list[str]:
+            FlakyBroker.calls += 1
+            if FlakyBroker.calls == 1:
+                raise RuntimeError("the first read breaks")
+            return super().managers()
+
+    broker = FlakyBroker()
+    monkeypatch.setattr("qw_core.dashboard.app.STREAM_FOR", 0.5)
+    app = create_app(lambda: broker, close_brokers=False, stream=True, live_every=0.05)
+    with TestClient(app) as client:
+        events = client.get("/events", params={"view": "overview"})
+    updates = [b for b in events.text.split("\n\n") if "event: update" in b]
+    assert FlakyBroker.calls >= 2, "the stream rendered again after the failure"
+    assert "could not render this part" in updates[0]
+    assert any('id="total-queued">' in block for block in updates[1:]), updates
