@@ -465,6 +465,19 @@ class RedisBroker(Broker):
         codec.check_new_id(job.id)
         return codec.encode_job(job, max_size=self._options.max_job_size)
 
+    def encoded(self, job: Job) -> codec.Stored:
+        """The hash ``job`` would be stored as, its names and unique key checked as queueing
+        checks them (:class:`~qw_redis.cluster.ClusterBroker` checks a whole batch so, before
+        it writes any of it to one shard and the rest to others).
+
+        :raises QwError: what queueing ``job`` would raise before writing anything.
+        """
+        self._origin_of(job)
+        unique = unique_of(job)
+        if unique is not None:
+            codec.check_new_id(unique.key or "")
+        return self._encode_new(job)
+
     # -- consuming ---------------------------------------------------------------------------
 
     @_translated
@@ -1547,10 +1560,12 @@ class RedisBroker(Broker):
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> RedisBroker:
+    def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> Broker:
         """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), or the
         primary that Sentinel manages (``redis+sentinel://``, ``rediss+sentinel://``: see
-        :mod:`qw_redis.sentinel`).
+        :mod:`qw_redis.sentinel`), or a Redis Cluster (``redis+cluster://``,
+        ``rediss+cluster://``: a :class:`~qw_redis.cluster.ClusterBroker`, see
+        :mod:`qw_redis.cluster`).
 
         Default ``redis://localhost:6379/0``. A user and password go in the URL
         (``redis://user:password@host:6379/0``, Redis 6 ACLs); the database is the path.
@@ -1560,15 +1575,28 @@ class RedisBroker(Broker):
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: Redis does not answer, or refuses the login.
         """
+        if connection.is_cluster_url(url):
+            from qw_redis.cluster import ClusterBroker  # noqa: PLC0415 - it builds on this module
+
+            # Every qw verb opens the "redis" backend with the URL it is given; a cluster's
+            # broker spreads the same interface over one of these per shard.
+            return ClusterBroker.from_url(url, options)
         return cls._open(url or DEFAULT_URL, options or RedisOptions(), ())
 
     @classmethod
-    def _open(cls, url: str, options: RedisOptions, extra: tuple[tuple[str, Any], ...]) -> RedisBroker:
+    def _open(
+        cls,
+        url: str,
+        options: RedisOptions,
+        extra: tuple[tuple[str, Any], ...],
+        *,
+        schema: keys.KeySchema = keys.SINGLE_NODE,
+    ) -> RedisBroker:
         redis_url, options = connection.qw_settings(url, options)
         client = connection.open_client(redis_url, options, **dict(extra))
         secrets = [*connection.client_secrets(client), *connection.url_secrets(url)]
         connection.ping(client, connection.redact_url(redis_url), secrets)
-        broker = cls(client, options, url=url)
+        broker = cls(client, options, url=url, schema=schema)
         broker._owns_client = True
         return broker
 
