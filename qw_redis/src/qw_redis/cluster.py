@@ -278,6 +278,21 @@ class ClusterBroker(Broker):
         """``call`` on every shard, in shard order."""
         return [self._on(index, call) for index in range(self._n)]
 
+    def _everywhere(self, call: Callable[[RedisBroker], _T]) -> list[_T]:
+        """``call`` on every shard, each tried even if one before it is unavailable (then
+        raised after the rest): a shard failing over must not keep the others' heartbeats
+        and memberships from being written, or their reapers would judge live workers dead.
+        """
+        answers, unavailable = [], None
+        for index in range(self._n):
+            try:
+                answers.append(self._on(index, call))
+            except BrokerUnavailable as exc:
+                unavailable = unavailable or exc
+        if unavailable is not None:
+            raise unavailable
+        return answers
+
     def _first(self, order: Sequence[int], call: Callable[[RedisBroker], _T | None]) -> _T | None:
         """The first answer that is not ``None`` of ``call`` on the shards in ``order``."""
         for index in order:
@@ -542,7 +557,7 @@ class ClusterBroker(Broker):
         running: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, str | None]:
         changed: dict[str, str | None] = {}
-        for answer in self._all(
+        for answer in self._everywhere(
             lambda s: s.beat(manager=manager, token=token, workers=workers, ttl=ttl, running=running)
         ):
             for name, previous in answer.items():
@@ -575,16 +590,16 @@ class ClusterBroker(Broker):
         return list(merged.values())
 
     def register_manager(self, name: str) -> None:
-        self._all(lambda s: s.register_manager(name))
+        self._everywhere(lambda s: s.register_manager(name))
 
     def deregister_manager(self, name: str) -> None:
-        self._all(lambda s: s.deregister_manager(name))
+        self._everywhere(lambda s: s.deregister_manager(name))
 
     def register_worker(self, *, manager: str, worker: str) -> None:
-        self._all(lambda s: s.register_worker(manager=manager, worker=worker))
+        self._everywhere(lambda s: s.register_worker(manager=manager, worker=worker))
 
     def deregister_worker(self, *, manager: str, worker: str) -> None:
-        self._all(lambda s: s.deregister_worker(manager=manager, worker=worker))
+        self._everywhere(lambda s: s.deregister_worker(manager=manager, worker=worker))
 
     # -- inspecting ----------------------------------------------------------------------
 
@@ -766,7 +781,7 @@ class ClusterBroker(Broker):
         self, *, manager: str, declarations: Mapping[str, str], ttl: float
     ) -> dict[str, TickState | None]:
         merged: dict[str, TickState | None] = {}
-        for answer in self._all(
+        for answer in self._everywhere(
             lambda s: s.declare_schedules(manager=manager, declarations=declarations, ttl=ttl)
         ):
             _latest(merged, answer)
