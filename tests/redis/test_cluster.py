@@ -7,11 +7,13 @@ On the session's six-node cluster (``empty_cluster``: three primaries, flushed p
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from qwtest_cluster import LocalCluster
@@ -197,6 +199,24 @@ def test_a_reaper_recovers_a_dead_workers_jobs_from_every_shard(broker: ClusterB
     assert sorted(broker.queued_job_ids()) == sorted(job.id for job in jobs)
 
 
+def test_a_shard_moved_to_another_primary_is_followed_on_the_next_call(
+    broker: ClusterBroker, empty_cluster: LocalCluster
+) -> None:
+    tag = shard_tag(0, SHARDS)
+    home = empty_cluster.primary_of(tag)
+    jobs = ids_on(broker, 0, 3)
+    broker.queue_jobs(jobs)
+    old = broker.shards[0].describe()
+    try:
+        empty_cluster.migrate_slot(tag)
+        assert broker.queued_count() == 3  # MOVED from the old owner, then asked of the new one
+        assert broker.shards[0].describe() != old
+        taken = broker.take(manager=M, worker=worker_on(0), limit=3)
+        assert sorted(job.id for job in taken) == sorted(job.id for job in jobs)
+    finally:
+        empty_cluster.migrate_slot(tag, to=home)
+
+
 # -- URLs ------------------------------------------------------------------------------------
 
 
@@ -258,3 +278,11 @@ def test_qw_status_reads_every_shard(broker: ClusterBroker, empty_cluster: Local
 def test_nothing_answers_at_a_cluster_url_of_dead_nodes() -> None:
     with pytest.raises(BrokerUnavailable, match="no Redis Cluster node answered"):
         ClusterBroker("redis+cluster://127.0.0.1:1")
+
+
+def test_the_tags_the_documentation_lists_are_the_ones_qw_uses() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "cluster.md"
+    listed = re.findall(r"^shards=(\d+)  (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    assert len(listed) == 6
+    for shards, tags in listed:
+        assert tags.split() == [shard_tag(i, int(shards)) for i in range(int(shards))]

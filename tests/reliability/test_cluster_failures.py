@@ -184,41 +184,13 @@ def _runs_at_most(counter: redis.Redis, most: int) -> bool:
     return all(int(count) <= most for count in counter.hvals("qwtest:runs"))
 
 
-def _migrate_slot(cluster: LocalCluster, key: str) -> tuple[int, int]:
-    """Move ``key``'s slot to another primary, its keys in one ``MIGRATE`` (then the few
-    written meanwhile), as docs/how-to/cluster.md says; the old and new owners' ports."""
-    source = cluster.primary_of(key)
-    target = next(node for node in _primary_nodes(cluster) if node is not source)
-    src, dst = cluster.client(source), cluster.client(target)
-    with src, dst:
-        slot = int(src.cluster("keyslot", key))
-        source_id, target_id = cluster.node_id(source), cluster.node_id(target)
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1_000_000):
-            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10_000, "KEYS", *keys)
-        for node in _primary_nodes(cluster):
-            with cluster.client(node) as client:
-                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-    return source.port, target.port
-
-
-def _primary_nodes(cluster: LocalCluster) -> list[PrivateRedis]:
-    found = []
-    for node in cluster.alive():
-        with cluster.client(node) as client:
-            if client.execute_command("ROLE")[0] == "master":
-                found.append(node)
-    return found
-
-
 def test_a_slot_migrated_mid_drain_loses_nothing_and_runs_nothing_twice(
     cluster: LocalCluster, counter: redis.Redis
 ) -> None:
     _, ids, manager = _drain(cluster, counter, "mg")
     try:
         pids = worker_pids(manager)
-        old, new = _migrate_slot(cluster, shard_tag(0, SHARDS))
+        old, new = cluster.migrate_slot(shard_tag(0, SHARDS))
         assert cluster.primary_of(shard_tag(0, SHARDS)).port == new != old
         wait_for(lambda: _total(counter) >= JOBS and _left(cluster) == 0, timeout=120, what="the drain")
         assert worker_pids(manager) == pids

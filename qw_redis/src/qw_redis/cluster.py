@@ -230,7 +230,7 @@ class ClusterBroker(Broker):
             if broker is None:
                 url = self._parsed.node_url(*owner)
                 broker = RedisBroker._open(url, self._options, (), schema=schema)
-                log.info("shard %d of %s (%s) is on %s:%d", index, self.describe(), schema.prefix, *owner)
+                log.debug("shard %d of %s (%s) is on %s:%d", index, self.describe(), schema.prefix, *owner)
             shards.append((owner, broker))
         kept = {(*owner, index): broker for index, (owner, broker) in enumerate(shards)}
         for where, broker in self._nodes.items():
@@ -249,21 +249,31 @@ class ClusterBroker(Broker):
         """
         try:
             return call(self._shards[index])
-        except QwError as exc:
-            cause = exc.__cause__
+        except (QwError, redis.RedisError) as exc:
+            cause = exc if isinstance(exc, redis.RedisError) else exc.__cause__
             if isinstance(cause, redis.exceptions.MovedError):
                 self._relocate()
-                return call(self._shards[index])
+                try:
+                    return call(self._shards[index])
+                except (QwError, redis.RedisError) as again:
+                    if not isinstance(again.__cause__ or again, redis.exceptions.MovedError):
+                        raise
+                    # The nodes asked do not know of the move yet: wait it out as an outage.
+                    raise BrokerUnavailable(
+                        f"{self.describe()}: shard {index} is moving; try again"
+                    ) from again
             if isinstance(cause, (redis.exceptions.AskError, redis.exceptions.TryAgainError)):
                 self._relocate(quiet=True)
                 raise BrokerUnavailable(
                     f"{self.describe()}: shard {index}'s slot is being migrated; try again"
                 ) from exc
-            if isinstance(exc, BrokerUnavailable) or isinstance(cause, redis.exceptions.ClusterDownError):
+            if isinstance(exc, BrokerUnavailable) or isinstance(
+                cause, (redis.exceptions.ClusterDownError, redis.ConnectionError, redis.TimeoutError)
+            ):
                 self._relocate(quiet=True)
                 if isinstance(exc, BrokerUnavailable):
                     raise
-                raise BrokerUnavailable(f"{self.describe()}: the cluster is down: {exc}") from exc
+                raise BrokerUnavailable(f"{self.describe()}: shard {index} is unreachable: {exc}") from exc
             raise
 
     def _relocate(self, *, quiet: bool = False) -> None:

@@ -2,8 +2,9 @@
 
 This module is the one place a key pattern is spelt. The Lua scripts build the few keys
 they derive from data (``job:<id>`` from an id popped off a list, ``<m>:jobs`` from a
-recorded origin) with functions generated here (:data:`LUA_PRELUDE`), so a future cluster
-mode can map keys to hash slots by changing this module alone.
+recorded origin) with functions generated here (:func:`lua_prelude`). On a Redis Cluster
+every key below has a shard's hash tag before it (:class:`KeySchema`, see
+:mod:`qw_redis.cluster`); the single-node schema has no prefix.
 
 The original qw 0.1.1 schema (kept exactly, see ``shared/spec/redis-protocol.md``):
 
@@ -433,6 +434,9 @@ class KeySchema:
         self.prefix = prefix
         for name in _PREFIXED_CONSTANTS:
             setattr(self, name, prefix + globals()[name])
+        if not prefix:  # the single-node schema: the module's functions themselves, no wrapper
+            for name in _PREFIXED_FUNCTIONS:
+                self.__dict__[name] = globals()[name]
         #: The Lua prelude for this keyspace (see :func:`lua_prelude`).
         self.lua_prelude = lua_prelude(prefix)
 
