@@ -23,6 +23,7 @@ from redis_support import CommandCounter
 from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.models import Failure, Job
 from qw_core.unique import UNIQUE_META
+from qw_redis import cluster
 from qw_redis.broker import RedisBroker
 from qw_redis.cluster import SLOTS, ClusterBroker, home_shard, id_shard, parse, shard_tag
 
@@ -171,6 +172,22 @@ def test_jobs_taken_on_several_shards_are_settled_by_another_broker_object(
         assert other.get_job(done.id) is None
     finally:
         other.close()
+
+
+def test_jobs_whose_shard_was_forgotten_are_still_settled(
+    broker: ClusterBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster, "MAX_REMEMBERED", 1)
+    worker = worker_on(2)
+    first = ids_on(broker, 0, 1) + ids_on(broker, 1, 1)
+    later = ids_on(broker, 2, 1)
+    broker.queue_jobs(first)
+    assert len(broker.take(manager=M, worker=worker, limit=2)) == 2
+    broker.queue_jobs(later)
+    held = [job.id for job in first]
+    assert broker.take(manager=M, worker=worker, held=held) == later  # forgets the first two
+    assert broker.finish_jobs(worker=worker, job_ids=[*held, later[0].id]) == [True, True, True]
+    assert broker.held_job_ids(worker) == []
 
 
 def test_a_dead_workers_jobs_are_recovered_from_every_shard(broker: ClusterBroker) -> None:

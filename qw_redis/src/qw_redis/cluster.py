@@ -87,6 +87,9 @@ SLOTS = 16384
 CROSS_SHARD_POLL = 0.5
 #: Most shards a URL may ask for.
 MAX_SHARDS = 64
+#: Most taken jobs whose shard a broker remembers (a worker holds far fewer; the rest were
+#: settled by others, e.g. recovered after a pause).
+MAX_REMEMBERED = 100_000
 
 _T = TypeVar("_T")
 
@@ -412,6 +415,8 @@ class ClusterBroker(Broker):
                     keep_finished=keep_finished,
                 ),
             )
+            if len(self._where) > MAX_REMEMBERED:  # jobs settled elsewhere (recovered, reaped)
+                self._where.clear()  # forgotten ones are looked for on every shard
             for job in jobs:
                 self._where[job.id] = index
             return jobs
