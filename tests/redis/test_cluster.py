@@ -234,6 +234,39 @@ def test_a_shard_moved_to_another_primary_is_followed_on_the_next_call(
         empty_cluster.migrate_slot(tag, to=home)
 
 
+def test_while_a_shards_slot_is_migrating_its_scripts_are_refused_and_nothing_is_taken(
+    broker: ClusterBroker, empty_cluster: LocalCluster
+) -> None:
+    """A script whose declared keys are not all on the node (some moved, or not created
+    yet) is refused with ``ASK``/``TRYAGAIN`` while the slot migrates: the broker says the
+    shard is unavailable (callers wait), and no script runs on half a shard."""
+    tag = shard_tag(0, SHARDS)
+    source = empty_cluster.primary_of(tag)
+    target = next(node for node in empty_cluster.primaries() if node is not source)
+    jobs = ids_on(broker, 0, 2)
+    broker.queue_jobs(jobs)
+    worker = worker_on(0)
+    with empty_cluster.client(source) as src, empty_cluster.client(target) as dst:
+        slot = int(src.cluster("keyslot", tag))
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", empty_cluster.node_id(source))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", empty_cluster.node_id(target))
+        try:
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, tag + "all:jobs", 0, 10_000)
+            with pytest.raises(BrokerUnavailable, match="being migrated"):
+                broker.take(manager=M, worker=worker, limit=2)
+        finally:
+            while moved := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10_000, "KEYS", *moved)
+            for node in empty_cluster.primaries():
+                with empty_cluster.client(node) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", empty_cluster.node_id(target))
+    try:
+        assert broker.queued_job_ids() == [job.id for job in jobs], "nothing was taken meanwhile"
+        assert broker.take(manager=M, worker=worker, limit=2) == jobs  # MOVED: on the new owner
+    finally:
+        empty_cluster.migrate_slot(tag, to=source)
+
+
 # -- URLs ------------------------------------------------------------------------------------
 
 
