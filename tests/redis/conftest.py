@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 import redis
+from qwtest_cluster import LocalCluster
 from qwtest_redis import flushed_db
 from redis_support import DEFAULT_DB, redis_url
 
@@ -55,3 +56,22 @@ def fake_client(fake_server: fakeredis.FakeServer) -> Iterator[redis.Redis]:
 def fake_broker(fake_client: redis.Redis) -> RedisBroker:
     """A broker on a fresh in-process fakeredis server (with Lua, through lupa)."""
     return RedisBroker(fake_client)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster]:
+    """A Redis Cluster of six nodes (three primaries with a replica each), for this test
+    process's session (see :mod:`qwtest_cluster`)."""
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def empty_cluster(local_cluster: LocalCluster) -> LocalCluster:
+    """The session's cluster, every primary flushed and every slot served."""
+    local_cluster.wait_ok()
+    for node in local_cluster.alive():
+        with local_cluster.client(node) as client:
+            if client.execute_command("ROLE")[0] == "master":
+                client.flushall()
+    return local_cluster

@@ -200,15 +200,15 @@ def _valid_name(name: str) -> bool:
 
 #: qw's own keys, and the type each must have (:meth:`RedisBroker.problems` checks them).
 _OWN_KEY_TYPES = (
-    (keys.ALL_MANAGERS, "set"),
-    (keys.MANAGERS, "hash"),
-    (keys.ORIGIN, "hash"),
-    (keys.DUE, "zset"),
-    (keys.LEGACY_DELAYED, "zset"),
-    (keys.FAILED, "zset"),
-    (keys.RECOVERIES, "hash"),
-    (keys.QUEUES, "set"),
-    (keys.SCHEDULERS, "set"),
+    ("ALL_MANAGERS", "set"),
+    ("MANAGERS", "hash"),
+    ("ORIGIN", "hash"),
+    ("DUE", "zset"),
+    ("LEGACY_DELAYED", "zset"),
+    ("FAILED", "zset"),
+    ("RECOVERIES", "hash"),
+    ("QUEUES", "set"),
+    ("SCHEDULERS", "set"),
 )
 
 
@@ -303,6 +303,8 @@ class RedisBroker(Broker):
         used when this broker opens clients, in :meth:`from_url` and its factory).
     :param url: the URL ``client`` was opened from, if known (for :meth:`describe` and
         :meth:`factory`; otherwise both are derived from the client's settings).
+    :param schema: the keyspace (single-node: the original schema, no prefix; one shard
+        of a Redis Cluster: its hash tag before every key, see :mod:`qw_redis.cluster`).
     """
 
     capabilities = Capabilities(
@@ -310,13 +312,19 @@ class RedisBroker(Broker):
     )
 
     def __init__(
-        self, client: redis.Redis, options: RedisOptions | None = None, *, url: str | None = None
+        self,
+        client: redis.Redis,
+        options: RedisOptions | None = None,
+        *,
+        url: str | None = None,
+        schema: keys.KeySchema = keys.SINGLE_NODE,
     ) -> None:
         self._client = connection.qw_client(client)
+        self._keys = schema
         self._options = options or RedisOptions()
         self._url = url
         self._owns_client = self._client is not client  # a derived client is ours to close
-        self._scripts = Scripts(self._client)
+        self._scripts = Scripts(self._client, schema)
         self._names: set[str] = set()
         self._broken_reported: dict[str, float] = {}  # queue key -> when last logged
         self._tick: float | None = None  # Redis's timer period, read on first need
@@ -457,6 +465,19 @@ class RedisBroker(Broker):
         codec.check_new_id(job.id)
         return codec.encode_job(job, max_size=self._options.max_job_size)
 
+    def encoded(self, job: Job) -> codec.Stored:
+        """The hash ``job`` would be stored as, its names and unique key checked as queueing
+        checks them (:class:`~qw_redis.cluster.ClusterBroker` checks a whole batch so, before
+        it writes any of it to one shard and the rest to others).
+
+        :raises QwError: what queueing ``job`` would raise before writing anything.
+        """
+        self._origin_of(job)
+        unique = unique_of(job)
+        if unique is not None:
+            codec.check_new_id(unique.key or "")
+        return self._encode_new(job)
+
     # -- consuming ---------------------------------------------------------------------------
 
     @_translated
@@ -482,8 +503,14 @@ class RedisBroker(Broker):
         jobs = take(finished, held, limit, waits=waits, keep_finished=check_ttl(keep_finished))
         if jobs or not waits:
             return jobs
-        nudge, handoff = keys.nudge(worker), keys.handoff(worker)
-        wake_keys = [nudge, handoff, keys.wake(worker), keys.wake(manager), *map(keys.wake, served)]
+        nudge, handoff = self._keys.nudge(worker), self._keys.handoff(worker)
+        wake_keys = [
+            nudge,
+            handoff,
+            self._keys.wake(worker),
+            self._keys.wake(manager),
+            *map(self._keys.wake, served),
+        ]
         while True:
             remaining = deadline - time.monotonic()
             # Idle anyway: move due delayed jobs, and wake up when the next one is due.
@@ -520,9 +547,9 @@ class RedisBroker(Broker):
         expires after :data:`NUDGE_TTL_MS` if nobody waits."""
         self._check_cached(worker)
         pipe = self._client.pipeline(transaction=True)
-        pipe.lpush(keys.nudge(worker), "1")
-        pipe.ltrim(keys.nudge(worker), 0, 0)
-        pipe.pexpire(keys.nudge(worker), NUDGE_TTL_MS)
+        pipe.lpush(self._keys.nudge(worker), "1")
+        pipe.ltrim(self._keys.nudge(worker), 0, 0)
+        pipe.pexpire(self._keys.nudge(worker), NUDGE_TTL_MS)
         pipe.execute()
 
     def _timer_tick(self) -> float:
@@ -640,11 +667,11 @@ class RedisBroker(Broker):
         """See :meth:`Broker.job_status`: one pipeline of reads, and for a held job one
         more (``LPOS`` on each registered worker's list)."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.zscore(keys.FAILED, job_id)
-        pipe.hgetall(keys.job(job_id))
-        pipe.get(keys.job_marker(job_id))
-        pipe.hget(keys.ORIGIN, job_id)
-        pipe.zscore(keys.FINISHED, job_id)
+        pipe.zscore(self._keys.FAILED, job_id)
+        pipe.hgetall(self._keys.job(job_id))
+        pipe.get(self._keys.job_marker(job_id))
+        pipe.hget(self._keys.ORIGIN, job_id)
+        pipe.zscore(self._keys.FINISHED, job_id)
         failed_at, fields, marker, origin, finished_at = pipe.execute(raise_on_error=False)
         if failed_at is not None and not isinstance(failed_at, Exception):
             entry = self.get_failed(job_id)
@@ -685,7 +712,7 @@ class RedisBroker(Broker):
         label = None if job is None else queue_label(job)
         if isinstance(origin, str):
             holder = self._holder(job_id)
-            since = None if holder is None else self._client.hget(keys.running(holder), job_id)
+            since = None if holder is None else self._client.hget(self._keys.running(holder), job_id)
             return JobState(
                 job_id=job_id,
                 state=State.HELD,
@@ -695,7 +722,7 @@ class RedisBroker(Broker):
                 since=None if since is None else float(since),
             )
         if job is not None and job.worker is None:
-            due = self._client.zscore(keys.delayed(self._origin_of(job)), job_id)
+            due = self._client.zscore(self._keys.delayed(self._origin_of(job)), job_id)
             if due is not None:
                 return JobState(job_id=job_id, state=State.DELAYED, job=job, queue=label, due_at=float(due))
         return JobState(job_id=job_id, state=State.QUEUED, job=job, queue=label)
@@ -705,7 +732,7 @@ class RedisBroker(Broker):
         workers = [worker for manager in self.managers() for worker in self.workers(manager)]
         pipe = self._client.pipeline(transaction=False)
         for worker in workers:
-            pipe.lpos(keys.queue(worker), job_id)
+            pipe.lpos(self._keys.queue(worker), job_id)
         found = pipe.execute(raise_on_error=False)
         return next((w for w, at in zip(workers, found, strict=True) if isinstance(at, int)), None)
 
@@ -713,7 +740,7 @@ class RedisBroker(Broker):
     def get_result(self, job_id: str) -> JobResult | None:
         """See :meth:`Broker.get_result`: ``HGETALL qw:result:<id>``."""
         try:
-            fields = cast("dict[str, str]", self._client.hgetall(keys.result(job_id)))
+            fields = cast("dict[str, str]", self._client.hgetall(self._keys.result(job_id)))
         except redis.ResponseError as exc:
             if str(exc).startswith("WRONGTYPE"):  # not qw's: no result
                 return None
@@ -736,13 +763,13 @@ class RedisBroker(Broker):
         """See :meth:`Broker.wait_result`: ``BLPOP qw:done:<id>`` in slices; a waiter that
         gets the token puts it back, so that every waiter wakes."""
         deadline = time.monotonic() + max(0.0, timeout)
-        done = keys.done(job_id)
+        done = self._keys.done(job_id)
         while (found := self.get_result(job_id)) is None:
             remaining = deadline - time.monotonic()
             if remaining < _MIN_BLOCK:
                 return None
             if self._client.blpop([done], timeout=min(self._slice, remaining)) is not None:
-                left = int(self._client.pttl(keys.result(job_id)))
+                left = int(self._client.pttl(self._keys.result(job_id)))
                 if left > 0:  # the token again, for the next waiter; it expires with the result
                     pipe = self._client.pipeline(transaction=True)
                     pipe.lpush(done, "1")
@@ -875,9 +902,9 @@ class RedisBroker(Broker):
     def _fail_poison(self, manager: str, worker: str, job_id: str, max_recoveries: int | None) -> int:
         """Move a job recovered too often from the dead ``worker``'s list to the failed registry."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.hgetall(keys.job(job_id))
-        pipe.get(keys.job_marker(job_id))
-        pipe.hget(keys.ORIGIN, job_id)
+        pipe.hgetall(self._keys.job(job_id))
+        pipe.get(self._keys.job_marker(job_id))
+        pipe.hget(self._keys.ORIGIN, job_id)
         fields, marker, origin = cast("tuple[dict[str, str], str | None, str | None]", pipe.execute())
         keep_hash = False
         try:
@@ -917,18 +944,18 @@ class RedisBroker(Broker):
             pipe = self._client.pipeline(transaction=False)
             for worker, jobs in running.items():
                 self._check_cached(worker)
-                pipe.delete(keys.running(worker))
+                pipe.delete(self._keys.running(worker))
                 if jobs:
-                    pipe.hset(keys.running(worker), mapping={j: repr(at) for j, at in jobs.items()})
-                    pipe.pexpire(keys.running(worker), ttl_ms)
+                    pipe.hset(self._keys.running(worker), mapping={j: repr(at) for j, at in jobs.items()})
+                    pipe.pexpire(self._keys.running(worker), ttl_ms)
             pipe.execute()
         return {name: previous or None for name, previous in changed.items()}
 
     @_translated
     def heartbeat_of(self, name: str) -> tuple[str, float] | None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.get(keys.heartbeat(name))
-        pipe.pttl(keys.heartbeat(name))
+        pipe.get(self._keys.heartbeat(name))
+        pipe.pttl(self._keys.heartbeat(name))
         token, left_ms = pipe.execute()
         if token is None or left_ms < 0:
             return None
@@ -943,18 +970,22 @@ class RedisBroker(Broker):
         Skips the round when Redis has been up for less than ``ttl`` seconds (a restart:
         heartbeats written before it may be gone, or lapsed while it was down).
         """
-        if lease > 0 and not self._client.set(keys.REAPER, owner, nx=True, px=max(1, round(lease * 1000))):
+        if lease > 0 and not self._client.set(
+            self._keys.REAPER, owner, nx=True, px=max(1, round(lease * 1000))
+        ):
             return None
         uptime = self._info_field("server", "uptime_in_seconds")
         if uptime is not None and float(uptime) < ttl:
             return None
         managers = [
-            m for m in sorted(cast("dict[str, str]", self._client.hgetall(keys.MANAGERS))) if _valid_name(m)
+            m
+            for m in sorted(cast("dict[str, str]", self._client.hgetall(self._keys.MANAGERS)))
+            if _valid_name(m)
         ]
         pipe = self._client.pipeline(transaction=False)
         for manager in managers:
-            pipe.smembers(keys.manager_workers(manager))
-            pipe.exists(keys.heartbeat(manager))
+            pipe.smembers(self._keys.manager_workers(manager))
+            pipe.exists(self._keys.heartbeat(manager))
         found = pipe.execute(raise_on_error=False)
         workers = []
         for manager, members in zip(managers, found[::2], strict=True):
@@ -964,7 +995,7 @@ class RedisBroker(Broker):
             workers += [(manager, worker) for worker in sorted(members)]
         pipe = self._client.pipeline(transaction=False)
         for _, worker in workers:
-            pipe.exists(keys.heartbeat(worker))
+            pipe.exists(self._keys.heartbeat(worker))
         reaped = []
         for (manager, worker), alive in zip(workers, pipe.execute(), strict=True):
             if not alive and _valid_name(worker):
@@ -983,7 +1014,7 @@ class RedisBroker(Broker):
         the whole keyspace is covered in time, never in one long command."""
         try:
             self._sweep_cursor, found = self._client.scan(
-                self._sweep_cursor, match=keys.JOB_MARKER_PATTERN, count=SWEEP_STEP
+                self._sweep_cursor, match=self._keys.JOB_MARKER_PATTERN, count=SWEEP_STEP
             )
             swept = self._scripts.sweep_markers([str(key) for key in found])
         except redis.RedisError as exc:  # the next round goes on; nothing depends on it
@@ -1016,7 +1047,7 @@ class RedisBroker(Broker):
 
     @_translated
     def register_manager(self, name: str) -> None:
-        self._client.sadd(keys.ALL_MANAGERS, self.check_name(name))
+        self._client.sadd(self._keys.ALL_MANAGERS, self.check_name(name))
 
     # -- periodic jobs (qw_redis.ticks) ---------------------------------------------------------
 
@@ -1046,41 +1077,41 @@ class RedisBroker(Broker):
     @_translated
     def schedule_declarations(self) -> dict[str, dict[str, str]]:
         """See :meth:`Broker.schedule_declarations`."""
-        return ticks.declarations(self._client)
+        return ticks.declarations(self._client, self._keys)
 
     @_translated
     def tick_states(self, schedule_ids: Sequence[str]) -> dict[str, TickState]:
         """See :meth:`Broker.tick_states`."""
-        return ticks.states(self._client, schedule_ids)
+        return ticks.states(self._client, schedule_ids, self._keys)
 
     @_translated
     def deregister_manager(self, name: str) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.srem(keys.ALL_MANAGERS, name)
-        pipe.hdel(keys.MANAGERS, name)
-        pipe.delete(keys.heartbeat(name))
+        pipe.srem(self._keys.ALL_MANAGERS, name)
+        pipe.hdel(self._keys.MANAGERS, name)
+        pipe.delete(self._keys.heartbeat(name))
         pipe.execute()
 
     @_translated
     def register_worker(self, *, manager: str, worker: str) -> None:
-        self._client.sadd(keys.manager_workers(self.check_name(manager)), self.check_name(worker))
+        self._client.sadd(self._keys.manager_workers(self.check_name(manager)), self.check_name(worker))
 
     @_translated
     def deregister_worker(self, *, manager: str, worker: str) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.srem(keys.manager_workers(manager), worker)
-        pipe.delete(keys.heartbeat(worker), keys.idling(worker), keys.handoff(worker))
+        pipe.srem(self._keys.manager_workers(manager), worker)
+        pipe.delete(self._keys.heartbeat(worker), self._keys.idling(worker), self._keys.handoff(worker))
         pipe.execute()
 
     # -- read-only queries -------------------------------------------------------------------
 
     @_translated
     def managers(self) -> list[str]:
-        return sorted(cast("set[str]", self._client.smembers(keys.ALL_MANAGERS)))
+        return sorted(cast("set[str]", self._client.smembers(self._keys.ALL_MANAGERS)))
 
     @_translated
     def workers(self, manager: str) -> list[str]:
-        return sorted(cast("set[str]", self._client.smembers(keys.manager_workers(manager))))
+        return sorted(cast("set[str]", self._client.smembers(self._keys.manager_workers(manager))))
 
     @_translated
     def queued_job_ids(
@@ -1095,11 +1126,13 @@ class RedisBroker(Broker):
         check_page(offset, limit)
         # Producers LPUSH and takers pop from the right: the next to run is the last, and
         # position p (from the next to run) is index -(p + 1).
-        return self._range(keys.queue_list(self._listed(manager, queue)), offset, limit, from_right=True)
+        return self._range(
+            self._keys.queue_list(self._listed(manager, queue)), offset, limit, from_right=True
+        )
 
     @_translated
     def queued_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
-        return self._llen(keys.queue_list(self._listed(manager, queue)))
+        return self._llen(self._keys.queue_list(self._listed(manager, queue)))
 
     def _listed(self, manager: str | None, queue: str | None) -> str:
         """The origin of the queue a listing asks for (see :func:`check_listed`)."""
@@ -1113,7 +1146,7 @@ class RedisBroker(Broker):
     def named_queues(self) -> list[str]:
         """See :meth:`Broker.named_queues`: the named queues in ``qw:queues``."""
         try:
-            members = cast("set[str]", self._client.smembers(keys.QUEUES))
+            members = cast("set[str]", self._client.smembers(self._keys.QUEUES))
         except redis.ResponseError as exc:  # not a set: problems() says so
             if str(exc).startswith("WRONGTYPE"):
                 return []
@@ -1122,7 +1155,7 @@ class RedisBroker(Broker):
 
     @_translated
     def held_count(self, worker: str) -> int:
-        return self._llen(keys.queue(worker))
+        return self._llen(self._keys.queue(worker))
 
     def _llen(self, key: str) -> int:
         """The length of list ``key``; ``0`` if it is not a list (:meth:`problems` says so)."""
@@ -1169,19 +1202,19 @@ class RedisBroker(Broker):
         """Keys of the wrong type: queues and held lists (workers skip a queue that is not
         a list), and qw's own keys (a script that would write one fails, changing nothing)."""
         managers = [m for m in self.managers() if _valid_name(m)]
-        expected = dict(_OWN_KEY_TYPES)
-        expected.update({keys.queue(m): "list" for m in [None, *managers]})
-        expected.update({keys.delayed(m): "zset" for m in [None, *managers]})
+        expected = {getattr(self._keys, name): kind for name, kind in _OWN_KEY_TYPES}
+        expected.update({self._keys.queue(m): "list" for m in [None, *managers]})
+        expected.update({self._keys.delayed(m): "zset" for m in [None, *managers]})
         named = [keys.origin(queue=q) for q in self.named_queues() if _valid_name(q)]
-        expected.update({keys.queue_list(origin): "list" for origin in named})
-        expected.update({keys.delayed(origin): "zset" for origin in named})
-        expected.update({keys.manager_workers(m): "set" for m in managers})
+        expected.update({self._keys.queue_list(origin): "list" for origin in named})
+        expected.update({self._keys.delayed(origin): "zset" for origin in named})
+        expected.update({self._keys.manager_workers(m): "set" for m in managers})
         pipe = self._client.pipeline(transaction=False)
         for manager in managers:
-            pipe.smembers(keys.manager_workers(manager))
+            pipe.smembers(self._keys.manager_workers(manager))
         for members in pipe.execute(raise_on_error=False):
             if not isinstance(members, Exception):
-                expected.update({keys.queue(w): "list" for w in members if _valid_name(w)})
+                expected.update({self._keys.queue(w): "list" for w in members if _valid_name(w)})
         pipe = self._client.pipeline(transaction=False)
         for key in expected:
             pipe.type(key)
@@ -1198,7 +1231,7 @@ class RedisBroker(Broker):
     def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
         """Ids on ``<worker>:jobs`` as stored: sent directly (newest first), then held in take order."""
         check_page(offset, limit)
-        return self._range(keys.queue(worker), offset, limit, from_right=False)
+        return self._range(self._keys.queue(worker), offset, limit, from_right=False)
 
     def _range(self, key: str, offset: int, limit: int | None, *, from_right: bool) -> list[str]:
         """``limit`` ids (``None``: to the end) of list ``key`` from position ``offset`` on,
@@ -1233,10 +1266,10 @@ class RedisBroker(Broker):
     def get_job(self, job_id: str) -> Job | None:
         """The job stored as ``job:<id>``, else the one in the failed registry, else ``None``."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.hgetall(keys.job(job_id))
-        pipe.get(keys.job_marker(job_id))
-        pipe.hget(keys.ORIGIN, job_id)
-        pipe.hget(keys.failed_job(job_id), "job")
+        pipe.hgetall(self._keys.job(job_id))
+        pipe.get(self._keys.job_marker(job_id))
+        pipe.hget(self._keys.ORIGIN, job_id)
+        pipe.hget(self._keys.failed_job(job_id), "job")
         fields, marker, origin, record = pipe.execute()
         if fields or marker is not None:
             return codec.decode_job(job_id, fields, marker, manager=origin or None)
@@ -1264,11 +1297,11 @@ class RedisBroker(Broker):
             want = min(READ_CHUNK, end - start)
             scored = cast(
                 "list[tuple[str, float]]",
-                self._client.zrevrange(keys.FAILED, start, start + want - 1, withscores=True),
+                self._client.zrevrange(self._keys.FAILED, start, start + want - 1, withscores=True),
             )
             pipe = self._client.pipeline(transaction=False)
             for job_id, _ in scored:
-                pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
+                pipe.hmget(self._keys.failed_job(job_id), ["job", "failure"])
             for (_, at), (record, failure) in zip(scored, pipe.execute(), strict=True):
                 if record is not None and failure is not None:
                     failed.append(_failed_job(record, failure, at))
@@ -1283,10 +1316,10 @@ class RedisBroker(Broker):
         then the ids' ``qw:origin`` (one ``HMGET``). A record of the wrong type, or a time
         that is not a number, is read as nothing known."""
         self._check_cached(manager)
-        workers = sorted(cast("set[str]", self._client.smembers(keys.manager_workers(manager))))
+        workers = sorted(cast("set[str]", self._client.smembers(self._keys.manager_workers(manager))))
         pipe = self._client.pipeline(transaction=False)
         for worker in workers:
-            pipe.hgetall(keys.running(worker))
+            pipe.hgetall(self._keys.running(worker))
         found: list[tuple[str, str, float | None]] = []
         for worker, record in zip(workers, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(record, dict):
@@ -1294,7 +1327,7 @@ class RedisBroker(Broker):
         if not found:
             return []
         origins = cast(
-            "list[str | None]", self._client.hmget(keys.ORIGIN, [job_id for job_id, _, _ in found])
+            "list[str | None]", self._client.hmget(self._keys.ORIGIN, [job_id for job_id, _, _ in found])
         )
         return [
             RunningJob(job_id=job_id, worker=worker, since=since, queue=_origin_label(origin))
@@ -1321,7 +1354,7 @@ class RedisBroker(Broker):
         wanted = list(range(now - 60 * (minutes - 1), now + 1, 60))
         pipe = self._client.pipeline(transaction=False)
         for minute in wanted:
-            pipe.hgetall(keys.jobs_run(minute))
+            pipe.hgetall(self._keys.jobs_run(minute))
         found = []
         for minute, record in zip(wanted, pipe.execute(raise_on_error=False), strict=True):
             counts = record if isinstance(record, dict) else {}
@@ -1341,7 +1374,7 @@ class RedisBroker(Broker):
         ids a ``ZRANGE`` (not yet the jobs qw delayed before 1.0, which a worker's next take
         sorts in there)."""
         check_page(offset, limit)
-        key = keys.delayed(self._listed(manager, queue))
+        key = self._keys.delayed(self._listed(manager, queue))
         return self._read_in_chunks(
             lambda start, count: cast("list[str]", self._client.zrange(key, start, start + count - 1)),
             offset,
@@ -1351,11 +1384,11 @@ class RedisBroker(Broker):
     @_translated
     def delayed_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
         """``ZCARD qw:delayed:<m>``: one command, however many jobs are delayed for any queue."""
-        return self._wrong_type_as_empty(self._client.zcard, keys.delayed(self._listed(manager, queue)))
+        return self._wrong_type_as_empty(self._client.zcard, self._keys.delayed(self._listed(manager, queue)))
 
     @_translated
     def failed_count(self) -> int:
-        return int(self._client.zcard(keys.FAILED))
+        return int(self._client.zcard(self._keys.FAILED))
 
     @_translated
     def job_ids_with_prefix(self, prefix: str, *, limit: int = 10) -> list[str]:
@@ -1365,14 +1398,16 @@ class RedisBroker(Broker):
         jobs noted as finished lately."""
         found: dict[str, None] = {}
         escaped = _glob_escaped(prefix)
-        for key_of in (keys.job_marker, keys.job, keys.failed_job, keys.result):
+        for key_of in (self._keys.job_marker, self._keys.job, self._keys.failed_job, self._keys.result):
             head = key_of("")
             for key in self._client.scan_iter(match=head + escaped + "*", count=READ_CHUNK):
                 found[key[len(head) :]] = None
                 if len(found) >= limit:
                     return list(found)
-        if self._client.type(keys.FINISHED) == "zset":
-            for job_id, _ in self._client.zscan_iter(keys.FINISHED, match=escaped + "*", count=READ_CHUNK):
+        if self._client.type(self._keys.FINISHED) == "zset":
+            for job_id, _ in self._client.zscan_iter(
+                self._keys.FINISHED, match=escaped + "*", count=READ_CHUNK
+            ):
                 found[job_id] = None
                 if len(found) >= limit:
                     break
@@ -1384,7 +1419,7 @@ class RedisBroker(Broker):
         :data:`READ_CHUNK` entries a step."""
         pattern = _glob_escaped(prefix) + "*"
         found: list[str] = []
-        for job_id, _ in self._client.zscan_iter(keys.FAILED, match=pattern, count=READ_CHUNK):
+        for job_id, _ in self._client.zscan_iter(self._keys.FAILED, match=pattern, count=READ_CHUNK):
             if len(found) >= limit:
                 break
             found.append(job_id)
@@ -1393,8 +1428,8 @@ class RedisBroker(Broker):
     @_translated
     def get_failed(self, job_id: str) -> FailedJob | None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.hmget(keys.failed_job(job_id), ["job", "failure"])
-        pipe.zscore(keys.FAILED, job_id)
+        pipe.hmget(self._keys.failed_job(job_id), ["job", "failure"])
+        pipe.zscore(self._keys.FAILED, job_id)
         (record, failure), at = pipe.execute()
         if record is None or failure is None:
             return None
@@ -1431,7 +1466,9 @@ class RedisBroker(Broker):
         A run over the registry stops there: a job that fails after it began (a job it
         requeued, say) is stamped later by the server's clock, so the run leaves it alone.
         """
-        newest = cast("list[tuple[str, float]]", self._client.zrange(keys.FAILED, -1, -1, withscores=True))
+        newest = cast(
+            "list[tuple[str, float]]", self._client.zrange(self._keys.FAILED, -1, -1, withscores=True)
+        )
         return newest[0][1] if newest else None
 
     @_translated
@@ -1472,7 +1509,7 @@ class RedisBroker(Broker):
             return cast(
                 "list[tuple[str, float]]",
                 self._client.zrangebyscore(
-                    keys.FAILED, "-inf", repr(upto), start=0, num=size, withscores=True
+                    self._keys.FAILED, "-inf", repr(upto), start=0, num=size, withscores=True
                 ),
             )
         score, last = after[0], _raw(after[1])
@@ -1481,7 +1518,7 @@ class RedisBroker(Broker):
             chunk = cast(
                 "list[tuple[str, float]]",
                 self._client.zrangebyscore(
-                    keys.FAILED, repr(score), repr(upto), start=skip, num=size, withscores=True
+                    self._keys.FAILED, repr(score), repr(upto), start=skip, num=size, withscores=True
                 ),
             )
             fresh = [(job_id, at) for job_id, at in chunk if at > score or _raw(job_id) > last]
@@ -1497,7 +1534,7 @@ class RedisBroker(Broker):
         in the registry, where ``qw failed show`` finds it)."""
         pipe = self._client.pipeline(transaction=False)
         for job_id, _ in page:
-            pipe.hget(keys.failed_job(job_id), "job")
+            pipe.hget(self._keys.failed_job(job_id), "job")
         batch = []
         for (job_id, score), record in zip(page, pipe.execute(raise_on_error=False), strict=True):
             if not isinstance(record, str):  # purged meanwhile, or not a hash
@@ -1513,7 +1550,7 @@ class RedisBroker(Broker):
 
     @_translated
     def requeue_failed(self, job_id: str) -> bool:
-        record = cast("str | None", self._client.hget(keys.failed_job(job_id), "job"))
+        record = cast("str | None", self._client.hget(self._keys.failed_job(job_id), "job"))
         if record is None:
             return False
         job = attrs.evolve(codec.decode_record(record), attempts=0)
@@ -1523,10 +1560,12 @@ class RedisBroker(Broker):
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> RedisBroker:
+    def from_url(cls, url: str | None = None, options: RedisOptions | None = None) -> Broker:
         """Open the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), or the
         primary that Sentinel manages (``redis+sentinel://``, ``rediss+sentinel://``: see
-        :mod:`qw_redis.sentinel`).
+        :mod:`qw_redis.sentinel`), or a Redis Cluster (``redis+cluster://``,
+        ``rediss+cluster://``: a :class:`~qw_redis.cluster.ClusterBroker`, see
+        :mod:`qw_redis.cluster`).
 
         Default ``redis://localhost:6379/0``. A user and password go in the URL
         (``redis://user:password@host:6379/0``, Redis 6 ACLs); the database is the path.
@@ -1536,15 +1575,28 @@ class RedisBroker(Broker):
         :raises ConfigurationError: the URL is malformed (the message hides passwords).
         :raises BrokerUnavailable: Redis does not answer, or refuses the login.
         """
+        if connection.is_cluster_url(url):
+            from qw_redis.cluster import ClusterBroker  # noqa: PLC0415 - it builds on this module
+
+            # Every qw verb opens the "redis" backend with the URL it is given; a cluster's
+            # broker spreads the same interface over one of these per shard.
+            return ClusterBroker.from_url(url, options)
         return cls._open(url or DEFAULT_URL, options or RedisOptions(), ())
 
     @classmethod
-    def _open(cls, url: str, options: RedisOptions, extra: tuple[tuple[str, Any], ...]) -> RedisBroker:
+    def _open(
+        cls,
+        url: str,
+        options: RedisOptions,
+        extra: tuple[tuple[str, Any], ...],
+        *,
+        schema: keys.KeySchema = keys.SINGLE_NODE,
+    ) -> RedisBroker:
         redis_url, options = connection.qw_settings(url, options)
         client = connection.open_client(redis_url, options, **dict(extra))
         secrets = [*connection.client_secrets(client), *connection.url_secrets(url)]
         connection.ping(client, connection.redact_url(redis_url), secrets)
-        broker = cls(client, options, url=url)
+        broker = cls(client, options, url=url, schema=schema)
         broker._owns_client = True
         return broker
 

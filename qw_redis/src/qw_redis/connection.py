@@ -47,6 +47,8 @@ from qw_redis.codec import DEFAULT_MAX_JOB_SIZE
 #: The URL used when none is given.
 DEFAULT_URL = "redis://localhost:6379/0"
 _SCHEMES = ("redis", "rediss", "unix")
+#: URL schemes of a Redis Cluster (see :mod:`qw_redis.cluster`), and each node's own scheme.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 #: Passwords a driver's message may quote (``None`` for none), to hide.
 Secrets = Sequence[str | None]
 
@@ -99,6 +101,11 @@ def _scrub(text: str, secrets: Iterable[str | None]) -> str:
     return urls.scrub(text, secrets)
 
 
+def is_cluster_url(url: str | None) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    return url is not None and url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
 def check_url(url: str) -> str:
     """Return ``url`` if it names a Redis qw can open.
 
@@ -118,7 +125,8 @@ def check_url(url: str) -> str:
     if parts.scheme not in _SCHEMES:
         raise ConfigurationError(
             f"invalid Redis URL {shown}: the scheme must be redis://, rediss://, unix://, "
-            f"or redis+sentinel:// for a primary that Sentinel manages ({sentinel.EXAMPLE})"
+            f"redis+sentinel:// for a primary that Sentinel manages ({sentinel.EXAMPLE}), "
+            "or redis+cluster:// for a Redis Cluster (redis+cluster://host1:7000,host2:7001/?shards=3)"
         )
     if parts.scheme == "unix":
         if not parts.path:

@@ -2,8 +2,9 @@
 
 This module is the one place a key pattern is spelt. The Lua scripts build the few keys
 they derive from data (``job:<id>`` from an id popped off a list, ``<m>:jobs`` from a
-recorded origin) with functions generated here (:data:`LUA_PRELUDE`), so a future cluster
-mode can map keys to hash slots by changing this module alone.
+recorded origin) with functions generated here (:func:`lua_prelude`). On a Redis Cluster
+every key below has a shard's hash tag before it (:class:`KeySchema`, see
+:mod:`qw_redis.cluster`); the single-node schema has no prefix.
 
 The original qw 0.1.1 schema (kept exactly, see ``shared/spec/redis-protocol.md``):
 
@@ -380,6 +381,135 @@ def check_name(name: str) -> str:
     return name
 
 
+# -- one keyspace among several: a prefix before every key ----------------------------------
+
+#: What a :class:`KeySchema` prefixes: every function and constant above that names a key.
+_PREFIXED_FUNCTIONS = (
+    "manager_workers", "queue_list", "queue", "delayed", "job", "wake", "nudge", "idle",
+    "idling", "handoff", "running", "jobs_run", "result", "done", "failed_job", "job_marker",
+    "invalid_job", "heartbeat", "producer", "tick", "declared", "unique",
+)  # fmt: skip
+_PREFIXED_CONSTANTS = (
+    "ALL_MANAGERS", "ALL_JOBS", "WAKE_ALL", "ORIGIN", "DUE", "LEGACY_DELAYED", "FAILED",
+    "SCHEDULERS", "UNIQUES", "MANAGERS", "REAPER", "RECOVERIES", "SUSPECTS", "FINISHED",
+    "QUEUES", "JOB_MARKER_PATTERN",
+)  # fmt: skip
+
+
+class KeySchema:
+    """The key schema above with ``prefix`` before every key: one complete qw keyspace.
+
+    The single-node schema is ``KeySchema("")``, byte for byte the table above. Redis
+    Cluster mode (:mod:`qw_redis.cluster`) gives each shard a hash tag as its prefix
+    (``{qw0}``, ...), so that every key of a shard hashes to one slot and each Lua script
+    touches one slot only. Names and origins (``origin``, ``named_queue``, ``check_name``,
+    ``SHARED_ORIGIN``) are not keys and stay module functions.
+
+    Each attribute named like a module-level key function or constant gives that key
+    with the prefix (``KeySchema("{qw0}").queue("m")`` is ``{qw0}m:jobs``).
+    """
+
+    ALL_MANAGERS: str
+    ALL_JOBS: str
+    WAKE_ALL: str
+    ORIGIN: str
+    DUE: str
+    LEGACY_DELAYED: str
+    FAILED: str
+    SCHEDULERS: str
+    UNIQUES: str
+    MANAGERS: str
+    REAPER: str
+    RECOVERIES: str
+    SUSPECTS: str
+    FINISHED: str
+    QUEUES: str
+    JOB_MARKER_PATTERN: str
+
+    def __init__(self, prefix: str = "") -> None:
+        if "'" in prefix or "\\" in prefix or any(c in prefix for c in "*?[]"):
+            raise ValueError(
+                f"a key prefix may not contain quotes, backslashes or glob characters: {prefix!r}"
+            )
+        self.prefix = prefix
+        for name in _PREFIXED_CONSTANTS:
+            setattr(self, name, prefix + globals()[name])
+        if not prefix:  # the single-node schema: the module's functions themselves, no wrapper
+            for name in _PREFIXED_FUNCTIONS:
+                self.__dict__[name] = globals()[name]
+        #: The Lua prelude for this keyspace (see :func:`lua_prelude`).
+        self.lua_prelude = lua_prelude(prefix)
+
+    def __repr__(self) -> str:
+        return f"KeySchema({self.prefix!r})"
+
+    def manager_workers(self, manager: str) -> str:
+        return self.prefix + manager_workers(manager)
+
+    def queue_list(self, origin: str) -> str:
+        return self.prefix + queue_list(origin)
+
+    def queue(self, name: str | None) -> str:
+        return self.prefix + queue(name)
+
+    def delayed(self, name: str | None) -> str:
+        return self.prefix + delayed(name)
+
+    def job(self, job_id: str) -> str:
+        return self.prefix + job(job_id)
+
+    def wake(self, name: str | None) -> str:
+        return self.prefix + wake(name)
+
+    def nudge(self, worker: str) -> str:
+        return self.prefix + nudge(worker)
+
+    def idle(self, name: str | None) -> str:
+        return self.prefix + idle(name)
+
+    def idling(self, worker: str) -> str:
+        return self.prefix + idling(worker)
+
+    def handoff(self, worker: str) -> str:
+        return self.prefix + handoff(worker)
+
+    def running(self, worker: str) -> str:
+        return self.prefix + running(worker)
+
+    def jobs_run(self, minute: int) -> str:
+        return self.prefix + jobs_run(minute)
+
+    def result(self, job_id: str) -> str:
+        return self.prefix + result(job_id)
+
+    def done(self, job_id: str) -> str:
+        return self.prefix + done(job_id)
+
+    def failed_job(self, job_id: str) -> str:
+        return self.prefix + failed_job(job_id)
+
+    def job_marker(self, job_id: str) -> str:
+        return self.prefix + job_marker(job_id)
+
+    def invalid_job(self, job_id: str) -> str:
+        return self.prefix + invalid_job(job_id)
+
+    def heartbeat(self, name: str) -> str:
+        return self.prefix + heartbeat(name)
+
+    def producer(self, token: str) -> str:
+        return self.prefix + producer(token)
+
+    def tick(self, schedule_id: str) -> str:
+        return self.prefix + tick(schedule_id)
+
+    def declared(self, manager: str) -> str:
+        return self.prefix + declared(manager)
+
+    def unique(self, key: str) -> str:
+        return self.prefix + unique(key)
+
+
 # -- the same patterns for Lua ------------------------------------------------------------
 
 
@@ -390,41 +520,44 @@ def _lua_string(text: str) -> str:
     return f"'{text}'"
 
 
-#: Prepended to every script: key builders and constants generated from the patterns above.
-LUA_PRELUDE = f"""\
+def lua_prelude(prefix: str = "") -> str:
+    """What is prepended to every script: key builders and constants generated from the
+    patterns above, every key with ``prefix`` before it (see :class:`KeySchema`)."""
+    p = "" if not prefix else f"{_lua_string(prefix)} .. "  # before a name: the single-node text is unchanged
+    return f"""\
 -- Generated from qw_redis/keys.py: the key patterns, so they are spelt in one place.
-local ALL_JOBS = {_lua_string(ALL_JOBS)}
-local WAKE_ALL = {_lua_string(WAKE_ALL)}
+local ALL_JOBS = {_lua_string(prefix + ALL_JOBS)}
+local WAKE_ALL = {_lua_string(prefix + WAKE_ALL)}
 local SHARED_ORIGIN = {_lua_string(SHARED_ORIGIN)}
-local RECOVERIES = {_lua_string(RECOVERIES)}
-local SUSPECTS = {_lua_string(SUSPECTS)}
-local FAILED = {_lua_string(FAILED)}
-local FINISHED = {_lua_string(FINISHED)}
+local RECOVERIES = {_lua_string(prefix + RECOVERIES)}
+local SUSPECTS = {_lua_string(prefix + SUSPECTS)}
+local FAILED = {_lua_string(prefix + FAILED)}
+local FINISHED = {_lua_string(prefix + FINISHED)}
 local FINISHED_CAP = {FINISHED_CAP}  -- from qw_core.results
-local DUE = {_lua_string(DUE)}
-local LEGACY_DELAYED = {_lua_string(LEGACY_DELAYED)}
-local ORIGIN = {_lua_string(ORIGIN)}
-local UNIQUES = {_lua_string(UNIQUES)}
-local function unique_key(key) return {_lua_string(_UNIQUE_PREFIX)} .. key end
-local function job_key(id) return {_lua_string(_JOB_PREFIX)} .. id end
-local JOB_MARKER_PREFIX = {_lua_string(_JOB_MARKER_PREFIX)}
+local DUE = {_lua_string(prefix + DUE)}
+local LEGACY_DELAYED = {_lua_string(prefix + LEGACY_DELAYED)}
+local ORIGIN = {_lua_string(prefix + ORIGIN)}
+local UNIQUES = {_lua_string(prefix + UNIQUES)}
+local function unique_key(key) return {_lua_string(prefix + _UNIQUE_PREFIX)} .. key end
+local function job_key(id) return {_lua_string(prefix + _JOB_PREFIX)} .. id end
+local JOB_MARKER_PREFIX = {_lua_string(prefix + _JOB_MARKER_PREFIX)}
 local function marker_key(id) return JOB_MARKER_PREFIX .. id end
-local function failed_key(id) return {_lua_string(_FAILED_PREFIX)} .. id end
-local function invalid_key(id) return {_lua_string(_INVALID_PREFIX)} .. id end
-local function queue_key(name) return name .. {_lua_string(_QUEUE_SUFFIX)} end
-local function workers_key(name) return name .. {_lua_string(_WORKERS_SUFFIX)} end
-local function heartbeat_key(name) return {_lua_string(_HEARTBEAT_PREFIX)} .. name end
-local function wake_key(name) return {_lua_string(_WAKE_PREFIX)} .. name end
-local function idling_key(name) return {_lua_string(_IDLING_PREFIX)} .. name end
+local function failed_key(id) return {_lua_string(prefix + _FAILED_PREFIX)} .. id end
+local function invalid_key(id) return {_lua_string(prefix + _INVALID_PREFIX)} .. id end
+local function queue_key(name) return {p}name .. {_lua_string(_QUEUE_SUFFIX)} end
+local function workers_key(name) return {p}name .. {_lua_string(_WORKERS_SUFFIX)} end
+local function heartbeat_key(name) return {_lua_string(prefix + _HEARTBEAT_PREFIX)} .. name end
+local function wake_key(name) return {_lua_string(prefix + _WAKE_PREFIX)} .. name end
+local function idling_key(name) return {_lua_string(prefix + _IDLING_PREFIX)} .. name end
 local function idle_key(origin)
-  return {_lua_string(_IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
+  return {_lua_string(prefix + _IDLE_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end
-local function jobs_run_key(minute) return {_lua_string(_JOBS_RUN_PREFIX)} .. minute end
-local function handoff_key(name) return {_lua_string(_HANDOFF_PREFIX)} .. name end
-local function tick_key(id) return {_lua_string(_TICK_PREFIX)} .. id end
-local function declared_key(name) return {_lua_string(_DECLARED_PREFIX)} .. name end
+local function jobs_run_key(minute) return {_lua_string(prefix + _JOBS_RUN_PREFIX)} .. minute end
+local function handoff_key(name) return {_lua_string(prefix + _HANDOFF_PREFIX)} .. name end
+local function tick_key(id) return {_lua_string(prefix + _TICK_PREFIX)} .. id end
+local function declared_key(name) return {_lua_string(prefix + _DECLARED_PREFIX)} .. name end
 local function delayed_key(origin)
-  return {_lua_string(_DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
+  return {_lua_string(prefix + _DELAYED_PREFIX)} .. (origin == SHARED_ORIGIN and 'all' or origin)
 end
 local NAMED_ORIGIN_PREFIX = {_lua_string(NAMED_ORIGIN_PREFIX)}
 local function is_named(origin) return string.sub(origin, 1, #NAMED_ORIGIN_PREFIX) == NAMED_ORIGIN_PREFIX end
@@ -432,14 +565,20 @@ local function is_named(origin) return string.sub(origin, 1, #NAMED_ORIGIN_PREFI
 -- as 'queue:<name>', or SHARED_ORIGIN); see keys.py's queue_list().
 local function queue_of(m)
   if m == SHARED_ORIGIN then return ALL_JOBS, WAKE_ALL end
-  if is_named(m) then return {_lua_string(_QW)} .. m, wake_key(m) end
+  if is_named(m) then return {_lua_string(prefix + _QW)} .. m, wake_key(m) end
   return queue_key(m), wake_key(m)
 end
 -- The origin of queue list `key` (queue_of's inverse).
 local function origin_of_list(key)
   if key == ALL_JOBS then return SHARED_ORIGIN end
-  local qw = {_lua_string(_QW)}
+  local qw = {_lua_string(prefix + _QW)}
   if string.sub(key, 1, #qw) == qw then return string.sub(key, #qw + 1) end
-  return string.sub(key, 1, #key - #{_lua_string(_QUEUE_SUFFIX)})
+  return string.sub(key, {len(prefix.encode()) + 1}, #key - #{_lua_string(_QUEUE_SUFFIX)})
 end
 """
+
+
+#: The single-node prelude (no prefix).
+LUA_PRELUDE = lua_prelude()
+#: The single-node schema as an object (see :class:`KeySchema`).
+SINGLE_NODE = KeySchema()

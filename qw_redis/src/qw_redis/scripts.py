@@ -52,13 +52,14 @@ def _read(name: str) -> str:
 
 
 @functools.cache
-def script_source(name: str) -> str:
-    """The full text sent to Redis for ``lua/<name>``: prelude, helpers, then the script."""
+def script_source(name: str, prefix: str = "") -> str:
+    """The full text sent to Redis for ``lua/<name>``: prelude (for the keyspace of key
+    prefix ``prefix``, see :class:`keys.KeySchema`), helpers, then the script."""
     constants = (
         f"local WAKE_CAP = {WAKE_CAP}\nlocal PRODUCER_TTL = {PRODUCER_TTL}\n"
         f"local V1_MARKER = '{codec.MARKER}'\n"
     )
-    return f"{keys.LUA_PRELUDE}{constants}{_read('common.lua')}\n{_read(name)}"
+    return f"{keys.lua_prelude(prefix)}{constants}{_read('common.lua')}\n{_read(name)}"
 
 
 class FailedEntry(NamedTuple):
@@ -208,35 +209,38 @@ class Scripts:
     """The scripts, registered on one client.
 
     :param client: a client made by :func:`qw_redis.connection.qw_client`.
+    :param schema: the keyspace the scripts work in (single-node: no prefix).
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, schema: keys.KeySchema = keys.SINGLE_NODE) -> None:
         self._client = client
+        self._keys = schema
+        source = functools.partial(script_source, prefix=schema.prefix)
         # This producer's key and call numbers (see ``replayed`` in lua/common.lua).
-        self._producer = keys.producer(secrets.token_hex(8))
+        self._producer = self._keys.producer(secrets.token_hex(8))
         self._calls = itertools.count(1)
-        self._queue = client.register_script(script_source("queue.lua"))
-        self._take = client.register_script(script_source("take.lua"))
-        self._finish = client.register_script(script_source("finish.lua"))
-        self._finish_result = client.register_script(script_source("finish_result.lua"))
-        self._fail = client.register_script(script_source("fail.lua"))
-        self._retry = client.register_script(script_source("retry.lua"))
-        self._release = client.register_script(script_source("release.lua"))
-        self._recover = client.register_script(script_source("recover.lua"))
-        self._beat = client.register_script(script_source("beat.lua"))
-        self._forget_manager = client.register_script(script_source("forget_manager.lua"))
-        self._requeue = client.register_script(script_source("requeue_failed.lua"))
-        self._queue_delayed = client.register_script(script_source("queue_delayed.lua"))
-        self._promote = client.register_script(script_source("promote.lua"))
-        self._purge_failed = client.register_script(script_source("purge_failed.lua"))
-        self._requeue_batch = client.register_script(script_source("requeue_failed_batch.lua"))
-        self._purge_upto = client.register_script(script_source("purge_failed_upto.lua"))
-        self._stray = client.register_script(script_source("stray.lua"))
-        self._move = client.register_script(script_source("move.lua"))
-        self._sweep_markers = client.register_script(script_source("sweep_markers.lua"))
-        self._tick = client.register_script(script_source("tick.lua"))
-        self._declare = client.register_script(script_source("declare.lua"))
-        self._note_run = client.register_script(script_source("note_run.lua"))
+        self._queue = client.register_script(source("queue.lua"))
+        self._take = client.register_script(source("take.lua"))
+        self._finish = client.register_script(source("finish.lua"))
+        self._finish_result = client.register_script(source("finish_result.lua"))
+        self._fail = client.register_script(source("fail.lua"))
+        self._retry = client.register_script(source("retry.lua"))
+        self._release = client.register_script(source("release.lua"))
+        self._recover = client.register_script(source("recover.lua"))
+        self._beat = client.register_script(source("beat.lua"))
+        self._forget_manager = client.register_script(source("forget_manager.lua"))
+        self._requeue = client.register_script(source("requeue_failed.lua"))
+        self._queue_delayed = client.register_script(source("queue_delayed.lua"))
+        self._promote = client.register_script(source("promote.lua"))
+        self._purge_failed = client.register_script(source("purge_failed.lua"))
+        self._requeue_batch = client.register_script(source("requeue_failed_batch.lua"))
+        self._purge_upto = client.register_script(source("purge_failed_upto.lua"))
+        self._stray = client.register_script(source("stray.lua"))
+        self._move = client.register_script(source("move.lua"))
+        self._sweep_markers = client.register_script(source("sweep_markers.lua"))
+        self._tick = client.register_script(source("tick.lua"))
+        self._declare = client.register_script(source("declare.lua"))
+        self._note_run = client.register_script(source("note_run.lua"))
 
     def _call_number(self) -> str:
         return str(next(self._calls))
@@ -263,12 +267,12 @@ class Scripts:
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         reply = self._queue(
             keys=[
-                keys.queue_list(origin),  # a worker's name, like a manager's, is its list's
-                keys.wake(origin),
+                self._keys.queue_list(origin),  # a worker's name, like a manager's, is its list's
+                self._keys.wake(origin),
                 self._producer,
-                keys.QUEUES,
-                keys.idle(origin),
-                keys.ORIGIN,
+                self._keys.QUEUES,
+                self._keys.idle(origin),
+                self._keys.ORIGIN,
             ],
             args=[payload, self._call_number(), origin, "" if worker else "1", _uniques_arg(uniques)],
             client=pipe,
@@ -310,7 +314,7 @@ class Scripts:
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         reply = self._queue_delayed(
-            keys=[keys.delayed(origin), keys.DUE, self._producer, keys.QUEUES],
+            keys=[self._keys.delayed(origin), self._keys.DUE, self._producer, self._keys.QUEUES],
             args=[
                 repr(float(delay)),
                 origin,
@@ -329,7 +333,7 @@ class Scripts:
         :return: how many moved, and seconds until the next delayed job is due (``None``:
             none is delayed).
         """
-        moved, next_ms = self._promote(keys=[keys.DUE, keys.ORIGIN], args=[limit])
+        moved, next_ms = self._promote(keys=[self._keys.DUE, self._keys.ORIGIN], args=[limit])
         return int(moved), None if int(next_ms) < 0 else int(next_ms) / 1000
 
     def note_run(self, *, manager: str, count: int, keep: int) -> int:
@@ -341,7 +345,7 @@ class Scripts:
         """Delete ``job_ids`` from the failed registry; how many were there."""
         if not job_ids:
             return 0
-        return int(self._purge_failed(keys=[keys.FAILED], args=list(job_ids)))
+        return int(self._purge_failed(keys=[self._keys.FAILED], args=list(job_ids)))
 
     def take(
         self,
@@ -360,26 +364,26 @@ class Scripts:
 
         :param wait_ms: if nothing is taken, register the worker as waiting for jobs for
             this long (0: it will not wait), so that a job queued meanwhile is handed to it.
-        :param keep_finished: seconds to note ``finished`` in :data:`keys.FINISHED` (0: not).
+        :param keep_finished: seconds to note ``finished`` in :data:`self._keys.FINISHED` (0: not).
         :param origins: the queues served after the manager's, in priority order (see
             :func:`keys.origin`).
         """
         served = [
             key
             for origin in origins
-            for key in (keys.queue_list(origin), keys.wake(origin), keys.idle(origin))
+            for key in (self._keys.queue_list(origin), self._keys.wake(origin), self._keys.idle(origin))
         ]
         reply: list[Any] = self._take(
             keys=[
-                keys.queue(worker),
-                keys.queue(manager),
-                keys.ORIGIN,
-                keys.wake(manager),
-                keys.DUE,
-                keys.wake(worker),
-                keys.idling(worker),
-                keys.handoff(worker),
-                keys.idle(manager),
+                self._keys.queue(worker),
+                self._keys.queue(manager),
+                self._keys.ORIGIN,
+                self._keys.wake(manager),
+                self._keys.DUE,
+                self._keys.wake(worker),
+                self._keys.idling(worker),
+                self._keys.handoff(worker),
+                self._keys.idle(manager),
                 *served,
             ],
             args=[
@@ -405,18 +409,23 @@ class Scripts:
     def finish_result(self, *, worker: str, job_id: str, value: str, ttl_ms: int) -> bool:
         """Finish ``job_id``, guarded, and keep its result; see ``lua/finish_result.lua``."""
         held = self._finish_result(
-            keys=[keys.queue(worker), keys.ORIGIN, keys.result(job_id), keys.done(job_id)],
+            keys=[
+                self._keys.queue(worker),
+                self._keys.ORIGIN,
+                self._keys.result(job_id),
+                self._keys.done(job_id),
+            ],
             args=[value, worker, ttl_ms, job_id],
         )
         return int(held) == 1
 
     def finish(self, *, worker: str, job_ids: Sequence[str], keep_finished: float = 0.0) -> list[bool]:
         """Finish ``job_ids``, guarded; which of them ``worker`` still held. They are noted
-        in :data:`keys.FINISHED` for ``keep_finished`` seconds (0: not)."""
+        in :data:`self._keys.FINISHED` for ``keep_finished`` seconds (0: not)."""
         if not job_ids:
             return []
         reply: list[int] = self._finish(
-            keys=[keys.queue(worker), keys.ORIGIN], args=[repr(float(keep_finished)), *job_ids]
+            keys=[self._keys.queue(worker), self._keys.ORIGIN], args=[repr(float(keep_finished)), *job_ids]
         )
         return [flag == 1 for flag in reply]
 
@@ -436,19 +445,21 @@ class Scripts:
         ]
         for entry in jobs:
             args += [entry.job_id, entry.record, entry.failure, "1" if entry.keep_hash else "0"]
-        reply: list[int] = self._fail(keys=[keys.queue(worker), keys.FAILED, keys.ORIGIN], args=args)
+        reply: list[int] = self._fail(
+            keys=[self._keys.queue(worker), self._keys.FAILED, self._keys.ORIGIN], args=args
+        )
         return [flag == 1 for flag in reply]
 
     def retry(self, *, worker: str, job_id: str, stored: Stored, delay: float) -> bool:
         """Re-store a held job and queue it again (after ``delay`` seconds)."""
         result = self._retry(
             keys=[
-                keys.queue(worker),
-                keys.job(job_id),
-                keys.ORIGIN,
-                keys.ALL_JOBS,
-                keys.WAKE_ALL,
-                keys.DUE,
+                self._keys.queue(worker),
+                self._keys.job(job_id),
+                self._keys.ORIGIN,
+                self._keys.ALL_JOBS,
+                self._keys.WAKE_ALL,
+                self._keys.DUE,
             ],
             args=[job_id, repr(max(0.0, float(delay))), *_flatten(stored)],
         )
@@ -459,7 +470,7 @@ class Scripts:
         if not job_ids:
             return 0
         result = self._release(
-            keys=[keys.queue(worker), keys.ORIGIN, keys.ALL_JOBS, keys.WAKE_ALL],
+            keys=[self._keys.queue(worker), self._keys.ORIGIN, self._keys.ALL_JOBS, self._keys.WAKE_ALL],
             args=list(job_ids),
         )
         return int(result)
@@ -484,13 +495,13 @@ class Scripts:
         """
         reply: list[Any] = self._recover(
             keys=[
-                keys.queue(worker),
-                keys.manager_workers(manager),
-                keys.ORIGIN,
-                keys.queue(manager),
-                keys.wake(manager),
-                keys.heartbeat(worker),
-                keys.RECOVERIES,
+                self._keys.queue(worker),
+                self._keys.manager_workers(manager),
+                self._keys.ORIGIN,
+                self._keys.queue(manager),
+                self._keys.wake(manager),
+                self._keys.heartbeat(worker),
+                self._keys.RECOVERIES,
             ],
             args=[
                 worker,
@@ -514,11 +525,11 @@ class Scripts:
         names = list(workers)
         reply: list[str] = self._beat(
             keys=[
-                keys.ALL_MANAGERS,
-                keys.MANAGERS,
-                keys.manager_workers(manager),
-                keys.heartbeat(manager),
-                *(keys.heartbeat(name) for name in names),
+                self._keys.ALL_MANAGERS,
+                self._keys.MANAGERS,
+                self._keys.manager_workers(manager),
+                self._keys.heartbeat(manager),
+                *(self._keys.heartbeat(name) for name in names),
             ],
             args=[manager, token, ttl_ms, *(text for name in names for text in (name, workers[name]))],
         )
@@ -527,7 +538,12 @@ class Scripts:
     def forget_manager(self, manager: str) -> bool:
         """Drop a dead manager that has no workers left from the membership keys."""
         result = self._forget_manager(
-            keys=[keys.ALL_MANAGERS, keys.MANAGERS, keys.heartbeat(manager), keys.manager_workers(manager)],
+            keys=[
+                self._keys.ALL_MANAGERS,
+                self._keys.MANAGERS,
+                self._keys.heartbeat(manager),
+                self._keys.manager_workers(manager),
+            ],
             args=[manager],
         )
         return bool(result)
@@ -537,12 +553,12 @@ class Scripts:
         ``unique`` key (refused while another job holds it)."""
         result = self._requeue(
             keys=[
-                keys.FAILED,
-                keys.failed_job(job_id),
-                keys.job(job_id),
-                keys.invalid_job(job_id),
-                keys.ALL_JOBS,
-                keys.WAKE_ALL,
+                self._keys.FAILED,
+                self._keys.failed_job(job_id),
+                self._keys.job(job_id),
+                self._keys.invalid_job(job_id),
+                self._keys.ALL_JOBS,
+                self._keys.WAKE_ALL,
                 self._producer,
             ],
             args=[self._call_number(), job_id, *_flatten(stored), _uniques_arg([unique])],
@@ -562,7 +578,7 @@ class Scripts:
         ]
         payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
         flags = str(
-            self._requeue_batch(keys=[keys.FAILED, self._producer], args=[self._call_number(), payload])
+            self._requeue_batch(keys=[self._keys.FAILED, self._producer], args=[self._call_number(), payload])
         )
         return [job_id for (job_id, *_), flag in zip(jobs, flags, strict=True) if flag == "1"]
 
@@ -571,13 +587,13 @@ class Scripts:
         before; how many. See ``lua/purge_failed_upto.lua``."""
         return int(
             self._purge_upto(
-                keys=[keys.FAILED, self._producer], args=[self._call_number(), repr(upto), limit]
+                keys=[self._keys.FAILED, self._producer], args=[self._call_number(), repr(upto), limit]
             )
         )
 
     def stray(self) -> dict[str, int]:
         """Names no running manager or worker has whose queue holds jobs, with their counts."""
-        flat = self._stray(keys=[keys.QUEUES, keys.ALL_MANAGERS])
+        flat = self._stray(keys=[self._keys.QUEUES, self._keys.ALL_MANAGERS])
         return {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     def move(self, *, name: str, to: str | None, limit: int) -> int:
@@ -585,12 +601,12 @@ class Scripts:
         return int(
             self._move(
                 keys=[
-                    keys.queue(name),
-                    keys.queue(to),
-                    keys.wake(to),
-                    keys.ORIGIN,
-                    keys.ALL_MANAGERS,
-                    keys.QUEUES,
+                    self._keys.queue(name),
+                    self._keys.queue(to),
+                    self._keys.wake(to),
+                    self._keys.ORIGIN,
+                    self._keys.ALL_MANAGERS,
+                    self._keys.QUEUES,
                 ],
                 args=[name, limit],
             )
@@ -618,7 +634,12 @@ class Scripts:
             (tick, manager, at, job id).
         """
         reply: list[Any] = self._tick(
-            keys=[keys.tick(schedule_id), keys.queue_list(origin), keys.wake(origin), keys.QUEUES],
+            keys=[
+                self._keys.tick(schedule_id),
+                self._keys.queue_list(origin),
+                self._keys.wake(origin),
+                self._keys.QUEUES,
+            ],
             args=[
                 repr(float(tick)),
                 manager,
@@ -638,7 +659,7 @@ class Scripts:
         :return: schedule id → its last tick (tick, manager, at, job id), for those with one.
         """
         flat: list[str] = self._declare(
-            keys=[keys.declared(manager), keys.SCHEDULERS],
+            keys=[self._keys.declared(manager), self._keys.SCHEDULERS],
             args=[manager, ttl_ms, TICK_TTL * 1000, *_pairs_of(declarations)],
         )
         return {str(flat[i]): [str(part) for part in flat[i + 1 : i + 5]] for i in range(0, len(flat), 5)}

@@ -65,15 +65,15 @@ def declare(
     return {i: (_state(found[i]) if i in found else None) for i in declarations}
 
 
-def declarations(client: redis.Redis) -> dict[str, dict[str, str]]:
+def declarations(client: redis.Redis, schema: keys.KeySchema = keys.SINGLE_NODE) -> dict[str, dict[str, str]]:
     """See :meth:`Broker.schedule_declarations <qw_core.broker.Broker.schedule_declarations>`:
     what each manager in ``qw:schedulers`` declares, for those whose declarations are live."""
-    if client.type(keys.SCHEDULERS) != "set":
+    if client.type(schema.SCHEDULERS) != "set":
         return {}
-    managers = sorted(str(m) for m in client.smembers(keys.SCHEDULERS))
+    managers = sorted(str(m) for m in client.smembers(schema.SCHEDULERS))
     pipe = client.pipeline(transaction=False)
     for manager in managers:
-        pipe.hgetall(keys.declared(manager))
+        pipe.hgetall(schema.declared(manager))
     found: dict[str, dict[str, str]] = {}
     for manager, fields in zip(managers, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(fields, dict) and fields:  # an error (a wrong type) counts as none
@@ -81,11 +81,13 @@ def declarations(client: redis.Redis) -> dict[str, dict[str, str]]:
     return found
 
 
-def states(client: redis.Redis, schedule_ids: Sequence[str]) -> dict[str, TickState]:
+def states(
+    client: redis.Redis, schedule_ids: Sequence[str], schema: keys.KeySchema = keys.SINGLE_NODE
+) -> dict[str, TickState]:
     """See :meth:`Broker.tick_states <qw_core.broker.Broker.tick_states>`."""
     pipe = client.pipeline(transaction=False)
     for schedule_id in schedule_ids:
-        pipe.hmget(keys.tick(schedule_id), "tick", "manager", "at", "job")
+        pipe.hmget(schema.tick(schedule_id), "tick", "manager", "at", "job")
     found: dict[str, TickState] = {}
     for schedule_id, fields in zip(schedule_ids, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(fields, list) and fields[0] is not None:
