@@ -60,7 +60,10 @@ def test_a_schedule_reads_as_the_issue_writes_it() -> None:
         ({"cron": "* * * * *", "id": "two words"}, "whitespace"),
         ({"cron": "* * * * *", "queue": " "}, "a schedule's queue must be a queue's name"),
         ({"cron": "* * * * *", "meta": {"unique": "k"}}, "meta\\['unique'\\] must be an object with a 'key'"),
-        ({"cron": "* * * * *", "meta": {"unique": {"key": "k", "until": "later"}}}, "held until 'end' or 'start'"),
+        (
+            {"cron": "* * * * *", "meta": {"unique": {"key": "k", "until": "later"}}},
+            "held until 'end' or 'start'",
+        ),
     ],
 )
 def test_a_bad_schedule_is_refused_in_one_line(kwargs: dict[str, object], message: str) -> None:
