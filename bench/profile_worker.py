@@ -1,7 +1,7 @@
 """Profile one qw worker draining a deep queue, in this process (no manager, no fork).
 
     python bench/profile_worker.py                     # jobs/s of one worker, no profiler
-    python bench/profile_worker.py --profile cprofile  # and the top functions by own time
+    python bench/profile_worker.py --profile cprofile  # and the top functions by own CPU time
     python bench/profile_worker.py --prefetch 10 --jobs 50000
     python bench/profile_worker.py --io 20 --jobs 10000      # an async def target that waits
 
@@ -30,6 +30,7 @@ import redis.asyncio  # noqa: E402
 from run import private_redis, snapshot, url_of  # noqa: E402
 
 from qw_core import Job  # noqa: E402
+from qw_core.execution import AsyncioExecutor  # noqa: E402
 from qw_core.worker import Worker  # noqa: E402
 from qw_redis import RedisBroker  # noqa: E402
 
@@ -64,6 +65,56 @@ class Task:
             self.worker.request_stop()
 
 
+class ThreadCpu:
+    """Each thread's own CPU time over the run (``time.thread_time``): the worker's loop
+    (this thread) and, for an ``async def`` target, its event loop's; with ``profile``, a
+    cProfile of each by that clock."""
+
+    def __init__(self, *, profile: bool) -> None:
+        self.loop = 0.0
+        self.main = 0.0
+        self.profilers = [cProfile.Profile(time.thread_time) for _ in range(2)] if profile else []
+
+    def run(self, worker: Worker) -> None:
+        serve = AsyncioExecutor._serve
+        loop_profiler = self.profilers[1] if self.profilers else None
+
+        def timed_serve(executor: AsyncioExecutor) -> None:
+            if loop_profiler is not None:
+                loop_profiler.enable()
+            began = time.thread_time()
+            try:
+                serve(executor)
+            finally:
+                self.loop = time.thread_time() - began
+                if loop_profiler is not None:
+                    loop_profiler.disable()
+
+        AsyncioExecutor._serve = timed_serve  # type: ignore[method-assign]
+        try:
+            began = time.thread_time()
+            if self.profilers:
+                self.profilers[0].enable()
+            worker.run()
+            if self.profilers:
+                self.profilers[0].disable()
+            self.main = time.thread_time() - began
+        finally:
+            AsyncioExecutor._serve = serve  # type: ignore[method-assign]
+
+    def report(self, jobs: int, redis_cpu: float, top: int) -> None:
+        note = " (with the profiler's own)" if self.profilers else ""
+        print(
+            f"CPU µs/job: the worker's loop {1e6 * self.main / jobs:.0f}, its event loop "
+            f"{1e6 * self.loop / jobs:.0f}, Redis {1e6 * redis_cpu / jobs:.0f}{note}"
+        )
+        for name, profiler in zip(("the worker's loop", "the event loop"), self.profilers, strict=False):
+            if profiler is not self.profilers[0] and not self.loop:
+                continue  # a plain function's jobs: no event loop ran
+            print(f"\n-- {name}'s thread, by CPU time --")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -92,13 +143,9 @@ def main() -> int:
         )
         client.config_resetstat()
         before = snapshot(client)
-        profiler = cProfile.Profile() if args.profile == "cprofile" else None
+        threads = ThreadCpu(profile=args.profile == "cprofile")
         started = time.perf_counter()
-        if profiler is not None:
-            profiler.enable()
-        worker.run()
-        if profiler is not None:
-            profiler.disable()
+        threads.run(worker)
         seconds = time.perf_counter() - started
         after = snapshot(client)
         jobs = task.done
@@ -107,9 +154,8 @@ def main() -> int:
             f"{(after.reads - before.reads) / jobs:.3f} round trips/job (INCR included), "
             f"{sum(after.commands.values()) / jobs:.2f} commands/job"
         )
-        if profiler is not None:
-            stats = pstats.Stats(profiler)
-            stats.sort_stats("tottime").print_stats(args.top)
+        redis_cpu = after.cpu["redis"] - before.cpu["redis"]
+        threads.report(jobs, redis_cpu, args.top)
     return 0
 
 

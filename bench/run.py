@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,20 +155,29 @@ class Snapshot:
     commands: dict[str, int]
     reads: int
     used_memory: int
+    #: CPU seconds so far: Redis's own (``used_cpu_user + used_cpu_sys``), and each process
+    #: of the worker command's (``main``: the command itself, ``workers``: what it started).
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
-def snapshot(client: redis.Redis) -> Snapshot:
+def snapshot(client: redis.Redis, session: int | None = None) -> Snapshot:
     pipe = client.pipeline(transaction=False)
     pipe.get(DONE)
     pipe.info("everything")
     done, info = pipe.execute()
     commands = {key[8:]: int(value["calls"]) for key, value in info.items() if key.startswith("cmdstat_")}
+    cpu = {"redis": float(info["used_cpu_user"]) + float(info["used_cpu_sys"])}
+    if session is not None:
+        pids = session_pids(session)
+        cpu["main"] = cpu_seconds([pid for pid in pids if pid == session])
+        cpu["workers"] = cpu_seconds([pid for pid in pids if pid != session])
     return Snapshot(
         time.perf_counter(),
         int(done or 0),
         commands,
         int(info["total_reads_processed"]),
         int(info["used_memory"]),
+        cpu,
     )
 
 
@@ -317,23 +326,33 @@ def per_job(before: Snapshot, after: Snapshot, jobs: int, own_cmds: int, own_rea
     }
 
 
+def cpu_per_job(first: Snapshot, last: Snapshot, jobs: int) -> dict[str, float]:
+    """Microseconds of CPU per job in the window: Redis's, the worker command's own process
+    (``main``: a supervisor or manager), the processes it started (``workers``), and their
+    sum (``total``). A process that ended in the window is left out (its time is lost)."""
+    spent = {role: 1e6 * (last.cpu[role] - first.cpu.get(role, 0.0)) / jobs for role in last.cpu}
+    spent["total"] = sum(spent.values())
+    return {role: round(value, 1) for role, value in spent.items()}
+
+
 def drain(client: redis.Redis, process: subprocess.Popen[bytes], jobs: int, stall: float) -> dict[str, Any]:
     """Wait for ``jobs`` to be done, measuring the window between WINDOW's marks."""
     low, high = (max(1, int(jobs * f)) for f in WINDOW)
     first = last = None
     polls = 0
     progress_at, seen = time.monotonic(), -1
-    zero = snapshot(client)
+    sid = process.pid
+    zero = snapshot(client, sid)
     started = zero.at
     while True:
         done = int(client.get(DONE) or 0)
         if first is not None and last is None:
             polls += 1
         if first is None and done >= low:
-            first = snapshot(client)
+            first = snapshot(client, sid)
             done = first.done
         elif first is not None and last is None and done >= high:
-            last = snapshot(client)
+            last = snapshot(client, sid)
             done = last.done
         if done >= jobs:
             break
@@ -346,11 +365,12 @@ def drain(client: redis.Redis, process: subprocess.Popen[bytes], jobs: int, stal
         time.sleep(POLL)
     total = time.perf_counter() - started
     if first is None or last is None or last.done <= first.done:  # too few jobs for a window
-        first, last, polls = zero, snapshot(client), polls + 1
+        first, last, polls = zero, snapshot(client, sid), polls + 1
     counted = last.done - first.done
     result = {
         "drain_per_s": counted / (last.at - first.at) if last.at > first.at else float("nan"),
         "drain_total_s": total,
+        "cpu_us_per_job": cpu_per_job(first, last, counted),
     }
     # The harness's own requests in the window: one GET per poll, plus the last snapshot's.
     result.update(per_job(first, last, counted, own_cmds=polls + 1, own_reads=polls + 1))
@@ -569,9 +589,17 @@ IO_COLUMNS = (
     "of ideal",
     "cmds/job",
     "rt/job",
+    "CPU µs/job",
     "RSS MB",
     "qw x",
 )
+
+
+def cpu_cell(cpu: dict[str, float] | None) -> str:
+    """``total (Redis + the worker command's processes)``, in µs of CPU per job."""
+    if not cpu:
+        return "-"
+    return f"{fmt(cpu['total'])} ({fmt(cpu['redis'])} + {fmt(cpu.get('main', 0) + cpu.get('workers', 0))})"
 
 
 def io_table(results: dict[str, dict[str, Any]]) -> str:
@@ -597,6 +625,7 @@ def io_table(results: dict[str, dict[str, Any]]) -> str:
             "-" if share is None else f"{100 * share:.0f}%",
             fmt(row.get("commands_per_job"), 2),
             fmt(row.get("round_trips_per_job"), 2),
+            cpu_cell(row.get("cpu_us_per_job")),
             f"{fmt(row.get('rss_mb'))} ({fmt(row.get('processes'))})",
             "" if name == "qw" else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
         ]

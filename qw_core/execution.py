@@ -418,26 +418,25 @@ class InlineExecutor(Executor):
 
 
 class _Reported:
-    """Completions handed from the threads that ran the jobs to the loop."""
+    """Completions handed from the threads that ran the jobs to the loop, a batch at a time."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Completion]] = queue.SimpleQueue()
 
-    def put(self, completion: Completion) -> None:
-        self._queue.put(completion)
+    def put(self, completions: list[Completion]) -> None:
+        self._queue.put(completions)
 
     def pending(self) -> bool:
         return not self._queue.empty()
 
     def take(self, timeout: float) -> list[Completion]:
         try:
-            first = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            done = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return []
-        done = [first]
         while True:
             try:
-                done.append(self._queue.get_nowait())
+                done += self._queue.get_nowait()
             except queue.Empty:
                 return done
 
@@ -474,7 +473,7 @@ class ThreadExecutor(Executor):
             with self._lock:
                 self._completing.discard(run)
                 self._abandoned.discard(run)
-            self._reported.put(done)
+            self._reported.put([done])
             self.on_complete()
 
     def _failed(self, job: Job, slot: int, run: int, exc: BaseException) -> Completion:
@@ -516,7 +515,14 @@ class ThreadExecutor(Executor):
 
 
 class AsyncioExecutor(Executor):
-    """Up to ``capacity`` jobs at once, as tasks on one event loop in a thread of its own."""
+    """Up to ``capacity`` jobs at once, as tasks on one event loop in a thread of its own.
+
+    Both ways across the two threads go a batch at a time, since each crossing costs
+    both threads a wake-up and a switch of the GIL: the jobs handed over while the event
+    loop was busy start on one wake-up of it, and the jobs that end in one turn of the
+    event loop are reported together at the start of the next (one wake-up of the loop
+    that settles them, and so, with a loop waiting for free slots, one take for them all).
+    """
 
     def __init__(self, runner: JobRunner, capacity: int, on_complete: Callable[[], None]) -> None:
         super().__init__(runner, capacity, on_complete)
@@ -527,6 +533,8 @@ class AsyncioExecutor(Executor):
         # Jobs handed over and not started yet: the loop is woken once for a batch of them.
         self._lock = threading.Lock()
         self._incoming: list[tuple[Job, int, int]] = []
+        # Jobs that ended in this turn of the event loop (touched in its thread only).
+        self._ended: list[Completion] = []
         self._thread = threading.Thread(target=self._serve, name="qw-event-loop", daemon=True)
         self._thread.start()
 
@@ -567,7 +575,13 @@ class AsyncioExecutor(Executor):
             except BaseException:  # nothing more to ask the plugins
                 failure = Failure.from_exception(exc, worker=self.runner.info.name)
                 done = Completion(run, slot, job, exc, 0.0, Decision.fail(), failure)
-        self._reported.put(done)
+        if not self._ended:  # the first to end in this turn: report them all in the next
+            self._loop.call_soon(self._report_ended)
+        self._ended.append(done)
+
+    def _report_ended(self) -> None:
+        ended, self._ended = self._ended, []
+        self._reported.put(ended)
         self.on_complete()
 
     def completed(self, timeout: float) -> list[Completion]:

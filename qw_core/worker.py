@@ -530,7 +530,13 @@ class Worker:
     def _succeeded(self, batch: _Batch, done: Completion, started: float) -> None:
         """Keep the job to finish with the next take (one round trip for the batch), unless
         that would leave a finished job held for long: see :attr:`finish_delay`. A job that
-        returned something is finished at once, with its result (see :meth:`_keep_result`)."""
+        returned something is finished at once, with its result (see :meth:`_keep_result`).
+
+        Only while jobs of the batch wait to start is the delay checked here (they run
+        next, each perhaps long). Otherwise the loop's next turn either takes, and that
+        take finishes the job, or waits for a job in flight, and checks the delay first
+        (see :meth:`_loop`): a separate finish call there would be one more round trip
+        for jobs the take a moment later finishes anyway."""
         status = self.status
         if done.result is not None and self.result_ttl > 0:
             self._keep_result(done)
@@ -549,7 +555,7 @@ class Worker:
         )
         if status is not None:
             status.done(done.slot)
-        if batch.waiting or self._flights:
+        if batch.waiting:
             self._finish_if_late(batch)
 
     def _keep_result(self, done: Completion) -> None:
@@ -601,7 +607,7 @@ class Worker:
         )
         if self.status is not None and release_slot:
             self.status.done(done.slot)
-        if batch is not None and (batch.waiting or self._flights):
+        if batch is not None and batch.waiting:
             self._finish_if_late(batch)
 
     def _defer_failure(self, batch: _Batch, done: Completion, started: float) -> bool:

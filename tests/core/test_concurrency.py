@@ -8,6 +8,7 @@ for any of them to pass), never with timings.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import warnings
@@ -19,8 +20,9 @@ from qwtest_wait import wait_for
 
 from qw_core import Decision, Job, Outcome, PluginConfig, RetryPolicy, hookimpl, make_plugin_manager
 from qw_core.errors import ConfigurationError, TargetNotRun
-from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, is_async, slots_for
+from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, AsyncioExecutor, JobRunner, is_async, slots_for
 from qw_core.memory import MemoryBroker
+from qw_core.models import WorkerInfo
 from qw_core.status import JobStatus
 from qw_core.testing import WOKEN_WITHIN
 from qw_core.worker import Worker, current_job
@@ -390,6 +392,38 @@ def test_a_job_that_completes_while_its_worker_waits_for_new_jobs_is_settled_at_
         broker.nudge("m.1")
         thread.join(BARRIER_TIMEOUT)
     assert not thread.is_alive()
+
+
+def test_the_jobs_that_end_in_one_turn_of_the_event_loop_are_reported_together() -> None:
+    # Each report wakes the worker's loop (another thread: a wake-up and a switch of the
+    # GIL), so the jobs that end together are reported once, and their loop settles them
+    # together (with a take for all their slots).
+    waiting: list[asyncio.Future[None]] = []
+
+    async def target(job_id: str, job_data: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if not waiting:
+            waiting.append(loop.create_future())
+        released = waiting[0]
+        if job_data["n"] == 2:  # the last to start: release all three in one turn
+            loop.call_soon(released.set_result, None)
+        await released
+
+    pm = make_plugin_manager(PluginConfig(entry_points=False))
+    info = WorkerInfo(name="m.1", manager="m", pid=os.getpid())
+    runner = JobRunner(pm.hook, target, info, None, job_timeout=None, kill_after=0.0)
+    reports: list[int] = []
+    executor = AsyncioExecutor(runner, 3, lambda: reports.append(1))
+    try:
+        jobs = [Job.new({"n": n}) for n in range(3)]
+        for slot, job in enumerate(jobs):
+            executor.submit(job, slot, slot + 1)
+        done = executor.completed(BARRIER_TIMEOUT)
+        assert sorted(completion.run for completion in done) == [1, 2, 3]
+        assert all(completion.error is None for completion in done)
+        assert reports == [1]
+    finally:
+        executor.close()
 
 
 # -- suspects --------------------------------------------------------------------------

@@ -9,15 +9,19 @@ machine is doing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from qwtest_wait import wait_for
 
 from qw_core import Job, PluginConfig, make_plugin_manager
 from qw_core.memory import MemoryBroker
 from qw_core.models import Failure
 from qw_core.worker import DEFAULT_PREFETCH, Worker
+
+WAIT = 10.0
 
 
 class SpyBroker(MemoryBroker):
@@ -150,6 +154,46 @@ def test_a_slow_job_in_a_batch_is_finished_at_once() -> None:
     assert broker.finishes, "the slow job's batch should have been finished before the next take"
     assert broker.finishes[0] == [broker.finishes[0][0]], "the slow job alone, at once"
     assert [limit for limit, _, _ in broker.takes][:4] == [1, 2, 4, 4]
+
+
+def test_with_jobs_in_flight_a_slow_job_is_finished_by_the_next_take_not_a_call_of_its_own() -> None:
+    broker = SpyBroker()
+    # Two jobs at once on threads, none waiting: each job that ends frees a slot, so the
+    # loop takes next, and that take finishes it. A finish call of its own (it ran longer
+    # than finish_delay) would be a second round trip for every job.
+    run_jobs(broker, 12, lambda n: 2 * Worker.finish_delay, concurrency=2)
+    last_take = len(broker.calls) - 1 - broker.calls[::-1].index("take")
+    assert "finish" not in broker.calls[:last_take], broker.calls
+    assert sum(count for _, count, _ in broker.takes) >= 10, "finished by the takes"
+    assert broker.held_job_ids("m.1") == []
+    assert broker.queued_job_ids() == []
+
+
+def test_a_job_that_ends_beside_one_that_runs_on_is_finished_without_waiting_for_it() -> None:
+    broker = SpyBroker()
+    release, stuck_runs = threading.Event(), threading.Event()
+    quick, stuck = Job.new({"stuck": False}), Job.new({"stuck": True})
+
+    def target(job_id: str, job_data: Any) -> None:
+        if job_data["stuck"]:
+            stuck_runs.set()
+            release.wait(WAIT)
+
+    broker.queue_jobs([stuck, quick])
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(broker, target, manager="m", name="m.1", hook=hook, concurrency=2, block_timeout=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert stuck_runs.wait(WAIT)
+        wait_for(lambda: broker.get_job(quick.id) is None, what="the quick job to be finished")
+        assert broker.held_job_ids("m.1") == [stuck.id]
+    finally:
+        release.set()
+        worker.request_stop()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    assert broker.held_job_ids("m.1") == []
 
 
 @pytest.mark.parametrize(
