@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import threading
 import time
 from collections import defaultdict, deque
@@ -33,17 +32,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 
 from qw_core.broker import Broker, Reaped, check_delay, check_listed, check_minutes, check_page
-from qw_core.errors import ConfigurationError, InvalidJob, InvalidName, JobCrashed, WorkerRunning
-from qw_core.memory_rpc import (
-    CAPABILITIES,
-    MemoryFactory,
-    MemoryServer,
-    dumps,
-    failure_from_dict,
-    failure_to_dict,
-    job_from_dict,
-    job_to_dict,
-)
+from qw_core.encoding import decode_failure, decode_job, encode_failure, encode_job
+from qw_core.errors import ConfigurationError, InvalidJob, JobCrashed, WorkerRunning
+from qw_core.memory_rpc import CAPABILITIES, MemoryFactory, MemoryServer
 from qw_core.memory_schedules import ScheduleBook
 from qw_core.models import (
     DEFAULT_QUEUE,
@@ -58,13 +49,10 @@ from qw_core.models import (
     TickState,
     queue_label,
 )
-from qw_core.naming import misleading_character
+from qw_core.namerules import PORTABLE
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import FINISHED_CAP, JobResult, check_ttl, decode_value
 from qw_core.unique import Queued, UniqueKeys, unique_of
-
-#: Names that would read as the key schema's own words (``all:jobs``, ``job:<id>``, ``qw:``).
-RESERVED_NAMES = frozenset({"all", "job", "qw"})
 
 #: How many kept results make the next one sweep the expired ones out (results nobody
 #: reads would otherwise stay in memory after their time).
@@ -72,9 +60,6 @@ RESULTS_SWEEP_AT = 1000
 
 #: Minutes of :meth:`MemoryBroker.note_jobs_run` counts kept (the contract asks for an hour).
 KEEP_MINUTES = 120
-
-#: The longest manager or worker name accepted.
-MAX_NAME_LENGTH = 200
 
 #: Where a job goes back to: a manager's name (its queue), ``queue:<name>`` for a named
 #: queue (see :func:`_named`), or ``None`` (the shared queue).
@@ -97,22 +82,12 @@ _WORKERS_MANAGER = ":worker's manager"
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it can name a manager or worker in any backend's key schema.
+    """Return ``name`` if the :data:`~qw_core.namerules.PORTABLE` rules accept it: the
+    strictest of any backend's, so that a test catches a name a server would refuse.
 
     :raises InvalidName: with a one-line reason.
     """
-    if not isinstance(name, str) or not name:
-        raise InvalidName(f"a name must be a non-empty string, not {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(f"name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
-    if ":" in name:
-        raise InvalidName(f"name {name!r} contains ':', which separates the parts of a key")
-    bad = misleading_character(name)
-    if bad is not None:
-        raise InvalidName(f"name {name!r} contains {bad}, which would make it show as another name")
-    if name in RESERVED_NAMES:
-        raise InvalidName(f"name {name!r} is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})")
-    return name
+    return PORTABLE.check(name)
 
 
 @attrs.frozen
@@ -241,7 +216,7 @@ class MemoryBroker(Broker):
         for name in (job.manager, job.worker, job.queue):
             if name is not None:
                 self.check_name(name)
-        return dumps(job_to_dict(job))
+        return encode_job(job)
 
     @property
     def blocked_takes(self) -> int:
@@ -300,7 +275,7 @@ class MemoryBroker(Broker):
 
     def _handed_out(self, job_id: str) -> Job:
         """The taken job, marked if it is a suspect (until it ends: see recover_worker)."""
-        job = load_job(self._state.jobs[job_id])
+        job = decode_job(self._state.jobs[job_id])
         return attrs.evolve(job, suspect=True) if job_id in self._state.suspects else job
 
     def nudge(self, worker: str) -> None:
@@ -365,7 +340,7 @@ class MemoryBroker(Broker):
             self._promote_due()
             entry = state.failed.get(job_id)
             if entry is not None:
-                job, failure = load_job(entry.job), failure_from_dict(_loads(entry.failure))
+                job, failure = decode_job(entry.job), decode_failure(entry.failure)
                 return JobState(
                     job_id=job_id,
                     state=State.FAILED,
@@ -376,7 +351,7 @@ class MemoryBroker(Broker):
                 )
             text = state.jobs.get(job_id)
             if text is not None:
-                job = load_job(text)
+                job = decode_job(text)
                 holder = next((w for w, held in state.held.items() if job_id in held), None)
                 if holder is not None and state.held[holder][job_id] != _WORKERS_MANAGER:
                     jobs, expiry = state.running.get(holder, ({}, 0.0))
@@ -492,7 +467,7 @@ class MemoryBroker(Broker):
         """Record a failed job, stamped with this broker's clock, and trim the registry;
         the caller holds the lock."""
         now = time.time()
-        failure_text = dumps(failure_to_dict(attrs.evolve(failure, failed_at=now)))
+        failure_text = encode_failure(attrs.evolve(failure, failed_at=now))
         self._state.failed.pop(job_id, None)  # a newer failure of the same id goes last
         self._state.failed[job_id] = _Failed(text, failure_text, origin, now)
         self._trim_failed(limits, now=now)
@@ -618,9 +593,9 @@ class MemoryBroker(Broker):
             failure = Failure.from_exception(error, worker=worker, kind="crashed")
             state.recoveries.pop(job_id, None)
             state.suspects.discard(job_id)
-            crashed = load_job(state.jobs.pop(job_id))
+            crashed = decode_job(state.jobs.pop(job_id))
             self._ended(job_id)
-            text = dumps(job_to_dict(attrs.evolve(crashed, attempts=crashed.attempts + 1)))
+            text = encode_job(attrs.evolve(crashed, attempts=crashed.attempts + 1))
             self._add_failed(job_id, text, failure, back_to, DEFAULT_FAILED_LIMITS)
         state.cond.notify_all()
         return Reaped(manager=manager, worker=worker, requeued=requeued, failed=len(poison))
@@ -826,7 +801,7 @@ class MemoryBroker(Broker):
             text = self._state.jobs.get(job_id)
             if text is None and job_id in self._state.failed:
                 text = self._state.failed[job_id].job
-        return None if text is None else load_job(text)
+        return None if text is None else decode_job(text)
 
     def delayed_job_ids(
         self,
@@ -849,9 +824,7 @@ class MemoryBroker(Broker):
         with self._state.cond:
             newest = list(reversed(self._state.failed.items()))[: max(0, limit)]
             found = [(entry.job, entry.failure) for _, entry in newest]
-        return [
-            FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
-        ]
+        return [FailedJob(job=decode_job(job), failure=decode_failure(failure)) for job, failure in found]
 
     def failed_jobs_page(self, *, offset: int = 0, limit: int = 100) -> list[FailedJob]:
         """See :meth:`Broker.failed_jobs_page`: only the page's entries are decoded."""
@@ -859,9 +832,7 @@ class MemoryBroker(Broker):
         with self._state.cond:
             newest = reversed(self._state.failed.values())
             found = [(e.job, e.failure) for e in itertools.islice(newest, offset, offset + limit)]
-        return [
-            FailedJob(job=load_job(job), failure=failure_from_dict(_loads(failure))) for job, failure in found
-        ]
+        return [FailedJob(job=decode_job(job), failure=decode_failure(failure)) for job, failure in found]
 
     def running_jobs(self, manager: str) -> list[RunningJob]:
         """See :meth:`Broker.running_jobs`."""
@@ -876,7 +847,7 @@ class MemoryBroker(Broker):
                     continue
                 for job_id in sorted(jobs):
                     text = state.jobs.get(job_id)
-                    label = None if text is None else queue_label(load_job(text))
+                    label = None if text is None else queue_label(decode_job(text))
                     found.append(RunningJob(job_id=job_id, worker=worker, since=jobs[job_id], queue=label))
             return found
 
@@ -926,7 +897,7 @@ class MemoryBroker(Broker):
             entry = self._state.failed.get(job_id)
         if entry is None:
             return None
-        return FailedJob(job=load_job(entry.job), failure=failure_from_dict(_loads(entry.failure)))
+        return FailedJob(job=decode_job(entry.job), failure=decode_failure(entry.failure))
 
     def requeue_failed(self, job_id: str) -> bool:
         """See :meth:`Broker.requeue_failed`; the job goes to the back of its queue."""
@@ -937,7 +908,7 @@ class MemoryBroker(Broker):
             entry = state.failed.get(job_id)
             if entry is None:
                 return False
-            job = load_job(entry.job)
+            job = decode_job(entry.job)
             unique = unique_of(job)
             if unique is not None and unique.key is not None:  # it takes its key again, if free
                 now = time.monotonic()
@@ -947,7 +918,7 @@ class MemoryBroker(Broker):
                 if holder is None:
                     state.unique.claim(unique, job_id, now=now)
             del state.failed[job_id]
-            state.jobs[job_id] = dumps(job_to_dict(attrs.evolve(job, attempts=0)))
+            state.jobs[job_id] = encode_job(attrs.evolve(job, attempts=0))
             state.queues[entry.origin].append(job_id)
             state.cond.notify_all()
             return True
@@ -1059,13 +1030,3 @@ class MemoryBroker(Broker):
 def _page(ids: Iterable[str], offset: int, limit: int | None) -> list[str]:
     """The ``limit`` ids (``None``: all the rest) of ``ids`` from position ``offset`` on."""
     return list(itertools.islice(ids, offset, None if limit is None else offset + limit))
-
-
-def _loads(text: str) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads(text)
-    return loaded
-
-
-def load_job(text: str) -> Job:
-    """The job stored as ``text``."""
-    return job_from_dict(_loads(text))

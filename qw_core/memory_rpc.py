@@ -1,4 +1,4 @@
-"""The memory backend across processes: its JSON encoding, a small server and a client.
+"""The memory backend across processes: a small server and a client.
 
 The in-memory broker (:mod:`qw_core.memory`) lives in the manager process; worker
 processes reach it through :class:`MemoryFactory`, which :meth:`MemoryBroker.factory
@@ -14,14 +14,13 @@ hand, and errors come back by class name from an allow-list. The random ``authke
 other local users from talking to the server; the listener binds to 127.0.0.1 only,
 because the memory backend serves one host (``capabilities.multi_host`` is ``False``).
 
-The same encoding turns jobs into the JSON text the broker stores, so the memory
-backend copies nothing by reference and rejects what a networked backend must reject.
+Jobs and failures cross the socket in the encoding every backend shares
+(:mod:`qw_core.encoding`), the one the memory broker stores them in too.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import socket
@@ -35,7 +34,8 @@ import attrs
 
 from qw_core import errors
 from qw_core.broker import Broker, Capabilities, Reaped, check_listed, check_minutes, check_page
-from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, InvalidJob, QwError
+from qw_core.encoding import failure_from_dict, failure_to_dict, job_from_dict, job_to_dict
+from qw_core.errors import BackendError, BrokerUnavailable, ConfigurationError, QwError
 from qw_core.models import (
     DEFAULT_QUEUE,
     FailedJob,
@@ -61,87 +61,6 @@ CAPABILITIES = Capabilities(
     throughput=True,
     unique=True,
 )
-
-# -- encoding ---------------------------------------------------------------------------
-
-
-def check_json(value: object, where: str = "data") -> None:
-    """Raise :class:`InvalidJob` unless ``value`` survives a JSON round trip unchanged.
-
-    ``json.dumps`` alone is not strict enough: it turns tuples into lists and integer
-    keys into strings, so a job would come back different from what was queued.
-
-    :param where: how the message names ``value`` (``data``, ``meta``).
-    """
-    try:
-        _check_json(value, where)
-    except RecursionError:
-        raise InvalidJob(f"{where} is nested too deeply (or contains itself)") from None
-
-
-def _check_json(value: object, path: str) -> None:
-    if value is None or isinstance(value, (str, bool, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidJob(f"{path} is {value!r}, which JSON cannot represent")
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidJob(f"{path} has the key {key!r}; JSON object keys are strings")
-            _check_json(item, f"{path}[{key!r}]")
-        return
-    raise InvalidJob(f"{path} holds a {type(value).__qualname__}, which is not a JSON value")
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """``job`` as a plain JSON-ready dict, after checking that it is one.
-
-    :raises InvalidJob: the id is not a non-empty string, or data or meta is not JSON.
-    """
-    if not isinstance(job.id, str) or not job.id:
-        raise InvalidJob(f"a job id must be a non-empty string, not {job.id!r}")
-    check_json(job.data, "data")
-    check_json(dict(job.meta), "meta")
-    return {
-        "id": job.id,
-        "data": job.data,
-        "manager": job.manager,
-        "worker": job.worker,
-        "queue": job.queue,
-        "attempts": job.attempts,
-        "queued_at": job.queued_at,
-        "meta": dict(job.meta),
-    }
-
-
-def job_from_dict(raw: Mapping[str, Any]) -> Job:
-    """The :class:`Job` that :func:`job_to_dict` encoded."""
-    return Job(
-        id=raw["id"],
-        data=raw["data"],
-        manager=raw["manager"],
-        worker=raw["worker"],
-        queue=raw.get("queue"),
-        attempts=raw["attempts"],
-        queued_at=raw["queued_at"],
-        meta=raw["meta"],
-    )
-
-
-def failure_to_dict(failure: Failure) -> dict[str, Any]:
-    """``failure`` as a plain JSON-ready dict."""
-    return attrs.asdict(failure)
-
-
-def failure_from_dict(raw: Mapping[str, Any]) -> Failure:
-    """The :class:`Failure` that :func:`failure_to_dict` encoded."""
-    return Failure(**raw)
 
 
 def _state_to_dict(found: JobState) -> dict[str, Any]:
@@ -191,7 +110,8 @@ def _failed_from_dict(raw: Mapping[str, Any]) -> FailedJob:
 
 
 def dumps(value: object) -> str:
-    """Compact JSON text; NaN and infinities are refused, as JSON has no spelling for them."""
+    """Compact JSON text for the socket, non-ASCII escaped (so text with a lone surrogate,
+    which Python strings may hold, still encodes as bytes); NaN and infinities refused."""
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 

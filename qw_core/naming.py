@@ -14,9 +14,8 @@ worker of manager ``m``, whose list and heartbeat it would share. Any other name
 working (``host.example.com``, ``m.1a``, ``v1.2-x``); a host name that ends in ``.<digits>``
 gives the default ``<host>-<digits>`` instead.
 
-Any name (a backend's :meth:`~qw_core.broker.Role.check_name`) must also show as what it
-is: :func:`misleading_character` finds the characters that would make it display as
-another name (invisible ones, ones that turn the text's direction, whitespace, controls).
+What any name may be (each backend's rules, and the characters no name may hold) is
+:mod:`qw_core.namerules`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 import re
 import socket
 import time
-import unicodedata
 from collections.abc import Iterable
 
 from qw_core.broker import Inspector, Role
@@ -34,29 +32,6 @@ from qw_core.models import DEFAULT_QUEUE
 
 #: The end of a worker's name (``<manager>.<pid>``), which no manager's name may have.
 _WORKER_SUFFIX = re.compile(r"\.([0-9]+)\Z")
-#: What a character of each Unicode category a name may not hold is, for a message: format
-#: characters are zero-width ones (U+200B) and direction marks and overrides (U+202E);
-#: a surrogate stands for a byte that was not UTF-8.
-_MISLEADING = {
-    "Cc": "a control character",
-    "Cf": "an invisible or text-direction character",
-    "Cs": "a byte that is not UTF-8",
-    "Co": "a private-use character",
-    "Zs": "whitespace",
-    "Zl": "whitespace",
-    "Zp": "whitespace",
-}
-
-
-def misleading_character(name: str) -> str | None:
-    """The first character of ``name`` that would make it display as something else, or
-    break a key: whitespace, controls, invisible and direction characters (described, as
-    ``"U+202E (an invisible or text-direction character)"``); ``None`` if there is none."""
-    for char in name:
-        kind = "whitespace" if char.isspace() else _MISLEADING.get(unicodedata.category(char))
-        if kind is not None:
-            return f"U+{ord(char):04X} ({kind})"
-    return None
 
 
 def check_manager_name(broker: Role, name: str) -> str:
