@@ -34,6 +34,15 @@ class Consumer(Role):
       and a settle call retried after a timeout does nothing the second time (idempotent).
     * **Atomicity.** Each settle call is atomic per job: a job's data, queue entry and
       held-list entry change together.
+    * **Where a job goes back.** A job a worker took goes back (released, retried,
+      recovered, or requeued from the failed registry) to the queue :meth:`take` took it
+      from, which the backend records then: ``take`` names the worker's manager, so a
+      backend never has to work it out. A job queued straight onto a worker's list has no
+      queue of its own until the worker takes it; put back before that, it goes to the
+      queue of the manager :meth:`recover_worker` names (or, for the rare settle call on
+      it, the manager the worker registered under; a backend that keeps no record of that
+      may read it from the worker's name, ``<manager>.<pid>``, which every worker qw
+      starts has).
     * **Blocking.** Only :meth:`take` blocks (up to its ``timeout``), and
       :meth:`nudge` cuts that wait short.
     * **A worker that dies** holding jobs loses none: they stay on its held list until
