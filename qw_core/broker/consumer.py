@@ -73,7 +73,7 @@ class Consumer(Role):
         Finishing is guarded: a job id is removed (with its data) only if it is still on
         ``worker``'s held list; a job that was recovered and handed to someone else
         meanwhile is left alone. With ``keep_finished`` > 0, each job finished is
-        remembered for that many seconds, so that :meth:`job_status` says it succeeded
+        remembered for that many seconds, so that :meth:`Inspector.job_status` says it succeeded
         (at most :data:`~qw_core.results.FINISHED_CAP` of them, the newest; 0: nothing is
         kept). Remembering costs at most a write per call, and never fails the finish.
 
@@ -128,7 +128,7 @@ class Consumer(Role):
         """Finish one job and keep what it returned, in one atomic step, guarded as
         :meth:`finish_jobs` is: only if ``worker`` still holds it (else nothing is written
         and this returns ``False``), so a job's result is never kept without its finish,
-        nor its finish without its result. Wakes every :meth:`wait_result` on it.
+        nor its finish without its result. Wakes every :meth:`Producer.wait_result` on it.
 
         :param result: the value as JSON text (:func:`qw_core.results.encode_value`).
         :param ttl: seconds to keep it (more than 0); a new result of the same id replaces it.

@@ -29,10 +29,10 @@ class Inspector(Role):
     def job_status(self, job_id: str) -> JobState:
         """Where job ``job_id`` is now: queued (on which queue), delayed (until when), held
         by a worker (which one, if it is registered), failed (why), succeeded (when, and
-        its result if any, while they are kept: see ``keep_finished`` in :meth:`take` and
-        :meth:`finish_with_result`), or unknown. Reads only, with a few commands; for people and
+        its result if any, while they are kept: see ``keep_finished`` in :meth:`Consumer.take` and
+        :meth:`Consumer.finish_with_result`), or unknown. Reads only, with a few commands; for people and
         tools (``qw job ID``), not for a program to synchronise on (a job moves on while
-        its answer travels: wait for a result with :meth:`wait_result`)."""
+        its answer travels: wait for a result with :meth:`Producer.wait_result`)."""
 
     @abc.abstractmethod
     def heartbeat_of(self, name: str) -> tuple[str, float] | None:
@@ -50,7 +50,7 @@ class Inspector(Role):
 
     def running_jobs(self, manager: str) -> list[RunningJob]:
         """The jobs ``manager``'s workers have in hand now, each with since when and the
-        queue it came from, as its last heartbeat said (:meth:`beat` with ``running``),
+        queue it came from, as its last heartbeat said (:meth:`Membership.beat` with ``running``),
         by worker then by job id. Reads only; for people (a dashboard's "running" counts
         and what each worker runs now).
 
@@ -183,7 +183,7 @@ class Inspector(Role):
         """
 
     def jobs_run(self, *, minutes: int = 15) -> list[JobsRun]:
-        """How many jobs each manager's workers began per minute (:meth:`note_jobs_run`),
+        """How many jobs each manager's workers began per minute (:meth:`Membership.note_jobs_run`),
         for the last ``minutes`` minutes up to and including the current one, by the
         backend's clock, oldest first: one entry per minute, with no counts for a minute
         nobody noted any. ``[]`` when the backend keeps none (this default).
@@ -198,7 +198,7 @@ class Inspector(Role):
         """Queues holding jobs under a name no running manager or worker has, with how many
         each holds: jobs queued for a manager that never ran (a misspelt name, queued with
         ``--force``) or sent to a worker that is gone. Nothing takes them until a process
-        of that name runs, or :meth:`move_queued` moves them.
+        of that name runs, or :meth:`Administrator.move_queued` moves them.
 
         A backend may find only the names jobs were queued to through qw (Redis: the ones
         in ``qw:queues``).

@@ -79,7 +79,7 @@ class Membership(Role):
         :param workers: worker name → token.
         :param running: for each worker, the jobs it has in hand and since when (job id →
             seconds since the epoch), kept as long as its heartbeat (replacing what the
-            last beat said) for :meth:`job_status`; ``None`` changes nothing of it.
+            last beat said) for :meth:`Inspector.job_status`; ``None`` changes nothing of it.
         :return: the names whose heartbeat was not this token, each with the token it had
             (``None``: it had lapsed or never existed): a process paused past its TTL,
             whose jobs a reaper may have handed to others, or another process using the
@@ -90,7 +90,7 @@ class Membership(Role):
     def reap(
         self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
     ) -> list[Reaped] | None:
-        """Recover every worker whose heartbeat has lapsed, as :meth:`recover_worker` does.
+        """Recover every worker whose heartbeat has lapsed, as :meth:`Consumer.recover_worker` does.
 
         Looks only at managers that have called :meth:`beat` (a process speaking the
         original protocol without heartbeats is never reaped). Checking that a worker's
@@ -105,7 +105,7 @@ class Membership(Role):
         :param ttl: the heartbeat TTL: a backend that can tell that its server restarted
             less than ``ttl`` seconds ago (so heartbeats may have lapsed while nobody
             could write them) judges nobody dead and returns ``None``.
-        :param max_recoveries: as for :meth:`recover_worker`.
+        :param max_recoveries: as for :meth:`Consumer.recover_worker`.
         :return: the workers recovered, or ``None`` if this reaper did not run.
         """
 
@@ -120,7 +120,7 @@ class Membership(Role):
         retried after a timeout may count twice (these are statistics).
 
         This default keeps nothing: a backend that keeps counts declares
-        ``capabilities.throughput`` and overrides this and :meth:`jobs_run`.
+        ``capabilities.throughput`` and overrides this and :meth:`Inspector.jobs_run`.
 
         :raises ValueError: ``count`` is negative.
         """

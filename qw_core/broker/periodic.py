@@ -54,7 +54,7 @@ class Periodic(Role):
         :param tick: the tick, seconds since the epoch.
         :param job: the tick's job, with an id derived from the schedule and the tick
             (:func:`qw_core.schedules.tick_job_id`); a job with that id stored already is
-            left as it is (as :meth:`queue_jobs` does).
+            left as it is (as :meth:`Producer.queue_jobs` does).
         :param manager: who enqueues it (``qw schedules`` shows it).
         :raises InvalidJob: the job cannot be stored (nothing is written).
         """
@@ -67,7 +67,7 @@ class Periodic(Role):
         again; return each one's last enqueued tick (``None``: none yet).
 
         Replaces what ``manager`` declared before (an empty mapping withdraws everything).
-        Only schedules that a manager declares now are listed (:meth:`schedules`): a
+        Only schedules that a manager declares now are listed (:meth:`Inspector.schedules`): a
         schedule removed from the code disappears once no running manager declares it,
         and its last tick is forgotten a while later (Redis: a week after the last
         declaration), so nothing is left behind.

@@ -51,8 +51,8 @@ class Producer(Role):
         stored, so a producer that is slow to send it does not delay the jobs further).
         Moving a due job is atomic and happens exactly once however many processes use the
         broker: a job is never both delayed and queued, and never lost in between. A
-        blocked :meth:`take` notices a job that comes due while it waits. While delayed, a
-        job is listed by :meth:`delayed_job_ids` and readable with :meth:`get_job`.
+        blocked :meth:`Consumer.take` notices a job that comes due while it waits. While delayed, a
+        job is listed by :meth:`Inspector.delayed_job_ids` and readable with :meth:`Inspector.get_job`.
 
         :param delay: seconds to wait before the jobs may be taken; ``0`` queues them now.
         :param at: when the jobs may be taken instead (seconds since the epoch). Not with
@@ -129,7 +129,7 @@ class Producer(Role):
         What releases a key: see :mod:`qw_core.unique` (the job ending, failing for good,
         or being taken by a worker, by mode; a throttle's TTL). A retry and a recovery
         keep it; a requeue from the failed registry takes it again, and is refused while
-        another job holds it (:meth:`requeue_failed`).
+        another job holds it (:meth:`Administrator.requeue_failed`).
 
         This default raises: a backend declares ``capabilities.unique`` and overrides it.
 
