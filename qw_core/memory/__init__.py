@@ -23,19 +23,21 @@ saq's in-memory queue), and why:
 from __future__ import annotations
 
 from qw_core.errors import ConfigurationError
-from qw_core.memory.administering import Administering
-from qw_core.memory.consuming import Consuming
-from qw_core.memory.inspecting import Inspecting
+from qw_core.memory.administering import AdministratorPart
+from qw_core.memory.consuming import ConsumerPart
+from qw_core.memory.inspecting import InspectorPart
 from qw_core.memory.membership import MembershipPart
 from qw_core.memory.periodic import PeriodicPart
-from qw_core.memory.producing import Producing
+from qw_core.memory.producing import ProducerPart
 from qw_core.memory.state import check_name
 from qw_core.memory_rpc import MemoryFactory, MemoryServer
 
 __all__ = ["MemoryBroker", "check_name"]
 
 
-class MemoryBroker(Producing, Consuming, MembershipPart, Inspecting, Administering, PeriodicPart):
+class MemoryBroker(
+    ProducerPart, ConsumerPart, MembershipPart, InspectorPart, AdministratorPart, PeriodicPart
+):
     """A complete broker in this process's memory (``qw run --backend memory``).
 
     Unlike the contract's minimum, one object may be shared by any number of threads:

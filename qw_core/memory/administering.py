@@ -16,7 +16,7 @@ from qw_core.memory.state import MemoryBase
 from qw_core.unique import unique_of
 
 
-class Administering(MemoryBase):
+class AdministratorPart(MemoryBase):
     """The administering methods of :class:`~qw_core.memory.MemoryBroker`."""
 
     def requeue_failed(self, job_id: str) -> bool:

@@ -18,7 +18,7 @@ from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import check_ttl
 
 
-class Consuming(MemoryBase):
+class ConsumerPart(MemoryBase):
     """The consuming methods of :class:`~qw_core.memory.MemoryBroker`."""
 
     def register_worker(self, *, manager: str, worker: str) -> None:

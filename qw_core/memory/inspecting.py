@@ -14,7 +14,7 @@ from qw_core.memory.state import NAMED, WORKERS_MANAGER, MemoryBase, paged
 from qw_core.models import FailedJob, Job, JobsRun, JobState, RunningJob, State, queue_label
 
 
-class Inspecting(MemoryBase):
+class InspectorPart(MemoryBase):
     """The inspecting methods of :class:`~qw_core.memory.MemoryBroker`."""
 
     def job_status(self, job_id: str) -> JobState:

@@ -16,7 +16,7 @@ from qw_core.results import JobResult
 from qw_core.unique import Queued, unique_of
 
 
-class Producing(MemoryBase):
+class ProducerPart(MemoryBase):
     """The producing methods of :class:`~qw_core.memory.MemoryBroker`."""
 
     def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
