@@ -35,7 +35,7 @@ from qw_core.unique import Unique, unique_of, with_unique
 if TYPE_CHECKING:
     import pluggy
 
-    from qw_core.broker import Broker
+    from qw_core.broker import Inspector, Producer
     from qw_core.models import JSON
 
 #: Jobs per ``queue_jobs`` call.
@@ -235,7 +235,7 @@ def _unique(key: str | None, until: str | None, ttl: float | None) -> Unique | N
 
 
 def _queue_unique(
-    broker: Broker, job: Job, delay: float, due_at: float | None, hook: pluggy.HookRelay, *, quiet: bool
+    broker: Producer, job: Job, delay: float, due_at: float | None, hook: pluggy.HookRelay, *, quiet: bool
 ) -> None:
     """Queue one unique job: its id, or the id of the job that holds its key (with a note)."""
     try:
@@ -279,7 +279,7 @@ def _due_at(delay: float | None, at_text: str | None) -> float | None:
     return when.timestamp()
 
 
-def _refuse_unknown(broker: Broker, manager: str | None, worker: str | None) -> None:
+def _refuse_unknown(broker: Inspector, manager: str | None, worker: str | None) -> None:
     """Refuse a manager or worker that is not running: nothing would ever take the jobs."""
     if manager is not None:
         broker.check_name(manager)

@@ -23,7 +23,7 @@ from qw_cli.output import Cell, Progress, echo_json, echo_table, quiet_option
 from qw_core.tracebacks import user_frames
 
 if TYPE_CHECKING:
-    from qw_core.broker import Broker
+    from qw_core.broker import Administrator, Inspector
     from qw_core.models import FailedJob
 
 #: How the shared queue is named in output (as ``qw status`` names it).
@@ -155,7 +155,7 @@ def requeue(
         )
 
 
-def _requeue_all(broker: Broker, *, quiet: bool) -> None:
+def _requeue_all(broker: Administrator, *, quiet: bool) -> None:
     """``qw failed requeue --all``: the ids on stdout batch by batch, as the broker
     requeues them; progress on a terminal; the count, and what is left, on stderr (unless
     ``quiet``)."""
@@ -211,7 +211,7 @@ def purge(*, backend: str, url: str | None, everything: bool, quiet: bool, job_i
 SHOWN_MATCHES = 3
 
 
-def resolve_id(broker: Broker, given: str, *, failed: bool = True) -> str:
+def resolve_id(broker: Inspector, given: str, *, failed: bool = True) -> str:
     """The job ``given`` names: the id itself, or the one id that starts with it (as git
     takes the start of a hash); ``given`` itself when none does (the caller says so).
 
@@ -224,7 +224,7 @@ def resolve_id(broker: Broker, given: str, *, failed: bool = True) -> str:
     return given if known else unique_start(broker, given, failed=failed)
 
 
-def unique_start(broker: Broker, given: str, *, failed: bool = True) -> str:
+def unique_start(broker: Inspector, given: str, *, failed: bool = True) -> str:
     """The one id (of a failed job, or of any job the broker knows) that starts with
     ``given``; ``given`` itself when none does.
 
@@ -273,7 +273,7 @@ def _broker(backend: str, url: str | None) -> Any:
     return opened_broker(backend, url)
 
 
-def _purge_all(broker: Broker, *, quiet: bool) -> int:
+def _purge_all(broker: Administrator, *, quiet: bool) -> int:
     """``qw failed purge --all``, with progress on a terminal (unless ``quiet``); how many
     were deleted."""
     progress = Progress("purged", broker.failed_count(), quiet=quiet)

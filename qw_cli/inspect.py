@@ -20,7 +20,7 @@ from qw_cli.options import backend_options, json_option, opened_broker
 from qw_cli.output import Cell, column_widths, echo_json, echo_json_array, echo_table, format_row
 
 if TYPE_CHECKING:
-    from qw_core.broker import Broker
+    from qw_core.broker import Inspector
 
 #: How the shared queue is named in output (``all:jobs`` in Redis).
 SHARED = "shared"
@@ -67,7 +67,7 @@ def status(*, backend: str, url: str | None, as_json: bool) -> None:
         click.echo(f"problem: {problem}")
 
 
-def _status(broker: Broker) -> dict[str, Any]:
+def _status(broker: Inspector) -> dict[str, Any]:
     managers: list[dict[str, Any]] = []
     for name in broker.managers():
         held = {worker: broker.held_count(worker) for worker in broker.workers(name)}
@@ -214,7 +214,7 @@ class _Source:
     def row(self, job_id: str) -> list[Cell]:
         return [self.state, self.queue, self.manager, self.worker, job_id]
 
-    def read(self, broker: Broker, offset: int, limit: int) -> list[str]:
+    def read(self, broker: Inspector, offset: int, limit: int) -> list[str]:
         if self.state == "queued":
             return broker.queued_job_ids(self.manager, queue=self.queue, offset=offset, limit=limit)
         if self.state == "delayed":
@@ -236,7 +236,7 @@ class _Part:
 _Page = list[tuple[_Source, str]]
 
 
-def _sources(broker: Broker, manager: str | None) -> list[_Source]:
+def _sources(broker: Inspector, manager: str | None) -> list[_Source]:
     """Every listing ``qw jobs`` shows, in order, with how many ids each holds: counts are
     cheap (Redis: ``LLEN``), so a page deep into the listing is found without reading the
     listings before it."""
@@ -254,7 +254,7 @@ def _sources(broker: Broker, manager: str | None) -> list[_Source]:
     return found
 
 
-def _waiting(broker: Broker, manager: str | None, queue: str | None = None) -> list[_Source]:
+def _waiting(broker: Inspector, manager: str | None, queue: str | None = None) -> list[_Source]:
     """The jobs queued for ``manager`` (or named queue ``queue``, or everybody), next first,
     then those delayed, soonest first."""
     return [
@@ -263,7 +263,7 @@ def _waiting(broker: Broker, manager: str | None, queue: str | None = None) -> l
     ]
 
 
-def _named(broker: Broker, queue: str) -> str | None:
+def _named(broker: Inspector, queue: str) -> str | None:
     """``--queue NAME`` as a listing's queue: ``None`` for the shared queue, else the name, checked."""
     from qw_core.models import DEFAULT_QUEUE
 
@@ -288,7 +288,7 @@ def _plan(sources: list[_Source], offset: int, limit: int | None) -> list[_Part]
     return parts
 
 
-def _pages(broker: Broker, parts: list[_Part]) -> Iterator[_Page]:
+def _pages(broker: Inspector, parts: list[_Part]) -> Iterator[_Page]:
     """The ids of ``parts``, at most :data:`PAGE` a call and a page. A listing that
     shrank meanwhile ends early; one that grew is not followed past its count."""
     for part in parts:

@@ -34,7 +34,7 @@ from qw_core.naming import check_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 
 if TYPE_CHECKING:
-    from qw_core.broker import Broker
+    from qw_core.broker import Broker, Inspector, Producer
     from qw_core.models import JSON
 
 MANAGER_DOC = """\
@@ -216,24 +216,24 @@ def _client(parsed: Parsed) -> int:
     return 0
 
 
-def _print_managers(broker: Broker) -> None:
+def _print_managers(broker: Inspector) -> None:
     click.echo("All Managers:")
     for manager in broker.managers():
         click.echo(f"\t{manager}")
 
 
-def _managers(broker: Broker, manager: str | None) -> list[str]:
+def _managers(broker: Inspector, manager: str | None) -> list[str]:
     return [broker.check_name(manager)] if manager is not None else broker.managers()
 
 
-def _print_workers(broker: Broker, manager: str | None) -> None:
+def _print_workers(broker: Inspector, manager: str | None) -> None:
     for name in _managers(broker, manager):
         click.echo(f"{name} Workers:")
         for worker in broker.workers(name):
             click.echo(f"\t{worker}")
 
 
-def _print_jobs(broker: Broker, manager: str | None) -> None:
+def _print_jobs(broker: Inspector, manager: str | None) -> None:
     for name in _managers(broker, manager):
         click.echo(f"{name}:")
         click.echo("\tQueued Jobs:")
@@ -274,7 +274,7 @@ def _payloads(kind: str, source: str) -> list[JSON]:
     return parse_documents(decode(raw, source), source)
 
 
-def _queue(broker: Broker, payloads: list[JSON], manager: str | None) -> None:
+def _queue(broker: Producer, payloads: list[JSON], manager: str | None) -> None:
     if manager is not None:
         check_manager_name(broker, manager)
     jobs = [Job.new(payload, manager=manager) for payload in payloads]

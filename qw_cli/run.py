@@ -41,7 +41,7 @@ from qw_core.results import DEFAULT_RESULT_TTL
 from qw_core.worker import DEFAULT_PREFETCH
 
 if TYPE_CHECKING:
-    from qw_core.broker import Broker
+    from qw_core.broker import Broker, Producer
     from qw_core.models import JSON
     from qw_core.schedules import Schedule
 
@@ -441,7 +441,7 @@ def run_manager(
     return manager.run()
 
 
-def queue_sample_jobs(broker: Broker, manager: str, count: int, plugins: PluginConfig) -> None:
+def queue_sample_jobs(broker: Producer, manager: str, count: int, plugins: PluginConfig) -> None:
     """Queue ``count`` small jobs on ``manager``'s own queue (so no other manager takes them)."""
     jobs = [
         Job.new({"sample": n, "of": count, "hello": "world"}, manager=manager) for n in range(1, count + 1)

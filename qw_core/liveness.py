@@ -10,11 +10,11 @@ group is killed) or when a worker is paused or cut off while its process lives o
   stopped process, SIGSTOP or a debugger, gets none: it is not working). Each heartbeat
   carries a token unique to one start of the process, so a process that reuses a name or
   pid is not taken for the old one, and a paused process that comes back is told that
-  its heartbeat lapsed (:meth:`Broker.beat`).
+  its heartbeat lapsed (:meth:`Membership.beat`).
 * **The reaper.** Every manager runs one, every ``reap_interval`` seconds, throttled by a
   lease in the broker so that only one of them works per interval. It recovers every
   worker whose heartbeat has lapsed (the broker checks and moves atomically, see
-  :meth:`Broker.reap`), counting recoveries per job so a job that kills its worker every
+  :meth:`Membership.reap`), counting recoveries per job so a job that kills its worker every
   time ends in the failed registry instead of looping.
 * **After an outage** (a broker call of the manager's failing as unreachable, out of
   memory, busy with a script), the reaper judges nobody dead for one ``ttl``: while the
@@ -48,7 +48,7 @@ from typing import TypeVar
 import attrs
 
 from qw_core.backoff import Backoff
-from qw_core.broker import Broker, BrokerFactory, Reaped
+from qw_core.broker import BrokerFactory, Membership, Reaped
 from qw_core.errors import BrokerUnavailable, ConfigurationError
 
 log = logging.getLogger("qw.manager")
@@ -127,11 +127,11 @@ class Liveness:
     :param on_reaped: called (on the reaper thread) for each worker the reaper recovered.
     :param running: returns what each running worker runs now and since when (worker →
         job id → seconds since the epoch), written beside its heartbeat for
-        :meth:`Broker.job_status`; ``None``: nothing is written.
+        :meth:`Inspector.job_status`; ``None``: nothing is written.
     :param begun: returns how many jobs this manager's workers have begun since it started
         (read from the counters they keep in shared memory); after each heartbeat, the jobs
         begun since the last note are added to the broker's count of the minute
-        (:meth:`Broker.note_jobs_run`): one write per heartbeat, none per job. ``None``:
+        (:meth:`Membership.note_jobs_run`): one write per heartbeat, none per job. ``None``:
         nothing is counted.
     """
 
@@ -204,7 +204,7 @@ class Liveness:
 
     # -- the threads -----------------------------------------------------------------
 
-    def _call(self, what: str, call: Callable[[Broker], _T], backoff: Backoff) -> tuple[bool, _T | None]:
+    def _call(self, what: str, call: Callable[[Membership], _T], backoff: Backoff) -> tuple[bool, _T | None]:
         """Run ``call`` on this thread's broker (opened on first use): (whether it worked,
         its result).
 
@@ -238,7 +238,7 @@ class Liveness:
         backoff.reset()
         return True, result
 
-    def _broker_of_thread(self) -> Broker | None:
+    def _broker_of_thread(self) -> Membership | None:
         return getattr(self._local, "broker", None)
 
     def _close_broker(self) -> None:

@@ -14,9 +14,8 @@ worker of manager ``m``, whose list and heartbeat it would share. Any other name
 working (``host.example.com``, ``m.1a``, ``v1.2-x``); a host name that ends in ``.<digits>``
 gives the default ``<host>-<digits>`` instead.
 
-Any name (a backend's :meth:`~qw_core.broker.Broker.check_name`) must also show as what it
-is: :func:`misleading_character` finds the characters that would make it display as
-another name (invisible ones, ones that turn the text's direction, whitespace, controls).
+What any name may be (each backend's rules, and the characters no name may hold) is
+:mod:`qw_core.namerules`.
 """
 
 from __future__ import annotations
@@ -24,44 +23,20 @@ from __future__ import annotations
 import re
 import socket
 import time
-import unicodedata
 from collections.abc import Iterable
 
-from qw_core.broker import Broker
+from qw_core.broker import Inspector, Role
 from qw_core.errors import ConfigurationError, InvalidName
 from qw_core.identity import identity_alive
 from qw_core.models import DEFAULT_QUEUE
 
 #: The end of a worker's name (``<manager>.<pid>``), which no manager's name may have.
 _WORKER_SUFFIX = re.compile(r"\.([0-9]+)\Z")
-#: What a character of each Unicode category a name may not hold is, for a message: format
-#: characters are zero-width ones (U+200B) and direction marks and overrides (U+202E);
-#: a surrogate stands for a byte that was not UTF-8.
-_MISLEADING = {
-    "Cc": "a control character",
-    "Cf": "an invisible or text-direction character",
-    "Cs": "a byte that is not UTF-8",
-    "Co": "a private-use character",
-    "Zs": "whitespace",
-    "Zl": "whitespace",
-    "Zp": "whitespace",
-}
 
 
-def misleading_character(name: str) -> str | None:
-    """The first character of ``name`` that would make it display as something else, or
-    break a key: whitespace, controls, invisible and direction characters (described, as
-    ``"U+202E (an invisible or text-direction character)"``); ``None`` if there is none."""
-    for char in name:
-        kind = "whitespace" if char.isspace() else _MISLEADING.get(unicodedata.category(char))
-        if kind is not None:
-            return f"U+{ord(char):04X} ({kind})"
-    return None
-
-
-def check_manager_name(broker: Broker, name: str) -> str:
+def check_manager_name(broker: Role, name: str) -> str:
     """Return ``name`` if it can be a manager's name: the backend accepts it
-    (:meth:`Broker.check_name`), and no worker can have it.
+    (:meth:`Role.check_name`), and no worker can have it.
 
     :raises InvalidName: with a one-line reason.
     """
@@ -77,7 +52,7 @@ def check_manager_name(broker: Broker, name: str) -> str:
     return name
 
 
-def default_manager_name(broker: Broker) -> str:
+def default_manager_name(broker: Role) -> str:
     """The host name, as a valid manager name (``.<digits>`` at its end becomes ``-<digits>``)."""
     return check_manager_name(broker, _WORKER_SUFFIX.sub(r"-\1", socket.gethostname()))
 
@@ -88,7 +63,7 @@ MAX_DEFAULT_NAMES = 20
 _POLL = 0.05
 
 
-def claim_name(broker: Broker, wanted: str | None, *, heartbeat: float) -> str:
+def claim_name(broker: Inspector, wanted: str | None, *, heartbeat: float) -> str:
     """The name a new manager starts under: ``wanted``, or a free default.
 
     :param heartbeat: the heartbeat interval: how long to watch a holder on another host
@@ -113,7 +88,7 @@ def claim_name(broker: Broker, wanted: str | None, *, heartbeat: float) -> str:
     )
 
 
-def live_holder(broker: Broker, name: str, *, watch: float) -> str | None:
+def live_holder(broker: Inspector, name: str, *, watch: float) -> str | None:
     """Who holds ``name`` and is alive, described for a message; ``None`` if nobody is."""
     found = broker.heartbeat_of(name)
     if found is None:
@@ -137,7 +112,7 @@ def live_holder(broker: Broker, name: str, *, watch: float) -> str | None:
     return None
 
 
-def check_queues(broker: Broker, queues: Iterable[str] | None) -> tuple[str, ...]:
+def check_queues(broker: Role, queues: Iterable[str] | None) -> tuple[str, ...]:
     """The named queues a worker serves, by priority, checked: each name as ``broker``
     checks a manager's (:data:`~qw_core.models.DEFAULT_QUEUE` is the shared queue); none
     given serves the shared queue alone.

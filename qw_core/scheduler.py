@@ -2,14 +2,14 @@
 
 Every running manager that declares a schedule runs one, with no leader, lock or extra
 process: each tick is enqueued once across all of them because the broker checks,
-records and queues it in one atomic step (:meth:`Broker.enqueue_tick
-<qw_core.broker.Broker.enqueue_tick>`), keyed on the schedule and the tick. A manager
+records and queues it in one atomic step (:meth:`Periodic.enqueue_tick
+<qw_core.broker.Periodic.enqueue_tick>`), keyed on the schedule and the tick. A manager
 that dies at any point of a tick leaves either nothing done (another manager enqueues the
 tick) or all of it; a call retried after a timeout finds the tick recorded and changes
 nothing.
 
-**Whose clock.** Ticks are due by the backend's clock (:meth:`Broker.now
-<qw_core.broker.Broker.now>`, Redis's ``TIME``), never a host's: managers whose hosts'
+**Whose clock.** Ticks are due by the backend's clock (:meth:`Periodic.now
+<qw_core.broker.Periodic.now>`, Redis's ``TIME``), never a host's: managers whose hosts'
 clocks disagree by minutes agree on when a tick is due. This thread only measures how long
 to sleep, on the monotonic clock.
 
@@ -20,8 +20,8 @@ a schedule enqueues its latest tick (or a bounded catch-up) rather than a flood.
 that never had a tick enqueued starts with its first tick after this thread started.
 
 **Declarations.** Every heartbeat interval the thread declares its schedules in the
-backend, for a heartbeat TTL (:meth:`Broker.declare_schedules
-<qw_core.broker.Broker.declare_schedules>`): ``qw schedules`` lists only what a running
+backend, for a heartbeat TTL (:meth:`Periodic.declare_schedules
+<qw_core.broker.Periodic.declare_schedules>`): ``qw schedules`` lists only what a running
 manager declares, so a schedule removed from the code stops, and disappears from the list
 once the last manager declaring it stopped (at once if it stopped cleanly: the thread
 withdraws its declarations as it ends). Managers that declare one id in different ways
@@ -41,7 +41,7 @@ import time
 from collections.abc import Sequence
 
 from qw_core.backoff import Backoff
-from qw_core.broker import Broker, BrokerFactory
+from qw_core.broker import BrokerFactory, Periodic
 from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.schedules import Schedule, describe_tick, due_ticks
 
@@ -119,7 +119,7 @@ class Scheduler:
 
     def _loop(self) -> None:
         backoff = Backoff(first=min(0.1, self.heartbeat), cap=self.heartbeat)
-        broker: Broker | None = None
+        broker: Periodic | None = None
         try:
             while not self._stop.is_set():
                 try:
@@ -146,7 +146,7 @@ class Scheduler:
         else:
             log.error("manager %s: the scheduler failed, retrying", self.manager, exc_info=exc)
 
-    def _withdraw(self, broker: Broker | None) -> None:
+    def _withdraw(self, broker: Periodic | None) -> None:
         """Withdraw the declarations (a manager that stops no longer runs them), and close."""
         if broker is None:
             return
@@ -161,7 +161,7 @@ class Scheduler:
         finally:
             broker.close()
 
-    def step(self, broker: Broker) -> float:
+    def step(self, broker: Periodic) -> float:
         """One pass: declare if due, enqueue every due tick; seconds until the next is due
         (at most a heartbeat interval)."""
         now = broker.now()
@@ -182,7 +182,7 @@ class Scheduler:
                 wait = min(wait, following - now + _LATE)
         return max(0.0, wait)
 
-    def _declare(self, broker: Broker) -> None:
+    def _declare(self, broker: Periodic) -> None:
         states = broker.declare_schedules(
             manager=self.manager,
             declarations={schedule.id: schedule.declaration() for schedule in self.schedules},
@@ -192,7 +192,7 @@ class Scheduler:
         self._declare_at = time.monotonic() + self.heartbeat
         self._warn_conflicts(broker)
 
-    def _warn_conflicts(self, broker: Broker) -> None:
+    def _warn_conflicts(self, broker: Periodic) -> None:
         """Warn (once per id) when a running manager declares one of these ids differently."""
         mine = {schedule.id: schedule.declaration() for schedule in self.schedules}
         for other, found in broker.schedule_declarations().items():
@@ -210,7 +210,7 @@ class Scheduler:
                         schedule_id,
                     )
 
-    def _enqueue(self, broker: Broker, schedule: Schedule, tick: float, now: float) -> None:
+    def _enqueue(self, broker: Periodic, schedule: Schedule, tick: float, now: float) -> None:
         job = schedule.job(tick, queued_at=now)
         result = broker.enqueue_tick(schedule.id, tick, job, manager=self.manager)
         assert self._last is not None

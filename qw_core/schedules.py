@@ -47,7 +47,7 @@ from cronsim import CronSim, CronSimError
 
 from qw_core.errors import ConfigurationError
 from qw_core.models import DEFAULT_QUEUE, JSON, Job, ScheduleInfo, TickState
-from qw_core.naming import misleading_character
+from qw_core.namerules import misleading_character
 from qw_core.taskcalls import why_not_json
 from qw_core.unique import unique_of
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pluggy
 
-from qw_core.broker import Broker
+from qw_core.broker import Consumer
 from qw_core.models import Action, Decision, Failure, Job, Outcome, WorkerInfo
 from qw_core.policy import FailedLimits
 
@@ -54,7 +54,7 @@ def decide(
 
 
 def apply(
-    broker: Broker, *, worker: str, job: Job, decision: Decision, failure: Failure, limits: FailedLimits
+    broker: Consumer, *, worker: str, job: Job, decision: Decision, failure: Failure, limits: FailedLimits
 ) -> Outcome:
     """Carry out ``decision`` for ``job``, held by ``worker``, in one guarded broker call.
 

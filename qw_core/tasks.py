@@ -64,7 +64,7 @@ from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 
 import attrs
 
-from qw_core.broker import Broker, BrokerFactory
+from qw_core.broker import Producer
 from qw_core.errors import (
     ConfigurationError,
     DuplicateTask,
@@ -89,7 +89,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Where a router or a call queues: a broker, or a factory that opens one.
-BrokerSetting: TypeAlias = "Broker | BrokerFactory"
+BrokerSetting: TypeAlias = "Producer | Callable[[], Producer]"
 
 #: Threads a router's plain tasks may use at once in a worker running async jobs: never
 #: fewer than the jobs in flight (at most qw's ``MAX_CONCURRENCY``), so none waits for one.
@@ -114,7 +114,7 @@ class TaskHandle:
     id: str
     task: str
     queue: str | None = None
-    broker: Broker = attrs.field(eq=False, repr=False)
+    broker: Producer = attrs.field(eq=False, repr=False)
     created: bool = True
 
     def result(self, timeout: float = 0.0) -> JSON:
@@ -150,7 +150,7 @@ class Task(Generic[P, R]):
         name: str,
         router: Router,
         options: TaskOptions,
-        broker: Broker | None = None,
+        broker: Producer | None = None,
     ) -> None:
         functools.update_wrapper(self, fn)  # first: it copies the function's __dict__ in
         self.fn = fn
@@ -176,7 +176,7 @@ class Task(Generic[P, R]):
         retry: RetrySetting | None = None,
         timeout: float | None = None,
         unique: UniqueTaskSetting | None = None,
-        broker: Broker | None = None,
+        broker: Producer | None = None,
     ) -> Task[P, R]:
         """This task with settings of its own for the calls queued through it (the unset
         ones are the task's): ``resize.options(queue="images", delay=5).enqueue(...)``.
@@ -482,7 +482,7 @@ class Router:
         self._broker = broker
         self._opened = threading.local()
 
-    def open_broker(self, override: Broker | None = None) -> Broker:
+    def open_broker(self, override: Producer | None = None) -> Producer:
         """The broker to queue on: ``override`` if given, else the router's (a factory's
         broker is opened once per thread and process).
 
@@ -496,7 +496,7 @@ class Router:
                 "this router has no broker to queue on: give Router(broker=...), set router.broker, "
                 "or pass .options(broker=...)"
             )
-        if isinstance(setting, Broker):
+        if isinstance(setting, Producer):
             return setting
         opened = getattr(self._opened, "broker", None)
         if opened is None or self._opened.pid != os.getpid():

@@ -2,7 +2,7 @@
 
 ``broker.queue_job(job, unique="sync-user-42")`` queues the job unless a job queued with
 the same key still holds it; then nothing is stored and the existing job's id comes back
-instead (:meth:`~qw_core.broker.Broker.queue_job_unique` says which happened). What
+instead (:meth:`~qw_core.broker.Producer.queue_job_unique` says which happened). What
 "holds" means is the key's *mode*, chosen per job with :class:`Unique`:
 
 ``until="end"`` (the default)
@@ -172,7 +172,7 @@ def unique_of(job: Job) -> Unique | None:
 
 @attrs.frozen
 class Queued:
-    """What queueing a job did (:meth:`~qw_core.broker.Broker.queue_job_unique`).
+    """What queueing a job did (:meth:`~qw_core.broker.Producer.queue_job_unique`).
 
     :param id: the job's id: the one queued, or the one that holds the key.
     :param created: ``True`` if the job was queued; ``False`` if a job holding its unique

@@ -5,9 +5,9 @@ here, which alone talks to the broker, and an executor (:mod:`qw_core.execution`
 runs the jobs it is handed (one at a time in the loop's own thread, or ``concurrency`` at
 once on threads or an event loop) and reports each as a completion. Each turn of the loop
 is one broker call that finishes the jobs just completed and takes as many as there are
-free slots (:meth:`Broker.take`), so a fast backend serves a job in one round trip; an
+free slots (:meth:`Consumer.take`), so a fast backend serves a job in one round trip; an
 idle worker waits in that call, and a job of its own that completes meanwhile ends the
-wait (:meth:`Broker.nudge`), so its slot is filled at once.
+wait (:meth:`Consumer.nudge`), so its slot is filled at once.
 
 Signals: a worker process ignores SIGINT and SIGQUIT (a Ctrl-C or Ctrl-\\ to the process
 group is for the manager, which then stops workers warmly or cold) and treats SIGTERM as
@@ -33,7 +33,7 @@ handed to others. So before it starts a job that waited in its batch for longer 
 and drops the others: only the jobs it had in hand when it stopped can run twice.
 
 A job handed out as a *suspect* (its last worker died running it beside others, see
-:meth:`Broker.recover_worker`) runs alone: the worker lets the jobs in flight end, runs
+:meth:`Consumer.recover_worker`) runs alone: the worker lets the jobs in flight end, runs
 it with nothing beside it, and takes nothing until it is over, so that if it kills this
 process too, it alone is blamed.
 
@@ -61,7 +61,7 @@ import pluggy
 
 from qw_core import settle
 from qw_core.backoff import Backoff
-from qw_core.broker import Broker
+from qw_core.broker import Consumer
 from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
 from qw_core.execution import (
     Completion,
@@ -194,7 +194,7 @@ class Worker:
 
     def __init__(
         self,
-        broker: Broker,
+        broker: Consumer,
         target: str | Callable[..., Any],
         *,
         manager: str,
@@ -267,7 +267,7 @@ class Worker:
         self._wake_lock = threading.Lock()
         self._in_take = False
         self._nudged = False
-        self._nudger: Broker | None = None
+        self._nudger: Consumer | None = None
 
     # -- control ---------------------------------------------------------------------
 

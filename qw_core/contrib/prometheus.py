@@ -66,7 +66,7 @@ from qw_core.models import Job, ManagerInfo, Outcome, WorkerInfo
 from qw_core.plugins import hookimpl
 
 if TYPE_CHECKING:
-    from qw_core.broker import Broker, BrokerFactory
+    from qw_core.broker import Broker, BrokerFactory, Inspector
     from qw_core.plugins import PluginConfig
 
 log = logging.getLogger("qw.prometheus")
@@ -138,7 +138,7 @@ class QueueCollector(Collector):
     def __init__(self, factory: BrokerFactory, manager: str) -> None:
         self._factory = factory
         self._manager = manager
-        self._broker: Broker | None = None
+        self._broker: Inspector | None = None
         self._lock = threading.Lock()  # scrapes may come on several threads; a broker serves one
 
     def collect(self) -> Iterator[Metric]:

@@ -1,8 +1,9 @@
 """The qw web dashboard (``qw dashboard``; the ``qw-core[dashboard]`` extra).
 
 Operators see queues, workers, throughput, jobs and failures, and requeue or delete failed
-jobs, from a browser. It reads and acts through the :class:`~qw_core.broker.Broker`
-interface only, so it works on every backend, and every page reads bounded ranges.
+jobs, from a browser. It reads and acts through the :class:`~qw_core.broker.Administrator`
+role only (an Inspector that may also requeue and delete), so it works on every backend,
+and every page reads bounded ranges.
 
 * :func:`create_app`: the ASGI application, to serve or mount (Starlette, Jinja2);
 * :func:`wsgi_app`: the same for a WSGI server or application (through ``a2wsgi``);
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qw_core.broker import Broker
+from qw_core.broker import Administrator
 from qw_core.dashboard.app import create_app
 from qw_core.dashboard.security import Auth, check_host, is_loopback
 from qw_core.dashboard.server import serve
@@ -26,7 +27,7 @@ from qw_core.errors import ConfigurationError
 __all__ = ["Auth", "check_host", "create_app", "is_loopback", "serve", "wsgi_app"]
 
 
-def wsgi_app(factory: Callable[[], Broker], **options: Any) -> Any:
+def wsgi_app(factory: Callable[[], Administrator], **options: Any) -> Any:
     """The dashboard as a WSGI application (for gunicorn's sync workers, or to mount in a
     Flask or Django application), through the ``a2wsgi`` adapter.
 

@@ -35,7 +35,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from qw_core.broker import Broker
+from qw_core.broker import Administrator
 from qw_core.dashboard import failed, reads, render
 from qw_core.dashboard.guard import Guard
 from qw_core.dashboard.security import CSRF_FIELD, Auth
@@ -56,15 +56,15 @@ MAX_FORM = 1 << 20
 class _Brokers:
     """One broker per thread, from the factory; closed when the application stops."""
 
-    def __init__(self, factory: Callable[[], Broker], *, close: bool) -> None:
+    def __init__(self, factory: Callable[[], Administrator], *, close: bool) -> None:
         self._factory = factory
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[Broker] = []
+        self._opened: list[Administrator] = []
         self._close = close
 
-    def get(self) -> Broker:
-        broker: Broker | None = getattr(self._local, "broker", None)
+    def get(self) -> Administrator:
+        broker: Administrator | None = getattr(self._local, "broker", None)
         if broker is None:
             broker = self._local.broker = self._factory()
             with self._lock:
@@ -112,7 +112,7 @@ class _Dashboard:
         }
         return self.env.get_template(template).render(context)
 
-    def guarded(self, request: Request, build: Callable[[Broker], Response]) -> Response:
+    def guarded(self, request: Request, build: Callable[[Administrator], Response]) -> Response:
         """``build``'s page; a broker error as a page that says what went wrong."""
         try:
             return build(self.brokers.get())
@@ -152,7 +152,7 @@ class _Dashboard:
         which = _filter(request.query_params)
         offset = _int(request.query_params.get("offset"))
 
-        def build(broker: Broker) -> Response:
+        def build(broker: Administrator) -> Response:
             found = failed.page(broker, which, offset)
             queues = ["default", *broker.named_queues(), *(f"manager:{m}" for m in broker.managers())]
             return self.page(
@@ -208,7 +208,7 @@ class _Dashboard:
         if scope == "selected" and not ids:
             return self.page(request, "error.html", status=400, message="no failed job selected")
 
-        def build(broker: Broker) -> Response:
+        def build(broker: Administrator) -> Response:
             if not _one(form, "confirmed"):
                 count = len(set(ids)) if scope == "selected" else failed.count(broker, which)
                 return self.page(
@@ -335,7 +335,7 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
 
 
 def create_app(
-    factory: Callable[[], Broker],
+    factory: Callable[[], Administrator],
     *,
     auth: Auth | None = None,
     read_only: bool = False,

@@ -1,7 +1,7 @@
 """The failed registry as the dashboard pages, filters and acts on it.
 
 A registry may hold tens of thousands of entries, each with a traceback, so nothing here
-holds it whole: an unfiltered page is one range (:meth:`Broker.failed_jobs_page`); a
+holds it whole: an unfiltered page is one range (:meth:`Inspector.failed_jobs_page`); a
 filtered one, and an action on "all matching", walk the registry :data:`CHUNK` entries
 at a time, newest first, keeping only the chunk in hand.
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from qw_core.broker import Broker
+from qw_core.broker import Administrator, Inspector
 from qw_core.models import FailedJob, queue_label
 
 #: Entries read at a time while filtering or acting on all matching entries.
@@ -49,7 +49,7 @@ class Filter:
         return not self.queue or queue_label(entry.job) == self.queue
 
 
-def walk(broker: Broker, start: int = 0) -> Iterator[tuple[int, list[FailedJob]]]:
+def walk(broker: Inspector, start: int = 0) -> Iterator[tuple[int, list[FailedJob]]]:
     """Chunks of the registry, newest first: (position of the chunk, its entries)."""
     position = start
     while True:
@@ -69,7 +69,7 @@ class FailedPage:
     total: int  # entries in the registry (all of them, not only the matching ones)
 
 
-def page(broker: Broker, which: Filter, offset: int) -> FailedPage:
+def page(broker: Inspector, which: Filter, offset: int) -> FailedPage:
     """The :data:`PAGE` matching entries from the ``offset``-th matching one on."""
     offset = max(0, offset)
     total = broker.failed_count()
@@ -91,17 +91,17 @@ def page(broker: Broker, which: Filter, offset: int) -> FailedPage:
     return FailedPage(entries=found, offset=offset, has_next=False, total=total)
 
 
-def count(broker: Broker, which: Filter) -> int:
+def count(broker: Inspector, which: Filter) -> int:
     """How many entries match (the whole registry when the filter is empty)."""
     if which.empty:
         return broker.failed_count()
     return sum(1 for _, chunk in walk(broker) for entry in chunk if which.matches(entry))
 
 
-def requeue_matching(broker: Broker, which: Filter) -> int:
-    """Requeue every entry that matches, as :meth:`Broker.requeue_failed` does; how many were.
+def requeue_matching(broker: Administrator, which: Filter) -> int:
+    """Requeue every entry that matches, as :meth:`Administrator.requeue_failed` does; how many were.
 
-    Unfiltered, this is :meth:`Broker.requeue_all_failed` (in batches on the server). An
+    Unfiltered, this is :meth:`Administrator.requeue_all_failed` (in batches on the server). An
     entry that cannot be requeued (a job with its id is live) stays and is passed over.
     """
     if which.empty:
@@ -109,15 +109,15 @@ def requeue_matching(broker: Broker, which: Filter) -> int:
     return _act(broker, which, requeue=True)
 
 
-def delete_matching(broker: Broker, which: Filter) -> int:
-    """Delete every entry that matches; how many were (:meth:`Broker.purge_all_failed`
+def delete_matching(broker: Administrator, which: Filter) -> int:
+    """Delete every entry that matches; how many were (:meth:`Administrator.purge_all_failed`
     unfiltered)."""
     if which.empty:
         return broker.purge_all_failed()
     return _act(broker, which, requeue=False)
 
 
-def _act(broker: Broker, which: Filter, *, requeue: bool) -> int:
+def _act(broker: Administrator, which: Filter, *, requeue: bool) -> int:
     # Read no further than the registry held at the start: what fails meanwhile lands in
     # front of the walk, so this bound ends it even if jobs fail as fast as it acts.
     budget = broker.failed_count() + CHUNK
@@ -137,11 +137,11 @@ def _act(broker: Broker, which: Filter, *, requeue: bool) -> int:
     return done
 
 
-def requeue_ids(broker: Broker, job_ids: list[str]) -> int:
+def requeue_ids(broker: Administrator, job_ids: list[str]) -> int:
     """Requeue the failed jobs ``job_ids``; how many were."""
     return sum(1 for job_id in dict.fromkeys(job_ids) if broker.requeue_failed(job_id))
 
 
-def delete_ids(broker: Broker, job_ids: list[str]) -> int:
+def delete_ids(broker: Administrator, job_ids: list[str]) -> int:
     """Delete the failed jobs ``job_ids``; how many were."""
     return broker.purge_failed(list(dict.fromkeys(job_ids))) if job_ids else 0

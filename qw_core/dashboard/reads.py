@@ -1,4 +1,4 @@
-"""What each dashboard page shows, read through the :class:`~qw_core.broker.Broker`
+"""What each dashboard page shows, read through the :class:`~qw_core.broker.Inspector`
 interface alone, so the dashboard works on every backend.
 
 Every read is bounded: counts come from the broker's counting methods, listings are read
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from qw_core.broker import Broker
+from qw_core.broker import Inspector
 from qw_core.models import DEFAULT_QUEUE, JSON, Job, JobsRun, JobState, RunningJob
 
 #: Ids a queue page lists.
@@ -86,7 +86,7 @@ class Overview:
         return sum(len(w.running) for m in self.managers for w in m.workers)
 
 
-def overview(broker: Broker) -> Overview:
+def overview(broker: Inspector) -> Overview:
     """The overview: every queue with its counts, every manager and its workers, the
     failed count and the jobs begun per minute."""
     managers = broker.managers()
@@ -134,7 +134,7 @@ def overview(broker: Broker) -> Overview:
     )
 
 
-def _left(broker: Broker, name: str) -> float | None:
+def _left(broker: Inspector, name: str) -> float | None:
     beat = broker.heartbeat_of(name)
     return None if beat is None else beat[1]
 
@@ -180,7 +180,7 @@ class QueuePage:
         return self.offset + PAGE
 
 
-def queue_page(broker: Broker, label: str, *, kind: str = "queued", offset: int = 0) -> QueuePage:
+def queue_page(broker: Inspector, label: str, *, kind: str = "queued", offset: int = 0) -> QueuePage:
     """One page of a queue's jobs (``kind`` ``"queued"``: next to run first; ``"delayed"``:
     soonest due first): :data:`PAGE` ids from ``offset`` on, and each one's stored job.
 
@@ -215,7 +215,7 @@ class DelayedOverview:
     page: QueuePage | None
 
 
-def delayed_overview(broker: Broker, label: str | None, offset: int) -> DelayedOverview:
+def delayed_overview(broker: Inspector, label: str | None, offset: int) -> DelayedOverview:
     """The delayed jobs: each queue's count, and a page of one queue's (``label``, or the
     first that has any)."""
     labels = [DEFAULT_QUEUE, *broker.named_queues(), *(MANAGER_PREFIX + m for m in broker.managers())]
@@ -231,7 +231,7 @@ def delayed_overview(broker: Broker, label: str | None, offset: int) -> DelayedO
     return DelayedOverview(queues=rows, page=page)
 
 
-def job_state(broker: Broker, job_id: str) -> JobState:
+def job_state(broker: Inspector, job_id: str) -> JobState:
     """Where job ``job_id`` is, as ``qw job`` shows it."""
     return broker.job_status(job_id)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qw_core.broker import Broker
+from qw_core.broker import Administrator
 from qw_core.dashboard.app import create_app
 from qw_core.dashboard.security import Auth, check_host
 
@@ -14,7 +14,7 @@ DEFAULT_PORT = 9181
 
 
 def serve(
-    factory: Callable[[], Broker],
+    factory: Callable[[], Administrator],
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,

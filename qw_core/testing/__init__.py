@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from qw_core.broker import Broker, BrokerFactory, Reaped
+from qw_core.broker import Broker, BrokerFactory, Consumer, Membership, Reaped
 from qw_core.memory import MemoryBroker
 from qw_core.models import DEFAULT_QUEUE, Job
 from qw_core.testing.running import TEST_MANAGER, Ran, TooManyRuns, run_jobs
@@ -83,7 +83,7 @@ def opened(factory: BrokerFactory) -> Iterator[Broker]:
 
 
 def poll_take(
-    broker: Broker,
+    broker: Consumer,
     *,
     manager: str = MANAGER,
     worker: str = WORKER,
@@ -107,7 +107,7 @@ def poll_take(
 
 
 def take_while_blocked(
-    broker: Broker,
+    broker: Consumer,
     act: Callable[[], object],
     *,
     blocked: Callable[[], bool],
@@ -125,7 +125,7 @@ def take_while_blocked(
     :raises TimeoutError: the take did not block within ``timeout``.
     """
 
-    def taker(other: Broker) -> tuple[list[Job], float]:
+    def taker(other: Consumer) -> tuple[list[Job], float]:
         return poll_take(other, worker=worker, timeout=timeout, step=timeout, queues=queues)
 
     with opened(broker.factory()) as other, ThreadPoolExecutor(1) as pool:
@@ -156,7 +156,9 @@ def drain(broker: Broker, *, manager: str = MANAGER, worker: str = WORKER, limit
             return taken
 
 
-def wait_reaped(broker: Broker, worker: str, *, ttl: float, max_recoveries: int | None = 3) -> list[Reaped]:
+def wait_reaped(
+    broker: Membership, worker: str, *, ttl: float, max_recoveries: int | None = 3
+) -> list[Reaped]:
     """Reap (without a lease) until ``worker`` is among the reaped; a few TTLs at most.
 
     :returns: what that reap recovered.

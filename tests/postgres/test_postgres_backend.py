@@ -18,7 +18,7 @@ from reliability_support import runs, stop_manager, wait_for
 
 import qw_postgres
 from qw_core.errors import BrokerUnavailable, ConfigurationError
-from qw_core.models import Job
+from qw_core.models import Failure, Job
 from qw_postgres.broker import PostgresBroker
 from qw_postgres.migrate import SchemaNotReady, SchemaTooNew
 from qw_postgres.schema import LATEST
@@ -181,3 +181,24 @@ def test_an_outage_is_an_unavailable_broker_and_a_later_call_reconnects(pg_url: 
 def test_a_bad_url_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="migrate must be true or false"):
         PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?migrate=maybe")
+
+
+def test_a_failure_with_keys_this_version_does_not_know_is_read(
+    pg_broker: PostgresBroker, pg_schema: str
+) -> None:
+    # The rule every backend shares (qw_core.encoding): a newer qw's extra keys are ignored.
+    job = Job.new({"n": 1}, manager="m")
+    pg_broker.queue_job(job)
+    pg_broker.take(manager="m", worker="m.1")
+    assert pg_broker.fail_job(worker="m.1", job=job, failure=Failure(exc_type="E", message="bad"))
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        done = conn.execute(
+            f"UPDATE {pg_schema}.failed SET failure = (failure::jsonb || %s::jsonb)::json WHERE id = %s",
+            ['{"later": 1}', job.id],
+        )
+        assert done.rowcount == 1
+    found = pg_broker.get_failed(job.id)
+    assert found is not None
+    assert found.job.id == job.id
+    assert (found.failure.exc_type, found.failure.message) == ("E", "bad")
+    assert [entry.job.id for entry in pg_broker.failed_jobs()] == [job.id]

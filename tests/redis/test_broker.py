@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import attrs
 import pytest
 import redis
@@ -221,3 +223,21 @@ def test_scripts_are_reloaded_after_a_script_flush(fake_broker: RedisBroker) -> 
     fake_broker.queue_job(job)
     fake_broker._client.script_flush()
     assert fake_broker.take(manager=M, worker=W) == [job]
+
+
+def test_a_failed_record_with_keys_this_version_does_not_know_is_read(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # The rule every backend shares (qw_core.encoding): a newer qw's extra keys are ignored.
+    job = Job.new({"n": 1}, manager=M)
+    real_broker.queue_job(job)
+    real_broker.take(manager=M, worker=W)
+    assert real_broker.fail_job(worker=W, job=job, failure=Failure(exc_type="E", message="bad"))
+    entry = real_client.hgetall(keys.failed_job(job.id))
+    for field in ("job", "failure"):
+        real_client.hset(keys.failed_job(job.id), field, json.dumps({**json.loads(entry[field]), "later": 1}))
+    found = real_broker.get_failed(job.id)
+    assert found is not None
+    assert found.job == attrs.evolve(job, attempts=1)
+    assert (found.failure.exc_type, found.failure.message) == ("E", "bad")
+    assert [entry.job.id for entry in real_broker.failed_jobs()] == [job.id]

@@ -52,7 +52,6 @@ from qw_core.broker import (
     check_page,
 )
 from qw_core.errors import InvalidJob, JobCrashed, QwError, WorkerRunning
-from qw_core.memory import check_name
 from qw_core.models import (
     DEFAULT_QUEUE,
     FailedJob,
@@ -71,6 +70,7 @@ from qw_core.schedules import check_schedule_id
 from qw_core.unique import UNIQUE_META, Queued, unique_of
 from qw_postgres import codec, migrate, ticks, uniques
 from qw_postgres.connection import Settings, connect, parse_url, unavailable
+from qw_postgres.names import check_name
 from qw_postgres.schema import BLOCK, LATEST, channel, script
 from qw_postgres.sql import queue_params, statements
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
+from qw_core.encoding import check_json, failure_from_dict, failure_to_dict, loads_object
 from qw_core.errors import InvalidJob
-from qw_core.memory_rpc import check_json
 from qw_core.models import FailedJob, Failure, Job
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -117,7 +117,7 @@ def decode(  # noqa: PLR0917 - the columns of a row, in order
 
 def encode_failure(failure: Failure) -> str:
     """``failure`` as JSON text, without its time (the database stamps its own)."""
-    fields = attrs.asdict(failure)
+    fields = failure_to_dict(failure)
     del fields["failed_at"]
     return to_json(fields, "the failure")
 
@@ -125,8 +125,8 @@ def encode_failure(failure: Failure) -> str:
 def decode_failed(row: Sequence[Any]) -> FailedJob:
     """A failed-registry row: the job's eight columns, the failure's JSON, its time."""
     job = decode(*row[:8])
-    raw = json.loads(row[8])
-    return FailedJob(job=job, failure=Failure(**raw, failed_at=float(row[9])))
+    raw = loads_object(row[8], f"job {job.id}'s failure")
+    return FailedJob(job=job, failure=failure_from_dict({**raw, "failed_at": float(row[9])}))
 
 
 #: The columns :func:`decode` reads, in its order.

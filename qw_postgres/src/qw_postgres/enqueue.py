@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 
 from qw_core.broker import check_delay
-from qw_core.memory import check_name
 from qw_core.models import Job
 from qw_core.unique import UniqueSetting, unique_of, with_unique
 from qw_postgres import codec, uniques
 from qw_postgres.broker import QUEUE_BATCH, _origin, insert
+from qw_postgres.names import check_name
 from qw_postgres.schema import DEFAULT_SCHEMA, check_schema
 
 

@@ -79,10 +79,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, cast
 
-import attrs
-
+from qw_core import encoding
 from qw_core.errors import InvalidJob, JobTooLarge
-from qw_core.models import JSON, Failure, Job
+from qw_core.models import JSON, Job
 
 #: The field that held the marker inside the hash in version 1 (read, never written).
 MARKER = "__qw__"
@@ -449,47 +448,9 @@ def _field_map(marker: dict[str, Any], fields: Mapping[str, str]) -> dict[str, J
 # -- the failed-job registry ------------------------------------------------------------------
 
 
-def encode_record(job: Job) -> str:
-    """``job`` as one JSON object, as the failed-job registry keeps it."""
-    return to_json(
-        {
-            "id": job.id,
-            "data": job.data,
-            "manager": job.manager,
-            "worker": job.worker,
-            "queue": job.queue,
-            "attempts": job.attempts,
-            "queued_at": job.queued_at,
-            "meta": dict(job.meta),
-        },
-        f"job {job.id}",
-    )
-
-
-def decode_record(text: str) -> Job:
-    """The job :func:`encode_record` wrote."""
-    record = json.loads(text)
-    return Job(
-        id=record["id"],
-        data=record.get("data"),
-        manager=record.get("manager"),
-        worker=record.get("worker"),
-        queue=record.get("queue"),
-        attempts=record.get("attempts", 0),
-        queued_at=record.get("queued_at"),
-        meta=record.get("meta") or {},
-    )
-
-
-_FAILURE_FIELDS = tuple(field.name for field in attrs.fields(Failure))
-
-
-def encode_failure(failure: Failure) -> str:
-    """``failure`` as one JSON object."""
-    return to_json(attrs.asdict(failure), "failure")
-
-
-def decode_failure(text: str) -> Failure:
-    """The failure :func:`encode_failure` wrote (unknown keys from newer versions ignored)."""
-    values = json.loads(text)
-    return Failure(**{name: values[name] for name in _FAILURE_FIELDS if name in values})
+#: The failed registry's records, in the encoding every backend shares (unknown keys
+#: ignored when read): the job as it last ran, and why it failed.
+encode_record = encoding.encode_job
+decode_record = encoding.decode_job
+encode_failure = encoding.encode_failure
+decode_failure = encoding.decode_failure

@@ -132,8 +132,7 @@ end in ``.<digits>`` (:func:`qw_core.naming.check_manager_name`).
 
 from __future__ import annotations
 
-from qw_core.errors import InvalidName
-from qw_core.naming import misleading_character
+from qw_core.namerules import NameRules
 from qw_core.results import FINISHED_CAP
 
 # -- the original schema ------------------------------------------------------------------
@@ -357,28 +356,22 @@ def worker_name(manager: str, pid: int) -> str:
 
 #: Longest manager or worker name accepted.
 MAX_NAME_LENGTH = 200
-_RESERVED_NAMES = frozenset({"all", "job", "qw"})
+
+#: The names this key schema accepts (checked by the function every backend shares).
+NAME_RULES = NameRules(
+    max_length=MAX_NAME_LENGTH,
+    forbidden={":": "its Redis keys"},
+    reserved=frozenset({"all", "job", "qw"}),
+    reserved_by="the key schema",
+)
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it can be a manager or worker name.
+    """Return ``name`` if it can be a manager or worker name (:data:`NAME_RULES`).
 
     :raises InvalidName: with a one-line reason.
     """
-    if not isinstance(name, str):
-        raise InvalidName(f"a name must be a string, not {type(name).__name__}")
-    if not name:
-        raise InvalidName("a name must not be empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(f"name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
-    if name in _RESERVED_NAMES:
-        raise InvalidName(f"{name!r} is reserved by the key schema ({name}:jobs, ...)")
-    if ":" in name:
-        raise InvalidName(f"name {name!r} contains ':', which would break its Redis keys")
-    bad = misleading_character(name)
-    if bad is not None:
-        raise InvalidName(f"name {name!r} contains {bad}, which would make it show as another name")
-    return name
+    return NAME_RULES.check(name)
 
 
 # -- one keyspace among several: a prefix before every key ----------------------------------
