@@ -50,6 +50,7 @@ import attrs
 from qw_core.backoff import Backoff
 from qw_core.broker import BrokerFactory, Membership, Reaped
 from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 log = logging.getLogger("qw.manager")
 
@@ -74,12 +75,14 @@ class LivenessSettings:
     :param reap_interval: seconds between two reaps; ``None``: the heartbeat interval.
     :param max_recoveries: how often a job may be put back after a crash before it is
         failed as a poison job; ``None``: always put it back.
+    :param failed_limits: the failed registry's bounds, kept when a poison job goes there.
     """
 
     heartbeat: float = DEFAULT_HEARTBEAT
     ttl: float = DEFAULT_TTL
     reap_interval: float | None = None
     max_recoveries: int | None = DEFAULT_MAX_RECOVERIES
+    failed_limits: FailedLimits = DEFAULT_FAILED_LIMITS
 
     def __attrs_post_init__(self) -> None:
         if not self.heartbeat > 0:
@@ -331,6 +334,7 @@ class Liveness:
                         lease=settings.reap_every,
                         ttl=settings.ttl,
                         max_recoveries=settings.max_recoveries,
+                        limits=settings.failed_limits,
                     ),
                     backoff,
                 )

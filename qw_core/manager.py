@@ -238,7 +238,11 @@ class Manager:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
         self._liveness = LivenessSettings(
-            heartbeat=heartbeat, ttl=heartbeat_ttl, reap_interval=reap_interval, max_recoveries=max_recoveries
+            heartbeat=heartbeat,
+            ttl=heartbeat_ttl,
+            reap_interval=reap_interval,
+            max_recoveries=max_recoveries,
+            failed_limits=failed_limits,
         )
         if num_workers is None:
             num_workers = os.cpu_count() or 1
@@ -747,6 +751,7 @@ class Manager:
                 max_recoveries=None if blame is None else self._liveness.max_recoveries,
                 crashed_job=blame,
                 suspects=in_hand if len(exited.in_hand) > 1 else [],
+                limits=self._spec.failed_limits,
             )
 
     def _job_id(self, worker: str, found: Busy | Running) -> str | None:

@@ -199,6 +199,7 @@ class Consumer(Role):
         max_recoveries: int | None = None,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> int:
         """Put back every job a dead worker held, and remove it from its manager's workers.
 
@@ -225,6 +226,9 @@ class Consumer(Role):
             a take that hands it out sets :attr:`Job.suspect`, so that its worker runs it
             alone and a crash then blames it alone. The mark lasts until the job ends
             (finished, failed or retried): one put back unrun is still a suspect.
+        :param limits: the failed registry's bounds, applied as :meth:`fail_job` applies
+            them when a poison job goes there (the manager's own, so that a crash does not
+            trim a registry configured larger to the defaults).
         """
 
     @abc.abstractmethod

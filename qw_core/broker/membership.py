@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import attrs
 
 from qw_core.broker.role import Role
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 
 @attrs.frozen(kw_only=True)
@@ -88,7 +89,13 @@ class Membership(Role):
 
     @abc.abstractmethod
     def reap(
-        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+        self,
+        *,
+        owner: str,
+        lease: float,
+        ttl: float,
+        max_recoveries: int | None = 3,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         """Recover every worker whose heartbeat has lapsed, as :meth:`Consumer.recover_worker` does.
 
@@ -106,6 +113,7 @@ class Membership(Role):
             less than ``ttl`` seconds ago (so heartbeats may have lapsed while nobody
             could write them) judges nobody dead and returns ``None``.
         :param max_recoveries: as for :meth:`Consumer.recover_worker`.
+        :param limits: as for :meth:`Consumer.recover_worker`.
         :return: the workers recovered, or ``None`` if this reaper did not run.
         """
 

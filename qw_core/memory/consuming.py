@@ -181,6 +181,7 @@ class ConsumerPart(MemoryBase):
         max_recoveries: int | None = None,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> int:
         """See :meth:`Broker.recover_worker`.
 
@@ -190,7 +191,9 @@ class ConsumerPart(MemoryBase):
         self.check_name(manager)
         self.check_name(worker)
         with self._state.cond:
-            return self._recover(manager, worker, max_recoveries, crashed_job, suspects).requeued
+            return self._recover(
+                manager, worker, max_recoveries, crashed_job=crashed_job, suspects=suspects, limits=limits
+            ).requeued
 
     def deregister_worker(self, *, manager: str, worker: str) -> None:
         """See :meth:`Broker.deregister_worker`; jobs the worker holds stay held."""

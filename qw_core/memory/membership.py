@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from qw_core.broker import Reaped
 from qw_core.memory.state import KEEP_MINUTES, MemoryBase
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 
 
 class MembershipPart(MemoryBase):
@@ -58,7 +59,13 @@ class MembershipPart(MemoryBase):
             return changed
 
     def reap(
-        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+        self,
+        *,
+        owner: str,
+        lease: float,
+        ttl: float,
+        max_recoveries: int | None = 3,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         """See :meth:`Broker.reap`; the server never restarts, so ``ttl`` is not used."""
         state = self._state
@@ -69,7 +76,7 @@ class MembershipPart(MemoryBase):
                     return None
                 state.lease = (owner, now + lease)
             reaped = [
-                self._recover(manager, worker, max_recoveries)
+                self._recover(manager, worker, max_recoveries, limits=limits)
                 for manager in sorted(state.beating)
                 for worker in sorted(state.workers.get(manager, ()))
                 if not state.alive(worker, now)

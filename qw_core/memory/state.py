@@ -243,8 +243,10 @@ class MemoryBase(Broker):
         manager: str,
         worker: str,
         max_recoveries: int | None,
+        *,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> Reaped:
         """Recover ``worker``'s held jobs; the caller holds the lock."""
         state = self._state
@@ -281,7 +283,7 @@ class MemoryBase(Broker):
             crashed = decode_job(state.jobs.pop(job_id))
             self._ended(job_id)
             text = encode_job(attrs.evolve(crashed, attempts=crashed.attempts + 1))
-            self._add_failed(job_id, text, failure, back_to, DEFAULT_FAILED_LIMITS)
+            self._add_failed(job_id, text, failure, back_to, limits)
         state.cond.notify_all()
         return Reaped(manager=manager, worker=worker, requeued=requeued, failed=len(poison))
 

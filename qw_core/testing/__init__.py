@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from qw_core.broker import Broker, BrokerFactory, Consumer, Membership, Reaped
 from qw_core.memory import MemoryBroker
 from qw_core.models import DEFAULT_QUEUE, Job
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.testing.running import TEST_MANAGER, Ran, TooManyRuns, run_jobs
 
 if TYPE_CHECKING:
@@ -157,7 +158,12 @@ def drain(broker: Broker, *, manager: str = MANAGER, worker: str = WORKER, limit
 
 
 def wait_reaped(
-    broker: Membership, worker: str, *, ttl: float, max_recoveries: int | None = 3
+    broker: Membership,
+    worker: str,
+    *,
+    ttl: float,
+    max_recoveries: int | None = 3,
+    limits: FailedLimits = DEFAULT_FAILED_LIMITS,
 ) -> list[Reaped]:
     """Reap (without a lease) until ``worker`` is among the reaped; a few TTLs at most.
 
@@ -166,7 +172,8 @@ def wait_reaped(
     """
     deadline = time.monotonic() + 10 * ttl + 2
     while time.monotonic() < deadline:
-        reaped = broker.reap(owner="test", lease=0, ttl=ttl, max_recoveries=max_recoveries) or []
+        found = broker.reap(owner="test", lease=0, ttl=ttl, max_recoveries=max_recoveries, limits=limits)
+        reaped = found or []
         if any(r.worker == worker for r in reaped):
             return reaped
         time.sleep(ttl / 5)

@@ -83,6 +83,8 @@ NOT_ACROSS_SHARDS = (
     # the failed registry's bounds hold per shard
     "test_failed_registry_keeps_at_most_max_count_newest",
     "test_failed_registry_drops_entries_older_than_max_age",
+    "test_a_poison_job_keeps_the_failed_registrys_bounds",
+    "test_a_reaped_poison_job_keeps_the_failed_registrys_bounds",
 )
 for _name in NOT_ACROSS_SHARDS:
     assert hasattr(TestThreeShardContract, _name), _name  # a renamed contract test is noticed

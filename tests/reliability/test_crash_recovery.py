@@ -7,6 +7,7 @@ Every test ends with the "exactly one place" invariant.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -30,8 +31,8 @@ from reliability_support import (
     worker_pids,
 )
 
-from qw_core.models import FailedJob, Job
-from qw_core.policy import RetryPolicy
+from qw_core.models import FailedJob, Failure, Job
+from qw_core.policy import FailedLimits, RetryPolicy
 from qw_redis import RedisBroker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -180,6 +181,26 @@ def test_4_a_job_that_kills_its_worker_is_failed_after_the_limit_while_others_fi
     assert where[poison.id] == "failed"
     assert {where[job.id] for job in others} == {"finished"}
     assert not client.exists("qw:recoveries")
+
+
+def test_a_poison_job_failed_by_the_manager_keeps_its_failed_registry_bounds(
+    url: str, record_dir: Path
+) -> None:
+    # A crash fails the poison job with the manager's own bounds, not the defaults (which
+    # would keep all three entries here).
+    with contextlib.closing(RedisBroker.from_url(url)) as broker:
+        old = [Job.new({"old": n}) for n in range(2)]
+        broker.queue_jobs(old)
+        for job in broker.take(manager="setup", worker="setup.1", limit=2):
+            broker.fail_job(worker="setup.1", job=job, failure=Failure(exc_type="E", message="old"))
+        poison = Job.new({"crash": True})
+        broker.queue_job(poison)
+        manager = start_manager(url, "t4c", max_recoveries=0, failed_limits=FailedLimits(max_count=2))
+        try:
+            wait_for(lambda: poison.id in {f.job.id for f in broker.failed_jobs()}, what="the poison job")
+        finally:
+            stop_manager(manager)
+        assert broker.failed_count() == 2, "the oldest entry went, as max_count=2 says"
 
 
 def test_4_only_the_poison_job_is_blamed_and_its_batch_runs_once(

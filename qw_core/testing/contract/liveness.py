@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from qw_core.broker import Broker
-from qw_core.models import Job
+from qw_core.models import Failure, Job
+from qw_core.policy import FailedLimits
 from qw_core.testing import (
     MANAGER,
     WORKER,
@@ -131,6 +132,38 @@ class LivenessContract(ContractPart):
         assert failed.failure.worker == WORKER
         assert broker.requeue_failed(job.id)
         assert broker.queued_job_ids() == [job.id]
+
+    def _fail_two(self, broker: Broker, limits: FailedLimits) -> list[str]:
+        """Two jobs in the failed registry, which ``limits`` lets hold two."""
+        jobs = make_jobs(2)
+        broker.queue_jobs(jobs)
+        for job in broker.take(manager=MANAGER, worker=WORKER_2, limit=2):
+            failure = Failure(exc_type="ValueError", message="no", worker=WORKER_2)
+            assert broker.fail_job(worker=WORKER_2, job=job, failure=failure, limits=limits)
+        assert broker.failed_count() == 2
+        return ids(jobs)
+
+    def test_a_poison_job_keeps_the_failed_registrys_bounds(self, broker: Broker) -> None:
+        limits = FailedLimits(max_count=2)  # the defaults would keep three
+        _oldest, second = self._fail_two(broker, limits)  # the oldest goes
+        poison = Job.new({"poison": True})
+        broker.queue_jobs([poison])
+        broker.take(manager=MANAGER, worker=WORKER)
+        assert broker.recover_worker(manager=MANAGER, worker=WORKER, max_recoveries=0, limits=limits) == 0
+        assert sorted(f.job.id for f in broker.failed_jobs()) == sorted([second, poison.id])
+
+    def test_a_reaped_poison_job_keeps_the_failed_registrys_bounds(self, broker: Broker) -> None:
+        ttl = 0.2
+        limits = FailedLimits(max_count=2)
+        _oldest, second = self._fail_two(broker, limits)  # the oldest goes
+        poison = Job.new({"poison": True})
+        broker.queue_jobs([poison])
+        broker.beat(manager=MANAGER, token="m", workers={WORKER: "a"}, ttl=ttl)
+        broker.take(manager=MANAGER, worker=WORKER)
+        broker.beat(manager=MANAGER, token="m", workers={}, ttl=30)
+        [reaped] = wait_reaped(broker, WORKER, ttl=ttl, max_recoveries=0, limits=limits)
+        assert reaped.failed == 1
+        assert sorted(f.job.id for f in broker.failed_jobs()) == sorted([second, poison.id])
 
     def test_only_the_job_the_worker_died_running_is_counted(self, broker: Broker) -> None:
         a, b, c = (Job.new({"n": n}) for n in range(3))

@@ -619,10 +619,13 @@ class PostgresBroker(Broker):
         max_recoveries: int | None = None,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> int:
         self._check_cached(manager)
         self._check_cached(worker)
-        reaped = self._recover(manager, worker, max_recoveries, crashed_job, suspects, if_dead=False)
+        reaped = self._recover(
+            manager, worker, max_recoveries, crashed_job, suspects, if_dead=False, limits=limits
+        )
         return 0 if reaped is None else reaped.requeued
 
     def _recover(
@@ -634,6 +637,7 @@ class PostgresBroker(Broker):
         suspects: Sequence[str] = (),
         *,
         if_dead: bool,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> Reaped | None:
         """Put back what ``worker`` holds, in one transaction; with ``if_dead``, only if
         its heartbeat is gone (checked under the lock its heartbeat takes too)."""
@@ -680,7 +684,7 @@ class PostgresBroker(Broker):
                     ],
                 )
             if poison:
-                self._fail_poison(conn, worker, poison, max_recoveries)
+                self._fail_poison(conn, worker, poison, max_recoveries, limits)
             conn.execute(f"DELETE FROM {s}.heartbeats WHERE name = %s", [worker])
             conn.execute(f"DELETE FROM {s}.workers WHERE manager = %s AND name = %s", [manager, worker])
             conn.execute(f"DELETE FROM {s}.running WHERE worker = %s", [worker])
@@ -690,7 +694,12 @@ class PostgresBroker(Broker):
         return Reaped(manager=manager, worker=worker, requeued=len(moved), failed=len(poison))
 
     def _fail_poison(
-        self, conn: Connection, worker: str, poison: list[tuple[str, str]], max_recoveries: int | None
+        self,
+        conn: Connection,
+        worker: str,
+        poison: list[tuple[str, str]],
+        max_recoveries: int | None,
+        limits: FailedLimits,
     ) -> None:
         failures = []
         for job_id, _ in poison:
@@ -707,8 +716,8 @@ class PostgresBroker(Broker):
             "origin": [origin for _, origin in poison],
             "failure": failures,
             "holder": worker,
-            "max_age": DEFAULT_FAILED_LIMITS.max_age,
-            "max_count": DEFAULT_FAILED_LIMITS.max_count,
+            "max_age": limits.max_age,
+            "max_count": limits.max_count,
         }
         conn.execute(self._sql["FAIL_HELD"], params)
         conn.execute(self._sql["TRIM_FAILED"], params)
@@ -748,7 +757,13 @@ class PostgresBroker(Broker):
 
     @_translated
     def reap(
-        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+        self,
+        *,
+        owner: str,
+        lease: float,
+        ttl: float,
+        max_recoveries: int | None = 3,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         """See :meth:`Broker.reap`; the lease is a row of ``leases``. Skips the round when
         the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``):
@@ -781,7 +796,7 @@ class PostgresBroker(Broker):
                 check_name(worker)
             except QwError:
                 continue
-            done = self._recover(manager, worker, max_recoveries, if_dead=True)
+            done = self._recover(manager, worker, max_recoveries, if_dead=True, limits=limits)
             if done is not None:
                 reaped.append(done)
         conn.execute(

@@ -848,6 +848,7 @@ class RedisBroker(Broker):
         max_recoveries: int | None = None,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> int:
         self._check_cached(manager)
         self._check_cached(worker)
@@ -858,6 +859,7 @@ class RedisBroker(Broker):
             max_recoveries=max_recoveries,
             crashed_job=crashed_job,
             suspects=suspects,
+            limits=limits,
         )
         return 0 if recovered is None else recovered.requeued
 
@@ -870,6 +872,7 @@ class RedisBroker(Broker):
         max_recoveries: int | None,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> Reaped | None:
         """Run ``recover.lua`` until the worker's list is empty; fail the poison jobs it finds.
 
@@ -894,12 +897,14 @@ class RedisBroker(Broker):
             first = False
             requeued += step.moved
             for job_id in step.poison:
-                failed += self._fail_poison(manager, worker, job_id, max_recoveries)
+                failed += self._fail_poison(manager, worker, job_id, max_recoveries, limits)
             if step.left <= len(step.poison):
                 break
         return Reaped(manager=manager, worker=worker, requeued=requeued, failed=failed)
 
-    def _fail_poison(self, manager: str, worker: str, job_id: str, max_recoveries: int | None) -> int:
+    def _fail_poison(
+        self, manager: str, worker: str, job_id: str, max_recoveries: int | None, limits: FailedLimits
+    ) -> int:
         """Move a job recovered too often from the dead ``worker``'s list to the failed registry."""
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(self._keys.job(job_id))
@@ -918,7 +923,7 @@ class RedisBroker(Broker):
         )
         failure = Failure.from_exception(error, worker=worker, kind="crashed")
         log.warning("job %s: %s; moved to the failed jobs", job_id, error)
-        return int(self._fail(worker, job, failure, keep_hash=keep_hash))
+        return int(self._fail(worker, job, failure, keep_hash=keep_hash, limits=limits))
 
     # -- liveness ----------------------------------------------------------------------------
 
@@ -963,7 +968,13 @@ class RedisBroker(Broker):
 
     @_translated
     def reap(
-        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+        self,
+        *,
+        owner: str,
+        lease: float,
+        ttl: float,
+        max_recoveries: int | None = 3,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         """See :meth:`Broker.reap`; the lease is ``SET qw:reaper <owner> NX PX``.
 
@@ -999,7 +1010,9 @@ class RedisBroker(Broker):
         reaped = []
         for (manager, worker), alive in zip(workers, pipe.execute(), strict=True):
             if not alive and _valid_name(worker):
-                done = self._recover(manager, worker, if_dead=True, max_recoveries=max_recoveries)
+                done = self._recover(
+                    manager, worker, if_dead=True, max_recoveries=max_recoveries, limits=limits
+                )
                 if done is not None:
                     reaped.append(done)
         for manager, members, alive in zip(managers, found[::2], found[1::2], strict=True):

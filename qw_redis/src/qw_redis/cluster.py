@@ -549,6 +549,7 @@ class ClusterBroker(Broker):
         max_recoveries: int | None = None,
         crashed_job: str | None = None,
         suspects: Sequence[str] = (),
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> int:
         recover = functools.partial(
             RedisBroker.recover_worker,
@@ -557,6 +558,7 @@ class ClusterBroker(Broker):
             max_recoveries=max_recoveries,
             crashed_job=crashed_job,
             suspects=suspects,
+            limits=limits,
         )
         return sum(self._all(recover))
 
@@ -583,10 +585,16 @@ class ClusterBroker(Broker):
         return self._first(range(self._n), lambda s: s.heartbeat_of(name))
 
     def reap(
-        self, *, owner: str, lease: float, ttl: float, max_recoveries: int | None = 3
+        self,
+        *,
+        owner: str,
+        lease: float,
+        ttl: float,
+        max_recoveries: int | None = 3,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         answers = self._all(
-            lambda s: s.reap(owner=owner, lease=lease, ttl=ttl, max_recoveries=max_recoveries)
+            lambda s: s.reap(owner=owner, lease=lease, ttl=ttl, max_recoveries=max_recoveries, limits=limits)
         )
         if all(answer is None for answer in answers):
             return None
