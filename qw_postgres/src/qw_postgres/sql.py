@@ -291,12 +291,14 @@ NOTIFY = "SELECT pg_notify({s}.channel(k), '') FROM unnest(%s::text[]) AS k"
 
 NEXT_POSITION = "SELECT nextval('{s}.positions') * 1048576"
 
+#: A nudge (see :meth:`PostgresBroker.nudge`) commits without waiting for its WAL flush:
+#: a nudge a crash loses only lets one wait run to its timeout.
 NUDGE = """
 WITH n AS (
     INSERT INTO {s}.nudges (worker, at) VALUES (%(worker)s, {s}.now_s())
     ON CONFLICT (worker) DO UPDATE SET at = excluded.at RETURNING worker
 )
-SELECT pg_notify({s}.channel('w:' || n.worker), '') FROM n
+SELECT pg_notify({s}.channel('w:' || n.worker), ''), set_config('synchronous_commit', 'off', true) FROM n
 """
 
 BEAT = "SELECT * FROM {s}.beat(%s, %s, %s, %s)"
