@@ -54,11 +54,13 @@ SETTINGS = {
 
 @dataclass(frozen=True)
 class Server:
-    """A running private cluster: its port and the ``postgres`` database's URL."""
+    """A running private cluster: its port, the postmaster's pid (whose session holds every
+    server process), and the ``postgres`` database's URL."""
 
     port: int
     version: str
     workdir: Path
+    pid: int
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -103,7 +105,7 @@ def private_postgres(bindir: str = PG_BIN) -> Iterator[Server]:
         )
         try:
             version = _wait_ready(server, port, Path(workdir) / "postgres.log")
-            yield Server(port=port, version=version, workdir=Path(workdir))
+            yield Server(port=port, version=version, workdir=Path(workdir), pid=server.pid)
         finally:
             server.terminate()  # smart shutdown: waits for the peers' connections to end
             try:
@@ -171,11 +173,14 @@ def new_template(server: Server, peer: str) -> None:
 
 @dataclass
 class Probe:
-    """What the server says at one moment (read without writing)."""
+    """What the server says at one moment (read without writing), and the CPU seconds its
+    processes and the peer's worker processes have used (``run.py`` fills those in)."""
 
     next_xid: int
     wal_lsn: int
     size: int
+    server_cpu: float = 0.0
+    worker_cpu: float = 0.0
 
 
 class Prober:
@@ -200,11 +205,30 @@ class Prober:
 
 
 def per_job(first: Probe, last: Probe, jobs: int) -> dict[str, float]:
-    """The drain window's write transactions and WAL bytes per job."""
+    """The drain window's write transactions, WAL bytes and CPU (the server's processes,
+    and the worker command's) per job."""
+    server = 1e6 * (last.server_cpu - first.server_cpu) / jobs
+    worker = 1e6 * (last.worker_cpu - first.worker_cpu) / jobs
     return {
         "xacts_per_job": (last.next_xid - first.next_xid) / jobs,
         "wal_bytes_per_job": (last.wal_lsn - first.wal_lsn) / jobs,
+        "cpu_us_per_job": server + worker,
+        "server_cpu_us_per_job": server,
+        "worker_cpu_us_per_job": worker,
     }
+
+
+def server_pids(server: Server) -> list[int]:
+    """The postmaster and its children (each server process starts a session of its own,
+    so they are found by their parent)."""
+    pids = [server.pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == server.pid:
+                    pids.append(int(entry.name))
+    return pids
 
 
 def describe(server: Server) -> str:

@@ -499,6 +499,20 @@ def pg_runner(
     return Runner(peer, python, url_of(client), logs, env)
 
 
+def with_cpu(
+    prober: pgserver.Prober, server: pgserver.Server, process: subprocess.Popen[bytes]
+) -> Callable[[], pgserver.Probe]:
+    """``prober``, with the CPU seconds of the server's processes and the worker's."""
+
+    def probe() -> pgserver.Probe:
+        found = prober()
+        found.server_cpu = cpu_seconds(pgserver.server_pids(server))
+        found.worker_cpu = cpu_seconds(session_pids(process.pid))
+        return found
+
+    return probe
+
+
 #: The peers whose template database this run has made.
 _templates: set[str] = set()
 
@@ -538,7 +552,9 @@ def measure_pg(
             runner.call("enqueue", "--n", str(sizes.drain))
         out["memory_per_job"] = (prober().size - base) / sizes.drain
         with runner.workers() as process:
-            out.update(drain(client, process, sizes.drain, stall=args.stall, probe=prober))
+            out.update(
+                drain(client, process, sizes.drain, stall=args.stall, probe=with_cpu(prober, server, process))
+            )
             time.sleep(1.0)  # let the workers settle into their idle wait
             pids = session_pids(process.pid)
             out["processes"] = len(pids)
@@ -596,7 +612,13 @@ def measure_pg_io(
             with runner.workers() as process:
                 try:
                     out.update(
-                        drain(client, process, jobs, stall=max(args.stall, 3 * args.io / 1000), probe=prober)
+                        drain(
+                            client,
+                            process,
+                            jobs,
+                            stall=max(args.stall, 3 * args.io / 1000),
+                            probe=with_cpu(prober, server, process),
+                        )
                     )
                 except PeerFailed as exc:
                     log = logs / f"{peer.name}-worker.log"
@@ -678,7 +700,11 @@ def best_enqueue(row: dict[str, Any]) -> float | None:
 #: The two per-job columns of a drain: Redis's commands and round trips, or (the PostgreSQL
 #: comparison) the server's write transactions and WAL bytes.
 REDIS_METRICS = (("cmds/job", "commands_per_job", 2), ("rt/job", "round_trips_per_job", 2))
-PG_METRICS = (("xacts/job", "xacts_per_job", 2), ("WAL B/job", "wal_bytes_per_job", 0))
+PG_METRICS = (
+    ("xacts/job", "xacts_per_job", 2),
+    ("WAL B/job", "wal_bytes_per_job", 0),
+    ("CPU µs/job", "cpu_us_per_job", 0),
+)
 
 
 def table(
@@ -690,12 +716,12 @@ def table(
     names[5:7] = [label for label, _, _ in metrics]
     lines = [
         "| " + " | ".join(names) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(names))) + "|",
     ]
     for name, row in results.items():
         peer = PEERS[name]
         if "error" in row:
-            cells = [name, peer.delivery, f"**{row['error']}**"] + [""] * (len(COLUMNS) - 3)
+            cells = [name, peer.delivery, f"**{row['error']}**"] + [""] * (len(names) - 3)
             lines.append("| " + " | ".join(cells) + " |")
             continue
         lat = row.get("latency", {})
@@ -719,7 +745,7 @@ def table(
         if "latency_manager" in row:
             lat = row["latency_manager"]
             cells = [f"{name} `<m>:jobs`", "", *[""] * 5, fmt(lat["p50_ms"], 2), fmt(lat["p99_ms"], 2)]
-            lines.append("| " + " | ".join(cells + [""] * (len(COLUMNS) - len(cells))) + " |")
+            lines.append("| " + " | ".join(cells + [""] * (len(names) - len(cells))) + " |")
     return "\n".join(lines)
 
 
@@ -746,13 +772,13 @@ def io_table(
     names[6:8] = [label for label, _, _ in metrics]
     lines = [
         "| " + " | ".join(names) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(IO_COLUMNS))) + "|",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(names))) + "|",
     ]
     for name, row in results.items():
         setting = str(row.get("concurrency", "?"))
         if "error" in row:
             cells = [name, setting, fmt(row.get("in_flight")), f"**{row['error']}**"]
-            lines.append("| " + " | ".join(cells + [""] * (len(IO_COLUMNS) - len(cells))) + " |")
+            lines.append("| " + " | ".join(cells + [""] * (len(names) - len(cells))) + " |")
             continue
         share = row.get("share_of_ideal")
         cells = [
