@@ -236,4 +236,5 @@ def describe(server: Server) -> str:
     with server.admin() as conn:
         names = ("fsync", "synchronous_commit", "wal_level", "shared_buffers", "max_connections")
         shown = [f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}" for name in names]  # type: ignore[index]
-    return f"PostgreSQL {server.version}, private cluster, initdb's defaults: {', '.join(shown)}"
+    settings = ", ".join(shown)
+    return f"PostgreSQL {server.version}, private cluster, initdb's defaults but max_connections: {settings}"

@@ -106,7 +106,9 @@ PEERS: dict[str, Peer] = {
             "procrastinate",
             ("procrastinate", "psycopg[binary]"),
             ("procrastinate", "psycopg"),
-            "at-least-once",
+            # A job whose worker died stays "doing" until the application retries its
+            # stalled jobs (a periodic task of its own, as procrastinate's docs show).
+            "at-most-once (default)",
             backend="postgres",
         ),
         Peer(
