@@ -9,7 +9,8 @@ Actions (the last line on stdout is a JSON object the harness reads):
   API), timed here, so interpreter and import time are left out;
 * ``latency --n N [--queue shared|manager]``: N times: note the time, queue one latency job,
   wait for its task to report how late it started; idle gaps between jobs;
-* ``worker --workers W``: become the peer's worker (W processes); never returns.
+* ``worker --workers W``: become the peer's worker (W processes); never returns;
+* ``setup``: create the peer's tables (a PostgreSQL peer, in ``BENCH_PG_URL``'s database).
 
 The adapter module (``peers/<module>.py``) provides ``version()``, ``worker(workers)``,
 ``concurrency()`` (``common.concurrency(...)``) and a ``Producer`` class with
@@ -90,7 +91,7 @@ def latency(adapter: Any, n: int, queue: str, timeout: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("module")
-    parser.add_argument("action", choices=["info", "enqueue", "latency", "worker"])
+    parser.add_argument("action", choices=["info", "enqueue", "latency", "worker", "setup"])
     parser.add_argument("--n", type=int, default=0)
     parser.add_argument("--bulk", action="store_true")
     parser.add_argument("--queue", default="shared", choices=["shared", "manager"])
@@ -106,6 +107,9 @@ def main() -> None:
         result: dict[str, Any] = {"version": adapter.version(), "bulk": bulk}
         if hasattr(adapter, "concurrency"):
             result["concurrency"] = adapter.concurrency()
+    elif args.action == "setup":
+        _run(asyncio.new_event_loop(), adapter.setup())
+        result = {"setup": True}
     elif args.action == "enqueue":
         result = enqueue(adapter, args.n, bulk=args.bulk)
     else:

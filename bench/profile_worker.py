@@ -4,12 +4,15 @@
     python bench/profile_worker.py --profile cprofile  # and the top functions by own CPU time
     python bench/profile_worker.py --prefetch 10 --jobs 50000
     python bench/profile_worker.py --io 20 --jobs 10000      # an async def target that waits
+    python bench/profile_worker.py --backend postgres  # qw-postgres, on a private PostgreSQL
 
 Starts its own redis-server (like ``run.py``), queues ``--jobs`` benchmark jobs with
 ``queue_jobs``, then runs :class:`qw_core.worker.Worker` with the default plugins until
 they are all done, and prints the rate and the Redis round trips per job (the task's INCR
 included). What one worker costs per job is what limits a box whose cores are shared
-by the workers and Redis.
+by the workers and Redis. With ``--backend postgres`` the jobs are in a private PostgreSQL
+cluster (``pgserver.py``, as ``run.py --backend postgres`` starts it) and the round trips
+are the task's INCRs alone; the server's write transactions and WAL bytes per job follow.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import contextlib  # noqa: E402
+
+import pgserver  # noqa: E402
 import redis.asyncio  # noqa: E402
 from run import private_redis, snapshot, url_of  # noqa: E402
 
@@ -115,6 +121,15 @@ class ThreadCpu:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
+def _opener(url: str, server: pgserver.Server | None) -> Any:
+    """What opens a broker: on the private PostgreSQL if there is one, else on Redis."""
+    if server is None:
+        return lambda: RedisBroker.from_url(url)
+    from qw_postgres import PostgresBroker  # noqa: PLC0415 - only with --backend postgres
+
+    return lambda: PostgresBroker.from_url(server.url())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -127,10 +142,16 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=None, help="default: the Worker's default")
     parser.add_argument("--redis-server", default="redis-server")
+    parser.add_argument("--backend", choices=("redis", "postgres"), default="redis")
+    parser.add_argument("--pg-bin", default=pgserver.PG_BIN)
     args = parser.parse_args()
-    with private_redis(args.redis_server) as client:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(private_redis(args.redis_server))
         url = url_of(client)
-        producer = RedisBroker.from_url(url)
+        pg = args.backend == "postgres"
+        server = stack.enter_context(pgserver.private_postgres(args.pg_bin)) if pg else None
+        open_broker = _opener(url, server)
+        producer = open_broker()
         producer.queue_jobs([Job.new({"t": 0}) for _ in range(args.jobs)])
         producer.close()
         task = Task(url, args.jobs, incr=not args.no_incr, io_ms=args.io)
@@ -138,10 +159,10 @@ def main() -> int:
         if args.concurrency is not None:
             kwargs["concurrency"] = args.concurrency
         chosen = task.run if args.io is None else task.run_async
-        worker = task.worker = Worker(
-            RedisBroker.from_url(url), chosen, manager="bench", block_timeout=0.1, **kwargs
-        )
+        worker = task.worker = Worker(open_broker(), chosen, manager="bench", block_timeout=0.1, **kwargs)
         client.config_resetstat()
+        prober = pgserver.Prober(server, "postgres") if server is not None else None
+        probed = prober() if prober is not None else None
         before = snapshot(client)
         threads = ThreadCpu(profile=args.profile == "cprofile")
         started = time.perf_counter()
@@ -156,6 +177,13 @@ def main() -> int:
         )
         redis_cpu = after.cpu["redis"] - before.cpu["redis"]
         threads.report(jobs, redis_cpu, args.top)
+        if prober is not None and probed is not None:
+            figures = pgserver.per_job(probed, prober(), jobs)
+            print(
+                f"PostgreSQL: {figures['xacts_per_job']:.3f} write transactions/job, "
+                f"{figures['wal_bytes_per_job']:,.0f} WAL bytes/job"
+            )
+            prober.close()
     return 0
 
 

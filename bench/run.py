@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import pgserver  # noqa: E402
 import redis  # noqa: E402 - in the bench dependency group (and a dependency of qw-redis)
 import venvs  # noqa: E402
 from charts import write_charts  # noqa: E402 - matplotlib itself is imported when a chart is drawn
@@ -158,9 +159,13 @@ class Snapshot:
     #: CPU seconds so far: Redis's own (``used_cpu_user + used_cpu_sys``), and each process
     #: of the worker command's (``main``: the command itself, ``workers``: what it started).
     cpu: dict[str, float] = field(default_factory=dict)
+    #: What ``drain``'s ``probe`` read at the same moment (the PostgreSQL comparison's server).
+    probe: Any = None
 
 
-def snapshot(client: redis.Redis, session: int | None = None) -> Snapshot:
+def snapshot(
+    client: redis.Redis, session: int | None = None, probe: Callable[[], Any] | None = None
+) -> Snapshot:
     pipe = client.pipeline(transaction=False)
     pipe.get(DONE)
     pipe.info("everything")
@@ -178,6 +183,7 @@ def snapshot(client: redis.Redis, session: int | None = None) -> Snapshot:
         int(info["total_reads_processed"]),
         int(info["used_memory"]),
         cpu,
+        probe() if probe is not None else None,
     )
 
 
@@ -335,24 +341,31 @@ def cpu_per_job(first: Snapshot, last: Snapshot, jobs: int) -> dict[str, float]:
     return {role: round(value, 1) for role, value in spent.items()}
 
 
-def drain(client: redis.Redis, process: subprocess.Popen[bytes], jobs: int, stall: float) -> dict[str, Any]:
-    """Wait for ``jobs`` to be done, measuring the window between WINDOW's marks."""
+def drain(
+    client: redis.Redis,
+    process: subprocess.Popen[bytes],
+    jobs: int,
+    stall: float,
+    probe: Callable[[], pgserver.Probe] | None = None,
+) -> dict[str, Any]:
+    """Wait for ``jobs`` to be done, measuring the window between WINDOW's marks (with
+    ``probe``, also the PostgreSQL server's write transactions, WAL and CPU per job)."""
     low, high = (max(1, int(jobs * f)) for f in WINDOW)
     first = last = None
     polls = 0
     progress_at, seen = time.monotonic(), -1
     sid = process.pid
-    zero = snapshot(client, sid)
+    zero = snapshot(client, sid, probe)
     started = zero.at
     while True:
         done = int(client.get(DONE) or 0)
         if first is not None and last is None:
             polls += 1
         if first is None and done >= low:
-            first = snapshot(client, sid)
+            first = snapshot(client, sid, probe)
             done = first.done
         elif first is not None and last is None and done >= high:
-            last = snapshot(client, sid)
+            last = snapshot(client, sid, probe)
             done = last.done
         if done >= jobs:
             break
@@ -365,7 +378,7 @@ def drain(client: redis.Redis, process: subprocess.Popen[bytes], jobs: int, stal
         time.sleep(POLL)
     total = time.perf_counter() - started
     if first is None or last is None or last.done <= first.done:  # too few jobs for a window
-        first, last, polls = zero, snapshot(client, sid), polls + 1
+        first, last, polls = zero, snapshot(client, sid, probe), polls + 1
     counted = last.done - first.done
     result = {
         "drain_per_s": counted / (last.at - first.at) if last.at > first.at else float("nan"),
@@ -374,6 +387,8 @@ def drain(client: redis.Redis, process: subprocess.Popen[bytes], jobs: int, stal
     }
     # The harness's own requests in the window: one GET per poll, plus the last snapshot's.
     result.update(per_job(first, last, counted, own_cmds=polls + 1, own_reads=polls + 1))
+    if probe is not None:
+        result.update(pgserver.per_job(first.probe, last.probe, counted))
     return result
 
 
@@ -454,7 +469,7 @@ def measure_io(
         if args.io > 0:
             out["ideal_per_s"] = out["in_flight"] * 1000 / args.io
             if not args.jobs:
-                jobs = max(jobs, min(FULL.drain, round(out["ideal_per_s"] * IO_IDEAL_SECONDS, -2)))
+                jobs = max(jobs, min(FULL.drain, int(round(out["ideal_per_s"] * IO_IDEAL_SECONDS, -2))))
     out["jobs"] = jobs
 
     try:
@@ -474,6 +489,168 @@ def measure_io(
             pids = session_pids(process.pid)
             out["processes"] = len(pids)
             out["rss_mb"] = rss_mb(pids)
+    except PeerFailed as exc:
+        raise PeerFailed(str(exc), details=out) from exc
+    if "ideal_per_s" in out:
+        out["share_of_ideal"] = out["drain_per_s"] / out["ideal_per_s"]
+    return out
+
+
+# -- the PostgreSQL comparison (--backend postgres) -----------------------------------------------
+
+
+def pg_runner(
+    peer: Peer, client: redis.Redis, server: pgserver.Server, args: argparse.Namespace, logs: Path
+) -> Runner:
+    """The peer's runner, its ``BENCH_PG_URL`` its own database; its schema's template made
+    once a run (``driver.py setup`` in an empty database that each phase copies)."""
+    try:
+        python = venvs.ensure(peer, reinstall=args.reinstall)
+    except venvs.InstallFailed as exc:
+        raise PeerFailed(f"install failed: {exc}") from exc
+    env = {**peer.env, "BENCH_PG_URL": server.url(pgserver.database(peer.name))}
+    if args.io is not None:
+        env.update(BENCH_IO_MS=f"{args.io:g}", BENCH_QW_CONCURRENCY=str(args.qw_concurrency or ""))
+    if args.qw_prefetch:
+        env["BENCH_QW_PREFETCH"] = str(args.qw_prefetch)
+    if peer.name not in _templates:
+        pgserver.new_template(server, peer.name)
+        setup_env = {**env, "BENCH_PG_URL": server.url(pgserver.template(peer.name))}
+        Runner(peer, python, url_of(client), logs, setup_env).call("setup", timeout=120)
+        _templates.add(peer.name)
+    return Runner(peer, python, url_of(client), logs, env)
+
+
+def with_cpu(
+    prober: pgserver.Prober, server: pgserver.Server, process: subprocess.Popen[bytes]
+) -> Callable[[], pgserver.Probe]:
+    """``prober``, with the CPU seconds of the server's processes and the worker's."""
+
+    def probe() -> pgserver.Probe:
+        found = prober()
+        found.server_cpu = cpu_seconds(pgserver.server_pids(server))
+        found.worker_cpu = cpu_seconds(session_pids(process.pid))
+        return found
+
+    return probe
+
+
+#: The peers whose template database this run has made.
+_templates: set[str] = set()
+
+
+def measure_pg(
+    peer: Peer,
+    client: redis.Redis,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    logs: Path,
+    *,
+    server: pgserver.Server,
+) -> dict[str, Any]:
+    """:func:`measure` for a PostgreSQL peer: each phase on a fresh copy of its database;
+    the drain's per-job figures are the server's write transactions and WAL."""
+    runner = pg_runner(peer, client, server, args, logs)
+    out: dict[str, Any] = {}
+    info = runner.call("info", timeout=120)
+    out["version"] = info["version"]
+
+    reset(client)
+    pgserver.fresh(server, peer.name)
+    result = runner.call("enqueue", "--n", str(sizes.single))
+    out["enqueue_per_s"] = sizes.single / result["seconds"]
+    if client.get(DONE) is not None:
+        raise PeerFailed("jobs ran with no worker started")
+
+    reset(client)
+    pgserver.fresh(server, peer.name)
+    prober = pgserver.Prober(server, pgserver.database(peer.name))
+    try:
+        base = prober().size
+        if info["bulk"]:
+            result = runner.call("enqueue", "--n", str(sizes.drain), "--bulk")
+            out["bulk_per_s"] = sizes.drain / result["seconds"]
+        else:
+            runner.call("enqueue", "--n", str(sizes.drain))
+        out["memory_per_job"] = (prober().size - base) / sizes.drain
+        with runner.workers() as process:
+            out.update(
+                drain(client, process, sizes.drain, stall=args.stall, probe=with_cpu(prober, server, process))
+            )
+            time.sleep(1.0)  # let the workers settle into their idle wait
+            pids = session_pids(process.pid)
+            out["processes"] = len(pids)
+            out["rss_mb"] = rss_mb(pids)
+            cpu = cpu_seconds(pids)
+            idle_started = time.perf_counter()
+            time.sleep(2.0)
+            out["idle_cpu_percent"] = 100 * (cpu_seconds(pids) - cpu) / (time.perf_counter() - idle_started)
+            result = runner.call("latency", "--n", str(sizes.latency))
+            samples = sorted(result["samples"])
+            out["latency"] = {
+                "p50_ms": 1000 * statistics.median(samples),
+                "p99_ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+                "max_ms": 1000 * samples[-1],
+            }
+            if process.poll() is not None:
+                raise PeerFailed(f"the worker exited with {process.returncode}")
+    finally:
+        prober.close()
+    return out
+
+
+def measure_pg_io(
+    peer: Peer,
+    client: redis.Redis,
+    jobs: int,
+    args: argparse.Namespace,
+    logs: Path,
+    *,
+    server: pgserver.Server,
+) -> dict[str, Any]:
+    """:func:`measure_io` for a PostgreSQL peer (a fresh copy of its database)."""
+    runner = pg_runner(peer, client, server, args, logs)
+    info = runner.call("info", timeout=120)
+    out: dict[str, Any] = {"version": info["version"]}
+    setting = info.get("concurrency") or {}
+    out["concurrency"] = setting.get("setting", "?")
+    if setting.get("per_process"):
+        out["in_flight"] = setting["per_process"] * WORKERS
+        if args.io > 0:
+            out["ideal_per_s"] = out["in_flight"] * 1000 / args.io
+            if not args.jobs:
+                jobs = max(jobs, min(FULL.drain, int(round(out["ideal_per_s"] * IO_IDEAL_SECONDS, -2))))
+    elif not args.jobs:  # no limit: as many as the largest limit measured
+        jobs = max(jobs, min(FULL.drain, int(round(200 * 1000 / max(args.io, 2.0) * IO_IDEAL_SECONDS, -2))))
+    out["jobs"] = jobs
+    try:
+        reset(client)
+        pgserver.fresh(server, peer.name)
+        runner.call("enqueue", "--n", str(jobs), *(["--bulk"] if info["bulk"] else []))
+        if client.get(DONE) is not None:
+            raise PeerFailed("jobs ran with no worker started")
+        prober = pgserver.Prober(server, pgserver.database(peer.name))
+        try:
+            with runner.workers() as process:
+                try:
+                    out.update(
+                        drain(
+                            client,
+                            process,
+                            jobs,
+                            stall=max(args.stall, 3 * args.io / 1000),
+                            probe=with_cpu(prober, server, process),
+                        )
+                    )
+                except PeerFailed as exc:
+                    log = logs / f"{peer.name}-worker.log"
+                    tail = last_line(log.read_text(errors="replace")) if log.exists() else "no log"
+                    raise PeerFailed(f"{exc}; the worker's log ends: {tail}") from exc
+                pids = session_pids(process.pid)
+                out["processes"] = len(pids)
+                out["rss_mb"] = rss_mb(pids)
+        finally:
+            prober.close()
     except PeerFailed as exc:
         raise PeerFailed(str(exc), details=out) from exc
     if "ideal_per_s" in out:
@@ -542,16 +719,34 @@ def best_enqueue(row: dict[str, Any]) -> float | None:
     return max((rate for rate in rates if rate), default=None)
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    qw = results.get("qw", {})
+#: The two per-job columns of a drain: Redis's commands and round trips, or (the PostgreSQL
+#: comparison) the server's write transactions and WAL bytes.
+REDIS_METRICS = (("cmds/job", "commands_per_job", 2), ("rt/job", "round_trips_per_job", 2))
+#: The I/O table's: Redis's commands and round trips, and the CPU per job of Redis and of
+#: the worker command's processes.
+REDIS_IO_METRICS = (*REDIS_METRICS, ("CPU µs/job", "cpu_us_per_job", None))
+PG_METRICS = (
+    ("xacts/job", "xacts_per_job", 2),
+    ("WAL B/job", "wal_bytes_per_job", 0),
+    ("CPU µs/job", "cpu_us_per_job", 0),
+)
+
+
+def table(
+    results: dict[str, dict[str, Any]], ref: str = "qw", metrics: tuple[Any, ...] = REDIS_METRICS
+) -> str:
+    """The no-op table; the ratio columns are ``ref``'s row over each other row."""
+    qw = results.get(ref, {})
+    names = [name for name, _ in COLUMNS]
+    names[5:7] = [label for label, _, _ in metrics]
     lines = [
-        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+        "| " + " | ".join(names) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(names))) + "|",
     ]
     for name, row in results.items():
         peer = PEERS[name]
         if "error" in row:
-            cells = [name, peer.delivery, f"**{row['error']}**"] + [""] * (len(COLUMNS) - 3)
+            cells = [name, peer.delivery, f"**{row['error']}**"] + [""] * (len(names) - 3)
             lines.append("| " + " | ".join(cells) + " |")
             continue
         lat = row.get("latency", {})
@@ -561,22 +756,21 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             fmt(row.get("enqueue_per_s")),
             fmt(row.get("bulk_per_s")),
             fmt(row.get("drain_per_s")),
-            fmt(row.get("commands_per_job"), 2),
-            fmt(row.get("round_trips_per_job"), 2),
+            *(fmt(row.get(key), digits) for _, key, digits in metrics),
             fmt(lat.get("p50_ms"), 2),
             fmt(lat.get("p99_ms"), 2),
             f"{fmt(row.get('rss_mb'))} ({fmt(row.get('processes'))})",
             f"{fmt(row.get('idle_cpu_percent'), 1)}%",
             fmt(row.get("memory_per_job")),
-            "" if name == "qw" else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
-            "" if name == "qw" else ratio(best_enqueue(qw), best_enqueue(row)),
-            "" if name == "qw" else ratio(lat.get("p50_ms"), qw.get("latency", {}).get("p50_ms")),
+            "" if name == ref else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
+            "" if name == ref else ratio(best_enqueue(qw), best_enqueue(row)),
+            "" if name == ref else ratio(lat.get("p50_ms"), qw.get("latency", {}).get("p50_ms")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
         if "latency_manager" in row:
             lat = row["latency_manager"]
             cells = [f"{name} `<m>:jobs`", "", *[""] * 5, fmt(lat["p50_ms"], 2), fmt(lat["p99_ms"], 2)]
-            lines.append("| " + " | ".join(cells + [""] * (len(COLUMNS) - len(cells))) + " |")
+            lines.append("| " + " | ".join(cells + [""] * (len(names) - len(cells))) + " |")
     return "\n".join(lines)
 
 
@@ -587,33 +781,43 @@ IO_COLUMNS = (
     "jobs",
     "drain/s",
     "of ideal",
-    "cmds/job",
-    "rt/job",
-    "CPU µs/job",
+    # (the per-job figures of the backend go here: REDIS_IO_METRICS or PG_METRICS)
     "RSS MB",
     "qw x",
 )
 
 
-def cpu_cell(cpu: dict[str, float] | None) -> str:
-    """``total (Redis + the worker command's processes)``, in µs of CPU per job."""
-    if not cpu:
+def cpu_cell(cpu: dict[str, float] | float | None) -> str:
+    """``total (Redis + the worker command's processes)``, in µs of CPU per job (a number
+    alone: the PostgreSQL comparison's server and workers together)."""
+    if cpu is None or cpu == {}:
         return "-"
+    if not isinstance(cpu, dict):
+        return fmt(cpu)
     return f"{fmt(cpu['total'])} ({fmt(cpu['redis'])} + {fmt(cpu.get('main', 0) + cpu.get('workers', 0))})"
 
 
-def io_table(results: dict[str, dict[str, Any]]) -> str:
-    """The I/O mode's table: each peer's concurrency setting, drain rate and qw's ratio to it."""
-    qw = results.get("qw", {})
+def metric_cell(row: dict[str, Any], key: str, digits: int | None) -> str:
+    """One per-job figure of a row (``digits`` ``None``: the CPU per job, :func:`cpu_cell`)."""
+    return cpu_cell(row.get(key)) if digits is None else fmt(row.get(key), digits)
+
+
+def io_table(
+    results: dict[str, dict[str, Any]], ref: str = "qw", metrics: tuple[Any, ...] = REDIS_METRICS
+) -> str:
+    """The I/O mode's table: each peer's concurrency setting, drain rate and ``ref``'s ratio to it."""
+    qw = results.get(ref, {})
+    names = list(IO_COLUMNS)
+    names[6:6] = [label for label, _, _ in metrics]
     lines = [
-        "| " + " | ".join(IO_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(IO_COLUMNS))) + "|",
+        "| " + " | ".join(names) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(names))) + "|",
     ]
     for name, row in results.items():
         setting = str(row.get("concurrency", "?"))
         if "error" in row:
             cells = [name, setting, fmt(row.get("in_flight")), f"**{row['error']}**"]
-            lines.append("| " + " | ".join(cells + [""] * (len(IO_COLUMNS) - len(cells))) + " |")
+            lines.append("| " + " | ".join(cells + [""] * (len(names) - len(cells))) + " |")
             continue
         share = row.get("share_of_ideal")
         cells = [
@@ -623,11 +827,9 @@ def io_table(results: dict[str, dict[str, Any]]) -> str:
             fmt(row.get("jobs")),
             fmt(row.get("drain_per_s")),
             "-" if share is None else f"{100 * share:.0f}%",
-            fmt(row.get("commands_per_job"), 2),
-            fmt(row.get("round_trips_per_job"), 2),
-            cpu_cell(row.get("cpu_us_per_job")),
+            *(metric_cell(row, key, digits) for _, key, digits in metrics),
             f"{fmt(row.get('rss_mb'))} ({fmt(row.get('processes'))})",
-            "" if name == "qw" else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
+            "" if name == ref else ratio(qw.get("drain_per_s"), row.get("drain_per_s")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -677,6 +879,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", nargs="?", const="", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--results", default=str(RESULTS), help="where logs and --json go (bench/results)")
     parser.add_argument("--redis-server", default="redis-server", help="the redis-server binary")
+    parser.add_argument(
+        "--backend",
+        choices=("redis", "postgres"),
+        default="redis",
+        help="redis: qw and the Redis job queues; postgres: qw-postgres and the PostgreSQL job queues "
+        "(procrastinate, pgqueuer) on a private PostgreSQL cluster (the task's INCR on the private Redis)",
+    )
+    parser.add_argument(
+        "--pg-bin",
+        default=pgserver.PG_BIN,
+        help=f"where PostgreSQL's initdb and postgres are (default {pgserver.PG_BIN})",
+    )
     parser.add_argument("--reinstall", action="store_true", help="rebuild the peers' virtualenvs")
     parser.add_argument("--stall", type=float, default=60.0, help="fail a drain making no progress this long")
     return parser.parse_args(argv)
@@ -710,7 +924,13 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
 
 
 def run_rounds(
-    names: list[str], client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path
+    names: list[str],
+    client: redis.Redis,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    logs: Path,
+    *,
+    server: pgserver.Server | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Measure each peer ``args.repeat`` times; one row each (medians, or why it failed)."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
@@ -726,7 +946,12 @@ def run_rounds(
             print(f"bench: {label} ...", file=sys.stderr, flush=True)
             started = time.monotonic()
             try:
-                if args.io is not None:
+                peer = PEERS[name]
+                if server is not None and args.io is not None:
+                    runs[name].append(measure_pg_io(peer, client, sizes.drain, args, logs, server=server))
+                elif server is not None:
+                    runs[name].append(measure_pg(peer, client, sizes, args, logs, server=server))
+                elif args.io is not None:
                     runs[name].append(measure_io(PEERS[name], client, sizes.drain, args, logs))
                 else:
                     runs[name].append(measure(PEERS[name], client, sizes, args, logs))
@@ -745,18 +970,29 @@ def run_rounds(
     return results
 
 
+def results_table(results: dict[str, dict[str, Any]], ref: str, *, io: bool, pg: bool) -> str:
+    """The table of a run: the I/O mode's or the no-op one, with its backend's figures."""
+    if io:
+        return io_table(results, ref, PG_METRICS if pg else REDIS_IO_METRICS)
+    return table(results, ref, PG_METRICS if pg else REDIS_METRICS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background
         signal.signal(signal.SIGINT, _stop)
     io = args.io is not None
+    pg = args.backend == "postgres"
+    ref = "qw-pg" if pg else "qw"
     sizes = sizes_of(args)
-    known = [name for name, peer in PEERS.items() if io or not peer.io_only]
+    known = [
+        name for name, peer in PEERS.items() if (io or not peer.io_only) and peer.backend == args.backend
+    ]
     if args.peers:
         names = args.peers.split(",")
     elif args.quick:  # qw's own, nothing to install
-        names = ["qw", "qw-sync"] if io else ["qw"]
+        names = [ref, f"{ref}-sync"] if io else [ref]
     else:
         names = known
     unknown = [name for name in names if name not in known]
@@ -769,31 +1005,42 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = Path(args.results)
     logs = results_dir / "logs" / stamp
-    with private_redis(args.redis_server) as client:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(private_redis(args.redis_server))
         server = client.info("server")
         machine = {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "redis": server["redis_version"],
             "platform": platform.platform(),
+            "load_before": load_average(),
         }
+        pg_server = stack.enter_context(pgserver.private_postgres(args.pg_bin)) if pg else None
+        if pg_server is not None:
+            machine["postgres"] = pgserver.describe(pg_server)
+            print(f"bench: {machine['postgres']}", file=sys.stderr)
         print(
             f"bench: {machine['cpus']} CPUs, Python {machine['python']}, Redis {machine['redis']} "
             f"at {url_of(client)}; {WORKERS} workers; {sizes.drain:,} jobs per drain"
             + (f", each waiting {args.io:g} ms (I/O mode)" if io else ""),
             file=sys.stderr,
         )
-        results = run_rounds(names, client, sizes, args, logs)
-    print(io_table(results) if io else table(results))
+        results = run_rounds(names, client, sizes, args, logs, server=pg_server)
+        machine["load_after"] = load_average()
+    print(results_table(results, ref, io=io, pg=pg))
     print(f"\nversions:\n{versions(results)}")
     print(
         f"machine: {machine['cpus']} CPUs, Python {machine['python']}, Redis {machine['redis']}, "
-        f"{machine['platform']}"
+        f"{machine['platform']}; load average (1, 5, 15 min) {machine['load_before']} before, "
+        f"{machine['load_after']} after"
     )
+    if pg:
+        print(f"server: {machine['postgres']}; the task's INCR on the private Redis")
     if args.json is not None:
         path = Path(args.json) if args.json else results_dir / f"bench-{stamp}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {
+            "backend": args.backend,
             "machine": machine,
             "sizes": sizes.__dict__,
             "workers": WORKERS,
@@ -807,6 +1054,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {path}", file=sys.stderr)
     draw_charts({"results": results, **({"io_ms": args.io} if io else {})}, results_dir / f"charts-{stamp}")
     return 0
+
+
+def load_average() -> str:
+    """The machine's load average (1, 5 and 15 minutes), as ``uptime`` shows it."""
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def draw_charts(document: dict[str, Any], folder: Path) -> None:

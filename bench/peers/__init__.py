@@ -23,6 +23,8 @@ class Peer:
     :param delivery: what a worker crash does to a job it had taken.
     :param env: environment variables for its driver and workers (on top of the harness's).
     :param io_only: measured only in I/O mode (``run.py --io``).
+    :param backend: the store its jobs live in: ``redis``, or ``postgres`` (``run.py
+        --backend postgres``, the PostgreSQL comparison).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Peer:
     extra: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     io_only: bool = False
+    backend: str = "redis"
 
 
 #: Every peer venv also gets redis-py (the task's INCR uses it) and hiredis (qw's benchmark
@@ -77,5 +80,45 @@ PEERS: dict[str, Peer] = {
         ),
         # saq 0.26 imports typing_extensions without declaring it.
         Peer("saq", "saq_peer", "saq", ("saq", "typing_extensions"), ("saq",), "at-least-once"),
+        # The PostgreSQL comparison (run.py --backend postgres): qw-postgres and the Python
+        # job queues built on PostgreSQL, each on a database of its own in one private cluster.
+        Peer(
+            "qw-pg",
+            "qw_pg_peer",
+            None,
+            dists=("qw-core", "qw-postgres", "psycopg"),
+            delivery="at-least-once",
+            backend="postgres",
+        ),
+        Peer(
+            "qw-pg-sync",
+            "qw_pg_peer",
+            None,
+            dists=("qw-core", "qw-postgres", "psycopg"),
+            delivery="at-least-once",
+            env={"BENCH_QW_SYNC": "1"},
+            io_only=True,
+            backend="postgres",
+        ),
+        Peer(
+            "procrastinate",
+            "procrastinate_peer",
+            "procrastinate",
+            ("procrastinate", "psycopg[binary]"),
+            ("procrastinate", "psycopg"),
+            # A job whose worker died stays "doing" until the application retries its
+            # stalled jobs (a periodic task of its own, as procrastinate's docs show).
+            "at-most-once (default)",
+            backend="postgres",
+        ),
+        Peer(
+            "pgqueuer",
+            "pgqueuer_peer",
+            "pgqueuer",
+            ("pgqueuer", "asyncpg"),
+            ("pgqueuer", "asyncpg"),
+            "at-least-once",
+            backend="postgres",
+        ),
     )
 }

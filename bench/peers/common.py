@@ -24,6 +24,9 @@ import redis
 import redis.asyncio
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: The PostgreSQL comparison (``run.py --backend postgres``): the peer's own database in the
+#: harness's private cluster. The task's INCR still goes to the harness's private Redis.
+PG_URL = os.environ.get("BENCH_PG_URL", "")
 DONE = "bench:done"
 LATENCY = "bench:lat"
 #: The manager name qw runs under (its private queue is ``bench:jobs``).
@@ -53,7 +56,10 @@ def async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     found = _async_clients.get(loop)
     if found is None:
-        found = _async_clients[loop] = redis.asyncio.Redis.from_url(URL)
+        # A blocking pool: a peer with no limit on the jobs it runs at once (pgqueuer's
+        # default) has its tasks wait for one of these connections rather than fail.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(URL, max_connections=1000, timeout=None)
+        found = _async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return found
 
 

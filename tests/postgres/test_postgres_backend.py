@@ -202,3 +202,33 @@ def test_a_failure_with_keys_this_version_does_not_know_is_read(
     assert found.job.id == job.id
     assert (found.failure.exc_type, found.failure.message) == ("E", "bad")
     assert [entry.job.id for entry in pg_broker.failed_jobs()] == [job.id]
+
+
+def _take_commit_mode(broker: PostgresBroker, finished: list[str]) -> tuple[int, str]:
+    """Run the take statement in a transaction of its own; how many jobs it took and the
+    ``synchronous_commit`` its commit will use."""
+    conn = broker._connection()
+    params = ["w.1", "w", ["default"], finished, [], 10, True, 60.0]
+    with conn.transaction():
+        rows = conn.execute(broker._sql["TAKE"], params).fetchall()
+        [(mode,)] = conn.execute("SHOW synchronous_commit").fetchall()
+    return sum(1 for row in rows if row[0] is not None), str(mode)
+
+
+def test_a_take_that_takes_or_finishes_a_job_waits_for_the_wal_flush(pg_broker: PostgresBroker) -> None:
+    assert _take_commit_mode(pg_broker, []) == (0, "off")  # nothing taken or finished
+    job = Job.new({"n": 1})
+    pg_broker.queue_job(job)
+    assert _take_commit_mode(pg_broker, []) == (1, "on")
+    assert _take_commit_mode(pg_broker, [job.id]) == (0, "on")  # it finished the job
+    assert pg_broker.job_status(job.id).state.value == "succeeded"
+
+
+def test_a_nudge_or_an_empty_take_leaves_the_connection_durable(pg_broker: PostgresBroker) -> None:
+    """Their commits skip the WAL flush for their own transaction only: the next
+    statement on the connection (a job queued with it) is durable again."""
+    conn = pg_broker._connection()
+    pg_broker.nudge("w.1")
+    assert conn.execute("SHOW synchronous_commit").fetchall() == [("on",)]
+    assert pg_broker.take(manager="w", worker="w.1", timeout=0.01) == []
+    assert conn.execute("SHOW synchronous_commit").fetchall() == [("on",)]

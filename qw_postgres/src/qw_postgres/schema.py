@@ -398,6 +398,7 @@ $$;
 -- their new held position (the take order). With nothing taken and p_wait, one row with
 -- no id says whether a nudge ended the wait, and in how many seconds the next delayed job
 -- of these queues is due.
+-- A take that took and finished nothing commits without waiting for the WAL flush.
 CREATE FUNCTION {s}.take(
     p_worker text, p_manager text, p_origins text[], p_finished text[], p_held text[],
     p_limit integer, p_wait boolean, p_keep double precision
@@ -461,6 +462,12 @@ BEGIN
                 RETURN NEXT;
             END LOOP;
         END LOOP;
+    END IF;
+    IF v_count = 0 AND cardinality(p_finished) = 0 THEN
+        -- Nothing a job depends on is written (at most a nudge consumed, or due delayed
+        -- jobs moved to their queues, which the next take moves again if a crash loses
+        -- it): the commit need not wait for its WAL to reach the disk.
+        PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
     IF v_count = 0 AND p_wait THEN
         DELETE FROM {s}.nudges n WHERE n.worker = p_worker;
