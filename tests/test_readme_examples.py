@@ -33,3 +33,10 @@ def test_the_readme_tests_pass(tmp_path: Path, module: str, test: str) -> None:
     tests = code_block(f"# {test}").count("\ndef test_")
     assert tests >= 1
     assert f"{tests} passed" in result.stdout, result.stdout
+
+
+def test_the_readme_plugin_is_the_one_the_plugin_guide_tests() -> None:
+    """The README's plugin is copied from docs/how-to/write-a-plugin.md, whose blocks run in
+    test_docs_examples.py (a plugin module and its test with a real worker)."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "how-to" / "write-a-plugin.md").read_text()
+    assert "```python\n" + code_block("# myplugins/cancel.py") + "```" in guide
