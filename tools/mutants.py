@@ -242,7 +242,7 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
-        "qw_redis/src/qw_redis/broker.py",
+        "qw_redis/src/qw_redis/consuming.py",
         "            jobs = take((), held, limit, waits=waits)\n",
         "            jobs = take((), held, limit, waits=True)\n",
         "a take never returns with the worker registered as waiting",
@@ -423,7 +423,7 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
-        "qw_redis/src/qw_redis/broker.py",
+        "qw_redis/src/qw_redis/consuming.py",
         "                time.sleep(min(due_in, DUE_STEP))",
         "                time.sleep(due_in)",
         "a job queued in the last tick before a due time is seen within a step",
@@ -451,7 +451,7 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS,
     ),
     Mutant(
-        "qw_redis/src/qw_redis/broker.py",
+        "qw_redis/src/qw_redis/producing.py",
         "        full = len(batch) == QUEUE_BATCH or fields + more_fields > QUEUE_BATCH_FIELDS",
         "        full = len(batch) == QUEUE_BATCH",
         "a queueing script call stores a bounded number of hash fields",

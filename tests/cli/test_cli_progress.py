@@ -139,7 +139,7 @@ def test_enqueue_of_one_batch_draws_no_bar(broker: Any, tmp_path: Path) -> None:
 
 
 def test_requeue_all_draws_a_bar_on_a_terminal_and_says_what_it_did(broker: Any, tmp_path: Path) -> None:
-    ids = fail_many(broker, 250)  # 100 a batch (qw_redis.broker.REQUEUE_BATCH)
+    ids = fail_many(broker, 250)  # 100 a batch (qw_redis.administering.REQUEUE_BATCH)
     code, terminal = run_on_terminal(
         "failed", "requeue", "--all", "--url", REDIS_URL, stdout=tmp_path / "out"
     )

@@ -176,8 +176,8 @@ def test_requeue_all_and_purge(broker: RedisBroker) -> None:
 def test_requeue_and_purge_all_show_progress_on_a_terminal_only(
     broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("qw_redis.broker.REQUEUE_BATCH", 2)
-    monkeypatch.setattr("qw_redis.broker.PURGE_BATCH", 2)
+    monkeypatch.setattr("qw_redis.administering.REQUEUE_BATCH", 2)
+    monkeypatch.setattr("qw_redis.administering.PURGE_BATCH", 2)
     jobs = fail_jobs(broker, *({"n": n} for n in range(5)))
     quiet = qw("failed", "requeue", "--all")
     assert quiet.stdout.split() == [job.id for job in jobs], "the oldest failure first"

@@ -19,8 +19,7 @@ from redis_support import redis_url, shared_client, shared_port
 
 from qw_cli.main import main
 from qw_core.models import Failure, Job
-from qw_redis import broker as redis_broker
-from qw_redis import codec, keys
+from qw_redis import administering, codec, keys, listing
 from qw_redis.broker import RedisBroker
 from qw_redis.connection import RedisOptions
 from qw_redis.scripts import script_source
@@ -197,7 +196,7 @@ def test_qw_failed_requeue_and_purge_all_work_in_bounded_batches(
     assert requeued == backlog["failed"], "each id printed once, the oldest failure first"
     assert real_client.lrange("m2:jobs", 0, -1)[::-1] == backlog["failed"]
     calls = [c for c in commands if c[0].upper() == "EVALSHA"]
-    assert len(calls) == -(-len(backlog["failed"]) // redis_broker.REQUEUE_BATCH)
+    assert len(calls) == -(-len(backlog["failed"]) // administering.REQUEUE_BATCH)
     hgets = [c for c in monitor.sent() if c[0].upper() == "HGET" and c[1].startswith("qw:failed:")]
     assert len(hgets) == len(backlog["failed"]), "each record read once"
 
@@ -213,7 +212,7 @@ def test_qw_failed_requeue_and_purge_all_work_in_bounded_batches(
     assert real_broker.failed_count() == 0
     assert not real_client.keys("qw:failed:*")
     calls = [c for c in commands if c[0].upper() == "EVALSHA"]
-    assert len(calls) == len(requeued) // redis_broker.PURGE_BATCH + 1
+    assert len(calls) == len(requeued) // administering.PURGE_BATCH + 1
 
 
 class Sink(io.TextIOBase):
@@ -286,7 +285,7 @@ def test_requeue_all_failed_walks_failures_of_the_same_time_once_each(
     # Failures stamped in the same microsecond (parked by one script, say) tie on their
     # score: Redis sorts them by id, and the walk must neither repeat nor miss one,
     # whatever the batch size, even when some of them cannot be requeued.
-    monkeypatch.setattr(redis_broker, "REQUEUE_BATCH", 3)
+    monkeypatch.setattr(administering, "REQUEUE_BATCH", 3)
     jobs = failed(real_broker, [Job.new({"n": n}) for n in range(11)])
     real_client.zadd("qw:failed", {job.id: 1000.0 for job in jobs[:8]}, xx=True)
     blocked = sorted(job.id for job in jobs[:8])[2::3]  # spread over the tie
@@ -300,7 +299,7 @@ def test_requeue_all_failed_walks_failures_of_the_same_time_once_each(
 def test_requeue_all_failed_passes_over_what_it_cannot_requeue_and_requeues_the_rest(
     real_client: redis.Redis, real_broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_broker, "REQUEUE_BATCH", 2)
+    monkeypatch.setattr(administering, "REQUEUE_BATCH", 2)
     [unreadable] = failed(real_broker, [Job.new({"n": 1})])
     [for_bq] = failed(real_broker, [Job.new({"n": 2}, manager="bq")], worker="bq.1")
     fine, roomy = failed(real_broker, [Job.new({"n": 3}), Job.new({"n": 4})])
@@ -330,7 +329,7 @@ def test_requeue_all_failed_restores_a_job_kept_as_it_was(
 def test_purge_all_failed_keeps_what_fails_while_it_runs(
     real_broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_broker, "PURGE_BATCH", 2)
+    monkeypatch.setattr(administering, "PURGE_BATCH", 2)
     failed(real_broker, [Job.new({"n": n}) for n in range(5)])
     real_broker.queue_jobs([Job.new({"late": True})])
     [late] = real_broker.take(manager="m1", worker="m1.2")
@@ -413,7 +412,7 @@ def test_a_batch_resent_after_its_reply_was_lost_changes_nothing_and_counts_once
 def test_failed_jobs_reads_a_long_registry_in_bounded_commands(
     real_broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_broker, "READ_CHUNK", 2)
+    monkeypatch.setattr(listing, "READ_CHUNK", 2)
     jobs = failed(real_broker, [Job.new({"n": n}) for n in range(5)])
     monitor = Monitor()
     assert [entry.job.id for entry in real_broker.failed_jobs(limit=4)] == [j.id for j in jobs[::-1][:4]]
