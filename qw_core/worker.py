@@ -406,7 +406,12 @@ class Worker:
         self._write_failures(batch)  # then the take finishes the batch's succeeded jobs
         batch.limit = self._next_limit(batch.limit, batch.size, self.clock() - batch.taken_at)
         free = len(self._free)
-        limit = free if self._flights else max(free, batch.limit)
+        # With jobs in flight, the batch's extra (beyond one) is taken beyond the free slots:
+        # those jobs wait here and start as slots free, so the next take comes only once
+        # they have, carrying as many again (a take per job or two otherwise, where each
+        # costs a transaction on some backends). The extra is 0 unless the queue is deep
+        # and jobs quick (see _next_limit), so slow jobs are never held from idle workers.
+        limit = free + batch.limit - 1 if self._flights else max(free, batch.limit)
         budget = self._budget()
         if budget is not None:
             limit = max(1, min(limit, budget))
@@ -724,7 +729,7 @@ class Worker:
         after a full batch (``taken == limit``: the queue had more) that ran within
         :attr:`finish_delay` the limit doubles, up to :attr:`prefetch`; after a full batch
         that took longer it halves; after a short one (the queue ran dry) it is 1 again.
-        With jobs in flight a take asks for the free slots only.
+        With jobs in flight a take asks for the free slots and this limit less one.
         """
         if taken < limit:
             return 1

@@ -169,6 +169,63 @@ def test_with_jobs_in_flight_a_slow_job_is_finished_by_the_next_take_not_a_call_
     assert broker.queued_job_ids() == []
 
 
+def test_with_jobs_in_flight_quick_jobs_of_a_deep_queue_are_taken_beyond_the_free_slots() -> None:
+    broker = SpyBroker()
+    # One job runs on while quick ones go through the other slot: once the queue proved
+    # deep, a take asks for the free slot and the batch's extra, which wait and start as
+    # the slot frees, so a take carries several jobs instead of one (each take is a
+    # transaction on PostgreSQL).
+    release, stuck_runs, quick_done = threading.Event(), threading.Event(), threading.Event()
+    stuck, quick = Job.new({"stuck": True}), [Job.new({"stuck": False}) for _ in range(60)]
+    ran = 0
+
+    def target(job_id: str, job_data: Any) -> None:
+        nonlocal ran
+        if job_data["stuck"]:
+            stuck_runs.set()
+            release.wait(WAIT)
+            return
+        ran += 1
+        if ran == len(quick):
+            quick_done.set()
+
+    broker.queue_jobs([stuck, *quick])
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(
+        broker,
+        target,
+        manager="m",
+        name="m.1",
+        hook=hook,
+        concurrency=2,
+        prefetch=8,
+        block_timeout=0.05,
+        clock=FakeClock(),  # the jobs take no time, however busy the machine: the batch grows
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert stuck_runs.wait(WAIT)
+        assert quick_done.wait(WAIT)
+    finally:
+        release.set()
+        worker.request_stop()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    limits = [limit for limit, _, _ in broker.takes]
+    assert max(limits) == 8, "one free slot and the prefetch less one"
+    assert len(broker.takes) < len(quick) / 3, limits
+    assert broker.held_job_ids("m.1") == []
+    assert broker.queued_job_ids() == []
+
+
+def test_with_jobs_in_flight_slow_jobs_are_never_taken_beyond_the_free_slots() -> None:
+    broker = SpyBroker()
+    run_jobs(broker, 12, lambda n: 2 * Worker.finish_delay, concurrency=2, prefetch=8)
+    assert max(limit for limit, _, _ in broker.takes) <= 2, broker.takes
+    assert broker.queued_job_ids() == []
+
+
 def test_a_job_that_ends_beside_one_that_runs_on_is_finished_without_waiting_for_it() -> None:
     broker = SpyBroker()
     release, stuck_runs = threading.Event(), threading.Event()
