@@ -1,5 +1,5 @@
-"""Developer and CI sessions: ``nox`` runs the test suite on the oldest and the newest
-Python qw claims, lint, types and the documentation.
+"""Developer and CI sessions: ``nox`` runs the test suite on the newest Python qw claims,
+all but its slow tests on the oldest, lint, types and the documentation.
 
 One data-driven file for the three distributions: each session installs the packages from
 this checkout (qw-core at the root, qw-redis in ./qw_redis, qw-postgres in ./qw_postgres)
@@ -9,7 +9,11 @@ Sessions that run the test suite:
 
 - ``tests``: on the interpreter nox runs with (for working on the code);
 - ``pythons``: on each Python the package claims (:data:`PYTHONS`, from its classifiers),
-  ``pythons-3.10`` on one; ``nox`` runs it on the oldest and the newest;
+  ``pythons-3.10`` on one; ``nox`` runs it on the newest;
+- ``fast``: on the oldest Python, without the tests marked ``slow`` (the multi-process and
+  fault-injection ones, over half the suite's time): what differs between Pythons is the
+  language and the standard library, which the rest of the suite runs through, asyncio and
+  the worker loop included; ``nox`` runs it, keeping CI well under a quarter of an hour;
 - ``lowest``: on the oldest Python with every dependency at the lowest version
   pyproject.toml allows (the ``>=`` bounds of qw-core, qw-redis and their extras), so a
   bound that no longer works is found. Not part of ``nox`` (it is another whole run of the
@@ -49,7 +53,7 @@ PYTHONS = [
 ]
 OLDEST, NEWEST = PYTHONS[0], PYTHONS[-1]
 
-nox.options.sessions = [f"pythons-{OLDEST}", f"pythons-{NEWEST}", "lint", "types", "docs"]
+nox.options.sessions = [f"fast-{OLDEST}", f"pythons-{NEWEST}", "lint", "types", "docs"]
 
 
 def select_pyenv_pythons() -> None:
@@ -119,6 +123,13 @@ def pythons(session: nox.Session) -> None:
     run_suite(session)
 
 
+@nox.session(python=[OLDEST])
+def fast(session: nox.Session) -> None:
+    """The test suite but its ``slow`` tests, on the oldest Python the package claims."""
+    install_group(session, "test")
+    run_suite(session, without_slow=True)
+
+
 @nox.session(python=OLDEST)
 def lowest(session: nox.Session) -> None:
     """The whole test suite with each dependency at its lowest allowed version."""
@@ -129,8 +140,9 @@ def lowest(session: nox.Session) -> None:
     run_suite(session)
 
 
-def run_suite(session: nox.Session) -> None:
-    """pytest in two parts: the parallel one, then the ``serial`` tests alone."""
+def run_suite(session: nox.Session, *, without_slow: bool = False) -> None:
+    """pytest in two parts: the parallel one, then the ``serial`` tests alone (with
+    ``without_slow``, the parallel part leaves out the tests marked ``slow``)."""
     # Three processes on two cores: most of the suite waits on worker processes, Redis and
     # timers rather than the CPU. Then the few tests that assert a wall-clock bound run
     # alone; they run (and are reported) even when the parallel part failed.
@@ -138,7 +150,8 @@ def run_suite(session: nox.Session) -> None:
     # code 5); the whole suite must select some in each, or a lost marker would go unseen.
     codes = [0, 5] if session.posargs else [0]
     failed = []
-    for part, args in (("parallel", ["-n", "3", "-m", "not serial"]), ("serial", ["-m", "serial"])):
+    parallel = "not serial and not slow" if without_slow else "not serial"
+    for part, args in (("parallel", ["-n", "3", "-m", parallel]), ("serial", ["-m", "serial"])):
         try:
             session.run("pytest", *args, *session.posargs, success_codes=codes)
         except nox.command.CommandFailed:

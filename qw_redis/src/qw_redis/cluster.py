@@ -314,6 +314,16 @@ class ClusterBroker(Broker):
                 return found
         return None
 
+    def _paged(
+        self, read: Callable[[RedisBroker, int | None], list[str]], offset: int, limit: int | None
+    ) -> list[str]:
+        """A page of a listing across the shards: each shard's first ``offset + limit``
+        ids, shard after shard, then the page of those (order holds within a shard)."""
+        check_page(offset, limit)
+        want = None if limit is None else offset + limit
+        found = [i for ids in self._all(lambda s: read(s, want)) for i in ids]
+        return found[offset:want]
+
     def _likely(self, job_id: str) -> list[int]:
         """Every shard, the one most likely to hold ``job_id`` first."""
         first = self._where.get(job_id, id_shard(job_id, self._n))
@@ -640,18 +650,10 @@ class ClusterBroker(Broker):
         offset: int = 0,
         limit: int | None = None,
     ) -> list[str]:
-        check_page(offset, limit)
-        want = None if limit is None else offset + limit
-        found = [
-            i for ids in self._all(lambda s: s.queued_job_ids(manager, queue=queue, limit=want)) for i in ids
-        ]
-        return found[offset:want]
+        return self._paged(lambda s, want: s.queued_job_ids(manager, queue=queue, limit=want), offset, limit)
 
     def held_job_ids(self, worker: str, *, offset: int = 0, limit: int | None = None) -> list[str]:
-        check_page(offset, limit)
-        want = None if limit is None else offset + limit
-        found = [i for ids in self._all(lambda s: s.held_job_ids(worker, limit=want)) for i in ids]
-        return found[offset:want]
+        return self._paged(lambda s, want: s.held_job_ids(worker, limit=want), offset, limit)
 
     def queued_count(self, manager: str | None = None, *, queue: str | None = None) -> int:
         return sum(self._all(lambda s: s.queued_count(manager, queue=queue)))
@@ -673,12 +675,7 @@ class ClusterBroker(Broker):
         offset: int = 0,
         limit: int | None = None,
     ) -> list[str]:
-        check_page(offset, limit)
-        want = None if limit is None else offset + limit
-        found = [
-            i for ids in self._all(lambda s: s.delayed_job_ids(manager, queue=queue, limit=want)) for i in ids
-        ]
-        return found[offset:want]
+        return self._paged(lambda s, want: s.delayed_job_ids(manager, queue=queue, limit=want), offset, limit)
 
     def get_job(self, job_id: str) -> Job | None:
         return self._first(self._likely(job_id), lambda s: s.get_job(job_id))
