@@ -405,13 +405,7 @@ class Worker:
         """
         self._write_failures(batch)  # then the take finishes the batch's succeeded jobs
         batch.limit = self._next_limit(batch.limit, batch.size, self.clock() - batch.taken_at)
-        free = len(self._free)
-        # With jobs in flight, the batch's extra (beyond one) is taken beyond the free slots:
-        # those jobs wait here and start as slots free, so the next take comes only once
-        # they have, carrying as many again (a take per job or two otherwise, where each
-        # costs a transaction on some backends). The extra is 0 unless the queue is deep
-        # and jobs quick (see _next_limit), so slow jobs are never held from idle workers.
-        limit = free + batch.limit - 1 if self._flights else max(free, batch.limit)
+        limit = self._take_limit(batch, len(self._free))
         budget = self._budget()
         if budget is not None:
             limit = max(1, min(limit, budget))
@@ -721,6 +715,23 @@ class Worker:
         if self.status is not None:
             self.status.settled()
 
+    def _take_limit(self, batch: _Batch, free: int) -> int:
+        """How many jobs a take asks for, with ``free`` slots.
+
+        With nothing in flight: the free slots, or the batch's limit if more. With jobs in
+        flight: the free slots, and the batch's extra (its limit less one) only if the jobs
+        this take finishes ran quickly (the first of them started within
+        :attr:`finish_delay`). Those extra jobs wait here and start as slots free, so the
+        next take comes once they have, carrying as many again, instead of a take per job
+        or two (each a transaction on some backends). Jobs that run longer would make the
+        loop finish each success with a call of its own while others wait
+        (:meth:`_finish_if_late`), and would be held from idle workers for long.
+        """
+        if not self._flights:
+            return max(free, batch.limit)
+        quick = bool(batch.finished) and self.clock() - batch.deferred_since < self.finish_delay
+        return free + batch.limit - 1 if quick else free
+
     def _next_limit(self, limit: int, taken: int, elapsed: float) -> int:
         """How many jobs the next take asks for: 1 unless the queue is deep and jobs are quick.
 
@@ -729,7 +740,7 @@ class Worker:
         after a full batch (``taken == limit``: the queue had more) that ran within
         :attr:`finish_delay` the limit doubles, up to :attr:`prefetch`; after a full batch
         that took longer it halves; after a short one (the queue ran dry) it is 1 again.
-        With jobs in flight a take asks for the free slots and this limit less one.
+        With jobs in flight, see :meth:`_take_limit`.
         """
         if taken < limit:
             return 1

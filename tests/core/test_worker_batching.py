@@ -19,7 +19,7 @@ from qwtest_wait import wait_for
 from qw_core import Job, PluginConfig, make_plugin_manager
 from qw_core.memory import MemoryBroker
 from qw_core.models import Failure
-from qw_core.worker import DEFAULT_PREFETCH, Worker
+from qw_core.worker import DEFAULT_PREFETCH, Worker, _Batch
 
 WAIT = 10.0
 
@@ -269,3 +269,22 @@ def test_next_limit(limit: int, taken: int, elapsed: float, expected: int) -> No
     hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
     worker = Worker(MemoryBroker(), lambda job_id, data: None, manager="m", hook=hook, prefetch=10)
     assert worker._next_limit(limit, taken, elapsed) == expected
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "finished", "started_ago", "expected"),
+    [
+        (False, False, 0.0, 8),  # nothing in flight: the batch's limit
+        (True, True, 0.01, 2 + 7),  # quick jobs finished: the free slots and the extra
+        (True, True, 0.5, 2),  # jobs that ran long: the free slots only
+        (True, False, 0.0, 2),  # nothing to finish: nothing tells the jobs are quick
+    ],
+)
+def test_take_limit(in_flight: bool, finished: bool, started_ago: float, expected: int) -> None:
+    clock = FakeClock()
+    hook = make_plugin_manager(PluginConfig(entry_points=False)).hook
+    worker = Worker(MemoryBroker(), lambda i, d: None, manager="m", name="m.1", hook=hook, clock=clock)
+    if in_flight:
+        worker._flights[0] = object()  # type: ignore[assignment]
+    batch = _Batch(limit=8, finished=["a"] if finished else [], deferred_since=clock.now - started_ago)
+    assert worker._take_limit(batch, free=2) == expected
