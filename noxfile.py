@@ -40,7 +40,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 REDIS_PYPROJECT = nox.project.load_toml("qw_redis/pyproject.toml")
 POSTGRES_PYPROJECT = nox.project.load_toml("qw_postgres/pyproject.toml")
 LOCAL_PACKAGES = [
-    *("-e", ".[embedded,prometheus,testing,dashboard]"),
+    *("-e", ".[embedded,prometheus,testing,dashboard,uvloop]"),
     *("-e", "./qw_redis[hiredis]"),
     *("-e", "./qw_postgres"),
 ]

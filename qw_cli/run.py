@@ -31,6 +31,7 @@ from qw_cli.options import (
 )
 from qw_cli.schedules import load_schedules, parse_schedule
 from qw_core.backends import load_backend, open_broker
+from qw_core.eventloops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, MAX_CONCURRENCY
 from qw_core.liveness import DEFAULT_HEARTBEAT, DEFAULT_MAX_RECOVERIES, DEFAULT_TTL
 from qw_core.logsetup import LEVELS, configure_logging
@@ -99,6 +100,16 @@ METRICS_PLUGIN = "qw_core.contrib.prometheus"
     help=f"Jobs each worker process runs at once: tasks on an event loop for an async def target, "
     f"threads for a plain function (which must then be thread-safe).  [default: "
     f"{DEFAULT_ASYNC_CONCURRENCY} for async def, 1 for a plain function]",
+)
+@click.option(
+    "--event-loop",
+    type=click.Choice(EVENT_LOOPS),
+    default=DEFAULT_EVENT_LOOP,
+    envvar="QW_EVENT_LOOP",
+    show_envvar=True,
+    show_default=True,
+    help="The event loop of an async def target's jobs: auto is uvloop when it is installed "
+    "(pip install 'qw-core[uvloop]'), the standard asyncio loop otherwise.",
 )
 @click.option(
     "--prefetch",
@@ -251,6 +262,7 @@ def run(
     plugins: tuple[str, ...],
     queues: tuple[str, ...],
     concurrency: int | None,
+    event_loop: str,
     prefetch: int,
     grace: float | None,
     job_timeout: float | None,
@@ -325,6 +337,7 @@ def run(
             queues=queues,
             result_ttl=result_ttl,
             concurrency=concurrency,
+            event_loop=event_loop,
             prefetch=prefetch,
             grace=grace,
             sample_jobs=sample_jobs,
@@ -401,6 +414,7 @@ def run_manager(
     queues: Sequence[str] = (),
     result_ttl: float = DEFAULT_RESULT_TTL,
     concurrency: int | None = None,
+    event_loop: str = DEFAULT_EVENT_LOOP,
     prefetch: int = DEFAULT_PREFETCH,
     grace: float | None = None,
     sample_jobs: int = 0,
@@ -427,6 +441,7 @@ def run_manager(
             queues=queues,
             result_ttl=result_ttl,
             concurrency=concurrency,
+            event_loop=event_loop,
             prefetch=prefetch,
             grace=grace,
             failed_limits=failed_limits,

@@ -18,7 +18,8 @@ executor is chosen by the target and the concurrency asked for:
   event loop in a thread of its own (``N`` defaults to :data:`DEFAULT_ASYNC_CONCURRENCY`,
   100, as taskiq's does: an async job mostly waits, and a waiting task costs a few
   kilobytes; lower it for jobs that each hold something scarce, a database connection
-  say). A job past its limit is cancelled, its siblings untouched.
+  say). A job past its limit is cancelled, its siblings untouched. The loop is uvloop's
+  when it is installed, unless asked otherwise (:mod:`qw_core.eventloops`).
 
 Each job runs through the same steps, written once in :class:`JobRunner`: it is marked in
 hand in the shared status record, ``current_job()`` is set (a context variable, so each
@@ -55,6 +56,7 @@ import pluggy
 from qw_core import settle
 from qw_core.builtin.runner import RAN
 from qw_core.errors import JobTimeout, TargetNotRun
+from qw_core.eventloops import DEFAULT_EVENT_LOOP, LoopFactory, loop_factory
 from qw_core.models import Decision, Failure, Job, WorkerInfo
 from qw_core.policy import TIMEOUT_META
 from qw_core.results import encode_value
@@ -524,10 +526,17 @@ class AsyncioExecutor(Executor):
     that settles them, and so, with a loop waiting for free slots, one take for them all).
     """
 
-    def __init__(self, runner: JobRunner, capacity: int, on_complete: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        capacity: int,
+        on_complete: Callable[[], None],
+        *,
+        loop_factory: LoopFactory = asyncio.new_event_loop,
+    ) -> None:
         super().__init__(runner, capacity, on_complete)
         self._reported = _Reported()
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop_factory()
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._closing = False
         # Jobs handed over and not started yet: the loop is woken once for a batch of them.
@@ -597,10 +606,17 @@ class AsyncioExecutor(Executor):
         self._thread.join(timeout=5)
 
 
-def make_executor(runner: JobRunner, concurrency: int, on_complete: Callable[[], None]) -> Executor:
-    """The executor for ``runner``'s target at ``concurrency`` (see the module's docstring)."""
+def make_executor(
+    runner: JobRunner,
+    concurrency: int,
+    on_complete: Callable[[], None],
+    *,
+    event_loop: str = DEFAULT_EVENT_LOOP,
+) -> Executor:
+    """The executor for ``runner``'s target at ``concurrency`` (see the module's docstring);
+    an async target's runs on the event loop ``event_loop`` names (:mod:`qw_core.eventloops`)."""
     if is_async(runner.target):
-        return AsyncioExecutor(runner, concurrency, on_complete)
+        return AsyncioExecutor(runner, concurrency, on_complete, loop_factory=loop_factory(event_loop))
     if concurrency > 1:
         return ThreadExecutor(runner, concurrency, on_complete)
     return InlineExecutor(runner, on_complete)

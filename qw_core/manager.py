@@ -54,7 +54,8 @@ from qw_core import logsetup, settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory, Reaped
 from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
-from qw_core.execution import slots_for
+from qw_core.eventloops import DEFAULT_EVENT_LOOP, check_event_loop, event_loop_in_use
+from qw_core.execution import is_async, slots_for
 from qw_core.identity import identity_alive, process_identity
 from qw_core.liveness import (
     DEFAULT_HEARTBEAT,
@@ -207,6 +208,9 @@ class Manager:
         never); see :mod:`qw_core.recycling`.
     :param max_worker_memory: replace a worker once its memory (RSS) is over this many
         megabytes (MiB), checked after each job (``None``: never).
+    :param event_loop: the event loop an ``async def`` target's jobs run on in each worker:
+        ``"auto"`` (uvloop if installed), ``"asyncio"`` or ``"uvloop"`` (refused here if it
+        is not installed); see :mod:`qw_core.eventloops`.
     """
 
     def __init__(
@@ -234,6 +238,7 @@ class Manager:
         schedules: Sequence[Schedule] = (),
         max_jobs_per_worker: int | None = None,
         max_worker_memory: int | None = None,
+        event_loop: str = DEFAULT_EVENT_LOOP,
     ) -> None:
         if job_timeout is not None and not job_timeout > 0:
             raise ConfigurationError(f"the job timeout must be positive, not {job_timeout!r}")
@@ -255,6 +260,8 @@ class Manager:
             self.concurrency = slots_for(loaded, concurrency)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        event_loop = check_event_loop(event_loop)  # here, not in N workers
+        self._loop_used = event_loop_in_use(event_loop) if is_async(loaded) else None
         self._broker = broker if isinstance(broker, Broker) else broker()
         # A name given is checked here; the name to run under is claimed by claim_name().
         self._wanted_name = None if name is None else check_manager_name(self._broker, name)
@@ -279,6 +286,7 @@ class Manager:
             queues=self.queues,
             result_ttl=_checked_ttl(result_ttl),
             recycling=Recycling(max_jobs=max_jobs_per_worker, max_memory=max_worker_memory),
+            event_loop=event_loop,
         )
         if start_method is None:
             start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -381,6 +389,13 @@ class Manager:
                 ttl=self._liveness.ttl,
             )
             self._scheduler.start()
+        if self._loop_used is not None:
+            log.info(
+                "manager %s: each worker runs up to %d jobs at once on the %s event loop",
+                self.name,
+                self.concurrency,
+                self._loop_used,
+            )
         settle.notify(self._pm.hook.qw_manager_started, manager=self.info)
         self._thread = threading.Thread(target=self._supervise, name=f"qw-manager-{self.name}", daemon=True)
         self._thread.start()

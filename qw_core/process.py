@@ -24,6 +24,7 @@ import attrs
 from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory
 from qw_core.errors import BrokerUnavailable, QwError
+from qw_core.eventloops import DEFAULT_EVENT_LOOP
 from qw_core.models import DEFAULT_QUEUE
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
@@ -60,6 +61,7 @@ class WorkerSpec:
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     result_ttl: float = DEFAULT_RESULT_TTL
     recycling: Recycling = attrs.field(factory=Recycling)
+    event_loop: str = DEFAULT_EVENT_LOOP
 
 
 def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Broker | None:
@@ -159,6 +161,7 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             result_ttl=spec.result_ttl,
             status=status,
             recycling=spec.recycling,
+            event_loop=spec.event_loop,
         )
     except Exception as exc:
         if not isinstance(exc, QwError):

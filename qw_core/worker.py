@@ -63,6 +63,7 @@ from qw_core import settle
 from qw_core.backoff import Backoff
 from qw_core.broker import Consumer
 from qw_core.errors import BrokerUnavailable, ConfigurationError, JobTimeout, QwError
+from qw_core.eventloops import DEFAULT_EVENT_LOOP, check_event_loop
 from qw_core.execution import (
     Completion,
     Executor,
@@ -181,6 +182,8 @@ class Worker:
         ``0`` keeps nothing.
     :param recycling: when to stop warmly to be replaced (:mod:`qw_core.recycling`): then
         :attr:`recycled` says why once :meth:`run` returns.
+    :param event_loop: the event loop an ``async def`` target's jobs run on: ``"auto"``
+        (uvloop if installed), ``"asyncio"`` or ``"uvloop"`` (:mod:`qw_core.eventloops`).
     """
 
     #: Longest time, in seconds from its start, that a job which succeeded may stay held
@@ -212,6 +215,7 @@ class Worker:
         queues: Sequence[str] | None = None,
         result_ttl: float = DEFAULT_RESULT_TTL,
         recycling: Recycling | None = None,
+        event_loop: str = DEFAULT_EVENT_LOOP,
     ) -> None:
         if prefetch < 1:
             raise ConfigurationError(f"prefetch must be at least 1, not {prefetch}")
@@ -229,6 +233,7 @@ class Worker:
         self.manager = check_manager_name(broker, manager)
         self.name = broker.check_name(name or f"{manager}.{os.getpid()}")
         self.queues = check_queues(broker, queues)
+        self.event_loop = check_event_loop(event_loop)
         try:
             self.result_ttl = check_ttl(result_ttl)
         except ValueError as exc:
@@ -303,7 +308,9 @@ class Worker:
             raise WorkerNotStarted(f"a qw_worker_started plugin raised {type(exc).__name__}: {exc}") from exc
         if self.status is not None:
             self.status.ready()
-        self._executor = make_executor(self._runner, self.concurrency, self._job_completed)
+        self._executor = make_executor(
+            self._runner, self.concurrency, self._job_completed, event_loop=self.event_loop
+        )
         try:
             self._loop(self._executor)
         finally:

@@ -42,11 +42,13 @@ class Peer:
 #: Every peer venv also gets redis-py (the task's INCR uses it) and hiredis (qw's benchmark
 #: runs with qw-redis[hiredis]; the peers built on redis-py get the same parser).
 COMMON = ("redis", "hiredis")
+# uvloop: qw's harness environment has qw-core[uvloop], and taskiq gets taskiq[uv], its own
+# extra for it: both then run their event loops on uvloop, as each does once it is installed.
 
 PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
-        Peer("qw", "qw_peer", None, dists=("qw-core", "redis", "hiredis"), delivery="at-least-once"),
+        Peer("qw", "qw_peer", None, dists=("qw-core", "redis", "hiredis", "uvloop"), delivery="at-least-once"),
         # I/O mode only: qw with a plain function target (time.sleep), beside the async one.
         Peer(
             "qw-sync",
@@ -66,16 +68,16 @@ PEERS: dict[str, Peer] = {
             "taskiq-list",
             "taskiq_list_peer",
             "taskiq",
-            ("taskiq", "taskiq-redis"),
-            ("taskiq", "taskiq-redis"),
+            ("taskiq[uv]", "taskiq-redis"),
+            ("taskiq", "taskiq-redis", "uvloop"),
             "at-most-once",
         ),
         Peer(
             "taskiq-stream",
             "taskiq_stream_peer",
             "taskiq",
-            ("taskiq", "taskiq-redis"),
-            ("taskiq", "taskiq-redis"),
+            ("taskiq[uv]", "taskiq-redis"),
+            ("taskiq", "taskiq-redis", "uvloop"),
             "at-least-once",
         ),
         # saq 0.26 imports typing_extensions without declaring it.

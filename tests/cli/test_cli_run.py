@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,24 @@ def test_a_blocked_builtin_plugin_stays_out_of_the_workers(record_dir: Path) -> 
     log = manager.stderr.text()
     assert "manager" in log, "the manager's own lines remain"
     assert " succeeded on " not in log, log
+
+
+@pytest.mark.redis
+def test_an_event_loop_that_cannot_be_had_is_refused_in_one_line(
+    redis_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bogus = invoke("run", "--url", REDIS_URL, "--event-loop", "trio", "qwtest_targets.concurrency:awork")
+    assert bogus.exit_code == 2
+    assert "'trio' is not one of 'auto', 'asyncio', 'uvloop'" in bogus.stderr
+    assert "Traceback" not in bogus.stderr
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    assert_one_line_error(
+        invoke("run", "--url", REDIS_URL, "--event-loop", "uvloop", "qwtest_targets.concurrency:awork"),
+        "uvloop is not installed",
+        "pip install 'qw-core[uvloop]'",
+    )
+    from_env = invoke(
+        "run", "--url", REDIS_URL, "qwtest_targets.concurrency:awork", env={"QW_EVENT_LOOP": "uvloop"}
+    )
+    assert_one_line_error(from_env, "uvloop is not installed")
+    assert redis_db.keys("*") == []
