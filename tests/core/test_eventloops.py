@@ -25,6 +25,7 @@ from qw_core.errors import ConfigurationError
 from qw_core.eventloops import EVENT_LOOPS, check_event_loop, event_loop_in_use, loop_factory
 from qw_core.manager import Manager
 from qw_core.memory import MemoryBroker
+from qw_core.process import SWITCH_INTERVAL
 from qw_core.worker import Worker
 from qw_redis import RedisBroker
 
@@ -148,6 +149,8 @@ def test_qw_run_workers_run_async_jobs_on_the_loop_chosen(
         wait_for(lambda: len(loops()) == len(ids), timeout=30, what="the three jobs to run")
         assert {json.loads(line)["module"] for line in loops()} == {expected}
         assert {json.loads(line)["job_id"] for line in loops()} == set(ids)
+        # and a worker process hands work between its threads at qw's GIL switch interval
+        assert {json.loads(line)["switch_interval"] for line in loops()} == {SWITCH_INTERVAL}
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
