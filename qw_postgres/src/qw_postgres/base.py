@@ -89,9 +89,12 @@ def _origin(job: Job) -> str:
 
 
 def _manager_of(worker: str) -> str:
-    """The origin of ``worker``'s manager's queue, by the ``<manager>.<pid>`` convention."""
+    """Where a job ``worker`` never took goes back if ``worker`` is registered under no
+    manager (a settle call looks for the manager it registered under first: ``_HOME`` in
+    :mod:`qw_postgres.sql`): the queue of the manager its name says, by the
+    ``<manager>.<pid>`` convention; a name of another form names none: the shared queue."""
     head, dot, _ = worker.rpartition(".")
-    return f"m:{head if dot and head else worker}"
+    return f"m:{head}" if dot and head else "default"
 
 
 class PostgresBase(Broker):
@@ -107,6 +110,7 @@ class PostgresBase(Broker):
         migrations=True,
         throughput=True,
         unique=True,
+        registered_managers=True,
     )
 
     def __init__(self, settings: Settings, conn: Connection | None = None, *, url: str | None = None) -> None:

@@ -190,7 +190,7 @@ class ConsumerPart(PostgresBase):
     def release_jobs(self, *, worker: str, job_ids: Sequence[str]) -> int:
         if not job_ids:
             return 0
-        params = {"ids": list(dict.fromkeys(job_ids)), "worker": worker, "fallback": _manager_of(worker)}
+        params = {"ids": list(dict.fromkeys(job_ids)), "holder": worker, "fallback": _manager_of(worker)}
         [(count, _)] = self._rows("RELEASE", params)
         return int(count)
 
