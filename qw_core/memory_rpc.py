@@ -70,6 +70,7 @@ CAPABILITIES = Capabilities(
     schedules=True,
     throughput=True,
     unique=True,
+    registered_managers=True,
 )
 
 #: What a client runs itself rather than forwarding: its own lifetime and identity, the

@@ -53,6 +53,11 @@ class Capabilities:
     :param unique: the broker keeps unique jobs (:meth:`Producer.queue_jobs_unique
         <qw_core.broker.Producer.queue_jobs_unique>`), and ``queue_jobs`` honours a job's
         ``meta["unique"]``.
+    :param registered_managers: a settle call on a job queued straight onto a worker's
+        list that the worker never took sends it to the queue of the manager the worker
+        registered under, which the broker looks up, whatever the worker's name (see
+        :class:`~qw_core.broker.Consumer`, "Where a job goes back"); without it, the
+        backend may read the manager from the worker's name, or use the shared queue.
     """
 
     multi_host: bool
@@ -63,6 +68,7 @@ class Capabilities:
     throughput: bool = False
     migrations: bool = False
     unique: bool = False
+    registered_managers: bool = False
 
 
 class Role(abc.ABC):

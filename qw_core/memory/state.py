@@ -231,8 +231,11 @@ class MemoryBase(Broker):
         return self._manager_of(worker) if origin == WORKERS_MANAGER else origin
 
     def _manager_of(self, worker: str) -> str | None:
-        """The manager of a worker that holds a job it never took (a rare case)."""
-        for manager, workers in self._state.workers.items():
+        """Where a job ``worker`` never took goes back (a rare case): the queue of the
+        manager it registered under (the first by name, if several); for a worker
+        registered under none, that of the manager its name says (``<manager>.<pid>``),
+        and for a name of another form, the shared queue (``None``)."""
+        for manager, workers in sorted(self._state.workers.items()):
             if worker in workers:
                 return manager
         head, dot, _ = worker.rpartition(".")  # the <manager>.<pid> convention

@@ -18,7 +18,8 @@ After fsspec's abstract filesystem tests. Each test states one sentence of the c
 in :mod:`qw_core.broker`; timing tests use short delays and poll with a deadline, and a
 second broker for another thread always comes from ``broker.factory()()``, since a broker
 object serves one thread. Names follow the ``<manager>.<pid>`` convention, so a backend
-may derive a worker's manager from its name.
+may derive a worker's manager from its name; only the tests of
+``capabilities.registered_managers`` use worker names that do not.
 """
 
 from __future__ import annotations

@@ -158,6 +158,53 @@ class SettlingContract(ContractPart):
         assert broker.failed_jobs() == []
         assert broker.queued_job_ids() == []
 
+    # -- a job queued onto a worker, settled before the worker took it ----------------
+
+    def _settle_untaken(self, broker: Broker, how: str, worker: str) -> Job:
+        """Queue a job straight onto ``worker`` and settle it (``how``) before it is taken;
+        a failed one is requeued from the failed registry, which sends it where a retry would."""
+        job = Job.new({"n": 1}, worker=worker)
+        broker.queue_job(job)
+        if how == "fail":
+            assert broker.fail_job(worker=worker, job=job, failure=Failure(exc_type="E", message="bad"))
+            assert broker.requeue_failed(job.id)
+        elif how == "retry":
+            assert broker.retry_job(worker=worker, job=job)
+        else:
+            assert broker.release_jobs(worker=worker, job_ids=[job.id]) == 1
+        return job
+
+    def _skip_unless_registered_managers(self, broker: Broker) -> None:
+        if not broker.capabilities.registered_managers:
+            pytest.skip(
+                "the backend does not send a job its worker never took to the manager the worker "
+                "registered under (capabilities.registered_managers is false)"
+            )
+
+    @pytest.mark.parametrize("how", ["fail", "retry", "release"])
+    @pytest.mark.parametrize("worker", ["w-7", f"{OTHER_MANAGER}.301"])
+    def test_a_job_its_worker_never_took_goes_back_to_the_manager_it_registered_under(
+        self, broker: Broker, how: str, worker: str
+    ) -> None:
+        # Neither name is <MANAGER>.<pid>: only the registration says whose the worker is.
+        self._skip_unless_registered_managers(broker)
+        broker.register_worker(manager=MANAGER, worker=worker)
+        job = self._settle_untaken(broker, how, worker)
+        assert broker.queued_job_ids(MANAGER) == [job.id]
+        assert broker.queued_job_ids() == []
+        assert broker.queued_job_ids(OTHER_MANAGER) == []
+        assert ids(broker.take(manager=MANAGER, worker=WORKER_2)) == [job.id]
+
+    @pytest.mark.parametrize("how", ["fail", "retry", "release"])
+    def test_a_job_an_unregistered_worker_never_took_goes_to_the_manager_its_name_says(
+        self, broker: Broker, how: str
+    ) -> None:
+        self._skip_unless_registered_managers(broker)
+        job = self._settle_untaken(broker, how, f"{OTHER_MANAGER}.301")
+        assert broker.queued_job_ids(OTHER_MANAGER) == [job.id]
+        other = self._settle_untaken(broker, how, "w-7")  # a name that says no manager
+        assert broker.queued_job_ids() == [other.id]
+
     # -- recovery ------------------------------------------------------------------
 
     def test_recover_worker_puts_jobs_back_where_they_came_from(self, broker: Broker) -> None:

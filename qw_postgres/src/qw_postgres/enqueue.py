@@ -18,8 +18,9 @@ from qw_core.broker import check_delay
 from qw_core.models import Job
 from qw_core.unique import UniqueSetting, unique_of, with_unique
 from qw_postgres import codec, uniques
-from qw_postgres.broker import QUEUE_BATCH, _origin, insert
+from qw_postgres.base import _origin
 from qw_postgres.names import check_name
+from qw_postgres.producing import QUEUE_BATCH, insert
 from qw_postgres.schema import DEFAULT_SCHEMA, check_schema
 
 

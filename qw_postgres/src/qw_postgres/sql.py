@@ -181,24 +181,34 @@ RESULT = """
 SELECT value::text, finished_at, worker FROM {s}.results WHERE id = %s AND expires > {s}.now_s()
 """
 
-FAIL = """
+#: Where a settle call (fail, retry, release) puts back a job that waited on a worker's
+#: list (origin ``w``) and was never taken: the queue of the manager the worker registered
+#: under (in ``workers``; the first by name if it registered under several), else
+#: ``%(fallback)s``, the queue its name says (see ``qw_postgres.base._manager_of``). A
+#: subquery of the ``CASE``, so a statement runs it only for such a job, once.
+_HOME = """coalesce(
+    (SELECT 'm:' || w.manager FROM {s}.workers w WHERE w.name = %(holder)s ORDER BY w.manager LIMIT 1),
+    %(fallback)s
+)"""
+
+FAIL = f"""
 WITH input AS (
     SELECT * FROM unnest(
         %(id)s::text[], %(data)s::text[], %(meta)s::text[], %(manager)s::text[], %(worker)s::text[],
         %(queue)s::text[], %(attempts)s::integer[], %(queued_at)s::double precision[], %(failure)s::text[]
     ) WITH ORDINALITY AS i(id, data, meta, manager, worker, queue, attempts, queued_at, failure, ord)
 ), gone AS (
-    DELETE FROM {s}.jobs j USING input i
+    DELETE FROM {{s}}.jobs j USING input i
     WHERE j.id = i.id AND j.state = 'held' AND j.holder = %(holder)s
     RETURNING j.id, j.origin
 ), b AS (
-    SELECT nextval('{s}.positions') * 1048576 AS base, {s}.now_s() AS now
+    SELECT nextval('{{s}}.positions') * 1048576 AS base, {{s}}.now_s() AS now
 )
-INSERT INTO {s}.failed AS f (
+INSERT INTO {{s}}.failed AS f (
     id, data, meta, manager, worker, queue, attempts, queued_at, origin, failure, failed_at, position
 )
 SELECT i.id, i.data::json, i.meta::json, i.manager, i.worker, i.queue, i.attempts, i.queued_at,
-    CASE WHEN g.origin = 'w' THEN %(fallback)s ELSE g.origin END, i.failure::json, b.now, b.base + i.ord
+    CASE WHEN g.origin = 'w' THEN {_HOME} ELSE g.origin END, i.failure::json, b.now, b.base + i.ord
 FROM input i JOIN gone g ON g.id = i.id CROSS JOIN b
 ON CONFLICT (id) DO UPDATE SET data = excluded.data, meta = excluded.meta, manager = excluded.manager,
     worker = excluded.worker, queue = excluded.queue, attempts = excluded.attempts,
@@ -244,37 +254,37 @@ DELETE FROM {s}.failed WHERE id IN (
 )
 """
 
-RETRY = """
+RETRY = f"""
 WITH u AS (
-    UPDATE {s}.jobs SET data = %(data)s::json, meta = %(meta)s::json, manager = %(manager)s,
+    UPDATE {{s}}.jobs SET data = %(data)s::json, meta = %(meta)s::json, manager = %(manager)s,
         worker = %(worker)s, queue = %(queue)s, attempts = %(attempts)s, queued_at = %(queued_at)s,
         state = CASE WHEN %(delay)s::double precision > 0 THEN 'delayed' ELSE 'queued' END,
         holder = NULL, suspect = false,
-        origin = CASE WHEN origin = 'w' THEN %(fallback)s ELSE origin END,
-        due = CASE WHEN %(delay)s::double precision > 0 THEN {s}.now_s() + %(delay)s::double precision END,
-        position = nextval('{s}.positions') * 1048576 + 1
+        origin = CASE WHEN origin = 'w' THEN {_HOME} ELSE origin END,
+        due = CASE WHEN %(delay)s::double precision > 0 THEN {{s}}.now_s() + %(delay)s::double precision END,
+        position = nextval('{{s}}.positions') * 1048576 + 1
     WHERE id = %(id)s AND state = 'held' AND holder = %(holder)s
     RETURNING origin
 )
-SELECT pg_notify({s}.channel(u.origin), '') FROM u
+SELECT pg_notify({{s}}.channel(u.origin), '') FROM u
 """
 
-RELEASE = """
+RELEASE = f"""
 WITH c AS (
-    SELECT id, origin FROM {s}.jobs
-    WHERE id = ANY (%(ids)s::text[]) AND state = 'held' AND holder = %(worker)s FOR UPDATE
+    SELECT id, origin FROM {{s}}.jobs
+    WHERE id = ANY (%(ids)s::text[]) AND state = 'held' AND holder = %(holder)s FOR UPDATE
 ), r AS (
     SELECT c.id, c.origin, row_number() OVER (ORDER BY array_position(%(ids)s::text[], c.id::text)) AS rn
     FROM c
 ), b AS (
-    SELECT nextval('{s}.positions') * 1048576 AS base
+    SELECT nextval('{{s}}.positions') * 1048576 AS base
 ), u AS (
-    UPDATE {s}.jobs j SET state = 'queued', holder = NULL, position = -b.base + r.rn,
-        origin = CASE WHEN r.origin = 'w' THEN %(fallback)s ELSE r.origin END
+    UPDATE {{s}}.jobs j SET state = 'queued', holder = NULL, position = -b.base + r.rn,
+        origin = CASE WHEN r.origin = 'w' THEN {_HOME} ELSE r.origin END
     FROM r CROSS JOIN b WHERE j.id = r.id
     RETURNING j.origin
 ), woken AS (
-    SELECT pg_notify({s}.channel(d.o), '') FROM (SELECT DISTINCT origin AS o FROM u) d
+    SELECT pg_notify({{s}}.channel(d.o), '') FROM (SELECT DISTINCT origin AS o FROM u) d
 )
 SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM woken)
 """

@@ -1,0 +1,149 @@
+"""Heartbeats, managers and the reaper: the :class:`~qw_core.broker.Membership` role of the PostgreSQL broker.
+
+Liveness is the manager's heartbeat, as on every backend (:mod:`qw_core.liveness`), kept
+in ``<schema>.heartbeats`` with expiry times on the database's clock; the reaper's check
+that a worker is dead and the move of its jobs are one transaction, serialised with the
+heartbeat of the same name by an advisory lock. Session advisory locks (which PostgreSQL
+drops with the connection) are not the liveness signal: a worker that is stopped
+(SIGSTOP) or stuck keeps its connection, and the contract wants it judged by its
+manager's heartbeat, like on Redis. One part of :class:`~qw_postgres.broker.PostgresBroker`,
+over the connection of :mod:`qw_postgres.base`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from qw_core.broker import Reaped
+from qw_core.errors import QwError
+from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
+from qw_postgres import uniques
+from qw_postgres.base import PostgresBase, translated
+from qw_postgres.names import check_name
+
+#: Seconds the per-minute counts of jobs begun are kept (Broker.jobs_run reads an hour at most).
+JOBS_RUN_KEEP = 2 * 3600
+
+
+class MembershipPart(PostgresBase):
+    """The membership methods of :class:`~qw_postgres.broker.PostgresBroker`."""
+
+    @translated
+    def register_manager(self, name: str) -> None:
+        self._check_cached(name)
+        self._connection().execute(
+            f"INSERT INTO {self._schema}.managers (name) VALUES (%s) ON CONFLICT DO NOTHING", [name]
+        )
+
+    @translated
+    def deregister_manager(self, name: str) -> None:
+        self._check_cached(name)
+        s = self._schema
+        conn = self._connection()
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {s}.managers WHERE name = %s", [name])
+            conn.execute(f"DELETE FROM {s}.heartbeats WHERE name = %s", [name])
+
+    @translated
+    def beat(
+        self,
+        *,
+        manager: str,
+        token: str,
+        workers: Mapping[str, str],
+        ttl: float,
+        running: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> dict[str, str | None]:
+        self._check_cached(manager)
+        for worker in [*workers, *(running or {})]:
+            self._check_cached(worker)
+        names = [manager, *workers]
+        tokens = [token, *workers.values()]
+        shown = None if running is None else json.dumps({w: dict(jobs) for w, jobs in running.items()})
+        rows = self._rows("BEAT", [names, tokens, float(ttl), shown])
+        return dict(rows)
+
+    @translated
+    def reap(
+        self,
+        *,
+        owner: str,
+        lease: float,
+        ttl: float,
+        max_recoveries: int | None = 3,
+        limits: FailedLimits = DEFAULT_FAILED_LIMITS,
+    ) -> list[Reaped] | None:
+        """See :meth:`Broker.reap`; the lease is a row of ``leases``. Skips the round when
+        the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``):
+        heartbeats may have lapsed while it was down."""
+        s = self._schema
+        conn = self._connection()
+        if lease > 0:
+            got = conn.execute(
+                f"INSERT INTO {s}.leases AS l (name, owner, expires) VALUES ('reaper', %s, {s}.now_s() + %s) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+                f"WHERE l.expires <= {s}.now_s() RETURNING 1",
+                [owner, float(lease)],
+            ).fetchone()
+            if got is None:
+                return None
+        [(uptime,)] = conn.execute(
+            f"SELECT {s}.now_s() - extract(epoch FROM pg_postmaster_start_time())::double precision"
+        ).fetchall()
+        if uptime < ttl:
+            return None
+        dead = conn.execute(
+            f"SELECT w.manager, w.name FROM {s}.workers w JOIN {s}.managers m ON m.name = w.manager "
+            f"WHERE m.beats AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h WHERE h.name = w.name "
+            f"AND h.expires > {s}.now_s()) ORDER BY w.manager, w.name"
+        ).fetchall()
+        reaped = []
+        for manager, worker in dead:
+            try:
+                check_name(manager)
+                check_name(worker)
+            except QwError:
+                continue
+            done = self._recover(manager, worker, max_recoveries, if_dead=True, limits=limits)
+            if done is not None:
+                reaped.append(done)
+        conn.execute(
+            f"DELETE FROM {s}.managers m WHERE m.beats "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h "
+            f"WHERE h.name = m.name AND h.expires > {s}.now_s()) "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.manager = m.name)"
+        )
+        self._sweep()
+        self._swept_to = uniques.sweep(conn, s, self._swept_to)
+        return reaped
+
+    def _sweep(self) -> None:
+        """Delete what outlived its time: results, heartbeats, running records, nudges
+        nobody waited for, lapsed declarations and forgotten ticks (a bounded number each
+        round; the readers skip expired rows meanwhile)."""
+        s = self._schema
+        conn = self._connection()
+        for table, key, column, grace in (
+            ("results", "id", "expires", 0),
+            ("heartbeats", "name", "expires", 60),
+            ("running", "worker", "expires", 0),
+            ("nudges", "worker", "at", -60),
+            ("declarations", "(manager, schedule_id)", "expires", 0),
+            ("ticks", "schedule_id", "expires", 0),
+        ):
+            older = f"{column} < {s}.now_s() - {grace}" if grace >= 0 else f"{column} < {s}.now_s() + {grace}"
+            conn.execute(
+                f"DELETE FROM {s}.{table} WHERE {key} IN "
+                f"(SELECT {key.strip('()')} FROM {s}.{table} WHERE {older} LIMIT 1000)"
+            )
+
+    @translated
+    def note_jobs_run(self, *, manager: str, count: int) -> None:
+        """See :meth:`Broker.note_jobs_run`: one upsert into ``jobs_run`` on the database's
+        minute, which also deletes the minutes older than :data:`JOBS_RUN_KEEP` seconds."""
+        super().note_jobs_run(manager=manager, count=count)
+        self._check_cached(manager)
+        if count:
+            params = {"manager": manager, "count": count, "keep": JOBS_RUN_KEEP}
+            self._connection().execute(self._sql["NOTE_JOBS_RUN"], params)
