@@ -64,7 +64,7 @@ from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, overload
 
 import attrs
 
-from qw_core.broker import Producer
+from qw_core.broker import Inspector, Producer
 from qw_core.errors import (
     ConfigurationError,
     DuplicateTask,
@@ -73,7 +73,7 @@ from qw_core.errors import (
     TargetNotRun,
     UnknownTask,
 )
-from qw_core.models import JSON, Job
+from qw_core.models import JSON, Job, JobState
 from qw_core.schedules import DEFAULT_CATCH_UP, Missed, Schedule
 from qw_core.taskcalls import (
     RetrySetting,
@@ -133,6 +133,20 @@ class TaskHandle:
                 + ": it has not finished, returned None, failed, or its result expired"
             )
         return found.value
+
+    def status(self) -> JobState:
+        """Where the call is now: queued, delayed, held by a worker, failed, succeeded (with
+        its result), or unknown (see :meth:`Inspector.job_status`). It reads; the job moves
+        on while the answer travels, so wait with :meth:`result` rather than poll this.
+
+        :raises TypeError: the broker it was queued on cannot say (it is a producer only).
+        """
+        if not isinstance(self.broker, Inspector):
+            raise TypeError(
+                f"{type(self.broker).__name__} cannot say where a job is (it is no Inspector): "
+                "ask a broker that is, with job_status(id)"
+            )
+        return self.broker.job_status(self.id)
 
 
 class Task(Generic[P, R]):

@@ -8,10 +8,11 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from qw_core.broker import Producer
 from qw_core.errors import (
     ConfigurationError,
     DuplicateTask,
@@ -22,9 +23,10 @@ from qw_core.errors import (
     UnknownTask,
 )
 from qw_core.execution import is_async, slots_for
-from qw_core.models import Job, Outcome
+from qw_core.models import Job, Outcome, State
+from qw_core.plugins import PluginConfig
 from qw_core.taskcalls import TaskCall, parse_task_call
-from qw_core.tasks import Router
+from qw_core.tasks import Router, TaskHandle
 from qw_core.testing import MemoryBroker, run_jobs
 from qw_core.worker import current_job
 
@@ -527,6 +529,30 @@ def test_a_handle_gives_what_the_task_returned(broker: MemoryBroker, router: Rou
     assert all(ran.succeeded for ran in run_jobs(broker, router))
     assert plain.result() == {"image": "cat.png", "width": 50}
     assert coroutine.result(timeout=5) == ["dog.png", "async"]
+
+
+def test_a_handle_says_where_its_call_is(broker: MemoryBroker, router: Router) -> None:
+    @router.task(name="images.size")
+    def size(image: str) -> int:
+        if image == "bad.png":
+            raise ValueError("not an image")
+        return 100
+
+    good, bad = size.enqueue("cat.png"), size.enqueue("bad.png")
+    assert good.status().state is State.QUEUED
+    run_jobs(broker, router, plugins=PluginConfig(entry_points=False))
+    done = good.status()
+    assert done.state is State.SUCCEEDED
+    assert done.result is not None
+    assert done.result.value == 100
+    assert bad.status().state is State.FAILED
+
+
+def test_a_handle_on_a_broker_that_is_no_inspector_cannot_say_where_its_call_is() -> None:
+    producer_only = cast(Producer, object())  # a Producer that is nothing more, as far as status() sees
+    handle = TaskHandle(id="j-1", task="t", broker=producer_only)
+    with pytest.raises(TypeError, match="object cannot say where a job is"):
+        handle.status()
 
 
 def test_a_task_that_returns_none_has_no_result(broker: MemoryBroker, router: Router) -> None:
