@@ -41,13 +41,13 @@ class Consumer(Role):
       queue of its own until the worker takes it; put back before that, it goes to the
       queue of the manager :meth:`recover_worker` names. For the rare settle call on it
       (fail, retry, release; a failed one is requeued the same way), it goes to the queue
-      of the manager the worker registered under (:meth:`register_worker`; the first by
-      name, if it registered under several), whatever the worker's name; only for a
-      worker registered under none, to that of the manager its name says,
-      ``<manager>.<pid>`` (which every worker qw starts has), and for a name of another
-      form, to the shared queue. That is ``capabilities.registered_managers``: a backend
-      without it may read the manager from the worker's name even when it is registered,
-      or use the shared queue, as Redis does.
+      of the manager the worker registered under (:meth:`register_worker`; one of them,
+      if it registered under several), whatever the worker's name; only for a worker
+      registered under none, to that of the manager its name says, ``<manager>.<pid>``
+      (which every worker qw starts has), and for a name of another form, to the shared
+      queue. That is ``capabilities.registered_managers``, which every shipped backend
+      has: a backend without it may read the manager from the worker's name even when it
+      is registered, or use the shared queue.
     * **Blocking.** Only :meth:`take` blocks (up to its ``timeout``), and
       :meth:`nudge` cuts that wait short.
     * **A worker that dies** holding jobs loses none: they stay on its held list until

@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis_support import CommandCounter
 
-from qw_core.errors import InvalidName, JobTooLarge
+from qw_core.errors import BackendError, InvalidName, JobTooLarge
 from qw_core.models import Failure, Job
 from qw_redis import keys
 from qw_redis.broker import RedisBroker
@@ -241,3 +241,40 @@ def test_a_failed_record_with_keys_this_version_does_not_know_is_read(
     assert found.job == attrs.evolve(job, attempts=1)
     assert (found.failure.exc_type, found.failure.message) == ("E", "bad")
     assert [entry.job.id for entry in real_broker.failed_jobs()] == [job.id]
+
+
+def test_a_workers_manager_is_noted_while_it_is_registered(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # qw:manager-of says where a job sent to the worker goes back if it is settled untaken.
+    real_broker.register_worker(manager=M, worker="w-7")
+    real_broker.register_worker(manager=M, worker="w-8")
+    assert real_client.hgetall(keys.MANAGER_OF) == {"w-7": M, "w-8": M}
+    assert real_client.smembers(keys.manager_workers(M)) == {"w-7", "w-8"}, "the original registration too"
+    real_broker.deregister_worker(manager=M, worker="w-7")
+    assert real_client.hgetall(keys.MANAGER_OF) == {"w-8": M}
+    real_broker.register_worker(manager="m2", worker="w-9")
+    assert real_broker.recover_worker(manager=M, worker="w-9") == 0  # not its manager's: the note stays
+    assert real_client.hget(keys.MANAGER_OF, "w-9") == "m2"
+    assert real_broker.recover_worker(manager=M, worker="w-8") == 0
+    assert real_client.hgetall(keys.MANAGER_OF) == {"w-9": "m2"}
+
+
+@pytest.mark.parametrize("how", ["release", "retry", "fail"])
+def test_a_manager_of_key_of_the_wrong_type_fails_a_settle_call_before_anything_is_written(
+    real_broker: RedisBroker, real_client: redis.Redis, how: str
+) -> None:
+    job = Job.new({"n": 1}, worker="w-7")
+    real_broker.queue_job(job)
+    real_client.set(keys.MANAGER_OF, "not a hash")
+    failure = Failure(exc_type="E", message="bad")
+    settle = {
+        "release": lambda: real_broker.release_jobs(worker="w-7", job_ids=[job.id]),
+        "retry": lambda: real_broker.retry_job(worker="w-7", job=job),
+        "fail": lambda: real_broker.fail_job(worker="w-7", job=job, failure=failure),
+    }[how]
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        settle()
+    assert real_client.lrange("w-7:jobs", 0, -1) == [job.id], "still on the worker's list"
+    assert real_broker.get_job(job.id) == job
+    assert real_broker.failed_jobs() == []

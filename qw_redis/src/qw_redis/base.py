@@ -91,7 +91,13 @@ class RedisBase(Broker):
     parameters)."""
 
     capabilities = Capabilities(
-        multi_host=True, max_take=100, delayed=True, schedules=True, throughput=True, unique=True
+        multi_host=True,
+        max_take=100,
+        delayed=True,
+        schedules=True,
+        throughput=True,
+        unique=True,
+        registered_managers=True,
     )
 
     def __init__(

@@ -80,7 +80,14 @@ class ConsumerPart(RedisBase):
 
     @translated
     def register_worker(self, *, manager: str, worker: str) -> None:
-        self._client.sadd(self._keys.manager_workers(self.check_name(manager)), self.check_name(worker))
+        """Add ``worker`` to ``<manager>:workers`` (the original protocol's registration) and
+        note its manager in ``qw:manager-of``, where a job queued straight onto the worker
+        goes back if it is settled before the worker took it (``home_of`` in common.lua)."""
+        manager, worker = self.check_name(manager), self.check_name(worker)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.sadd(self._keys.manager_workers(manager), worker)
+        pipe.hset(self._keys.MANAGER_OF, worker, manager)
+        pipe.execute()
 
     @translated
     def take(
@@ -350,4 +357,5 @@ class ConsumerPart(RedisBase):
         pipe = self._client.pipeline(transaction=False)
         pipe.srem(self._keys.manager_workers(manager), worker)
         pipe.delete(self._keys.heartbeat(worker), self._keys.idling(worker), self._keys.handoff(worker))
+        pipe.hdel(self._keys.MANAGER_OF, worker)
         pipe.execute()

@@ -197,6 +197,10 @@ FINISHED = _QW + "finished"
 #: Names jobs were queued to by name (managers' queues, workers' lists): where to look
 #: for queues that no running manager or worker owns.
 QUEUES = _QW + "queues"
+#: Worker name → the manager it registered under last: where a job queued straight onto
+#: the worker goes back if it is settled before the worker took it (``home_of`` in
+#: common.lua); written by ``register_worker``, deleted with the worker's registration.
+MANAGER_OF = _QW + "manager-of"
 
 #: Value of an ``ORIGIN`` entry for a job taken from the shared queue.
 SHARED_ORIGIN = ""
@@ -385,7 +389,7 @@ _PREFIXED_FUNCTIONS = (
 _PREFIXED_CONSTANTS = (
     "ALL_MANAGERS", "ALL_JOBS", "WAKE_ALL", "ORIGIN", "DUE", "LEGACY_DELAYED", "FAILED",
     "SCHEDULERS", "UNIQUES", "MANAGERS", "REAPER", "RECOVERIES", "SUSPECTS", "FINISHED",
-    "QUEUES", "JOB_MARKER_PATTERN",
+    "QUEUES", "JOB_MARKER_PATTERN", "MANAGER_OF",
 )  # fmt: skip
 
 
@@ -418,6 +422,7 @@ class KeySchema:
     FINISHED: str
     QUEUES: str
     JOB_MARKER_PATTERN: str
+    MANAGER_OF: str
 
     def __init__(self, prefix: str = "") -> None:
         if "'" in prefix or "\\" in prefix or any(c in prefix for c in "*?[]"):
@@ -530,6 +535,7 @@ local FINISHED_CAP = {FINISHED_CAP}  -- from qw_core.results
 local DUE = {_lua_string(prefix + DUE)}
 local LEGACY_DELAYED = {_lua_string(prefix + LEGACY_DELAYED)}
 local ORIGIN = {_lua_string(prefix + ORIGIN)}
+local MANAGER_OF = {_lua_string(prefix + MANAGER_OF)}
 local UNIQUES = {_lua_string(prefix + UNIQUES)}
 local function unique_key(key) return {_lua_string(prefix + _UNIQUE_PREFIX)} .. key end
 local function job_key(id) return {_lua_string(prefix + _JOB_PREFIX)} .. id end

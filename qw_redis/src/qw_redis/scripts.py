@@ -457,8 +457,6 @@ class Scripts:
                 self._keys.queue(worker),
                 self._keys.job(job_id),
                 self._keys.ORIGIN,
-                self._keys.ALL_JOBS,
-                self._keys.WAKE_ALL,
                 self._keys.DUE,
             ],
             args=[job_id, repr(max(0.0, float(delay))), *_flatten(stored)],
@@ -470,7 +468,7 @@ class Scripts:
         if not job_ids:
             return 0
         result = self._release(
-            keys=[self._keys.queue(worker), self._keys.ORIGIN, self._keys.ALL_JOBS, self._keys.WAKE_ALL],
+            keys=[self._keys.queue(worker), self._keys.ORIGIN],
             args=list(job_ids),
         )
         return int(result)

@@ -247,17 +247,30 @@ local function push_to(id, m, q, w, front, wakes)
   return true
 end
 
--- Put job `id` back on the queue recorded for it in the origin hash `origin` (the
--- manager it was taken for, or SHARED_ORIGIN for the shared queue), at the front or the
--- back (see push_to); forget its origin entry. Without an entry the job goes to
--- `fallback_queue`. Returns whether the job went back.
-local function put_back(id, origin, fallback_queue, fallback_wake, front, wakes)
+-- The origin a job on worker list `wjobs` (<w>:jobs) goes back to when it has no origin
+-- entry: a job queued straight onto the worker and settled before the worker took it. The
+-- manager the worker registered under (MANAGER_OF, which register_worker writes; the
+-- caller checked its type with expect), else the manager its name says by the
+-- <manager>.<pid> convention, else the shared queue (SHARED_ORIGIN).
+local function home_of(wjobs)
+  local w = origin_of_list(wjobs)
+  local m = redis.call('HGET', MANAGER_OF, w)
+  if m then return m end
+  return string.match(w, '^(.+)%.') or SHARED_ORIGIN
+end
+
+-- Put job `id`, just removed from worker list `wjobs`, back on the queue recorded for it
+-- in the origin hash `origin` (the manager it was taken for, or SHARED_ORIGIN for the
+-- shared queue), at the front or the back (see push_to); forget its origin entry. Without
+-- an entry it goes to the worker's home (home_of). Returns whether the job went back.
+local function put_back(id, origin, wjobs, front, wakes)
   local m = redis.call('HGET', origin, id)
-  local q, w = fallback_queue, fallback_wake
   if m then
     redis.call('HDEL', origin, id)
-    q, w = queue_of(m)
+  else
+    m = home_of(wjobs)
   end
+  local q, w = queue_of(m)
   return push_to(id, m, q, w, front, wakes)
 end
 

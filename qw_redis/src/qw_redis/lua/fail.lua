@@ -11,7 +11,8 @@
 --          record has its data)
 --
 -- For each job, only if LREM removed its id from KEYS[1] (the worker still held it):
--- write qw:failed:<id> (job, failure, and the origin entry moved from KEYS[3]), ZADD
+-- write qw:failed:<id> (job, failure, and the origin entry moved from KEYS[3], or for a
+-- job without one, its worker's home: home_of in common.lua), ZADD
 -- KEYS[2], delete or keep job:<id>, and delete the unique key it holds (see
 -- release_unique in common.lua). The entry's score is the server's time (TIME), so
 -- the age bound does not depend on the clock of whichever host failed the job, plus a
@@ -24,6 +25,7 @@
 expect(KEYS[1], 'list')
 expect(KEYS[2], 'zset')
 expect(KEYS[3], 'hash')
+expect(MANAGER_OF, 'hash')
 expect(RECOVERIES, 'hash')
 local suspects = has_suspects()
 local uniques = has_uniques()
@@ -36,11 +38,10 @@ for i = 3, #ARGV, 4 do
   else
     redis.call('HDEL', RECOVERIES, id)  -- its crash count (prelude constant): it has ended
     if suspects then redis.call('SREM', SUSPECTS, id) end
-    local from = redis.call('HGET', KEYS[3], id)
+    local from = redis.call('HGET', KEYS[3], id) or home_of(KEYS[1])
     redis.call('HDEL', KEYS[3], id)
     redis.call('DEL', failed_key(id), invalid_key(id))
-    redis.call('HSET', failed_key(id), 'job', ARGV[i + 1], 'failure', ARGV[i + 2])
-    if from then redis.call('HSET', failed_key(id), 'origin', from) end
+    redis.call('HSET', failed_key(id), 'job', ARGV[i + 1], 'failure', ARGV[i + 2], 'origin', from)
     if ARGV[i + 3] == '1' then
       keep_job(id)
     else

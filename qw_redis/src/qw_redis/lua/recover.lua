@@ -24,7 +24,7 @@
 -- in KEYS[2] and holds nothing (it stopped and deregistered itself after the reaper listed
 -- it: it is gone, not dead). Else SREM the worker from KEYS[2],
 -- DEL KEYS[6] and its qw:idling:<w> and qw:handoff:<w> (no job is handed to it from now
--- on: see queue.lua), take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE + LTRIM) and,
+-- on: see queue.lua) and its qw:manager-of entry if it names ARGV[5], take up to ARGV[2] ids from the tail of KEYS[1] (LRANGE + LTRIM) and,
 -- tail first, put each back: a job the worker had taken (it has an origin entry) goes to
 -- the front of its origin queue (RPUSH), so what was taken first is first in line again;
 -- a job sent to the worker and never taken (no entry) goes to the back of KEYS[4]
@@ -65,6 +65,7 @@ end
 redis.pcall('SREM', idle_key(ARGV[5]), ARGV[1])
 redis.pcall('SREM', idle_key(SHARED_ORIGIN), ARGV[1])
 redis.call('DEL', KEYS[6], idling_key(ARGV[1]), handoff_key(ARGV[1]))
+if redis.pcall('HGET', MANAGER_OF, ARGV[1]) == ARGV[5] then redis.pcall('HDEL', MANAGER_OF, ARGV[1]) end
 local batch = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])
 local counted = ARGV[6]

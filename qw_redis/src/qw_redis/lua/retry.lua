@@ -3,9 +3,7 @@
 -- KEYS[1]  <w>:jobs      the worker's list
 -- KEYS[2]  job:<id>      the job's data
 -- KEYS[3]  qw:origin     held job id -> manager it was taken for ('' = shared queue)
--- KEYS[4]  all:jobs      the shared queue (also where a job without origin goes)
--- KEYS[5]  qw:wake:all   its wake list
--- KEYS[6]  qw:due        queues with delayed jobs, by their soonest due time
+-- KEYS[4]  qw:due        queues with delayed jobs, by their soonest due time
 -- ARGV[1]  the job id
 -- ARGV[2]  delay in seconds (0: queue it now)
 -- ARGV[3]  the job's new marker (qw:job:<id>)
@@ -16,15 +14,17 @@
 -- entry, or (delay_jobs in common.lua) add it to its origin queue's delayed set at server
 -- time + delay, drop its origin entry, and push one wake-up token for its queue (a blocked
 -- taker learns the new due time, as in queue_delayed.lua). A job without an origin entry
--- goes to the shared queue. Returns 1 if retried, 0 if the worker no longer held it.
+-- goes to its worker's home (home_of in common.lua). Returns 1 if retried, 0 if the
+-- worker no longer held it.
 
 expect(KEYS[1], 'list')
 expect(KEYS[3], 'hash')
+expect(MANAGER_OF, 'hash')
 local id = ARGV[1]
 local delay = tonumber(ARGV[2])
-local m = redis.call('HGET', KEYS[3], id) or SHARED_ORIGIN
+local m = redis.call('HGET', KEYS[3], id) or home_of(KEYS[1])
 if delay > 0 then
-  expect(KEYS[6], 'zset')
+  expect(KEYS[4], 'zset')
   expect(delayed_key(m), 'zset')
 end
 if redis.call('LREM', KEYS[1], -1, id) == 0 then return 0 end
@@ -37,7 +37,7 @@ if delay > 0 then
   wake(wkey, 1)
 else
   local wakes = {}
-  put_back(id, KEYS[3], KEYS[4], KEYS[5], false, wakes)
+  put_back(id, KEYS[3], KEYS[1], false, wakes)
   flush_wakes(wakes)
 end
 return 1
