@@ -53,6 +53,13 @@ class Capabilities:
     :param unique: the broker keeps unique jobs (:meth:`Producer.queue_jobs_unique
         <qw_core.broker.Producer.queue_jobs_unique>`), and ``queue_jobs`` honours a job's
         ``meta["unique"]``.
+    :param session_liveness: the broker knows, besides heartbeats, when a process's
+        session with it has ended (PostgreSQL: a lock held by the connection, which the
+        server drops with it), and :meth:`Membership.reap
+        <qw_core.broker.Membership.reap>` recovers a worker whose session and whose
+        manager's sessions have all ended without waiting for its heartbeat to lapse
+        (see :class:`~qw_core.broker.Membership` for what a session is). Without it, a
+        worker whose manager died too is recovered when its heartbeat lapses.
     """
 
     multi_host: bool
@@ -63,6 +70,7 @@ class Capabilities:
     throughput: bool = False
     migrations: bool = False
     unique: bool = False
+    session_liveness: bool = False
 
 
 class Role(abc.ABC):
