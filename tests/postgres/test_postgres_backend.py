@@ -162,7 +162,8 @@ def test_a_newer_schema_is_one_line_through_qw(pg_url: str, pg_schema: str) -> N
     PostgresBroker.from_url(pg_url).close()
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(
-            f"INSERT INTO {pg_schema}.qw_migrations (version, description) VALUES (%s, 'future')", [LATEST + 1]
+            f"INSERT INTO {pg_schema}.qw_migrations (version, description) VALUES (%s, 'future')",
+            [LATEST + 1],
         )
     done = qw("status", "--backend", "postgres", "--url", pg_url)
     assert done.returncode == 1

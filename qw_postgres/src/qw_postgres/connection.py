@@ -99,7 +99,9 @@ def parse_url(url: str | None) -> Settings:
         else:
             rest.append((name, value))
     conninfo = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
-    return Settings(conninfo=conninfo, shown=redact_url(url), schema=schema, migrate=migrate, sessions=sessions)
+    return Settings(
+        conninfo=conninfo, shown=redact_url(url), schema=schema, migrate=migrate, sessions=sessions
+    )
 
 
 def redact_url(url: str) -> str:
