@@ -80,6 +80,9 @@ WORKER_LOCK = 0x7178
 #: The advisory lock class of managers' sessions.
 MANAGER_LOCK = 0x7179
 
+#: Takes a session's lock if no one holds it exclusively (the class, the key's text).
+TRY_LOCK = "SELECT pg_try_advisory_lock_shared(%s, hashtext(%s))"
+
 
 @attrs.define
 class Session:
@@ -162,10 +165,7 @@ def _try_lock(conn: Connection, schema: str, session: Session) -> bool:
     once per session), a failed connection raises."""
     try:
         with conn.transaction():  # a savepoint when a transaction is open
-            row = conn.execute(
-                "SELECT pg_try_advisory_lock_shared(%s, hashtext(%s))",
-                [session.lock_class, f"{schema}:{session.name}"],
-            ).fetchone()
+            row = conn.execute(TRY_LOCK, [session.lock_class, f"{schema}:{session.name}"]).fetchone()
     except psycopg.Error as exc:
         if conn.broken or conn.closed:
             raise
