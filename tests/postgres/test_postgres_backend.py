@@ -205,6 +205,8 @@ def test_an_outage_is_an_unavailable_broker_and_a_later_call_reconnects(pg_url: 
 def test_a_bad_url_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="migrate must be true or false"):
         PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?migrate=maybe")
+    with pytest.raises(ConfigurationError, match="liveness must be sessions or heartbeats"):
+        PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?liveness=locks")
 
 
 def test_a_failure_with_keys_this_version_does_not_know_is_read(

@@ -176,8 +176,15 @@ class PostgresBase(Broker):
     def _close_session(self, name: str) -> None:
         """End this object's session of ``name``, if it has one (its row was deleted)."""
         session = self._sessions.pop(name, None)
-        if session is not None and self._conn is not None:
-            sessions.close_session(self._conn, self._schema, session)
+        conn = self._conn
+        if session is None or conn is None:
+            return
+        try:
+            sessions.close_session(conn, self._schema, session)
+        except psycopg.Error:
+            if not (conn.broken or conn.closed):
+                raise
+            self._drop()  # lost with the connection: so is the lock
 
     def _error(self, exc: psycopg.Error) -> QwError:
         """The qw error for ``exc``; a connection that is no longer usable is dropped."""
