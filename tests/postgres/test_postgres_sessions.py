@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import psycopg
 import pytest
-from pg_support import places, queue, start_manager
+from pg_support import holders, places, queue, start_manager
 from qwtest_postgres import SERVER_URL, schema_url
 from reliability_support import ManagerProcess, pid_of_began, records, runs, stop_manager, wait_for
 
@@ -63,18 +63,6 @@ def _worker(url: str, opened: list[PostgresBroker], manager: str, worker: str) -
     broker = _open(url, opened)
     broker.register_worker(manager=manager, worker=worker)
     return broker
-
-
-def holders(schema: str, lock_class: int, name: str) -> list[int]:
-    """The backends (pids) holding the session lock of ``name``."""
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
-            "AND classid = %s::oid AND objid = hashtext(%s)::oid "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY pid",
-            [lock_class, f"{schema}:{name}"],
-        ).fetchall()
-    return [int(pid) for (pid,) in rows]
 
 
 def flagged(schema: str, table: str, name: str) -> bool | None:
