@@ -54,7 +54,9 @@ took it. So (``capabilities.session_liveness``, see :class:`~qw_core.broker.Memb
   call failed does not reap for a TTL (:mod:`qw_core.liveness`). Nor does any reaper
   judge anyone in the TTL after the server started (a restart drops every lock).
 * A stopped (SIGSTOP) or stuck process keeps its connection and its lock: it is reaped
-  when its heartbeat lapses, exactly as without sessions.
+  when its heartbeat lapses, exactly as without sessions. So is a worker whose manager
+  was restarted under the same name before the reaper came (the new start holds the
+  name's lock), and one whose old connection the server has not noticed is gone.
 * **Poolers.** A pooler that lends one server connection to many clients (pgbouncer with
   ``pool_mode = transaction`` or ``statement``) breaks the rule a session lock stands for:
   the lock stays with the server connection, which may outlive the worker or be closed
