@@ -63,8 +63,9 @@ class Membership(Role):
     <qw_core.broker.Consumer.register_worker>`) is that worker's session, until it
     deregisters the worker or is closed; every broker object that called :meth:`beat` for
     a manager is one of that manager's sessions, until it deregisters the manager or is
-    closed. A session *ends* when its process is gone without doing either (killed, its
-    host lost: the backend sees its connection close). Then:
+    closed. A session *ends* when its process is gone without doing either and the backend
+    sees its connection close (the process was killed; a host lost outright may close
+    nothing, and is judged by heartbeats). Then:
 
     * A worker whose session has ended, and all of whose manager's sessions have ended
       too, is dead: the next :meth:`reap` recovers it, its heartbeat lapsed or not. The

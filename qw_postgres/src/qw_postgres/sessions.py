@@ -2,9 +2,12 @@
 
 Heartbeats (:mod:`qw_postgres.membership`) are written by a manager for itself and its
 workers, and lapse a TTL (30 s) after the last one. When a whole manager group dies (kill
--9 of its process group, a lost host), its workers' jobs would wait that long. PostgreSQL
-knows sooner: a session-level advisory lock lives exactly as long as the connection that
-took it. So (``capabilities.session_liveness``, see :class:`~qw_core.broker.Membership`):
+-9 of its process group, an out-of-memory kill of its container), its workers' jobs would
+wait that long. PostgreSQL knows sooner: a session-level advisory lock lives exactly as
+long as the connection that took it, and the dead processes' kernel closed their
+connections. (A host that is lost outright closes nothing: the server keeps its
+connections, and their locks, until its TCP keepalive gives up, so heartbeats judge it.)
+So (``capabilities.session_liveness``, see :class:`~qw_core.broker.Membership`):
 
 * **A worker's session** is the broker that registered it (its consumer connection, the
   one that takes and ``LISTEN``\\ s): it holds the lock ``(WORKER_LOCK,
