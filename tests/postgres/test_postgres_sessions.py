@@ -185,6 +185,28 @@ def test_a_reaped_manager_that_beats_again_is_flagged_again(
     assert flagged(pg_schema, "managers", "m1") is True
 
 
+def test_dead_sessions_are_found_whatever_the_sign_of_their_lock_key(
+    pg_url: str, pg_schema: str, opened: list[PostgresBroker]
+) -> None:
+    # pg_locks shows a key as an unsigned oid; hashtext is a signed integer.
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        [(negative, positive)] = conn.execute(
+            "SELECT min(n) FILTER (WHERE h < 0), min(n) FILTER (WHERE h > 0) "
+            "FROM (SELECT i AS n, hashtext(%s || i) AS h FROM generate_series(1, 100) i) x",
+            [f"{pg_schema}:m1."],
+        ).fetchall()
+    workers = [f"m1.{negative}", f"m1.{positive}"]
+    manager = _manager(pg_url, opened, "m1", *workers)
+    sessions_of = [_worker(pg_url, opened, "m1", worker) for worker in workers]
+    reaper = _open(pg_url, opened)
+    assert reaper.reap(owner="test", lease=0, ttl=REAP_TTL) == [], "all alive"
+    for session in [*sessions_of, manager]:
+        session.close()
+    reaped = reap_until(reaper, workers[0])
+    reaped += reap_until(reaper, workers[1]) if workers[1] not in [r.worker for r in reaped] else []
+    assert sorted(r.worker for r in reaped) == sorted(workers)
+
+
 # -- what a fault can and cannot do ----------------------------------------------------------
 
 
