@@ -59,7 +59,10 @@ So (``capabilities.session_liveness``, see :class:`~qw_core.broker.Membership`):
 * A stopped (SIGSTOP) or stuck process keeps its connection and its lock: it is reaped
   when its heartbeat lapses, exactly as without sessions. So is a worker whose manager
   was restarted under the same name before the reaper came (the new start holds the
-  name's lock), and one whose old connection the server has not noticed is gone.
+  name's lock), and one whose old connection the server has not noticed is gone. A worker
+  reaped while stopped that comes back is registered again by its manager's heartbeat,
+  unflagged (its connection, and so its lock, never changed): heartbeats alone judge it
+  from then on.
 * **Poolers.** A pooler that lends one server connection to many clients (pgbouncer with
   ``pool_mode = transaction`` or ``statement``) breaks the rule a session lock stands for:
   the lock stays with the server connection, which may outlive the worker or be closed
