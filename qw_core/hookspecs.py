@@ -123,7 +123,9 @@ def qw_worker_died(manager: ManagerInfo, worker: str, exitcode: int | None, reco
 
 @hookspec
 def qw_worker_reaped(manager: ManagerInfo, worker: str, requeued: int, failed: int) -> None:
-    """This manager's reaper found a worker whose heartbeat had lapsed, and recovered it.
+    """This manager's reaper found a dead worker, and recovered it: its heartbeat had
+    lapsed, or (a backend with ``capabilities.session_liveness``) its process and its
+    manager's were gone.
 
     Fires in the manager process, on its reaper thread, after the jobs were moved. The
     worker may belong to any manager (one that died, or this one, if it was paused).

@@ -16,6 +16,12 @@ group is killed) or when a worker is paused or cut off while its process lives o
   worker whose heartbeat has lapsed (the broker checks and moves atomically, see
   :meth:`Membership.reap`), counting recoveries per job so a job that kills its worker every
   time ends in the failed registry instead of looping.
+* **Sessions.** A backend that knows when a process's connection is gone
+  (``capabilities.session_liveness``: PostgreSQL's locks die with the connection) also
+  lets the reaper recover, at its next round, a worker whose session and whose manager's
+  sessions have all ended: the brokers this module's threads and the manager beat on are
+  the manager's sessions, the one a worker takes with is the worker's (see
+  :class:`~qw_core.broker.Membership`). Nothing here changes for it.
 * **After an outage** (a broker call of the manager's failing as unreachable, out of
   memory, busy with a script), the reaper judges nobody dead for one ``ttl``: while the
   broker refused them no manager could refresh its heartbeats, so lapsed heartbeats then

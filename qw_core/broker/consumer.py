@@ -58,7 +58,13 @@ class Consumer(Role):
 
     @abc.abstractmethod
     def register_worker(self, *, manager: str, worker: str) -> None:
-        """Announce that ``worker`` of ``manager`` is running (idempotent)."""
+        """Announce that ``worker`` of ``manager`` is running (idempotent).
+
+        With ``capabilities.session_liveness``, this broker object becomes the worker's
+        session until :meth:`deregister_worker` or :meth:`close`: a worker process
+        registers on the broker it takes with, so that the session ends with the process
+        (see :class:`~qw_core.broker.Membership`).
+        """
 
     @abc.abstractmethod
     def take(
@@ -238,4 +244,5 @@ class Consumer(Role):
 
     @abc.abstractmethod
     def deregister_worker(self, *, manager: str, worker: str) -> None:
-        """Announce that ``worker`` of ``manager`` has stopped (idempotent); deletes its heartbeat."""
+        """Announce that ``worker`` of ``manager`` has stopped (idempotent); deletes its
+        heartbeat, and ends its session if this broker object holds it."""

@@ -11,6 +11,13 @@ name). A backend with another way to know who is alive keeps the same promises i
 way: the contract asks only that :meth:`Membership.beat` answers which names it could not
 vouch for, and that :meth:`Membership.reap` recovers exactly the workers nobody vouches
 for any more, atomically per worker.
+
+A backend that can also tell when a process's connection is gone (PostgreSQL drops a
+connection's locks with it) may add that to heartbeats, so that the jobs of a worker
+whose whole manager group died come back at the next reap instead of a TTL later: it
+declares ``capabilities.session_liveness`` and keeps the rules of *sessions* told in
+:class:`Membership`. Heartbeats still decide every case a session cannot (a stopped or
+stuck process keeps its connection).
 """
 
 from __future__ import annotations
@@ -50,6 +57,33 @@ class Membership(Role):
     once. Nothing here blocks. A held job of a dead worker goes back to its queue, as
     :meth:`Consumer.recover_worker <qw_core.broker.Consumer.recover_worker>` puts it
     back, or to the failed registry once it has been recovered too often.
+
+    **Sessions** (a backend that declares ``capabilities.session_liveness``). The broker
+    object that registered a worker (:meth:`Consumer.register_worker
+    <qw_core.broker.Consumer.register_worker>`) is that worker's session, until it
+    deregisters the worker or is closed; every broker object that called :meth:`beat` for
+    a manager is one of that manager's sessions, until it deregisters the manager or is
+    closed. A session *ends* when its process is gone without doing either and the backend
+    sees its connection close (the process was killed; a host lost outright may close
+    nothing, and is judged by heartbeats). Then:
+
+    * A worker whose session has ended, and all of whose manager's sessions have ended
+      too, is dead: the next :meth:`reap` recovers it, its heartbeat lapsed or not. The
+      check is atomic with the move, as for a lapsed heartbeat.
+    * A worker of a manager with a session still open is left to that manager, which saw
+      its process exit and settles it at once, knowing more than a reaper (the job it was
+      running, the ones that had succeeded, a job that overran its time limit).
+    * A session still open never makes anyone dead: a stopped process (SIGSTOP, a
+      debugger) keeps its connection, and is reaped when its heartbeat lapses, as on a
+      backend without sessions.
+    * A connection lost and opened again (a network fault, a server that closed it) opens
+      the session again before the broker does anything else. Until then the session has
+      ended: a fault that cut a live manager's sessions and its worker's off at once may
+      have that worker reaped, its jobs run twice (never lost: every settle call is
+      guarded, see :class:`~qw_core.broker.Consumer`).
+    * A session the backend could not open (an error, an option that turns sessions off,
+      a worker registered by an older version) never makes anyone dead early: that
+      worker is judged by its heartbeat alone.
     """
 
     @abc.abstractmethod
@@ -75,7 +109,9 @@ class Membership(Role):
         One atomic step: each name's heartbeat is set to its token (unique to one start
         of that process) and expires ``ttl`` seconds later unless refreshed; the manager
         is registered (and becomes one the reapers look after) and so is each worker
-        (again, if a reaper removed it while it was paused).
+        (again, if a reaper removed it while it was paused). With
+        ``capabilities.session_liveness``, this broker object becomes one of the
+        manager's sessions (see the class's docstring).
 
         :param workers: worker name → token.
         :param running: for each worker, the jobs it has in hand and since when (job id →
@@ -99,9 +135,13 @@ class Membership(Role):
     ) -> list[Reaped] | None:
         """Recover every worker whose heartbeat has lapsed, as :meth:`Consumer.recover_worker` does.
 
+        With ``capabilities.session_liveness``, also every worker whose session and whose
+        manager's sessions have all ended (see the class's docstring), without waiting for
+        its heartbeat to lapse.
+
         Looks only at managers that have called :meth:`beat` (a process speaking the
-        original protocol without heartbeats is never reaped). Checking that a worker's
-        heartbeat is gone and moving its jobs is one atomic step (per batch, for a long
+        original protocol without heartbeats is never reaped). Checking that a worker is
+        dead and moving its jobs is one atomic step (per batch, for a long
         list, each batch checking again), so a worker that beats again is left alone and
         concurrent reapers move each job once. A manager whose heartbeat is gone and that
         has no worker left is deregistered.

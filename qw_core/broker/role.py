@@ -58,6 +58,13 @@ class Capabilities:
         registered under, which the broker looks up, whatever the worker's name (see
         :class:`~qw_core.broker.Consumer`, "Where a job goes back"); without it, the
         backend may read the manager from the worker's name, or use the shared queue.
+    :param session_liveness: the broker knows, besides heartbeats, when a process's
+        session with it has ended (PostgreSQL: a lock held by the connection, which the
+        server drops with it), and :meth:`Membership.reap
+        <qw_core.broker.Membership.reap>` recovers a worker whose session and whose
+        manager's sessions have all ended without waiting for its heartbeat to lapse
+        (see :class:`~qw_core.broker.Membership` for what a session is). Without it, a
+        worker whose manager died too is recovered when its heartbeat lapses.
     """
 
     multi_host: bool
@@ -69,6 +76,7 @@ class Capabilities:
     migrations: bool = False
     unique: bool = False
     registered_managers: bool = False
+    session_liveness: bool = False
 
 
 class Role(abc.ABC):

@@ -39,7 +39,8 @@ def qw_worker_died(manager: ManagerInfo, worker: str, exitcode: int | None, reco
 def qw_worker_reaped(manager: ManagerInfo, worker: str, requeued: int, failed: int) -> None:
     log.log(
         logging.WARNING if requeued or failed else logging.INFO,
-        "worker %s had no heartbeat: presumed dead; %d held job(s) put back, %d failed as crashed",
+        "worker %s is dead (its heartbeat lapsed, or its process and its manager's are gone): "
+        "%d held job(s) put back, %d failed as crashed",
         worker,
         requeued,
         failed,

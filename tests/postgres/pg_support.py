@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
+from qwtest_postgres import SERVER_URL
 from reliability_support import FAST, RECORDING, TARGET
 
 from qw_core.manager import Manager
@@ -43,3 +45,15 @@ def places(url: str, job_ids: Iterable[str]) -> dict[str, str]:
             else:
                 found[job_id] = status.state.value
     return found
+
+
+def holders(schema: str, lock_class: int, name: str, server: str = SERVER_URL) -> list[int]:
+    """The backends (pids) holding the session lock of ``name`` on ``server``."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
+            "AND classid = %s::oid AND objid = hashtext(%s)::oid "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY pid",
+            [lock_class, f"{schema}:{name}"],
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]

@@ -21,7 +21,7 @@ from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.models import Failure, Job
 from qw_postgres.broker import PostgresBroker
 from qw_postgres.migrate import SchemaNotReady, SchemaTooNew
-from qw_postgres.schema import LATEST
+from qw_postgres.schema import LATEST, MIGRATIONS, ledger_sql
 
 pytestmark = [pytest.mark.slow]
 
@@ -67,8 +67,28 @@ def test_managers_that_start_at_once_create_the_schema_once(pg_url: str, pg_sche
     for broker in brokers:
         broker.close()
     with psycopg.connect(SERVER_URL) as conn:
-        versions = conn.execute(f"SELECT version FROM {pg_schema}.qw_migrations").fetchall()
-    assert versions == [(LATEST,)]
+        versions = conn.execute(f"SELECT version FROM {pg_schema}.qw_migrations ORDER BY version").fetchall()
+    assert versions == [(m.version,) for m in MIGRATIONS]
+
+
+def test_managers_that_start_at_once_upgrade_an_older_schema_once(pg_url: str, pg_schema: str) -> None:
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:  # version 1, as an older qw-postgres made it
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {pg_schema}")
+        conn.execute(ledger_sql(pg_schema))
+        conn.execute(MIGRATIONS[0].text(pg_schema).encode())
+        conn.execute(f"INSERT INTO {pg_schema}.qw_migrations (version, description) VALUES (1, 'v1')")
+        conn.execute(f"INSERT INTO {pg_schema}.workers (manager, name) VALUES ('old', 'old.1')")
+    with ThreadPoolExecutor(4) as pool:
+        brokers = list(pool.map(lambda _: PostgresBroker.from_url(pg_url), range(4)))
+    for broker in brokers:
+        broker.close()
+    with psycopg.connect(SERVER_URL) as conn:
+        versions = conn.execute(f"SELECT version FROM {pg_schema}.qw_migrations ORDER BY version").fetchall()
+        assert versions == [(m.version,) for m in MIGRATIONS]
+        old = conn.execute(f"SELECT locked FROM {pg_schema}.workers WHERE name = 'old.1'").fetchall()
+        assert old == [(False,)], "a worker an older version registered is judged by its heartbeat alone"
+        # An older qw-postgres still running writes its rows as before.
+        conn.execute(f"INSERT INTO {pg_schema}.managers (name) VALUES ('old')")
 
 
 def test_a_schema_newer_than_the_code_is_refused_and_left_alone(pg_url: str, pg_schema: str) -> None:
@@ -90,8 +110,9 @@ def test_migrate_false_refuses_a_missing_schema_and_qw_migrate_creates_it(pg_sch
         PostgresBroker.from_url(url)
     script = PostgresBroker.migration_script(url)
     assert f"CREATE TABLE {pg_schema}.jobs" in script
-    [applied] = PostgresBroker.apply_migrations(url)
-    assert applied.startswith(f"schema {pg_schema}: applied version 1 (jobs, the failed registry")
+    first, *later = PostgresBroker.apply_migrations(url)
+    assert first.startswith(f"schema {pg_schema}: applied version 1 (jobs, the failed registry")
+    assert len(later) == LATEST - 1
     assert PostgresBroker.apply_migrations(url) == []
     assert PostgresBroker.migration_script(url) == ""
     PostgresBroker.from_url(url).close()
@@ -140,13 +161,16 @@ def test_bad_input_is_one_line_through_qw(url: str, expected: str) -> None:
 def test_a_newer_schema_is_one_line_through_qw(pg_url: str, pg_schema: str) -> None:
     PostgresBroker.from_url(pg_url).close()
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(f"UPDATE {pg_schema}.qw_migrations SET version = version + 1")
+        conn.execute(
+            f"INSERT INTO {pg_schema}.qw_migrations (version, description) VALUES (%s, 'future')",
+            [LATEST + 1],
+        )
     done = qw("status", "--backend", "postgres", "--url", pg_url)
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     assert "made by a newer qw-postgres" in line
     with psycopg.connect(SERVER_URL) as conn:
-        [(version,)] = conn.execute(f"SELECT version FROM {pg_schema}.qw_migrations").fetchall()
+        [(version,)] = conn.execute(f"SELECT max(version) FROM {pg_schema}.qw_migrations").fetchall()
     assert version == LATEST + 1, "left alone"
 
 
@@ -181,6 +205,8 @@ def test_an_outage_is_an_unavailable_broker_and_a_later_call_reconnects(pg_url: 
 def test_a_bad_url_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="migrate must be true or false"):
         PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?migrate=maybe")
+    with pytest.raises(ConfigurationError, match="liveness must be sessions or heartbeats"):
+        PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?liveness=locks")
 
 
 def test_a_failure_with_keys_this_version_does_not_know_is_read(

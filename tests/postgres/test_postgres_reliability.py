@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg_support import places, queue, start_manager
+from pg_support import holders, places, queue, start_manager
 from qwtest_postgres import PrivatePostgres, fresh_schema, schema_url
 from reliability_support import ManagerProcess, pid_of_began, records, runs, stop_manager, wait_for
 
 from qw_core.models import Job
+from qw_postgres import sessions
 from qw_postgres.broker import PostgresBroker
 
 pytestmark = [pytest.mark.slow]
@@ -181,6 +182,13 @@ def test_a_postgres_restart_mid_drain_pauses_the_workers_and_loses_nothing(recor
                     what="every job to finish",
                     timeout=30,
                 )
+                # Every lock went with the restart: each session took its own again.
+                with contextlib.closing(PostgresBroker.from_url(url)) as broker:
+                    workers = broker.workers("rs")
+                assert len(workers) == 2
+                for worker in workers:
+                    assert holders(schema, sessions.WORKER_LOCK, worker, server.url), worker
+                assert holders(schema, sessions.MANAGER_LOCK, "rs", server.url)
             finally:
                 stop_manager(manager, timeout=60)
             assert ran_while_down < len(job_ids), "the restart came mid-drain"

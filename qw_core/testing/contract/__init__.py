@@ -35,6 +35,7 @@ from qw_core.testing.contract.periodic import PeriodicContract
 from qw_core.testing.contract.queues import QueuesContract
 from qw_core.testing.contract.results import ResultsContract, StatusContract
 from qw_core.testing.contract.scheduling import SchedulingContract
+from qw_core.testing.contract.sessions import SessionContract
 from qw_core.testing.contract.settling import SettlingContract
 from qw_core.testing.contract.strays import StrayContract
 from qw_core.testing.contract.taking import TakingContract
@@ -52,6 +53,7 @@ class BrokerContract(
     DataContract,
     SchedulingContract,
     LivenessContract,
+    SessionContract,
     StrayContract,
     ListingContract,
     PeriodicContract,

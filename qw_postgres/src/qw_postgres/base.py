@@ -26,7 +26,7 @@ from qw_core.broker import Broker, Capabilities, Reaped
 from qw_core.errors import JobCrashed, QwError
 from qw_core.models import Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
-from qw_postgres import codec
+from qw_postgres import codec, sessions
 from qw_postgres.connection import Settings, connect, unavailable
 from qw_postgres.names import check_name
 from qw_postgres.schema import channel
@@ -111,9 +111,12 @@ class PostgresBase(Broker):
         throughput=True,
         unique=True,
         registered_managers=True,
+        session_liveness=True,
     )
 
     def __init__(self, settings: Settings, conn: Connection | None = None, *, url: str | None = None) -> None:
+        if not settings.sessions:  # liveness=heartbeats: this broker opens no session
+            self.capabilities = attrs.evolve(type(self).capabilities, session_liveness=False)
         self._settings = settings
         self._schema = settings.schema
         self._sql = statements(settings.schema)
@@ -122,6 +125,8 @@ class PostgresBase(Broker):
         self._listening: set[str] = set()
         self._names: set[str] = set()
         self._swept_to = ""  # where the next sweep of unique keys starts (see qw_postgres.uniques)
+        #: The sessions this object opened (qw_postgres.sessions), by worker or manager name.
+        self._sessions: dict[str, sessions.Session] = {}
 
     def check_name(self, name: str) -> str:
         return check_name(name)
@@ -131,6 +136,12 @@ class PostgresBase(Broker):
             self._names.add(check_name(name))
 
     def close(self) -> None:
+        """Close the connection, which ends this object's sessions (their locks go with it)."""
+        self._sessions.clear()
+        self._drop()
+
+    def _drop(self) -> None:
+        """Close the connection; the next call opens another, and its sessions again."""
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -145,6 +156,9 @@ class PostgresBase(Broker):
         return self._schema
 
     def _connection(self) -> Connection:
+        """The connection, opened again if it was lost; a new one first takes the locks of
+        this object's sessions again (before the call that needed it does anything, a
+        take included), so a worker cut off and back is alive again before it takes."""
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
@@ -152,7 +166,29 @@ class PostgresBase(Broker):
             self._conn = None
             self._listening.clear()
             conn = self._conn = connect(self._settings)
+            for session in self._sessions.values():
+                session.held = False
+            for session in self._sessions.values():
+                sessions.open_session(conn, self._schema, session)
         return conn
+
+    def _open_session(self, session: sessions.Session) -> None:
+        """Make this object ``session``'s (a worker it registers, a manager it beats for)."""
+        self._sessions[session.name] = session
+        sessions.open_session(self._connection(), self._schema, session)
+
+    def _close_session(self, name: str) -> None:
+        """End this object's session of ``name``, if it has one (its row was deleted)."""
+        session = self._sessions.pop(name, None)
+        conn = self._conn
+        if session is None or conn is None:
+            return
+        try:
+            sessions.close_session(conn, self._schema, session)
+        except psycopg.Error:
+            if not (conn.broken or conn.closed):
+                raise
+            self._drop()  # lost with the connection: so is the lock
 
     def _error(self, exc: psycopg.Error) -> QwError:
         """The qw error for ``exc``; a connection that is no longer usable is dropped."""
@@ -160,7 +196,7 @@ class PostgresBase(Broker):
         if exc.sqlstate == "25006":  # read-only transaction: a standby, or a failover under way
             outage = True
         if outage:
-            self.close()
+            self._drop()
             return unavailable(exc, self._settings.shown)
         return QwError(f"PostgreSQL at {self._settings.shown}: {' '.join(str(exc).split())}")
 
@@ -248,7 +284,8 @@ class PostgresBase(Broker):
         limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> Reaped | None:
         """Put back what ``worker`` holds, in one transaction; with ``if_dead``, only if
-        its heartbeat is gone (checked under the lock its heartbeat takes too)."""
+        its heartbeat is gone or its sessions and its manager's have ended (checked under
+        the lock its heartbeat and its session's flag take too)."""
         s = self._schema
         conn = self._connection()
         suspected = set(suspects)
@@ -258,7 +295,7 @@ class PostgresBase(Broker):
                 alive = conn.execute(
                     f"SELECT 1 FROM {s}.heartbeats WHERE name = %s AND expires > {s}.now_s()", [worker]
                 ).fetchone()
-                if alive is not None:
+                if alive is not None and not sessions.ended(conn, s, manager, worker):
                     return None
             rows = conn.execute(self._sql["HELD_FOR_RECOVERY"], [worker]).fetchall()
             home = f"m:{manager}"

@@ -3,8 +3,9 @@
 Jobs are rows of ``<schema>.jobs`` (see :mod:`qw_postgres.schema`): queued, delayed, or
 held by a worker. A worker takes them with one call of ``<schema>.take()`` a batch, and
 waits for more on ``LISTEN`` (both told in :mod:`qw_postgres.consuming`); liveness is the
-manager's heartbeat, in a table (:mod:`qw_postgres.membership`); jobs can be queued in
-the caller's own transaction (:mod:`qw_postgres.producing`).
+manager's heartbeat, in a table (:mod:`qw_postgres.membership`), and the advisory locks of
+its connections and its workers', which die with them (:mod:`qw_postgres.sessions`); jobs
+can be queued in the caller's own transaction (:mod:`qw_postgres.producing`).
 
 Each role is a module of this package, over one connection (:mod:`qw_postgres.base`):
 :mod:`qw_postgres.producing`, :mod:`qw_postgres.consuming`, :mod:`qw_postgres.membership`,

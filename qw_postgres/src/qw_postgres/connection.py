@@ -5,7 +5,11 @@ two settings of qw's own in its query, which are taken out before libpq sees it:
 
 * ``schema=NAME``: the schema that holds qw's tables (default ``qw``);
 * ``migrate=false``: never create or upgrade the schema from this process (a schema that
-  is missing or old is then an error that says to run ``qw migrate``).
+  is missing or old is then an error that says to run ``qw migrate``);
+* ``liveness=heartbeats``: take no session locks, so that the workers and managers of this
+  URL are judged dead by their heartbeats alone (behind a pooler that shares server
+  connections between clients, see :mod:`qw_postgres.sessions`); the default,
+  ``liveness=sessions``, takes them.
 
 Errors. Whatever psycopg says when a connection cannot be made is turned into one line
 naming the server (its password hidden) and what to do: the server does not answer, the
@@ -55,19 +59,21 @@ class Settings:
     :param shown: the URL for messages and logs, its password hidden.
     :param schema: the schema of qw's tables.
     :param migrate: whether this process may create or upgrade the schema.
+    :param sessions: whether this process's brokers take session locks (``liveness=``).
     """
 
     conninfo: str
     shown: str
     schema: str = DEFAULT_SCHEMA
     migrate: bool = True
+    sessions: bool = True
 
 
 def parse_url(url: str | None) -> Settings:
     """The settings of ``url`` (``None``: :data:`DEFAULT_URL`).
 
     :raises ConfigurationError: not a ``postgresql://`` or ``postgres://`` URL, or a bad
-        ``schema`` or ``migrate`` value.
+        ``schema``, ``migrate`` or ``liveness`` value.
     """
     url = url or DEFAULT_URL
     parts = urllib.parse.urlsplit(url)
@@ -76,7 +82,7 @@ def parse_url(url: str | None) -> Settings:
             f"{redact_url(url)!r} is not a PostgreSQL URL (postgresql://user@host:5432/dbname)"
         )
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    schema, migrate, rest = DEFAULT_SCHEMA, True, []
+    schema, migrate, sessions, rest = DEFAULT_SCHEMA, True, True, []
     for name, value in query:
         if name == "schema":
             schema = check_schema(value)
@@ -84,10 +90,18 @@ def parse_url(url: str | None) -> Settings:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ConfigurationError(f"migrate must be true or false in the URL, not {value[:40]!r}")
             migrate = value.lower() in ("true", "1", "yes")
+        elif name == "liveness":
+            if value.lower() not in ("sessions", "heartbeats"):
+                raise ConfigurationError(
+                    f"liveness must be sessions or heartbeats in the URL, not {value[:40]!r}"
+                )
+            sessions = value.lower() == "sessions"
         else:
             rest.append((name, value))
     conninfo = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
-    return Settings(conninfo=conninfo, shown=redact_url(url), schema=schema, migrate=migrate)
+    return Settings(
+        conninfo=conninfo, shown=redact_url(url), schema=schema, migrate=migrate, sessions=sessions
+    )
 
 
 def redact_url(url: str) -> str:

@@ -28,7 +28,7 @@ from qw_core.errors import InvalidJob
 from qw_core.models import DEFAULT_QUEUE, Failure, Job
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_core.results import check_ttl
-from qw_postgres import codec
+from qw_postgres import codec, sessions
 from qw_postgres.base import SAFETY_POLL, PostgresBase, _manager_of, log, translated
 
 #: Shortest wait worth listening for.
@@ -40,12 +40,18 @@ class ConsumerPart(PostgresBase):
 
     @translated
     def register_worker(self, *, manager: str, worker: str) -> None:
+        """See :meth:`Broker.register_worker`: this object becomes the worker's session,
+        holding its lock (:mod:`qw_postgres.sessions`), unless the URL says
+        ``liveness=heartbeats``."""
         self._check_cached(manager)
         self._check_cached(worker)
-        self._connection().execute(
-            f"INSERT INTO {self._schema}.workers (manager, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            [manager, worker],
-        )
+        if not self.capabilities.session_liveness:
+            sessions.register_worker(self._connection(), self._schema, manager, worker)
+            return
+        session = self._sessions.get(worker)
+        if session is None or session.manager != manager:
+            session = sessions.Session(manager=manager, worker=worker)
+        self._open_session(session)
 
     @translated
     def take(
@@ -221,3 +227,4 @@ class ConsumerPart(PostgresBase):
         with conn.transaction():
             conn.execute(f"DELETE FROM {s}.workers WHERE manager = %s AND name = %s", [manager, worker])
             conn.execute(f"DELETE FROM {s}.heartbeats WHERE name = %s", [worker])
+        self._close_session(worker)

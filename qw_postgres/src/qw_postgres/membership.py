@@ -3,11 +3,13 @@
 Liveness is the manager's heartbeat, as on every backend (:mod:`qw_core.liveness`), kept
 in ``<schema>.heartbeats`` with expiry times on the database's clock; the reaper's check
 that a worker is dead and the move of its jobs are one transaction, serialised with the
-heartbeat of the same name by an advisory lock. Session advisory locks (which PostgreSQL
-drops with the connection) are not the liveness signal: a worker that is stopped
-(SIGSTOP) or stuck keeps its connection, and the contract wants it judged by its
-manager's heartbeat, like on Redis. One part of :class:`~qw_postgres.broker.PostgresBroker`,
-over the connection of :mod:`qw_postgres.base`.
+heartbeat of the same name by an advisory lock. Besides, sessions
+(:mod:`qw_postgres.sessions`): a broker that beats for a manager holds a lock that
+PostgreSQL drops with its connection, as the one that registered a worker does, so that
+a worker whose whole manager group is gone is reaped at once rather than a TTL later. A
+worker that is stopped (SIGSTOP) or stuck keeps its connection and its lock: its
+manager's heartbeat judges it, as on Redis. One part of
+:class:`~qw_postgres.broker.PostgresBroker`, over the connection of :mod:`qw_postgres.base`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from qw_core.broker import Reaped
 from qw_core.errors import QwError
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
-from qw_postgres import uniques
+from qw_postgres import sessions, uniques
 from qw_postgres.base import PostgresBase, translated
 from qw_postgres.names import check_name
 
@@ -44,6 +46,7 @@ class MembershipPart(PostgresBase):
         with conn.transaction():
             conn.execute(f"DELETE FROM {s}.managers WHERE name = %s", [name])
             conn.execute(f"DELETE FROM {s}.heartbeats WHERE name = %s", [name])
+        self._close_session(name)
 
     @translated
     def beat(
@@ -61,8 +64,22 @@ class MembershipPart(PostgresBase):
         names = [manager, *workers]
         tokens = [token, *workers.values()]
         shown = None if running is None else json.dumps({w: dict(jobs) for w, jobs in running.items()})
-        rows = self._rows("BEAT", [names, tokens, float(ttl), shown])
-        return dict(rows)
+        changed: dict[str, str | None] = dict(self._rows("BEAT", [names, tokens, float(ttl), shown]))
+        if self.capabilities.session_liveness:
+            self._keep_manager_session(manager, row_is_new=manager in changed)
+        return changed
+
+    def _keep_manager_session(self, manager: str, *, row_is_new: bool) -> None:
+        """Make this object one of ``manager``'s sessions (:mod:`qw_postgres.sessions`): take
+        its lock if this connection does not hold it (tried again each beat until it does),
+        and flag its row again when the heartbeat had lapsed (a reaper may have deleted it)."""
+        session = self._sessions.get(manager)
+        if session is None or session.worker is not None:
+            self._open_session(sessions.Session(manager=manager))
+        elif not session.held:
+            sessions.open_session(self._connection(), self._schema, session)
+        elif row_is_new:
+            sessions.flag_manager(self._connection(), self._schema, manager)
 
     @translated
     def reap(
@@ -76,7 +93,9 @@ class MembershipPart(PostgresBase):
     ) -> list[Reaped] | None:
         """See :meth:`Broker.reap`; the lease is a row of ``leases``. Skips the round when
         the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``):
-        heartbeats may have lapsed while it was down."""
+        heartbeats may have lapsed while it was down, and every session lock went with it.
+        A worker is dead when its heartbeat lapsed, or when its sessions and its manager's
+        ended (:mod:`qw_postgres.sessions`), checked again as its jobs move."""
         s = self._schema
         conn = self._connection()
         if lease > 0:
@@ -93,11 +112,7 @@ class MembershipPart(PostgresBase):
         ).fetchall()
         if uptime < ttl:
             return None
-        dead = conn.execute(
-            f"SELECT w.manager, w.name FROM {s}.workers w JOIN {s}.managers m ON m.name = w.manager "
-            f"WHERE m.beats AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h WHERE h.name = w.name "
-            f"AND h.expires > {s}.now_s()) ORDER BY w.manager, w.name"
-        ).fetchall()
+        dead = conn.execute(sessions.dead_candidates(s)).fetchall()
         reaped = []
         for manager, worker in dead:
             try:

@@ -519,11 +519,22 @@ END
 $$;
 """
 
+# Session liveness (qw_postgres.sessions): whether a worker's session, or one of a
+# manager's, holds its advisory lock. Rows written by an older qw-postgres, which takes no
+# lock, keep false and are judged by their heartbeats alone; a constant default makes
+# each ALTER a change of the catalog only (no rewrite), so running managers of either
+# version are held up for no longer than the two statements.
+_V2 = r"""
+ALTER TABLE {s}.workers ADD COLUMN locked boolean NOT NULL DEFAULT false;
+ALTER TABLE {s}.managers ADD COLUMN locked boolean NOT NULL DEFAULT false;
+"""
+
 #: Every migration, oldest first; a new one is appended, never edited once released.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "jobs, the failed registry, results, membership, heartbeats, schedules and unique keys", _V1
     ),
+    Migration(2, "session liveness: the flags of workers and managers whose sessions hold a lock", _V2),
 )
 
 #: The schema version this code reads and writes.
