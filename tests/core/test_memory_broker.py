@@ -34,6 +34,8 @@ def memory() -> Iterator[MemoryBroker]:
 
 
 class TestMemoryContract(BrokerContract):
+    broker_class = MemoryBroker
+
     @pytest.fixture
     def broker(self, memory: MemoryBroker) -> MemoryBroker:
         self._memory = memory
@@ -44,6 +46,8 @@ class TestMemoryContract(BrokerContract):
 
 
 class TestMemoryClientContract(BrokerContract):
+    broker_class = MemoryBroker  # its clients declare what it does
+
     @pytest.fixture
     def broker(self, memory: MemoryBroker) -> Iterator[Broker]:
         self._memory = memory  # the server side, where a client's blocked take waits
@@ -211,3 +215,22 @@ def test_a_job_built_for_the_default_queue_goes_to_the_shared_queue() -> None:
     assert broker.queued_job_ids() == [job.id]
     [taken] = broker.take(manager="m1", worker="m1.1", queues=["default"])
     assert taken.id == job.id
+
+
+def test_a_contract_class_naming_its_broker_does_not_collect_the_parts_it_lacks() -> None:
+    from qw_core.testing.contract.sessions import SessionContract
+
+    session_tests = [name for name in vars(SessionContract) if name.startswith("test_")]
+    assert session_tests, "the session part has tests"
+    assert not MemoryBroker.capabilities.session_liveness
+    for name in session_tests:
+        assert getattr(TestMemoryContract, name) is None, f"{name} is collected for a broker without sessions"
+        assert callable(getattr(BrokerContract, name)), "the contract itself keeps it"
+
+    class WithSessions(MemoryBroker):
+        capabilities = attrs.evolve(MemoryBroker.capabilities, session_liveness=True)
+
+    class TestWithSessions(BrokerContract):
+        broker_class = WithSessions
+
+    assert all(callable(getattr(TestWithSessions, name)) for name in session_tests)

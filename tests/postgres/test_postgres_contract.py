@@ -14,6 +14,8 @@ from qw_postgres.broker import PostgresBroker, waiting_takes
 
 
 class TestPostgresContract(BrokerContract):
+    broker_class = PostgresBroker
+
     @pytest.fixture
     def broker(self, pg_broker: PostgresBroker) -> Broker:
         return pg_broker

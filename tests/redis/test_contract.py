@@ -23,6 +23,8 @@ LONG_SLICES = RedisOptions(block_slice=10.0, socket_timeout=30.0)
 
 
 class RedisContract(BrokerContract):
+    broker_class = RedisBroker
+
     @pytest.fixture(autouse=True)
     def _blocked(self) -> Iterator[None]:
         with BlockedTakes() as blocked:

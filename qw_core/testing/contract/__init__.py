@@ -14,6 +14,10 @@ A backend's test module subclasses :class:`BrokerContract` and defines one fixtu
         def blocked_takers(self, broker: Broker) -> int:
             return ...  # e.g. count the blocking calls in flight, or ask the server
 
+A test class may also name its broker's class, ``broker_class = MyBroker``: the parts of
+the contract that need a capability it does not declare (``session_liveness``) are then
+not collected, instead of skipped one by one.
+
 After fsspec's abstract filesystem tests. Each test states one sentence of the contract
 in :mod:`qw_core.broker`; timing tests use short delays and poll with a deadline, and a
 second broker for another thread always comes from ``broker.factory()()``, since a broker

@@ -34,6 +34,8 @@ class SessionContract(ContractPart):
     """A worker whose process is gone, with its manager's, is reaped before its heartbeat
     lapses; one whose session, or whose manager's session, is open is not."""
 
+    requires = "session_liveness"
+
     # Not autouse: see UniqueContract.unique_kept.
     @pytest.fixture
     def sessions(self, broker: Broker) -> Iterator[list[Broker]]:
