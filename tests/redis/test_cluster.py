@@ -216,6 +216,47 @@ def test_a_reaper_recovers_a_dead_workers_jobs_from_every_shard(broker: ClusterB
     assert sorted(broker.queued_job_ids()) == sorted(job.id for job in jobs)
 
 
+def _beat_lagging(broker: ClusterBroker, worker: str, *, lag_ttl: float) -> None:
+    """Beat for ``worker`` on every shard with a 0.2 s TTL, then once more on shard 2 alone
+    with ``lag_ttl``: its heartbeat there lapses later (as after a beat written slowly)."""
+    broker.beat(manager=M, token="m", workers={worker: "w"}, ttl=0.2)
+    broker._shards[2].beat(manager=M, token="m", workers={worker: "w"}, ttl=lag_ttl)
+    broker.beat(manager=M, token="m", workers={}, ttl=30)
+
+
+def test_a_worker_reaped_on_some_shards_is_reaped_on_the_others_when_its_heartbeat_lapses_there(
+    broker: ClusterBroker,
+) -> None:
+    worker = worker_on(0)
+    jobs = ids_on(broker, 0, 1) + ids_on(broker, 2, 1)
+    broker.queue_jobs(jobs)
+    _beat_lagging(broker, worker, lag_ttl=0.45)
+    assert len(broker.take(manager=M, worker=worker, limit=2)) == 2
+    deadline = time.monotonic() + 20
+    while not (reaped := broker.reap(owner="r", lease=0, ttl=0.2)):
+        assert time.monotonic() < deadline, "the worker was not reaped"
+        time.sleep(0.02)
+    # One round: reaped on shards 0 and 1 first, then on shard 2 once it lapsed there too.
+    assert [(r.worker, r.requeued) for r in reaped] == [(worker, 2)]
+    assert broker.workers(M) == []
+    assert sorted(broker.queued_job_ids()) == sorted(job.id for job in jobs)
+
+
+def test_a_worker_that_still_beats_on_a_shard_is_left_alone_there(broker: ClusterBroker) -> None:
+    worker = worker_on(0)
+    [held] = ids_on(broker, 2, 1)
+    broker.queue_jobs([held])
+    _beat_lagging(broker, worker, lag_ttl=30)
+    assert broker.take(manager=M, worker=worker) == [held]
+    deadline = time.monotonic() + 20
+    while not (reaped := broker.reap(owner="r", lease=0, ttl=0.2)):
+        assert time.monotonic() < deadline, "the worker was not reaped"
+        time.sleep(0.02)
+    assert [(r.worker, r.requeued) for r in reaped] == [(worker, 0)]
+    assert broker.workers(M) == [worker], "still registered on shard 2, where it beats"
+    assert broker.held_job_ids(worker) == [held.id]
+
+
 def test_a_shard_moved_to_another_primary_is_followed_on_the_next_call(
     broker: ClusterBroker, empty_cluster: LocalCluster
 ) -> None:

@@ -87,6 +87,9 @@ SLOTS = 16384
 CROSS_SHARD_POLL = 0.5
 #: Most shards a URL may ask for.
 MAX_SHARDS = 64
+#: Seconds a reaper waits for the heartbeat of a worker it reaped on some shards to lapse on
+#: the others (one beat writes them a few milliseconds apart; a loaded host, more).
+REAP_SPREAD = 0.5
 #: Most taken jobs whose shard a broker remembers (a worker holds far fewer; the rest were
 #: settled by others, e.g. recovered after a pause).
 MAX_REMEMBERED = 100_000
@@ -603,11 +606,34 @@ class ClusterBroker(Broker):
         max_recoveries: int | None = 3,
         limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
-        answers = self._all(
-            lambda s: s.reap(owner=owner, lease=lease, ttl=ttl, max_recoveries=max_recoveries, limits=limits)
-        )
+        """Each shard reaps its part of every worker (its held list there, its registration
+        there). One beat writes a worker's heartbeat on every shard, a few milliseconds
+        apart, so they lapse as far apart: a worker reaped on some shards is reaped on the
+        others as soon as its heartbeat there lapses too, for up to :data:`REAP_SPREAD`
+        seconds (one still beating there after that is alive, and left alone)."""
+
+        def reap_on(shard: RedisBroker, lease: float) -> list[Reaped] | None:
+            return shard.reap(owner=owner, lease=lease, ttl=ttl, max_recoveries=max_recoveries, limits=limits)
+
+        answers: list[list[Reaped] | None] = self._all(lambda s: reap_on(s, lease))
         if all(answer is None for answer in answers):
             return None
+        where = {
+            i: {(r.manager, r.worker) for r in answer}
+            for i, answer in enumerate(answers)
+            if answer is not None
+        }
+        gone = set().union(*where.values())
+        deadline = time.monotonic() + REAP_SPREAD
+        while True:
+            behind = [i for i in where if self._registered_on(i, gone - where[i])]
+            if not behind or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+            for i in behind:  # this reaper's round already: no lease
+                more = self._on(i, lambda s: reap_on(s, 0.0)) or []
+                answers.append(more)
+                where[i] |= {(r.manager, r.worker) for r in more}
         merged: dict[tuple[str, str], Reaped] = {}
         for answer in answers:
             for reaped in answer or []:
@@ -621,6 +647,10 @@ class ClusterBroker(Broker):
                     )
                 )
         return list(merged.values())
+
+    def _registered_on(self, index: int, workers: set[tuple[str, str]]) -> bool:
+        """Whether any of ``workers`` ((manager, worker) pairs) is still registered on shard ``index``."""
+        return any(self._on(index, lambda s: [w in s.workers(m) for m, w in sorted(workers)]))
 
     def register_manager(self, name: str) -> None:
         self._everywhere(lambda s: s.register_manager(name))
