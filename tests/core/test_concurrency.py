@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 from qwtest_wait import wait_for
 
-from qw_core import Decision, Job, Outcome, PluginConfig, RetryPolicy, hookimpl, make_plugin_manager
+from qw_core import (
+    Decision,
+    Job,
+    Outcome,
+    PluginConfig,
+    RetryPolicy,
+    eventloops,
+    hookimpl,
+    make_plugin_manager,
+)
 from qw_core.errors import ConfigurationError, TargetNotRun
 from qw_core.execution import DEFAULT_ASYNC_CONCURRENCY, AsyncioExecutor, JobRunner, is_async, slots_for
 from qw_core.memory import MemoryBroker
@@ -28,6 +37,16 @@ from qw_core.testing import WOKEN_WITHIN
 from qw_core.worker import Worker, current_job
 
 BARRIER_TIMEOUT = 10.0
+
+
+@pytest.fixture(autouse=True, params=["uvloop", "asyncio"])
+def event_loop_installed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with uvloop installed (the default loop is then uvloop's) and
+    as if it were not (the standard loop), so both are proven on the whole module."""
+    if request.param == "asyncio":
+        monkeypatch.setattr(eventloops, "_uvloop_factory", lambda: None)
+    assert eventloops.event_loop_in_use("auto") == request.param
+    return str(request.param)
 
 
 @pytest.fixture
