@@ -5,8 +5,9 @@ writes and returns; this module only packs arguments and unpacks replies. Script
 sent once and then called by SHA (redis-py's :class:`~redis.commands.core.Script` runs
 ``EVALSHA`` and reloads after a ``SCRIPT FLUSH`` or a failover).
 
-Every script is prefixed with :data:`qw_redis.keys.LUA_PRELUDE` (the key patterns) and
-``lua/common.lua`` (shared helpers), so no key pattern is spelt twice.
+Every script is prefixed with the definitions it uses of :data:`qw_redis.keys.LUA_PRELUDE`
+(the key patterns) and ``lua/common.lua`` (shared helpers), so no key pattern is spelt
+twice (:func:`used_helpers`: Redis runs all of a script's text on every call).
 
 Redis errors are not translated here; :class:`~qw_redis.broker.RedisBroker` does that at
 its boundary.
