@@ -215,7 +215,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         LUA + "queue.lua",
-        "and redis.call('LLEN', KEYS[1]) == 0 then",
+        "and queue_length == 0 then",
         "then",
         "a job handed to a waiting worker never passes over one queued earlier",
         REDIS,

@@ -223,6 +223,10 @@ def test_scripts_are_reloaded_after_a_script_flush(fake_broker: RedisBroker) -> 
     fake_broker.queue_job(job)
     fake_broker._client.script_flush()
     assert fake_broker.take(manager=M, worker=W) == [job]
+    fake_broker._client.script_flush()
+    other = Job.new({"n": 2})  # one job queued alone goes by EVALSHA straight (Scripts._evalsha)
+    fake_broker.queue_job(other)
+    assert fake_broker.take(manager=M, worker=W2) == [other]
 
 
 def test_a_failed_record_with_keys_this_version_does_not_know_is_read(

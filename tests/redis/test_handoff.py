@@ -269,7 +269,7 @@ def test_an_unreadable_hand_off_leaves_the_job_to_the_next_take(
 
 @pytest.mark.parametrize(
     "entry",
-    ["", "3:abc", "3:abc1:a", "3:abc1:a0:1:k", "9:abc1:a0:", "x:abc", "3:abc1:a0", "-1:a"],
+    ["", "3:abc", "3:abc1:a", "3:abc1:a0:1:k", "9:abc1:a0:", "x:abc", "3:abc1:a0", "-1:a", "3:ab\u00e91:a0:"],
 )
 def test_a_malformed_hand_off_entry_is_refused(entry: str) -> None:
     with pytest.raises(ValueError, match="a hand-off entry"):

@@ -130,6 +130,9 @@ def _checked_dumps() -> Callable[[object], str]:
 
 
 _dumps_checked = _checked_dumps()
+#: The same, for the scripts' JSON arguments (lists of job ids, field names and values,
+#: markers: text, and numbers qw wrote): built once, not per call.
+dumps_known = _dumps_checked
 
 
 def to_json(value: object, what: str) -> str:

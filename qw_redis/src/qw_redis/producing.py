@@ -71,6 +71,11 @@ class ProducerPart(RedisBase):
 
     @translated
     def queue_jobs(self, jobs: Sequence[Job], *, delay: float = 0.0, at: float | None = None) -> list[str]:
+        if len(jobs) == 1 and not delay and at is None and not self._options.wait_replicas:
+            [job] = jobs
+            if not job.meta or UNIQUE_META not in job.meta:
+                self._queue_one(job)
+                return [job.id]
         for job in jobs:
             if job.meta and UNIQUE_META in job.meta:
                 return [queued.id for queued in self._queue(jobs, delay, at)]
@@ -84,6 +89,14 @@ class ProducerPart(RedisBase):
         """See :meth:`Broker.queue_jobs_unique`: ``queue.lua`` (``queue_delayed.lua``)
         checks and takes each key in the step that stores its job."""
         return self._queue(jobs, delay, at)
+
+    def _queue_one(self, job: Job) -> None:
+        """Queue ``job``, which has no unique key, now: what :meth:`_queue` does for it,
+        without the batching (one job is one call), on the path of every job queued one
+        at a time, which a waiting worker may be handed at once."""
+        origin = self._origin_of(job)
+        stored = self._encode_new(job)
+        self._scripts.queue(origin=origin, worker=job.worker is not None, jobs=[(job.id, stored)])
 
     def _queue(
         self, jobs: Sequence[Job], delay: float, at: float | None, *, uniques: bool = True

@@ -5,8 +5,9 @@ writes and returns; this module only packs arguments and unpacks replies. Script
 sent once and then called by SHA (redis-py's :class:`~redis.commands.core.Script` runs
 ``EVALSHA`` and reloads after a ``SCRIPT FLUSH`` or a failover).
 
-Every script is prefixed with :data:`qw_redis.keys.LUA_PRELUDE` (the key patterns) and
-``lua/common.lua`` (shared helpers), so no key pattern is spelt twice.
+Every script is prefixed with the definitions it uses of :data:`qw_redis.keys.LUA_PRELUDE`
+(the key patterns) and ``lua/common.lua`` (shared helpers), so no key pattern is spelt
+twice (:func:`used_helpers`: Redis runs all of a script's text on every call).
 
 Redis errors are not translated here; :class:`~qw_redis.broker.RedisBroker` does that at
 its boundary.
@@ -18,14 +19,17 @@ import functools
 import itertools
 import json
 import math
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, AnyStr, NamedTuple
 
 import attrs
 import redis
 import redis.client
+import redis.exceptions
+from redis.commands.core import Script
 
 from qw_core.unique import Unique
 from qw_redis import codec, keys
@@ -42,9 +46,17 @@ PROMOTE_BATCH = 1000
 #: Seconds a producer's last call is remembered, to recognise it if the client sends it
 #: again (far longer than redis-py's retries of one command last).
 PRODUCER_TTL = 600
+#: Most origins whose ``queue.lua`` keys a :class:`Scripts` keeps built (it starts over
+#: past that: a producer that queues to ever new workers keeps no more).
+_KEYS_CACHED = 256
 #: Seconds a schedule's last tick is kept after the last manager declaring it stopped
 #: (a week: a downtime longer than that starts the schedule afresh).
 TICK_TTL = 7 * 86400
+
+
+#: Compact JSON of a script argument, its encoder built once (``json.dumps`` with options
+#: builds one per call).
+_dumps = codec.dumps_known
 
 
 def _read(name: str) -> str:
@@ -53,13 +65,68 @@ def _read(name: str) -> str:
 
 @functools.cache
 def script_source(name: str, prefix: str = "") -> str:
-    """The full text sent to Redis for ``lua/<name>``: prelude (for the keyspace of key
-    prefix ``prefix``, see :class:`keys.KeySchema`), helpers, then the script."""
+    """The full text sent to Redis for ``lua/<name>``: the prelude's constants and key
+    builders (for the keyspace of key prefix ``prefix``, see :class:`keys.KeySchema`) and
+    the helpers of ``lua/common.lua`` that the script uses (:func:`used_helpers`), then
+    the script."""
     constants = (
         f"local WAKE_CAP = {WAKE_CAP}\nlocal PRODUCER_TTL = {PRODUCER_TTL}\n"
         f"local V1_MARKER = '{codec.MARKER}'\n"
     )
-    return f"{keys.lua_prelude(prefix)}{constants}{_read('common.lua')}\n{_read(name)}"
+    script = _read(name)
+    return f"{used_helpers(keys.lua_prelude(prefix) + constants + _read('common.lua'), script)}\n{script}"
+
+
+_DEFINED = re.compile(r"local (?:function )?([A-Za-z_]\w*)")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def _definitions(helpers: str) -> list[tuple[str, str]]:
+    """The top-level definitions of Lua text ``helpers``, in order: (name, text) each.
+
+    A definition starts at a line ``local <name>`` or ``local function <name>`` at the
+    margin and runs on over the indented lines after it and a closing ``end`` at the
+    margin; comments at the margin stand between definitions (and are left out).
+
+    :raises ValueError: a line at the margin is none of these (a helper file must hold
+        definitions only, so that none is dropped unseen).
+    """
+    found: list[tuple[str, list[str]]] = []
+    for line in helpers.splitlines(keepends=True):
+        defined = _DEFINED.match(line)
+        if defined:
+            found.append((defined.group(1), [line]))
+        elif line.startswith("--"):
+            continue
+        elif found and (not line.strip() or line[0] in " \t" or line.rstrip() == "end"):
+            found[-1][1].append(line)
+        elif line.strip():
+            raise ValueError(f"a Lua helper line is not part of a definition: {line.rstrip()!r}")
+    return [(defined, "".join(lines)) for defined, lines in found]
+
+
+def used_helpers(helpers: str, script: str) -> str:
+    """The definitions of ``helpers`` (see :func:`_definitions`) that ``script`` uses, and
+    those they use in turn, in their order.
+
+    Redis runs a script's whole text on every call, so each helper defined costs every call
+    (a closure made): the prelude and common.lua define some seventy, and the script that
+    queues a job uses a third of them. A name counts as used wherever it stands as a word,
+    but in a line that is all comment: keeping one too many costs little, dropping one
+    used would fail the script (an undefined global), which any run of it shows.
+    """
+    definitions = _definitions(helpers)
+    text = dict(definitions)
+    used: set[str] = set()
+    pending = [script]
+    while pending:
+        lines = pending.pop().splitlines()
+        code = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
+        for word in set(_WORD.findall(code)):
+            if word in text and word not in used:
+                used.add(word)
+                pending.append(text[word])
+    return "".join(body for defined, body in definitions if defined in used)
 
 
 class FailedEntry(NamedTuple):
@@ -141,22 +208,31 @@ class Recovery:
     poison: list[str] = attrs.field(factory=list)
 
 
+def _length_prefixed(raw: AnyStr, colon: AnyStr) -> list[AnyStr]:
+    """The parts of ``raw``, each written as ``<length>:<part>``."""
+    parts = []
+    at = 0
+    while at < len(raw):
+        found = raw.find(colon, at)
+        length = raw[at:found]
+        if found < 0 or not length.isdigit():
+            raise ValueError(f"a hand-off entry has no length at byte {at}")
+        end = found + 1 + int(length)
+        if end > len(raw):
+            raise ValueError(f"a hand-off entry is cut short at byte {len(raw)}")
+        parts.append(raw[found + 1 : end])
+        at = end
+    return parts
+
+
 def handed_off(packed: str) -> Taken:
     """The job in a hand-off entry (``qw:handoff:<w>``, written by ``queue.lua``): its id,
     source, marker and fields, each as ``<length>:<bytes>``."""
-    raw = packed.encode("utf-8", ERRORS)  # the lengths count bytes
-    parts: list[str] = []
-    at = 0
-    while at < len(raw):
-        colon = raw.find(b":", at)
-        length = raw[at:colon]
-        if colon < 0 or not length.isdigit():
-            raise ValueError(f"a hand-off entry has no length at byte {at}")
-        end = colon + 1 + int(length)
-        if end > len(raw):
-            raise ValueError(f"a hand-off entry is cut short at byte {len(raw)}")
-        parts.append(raw[colon + 1 : end].decode("utf-8", ERRORS))
-        at = end
+    if packed.isascii():  # a byte a character: the lengths count both (the usual case)
+        parts = _length_prefixed(packed, ":")
+    else:  # the lengths count bytes
+        raw = _length_prefixed(packed.encode("utf-8", ERRORS), b":")
+        parts = [part.decode("utf-8", ERRORS) for part in raw]
     if len(parts) < 3 or len(parts) % 2 == 0:
         raise ValueError(f"a hand-off entry has {len(parts)} parts")
     job_id, source, marker, *fields = parts
@@ -178,7 +254,7 @@ def _uniques_arg(uniques: Sequence[Unique | None] | None) -> str:
     if not uniques:
         return ""
     entries = [unique_entry(i, unique) for i, unique in enumerate(uniques, 1) if unique is not None]
-    return json.dumps(entries, ensure_ascii=False, separators=(",", ":")) if entries else ""
+    return _dumps(entries) if entries else ""
 
 
 def holders(reply: Any) -> dict[int, str]:
@@ -219,6 +295,7 @@ class Scripts:
         # This producer's key and call numbers (see ``replayed`` in lua/common.lua).
         self._producer = self._keys.producer(secrets.token_hex(8))
         self._calls = itertools.count(1)
+        self._queue_keys_of: dict[str, list[str]] = {}
         self._queue = client.register_script(source("queue.lua"))
         self._take = client.register_script(source("take.lua"))
         self._finish = client.register_script(source("finish.lua"))
@@ -245,6 +322,34 @@ class Scripts:
     def _call_number(self) -> str:
         return str(next(self._calls))
 
+    def _queue_keys(self, origin: str) -> list[str]:
+        """``queue.lua``'s keys for the queue ``origin`` stands for, built once per origin
+        (a producer queues to a few places, over and over)."""
+        found = self._queue_keys_of.get(origin)
+        if found is None:
+            found = [
+                self._keys.queue_list(origin),  # a worker's name, like a manager's, is its list's
+                self._keys.wake(origin),
+                self._producer,
+                self._keys.QUEUES,
+                self._keys.idle(origin),
+                self._keys.ORIGIN,
+            ]
+            if len(self._queue_keys_of) >= _KEYS_CACHED:
+                self._queue_keys_of.clear()
+            self._queue_keys_of[origin] = found
+        return found
+
+    def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """``script`` run by ``EVALSHA`` straight through the client: what
+        :class:`~redis.commands.core.Script` does, less its layers of calls, on the path
+        of every job queued one at a time; a server that lacks the script (flushed,
+        failed over) gets it from ``Script``, which loads it."""
+        try:
+            return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except redis.exceptions.NoScriptError:
+            return script(keys=keys, args=args)
+
     def queue(
         self,
         *,
@@ -264,20 +369,11 @@ class Scripts:
         :return: see :func:`holders`.
         """
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
-        payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
-        reply = self._queue(
-            keys=[
-                self._keys.queue_list(origin),  # a worker's name, like a manager's, is its list's
-                self._keys.wake(origin),
-                self._producer,
-                self._keys.QUEUES,
-                self._keys.idle(origin),
-                self._keys.ORIGIN,
-            ],
-            args=[payload, self._call_number(), origin, "" if worker else "1", _uniques_arg(uniques)],
-            client=pipe,
-        )
-        return {} if pipe is not None else holders(reply)
+        args = [_dumps(batch), self._call_number(), origin, "" if worker else "1", _uniques_arg(uniques)]
+        if pipe is not None:
+            self._queue(keys=self._queue_keys(origin), args=args, client=pipe)
+            return {}
+        return holders(self._evalsha(self._queue, self._queue_keys(origin), args))
 
     def replicated(
         self, call: Callable[[redis.client.Pipeline], object], replicas: int, timeout_ms: int
@@ -312,7 +408,7 @@ class Scripts:
         then go to ``origin``'s queue (``""``: shared). ``uniques``, ``pipe`` and what it
         returns: as for :meth:`queue`."""
         batch = [[job_id, _pairs_of(stored.fields), stored.marker] for job_id, stored in jobs]
-        payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+        payload = _dumps(batch)
         reply = self._queue_delayed(
             keys=[self._keys.delayed(origin), self._keys.DUE, self._producer, self._keys.QUEUES],
             args=[
@@ -574,7 +670,7 @@ class Scripts:
             + ([] if unique is None else [unique_entry(1, unique)])
             for job_id, score, stored, unique in jobs
         ]
-        payload = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+        payload = _dumps(batch)
         flags = str(
             self._requeue_batch(keys=[self._keys.FAILED, self._producer], args=[self._call_number(), payload])
         )

@@ -1,4 +1,7 @@
--- common.lua: helpers prepended (after the key prelude from keys.py) to every script.
+-- common.lua: helpers prepended (after the key prelude from keys.py) to every script,
+-- each script getting those it uses (scripts.py's used_helpers). So this file holds
+-- definitions only: each starts at the margin with `local`, its body indented, its
+-- closing `end` at the margin; comments at the margin between them.
 -- Nothing here runs by itself; each function touches only the keys it is given or
 -- builds with the prelude's key functions.
 

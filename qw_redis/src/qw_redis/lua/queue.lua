@@ -56,7 +56,9 @@ local unique_call = ARGV[5] ~= nil and ARGV[5] ~= ''
 local again
 if unique_call then again = replayed_text(KEYS[3], ARGV[2]) else again = replayed(KEYS[3], ARGV[2]) end
 if again then return again end
-expect(KEYS[1], 'list')
+-- The queue's length, which also says it is a list (or none); else expect() fails the call.
+local queue_length = redis.pcall('LLEN', KEYS[1])
+if type(queue_length) ~= 'number' then expect(KEYS[1], 'list') end
 expect(KEYS[2], 'list')
 if ARGV[3] ~= '' then expect(KEYS[4], 'set') end
 local uniques = unique_call and unique_entries(ARGV[5])
@@ -66,19 +68,19 @@ local jobs = cjson.decode(ARGV[1])
 -- check that fails must not leave a job stored and unqueued): {name, limit} each.
 local waiting, busy = {}, {}
 
--- Waiting worker `w`'s qw:idling:<w> value (see take.lua, step 4): the largest job it
--- takes (0: no limit), and whether it is free for a job of KEYS[1]: nothing was sent to
--- it directly since it registered (its list is as long as it was then), and every queue
--- it serves before KEYS[1] is empty. A job sent to it, or on one of those queues (put
--- back by a recovery, a retry or a release, due, or pushed by hand: each wakes the
--- worker, or its next slice finds it) comes first: the worker then takes it itself, and
--- is not handed this one. (A queue that is not a list is skipped by the worker, so it
--- counts as empty.)
-local function served_before(w, value)
+-- From a waiting worker's qw:idling:<w> `value` (see take.lua, step 4) and the length of
+-- its list, `held`: the largest job it takes (0: no limit), and whether it is free for a
+-- job of KEYS[1]: nothing was sent to it directly since it registered (its list is as
+-- long as it was then), and every queue it serves before KEYS[1] is empty. A job sent to
+-- it, or on one of those queues (put back by a recovery, a retry or a release, due, or
+-- pushed by hand: each wakes the worker, or its next slice finds it) comes first: the
+-- worker then takes it itself, and is not handed this one. (A queue that is not a list
+-- is skipped by the worker, so it counts as empty.)
+local function served_before(value, held)
   local lines = {}
   for line in string.gmatch(value, '[^\n]+') do lines[#lines + 1] = line end
   local limit = tonumber(lines[1]) or 0
-  if lines[2] and tonumber(lines[2]) ~= redis.call('LLEN', queue_key(w)) then return limit, false end
+  if lines[2] and tonumber(lines[2]) ~= held then return limit, false end
   local mine = 0
   for i = 3, #lines do
     if lines[i] == KEYS[1] then
@@ -96,17 +98,18 @@ end
 -- Cheapest first: with nobody waiting (the idle set is gone, as it is while workers are
 -- busy) this costs one TYPE.
 if ARGV[4] == '1' and #jobs > 0 and kind_of(KEYS[5]) == 'set'
-    and (kind_of(KEYS[6]) == 'hash' or kind_of(KEYS[6]) == 'none') and redis.call('LLEN', KEYS[1]) == 0 then
+    and (kind_of(KEYS[6]) == 'hash' or kind_of(KEYS[6]) == 'none') and queue_length == 0 then
   local tries = 0
   while #waiting < #jobs and tries < 2 * #jobs + 8 do
     tries = tries + 1
     local w = redis.call('SPOP', KEYS[5])
     if not w then break end
     local value = redis.pcall('GET', idling_key(w))
-    local list, handoff = kind_of(queue_key(w)), kind_of(handoff_key(w))
-    if type(value) == 'string' and (list == 'list' or list == 'none')
+    local held = redis.pcall('LLEN', queue_key(w))  -- a number: its list is a list, or none
+    local handoff = kind_of(handoff_key(w))
+    if type(value) == 'string' and type(held) == 'number'
         and (handoff == 'list' or handoff == 'none') then
-      local limit, first = served_before(w, value)
+      local limit, first = served_before(value, held)
       if first then
         waiting[#waiting + 1] = {w, limit}
       else
