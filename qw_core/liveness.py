@@ -200,6 +200,11 @@ class Liveness:
         return time.monotonic() - self._trouble_at < self.settings.ttl
 
     @property
+    def beat_at(self) -> float:
+        """When (``time.monotonic()``) the last heartbeat that was written began."""
+        return self._beat_at
+
+    @property
     def beat_is_fresh(self) -> bool:
         """Whether this manager's last heartbeat was written less than an interval ago
         (with some slack for a slow broker)."""

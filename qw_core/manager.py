@@ -478,9 +478,22 @@ class Manager:
             self._broker.beat(
                 manager=self.name, token=self._token, workers={slot.name: slot.token}, ttl=self._liveness.ttl
             )
-        except Exception as exc:  # it waits in its own back-off; the heartbeat thread catches up
+        except Exception as exc:
+            # It waits: taking jobs with no heartbeat, it would be reaped by other managers
+            # while it lives, and its jobs run twice. The heartbeat thread's next beat
+            # writes one (_let_go_after_a_beat).
             self._trouble(f"the first heartbeat of worker {slot.name}", exc)
+            return
         go.set()
+
+    def _let_go_after_a_beat(self) -> None:
+        """Let the workers whose first heartbeat failed take jobs once a heartbeat begun
+        after they started was written (the heartbeat thread vouches for every running one)."""
+        beat_at = self._live.beat_at if self._live is not None else -float("inf")
+        for slot in self._slots:
+            go = slot.go
+            if slot.process is not None and go is not None and beat_at > slot.started_at and not go.is_set():
+                go.set()
 
     def _no_heartbeat_in_flight(self) -> contextlib.AbstractContextManager[object]:
         """Hold off heartbeats while an exited worker's jobs are put back (see ``beat_lock``)."""
@@ -560,6 +573,7 @@ class Manager:
     def _supervise_once(self) -> None:
         """One turn: restart, settle what is pending, enforce time limits, wait for an exit."""
         self._restart_due()
+        self._let_go_after_a_beat()
         self._settle_pending()
         self._finish_for_stopped()
         tick = self._enforce_time_limits()

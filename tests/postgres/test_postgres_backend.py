@@ -202,6 +202,17 @@ def test_an_outage_is_an_unavailable_broker_and_a_later_call_reconnects(pg_url: 
         broker.close()
 
 
+def test_libpq_settings_in_the_url_reach_the_server_as_written(pg_schema: str) -> None:
+    # qw takes its own settings out of the query and gives libpq the rest: a space written
+    # %20 (as libpq's URIs want it) must stay a space, not become a "+" libpq keeps as is.
+    url = schema_url(pg_schema, options="-c%20lock_timeout%3D1234")
+    broker = PostgresBroker.from_url(url)
+    try:
+        assert broker._column("SHOW lock_timeout") == ["1234ms"]
+    finally:
+        broker.close()
+
+
 def test_a_bad_url_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="migrate must be true or false"):
         PostgresBroker.from_url("postgresql://postgres@127.0.0.1/postgres?migrate=maybe")

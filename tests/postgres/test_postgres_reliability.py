@@ -9,14 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pg_support import holders, places, queue, start_manager
 from qwtest_postgres import PrivatePostgres, fresh_schema, schema_url
 from reliability_support import ManagerProcess, pid_of_began, records, runs, stop_manager, wait_for
 
+from qw_core.broker import Reaped
+from qw_core.errors import BrokerUnavailable
 from qw_core.models import Job
 from qw_postgres import sessions
 from qw_postgres.broker import PostgresBroker
@@ -199,3 +203,39 @@ def test_a_postgres_restart_mid_drain_pauses_the_workers_and_loses_nothing(recor
                 assert broker.failed_jobs() == []
     finally:
         server.close()
+
+
+def test_a_worker_whose_first_heartbeat_failed_takes_no_job_until_it_has_one(
+    pg_url: str, record_dir: Path
+) -> None:
+    # A restarted worker's first heartbeat is written by its manager's main broker, idle
+    # since the last settle: a connection cut meanwhile (an idle timeout, a proxy) fails
+    # that one call. The worker must wait for the heartbeat thread's next beat; taking
+    # jobs with no heartbeat, another manager's reaper would reap it while it lives.
+    manager = start_manager(pg_url, "sp", heartbeat=3.0, heartbeat_ttl=120.0, num_workers=1)
+    real_beat = manager._broker.beat
+    failed: list[str] = []
+
+    def beat(**kwargs: Any) -> Any:
+        if kwargs["workers"] and not failed:  # the restarted worker's first heartbeat
+            failed.append(next(iter(kwargs["workers"])))
+            raise BrokerUnavailable("the connection was cut")
+        return real_beat(**kwargs)
+
+    manager._broker.beat = beat  # type: ignore[method-assign]
+    crash, slow = Job.new({"crash": 1}), Job.new({"sleep": 1.0})
+    queue(pg_url, [crash, slow])
+    reaper = PostgresBroker.from_url(pg_url)
+    reaped: list[Reaped] = []
+    try:
+        deadline = time.monotonic() + 60
+        while places(pg_url, [slow.id])[slow.id] != "finished":
+            assert time.monotonic() < deadline, "the job did not run"
+            reaped += reaper.reap(owner="test", lease=0, ttl=0.5) or []
+    finally:
+        stop_manager(manager)
+        reaper.close()
+    assert len(failed) == 1, "the restarted worker's first heartbeat failed"
+    assert reaped == [], "a live worker was reaped"
+    assert records(record_dir, "reaped") == []
+    assert runs(record_dir)[slow.id] == 1

@@ -399,3 +399,32 @@ def test_a_stopped_worker_keeps_its_lock_and_is_reaped_when_its_heartbeat_lapses
                 os.kill(stopped, signal.SIGCONT)
         stop_manager(manager)
     assert runs(record_dir)[job_id] <= 2
+
+
+@pytest.mark.slow
+def test_live_workers_that_crash_and_are_recycled_are_never_reaped(pg_url: str, record_dir: Path) -> None:
+    # Workers come and go all along (each crash is settled by the manager, each recycled
+    # worker deregisters itself) while another reaper looks without a pause: every worker
+    # that lives holds its lock, and its manager holds its own, so none is reaped.
+    jobs = [Job.new({"sleep": 0.02, "n": n, **({"crash": 1} if n % 15 == 7 else {})}) for n in range(120)]
+    job_ids = queue(pg_url, jobs)
+    manager = start_manager(
+        pg_url, "live", heartbeat=0.2, heartbeat_ttl=LONG_TTL, reap_interval=0.2, num_workers=3,
+        max_jobs_per_worker=4,
+    )  # fmt: skip
+    reaper = PostgresBroker.from_url(pg_url)
+    reaped: list[Reaped] = []
+    try:
+        deadline = time.monotonic() + 90
+        while set(places(pg_url, job_ids).values()) - {"finished", "failed"}:
+            assert time.monotonic() < deadline, "the jobs did not run"
+            reaped += reaper.reap(owner="test", lease=0, ttl=REAP_TTL) or []
+    finally:
+        stop_manager(manager)
+        reaper.close()
+    assert len(records(record_dir, "died")) >= 8, "every crashing job killed its worker"
+    assert len({row["pid"] for row in records(record_dir, "began")}) > 30, "workers were recycled"
+    assert reaped == []
+    assert records(record_dir, "reaped") == []
+    crashing = {job.id for job in jobs if "crash" in job.data}
+    assert all(count == 1 for job_id, count in runs(record_dir).items() if job_id not in crashing)

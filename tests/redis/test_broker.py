@@ -282,3 +282,12 @@ def test_a_manager_of_key_of_the_wrong_type_fails_a_settle_call_before_anything_
     assert real_client.lrange("w-7:jobs", 0, -1) == [job.id], "still on the worker's list"
     assert real_broker.get_job(job.id) == job
     assert real_broker.failed_jobs() == []
+
+
+def test_a_manager_of_key_of_the_wrong_type_is_named_by_status(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # Every worker's registration, and every settle of a job sent straight to a worker,
+    # fails while it is so (above): `qw status` must say which key to mend.
+    real_client.set(keys.MANAGER_OF, "not a hash")
+    assert any(keys.MANAGER_OF in problem for problem in real_broker.problems())

@@ -196,6 +196,25 @@ class SettlingContract(ContractPart):
         assert ids(broker.take(manager=MANAGER, worker=WORKER_2)) == [job.id]
 
     @pytest.mark.parametrize("how", ["fail", "retry", "release"])
+    @pytest.mark.parametrize("left", ["first", "last"])
+    def test_a_job_its_worker_never_took_goes_to_a_manager_it_is_still_registered_under(
+        self, broker: Broker, how: str, left: str
+    ) -> None:
+        # Registered under two (running) managers, then deregistered from the one it
+        # registered under first, or last: the other still has it.
+        self._skip_unless_registered_managers(broker)
+        broker.register_manager(MANAGER)
+        broker.register_manager(OTHER_MANAGER)
+        order = [OTHER_MANAGER, MANAGER] if left == "first" else [MANAGER, OTHER_MANAGER]
+        for manager in order:
+            broker.register_worker(manager=manager, worker="w-7")
+        broker.deregister_worker(manager=OTHER_MANAGER, worker="w-7")
+        assert broker.recover_worker(manager=OTHER_MANAGER, worker="w-7") == 0
+        job = self._settle_untaken(broker, how, "w-7")
+        assert broker.queued_job_ids(MANAGER) == [job.id]
+        assert broker.queued_job_ids() == []
+
+    @pytest.mark.parametrize("how", ["fail", "retry", "release"])
     def test_a_job_an_unregistered_worker_never_took_goes_to_the_manager_its_name_says(
         self, broker: Broker, how: str
     ) -> None:

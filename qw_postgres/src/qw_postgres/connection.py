@@ -98,7 +98,10 @@ def parse_url(url: str | None) -> Settings:
             sessions = value.lower() == "sessions"
         else:
             rest.append((name, value))
-    conninfo = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+    # Percent-encoded as libpq decodes it: urlencode's default writes a space as "+",
+    # which libpq keeps (``options=-c%20lock_timeout%3D5s`` would reach the server broken).
+    query_rest = urllib.parse.urlencode(rest, quote_via=urllib.parse.quote)
+    conninfo = urllib.parse.urlunsplit(parts._replace(query=query_rest))
     return Settings(
         conninfo=conninfo, shown=redact_url(url), schema=schema, migrate=migrate, sessions=sessions
     )

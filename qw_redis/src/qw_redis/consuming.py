@@ -354,8 +354,6 @@ class ConsumerPart(RedisBase):
 
     @translated
     def deregister_worker(self, *, manager: str, worker: str) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.srem(self._keys.manager_workers(manager), worker)
-        pipe.delete(self._keys.heartbeat(worker), self._keys.idling(worker), self._keys.handoff(worker))
-        pipe.hdel(self._keys.MANAGER_OF, worker)
-        pipe.execute()
+        """See :meth:`Broker.deregister_worker`; its ``qw:manager-of`` entry then names
+        another manager it is still registered under, if any (``lua/deregister.lua``)."""
+        self._scripts.deregister(manager=manager, worker=worker)

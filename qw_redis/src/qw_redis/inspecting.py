@@ -31,6 +31,7 @@ _OWN_KEY_TYPES = (
     ("RECOVERIES", "hash"),
     ("QUEUES", "set"),
     ("SCHEDULERS", "set"),
+    ("MANAGER_OF", "hash"),
 )
 
 

@@ -199,7 +199,8 @@ FINISHED = _QW + "finished"
 QUEUES = _QW + "queues"
 #: Worker name → the manager it registered under last: where a job queued straight onto
 #: the worker goes back if it is settled before the worker took it (``home_of`` in
-#: common.lua); written by ``register_worker``, deleted with the worker's registration.
+#: common.lua); written by ``register_worker``; deregistering from that manager names another
+#: the worker is still registered under, if any, else deletes it (``lua/deregister.lua``).
 MANAGER_OF = _QW + "manager-of"
 
 #: Value of an ``ORIGIN`` entry for a job taken from the shared queue.

@@ -306,6 +306,7 @@ class Scripts:
         self._recover = client.register_script(source("recover.lua"))
         self._beat = client.register_script(source("beat.lua"))
         self._forget_manager = client.register_script(source("forget_manager.lua"))
+        self._deregister = client.register_script(source("deregister.lua"))
         self._requeue = client.register_script(source("requeue_failed.lua"))
         self._queue_delayed = client.register_script(source("queue_delayed.lua"))
         self._promote = client.register_script(source("promote.lua"))
@@ -628,6 +629,19 @@ class Scripts:
             args=[manager, token, ttl_ms, *(text for name in names for text in (name, workers[name]))],
         )
         return _pairs(reply)
+
+    def deregister(self, *, manager: str, worker: str) -> None:
+        """Take ``worker`` out of ``manager``'s registration; see ``lua/deregister.lua``."""
+        self._deregister(
+            keys=[
+                self._keys.manager_workers(manager),
+                self._keys.ALL_MANAGERS,
+                self._keys.heartbeat(worker),
+                self._keys.idling(worker),
+                self._keys.handoff(worker),
+            ],
+            args=[worker, manager],
+        )
 
     def forget_manager(self, manager: str) -> bool:
         """Drop a dead manager that has no workers left from the membership keys."""
