@@ -291,3 +291,18 @@ def test_a_manager_of_key_of_the_wrong_type_is_named_by_status(
     # fails while it is so (above): `qw status` must say which key to mend.
     real_client.set(keys.MANAGER_OF, "not a hash")
     assert any(keys.MANAGER_OF in problem for problem in real_broker.problems())
+
+
+def test_a_worker_deregisters_whole_though_manager_of_has_the_wrong_type(
+    real_broker: RedisBroker, real_client: redis.Redis
+) -> None:
+    # A stopping worker must leave its manager's set and drop its keys even then: its
+    # manager-of entry cannot be read, so it is neither rewritten nor an error.
+    real_broker.register_worker(manager=M, worker="w-7")
+    real_client.set(keys.heartbeat("w-7"), "token")
+    real_client.delete(keys.MANAGER_OF)
+    real_client.set(keys.MANAGER_OF, "not a hash")
+    real_broker.deregister_worker(manager=M, worker="w-7")
+    assert real_client.smembers(keys.manager_workers(M)) == set()
+    assert not real_client.exists(keys.heartbeat("w-7"))
+    assert real_client.get(keys.MANAGER_OF) == "not a hash"

@@ -16,7 +16,9 @@
 
 redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
-if redis.call('HGET', MANAGER_OF, ARGV[1]) ~= ARGV[2] then return end
+-- A MANAGER_OF of the wrong type (qw status names it) leaves the rest done: pcall's error
+-- is no name, and nothing more is written.
+if redis.pcall('HGET', MANAGER_OF, ARGV[1]) ~= ARGV[2] then return end
 local still = nil
 local managers = redis.pcall('SMEMBERS', KEYS[2])
 if type(managers) == 'table' then
