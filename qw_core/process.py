@@ -25,6 +25,7 @@ from qw_core.backoff import Backoff
 from qw_core.broker import Broker, BrokerFactory
 from qw_core.errors import BrokerUnavailable, QwError
 from qw_core.eventloops import DEFAULT_EVENT_LOOP
+from qw_core.execution import is_async
 from qw_core.models import DEFAULT_QUEUE
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
@@ -51,7 +52,8 @@ EXIT_RECYCLED = 75  # EX_TEMPFAIL
 #: job's end can wait that long to be settled and its slot refilled, and a reply for a
 #: job's own I/O as long to be read. Measured with ``bench/profile_worker.py --io 20`` (100
 #: jobs in flight that wait 20 ms): one worker drained 9-11% more at 0.5 ms. A worker that
-#: runs one plain job at a time has one thread, where the interval changes nothing.
+#: runs one plain job at a time keeps Python's default (its target's own threads, if any,
+#: are left as they were).
 SWITCH_INTERVAL = 0.0005
 
 
@@ -133,7 +135,6 @@ def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = No
     signal.signal(signal.SIGHUP, stop.on_signal)
     if not logging.getLogger().handlers:  # spawn: nothing configured logging in this process
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         code = _serve(spec, parent_pid, status, go, stop)
     except CannotStart as exc:
@@ -180,6 +181,8 @@ def _serve(spec: WorkerSpec, parent_pid: int, status: JobStatus | None, go: Any,
             traceback.print_exc()
         raise CannotStart(exc) from exc
 
+    if worker.concurrency > 1 or is_async(worker.target):  # threads hand work to each other
+        sys.setswitchinterval(SWITCH_INTERVAL)
     stop.watch(worker)
     try:
         while go is not None and not go.wait(0.5):

@@ -158,3 +158,25 @@ def test_qw_run_workers_run_async_jobs_on_the_loop_chosen(
         broker.close()
     word = "uvloop" if expected == "uvloop" else "asyncio"
     assert f"on the {word} event loop" in (tmp_path / "manager.log").read_text()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_worker_running_one_plain_job_at_a_time_keeps_pythons_switch_interval(
+    redis_url: str, tmp_path: Path
+) -> None:
+    broker = RedisBroker.from_url(redis_url)
+    [job_id] = broker.queue_jobs([Job.new({})])
+    command = [sys.executable, "-m", "qw_cli", "run", "--url", redis_url, "-n", "plain", "-w", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QW_")}
+    env.update(QWTEST_RECORD_DIR=str(tmp_path))
+    process = subprocess.Popen([*command, "qwtest_targets.concurrency:which_interval"], env=env)
+    try:
+        found = wait_for(lambda: list(tmp_path.glob("interval.*.jsonl")), timeout=30, what="the job to run")
+        [record] = [json.loads(line) for line in found[0].read_text().splitlines()]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        broker.close()
+    assert record["job_id"] == job_id
+    assert record["switch_interval"] == sys.getswitchinterval() != SWITCH_INTERVAL
