@@ -372,7 +372,7 @@ class Manager:
         for slot in self._slots:
             self._spawn(slot)
         try:
-            self._broker.register_manager(self.name)
+            self._register()
         except BaseException:
             for slot in self._slots:  # do not leave workers behind without a manager
                 if slot.process is not None:
@@ -399,6 +399,29 @@ class Manager:
         settle.notify(self._pm.hook.qw_manager_started, manager=self.info)
         self._thread = threading.Thread(target=self._supervise, name=f"qw-manager-{self.name}", daemon=True)
         self._thread.start()
+
+    def _register(self) -> None:
+        """Register the manager, waiting out an outage until a stop is asked for.
+
+        Its first heartbeat has reached the broker (the address and credentials are
+        right) and its workers have started: a server that refuses work for a while now
+        (out of memory, busy with a script, failing over) is waited out here, as by
+        every later call of the manager's, not a reason to exit.
+        """
+        backoff = Backoff(first=0.1, cap=1.0)
+        while True:
+            try:
+                self._broker.register_manager(self.name)
+            except BrokerUnavailable as exc:
+                if self._stop_requested.is_set():
+                    raise
+                if not backoff.failures:
+                    log.warning("manager %s: registering failed, retrying: %s", self.name, exc)
+                self._stop_requested.wait(backoff.next())
+                continue
+            if backoff.failures:
+                log.info("manager %s: registered after %d failed attempt(s)", self.name, backoff.failures)
+            return
 
     def stop(self, *, cold: bool = False) -> None:
         """Ask the workers to stop; ``cold`` kills them now and puts their jobs back.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from qwtest_wait import wait_for
 
-from qw_core.errors import ConfigurationError, TargetModuleNotFound
+from qw_core.errors import BrokerUnavailable, ConfigurationError, TargetModuleNotFound
 from qw_core.manager import Manager
 from qw_core.memory import MemoryBroker
 from qw_core.models import Job
@@ -207,6 +209,57 @@ def test_run_from_a_script_logs_as_qw_run_does_unless_the_app_set_up_logging(
     else:
         assert " INFO manager script started with 1 worker on memory" in text, text
         assert re.search(r" INFO job \S+ succeeded on script\.\d+", text), text
+
+
+def test_an_outage_after_the_first_heartbeat_is_waited_out_not_an_exit(
+    broker: MemoryBroker, records: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server starts refusing work (out of memory, busy with a script) between the
+    # manager's first heartbeat and its registration: it waits, then serves.
+    register = broker.register_manager
+    refusals = iter([BrokerUnavailable("out of memory"), BrokerUnavailable("busy running a script")])
+
+    def refusing(name: str) -> None:
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise refusal
+        register(name)
+
+    monkeypatch.setattr(broker, "register_manager", refusing)
+    jobs = [Job.new({"n": n}) for n in range(5)]
+    broker.queue_jobs(jobs)
+    manager = make_manager(broker)
+    with caplog.at_level(logging.INFO, logger="qw.manager"):
+        manager.start()
+    try:
+        wait_for(lambda: len(read_records(records, "ran")) >= 5, what="the jobs to run")
+        assert broker.managers() == ["test"]
+    finally:
+        manager.stop()
+        assert manager.join(timeout=20)
+    assert "manager test: registering failed, retrying: out of memory" in caplog.text
+    assert "manager test: registered after 2 failed attempt(s)" in caplog.text
+    assert sorted(row["job_id"] for row in read_records(records, "ran")) == sorted(job.id for job in jobs)
+
+
+def test_a_stop_asked_for_during_an_outage_at_start_leaves_no_worker_behind(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = threading.Event()
+
+    def refusing(name: str) -> None:
+        refused.set()
+        raise BrokerUnavailable("out of memory")
+
+    monkeypatch.setattr(broker, "register_manager", refusing)
+    manager = make_manager(broker)
+    stopper = threading.Thread(target=lambda: refused.wait(10) and manager.stop())
+    stopper.start()
+    with pytest.raises(BrokerUnavailable, match="out of memory"):
+        manager.start()
+    stopper.join()
+    assert refused.is_set()
+    assert all(slot.process is None or not slot.process.is_alive() for slot in manager._slots)
 
 
 def test_an_unimportable_target_fails_before_any_worker_starts(broker: MemoryBroker) -> None:

@@ -67,15 +67,35 @@ def both_managers(url: str, record_dir: Path) -> tuple[ManagerProcess, ManagerPr
     return tuple(ManagerProcess(url, name, *FAULT_FLAGS, record_dir=record_dir) for name in ("m1", "m2"))  # type: ignore[return-value]
 
 
+def not_live(client: redis.Redis, manager: str) -> list[str]:
+    """What keeps ``manager`` from counting as registered and beating, with its two workers
+    beating (nothing: it does)."""
+    workers = sorted(client.smembers(f"{manager}:workers"))
+    missing = []
+    if manager not in client.smembers("all:managers"):
+        missing.append(f"{manager} not in all:managers")
+    if not client.hexists("qw:managers", manager):
+        missing.append(f"{manager} not in qw:managers")
+    if len(workers) != 2:
+        missing.append(f"{manager}:workers is {workers}")
+    beating = [manager, *workers]
+    missing += [f"no heartbeat of {name}" for name in beating if not client.exists(f"qw:hb:{name}")]
+    return missing
+
+
 def live(client: redis.Redis, manager: str) -> bool:
     """Whether ``manager`` is registered and beating, with every worker it lists beating."""
-    workers = client.smembers(f"{manager}:workers")
-    return (
-        manager in client.smembers("all:managers")
-        and client.hexists("qw:managers", manager)
-        and len(workers) == 2
-        and all(client.exists(f"qw:hb:{name}") for name in [manager, *workers])
-    )
+    return not not_live(client, manager)
+
+
+def wait_both_live(client: redis.Redis, m1: ManagerProcess, m2: ManagerProcess, what: str) -> None:
+    """Wait for both managers to be live; if they are not in time, fail saying what is
+    missing, with both managers' output."""
+    try:
+        wait_for(lambda: live(client, "m1") and live(client, "m2"), what=what)
+    except pytest.fail.Exception:
+        missing = not_live(client, "m1") + not_live(client, "m2")
+        pytest.fail(f"timed out waiting for {what}: {missing}\n{m1.output()}\n{m2.output()}")
 
 
 # -- item 2: error replies do not kill the heartbeat ---------------------------------------
@@ -88,7 +108,7 @@ def test_an_error_reply_window_neither_stops_heartbeats_nor_reaps_live_workers(
     job_ids = queue(url, [Job.new({"sleep": 0.1, "n": n}) for n in range(80)])
     m1, m2 = both_managers(url, record_dir)
     try:
-        wait_for(lambda: live(client, "m1") and live(client, "m2"), what="both managers")
+        wait_both_live(client, m1, m2, "both managers")
         wait_for(lambda: len(runs(record_dir)) >= 4, what="some jobs to run")
         if fault == "out of memory":
             client.config_set("maxmemory", 1)  # noeviction: every write is refused with OOM
@@ -97,7 +117,7 @@ def test_an_error_reply_window_neither_stops_heartbeats_nor_reaps_live_workers(
         else:  # another client's script keeps Redis busy: everybody else gets BUSY
             client.eval(BUSY_SCRIPT, 0, FAULT_SECONDS)
         wait_for(lambda: set(runs(record_dir)) == set(job_ids), timeout=30, what="every job")
-        wait_for(lambda: live(client, "m1") and live(client, "m2"), what="both managers beating again")
+        wait_both_live(client, m1, m2, "both managers beating again")
         logs = f"{m1.output()}\n{m2.output()}"
         assert records(record_dir, "reaped") == [], f"no live worker was taken for dead:\n{logs}"
         assert "Traceback" not in logs, "an error reply that passes is an outage, not an error"
