@@ -7,6 +7,7 @@ On the session's six-node cluster (``empty_cluster``: three primaries, flushed p
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qwtest_cluster import LocalCluster
@@ -255,6 +257,48 @@ def test_a_worker_that_still_beats_on_a_shard_is_left_alone_there(broker: Cluste
     assert [(r.worker, r.requeued) for r in reaped] == [(worker, 0)]
     assert broker.workers(M) == [worker], "still registered on shard 2, where it beats"
     assert broker.held_job_ids(worker) == [held.id]
+
+
+def test_a_shard_that_cannot_be_reaped_does_not_lose_what_the_others_reaped(
+    broker: ClusterBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = worker_on(0)
+    jobs = ids_on(broker, 0, 1) + ids_on(broker, 1, 1)
+    broker.queue_jobs(jobs)
+    broker.beat(manager=M, token="m", workers={worker: "w"}, ttl=0.2)
+    assert len(broker.take(manager=M, worker=worker, limit=2)) == 2
+    broker.beat(manager=M, token="m", workers={}, ttl=30)
+
+    def failing_over(**kwargs: Any) -> None:
+        raise BrokerUnavailable("shard 2 is failing over")
+
+    monkeypatch.setattr(broker._shards[2], "reap", failing_over)
+    deadline = time.monotonic() + 20
+    with caplog.at_level(logging.WARNING, logger="qw_redis.cluster"):
+        while not (reaped := broker.reap(owner="r", lease=0, ttl=0.2)):
+            assert time.monotonic() < deadline, "the worker was not reaped"
+            time.sleep(0.02)
+    assert [(r.worker, r.requeued) for r in reaped] == [(worker, 2)], "shards 0 and 1 reported"
+    assert "reaping on shard 2 failed; its part is reaped in a later round" in caplog.text
+    assert sorted(broker.queued_job_ids()) == sorted(job.id for job in jobs)
+    assert broker.workers(M) == [worker], "still registered on shard 2"
+    monkeypatch.undo()
+    while broker.workers(M):  # the next rounds reap it there
+        assert time.monotonic() < deadline, "shard 2's part was not reaped"
+        broker.reap(owner="r", lease=0, ttl=0.2)
+        time.sleep(0.02)
+
+
+def test_every_shard_failing_to_reap_raises_for_the_reaper_to_retry(
+    broker: ClusterBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_over(**kwargs: Any) -> None:
+        raise BrokerUnavailable("failing over")
+
+    for shard in broker._shards:
+        monkeypatch.setattr(shard, "reap", failing_over)
+    with pytest.raises(BrokerUnavailable, match="failing over"):
+        broker.reap(owner="r", lease=0, ttl=0.2)
 
 
 def test_a_shard_moved_to_another_primary_is_followed_on_the_next_call(

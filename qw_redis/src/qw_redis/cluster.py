@@ -610,13 +610,26 @@ class ClusterBroker(Broker):
         there). One beat writes a worker's heartbeat on every shard, a few milliseconds
         apart, so they lapse as far apart: a worker reaped on some shards is reaped on the
         others as soon as its heartbeat there lapses too, for up to :data:`REAP_SPREAD`
-        seconds (one still beating there after that is alive, and left alone)."""
+        seconds (one still beating there after that is alive, and left alone). A shard
+        that cannot be reaped now (failing over, say) is left for a later round: what the
+        others reaped is reported all the same, and only if every shard failed is the
+        first error raised."""
 
         def reap_on(shard: RedisBroker, lease: float) -> list[Reaped] | None:
             return shard.reap(owner=owner, lease=lease, ttl=ttl, max_recoveries=max_recoveries, limits=limits)
 
-        answers: list[list[Reaped] | None] = self._all(lambda s: reap_on(s, lease))
+        answers: list[list[Reaped] | None] = []
+        failed: list[Exception] = []
+        for index in range(self._n):
+            try:
+                answers.append(self._on(index, lambda s: reap_on(s, lease)))
+            except Exception as exc:  # the other shards' reports must not be lost with it
+                log.warning("reaping on shard %d failed; its part is reaped in a later round: %s", index, exc)
+                failed.append(exc)
+                answers.append(None)
         if all(answer is None for answer in answers):
+            if failed:
+                raise failed[0]
             return None
         where = {
             i: {(r.manager, r.worker) for r in answer}
@@ -624,16 +637,10 @@ class ClusterBroker(Broker):
             if answer is not None
         }
         gone = set().union(*where.values())
-        deadline = time.monotonic() + REAP_SPREAD
-        while True:
-            behind = [i for i in where if self._registered_on(i, gone - where[i])]
-            if not behind or time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
-            for i in behind:  # this reaper's round already: no lease
-                more = self._on(i, lambda s: reap_on(s, 0.0)) or []
-                answers.append(more)
-                where[i] |= {(r.manager, r.worker) for r in more}
+        try:
+            self._follow_up(where, gone, lambda i: self._on(i, lambda s: reap_on(s, 0.0)) or [], answers)
+        except Exception as exc:  # what was reaped is reported; the rest in a later round
+            log.warning("reaping on the shards behind failed; they are reaped in a later round: %s", exc)
         merged: dict[tuple[str, str], Reaped] = {}
         for answer in answers:
             for reaped in answer or []:
@@ -647,6 +654,27 @@ class ClusterBroker(Broker):
                     )
                 )
         return list(merged.values())
+
+    def _follow_up(
+        self,
+        where: dict[int, set[tuple[str, str]]],
+        gone: set[tuple[str, str]],
+        reap_again: Callable[[int], list[Reaped]],
+        answers: list[list[Reaped] | None],
+    ) -> None:
+        """Reap again, for up to :data:`REAP_SPREAD` seconds, on each shard where a worker
+        reaped elsewhere (``gone``) is still registered; ``where``: who each shard reaped
+        so far; each new answer is appended to ``answers``."""
+        deadline = time.monotonic() + REAP_SPREAD
+        while True:
+            behind = [i for i in where if self._registered_on(i, gone - where[i])]
+            if not behind or time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
+            for i in behind:  # this reaper's round already: no lease
+                more = reap_again(i)
+                answers.append(more)
+                where[i] |= {(r.manager, r.worker) for r in more}
 
     def _registered_on(self, index: int, workers: set[tuple[str, str]]) -> bool:
         """Whether any of ``workers`` ((manager, worker) pairs) is still registered on shard ``index``."""
