@@ -798,8 +798,10 @@ def cpu_cell(cpu: dict[str, float] | float | None) -> str:
 
 
 def metric_cell(row: dict[str, Any], key: str, digits: int | None) -> str:
-    """One per-job figure of a row (``digits`` ``None``: the CPU per job, :func:`cpu_cell`)."""
-    return cpu_cell(row.get(key)) if digits is None else fmt(row.get(key), digits)
+    """One per-job figure of a row (``digits`` ``None``, or a row measured on Redis in the
+    PostgreSQL table: the CPU per job in its parts, :func:`cpu_cell`)."""
+    value = row.get(key)
+    return cpu_cell(value) if digits is None or isinstance(value, dict) else fmt(value, digits)
 
 
 def io_table(
@@ -947,7 +949,9 @@ def run_rounds(
             started = time.monotonic()
             try:
                 peer = PEERS[name]
-                if server is not None and args.io is not None:
+                if peer.backend == "any":  # the no-queue reference row: its jobs are in Redis
+                    runs[name].append(measure_io(peer, client, sizes.drain, args, logs))
+                elif server is not None and args.io is not None:
                     runs[name].append(measure_pg_io(peer, client, sizes.drain, args, logs, server=server))
                 elif server is not None:
                     runs[name].append(measure_pg(peer, client, sizes, args, logs, server=server))
@@ -987,7 +991,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = "qw-pg" if pg else "qw"
     sizes = sizes_of(args)
     known = [
-        name for name, peer in PEERS.items() if (io or not peer.io_only) and peer.backend == args.backend
+        name
+        for name, peer in PEERS.items()
+        if (io or not peer.io_only) and peer.backend in (args.backend, "any")
     ]
     if args.peers:
         names = args.peers.split(",")

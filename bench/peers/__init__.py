@@ -24,7 +24,8 @@ class Peer:
     :param env: environment variables for its driver and workers (on top of the harness's).
     :param io_only: measured only in I/O mode (``run.py --io``).
     :param backend: the store its jobs live in: ``redis``, or ``postgres`` (``run.py
-        --backend postgres``, the PostgreSQL comparison).
+        --backend postgres``, the PostgreSQL comparison); ``any``: a reference row measured
+        in both comparisons (its jobs in the harness's Redis).
     """
 
     name: str
@@ -58,6 +59,16 @@ PEERS: dict[str, Peer] = {
             delivery="at-least-once",
             env={"BENCH_QW_SYNC": "1"},
             io_only=True,
+        ),
+        # I/O mode only: no queue library, the ceiling the others are measured against.
+        Peer(
+            "bare",
+            "bare_peer",
+            None,
+            dists=("redis", "hiredis", "uvloop"),
+            delivery="none (popped, never acknowledged)",
+            io_only=True,
+            backend="any",
         ),
         Peer("rq", "rq_peer", "rq", ("rq",), ("rq",), "at-least-once"),
         Peer("dramatiq", "dramatiq_peer", "dramatiq", ("dramatiq[redis]",), ("dramatiq",), "at-least-once"),
