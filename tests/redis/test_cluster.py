@@ -25,9 +25,9 @@ from redis_support import CommandCounter
 from qw_core.errors import BrokerUnavailable, ConfigurationError
 from qw_core.models import Failure, Job
 from qw_core.unique import UNIQUE_META
-from qw_redis import cluster
 from qw_redis.broker import RedisBroker
 from qw_redis.cluster import SLOTS, ClusterBroker, home_shard, id_shard, parse, shard_tag
+from qw_redis.cluster import consuming as cluster_consuming
 
 SHARDS = 3
 M = "m1"
@@ -179,7 +179,7 @@ def test_jobs_taken_on_several_shards_are_settled_by_another_broker_object(
 def test_jobs_whose_shard_was_forgotten_are_still_settled(
     broker: ClusterBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster, "MAX_REMEMBERED", 1)
+    monkeypatch.setattr(cluster_consuming, "MAX_REMEMBERED", 1)  # where take reads it
     worker = worker_on(2)
     first = ids_on(broker, 0, 1) + ids_on(broker, 1, 1)
     later = ids_on(broker, 2, 1)
