@@ -234,14 +234,7 @@ class PostgresBase(Broker):
                 self._check_cached(name)
         return codec.encode(job), _origin(job), job.worker
 
-    def _fail(
-        self,
-        worker: str,
-        failures: Sequence[tuple[Job, Failure]],
-        limits: FailedLimits,
-        *,
-        attempts: int | None = None,
-    ) -> list[bool]:
+    def _fail(self, worker: str, failures: Sequence[tuple[Job, Failure]], limits: FailedLimits) -> list[bool]:
         """Move the jobs to the failed registry (the failed run counted), trim it; which
         ``worker`` held. An id given twice is failed once (the first)."""
         if not failures:
@@ -249,7 +242,7 @@ class PostgresBase(Broker):
         first: dict[str, tuple[codec.Row, str]] = {}
         for job, failure in failures:
             if job.id not in first:
-                counted = attrs.evolve(job, attempts=job.attempts + 1 if attempts is None else attempts + 1)
+                counted = attrs.evolve(job, attempts=job.attempts + 1)
                 first[job.id] = (codec.encode(counted), codec.encode_failure(failure))
         rows = [row for row, _ in first.values()]
         params = {
