@@ -41,6 +41,11 @@ _S = TypeVar("_S", bound="PostgresBase")
 #: The longest an idle take waits for a notification before it looks again (seconds).
 SAFETY_POLL = 30.0
 
+#: How long a reaper's recovery of a worker waits for a lock another transaction holds (its
+#: name's, one of its jobs'), as ``lock_timeout``: one of the worker's own, left open by a
+#: process paused in the middle of it, would otherwise hold up every reaper for as long.
+RECOVERY_LOCK_TIMEOUT = "1s"
+
 Connection = psycopg.Connection[Any]
 
 _waiting_lock = threading.Lock()
@@ -278,11 +283,17 @@ class PostgresBase(Broker):
     ) -> Reaped | None:
         """Put back what ``worker`` holds, in one transaction; with ``if_dead``, only if
         its heartbeat is gone or its sessions and its manager's have ended (checked under
-        the lock its heartbeat and its session's flag take too)."""
+        the lock its heartbeat and its session's flag take too).
+
+        :raises psycopg.errors.LockNotAvailable: with ``if_dead``, a lock it needs was held
+            longer than :data:`RECOVERY_LOCK_TIMEOUT` (nothing was changed).
+        """
         s = self._schema
         conn = self._connection()
         suspected = set(suspects)
         with conn.transaction():
+            if if_dead:
+                conn.execute(f"SET LOCAL lock_timeout = '{RECOVERY_LOCK_TIMEOUT}'")
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{s}:{worker}"])
             if if_dead:
                 alive = conn.execute(

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+import psycopg
+
 from qw_core.broker import Reaped
 from qw_core.errors import QwError
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_postgres import sessions, uniques
-from qw_postgres.base import PostgresBase, translated
+from qw_postgres.base import PostgresBase, log, translated
 from qw_postgres.names import check_name
 
 #: Seconds the per-minute counts of jobs begun are kept (Broker.jobs_run reads an hour at most).
@@ -120,7 +122,13 @@ class MembershipPart(PostgresBase):
                 check_name(worker)
             except QwError:
                 continue
-            done = self._recover(manager, worker, max_recoveries, if_dead=True, limits=limits)
+            try:
+                done = self._recover(manager, worker, max_recoveries, if_dead=True, limits=limits)
+            except psycopg.errors.LockNotAvailable:
+                # A transaction of its own is open (a process paused half-way through it):
+                # the others are reaped meanwhile, and this one in a later round.
+                log.info("worker %s: one of its transactions holds a lock; reaped later", worker)
+                continue
             if done is not None:
                 reaped.append(done)
         conn.execute(
