@@ -94,7 +94,9 @@ class MembershipPart(PostgresBase):
         limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         """See :meth:`Broker.reap`; the lease is a row of ``leases``. Skips the round when
-        the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``):
+        the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``), or
+        reinitialised after a server process crashed (which ends every connection and
+        resets the statistics, ``pg_stat_bgwriter.stats_reset``, but not the start time):
         heartbeats may have lapsed while it was down, and every session lock went with it.
         A worker is dead when its heartbeat lapsed, or when its sessions and its manager's
         ended (:mod:`qw_postgres.sessions`), checked again as its jobs move."""
@@ -110,7 +112,8 @@ class MembershipPart(PostgresBase):
             if got is None:
                 return None
         [(uptime,)] = conn.execute(
-            f"SELECT {s}.now_s() - extract(epoch FROM pg_postmaster_start_time())::double precision"
+            f"SELECT {s}.now_s() - extract(epoch FROM greatest(pg_postmaster_start_time(), "
+            "(SELECT b.stats_reset FROM pg_stat_bgwriter b)))::double precision"
         ).fetchall()
         if uptime < ttl:
             return None
