@@ -239,3 +239,42 @@ def test_a_worker_whose_first_heartbeat_failed_takes_no_job_until_it_has_one(
     assert reaped == [], "a live worker was reaped"
     assert records(record_dir, "reaped") == []
     assert runs(record_dir)[slow.id] == 1
+
+
+def test_no_worker_is_reaped_right_after_the_server_reinitialised_from_a_crash() -> None:
+    # A server process killed (by the out-of-memory killer, say) makes PostgreSQL end every
+    # connection and start afresh without the postmaster restarting: every session lock is
+    # gone, and pg_postmaster_start_time() is unchanged. A reaper back before the sessions
+    # are must not take their live worker for dead.
+    reap_ttl = 1.0
+    server = PrivatePostgres()
+    opened: list[PostgresBroker] = []
+    try:
+        server.start()
+        with fresh_schema(server.url) as schema:
+            url = schema_url(schema, server.url)
+            opened += [PostgresBroker.from_url(url) for _ in range(3)]
+            manager, worker, reaper = opened
+            manager.beat(manager="m1", token="t", workers={"m1.1": "t"}, ttl=120.0)
+            worker.register_worker(manager="m1", worker="m1.1")
+            [job_id] = queue(url, [Job.new({"n": 1})])
+            assert [job.id for job in worker.take(manager="m1", worker="m1.1")] == [job_id]
+            wait_for(lambda: reaper.reap(owner="t", lease=0, ttl=reap_ttl) == [], what="a reap past the TTL")
+            assert reaper._conn is not None
+            os.kill(reaper._conn.info.backend_pid, signal.SIGKILL)  # the server reinitialises
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    first = reaper.reap(owner="t", lease=0, ttl=reap_ttl)
+                    break
+                except BrokerUnavailable:
+                    assert time.monotonic() < deadline, "the server did not come back"
+            assert holders(schema, sessions.WORKER_LOCK, "m1.1", server.url) == [], (
+                "the sessions are not back"
+            )
+            assert first is None, "the reaper skipped the round"
+            assert reaper.held_job_ids("m1.1") == [job_id]
+    finally:
+        for broker in opened:
+            broker.close()
+        server.close()

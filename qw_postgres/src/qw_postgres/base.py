@@ -41,6 +41,11 @@ _S = TypeVar("_S", bound="PostgresBase")
 #: The longest an idle take waits for a notification before it looks again (seconds).
 SAFETY_POLL = 30.0
 
+#: How long a reaper's recovery of a worker waits for a lock another transaction holds (its
+#: name's, one of its jobs'), as ``lock_timeout``: one of the worker's own, left open by a
+#: process paused in the middle of it, would otherwise hold up every reaper for as long.
+RECOVERY_LOCK_TIMEOUT = "1s"
+
 Connection = psycopg.Connection[Any]
 
 _waiting_lock = threading.Lock()
@@ -234,14 +239,7 @@ class PostgresBase(Broker):
                 self._check_cached(name)
         return codec.encode(job), _origin(job), job.worker
 
-    def _fail(
-        self,
-        worker: str,
-        failures: Sequence[tuple[Job, Failure]],
-        limits: FailedLimits,
-        *,
-        attempts: int | None = None,
-    ) -> list[bool]:
+    def _fail(self, worker: str, failures: Sequence[tuple[Job, Failure]], limits: FailedLimits) -> list[bool]:
         """Move the jobs to the failed registry (the failed run counted), trim it; which
         ``worker`` held. An id given twice is failed once (the first)."""
         if not failures:
@@ -249,7 +247,7 @@ class PostgresBase(Broker):
         first: dict[str, tuple[codec.Row, str]] = {}
         for job, failure in failures:
             if job.id not in first:
-                counted = attrs.evolve(job, attempts=job.attempts + 1 if attempts is None else attempts + 1)
+                counted = attrs.evolve(job, attempts=job.attempts + 1)
                 first[job.id] = (codec.encode(counted), codec.encode_failure(failure))
         rows = [row for row, _ in first.values()]
         params = {
@@ -285,11 +283,17 @@ class PostgresBase(Broker):
     ) -> Reaped | None:
         """Put back what ``worker`` holds, in one transaction; with ``if_dead``, only if
         its heartbeat is gone or its sessions and its manager's have ended (checked under
-        the lock its heartbeat and its session's flag take too)."""
+        the lock its heartbeat and its session's flag take too).
+
+        :raises psycopg.errors.LockNotAvailable: with ``if_dead``, a lock it needs was held
+            longer than :data:`RECOVERY_LOCK_TIMEOUT` (nothing was changed).
+        """
         s = self._schema
         conn = self._connection()
         suspected = set(suspects)
         with conn.transaction():
+            if if_dead:
+                conn.execute(f"SET LOCAL lock_timeout = '{RECOVERY_LOCK_TIMEOUT}'")
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{s}:{worker}"])
             if if_dead:
                 alive = conn.execute(

@@ -92,14 +92,16 @@ def decode(  # noqa: PLR0917 - the columns of a row, in order
 ) -> Job:
     """The job stored in these columns.
 
-    :raises InvalidJob: the text is not JSON (written by hand, not by qw), or meta is not
-        an object.
+    :raises InvalidJob: the text is not JSON Python reads (written by hand, not by qw:
+        nested too deeply, an integer too long), or meta is not an object.
     """
     try:
         loaded_meta = json.loads(meta)
         loaded = json.loads(data)
     except ValueError as exc:
         raise InvalidJob(f"job {job_id}: its stored data is not JSON ({exc})") from None
+    except RecursionError:  # valid JSON to the server, nested too deep for Python's parser
+        raise InvalidJob(f"job {job_id}: its stored data is nested too deeply to read") from None
     if not isinstance(loaded_meta, dict):
         raise InvalidJob(f"job {job_id}: its stored meta is not a JSON object")
     return Job(
@@ -122,9 +124,28 @@ def encode_failure(failure: Failure) -> str:
     return to_json(fields, "the failure")
 
 
+def decode_kept(row: Sequence[Any]) -> Job:
+    """The job of a failed-registry row (its eight columns), shown with no data (and no
+    meta) if its stored text is unreadable: a job failed as ``invalid`` keeps the text it
+    was written with, so that a requeue once it is mended runs it with that data."""
+    try:
+        return decode(*row[:8])
+    except InvalidJob:
+        job_id, _, _, manager, worker, queue, attempts, queued_at = row[:8]
+        return Job(
+            id=job_id,
+            data=None,
+            manager=manager,
+            worker=worker,
+            queue=queue,
+            attempts=attempts or 0,
+            queued_at=queued_at,
+        )
+
+
 def decode_failed(row: Sequence[Any]) -> FailedJob:
     """A failed-registry row: the job's eight columns, the failure's JSON, its time."""
-    job = decode(*row[:8])
+    job = decode_kept(row)
     raw = loads_object(row[8], f"job {job.id}'s failure")
     return FailedJob(job=job, failure=failure_from_dict({**raw, "failed_at": float(row[9])}))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
 
@@ -120,15 +119,28 @@ class ConsumerPart(PostgresBase):
                 jobs.append(codec.decode(*row[:8], suspect=bool(row[8])))
             except InvalidJob as exc:  # written by hand: failed, never run with data it was not queued with
                 log.warning("job %s is unreadable, moved to the failed jobs: %s", row[0], exc)
-                self._fail_unreadable(worker, manager, row, exc)
+                self._fail_unreadable(worker, row[0], exc)
         if info is None:
             return jobs, False, None
         return jobs, bool(info[11]), info[10]
 
-    def _fail_unreadable(self, worker: str, manager: str, row: tuple[Any, ...], error: InvalidJob) -> None:
-        job = Job(id=row[0], data=None, manager=row[3], worker=row[4], queue=row[5], attempts=row[6] or 0)
+    def _fail_unreadable(self, worker: str, job_id: str, error: InvalidJob) -> None:
+        """Move the held job ``job_id`` to the failed registry (kind ``invalid``, its run
+        counted) with its stored text as it is, not the job as read: a requeue once it is
+        mended runs it with the data it was written with, never with none."""
         failure = Failure.from_exception(error, worker=worker, kind="invalid")
-        self._fail(worker, [(job, failure)], DEFAULT_FAILED_LIMITS, attempts=job.attempts)
+        params = {
+            "id": [job_id],
+            "origin": [None],  # where it was taken from
+            "failure": [codec.encode_failure(failure)],
+            "holder": worker,
+            "max_age": DEFAULT_FAILED_LIMITS.max_age,
+            "max_count": DEFAULT_FAILED_LIMITS.max_count,
+        }
+        conn = self._connection()
+        with conn.transaction():
+            if conn.execute(self._sql["FAIL_HELD"], params).fetchall():
+                conn.execute(self._sql["TRIM_FAILED"], params)
 
     @translated
     def nudge(self, worker: str) -> None:

@@ -23,7 +23,7 @@ class InspectorPart(PostgresBase):
         rows = self._rows("STATUS", {"id": job_id})
         for row in sorted(rows, key=lambda row: row[0] != "failed"):
             kind = row[0]
-            job = codec.decode(*row[1:9])
+            job = codec.decode_kept(row[1:9]) if kind == "failed" else codec.decode(*row[1:9])
             label = queue_label(job)
             if kind == "failed":
                 failed = codec.decode_failed([*row[1:9], row[9], row[10]])
@@ -98,7 +98,7 @@ class InspectorPart(PostgresBase):
                 .fetchone()
             )
             if row is not None:
-                return codec.decode(*row)
+                return codec.decode_kept(row) if table == "failed" else codec.decode(*row)
         return None
 
     @translated

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+import psycopg
+
 from qw_core.broker import Reaped
 from qw_core.errors import QwError
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_postgres import sessions, uniques
-from qw_postgres.base import PostgresBase, translated
+from qw_postgres.base import PostgresBase, log, translated
 from qw_postgres.names import check_name
 
 #: Seconds the per-minute counts of jobs begun are kept (Broker.jobs_run reads an hour at most).
@@ -92,7 +94,9 @@ class MembershipPart(PostgresBase):
         limits: FailedLimits = DEFAULT_FAILED_LIMITS,
     ) -> list[Reaped] | None:
         """See :meth:`Broker.reap`; the lease is a row of ``leases``. Skips the round when
-        the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``):
+        the server started less than ``ttl`` seconds ago (``pg_postmaster_start_time``), or
+        reinitialised after a server process crashed (which ends every connection and
+        resets the statistics, ``pg_stat_bgwriter.stats_reset``, but not the start time):
         heartbeats may have lapsed while it was down, and every session lock went with it.
         A worker is dead when its heartbeat lapsed, or when its sessions and its manager's
         ended (:mod:`qw_postgres.sessions`), checked again as its jobs move."""
@@ -108,7 +112,8 @@ class MembershipPart(PostgresBase):
             if got is None:
                 return None
         [(uptime,)] = conn.execute(
-            f"SELECT {s}.now_s() - extract(epoch FROM pg_postmaster_start_time())::double precision"
+            f"SELECT {s}.now_s() - extract(epoch FROM greatest(pg_postmaster_start_time(), "
+            "(SELECT b.stats_reset FROM pg_stat_bgwriter b)))::double precision"
         ).fetchall()
         if uptime < ttl:
             return None
@@ -120,7 +125,13 @@ class MembershipPart(PostgresBase):
                 check_name(worker)
             except QwError:
                 continue
-            done = self._recover(manager, worker, max_recoveries, if_dead=True, limits=limits)
+            try:
+                done = self._recover(manager, worker, max_recoveries, if_dead=True, limits=limits)
+            except psycopg.errors.LockNotAvailable:
+                # A transaction of its own is open (a process paused half-way through it):
+                # the others are reaped meanwhile, and this one in a later round.
+                log.info("worker %s: one of its transactions holds a lock; reaped later", worker)
+                continue
             if done is not None:
                 reaped.append(done)
         conn.execute(

@@ -55,9 +55,13 @@ So (``capabilities.session_liveness``, see :class:`~qw_core.broker.Membership`):
   lost (its finishes are guarded and change nothing). The window is short: a manager's
   heartbeat thread reconnects within a heartbeat interval, and every manager whose own
   call failed does not reap for a TTL (:mod:`qw_core.liveness`). Nor does any reaper
-  judge anyone in the TTL after the server started (a restart drops every lock).
+  judge anyone in the TTL after the server started, or reinitialised after one of its
+  processes crashed (either drops every lock).
 * A stopped (SIGSTOP) or stuck process keeps its connection and its lock: it is reaped
-  when its heartbeat lapses, exactly as without sessions. So is a worker whose manager
+  when its heartbeat lapses, exactly as without sessions (once it resumes, if it stopped
+  half-way through a transaction of its own: the reaper waits a second at most for the
+  locks that holds, :data:`~qw_postgres.base.RECOVERY_LOCK_TIMEOUT`, and reaps the others
+  meanwhile). So is a worker whose manager
   was restarted under the same name before the reaper came (the new start holds the
   name's lock), and one whose old connection the server has not noticed is gone. A worker
   reaped while stopped that comes back is registered again by its manager's heartbeat,

@@ -217,7 +217,8 @@ ON CONFLICT (id) DO UPDATE SET data = excluded.data, meta = excluded.meta, manag
 RETURNING f.id
 """
 
-#: Moves poison jobs (held by a dead worker) to the failed registry, with one more attempt.
+#: Moves held jobs (a dead worker's poison jobs, a job taken unreadable) to the failed
+#: registry as they are stored, with one more attempt; an origin of NULL keeps the job's own.
 FAIL_HELD = """
 WITH input AS (
     SELECT * FROM unnest(%(id)s::text[], %(origin)s::text[], %(failure)s::text[])
@@ -232,7 +233,7 @@ INSERT INTO {s}.failed AS f (
     id, data, meta, manager, worker, queue, attempts, queued_at, origin, failure, failed_at, position
 )
 SELECT g.id, g.data, g.meta, g.manager, g.worker, g.queue, g.attempts + 1, g.queued_at,
-    i.origin, i.failure::json, b.now, b.base + i.ord
+    coalesce(i.origin, g.origin), i.failure::json, b.now, b.base + i.ord
 FROM input i JOIN gone g ON g.id = i.id CROSS JOIN b
 ON CONFLICT (id) DO UPDATE SET data = excluded.data, meta = excluded.meta, manager = excluded.manager,
     worker = excluded.worker, queue = excluded.queue, attempts = excluded.attempts,
