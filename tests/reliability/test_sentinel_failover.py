@@ -39,6 +39,7 @@ from reliability_support import (
 )
 
 from qw_core.errors import BrokerUnavailable, JobsNotReplicated
+from qw_core.manager import Manager
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig
 from qw_core.worker import DEFAULT_PREFETCH
@@ -62,6 +63,26 @@ def counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
 
 def _total(counter: redis.Redis) -> int:
     return int(counter.get("qwtest:total") or 0)
+
+
+def _state(new: redis.Redis, counter: redis.Redis, manager: Manager) -> str:
+    """What a test that waited in vain for the workers on the new primary reports."""
+    try:
+        replication = new.info("replication")
+        role = f"{replication['role']}, {replication.get('connected_slaves')} replica(s)"
+    except redis.RedisError as exc:
+        role = f"INFO failed: {exc}"
+    try:
+        new.set("qwtest:probe", 1)
+        writes = "accepted"
+    except redis.RedisError as exc:
+        writes = f"refused: {exc}"
+    lists = {key: new.llen(key) for key in new.scan_iter(match="*:jobs") if new.type(key) == "list"}
+    alive = [s.process.is_alive() for s in manager._slots if s.process is not None]
+    return (
+        f"new primary: {role}; writes {writes}; lists {lists}; runs {_total(counter)}; "
+        f"workers alive {alive}; heartbeats {sorted(new.scan_iter(match='qw:hb:*'))}"
+    )
 
 
 def _held_anywhere(client: redis.Redis) -> int:
@@ -159,7 +180,13 @@ def test_a_failover_mid_drain_pauses_the_workers_who_finish_every_job_on_the_new
             failed_over_at = time.monotonic()
             new = sentinels.client(new_port)
             queued_then = new.llen("all:jobs")
-            wait_for(lambda: new.llen("all:jobs") < queued_then, timeout=30, what="a take on the new primary")
+            try:
+                wait_for(
+                    lambda: new.llen("all:jobs") < queued_then, timeout=30, what="a take on the new primary"
+                )
+            except pytest.fail.Exception:
+                state = _state(new, counter, manager)
+                pytest.fail(f"no take on the new primary within 30 s ({queued_then} queued then): {state}")
             resumed_at, ran_at_resume = time.monotonic(), _total(counter)
             producer.join()
             everything = ids + producer.ids
