@@ -78,10 +78,10 @@ def _state(new: redis.Redis, counter: redis.Redis, manager: Manager) -> str:
     except redis.RedisError as exc:
         writes = f"refused: {exc}"
     lists = {key: new.llen(key) for key in new.scan_iter(match="*:jobs") if new.type(key) == "list"}
-    alive = [s.process.is_alive() for s in manager._slots if s.process is not None]
+    alive = [(s.name, s.process.exitcode) for s in manager._slots if s.process is not None]
     return (
         f"new primary: {role}; writes {writes}; lists {lists}; runs {_total(counter)}; "
-        f"workers alive {alive}; heartbeats {sorted(new.scan_iter(match='qw:hb:*'))}"
+        f"workers (name, exit code) {alive}; heartbeats {sorted(new.scan_iter(match='qw:hb:*'))}"
     )
 
 
@@ -165,7 +165,7 @@ def test_a_failover_mid_drain_pauses_the_workers_who_finish_every_job_on_the_new
             "fo",
             target="qwtest_targets:count_runs",
             num_workers=WORKERS,
-            plugins=PluginConfig(entry_points=False),
+            plugins=PluginConfig(modules=("qwtest_targets.worker_logs",), entry_points=False),
         )
         try:
             producer.start()
