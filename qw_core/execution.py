@@ -179,10 +179,12 @@ class JobRunner:
         self.pid = os.getpid()  # a process the target forks has another one
 
     def time_limit(self, job: Job) -> float | None:
-        """Seconds ``job`` may run: its ``meta["timeout"]`` if a positive number, else the default."""
+        """Seconds ``job`` may run: its ``meta["timeout"]`` if a positive number, else the
+        default; ``None`` (no limit) for one beyond the largest float, which a whole number
+        in JSON can be and ``float()`` would refuse with an error in the worker's loop."""
         limit = job.meta.get(TIMEOUT_META) if job.meta else None
         if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
-            return float(limit)
+            return float(limit) if limit <= sys.float_info.max else None
         return self.job_timeout
 
     def run(
@@ -272,7 +274,7 @@ class JobRunner:
             start = time.perf_counter()
             returned = self._run_hook(job)
             if inspect.isawaitable(returned):
-                returned = await _within(returned, limit, job)
+                returned = await _within(returned, limit, job, self.pid)
             result = _encoded(returned, job)
         except BaseException as exc:
             error = exc
@@ -313,12 +315,12 @@ def _encoded(returned: object, job: Job) -> str | None:
     return encode_value(returned, job.id)
 
 
-async def _within(awaitable: Awaitable[Any], limit: float | None, job: Job) -> object:
+async def _within(awaitable: Awaitable[Any], limit: float | None, job: Job, pid: int) -> object:
     """Await ``awaitable``, cancelling it after ``limit`` seconds (a :class:`JobTimeout`);
-    what it returned."""
+    what it returned. ``pid``: the worker's process (see :func:`_captured`)."""
     if limit is None:
         return await awaitable
-    task = asyncio.ensure_future(_captured(awaitable))
+    task = asyncio.ensure_future(_captured(awaitable, job, pid))
     done, _ = await asyncio.wait({task}, timeout=limit)
     if done:
         returned, exit_ = task.result()  # its own exception, if it raised one asyncio lets through
@@ -331,15 +333,28 @@ async def _within(awaitable: Awaitable[Any], limit: float | None, job: Job) -> o
     raise JobTimeout(f"job {job.id} ran longer than its {limit:g}s limit; it was cancelled")
 
 
-async def _captured(awaitable: Awaitable[Any]) -> tuple[object, BaseException | None]:
+async def _captured(awaitable: Awaitable[Any], job: Job, pid: int) -> tuple[object, BaseException | None]:
     """Await ``awaitable`` in a task of its own, handing back a ``SystemExit`` or
     ``KeyboardInterrupt`` it raises: asyncio lets those out of a task and out of the event
     loop itself, which would stop every job in flight; the job's own task raises it again,
-    where it fails that job alone."""
+    where it fails that job alone.
+
+    A process the target forked (``pid`` is not this one) ends here, the moment the target
+    is over: the job's own task would only see it a turn of the event loop later, and in
+    that turn the child would run the code of the jobs in flight beside it a second time.
+    """
+    error: BaseException | None = None
     try:
         return await awaitable, None
     except (SystemExit, KeyboardInterrupt) as exc:
+        error = exc
         return None, exc
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if os.getpid() != pid:
+            exit_forked_child(job, error)
 
 
 def _discard(awaitable: object) -> None:

@@ -819,13 +819,22 @@ class Worker:
             return result
 
     def _wait_out(self, exc: Exception) -> None:
-        """Wait before trying the broker again (a stop request cuts the wait short)."""
+        """Wait before trying the broker again (a stop request cuts the wait short).
+
+        Once stopping, the wait is served in full: the calls still made then settle jobs
+        that ran and go on through an outage, and the stop event, set already, would turn
+        the back-off into a busy loop of broker calls for as long as the outage lasts.
+        """
         if self._backoff.failures == 0:
             if isinstance(exc, BrokerUnavailable):
                 log.warning("worker %s: %s; retrying", self.name, exc)
             else:
                 log.error("worker %s: a broker call failed; retrying", self.name, exc_info=exc)
-        self._stop.wait(self._backoff.next())
+        wait = self._backoff.next()
+        if self._stop.is_set():
+            time.sleep(wait)
+        else:
+            self._stop.wait(wait)
 
     def _answered(self) -> None:
         log.info("worker %s: the broker answers again", self.name)
