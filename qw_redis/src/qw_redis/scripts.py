@@ -19,9 +19,11 @@ import functools
 import itertools
 import json
 import math
+import os
 import re
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, AnyStr, NamedTuple
@@ -290,13 +292,35 @@ class _Producer(threading.local):
     that redis-py sends again after a lost reply, once another call of the same key ran
     meanwhile, is not recognised and runs again (a job that ran since is queued again). A
     broker serves one thread, but :class:`qw_redis.Client` is a redis-py client, which
-    threads share: so each thread that calls is a producer of its own.
+    threads share: so each thread that calls is a producer of its own. So is each process:
+    a forked child gets new producers (:func:`_renew_producers`), else its calls and its
+    parent's would be numbered alike under one key, and the second call of a number would
+    be taken for the first sent again, its jobs silently not queued.
     """
 
     def __init__(self, schema: keys.KeySchema) -> None:
         self.key = schema.producer(secrets.token_hex(8))
         self.calls = itertools.count(1)
         self.queue_keys: dict[str, list[str]] = {}
+
+
+#: Every :class:`Scripts`, for :func:`_renew_producers`.
+_EVERY: weakref.WeakSet[Scripts] = weakref.WeakSet()
+
+
+def _renew_producers() -> None:
+    """In a forked child: a new producer for every :class:`Scripts` (see :class:`_Producer`).
+
+    redis-py's pools open new connections after a fork by themselves, so a broker made
+    before a fork (a module-level one, in a server that preloads the application) goes
+    on working in the child; this keeps its queueing calls apart from the parent's.
+    """
+    for scripts in list(_EVERY):
+        scripts._local = _Producer(scripts._keys)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_renew_producers)
 
 
 class Scripts:
@@ -311,6 +335,7 @@ class Scripts:
         self._keys = schema
         source = functools.partial(script_source, prefix=schema.prefix)
         self._local = _Producer(schema)
+        _EVERY.add(self)
         self._queue = client.register_script(source("queue.lua"))
         self._take = client.register_script(source("take.lua"))
         self._finish = client.register_script(source("finish.lua"))
