@@ -30,7 +30,8 @@ time at most once; each logs a warning, and ``qw schedules`` marks the conflict.
 
 Like the heartbeat and reaper threads (:mod:`qw_core.liveness`), it never dies of an
 error: it logs it (once per streak), backs off, reads the schedules' state again, and
-goes on.
+goes on. A schedule whose tick fails for a reason of its own (its queue's key is another
+program's, say) is logged and tried again at the next pass, while the others tick on.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from collections.abc import Sequence
 
 from qw_core.backoff import Backoff
 from qw_core.broker import BrokerFactory, Periodic
-from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
 from qw_core.schedules import Schedule, describe_tick, due_ticks
 
 log = logging.getLogger("qw.manager")
@@ -99,6 +100,7 @@ class Scheduler:
         self._started: float | None = None  # the backend's time at the first pass
         self._declare_at = 0.0  # when to declare next (monotonic)
         self._conflicts: set[str] = set()  # ids already warned about
+        self._failing: set[str] = set()  # ids whose last tick failed (see _schedule_failed)
         #: Ticks this scheduler enqueued (for tests and logs).
         self.enqueued = 0
 
@@ -172,15 +174,47 @@ class Scheduler:
         assert self._last is not None
         wait = self.heartbeat
         for schedule in self.schedules:
-            since = self._last.get(schedule.id)
-            for tick in due_ticks(schedule, since=self._started if since is None else since, now=now):
-                if (last := self._last.get(schedule.id)) is not None and tick <= last:
-                    continue  # another manager's reply moved past it
-                self._enqueue(broker, schedule, tick, now)
+            try:
+                self._enqueue_due(broker, schedule, now)
+            except BrokerUnavailable:
+                raise  # no schedule can tick: the loop backs off
+            except Exception as exc:
+                self._schedule_failed(schedule, exc)
+            else:
+                if schedule.id in self._failing:
+                    self._failing.discard(schedule.id)
+                    log.info("manager %s: schedule %s ticks again", self.manager, schedule.id)
             following = schedule.times.after(now)
             if following is not None:
                 wait = min(wait, following - now + _LATE)
         return max(0.0, wait)
+
+    def _enqueue_due(self, broker: Periodic, schedule: Schedule, now: float) -> None:
+        """Enqueue ``schedule``'s due ticks, oldest first (stopping at the first that fails:
+        a newer tick recorded would make it never be enqueued)."""
+        assert self._last is not None
+        assert self._started is not None
+        since = self._last.get(schedule.id)
+        for tick in due_ticks(schedule, since=self._started if since is None else since, now=now):
+            if (last := self._last.get(schedule.id)) is not None and tick <= last:
+                continue  # another manager's reply moved past it
+            self._enqueue(broker, schedule, tick, now)
+
+    def _schedule_failed(self, schedule: Schedule, exc: Exception) -> None:
+        """Log (once until it ticks again) that ``schedule``'s tick failed for a reason of
+        its own (its queue's key is another program's, its job is too large...): its tick
+        is tried again at the next pass, and the other schedules tick meanwhile, as they
+        would not if this stopped the pass or backed the thread off."""
+        if schedule.id in self._failing:
+            return
+        self._failing.add(schedule.id)
+        log.error(
+            "manager %s: schedule %s: enqueueing its tick failed, retrying: %s",
+            self.manager,
+            schedule.id,
+            exc,
+            exc_info=None if isinstance(exc, QwError) else exc,
+        )
 
     def _declare(self, broker: Periodic) -> None:
         states = broker.declare_schedules(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import attrs
 import pytest
@@ -45,6 +46,26 @@ def test_an_invalid_name_is_refused_before_anything_is_written(
     with pytest.raises(InvalidName):
         real_broker.register_worker(manager=M, worker="all")
     assert real_client.keys("*") == []
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_a_broker_used_on_both_sides_of_a_fork_loses_no_job(
+    real_broker: RedisBroker, real_client: redis.Redis, unique: bool
+) -> None:
+    # A broker made before a fork (a module-level one, in an application server that
+    # preloads the application, or imported by a manager that forks its workers) queues
+    # in the parent and the child alike: each is a producer of its own, and a call of one
+    # is never taken for a call of the other sent again (and its job silently dropped).
+    def job(name: str) -> Job:
+        return Job(id=name, data=name, meta={"unique": {"key": name}} if unique else {})
+
+    queue = real_broker.queue_jobs_unique if unique else real_broker.queue_jobs
+    child = multiprocessing.get_context("fork").Process(target=queue, args=([job("child")],))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
+    queue([job("parent")])
+    assert sorted(real_client.lrange("all:jobs", 0, -1)) == ["child", "parent"]
 
 
 def test_large_batches_are_queued_in_chunks_per_queue(

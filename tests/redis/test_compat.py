@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -9,11 +10,13 @@ from typing import Any
 import pytest
 import redis
 from qwtest_docs import docs_block
+from qwtest_proxy import ReplyLosingProxy
 from qwtest_redis import PrivateRedis
 from qwtest_wait import wait_for
-from redis_support import REDIS_HOST, shared_port
+from redis_support import REDIS_HOST, redis_url, shared_port
 
-from qw_redis import Client, Manager, Worker
+from qw_redis import Client, Manager, RedisBroker, Worker
+from qw_redis.scripts import script_source
 
 REDIS_DB = 13
 
@@ -96,6 +99,38 @@ def test_listings_of_all_queued_and_pending_jobs(client: Client) -> None:
     taken, _ = client.fetch_next_job("m1", "m1.1", timeout=0) or ("", None)
     assert taken == shared[0]
     assert list(client.get_all_pending_jobs()) == [("m1.1", taken)]
+
+
+def test_a_queue_call_sent_again_while_another_thread_queued_runs_its_job_once(
+    client: Client, real_client: redis.Redis, redis_db: int
+) -> None:
+    # A Client is a redis-py client, which threads share. One thread's queue_job reaches
+    # Redis but its reply is lost; meanwhile another thread queues a job through the same
+    # Client, and a worker runs and finishes both. redis-py then sends the first call
+    # again: it must not queue the finished job a second time.
+    real_client.script_load(script_source("queue.lua"))  # no NOSCRIPT round first
+    worker = RedisBroker.from_url(redis_url(redis_db))
+    with ReplyLosingProxy(shared_port()) as proxy:
+        shared = Client(host=REDIS_HOST, port=proxy.port, db=redis_db)
+        try:
+            shared.ping()
+            proxy.lose_next(b"lost-reply")
+            sending = threading.Thread(target=shared.queue_job, args=({"n": "lost-reply"},))
+            sending.start()
+            assert proxy.request_forwarded.wait(10)
+            shared.queue_job({"n": "meanwhile"})
+            taken = worker.take(manager="m1", worker="m1.1", limit=2)
+            assert sorted((job.data for job in taken), key=str) == [{"n": "lost-reply"}, {"n": "meanwhile"}]
+            worker.finish_jobs(worker="m1.1", job_ids=[job.id for job in taken])
+            proxy.cut.set()
+            sending.join(15)
+            assert not sending.is_alive()
+            assert proxy.sent_again >= 1, "the client sent the call again (else this tests nothing)"
+        finally:
+            shared.close()
+            worker.close()
+    assert real_client.lrange("all:jobs", 0, -1) == [], "the finished job is not queued again"
+    assert real_client.keys("job:*") == []
 
 
 # -- Manager and Worker processes --------------------------------------------------------

@@ -4,10 +4,15 @@ without its job, no job without its tick."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import redis
+from qwtest_wait import wait_for
+from redis_support import redis_url
 
 from qw_core.errors import InvalidName, QwError
+from qw_core.scheduler import Scheduler
 from qw_core.schedules import Schedule, tick_job_id
 from qw_redis.broker import RedisBroker
 
@@ -38,6 +43,33 @@ def test_a_queue_of_the_wrong_type_refuses_and_records_no_tick(
     assert real_broker.tick_states(["s"]) == {}
     real_client.delete("qw:queue:reports")  # mended: the same tick goes through
     assert real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1").enqueued
+
+
+def test_a_schedule_whose_queue_key_is_broken_does_not_stop_the_others(
+    real_client: redis.Redis, redis_db: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another program's string where one schedule's queue should be: each of its ticks is
+    # refused. The manager's other schedules tick on regardless, and it ticks once mended.
+    real_client.set("qw:queue:reports", "not a list")
+    scheduler = Scheduler(
+        lambda: RedisBroker.from_url(redis_url(redis_db)),
+        manager="m1",
+        schedules=[
+            Schedule("* * * * * *", id="reports", queue="reports"),  # first: each pass meets it first
+            Schedule("* * * * * *", id="beat"),
+        ],
+        heartbeat=0.5,
+        ttl=2.0,
+    )
+    with caplog.at_level(logging.WARNING, logger="qw.manager"):
+        scheduler.start()
+        try:
+            wait_for(lambda: real_client.llen("all:jobs") >= 2, timeout=10, what="two ticks of 'beat'")
+            assert "schedule reports" in caplog.text, "the broken schedule is reported"
+            real_client.delete("qw:queue:reports")
+            wait_for(lambda: real_client.llen("qw:queue:reports") >= 1, timeout=10, what="a 'reports' tick")
+        finally:
+            scheduler.stop()
 
 
 def test_a_unique_key_of_the_wrong_type_refuses_the_tick_whole(

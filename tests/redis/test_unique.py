@@ -109,12 +109,12 @@ def test_a_key_of_the_wrong_type_fails_the_call_and_writes_nothing(
 def test_a_call_sent_again_after_a_lost_reply_answers_as_the_first_did(broker: RedisBroker) -> None:
     keyed = [keyed_job({"n": 1}), keyed_job({"n": 2})]
     scripts = broker._scripts
-    scripts._calls = itertools.count(7)
+    scripts._local.calls = itertools.count(7)
     done = broker.queue_jobs_unique(keyed)
     assert done == [Queued(keyed[0].id, True), Queued(keyed[0].id, False)]
     broker.take(manager=M, worker=W)
     broker.finish_jobs(worker=W, job_ids=[keyed[0].id])
-    scripts._calls = itertools.count(7)  # the same call number: the client sends it again
+    scripts._local.calls = itertools.count(7)  # the same call number: the client sends it again
     assert broker.queue_jobs_unique(keyed) == done, "answered as the first time"
     assert broker.queued_job_ids() == [], "nothing queued twice"
 

@@ -107,9 +107,9 @@ is never ``qw`` and never contains ``:``):
                                delete its key with it; absent while no such job exists,
                                so that finishing costs one ``TYPE`` per call then
 ``qw:producer:<token>`` string ``number:result`` of the last queueing call of one
-                               producer (a broker object), expiring after 10 minutes:
-                               a call re-sent after a lost reply is recognised and
-                               changes nothing
+                               producer (a broker object in one thread), expiring
+                               after 10 minutes: a call re-sent after a lost reply is
+                               recognised and changes nothing
 ``qw:tick:<id>``       hash    the last enqueued tick of schedule ``<id>``: ``tick``
                                (seconds since the epoch), ``manager`` (who enqueued it),
                                ``at`` (server time it was enqueued), ``job`` (its job's

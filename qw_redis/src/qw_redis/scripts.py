@@ -19,8 +19,11 @@ import functools
 import itertools
 import json
 import math
+import os
 import re
 import secrets
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, AnyStr, NamedTuple
@@ -281,6 +284,45 @@ def _pairs_of(fields: Mapping[str, str]) -> list[str]:
     return [text for pair in fields.items() for text in pair]
 
 
+class _Producer(threading.local):
+    """The producer a thread is (see ``replayed`` in lua/common.lua): a key of its own, its
+    call numbers, and the ``queue.lua`` keys built with that key.
+
+    A producer's key remembers only its last call, so its calls must not overlap: a call
+    that redis-py sends again after a lost reply, once another call of the same key ran
+    meanwhile, is not recognised and runs again (a job that ran since is queued again). A
+    broker serves one thread, but :class:`qw_redis.Client` is a redis-py client, which
+    threads share: so each thread that calls is a producer of its own. So is each process:
+    a forked child gets new producers (:func:`_renew_producers`), else its calls and its
+    parent's would be numbered alike under one key, and the second call of a number would
+    be taken for the first sent again, its jobs silently not queued.
+    """
+
+    def __init__(self, schema: keys.KeySchema) -> None:
+        self.key = schema.producer(secrets.token_hex(8))
+        self.calls = itertools.count(1)
+        self.queue_keys: dict[str, list[str]] = {}
+
+
+#: Every :class:`Scripts`, for :func:`_renew_producers`.
+_EVERY: weakref.WeakSet[Scripts] = weakref.WeakSet()
+
+
+def _renew_producers() -> None:
+    """In a forked child: a new producer for every :class:`Scripts` (see :class:`_Producer`).
+
+    redis-py's pools open new connections after a fork by themselves, so a broker made
+    before a fork (a module-level one, in a server that preloads the application) goes
+    on working in the child; this keeps its queueing calls apart from the parent's.
+    """
+    for scripts in list(_EVERY):
+        scripts._local = _Producer(scripts._keys)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_renew_producers)
+
+
 class Scripts:
     """The scripts, registered on one client.
 
@@ -292,10 +334,8 @@ class Scripts:
         self._client = client
         self._keys = schema
         source = functools.partial(script_source, prefix=schema.prefix)
-        # This producer's key and call numbers (see ``replayed`` in lua/common.lua).
-        self._producer = self._keys.producer(secrets.token_hex(8))
-        self._calls = itertools.count(1)
-        self._queue_keys_of: dict[str, list[str]] = {}
+        self._local = _Producer(schema)
+        _EVERY.add(self)
         self._queue = client.register_script(source("queue.lua"))
         self._take = client.register_script(source("take.lua"))
         self._finish = client.register_script(source("finish.lua"))
@@ -320,13 +360,19 @@ class Scripts:
         self._declare = client.register_script(source("declare.lua"))
         self._note_run = client.register_script(source("note_run.lua"))
 
+    @property
+    def _producer(self) -> str:
+        """This thread's producer key (see :class:`_Producer`)."""
+        return self._local.key
+
     def _call_number(self) -> str:
-        return str(next(self._calls))
+        return str(next(self._local.calls))
 
     def _queue_keys(self, origin: str) -> list[str]:
         """``queue.lua``'s keys for the queue ``origin`` stands for, built once per origin
-        (a producer queues to a few places, over and over)."""
-        found = self._queue_keys_of.get(origin)
+        and thread (a producer queues to a few places, over and over)."""
+        cached = self._local.queue_keys
+        found = cached.get(origin)
         if found is None:
             found = [
                 self._keys.queue_list(origin),  # a worker's name, like a manager's, is its list's
@@ -336,9 +382,9 @@ class Scripts:
                 self._keys.idle(origin),
                 self._keys.ORIGIN,
             ]
-            if len(self._queue_keys_of) >= _KEYS_CACHED:
-                self._queue_keys_of.clear()
-            self._queue_keys_of[origin] = found
+            if len(cached) >= _KEYS_CACHED:
+                cached.clear()
+            cached[origin] = found
         return found
 
     def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
