@@ -35,6 +35,33 @@ from qw_core.models import Failure, Job
 #: Built once: ``json.dumps`` with non-default options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the largest float")
+    return value
+
+
+#: Built once (``json.loads`` with an option builds a decoder per call, on the hot path).
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """The JSON value ``text`` holds, read as strictly as :func:`dumps` writes: ``NaN`` and
+    ``Infinity`` (which Python's json reads) and numbers beyond the largest float (``1e400``,
+    valid JSON, read as infinity) are refused, so whatever is read can be written again
+    (into a failed registry, say) and a job never runs with a value it was not queued with.
+
+    :raises ValueError: ``text`` is not such JSON (``RecursionError`` if nested too deep).
+    """
+    return _STRICT.decode(text.decode() if isinstance(text, bytes) else text)
+
+
 #: The fields of a job that are stored (``suspect`` is not: a broker sets it on a take).
 JOB_FIELDS = ("id", "data", "manager", "worker", "queue", "attempts", "queued_at", "meta")
 #: The fields of a failure.

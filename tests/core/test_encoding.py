@@ -87,3 +87,23 @@ def test_the_memory_backend_reads_records_with_unknown_keys() -> None:
     assert found is not None
     assert found.job == attrs.evolve(job, attempts=1)
     assert (found.failure.exc_type, found.failure.message) == ("E", "m")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("NaN", "NaN is not JSON"),
+        ("[-Infinity]", "-Infinity is not JSON"),
+        ('{"n": 1e400}', "1e400 is beyond the largest float"),
+        ("-1.5e309", "-1.5e309 is beyond the largest float"),
+    ],
+)
+def test_strict_reading_refuses_what_could_not_be_written_again(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        encoding.loads_strict(text)
+
+
+def test_strict_reading_reads_what_writing_writes() -> None:
+    value = {"f": [1.5, -0.0, 1e308, 5e-324], "i": 10**30, "s": "é", "n": None, "b": True}
+    assert encoding.loads_strict(encoding.dumps(value)) == value
+    assert encoding.loads_strict(encoding.dumps(value).encode()) == value

@@ -34,6 +34,7 @@ def _too_deep_for_python() -> str:
 UNREADABLE = {
     "deep": (_too_deep_for_python(), "{}"),  # PostgreSQL parses it; Python's json recurses too deep
     "long-int": ("1" * 5000, "{}"),  # beyond Python's digit limit for int()
+    "huge-float": ('{"n": 1e400}', '{"timeout": 1e400}'),  # read as infinity, never written again
     "meta-not-object": ('{"n": 1}', "5"),
 }
 

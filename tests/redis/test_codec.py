@@ -301,6 +301,8 @@ def test_the_fakeredis_server_is_left_empty_by_the_round_trip(fake_client: faker
         ({"__qw__": '{"v": 1, "json": ["x"]}', "x": "[" * 100_000}, "cannot be decoded"),
         ({"__qw__": '{"v": 1, "json": ["n"]}', "n": "NaN"}, "NaN is not JSON"),
         ({"__qw__": '{"v": 1, "json": ["n"]}', "n": "Infinity"}, "Infinity is not JSON"),
+        ({"__qw__": '{"v": 1, "json": ["n"]}', "n": "[1e400]"}, "1e400 is beyond the largest float"),
+        ({"__qw__": '{"v": 1, "meta": {"timeout": -1e400}}'}, "-1e400 is beyond the largest float"),
         ({"__qw__": '{"v": 1, "meta": [1]}'}, r"'meta' has the wrong type \(list\)"),
         ({"__qw__": '{"v": 1, "attempts": -1}'}, "'attempts' is negative"),
         ({"__qw__": '{"v": 1, "attempts": true}'}, r"'attempts' has the wrong type \(bool\)"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from qw_core.encoding import check_json, failure_from_dict, failure_to_dict, loads_object
+from qw_core.encoding import check_json, failure_from_dict, failure_to_dict, loads_object, loads_strict
 from qw_core.errors import InvalidJob
 from qw_core.models import FailedJob, Failure, Job
 
@@ -92,12 +92,13 @@ def decode(  # noqa: PLR0917 - the columns of a row, in order
 ) -> Job:
     """The job stored in these columns.
 
-    :raises InvalidJob: the text is not JSON Python reads (written by hand, not by qw:
-        nested too deeply, an integer too long), or meta is not an object.
+    :raises InvalidJob: the text is not JSON Python reads back as it was (written by hand,
+        not by qw: nested too deeply, an integer too long, a number beyond the largest
+        float), or meta is not an object.
     """
     try:
-        loaded_meta = json.loads(meta)
-        loaded = json.loads(data)
+        loaded_meta = loads_strict(meta)
+        loaded = loads_strict(data)
     except ValueError as exc:
         raise InvalidJob(f"job {job_id}: its stored data is not JSON ({exc})") from None
     except RecursionError:  # valid JSON to the server, nested too deep for Python's parser

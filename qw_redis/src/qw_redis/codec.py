@@ -354,18 +354,10 @@ def decode_job(
         raise InvalidJob(f"job {shown(job_id)} cannot be decoded: {exc}") from exc
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: Built once (``json.loads`` with an option builds a decoder per call, on the hot path).
-_STRICT = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
 def _loads(text: str) -> Any:
-    """Strict JSON: ``NaN`` and ``Infinity`` (which Python's json accepts) are refused, so
-    whatever is decoded can be encoded again (into the failed registry, say)."""
-    return _STRICT.decode(text)
+    """Strict JSON (:func:`qw_core.encoding.loads_strict`): whatever is decoded can be
+    encoded again (into the failed registry, say)."""
+    return encoding.loads_strict(text)
 
 
 #: The marker's optional fields and the types they must have.
