@@ -879,11 +879,11 @@ MUTANTS: tuple[Mutant, ...] = (
         REDIS + RELIABILITY,
     ),
     Mutant(
-        "qw_redis/src/qw_redis/codec.py",
-        "_STRICT = json.JSONDecoder(parse_constant=_refuse_constant)",
+        "qw_core/encoding.py",
+        "_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)",
         "_STRICT = json.JSONDecoder()",
         "what is decoded can be stored again",
-        REDIS,
+        (*REDIS, "tests/core/test_encoding.py", "tests/postgres/test_postgres_unreadable.py"),
     ),
 )
 
