@@ -21,6 +21,7 @@ the bound holds without anything else running.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -46,8 +47,10 @@ def _names(value: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError(f"{attribute.name} must be a number of at least 0, not {value!r}")
+    # NaN passes ``value < 0``, and an infinite delay or age would mean never (a retry that
+    # never comes): both are refused here, where the mistake is made.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigurationError(f"{attribute.name} must be a finite number of at least 0, not {value!r}")
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:

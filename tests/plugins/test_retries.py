@@ -226,6 +226,9 @@ def test_jitter_only_shortens_and_stays_within_its_fraction() -> None:
         {"backoff": -1},
         {"jitter": 2},
         {"backoff_max": "soon"},
+        {"backoff_max": float("inf")},
+        {"backoff": float("nan")},
+        {"jitter": float("nan")},
     ],
 )
 def test_invalid_policies_are_refused(bad: dict[str, Any]) -> None:
