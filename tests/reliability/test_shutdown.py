@@ -121,7 +121,13 @@ def test_a_worker_done_early_is_deregistered_while_its_sibling_finishes(
         wait_for(lambda: runs(record_dir, "began")[job_id], what="the job to start")
         wait_for(lambda: client.scard("sd:workers") == 2, what="both workers to register")
         manager.signal(signal.SIGTERM)
-        wait_for(lambda: client.scard("sd:workers") == 1, what="the idle worker to be deregistered")
+        try:
+            wait_for(lambda: client.scard("sd:workers") == 1, what="the idle worker to be deregistered")
+        except pytest.fail.Exception:
+            workers = sorted(client.smembers("sd:workers"))
+            beating = sorted(client.scan_iter(match="qw:hb:*"))
+            log = manager.output()
+            pytest.fail(f"registered: {workers}, heartbeats: {beating}; the manager's log:\n{log}")
         time.sleep(2.0)  # the long job runs on past the TTL and a few reaper rounds
         assert not runs(record_dir), "the long job is still running"
         gate.touch()
