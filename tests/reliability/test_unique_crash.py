@@ -51,7 +51,8 @@ def test_a_crash_while_holding_the_key_lets_no_second_copy_in_and_frees_it_after
         after = broker.queue_job_unique(Job.new({"after": True}), KEY)
         assert after.created, "the key is free once the re-run ended"
         assert [row["worker"] for row in records(record_dir, "died")] == [f"um.{first_pid}"]
-        assert not client.exists(f"qw:unique:{KEY}") or client.get(f"qw:unique:{KEY}") == f"e:{after.id}"
+        # One read: the manager runs on, so the new holder may finish (freeing the key) between two.
+        assert client.get(f"qw:unique:{KEY}") in (None, f"e:{after.id}")
     finally:
         manager.close()
         broker.close()
