@@ -5,6 +5,7 @@ replaced as they reach their bound, none is taken for a crash, and the manager g
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -41,7 +42,11 @@ def _drain(
             lambda: not any(client.exists(f"job:{i}") for i in ids), timeout=30, what="every job to finish"
         )
         manager.signal(15)
-        assert manager.wait(30) == 0
+        try:
+            code = manager.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the manager did not stop within 30 s of SIGTERM; its log:\n{manager.output()}")
+        assert code == 0, manager.output()
         assert set(assert_each_job_in_one_place(client, ids).values()) == {"finished"}
         assert runs(record_dir) == Counter(dict.fromkeys(ids, 1)), "every job ran exactly once"
         assert records(record_dir, "died") == [], "a recycled worker is not a crash"
