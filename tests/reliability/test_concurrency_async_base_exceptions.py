@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from qwtest_wait import wait_for
+from worker_threads import start_worker, stop_worker
 
-from qw_core import Job, PluginConfig, make_plugin_manager
+from qw_core import Job
 from qw_core.memory import MemoryBroker
-from qw_core.worker import Worker
 
 
 @pytest.fixture
@@ -29,19 +28,6 @@ def broker() -> Iterator[MemoryBroker]:
     broker = MemoryBroker()
     yield broker
     broker.close()
-
-
-def start(broker: MemoryBroker, target: Any, **kwargs: Any) -> tuple[Worker, threading.Thread]:
-    pm = make_plugin_manager(PluginConfig(entry_points=False))
-    worker = Worker(broker, target, manager="m", name="m.1", hook=pm.hook, block_timeout=0.2, **kwargs)
-    thread = threading.Thread(target=worker.run, daemon=True)  # daemon: a hung worker must not hang pytest
-    thread.start()
-    return worker, thread
-
-
-def stop(worker: Worker, thread: threading.Thread) -> None:
-    worker.request_stop()
-    thread.join(5)
 
 
 MISDEEDS = {
@@ -65,7 +51,7 @@ def test_an_async_job_under_a_time_limit_that_raises_a_base_exception_fails_alon
     siblings = [Job.new({"n": n}, meta={"timeout": 30}) for n in range(3)]
     later = [Job.new({"n": n}) for n in range(3, 6)]
     broker.queue_jobs([bad, *siblings, *later])
-    worker, thread = start(broker, misbehave, concurrency=4)
+    worker, thread = start_worker(broker, misbehave, concurrency=4)
     try:
         [failed] = wait_for(broker.failed_jobs, timeout=10, what=f"the job that raised {misdeed} to fail")
         wait_for(
@@ -74,7 +60,7 @@ def test_an_async_job_under_a_time_limit_that_raises_a_base_exception_fails_alon
             what="its siblings and the jobs queued after it to run",
         )
     finally:
-        stop(worker, thread)
+        stop_worker(worker, thread, timeout=5)
     assert failed.job.id == bad.id
     assert failed.failure.exc_type in {
         "SystemExit",

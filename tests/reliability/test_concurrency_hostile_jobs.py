@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 from qwtest_wait import wait_for
+from worker_threads import start_worker, stop_worker
 
-from qw_core import Job, PluginConfig, make_plugin_manager
+from qw_core import Job
 from qw_core.errors import BrokerUnavailable
 from qw_core.memory import MemoryBroker
-from qw_core.worker import Worker
 
 #: A time limit in JSON that no float holds (10**400 seconds: no limit at all).
 ENDLESS = 10**400
@@ -44,19 +44,6 @@ def broker() -> Iterator[MemoryBroker]:
     broker = MemoryBroker()
     yield broker
     broker.close()
-
-
-def start(broker: MemoryBroker, target: Any, **kwargs: Any) -> tuple[Worker, threading.Thread]:
-    pm = make_plugin_manager(PluginConfig(entry_points=False))
-    worker = Worker(broker, target, manager="m", name="m.1", hook=pm.hook, block_timeout=0.2, **kwargs)
-    thread = threading.Thread(target=worker.run, daemon=True)  # daemon: a hung worker must not hang pytest
-    thread.start()
-    return worker, thread
-
-
-def stop(worker: Worker, thread: threading.Thread) -> None:
-    worker.request_stop()
-    thread.join(10)
 
 
 def drained(broker: MemoryBroker) -> bool:
@@ -93,12 +80,12 @@ def test_a_time_limit_too_large_for_a_float_is_no_limit_and_the_job_runs(
     after = [Job.new({"n": n}) for n in range(1, 4)]
     broker.queue_jobs([endless, *after])
     ran: list[str] = []
-    worker, thread = start(broker, make_target(ran), concurrency=concurrency, job_timeout=30)
+    worker, thread = start_worker(broker, make_target(ran), concurrency=concurrency, job_timeout=30)
     try:
         wait_for(lambda: drained(broker) or not thread.is_alive(), timeout=10, what="every job to run")
         assert thread.is_alive(), "the worker's loop died"
     finally:
-        stop(worker, thread)
+        stop_worker(worker, thread)
     assert broker.failed_jobs() == []
     assert sorted(ran) == sorted(job.id for job in [endless, *after])
 
@@ -141,11 +128,13 @@ def test_a_child_forked_by_an_async_job_under_a_time_limit_runs_none_of_its_sibl
     siblings = [Job.new({"n": n}, meta={"timeout": 30}) for n in range(5)]
     forker = Job.new({"fork": True}, meta={"timeout": 30})
     broker.queue_jobs([*siblings, forker])
-    worker, thread = start(broker, Forking(record, len(siblings)), concurrency=6, event_loop=event_loop)
+    worker, thread = start_worker(
+        broker, Forking(record, len(siblings)), concurrency=6, event_loop=event_loop
+    )
     try:
         wait_for(lambda: drained(broker), timeout=10, what="every job to run")
     finally:
-        stop(worker, thread)
+        stop_worker(worker, thread)
     rows = [line.split() for line in record.read_text(encoding="utf-8").splitlines()]
     assert {pid for _, pid in rows} == {str(os.getpid())}, "a sibling's code ran in the forked child"
     assert sorted(job_id for job_id, _ in rows) == sorted(job.id for job in siblings)
@@ -191,7 +180,7 @@ def test_a_stopping_worker_that_settles_through_an_outage_backs_off(concurrency:
             began.append(job_id)
             release.wait(10)
 
-        worker, thread = start(broker, target, concurrency=concurrency, result_ttl=0)
+        worker, thread = start_worker(broker, target, concurrency=concurrency, result_ttl=0)
         try:
             wait_for(lambda: len(began) == concurrency, timeout=10, what="the jobs to start")
             worker.request_stop()  # warm: the jobs end, then the worker finishes them
@@ -203,7 +192,7 @@ def test_a_stopping_worker_that_settles_through_an_outage_backs_off(concurrency:
             thread.join(10)
             assert not thread.is_alive(), "the worker finished its jobs once the broker was back"
         finally:
-            stop(worker, thread)
+            stop_worker(worker, thread)
         assert attempts <= MOST_ATTEMPTS, f"{attempts} attempts in {OUTAGE}s: no back-off"
         assert broker.held_job_ids("m.1") == []
         assert broker.queued_job_ids() == []

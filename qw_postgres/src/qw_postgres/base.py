@@ -360,13 +360,29 @@ class PostgresBase(Broker):
             failures.append(
                 codec.encode_failure(Failure.from_exception(error, worker=worker, kind="crashed"))
             )
+        self._fail_held(conn, worker, poison, failures, limits)
+
+    def _fail_held(
+        self,
+        conn: Connection,
+        worker: str,
+        held: Sequence[tuple[str, str | None]],
+        failures: Sequence[str],
+        limits: FailedLimits,
+    ) -> bool:
+        """Move ``worker``'s held jobs (id, origin: ``None`` keeps the job's own) to the
+        failed registry as they are stored, one more attempt counted, with ``failures``
+        (encoded), in ``conn``'s open transaction; trim the registry if any moved. Whether
+        any did (one no longer held is left alone)."""
         params = {
-            "id": [job_id for job_id, _ in poison],
-            "origin": [origin for _, origin in poison],
-            "failure": failures,
+            "id": [job_id for job_id, _ in held],
+            "origin": [origin for _, origin in held],
+            "failure": list(failures),
             "holder": worker,
             "max_age": limits.max_age,
             "max_count": limits.max_count,
         }
-        conn.execute(self._sql["FAIL_HELD"], params)
-        conn.execute(self._sql["TRIM_FAILED"], params)
+        moved = bool(conn.execute(self._sql["FAIL_HELD"], params).fetchall())
+        if moved:
+            conn.execute(self._sql["TRIM_FAILED"], params)
+        return moved

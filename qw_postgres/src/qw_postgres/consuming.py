@@ -128,19 +128,10 @@ class ConsumerPart(PostgresBase):
         """Move the held job ``job_id`` to the failed registry (kind ``invalid``, its run
         counted) with its stored text as it is, not the job as read: a requeue once it is
         mended runs it with the data it was written with, never with none."""
-        failure = Failure.from_exception(error, worker=worker, kind="invalid")
-        params = {
-            "id": [job_id],
-            "origin": [None],  # where it was taken from
-            "failure": [codec.encode_failure(failure)],
-            "holder": worker,
-            "max_age": DEFAULT_FAILED_LIMITS.max_age,
-            "max_count": DEFAULT_FAILED_LIMITS.max_count,
-        }
+        failure = codec.encode_failure(Failure.from_exception(error, worker=worker, kind="invalid"))
         conn = self._connection()
-        with conn.transaction():
-            if conn.execute(self._sql["FAIL_HELD"], params).fetchall():
-                conn.execute(self._sql["TRIM_FAILED"], params)
+        with conn.transaction():  # origin None: where it was taken from
+            self._fail_held(conn, worker, [(job_id, None)], [failure], DEFAULT_FAILED_LIMITS)
 
     @translated
     def nudge(self, worker: str) -> None:

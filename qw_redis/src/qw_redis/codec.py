@@ -339,7 +339,9 @@ def decode_job(
         return Job(id=job_id, data=dict(fields), manager=manager, worker=worker, queue=queue)
     try:
         marker = _marker(marker_text)
-        data: JSON = _loads(fields[DATA_FIELD]) if DATA_FIELD in fields else _field_map(marker, fields)
+        data: JSON = (
+            encoding.loads_strict(fields[DATA_FIELD]) if DATA_FIELD in fields else _field_map(marker, fields)
+        )
         return Job(
             id=job_id,
             data=data,
@@ -352,12 +354,6 @@ def decode_job(
         )
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidJob(f"job {shown(job_id)} cannot be decoded: {exc}") from exc
-
-
-def _loads(text: str) -> Any:
-    """Strict JSON (:func:`qw_core.encoding.loads_strict`): whatever is decoded can be
-    encoded again (into the failed registry, say)."""
-    return encoding.loads_strict(text)
 
 
 #: The marker's optional fields and the types they must have.
@@ -378,7 +374,7 @@ def _marker(text: str) -> dict[str, Any]:
 
     :raises ValueError: it is not a marker this version can read.
     """
-    marker = _loads(text)
+    marker = encoding.loads_strict(text)
     if not isinstance(marker, dict) or type(marker.get("v")) is not int:
         raise ValueError("the marker is not an object with a version")
     if marker["v"] > VERSION:
@@ -437,7 +433,7 @@ def _field_map(marker: dict[str, Any], fields: Mapping[str, str]) -> dict[str, J
     order = [key for key in marker.get("keys", ()) if key in fields]
     seen = set(order)
     order += [key for key in fields if key != MARKER and key not in seen]  # fields added by hand
-    return {key: _loads(fields[key]) if key in json_fields else fields[key] for key in order}
+    return {key: encoding.loads_strict(fields[key]) if key in json_fields else fields[key] for key in order}
 
 
 # -- the failed-job registry ------------------------------------------------------------------
