@@ -2,7 +2,7 @@
 transactions keeps that transaction open, and its locks, for as long as it is paused: a
 worker stopped while it registers (its name's lock) or while it fails a job (the job's
 row). The reaper must still reap everyone else meanwhile, and the paused worker once the
-pause ends; nobody waits for it.
+pause ends; its manager's heartbeat must go on for everyone else; nobody waits for it.
 
 The pause is a connection of the test's own that holds what the paused worker's
 transaction holds, left open until the test ends it.
@@ -11,7 +11,7 @@ transaction holds, left open until the test ends it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -81,3 +81,69 @@ def test_a_worker_paused_inside_its_own_transaction_holds_up_no_reaper(
     reaper.close()
     assert [(r.worker, r.requeued) for r in reaped] == [("m1.1", 1)]
     assert pg_broker.queued_job_ids(manager="m1") == [stopped]
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, threading.Event, list[object]]:
+    """Run ``call`` in a daemon thread: the thread, an event set when it returned, its result."""
+    returned = threading.Event()
+    result: list[object] = []
+
+    def run() -> None:
+        result.append(call())
+        returned.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, returned, result
+
+
+def test_a_worker_paused_while_it_registers_holds_up_no_heartbeat(
+    pg_broker: PostgresBroker, pg_url: str, pg_schema: str, paused: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """Its manager's heartbeat leaves the paused name out and beats for itself and the
+    others at once (waiting would let them lapse and be reaped, their jobs run twice);
+    the paused one is beaten again once its pause ends."""
+    workers = {"m.1": "t", "m.2": "t"}
+    pg_broker.beat(manager="m", token="t", workers=workers, ttl=SHORT_TTL)
+    wait_for(lambda: pg_broker.heartbeat_of("m") is None, what="the heartbeats to lapse")
+    # m.1 stopped right after open_session's first step, its name's lock.
+    paused.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{pg_schema}:m.1"])
+    beating = PostgresBroker.from_url(pg_url)
+    thread, returned, result = _in_thread(
+        lambda: beating.beat(manager="m", token="t", workers=workers, ttl=30)
+    )
+    try:
+        wait_for(returned.is_set, what="the heartbeat to return while m.1 is paused")
+        assert result == [{"m": None, "m.2": None}], "m.1 left out, the others beaten"
+        assert pg_broker.heartbeat_of("m") is not None
+        assert pg_broker.heartbeat_of("m.2") is not None
+        assert pg_broker.heartbeat_of("m.1") is None
+    finally:
+        paused.rollback()  # the pause ends
+        thread.join()
+    assert beating.beat(manager="m", token="t", workers=workers, ttl=30) == {"m.1": None}
+    assert pg_broker.heartbeat_of("m.1") is not None
+    beating.close()
+
+
+def test_a_reaper_is_not_held_up_by_a_row_another_transaction_holds(
+    pg_broker: PostgresBroker, pg_url: str, pg_schema: str, paused: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """The clean-up at the end of a round (managers gone, expired rows) waits a second at
+    most for a row a stopped process's transaction holds, and is done once it is free."""
+    pg_broker.register_manager("gone")
+    pg_broker.beat(manager="gone", token="t", workers={}, ttl=SHORT_TTL)
+    wait_for(lambda: pg_broker.heartbeat_of("gone") is None, what="its heartbeat to lapse")
+    paused.execute(f"SELECT 1 FROM {pg_schema}.managers WHERE name = 'gone' FOR UPDATE")
+    reaper = PostgresBroker.from_url(pg_url)
+    thread, returned, result = _in_thread(lambda: reaper.reap(owner="test", lease=0, ttl=SHORT_TTL))
+    try:
+        wait_for(returned.is_set, what="the reaper's round to end while the row is held")
+        assert result == [[]]
+        assert "gone" in pg_broker.managers(), "left for a later round"
+    finally:
+        paused.rollback()
+        thread.join()
+    assert reaper.reap(owner="test", lease=0, ttl=SHORT_TTL) == []
+    assert "gone" not in pg_broker.managers()
+    reaper.close()

@@ -226,8 +226,11 @@ class ConsumerPart(PostgresBase):
         self._check_cached(manager)
         self._check_cached(worker)
         s = self._schema
-        conn = self._connection()
-        with conn.transaction():
-            conn.execute(f"DELETE FROM {s}.workers WHERE manager = %s AND name = %s", [manager, worker])
-            conn.execute(f"DELETE FROM {s}.heartbeats WHERE name = %s", [worker])
+        # One statement, so that no process stopped half-way through holds the rows (a
+        # transaction of two would make its manager's heartbeat wait on the deleted row).
+        self._connection().execute(
+            f"WITH gone AS (DELETE FROM {s}.workers WHERE manager = %(manager)s AND name = %(worker)s) "
+            f"DELETE FROM {s}.heartbeats WHERE name = %(worker)s",
+            {"manager": manager, "worker": worker},
+        )
         self._close_session(worker)

@@ -23,7 +23,7 @@ from qw_core.broker import Reaped
 from qw_core.errors import QwError
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
 from qw_postgres import sessions, uniques
-from qw_postgres.base import PostgresBase, log, translated
+from qw_postgres.base import RECOVERY_LOCK_TIMEOUT, PostgresBase, log, translated
 from qw_postgres.names import check_name
 
 #: Seconds the per-minute counts of jobs begun are kept (Broker.jobs_run reads an hour at most).
@@ -44,10 +44,13 @@ class MembershipPart(PostgresBase):
     def deregister_manager(self, name: str) -> None:
         self._check_cached(name)
         s = self._schema
-        conn = self._connection()
-        with conn.transaction():
-            conn.execute(f"DELETE FROM {s}.managers WHERE name = %s", [name])
-            conn.execute(f"DELETE FROM {s}.heartbeats WHERE name = %s", [name])
+        # One statement: a transaction of two, its process stopped between them, would hold
+        # the deleted row and with it every reaper's sweep of managers.
+        self._connection().execute(
+            f"WITH gone AS (DELETE FROM {s}.managers WHERE name = %(name)s) "
+            f"DELETE FROM {s}.heartbeats WHERE name = %(name)s",
+            {"name": name},
+        )
         self._close_session(name)
 
     @translated
@@ -134,14 +137,22 @@ class MembershipPart(PostgresBase):
                 continue
             if done is not None:
                 reaped.append(done)
-        conn.execute(
-            f"DELETE FROM {s}.managers m WHERE m.beats "
-            f"AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h "
-            f"WHERE h.name = m.name AND h.expires > {s}.now_s()) "
-            f"AND NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.manager = m.name)"
-        )
-        self._sweep()
-        self._swept_to = uniques.sweep(conn, s, self._swept_to)
+        try:
+            # A row another transaction holds (one stopped half-way, an application's own
+            # transaction holding a unique key) is waited for a second at most: the
+            # clean-up is done again next round, and no round of any reaper is held up.
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{RECOVERY_LOCK_TIMEOUT}'")
+                conn.execute(
+                    f"DELETE FROM {s}.managers m WHERE m.beats "
+                    f"AND NOT EXISTS (SELECT 1 FROM {s}.heartbeats h "
+                    f"WHERE h.name = m.name AND h.expires > {s}.now_s()) "
+                    f"AND NOT EXISTS (SELECT 1 FROM {s}.workers w WHERE w.manager = m.name)"
+                )
+                self._sweep()
+                self._swept_to = uniques.sweep(conn, s, self._swept_to)
+        except psycopg.errors.LockNotAvailable:
+            log.info("the reaper's clean-up met a row another transaction holds; done next round")
         return reaped
 
     def _sweep(self) -> None:

@@ -529,12 +529,63 @@ ALTER TABLE {s}.workers ADD COLUMN locked boolean NOT NULL DEFAULT false;
 ALTER TABLE {s}.managers ADD COLUMN locked boolean NOT NULL DEFAULT false;
 """
 
+# A heartbeat that never waits for another transaction's lock on a name: it leaves that
+# name out of this beat (its row is refreshed by the next one). Version 1's beat waited, so
+# a process stopped half-way through a transaction holding a name's lock (a worker in its
+# registration, a reaper moving a dead worker's jobs) held up its manager's whole
+# heartbeat, and with it the liveness of every sibling, for as long as it stayed stopped;
+# a heartbeat that lapsed that way had its live workers reaped and their jobs run twice.
+# A name left out is never judged alive by this beat, so the reaper's rule (a lapsed
+# heartbeat checked under the name's lock) is unchanged. Only the function changes: a
+# manager of an older version calls it with the same arguments.
+_V3 = r"""
+CREATE OR REPLACE FUNCTION {s}.beat(p_names text[], p_tokens text[], p_ttl double precision, p_running json)
+RETURNS TABLE (b_name text, b_previous text) LANGUAGE plpgsql AS $$
+DECLARE
+    v_now double precision;
+    v_i integer;
+    v_previous text;
+    v_busy text[];
+BEGIN
+    SELECT coalesce(array_agg(x.n), '{}') INTO v_busy
+    FROM (SELECT DISTINCT unnest(p_names) AS n) x
+    WHERE NOT pg_try_advisory_xact_lock(hashtext('{schema}:' || x.n));
+    v_now := {s}.now_s();
+    FOR v_i IN 1 .. cardinality(p_names) LOOP
+        CONTINUE WHEN p_names[v_i] = ANY (v_busy);
+        SELECT h.token INTO v_previous FROM {s}.heartbeats h
+        WHERE h.name = p_names[v_i] AND h.expires > v_now;
+        IF v_previous IS DISTINCT FROM p_tokens[v_i] THEN
+            b_name := p_names[v_i];
+            b_previous := v_previous;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    INSERT INTO {s}.heartbeats AS h (name, token, expires)
+    SELECT u.name, u.token, v_now + p_ttl FROM unnest(p_names, p_tokens) AS u(name, token)
+    WHERE u.name <> ALL (v_busy)
+    ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires = excluded.expires;
+    INSERT INTO {s}.managers AS m (name, beats) VALUES (p_names[1], true)
+    ON CONFLICT (name) DO UPDATE SET beats = true WHERE NOT m.beats;
+    INSERT INTO {s}.workers (manager, name)
+    SELECT p_names[1], u.name FROM unnest(p_names[2:]) AS u(name) WHERE u.name <> ALL (v_busy)
+    ON CONFLICT DO NOTHING;
+    IF p_running IS NOT NULL THEN
+        INSERT INTO {s}.running AS r (worker, jobs, expires)
+        SELECT e.key, e.value, v_now + p_ttl FROM json_each(p_running) e WHERE e.key <> ALL (v_busy)
+        ON CONFLICT (worker) DO UPDATE SET jobs = excluded.jobs, expires = excluded.expires;
+    END IF;
+END
+$$;
+"""
+
 #: Every migration, oldest first; a new one is appended, never edited once released.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "jobs, the failed registry, results, membership, heartbeats, schedules and unique keys", _V1
     ),
     Migration(2, "session liveness: the flags of workers and managers whose sessions hold a lock", _V2),
+    Migration(3, "a heartbeat leaves out a name another transaction holds instead of waiting", _V3),
 )
 
 #: The schema version this code reads and writes.
