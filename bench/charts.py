@@ -3,7 +3,7 @@
 ``run.py`` calls :func:`write_charts` after each run (into ``bench/results/``, beside the
 JSON); this script renders the charts of a results file written before::
 
-    python bench/charts.py bench/figures/2026-12-02.json --out docs/images/bench
+    python bench/charts.py bench/figures/2026-12-03.json --out docs/images/bench
 
 A results file is what ``run.py --json`` writes (``{"results": {peer: row}}``, and
 ``io_ms`` for an I/O-bound run), or a figures file holding a ``noop`` and an ``io`` run

@@ -164,12 +164,20 @@ class Snapshot:
 
 
 def snapshot(
-    client: redis.Redis, session: int | None = None, probe: Callable[[], Any] | None = None
+    client: redis.Redis,
+    session: int | None = None,
+    probe: Callable[[], Any] | None = None,
+    tally: redis.Redis | None = None,
 ) -> Snapshot:
-    pipe = client.pipeline(transaction=False)
-    pipe.get(DONE)
-    pipe.info("everything")
-    done, info = pipe.execute()
+    """Redis's counters and the jobs done (read from ``tally``, the counting server, when the
+    tasks count on one of their own; else from ``client``'s)."""
+    if tally is None:
+        pipe = client.pipeline(transaction=False)
+        pipe.get(DONE)
+        pipe.info("everything")
+        done, info = pipe.execute()
+    else:
+        done, info = tally.get(DONE), client.info("everything")
     commands = {key[8:]: int(value["calls"]) for key, value in info.items() if key.startswith("cmdstat_")}
     cpu = {"redis": float(info["used_cpu_user"]) + float(info["used_cpu_sys"])}
     if session is not None:
@@ -187,9 +195,11 @@ def snapshot(
     )
 
 
-def reset(client: redis.Redis) -> None:
-    client.flushall()
-    client.config_resetstat()
+def reset(client: redis.Redis, tally: redis.Redis | None = None) -> None:
+    for server in (client, tally):
+        if server is not None:
+            server.flushall()
+            server.config_resetstat()
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -198,9 +208,20 @@ def reset(client: redis.Redis) -> None:
 class Runner:
     """Runs the driver for one peer, with the peer's interpreter and environment."""
 
-    def __init__(self, peer: Peer, python: Path, url: str, logs: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        python: Path,
+        url: str,
+        logs: Path,
+        env: dict[str, str],
+        *,
+        tally_url: str | None = None,
+    ) -> None:
         self.peer, self.python, self.logs = peer, python, logs
         self.env = {**os.environ, **env, "BENCH_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+        if tally_url is not None:
+            self.env["BENCH_TALLY_URL"] = tally_url
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
         logs.mkdir(parents=True, exist_ok=True)
 
@@ -345,27 +366,31 @@ def drain(
     client: redis.Redis,
     process: subprocess.Popen[bytes],
     jobs: int,
+    *,
     stall: float,
     probe: Callable[[], pgserver.Probe] | None = None,
+    tally: redis.Redis | None = None,
 ) -> dict[str, Any]:
     """Wait for ``jobs`` to be done, measuring the window between WINDOW's marks (with
-    ``probe``, also the PostgreSQL server's write transactions, WAL and CPU per job)."""
+    ``probe``, also the PostgreSQL server's write transactions, WAL and CPU per job; with
+    ``tally``, the jobs are counted there and ``client``'s figures are the queue's alone)."""
+    counter = client if tally is None else tally
     low, high = (max(1, int(jobs * f)) for f in WINDOW)
     first = last = None
     polls = 0
     progress_at, seen = time.monotonic(), -1
     sid = process.pid
-    zero = snapshot(client, sid, probe)
+    zero = snapshot(client, sid, probe, tally)
     started = zero.at
     while True:
-        done = int(client.get(DONE) or 0)
+        done = int(counter.get(DONE) or 0)
         if first is not None and last is None:
             polls += 1
         if first is None and done >= low:
-            first = snapshot(client, sid, probe)
+            first = snapshot(client, sid, probe, tally)
             done = first.done
         elif first is not None and last is None and done >= high:
-            last = snapshot(client, sid, probe)
+            last = snapshot(client, sid, probe, tally)
             done = last.done
         if done >= jobs:
             break
@@ -378,42 +403,46 @@ def drain(
         time.sleep(POLL)
     total = time.perf_counter() - started
     if first is None or last is None or last.done <= first.done:  # too few jobs for a window
-        first, last, polls = zero, snapshot(client, sid, probe), polls + 1
+        first, last, polls = zero, snapshot(client, sid, probe, tally), polls + 1
     counted = last.done - first.done
     result = {
         "drain_per_s": counted / (last.at - first.at) if last.at > first.at else float("nan"),
         "drain_total_s": total,
         "cpu_us_per_job": cpu_per_job(first, last, counted),
     }
-    # The harness's own requests in the window: one GET per poll, plus the last snapshot's.
-    result.update(per_job(first, last, counted, own_cmds=polls + 1, own_reads=polls + 1))
+    # The harness's own requests in the window: one GET per poll, plus the last snapshot's
+    # (none on the queue's server when the jobs are counted on another).
+    own = 0 if tally is not None else polls + 1
+    result.update(per_job(first, last, counted, own_cmds=own, own_reads=own))
     if probe is not None:
         result.update(pgserver.per_job(first.probe, last.probe, counted))
     return result
 
 
 def measure(
-    peer: Peer, client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path
+    peer: Peer, client: redis.Redis, sizes: Sizes, args: argparse.Namespace, logs: Path, *, tally: redis.Redis
 ) -> dict[str, Any]:
+    """The no-op table's row of one peer; its queue on ``client``'s server, its tasks
+    counting on ``tally``'s, so that Redis's figures are the queue's own."""
     try:
         python = venvs.ensure(peer, reinstall=args.reinstall)
     except venvs.InstallFailed as exc:
         raise PeerFailed(f"install failed: {exc}") from exc
     env = {"BENCH_QW_PREFETCH": str(args.qw_prefetch)} if args.qw_prefetch else {}
-    runner = Runner(peer, python, url_of(client), logs, env)
+    runner = Runner(peer, python, url_of(client), logs, env, tally_url=url_of(tally))
     out: dict[str, Any] = {}
     info = runner.call("info", timeout=120)
     out["version"] = info["version"]
 
-    reset(client)
+    reset(client, tally)
     result = runner.call("enqueue", "--n", str(sizes.single))
     out["enqueue_per_s"] = sizes.single / result["seconds"]
     after = snapshot(client)
     out["enqueue_round_trips_per_job"] = after.reads / sizes.single
-    if client.get(DONE) is not None:
+    if tally.get(DONE) is not None:
         raise PeerFailed("jobs ran with no worker started")
 
-    reset(client)
+    reset(client, tally)
     base = snapshot(client).used_memory
     if info["bulk"]:
         result = runner.call("enqueue", "--n", str(sizes.drain), "--bulk")
@@ -424,7 +453,7 @@ def measure(
     client.config_resetstat()
 
     with runner.workers() as process:
-        out.update(drain(client, process, sizes.drain, stall=args.stall))
+        out.update(drain(client, process, sizes.drain, stall=args.stall, tally=tally))
         time.sleep(1.0)  # let the workers settle into their idle wait
         pids = session_pids(process.pid)
         out["processes"] = len(pids)
@@ -933,8 +962,10 @@ def run_rounds(
     logs: Path,
     *,
     server: pgserver.Server | None = None,
+    tally: redis.Redis | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Measure each peer ``args.repeat`` times; one row each (medians, or why it failed)."""
+    """Measure each peer ``args.repeat`` times; one row each (medians, or why it failed).
+    ``tally``: the no-op table's counting server (its tasks count there, not on ``client``'s)."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     errors: dict[str, list[str]] = {name: [] for name in names}
     details: dict[str, dict[str, Any]] = {name: {} for name in names}
@@ -958,7 +989,7 @@ def run_rounds(
                 elif args.io is not None:
                     runs[name].append(measure_io(PEERS[name], client, sizes.drain, args, logs))
                 else:
-                    runs[name].append(measure(PEERS[name], client, sizes, args, logs))
+                    runs[name].append(measure(PEERS[name], client, sizes, args, logs, tally=tally))
                 outcome = f"{fmt(runs[name][-1]['drain_per_s'])} jobs/s drain"
             except Exception as exc:  # a bug in one adapter must not lose the others' results
                 reason = str(exc) if isinstance(exc, PeerFailed) else f"{type(exc).__name__}: {exc}"
@@ -1031,7 +1062,10 @@ def main(argv: list[str] | None = None) -> int:
             + (f", each waiting {args.io:g} ms (I/O mode)" if io else ""),
             file=sys.stderr,
         )
-        results = run_rounds(names, client, sizes, args, logs, server=pg_server)
+        # The no-op table's tasks count their jobs on a second private Redis, so that the
+        # commands and round trips the table shows are the queue's alone.
+        tally = stack.enter_context(private_redis(args.redis_server)) if not (pg or io) else None
+        results = run_rounds(names, client, sizes, args, logs, server=pg_server, tally=tally)
         machine["load_after"] = load_average()
     print(results_table(results, ref, io=io, pg=pg))
     print(f"\nversions:\n{versions(results)}")

@@ -1,7 +1,7 @@
 """The benchmark charts in the documentation show the figures they were made from.
 
 ``docs/images/bench/*.svg`` are rendered by ``bench/charts.py`` from
-``bench/figures/2026-12-02.json`` (the README's Performance tables). The charts keep
+``bench/figures/2026-12-03.json`` (the README's Performance tables). The charts keep
 their text as text, so this checks, without matplotlib, that each chart names every
 library of its run and shows each one's figure: a chart left behind when the figures
 change fails here.
@@ -15,7 +15,7 @@ from html import unescape
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = json.loads((ROOT / "bench" / "figures" / "2026-12-02.json").read_text(encoding="utf-8"))
+FIGURES = json.loads((ROOT / "bench" / "figures" / "2026-12-03.json").read_text(encoding="utf-8"))
 CHARTS = ROOT / "docs" / "images" / "bench"
 
 

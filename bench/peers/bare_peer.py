@@ -15,6 +15,7 @@ import asyncio
 import sys
 
 import redis
+import redis.asyncio
 
 from peers import common
 
@@ -53,7 +54,7 @@ class Producer:
 
 async def serve() -> None:
     """Pop jobs for the free slots (block for one when the list is empty) and run them."""
-    client = common.async_client()
+    client = redis.asyncio.Redis.from_url(common.URL)
     free = PER_PROCESS
     slot_freed = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
