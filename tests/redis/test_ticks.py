@@ -5,6 +5,7 @@ without its job, no job without its tick."""
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 import pytest
 import redis
@@ -68,6 +69,38 @@ def test_a_schedule_whose_queue_key_is_broken_does_not_stop_the_others(
             assert "schedule reports" in caplog.text, "the broken schedule is reported"
             real_client.delete("qw:queue:reports")
             wait_for(lambda: real_client.llen("qw:queue:reports") >= 1, timeout=10, what="a 'reports' tick")
+        finally:
+            scheduler.stop()
+
+
+@pytest.mark.parametrize("key", ["qw:schedulers", "qw:declared:m1"])
+def test_a_declarations_key_of_the_wrong_type_does_not_stop_the_ticks(
+    real_client: redis.Redis, redis_db: int, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
+    # Another program's string where the declarations go (every manager's set, or this
+    # manager's hash): declaring fails, which only lists the schedules; they tick on,
+    # from the last ticks read alone, and are listed again once the key is mended.
+    real_client.set(key, "not ours")
+    scheduler = Scheduler(
+        lambda: RedisBroker.from_url(redis_url(redis_db)),
+        manager="m1",
+        schedules=[Schedule("* * * * * *", id="beat")],
+        heartbeat=0.5,
+        ttl=2.0,
+    )
+    with (
+        closing(RedisBroker.from_url(redis_url(redis_db))) as broker,
+        caplog.at_level(logging.INFO, logger="qw.manager"),
+    ):
+        scheduler.start()
+        try:
+            wait_for(lambda: real_client.llen("all:jobs") >= 2, timeout=10, what="two ticks of 'beat'")
+            assert caplog.text.count("declaring its schedules failed") == 1, "said once"
+            assert f"{key} is a string" in caplog.text
+            assert broker.schedules() == []
+            real_client.delete(key)
+            wait_for(lambda: [s.id for s in broker.schedules()] == ["beat"], timeout=10, what="listed")
+            assert "declared again" in caplog.text
         finally:
             scheduler.stop()
 
