@@ -138,6 +138,21 @@ def test_listing_passes_over_what_qw_did_not_write(
         real_broker.declare_schedules(manager="m1", declarations={"good": good.declaration()}, ttl=30)
 
 
+def test_a_last_tick_qw_did_not_write_counts_as_none_and_the_next_tick_replaces_it(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    # Declaring read it as a number and failed, which stopped every schedule of the
+    # manager (its scheduler declares before it ticks); listing already passed over it.
+    schedule = Schedule("* * * * *", id="s")
+    real_client.hset("qw:tick:s", mapping={"tick": "soon", "manager": "m0"})
+    assert real_broker.declare_schedules(
+        manager="m1", declarations={"s": schedule.declaration()}, ttl=30
+    ) == {"s": None}
+    assert real_broker.tick_states(["s"]) == {}
+    assert real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1").enqueued
+    assert real_broker.tick_states(["s"])["s"].tick == TICK
+
+
 def test_names_are_checked_before_anything_is_written(
     real_client: redis.Redis, real_broker: RedisBroker
 ) -> None:
