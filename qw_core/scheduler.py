@@ -31,7 +31,8 @@ time at most once; each logs a warning, and ``qw schedules`` marks the conflict.
 Like the heartbeat and reaper threads (:mod:`qw_core.liveness`), it never dies of an
 error: it logs it (once per streak), backs off, reads the schedules' state again, and
 goes on. A schedule whose tick fails for a reason of its own (its queue's key is another
-program's, say) is logged and tried again at the next pass, while the others tick on.
+program's, say) is logged and tried again at the next pass, while the others tick on; so
+do all of them when declaring fails for a reason of its own (they are then not listed).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Scheduler:
         self._declare_at = 0.0  # when to declare next (monotonic)
         self._conflicts: set[str] = set()  # ids already warned about
         self._failing: set[str] = set()  # ids whose last tick failed (see _schedule_failed)
+        self._undeclared = False  # whether the last declaration failed (see _declare)
         #: Ticks this scheduler enqueued (for tests and logs).
         self.enqueued = 0
 
@@ -217,14 +219,36 @@ class Scheduler:
         )
 
     def _declare(self, broker: Periodic) -> None:
-        states = broker.declare_schedules(
-            manager=self.manager,
-            declarations={schedule.id: schedule.declaration() for schedule in self.schedules},
-            ttl=self.ttl,
-        )
-        self._last = {i: None if state is None else state.tick for i, state in states.items()}
+        """Declare the schedules, and read their last ticks. Declarations only list them
+        (``qw schedules``): when declaring fails for a reason of its own (another program's
+        key where they go, say), the last ticks are read alone and the schedules tick on."""
+        try:
+            states = broker.declare_schedules(
+                manager=self.manager,
+                declarations={schedule.id: schedule.declaration() for schedule in self.schedules},
+                ttl=self.ttl,
+            )
+        except BrokerUnavailable:
+            raise  # nothing can tick: the loop backs off
+        except Exception as exc:
+            if not self._undeclared:
+                log.error(
+                    "manager %s: declaring its schedules failed (they tick on, unlisted), retrying: %s",
+                    self.manager,
+                    exc,
+                    exc_info=None if isinstance(exc, QwError) else exc,
+                )
+            self._undeclared = True
+            found = broker.tick_states([schedule.id for schedule in self.schedules])
+            self._last = {schedule.id: None for schedule in self.schedules}
+            self._last.update({i: state.tick for i, state in found.items() if i in self._last})
+        else:
+            if self._undeclared:
+                self._undeclared = False
+                log.info("manager %s: its schedules are declared again", self.manager)
+            self._last = {i: None if state is None else state.tick for i, state in states.items()}
+            self._warn_conflicts(broker)
         self._declare_at = time.monotonic() + self.heartbeat
-        self._warn_conflicts(broker)
 
     def _warn_conflicts(self, broker: Periodic) -> None:
         """Warn (once per id) when a running manager declares one of these ids differently."""

@@ -91,7 +91,7 @@ def check_schedule_id(schedule_id: str) -> str:
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError):  # TypeError: not text
         raise ConfigurationError(
             f"unknown time zone {name!r}: give an IANA name such as 'Europe/Paris' or 'UTC' "
             "(no zone database on this system? pip install tzdata)"
@@ -119,6 +119,8 @@ def _queue(queue: str | None) -> str | None:
 
 
 def _meta(value: Mapping[str, JSON]) -> dict[str, JSON]:
+    if not isinstance(value, Mapping):  # dict() would take a list of pairs, or fail with a riddle
+        raise ConfigurationError(f"a schedule's meta must be an object (a mapping), not {value!r}")
     return dict(value)
 
 

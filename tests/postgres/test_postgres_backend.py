@@ -5,6 +5,7 @@ and one clear line for each kind of bad input through ``qw``."""
 from __future__ import annotations
 
 import contextlib
+import random
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from qwtest_postgres import SERVER_URL, schema_url
 from reliability_support import runs, stop_manager, wait_for
 
 import qw_postgres
-from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
 from qw_core.models import Failure, Job
 from qw_postgres.broker import PostgresBroker
 from qw_postgres.migrate import SchemaNotReady, SchemaTooNew
@@ -200,6 +201,19 @@ def test_an_outage_is_an_unavailable_broker_and_a_later_call_reconnects(pg_url: 
         assert broker.managers() == []  # a new connection
     finally:
         broker.close()
+
+
+def test_a_program_limit_is_a_one_line_error_not_an_outage(pg_broker: PostgresBroker) -> None:
+    """An index entry over PostgreSQL's limit (a job id of 1,000 emoji, 4,000 bytes) is a
+    class 54 error, which psycopg makes an OperationalError as it does a lost connection;
+    it fails the same way every time, so it is an error, not an outage to wait out (a
+    scheduler backs off all its schedules for an outage; a caller retries it)."""
+    rng = random.Random(42)  # no repeats: PostgreSQL cannot compress the entry under its limit
+    job = Job(id="".join(chr(rng.randrange(0x10000, 0x20000)) for _ in range(1000)), data={})
+    with pytest.raises(QwError, match="index row size") as raised:
+        pg_broker.queue_job(job)
+    assert not isinstance(raised.value, BrokerUnavailable)
+    assert pg_broker.queued_job_ids() == []
 
 
 def test_libpq_settings_in_the_url_reach_the_server_as_written(pg_schema: str) -> None:

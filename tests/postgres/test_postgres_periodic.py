@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from qwtest_wait import wait_for
 
 from qw_core.errors import BrokerUnavailable
 from qw_core.models import Job, TickResult
+from qw_core.scheduler import Scheduler
 from qw_core.schedules import Schedule, tick_job_id
 from qw_postgres import ticks
 from qw_postgres.broker import PostgresBroker
@@ -54,6 +57,39 @@ def _waiting_on_a_lock(url: str, pid: int) -> bool:
         )
         > 0
     )
+
+
+def test_a_schedule_whose_unique_key_is_too_long_does_not_stop_the_others(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A unique key of 1,000 emoji passes qw's rules (1,000 characters) but is more than
+    PostgreSQL's index holds: that schedule's ticks are refused, and reported, while the
+    manager's other schedules tick on (the database's refusal read as an outage stopped
+    every schedule of the manager)."""
+    rng = random.Random(42)  # no repeats: PostgreSQL cannot compress the entry under its limit
+    emoji = "".join(chr(rng.randrange(0x10000, 0x20000)) for _ in range(1000))  # 4,000 bytes
+    scheduler = Scheduler(
+        lambda: PostgresBroker.from_url(pg_url),
+        manager="m1",
+        schedules=[
+            Schedule("* * * * * *", id="big", meta={"unique": {"key": emoji}}),  # met first in each pass
+            Schedule("* * * * * *", id="beat"),
+        ],
+        heartbeat=0.5,
+        ttl=2.0,
+    )
+    with (
+        contextlib.closing(PostgresBroker.from_url(pg_url)) as broker,
+        caplog.at_level(logging.WARNING, logger="qw.manager"),
+    ):
+        scheduler.start()
+        try:
+            wait_for(lambda: len(broker.queued_job_ids()) >= 2, timeout=15, what="two ticks of 'beat'")
+        finally:
+            scheduler.stop()
+        assert "schedule big: enqueueing its tick failed" in caplog.text
+        assert "at most 2000 bytes" in caplog.text
+        assert list(broker.tick_states(["big", "beat"])) == ["beat"], "no tick of 'big' recorded"
 
 
 @pytest.mark.parametrize("rounds", [12])

@@ -6,6 +6,7 @@ sweep of keys nobody holds."""
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -185,6 +186,21 @@ def test_transactional_enqueue_with_a_key(pg_url: str, pg_schema: str) -> None:
         assert broker.queued_job_ids() == [held.id], "the rollback left nothing"
         with pytest.raises(ConfigurationError, match="NUL"):
             broker.queue_job(Job.new({}), unique="a\x00b")
+
+
+def test_a_key_longer_than_postgresql_can_index_is_refused_in_one_line(pg_broker: PostgresBroker) -> None:
+    """A key may have 1,000 characters, but 1,000 emoji are 4,000 bytes, more than an
+    entry of the keys' index holds: it is refused before anything is written, with the
+    limit named (it failed in the database, as "does not answer", an outage to retry)."""
+    rng = random.Random(42)  # no repeats: PostgreSQL cannot compress the entry under its limit
+    emoji = "".join(chr(rng.randrange(0x10000, 0x20000)) for _ in range(1000))
+    with pytest.raises(ConfigurationError, match="at most 2000 bytes in UTF-8 on PostgreSQL, not 4000"):
+        pg_broker.queue_job(Job.new({}), unique=emoji)
+    assert pg_broker.queued_job_ids() == []
+    fits = emoji[:500]  # 2,000 bytes
+    first = pg_broker.queue_job_unique(Job.new({}), fits)
+    assert first.created
+    assert pg_broker.queue_job_unique(Job.new({}), fits) == Queued(first.id, False)
 
 
 def test_the_reaper_sweeps_keys_nobody_holds_and_keeps_the_others(pg_url: str, pg_schema: str) -> None:

@@ -5,6 +5,7 @@ without its job, no job without its tick."""
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 import pytest
 import redis
@@ -72,6 +73,38 @@ def test_a_schedule_whose_queue_key_is_broken_does_not_stop_the_others(
             scheduler.stop()
 
 
+@pytest.mark.parametrize("key", ["qw:schedulers", "qw:declared:m1"])
+def test_a_declarations_key_of_the_wrong_type_does_not_stop_the_ticks(
+    real_client: redis.Redis, redis_db: int, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
+    # Another program's string where the declarations go (every manager's set, or this
+    # manager's hash): declaring fails, which only lists the schedules; they tick on,
+    # from the last ticks read alone, and are listed again once the key is mended.
+    real_client.set(key, "not ours")
+    scheduler = Scheduler(
+        lambda: RedisBroker.from_url(redis_url(redis_db)),
+        manager="m1",
+        schedules=[Schedule("* * * * * *", id="beat")],
+        heartbeat=0.5,
+        ttl=2.0,
+    )
+    with (
+        closing(RedisBroker.from_url(redis_url(redis_db))) as broker,
+        caplog.at_level(logging.INFO, logger="qw.manager"),
+    ):
+        scheduler.start()
+        try:
+            wait_for(lambda: real_client.llen("all:jobs") >= 2, timeout=10, what="two ticks of 'beat'")
+            assert caplog.text.count("declaring its schedules failed") == 1, "said once"
+            assert f"{key} is a string" in caplog.text
+            assert broker.schedules() == []
+            real_client.delete(key)
+            wait_for(lambda: [s.id for s in broker.schedules()] == ["beat"], timeout=10, what="listed")
+            assert "declared again" in caplog.text
+        finally:
+            scheduler.stop()
+
+
 def test_a_unique_key_of_the_wrong_type_refuses_the_tick_whole(
     real_client: redis.Redis, real_broker: RedisBroker
 ) -> None:
@@ -103,6 +136,21 @@ def test_listing_passes_over_what_qw_did_not_write(
     assert any("qw:schedulers" in problem for problem in real_broker.problems())
     with pytest.raises(QwError, match="qw:schedulers is a string"):
         real_broker.declare_schedules(manager="m1", declarations={"good": good.declaration()}, ttl=30)
+
+
+def test_a_last_tick_qw_did_not_write_counts_as_none_and_the_next_tick_replaces_it(
+    real_client: redis.Redis, real_broker: RedisBroker
+) -> None:
+    # Declaring read it as a number and failed, which stopped every schedule of the
+    # manager (its scheduler declares before it ticks); listing already passed over it.
+    schedule = Schedule("* * * * *", id="s")
+    real_client.hset("qw:tick:s", mapping={"tick": "soon", "manager": "m0"})
+    assert real_broker.declare_schedules(
+        manager="m1", declarations={"s": schedule.declaration()}, ttl=30
+    ) == {"s": None}
+    assert real_broker.tick_states(["s"]) == {}
+    assert real_broker.enqueue_tick("s", TICK, schedule.job(TICK), manager="m1").enqueued
+    assert real_broker.tick_states(["s"])["s"].tick == TICK
 
 
 def test_names_are_checked_before_anything_is_written(

@@ -197,7 +197,12 @@ class PostgresBase(Broker):
 
     def _error(self, exc: psycopg.Error) -> QwError:
         """The qw error for ``exc``; a connection that is no longer usable is dropped."""
-        outage = isinstance(exc, psycopg.OperationalError) or (exc.sqlstate or "")[:2] in ("08", "57", "53")
+        state = (exc.sqlstate or "")[:2]
+        # psycopg makes a program limit (class 54: an index entry too large, say) an
+        # OperationalError, as it does a lost connection; but it fails the same way every
+        # time, so it is an error, not an outage to wait out.
+        lost = isinstance(exc, psycopg.OperationalError) and state != "54"
+        outage = lost or state in ("08", "57", "53")
         if exc.sqlstate == "25006":  # read-only transaction: a standby, or a failover under way
             outage = True
         if outage:

@@ -31,19 +31,28 @@ Staged = tuple[codec.Row, str, str | None, Unique | None]
 
 #: Keys looked at per :func:`sweep` call.
 SWEEP_BATCH = 1000
+#: The longest key PostgreSQL keeps, in UTF-8 bytes: the key is the table's primary key,
+#: and a B-tree index entry holds at most 2,704 bytes (a third of an 8 kB page), which
+#: 1,000 characters of non-ASCII text can pass (an emoji is 4 bytes).
+MAX_KEY_BYTES = 2000
 
 
 def check_key(unique: Unique) -> str:
     """``unique``'s key, if PostgreSQL can store it.
 
-    :raises ConfigurationError: it has no key, or holds a NUL character (text columns
-        cannot).
+    :raises ConfigurationError: it has no key, holds a NUL character (text columns
+        cannot), or is longer than :data:`MAX_KEY_BYTES` in UTF-8.
     """
     key = unique.key
     if key is None:
         raise ConfigurationError("a unique job needs a key (only a task function can make one up)")
     if "\x00" in key:
         raise ConfigurationError("a unique key cannot contain a NUL character on PostgreSQL")
+    size = len(key.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise ConfigurationError(
+            f"a unique key is at most {MAX_KEY_BYTES} bytes in UTF-8 on PostgreSQL, not {size}"
+        )
     return key
 
 

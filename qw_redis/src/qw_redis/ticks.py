@@ -30,6 +30,15 @@ def _state(parts: Sequence[str]) -> TickState:
     return TickState(tick=float(tick), manager=manager, at=float(at or 0), job_id=job_id)
 
 
+def _read_state(parts: Sequence[str]) -> TickState | None:
+    """:func:`_state`, or ``None`` for a record qw did not write (not a number: the next
+    tick replaces it, since tick.lua counts it as no tick)."""
+    try:
+        return _state(parts)
+    except ValueError:
+        return None
+
+
 def enqueue_tick(
     scripts: Scripts, schedule_id: str, tick: float, job: Job, *, manager: str, max_size: int
 ) -> TickResult:
@@ -62,7 +71,7 @@ def declare(
     for schedule_id in declarations:
         check_schedule_id(schedule_id)
     found = scripts.declare(manager=manager, declarations=declarations, ttl_ms=max(1, round(ttl * 1000)))
-    return {i: (_state(found[i]) if i in found else None) for i in declarations}
+    return {i: (_read_state(found[i]) if i in found else None) for i in declarations}
 
 
 def declarations(client: redis.Redis, schema: keys.KeySchema = keys.SINGLE_NODE) -> dict[str, dict[str, str]]:
@@ -91,8 +100,7 @@ def states(
     found: dict[str, TickState] = {}
     for schedule_id, fields in zip(schedule_ids, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(fields, list) and fields[0] is not None:
-            try:
-                found[schedule_id] = _state([str(part or "") for part in fields])
-            except ValueError:  # not a number: not written by qw
-                continue
+            state = _read_state([str(part or "") for part in fields])
+            if state is not None:
+                found[schedule_id] = state
     return found
