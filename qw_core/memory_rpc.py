@@ -336,7 +336,10 @@ class _Client(Broker):
     def _call(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run ``op`` in the server; its result, or the error it raised."""
         request = {"op": op, "args": [encode(arg) for arg in args], "kwargs": encode(kwargs)["v"]}
-        data = dumps(request).encode()
+        try:
+            data = dumps(request).encode()
+        except ValueError as exc:  # NaN or an infinity, which JSON (and every backend) refuses
+            raise ConfigurationError(f"{op}: an argument holds a number that is not finite ({exc})") from exc
         with self._lock:
             try:
                 self._conn.send_bytes(data)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Literal
@@ -86,6 +87,17 @@ def check_schedule_id(schedule_id: str) -> str:
     if bad is not None:
         raise ConfigurationError(f"schedule id {schedule_id!r} contains {bad}")
     return schedule_id
+
+
+def check_tick(tick: float) -> float:
+    """Return ``tick`` (seconds since the epoch) if a backend can record it.
+
+    :raises ConfigurationError: not a finite number (NaN would compare newer than every
+        later tick on one backend and older on another; infinity would end the schedule).
+    """
+    if isinstance(tick, bool) or not isinstance(tick, (int, float)) or not math.isfinite(tick):
+        raise ConfigurationError(f"a schedule's tick must be a finite number of seconds, not {tick!r}")
+    return float(tick)
 
 
 def _zone(name: str) -> ZoneInfo:

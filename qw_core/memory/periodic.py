@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from qw_core.errors import InvalidJob
 from qw_core.memory.state import MemoryBase, named_origin
 from qw_core.models import Job, TickResult, TickState
+from qw_core.schedules import check_tick
 from qw_core.unique import unique_of
 
 
@@ -24,6 +25,7 @@ class PeriodicPart(MemoryBase):
     def enqueue_tick(self, schedule_id: str, tick: float, job: Job, *, manager: str) -> TickResult:
         """See :meth:`Broker.enqueue_tick`: checked, recorded and queued under one lock."""
         self.check_name(manager)
+        tick = check_tick(tick)
         if job.worker is not None or job.manager is not None:
             raise InvalidJob(
                 f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qw_core.broker import Broker
-from qw_core.errors import InvalidJob, UniqueJobsUnsupported
+from qw_core.errors import ConfigurationError, InvalidJob, UniqueJobsUnsupported
 from qw_core.models import Job, TickResult
 from qw_core.schedules import Schedule, tick_job_id
 from qw_core.testing import MANAGER, OTHER_MANAGER, WORKER, opened
@@ -100,6 +100,17 @@ class PeriodicContract(ContractPart):
             scheduling.enqueue_tick("s", TICK, bad, manager=MANAGER)
         assert scheduling.tick_states(["s"]) == {}
         assert scheduling.queued_job_ids() == []
+
+    @pytest.mark.parametrize("tick", [float("nan"), float("inf"), float("-inf")])
+    def test_a_tick_that_is_not_a_finite_number_is_refused_and_records_nothing(
+        self, scheduling: Broker, tick: float
+    ) -> None:
+        job = Job(id=tick_job_id("s", TICK), data={})
+        with pytest.raises(ConfigurationError, match="finite"):
+            scheduling.enqueue_tick("s", tick, job, manager=MANAGER)
+        assert scheduling.tick_states(["s"]) == {}
+        assert scheduling.queued_job_ids() == []
+        assert scheduling.enqueue_tick("s", TICK, job, manager=MANAGER).enqueued
 
     def test_the_tick_of_a_unique_job_honours_its_key(self, scheduling: Broker) -> None:
         """A schedule on a task declared unique: while the job of an earlier tick (or any

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from qw_core.errors import InvalidJob
 from qw_core.models import Job, TickResult, TickState
-from qw_core.schedules import check_schedule_id
+from qw_core.schedules import check_schedule_id, check_tick
 from qw_core.unique import unique_of
 from qw_postgres import ticks
 from qw_postgres.base import PostgresBase, translated
@@ -30,6 +30,7 @@ class PeriodicPart(PostgresBase):
         """See :meth:`Broker.enqueue_tick`: one statement (``record_tick()`` and the job's insert)."""
         self._check_cached(manager)
         check_schedule_id(schedule_id)
+        tick = check_tick(tick)
         if job.worker is not None or job.manager is not None:
             raise InvalidJob(
                 f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue"

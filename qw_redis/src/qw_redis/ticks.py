@@ -13,7 +13,7 @@ import redis
 
 from qw_core.errors import InvalidJob
 from qw_core.models import DEFAULT_QUEUE, Job, TickResult, TickState
-from qw_core.schedules import check_schedule_id
+from qw_core.schedules import check_schedule_id, check_tick
 from qw_core.unique import unique_of
 from qw_redis import codec, keys
 from qw_redis.scripts import Scripts
@@ -44,6 +44,7 @@ def enqueue_tick(
 ) -> TickResult:
     """See :meth:`Broker.enqueue_tick <qw_core.broker.Broker.enqueue_tick>` (names checked by the caller)."""
     check_schedule_id(schedule_id)
+    tick = check_tick(tick)
     if job.worker is not None or job.manager is not None:
         raise InvalidJob(f"job {job.id} of a tick names a manager or worker: a tick's job goes to a queue")
     codec.check_new_id(job.id)
