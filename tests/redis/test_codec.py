@@ -199,6 +199,19 @@ def test_values_json_would_change_are_refused(data: Any, why: str) -> None:
         codec.encode_job(Job(id="j", data=data))
 
 
+@pytest.mark.parametrize("depth", [300, 500, 700, 900, 2000, 100_000])
+def test_data_nested_however_deep_is_stored_or_refused_never_a_recursion_error(depth: int) -> None:
+    """The C encoder takes deeper nesting than the Python check after it, which used to
+    escape as a bare RecursionError (``qw enqueue`` said "unexpected RecursionError")."""
+    data: list[Any] = []
+    for _ in range(depth):
+        data = [data]
+    try:
+        codec.encode_job(Job(id="j", data=data), max_size=0)
+    except InvalidJob as exc:
+        assert "nested too deeply" in str(exc)
+
+
 def test_non_json_meta_is_refused() -> None:
     with pytest.raises(InvalidJob, match="meta"):
         codec.encode_job(Job(id="j", data={}, meta={"x": math.nan}))
