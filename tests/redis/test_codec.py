@@ -208,8 +208,10 @@ def test_data_nested_however_deep_is_stored_or_refused_never_a_recursion_error(d
         data = [data]
     try:
         codec.encode_job(Job(id="j", data=data), max_size=0)
+        outcome = "stored"
     except InvalidJob as exc:
-        assert "nested too deeply" in str(exc)
+        outcome = str(exc)
+    assert outcome in ("stored", "job data is nested too deeply")
 
 
 def test_non_json_meta_is_refused() -> None:
