@@ -147,6 +147,13 @@ def qw(*args: str) -> subprocess.CompletedProcess[str]:
         ("postgresql://postgres@127.0.0.1:5432/qw_no_such_db", "has no database 'qw_no_such_db'; create it"),
         ("redis://127.0.0.1:6379/0", "is not a PostgreSQL URL"),
         ("postgresql://postgres@127.0.0.1/postgres?schema=Bad-Name", "is not a lower-case SQL identifier"),
+        # Once "unexpected UnicodeError" (the host name's IDNA encoding, the URL's UTF-8).
+        (f"postgresql://postgres@{'a' * 64}:5432/postgres", "invalid PostgreSQL URL"),
+        (
+            "postgresql://postgres@a..b:5432/postgres",
+            "invalid PostgreSQL URL postgresql://postgres@a..b:5432/",
+        ),
+        ("postgresql://postgres@h\udcff:5432/postgres", ":5432/postgres: 'utf-8' codec can't encode"),
     ],
 )
 def test_bad_input_is_one_line_through_qw(url: str, expected: str) -> None:
