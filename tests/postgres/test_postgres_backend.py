@@ -17,7 +17,7 @@ from qwtest_postgres import SERVER_URL, schema_url
 from reliability_support import runs, stop_manager, wait_for
 
 import qw_postgres
-from qw_core.errors import BrokerUnavailable, ConfigurationError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, InvalidJob
 from qw_core.models import Failure, Job
 from qw_postgres.broker import PostgresBroker
 from qw_postgres.migrate import SchemaNotReady, SchemaTooNew
@@ -218,6 +218,14 @@ def test_libpq_settings_in_the_url_reach_the_server_as_written(pg_schema: str) -
         assert broker._column("SHOW lock_timeout") == ["1234ms"]
     finally:
         broker.close()
+
+
+def test_an_int_too_long_to_write_as_text_is_an_invalid_job(pg_broker: PostgresBroker) -> None:
+    """json.dumps raises ValueError past Python's limit of digits (4300 by default): it
+    escaped queue_job as that, where every other value JSON cannot carry is InvalidJob."""
+    with pytest.raises(InvalidJob, match=r"data\['n'\] holds an int too long to write as text"):
+        pg_broker.queue_job(Job.new({"n": 10**5000}))
+    assert pg_broker.queued_job_ids() == []
 
 
 def test_a_bad_url_is_a_configuration_error() -> None:

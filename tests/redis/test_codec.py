@@ -191,6 +191,7 @@ def test_the_version_1_hash_written_before_1_0_is_still_read_exactly() -> None:
         ({"x": b"raw"}, "not JSON"),
         ([{"deep": [(1,)]}], "tuple"),
         ({"x": "\ud800"}, "unicode"),
+        ({"x": 10**5000}, r"job data\['x'\] is not JSON: Exceeds the limit"),  # was a bare ValueError
         ({"\ud800": "x"}, "unicode"),
     ],
 )

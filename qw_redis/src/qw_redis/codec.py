@@ -216,7 +216,10 @@ def _scalar_json(value: object) -> str | None:
     """
     kind = type(value)
     if kind is int:
-        return int.__repr__(cast("int", value))
+        try:
+            return int.__repr__(cast("int", value))
+        except ValueError:  # more digits than Python writes: to_json says so
+            return None
     if kind is bool:
         return "true" if value else "false"
     if kind is float and math.isfinite(cast("float", value)):
