@@ -147,6 +147,7 @@ def test_environment_supplies_settings_and_flags_win(broker: Any, record_dir: Pa
         (["-"], " \n\t\n", ["stdin is empty"]),
         ([""], None, ["the DATA argument is empty"]),
         (["-"], '{"n": 1}\n' + "[" * 1_000_000 + "]" * 1_000_000, ["stdin: line 2: nested too deeply"]),
+        (["-"], '{"n": 1}\n{"n": ' + "1" * 5000 + "}", ["stdin: line 2: a number too long to read"]),
     ],
 )
 def test_bad_input_queues_nothing(
