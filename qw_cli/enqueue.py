@@ -276,7 +276,10 @@ def _due_at(delay: float | None, at_text: str | None) -> float | None:
         raise click.BadParameter(
             f"{at_text!r} is not an ISO 8601 time such as 2030-01-31T09:00:00+01:00", param_hint="'--at'"
         ) from None
-    return when.timestamp()
+    try:
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):  # 0001-01-01 in local time falls in year 0
+        raise click.BadParameter(f"{at_text!r} is out of range", param_hint="'--at'") from None
 
 
 def _refuse_unknown(broker: Inspector, manager: str | None, worker: str | None) -> None:

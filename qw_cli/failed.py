@@ -228,8 +228,11 @@ def unique_start(broker: Inspector, given: str, *, failed: bool = True) -> str:
     """The one id (of a failed job, or of any job the broker knows) that starts with
     ``given``; ``given`` itself when none does.
 
-    :raises CliError: more than one does.
+    :raises CliError: more than one does; or ``given`` is empty, the start of every id (an
+        unset shell variable, ``qw failed purge "$ID"``, must not name the only failed job).
     """
+    if not given:
+        raise CliError("an empty ID names no job: give a job's id, or the start of one")
     find = broker.failed_ids_with_prefix if failed else broker.job_ids_with_prefix
     found = find(given, limit=SHOWN_MATCHES + 1)
     if len(found) == 1:

@@ -71,6 +71,12 @@ def parse_lines(text: str, source: str) -> list[tuple[int, JSON]]:
         except _NotJson as exc:
             line = text.count("\n", 0, start) + 1
             raise InvalidJob(f"invalid JSON in {source}: line {line}: {exc}") from None
+        except RecursionError:
+            line = text.count("\n", 0, start) + 1
+            raise InvalidJob(f"invalid JSON in {source}: line {line}: nested too deeply") from None
+        except ValueError:  # an integer of more digits than Python reads (4300 by default)
+            line = text.count("\n", 0, start) + 1
+            raise InvalidJob(f"invalid JSON in {source}: line {line}: a number too long to read") from None
         documents.append((text.count("\n", 0, start) + 1, value))
         pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
     if not documents:

@@ -82,8 +82,29 @@ def check_json(value: object, where: str = "data") -> None:
         raise InvalidJob(f"{where} is nested too deeply (or contains itself)") from None
 
 
+#: Python writes an int of up to 640 digits as text whatever its
+#: ``sys.set_int_max_str_digits`` limit says; one this many bits long has fewer digits.
+_ALWAYS_WRITTEN_BITS = 2000
+
+
+def int_fits_json(value: int) -> bool:
+    """Whether Python writes ``value`` as JSON text: not one over its limit of digits for
+    converting an int to text (4300 by default), which ``json.dumps`` raises ValueError for."""
+    if value.bit_length() <= _ALWAYS_WRITTEN_BITS:
+        return True
+    try:
+        str(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_json(value: object, path: str) -> None:
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if not int_fits_json(value):
+            raise InvalidJob(f"{path} holds an int too long to write as text ({value.bit_length()} bits)")
         return
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -80,6 +80,9 @@ from qw_core.worker import DEFAULT_PREFETCH
 
 log = logging.getLogger("qw.manager")
 
+#: The most worker processes one manager runs: more is a slip of digits (``-w 10000`` for
+#: ``-w 10``) that would fork until the host runs out of memory, not a plan.
+MAX_WORKERS = 1000
 #: A worker that lived at least this long resets its slot's restart back-off.
 HEALTHY_RUN_SECONDS = 10.0
 #: Longest the supervisor sleeps while a job may be running under a time limit: how late
@@ -170,7 +173,8 @@ class Manager:
         loaded here once to fail early, and again in each worker.
     :param broker: a broker, or a factory opening one; workers open theirs through
         :meth:`Broker.factory`.
-    :param num_workers: worker processes to run; defaults to the CPU count.
+    :param num_workers: worker processes to run (at most :data:`MAX_WORKERS`); defaults to
+        the CPU count.
     :param name: the manager's name; refused at start if a running manager holds it.
         Without one it runs under the host name, or ``<host>-2``, ``-3``... if a manager
         on this host holds that already.
@@ -250,9 +254,14 @@ class Manager:
             failed_limits=failed_limits,
         )
         if num_workers is None:
-            num_workers = os.cpu_count() or 1
+            num_workers = min(os.cpu_count() or 1, MAX_WORKERS)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ConfigurationError(f"the number of workers must be a positive integer, not {num_workers!r}")
+        if num_workers > MAX_WORKERS:
+            raise ConfigurationError(
+                f"the number of workers must be at most {MAX_WORKERS}, not {num_workers} "
+                "(more jobs at once per worker: -c/concurrency)"
+            )
         self._plugins = plugins or PluginConfig()
         self._pm = make_plugin_manager(self._plugins)
         loaded = TargetLoader(self._pm.hook).load(target)  # fail here, not in N workers

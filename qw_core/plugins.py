@@ -151,6 +151,10 @@ def _import_plugin(module_name: str) -> ModuleType:
         return importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginError(f"plugin module {module_name!r} cannot be imported: {exc}") from exc
+    except Exception as exc:  # the plugin's own code raised at import time
+        raise PluginError(
+            f"plugin module {module_name!r}: importing it raised {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, object]]:

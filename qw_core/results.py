@@ -26,6 +26,10 @@ from qw_core.models import JSON
 #: How long a result is kept unless told otherwise, in seconds: long enough for a
 #: producer waiting on it, short enough that results of a busy queue stay small.
 DEFAULT_RESULT_TTL = 600.0
+#: The largest result kept, in bytes of its JSON text (UTF-8): Redis refuses a longer
+#: value (its ``proto-max-bulk-len``, 512 MiB by default) by closing the connection,
+#: which a worker would take for an outage and retry for ever.
+MAX_RESULT_SIZE = 512 * 1024 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -48,11 +52,15 @@ def encode_value(value: object, job_id: str) -> str:
     """``value`` as the JSON text the broker keeps.
 
     :raises InvalidResult: ``value`` is not JSON (a set, ``NaN``, an object, a dict with
-        keys that are not strings...), saying what to return instead.
+        keys that are not strings, text that is not Unicode such as a lone surrogate...),
+        saying what to return instead; or its text is over :data:`MAX_RESULT_SIZE`.
     """
     try:
         _check_keys(value)
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        # ASCII (checked at no cost) is its own UTF-8; other text is encoded to be measured,
+        # which also refuses a lone surrogate no backend can store.
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         what = f"{type(value).__name__}"
         if isinstance(value, float) and not math.isfinite(value):
@@ -61,6 +69,12 @@ def encode_value(value: object, job_id: str) -> str:
             f"job {job_id} returned {what}, which is not JSON ({exc}); return JSON data "
             "(dict, list, str, int, float, bool) or None, or keep the value yourself"
         ) from None
+    if size > MAX_RESULT_SIZE:
+        raise InvalidResult(
+            f"job {job_id} returned {size} bytes of JSON, over the limit of {MAX_RESULT_SIZE} "
+            "for a result; keep a large value elsewhere (a file, a database) and return where it is"
+        )
+    return text
 
 
 def _check_keys(value: object) -> None:

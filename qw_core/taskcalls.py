@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from qw_core.encoding import int_fits_json
 from qw_core.errors import ConfigurationError, InvalidTaskCall
 from qw_core.models import JSON
 from qw_core.policy import RETRY_META_KEY, TIMEOUT_META, RetryPolicy
@@ -106,6 +107,30 @@ def _decoded(value: JSON, key: str) -> JSON:
     return decoded
 
 
+def _why_not_json_scalar(value: object, where: str) -> str | None:
+    """:func:`why_not_json` for a value that is neither a list nor a dict."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return None if value.isascii() or _is_unicode(value) else f"{where} holds a lone surrogate, not text"
+    if isinstance(value, int):
+        return None if int_fits_json(value) else f"{where} is an int too long to write as text"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold"
+    kind = type(value).__name__
+    return f"{where} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode that UTF-8 can carry (no lone surrogate such as
+    ``"\\ud800"``, which ``json.dumps`` lets through and no backend can store)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _kind(value: object) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
@@ -113,20 +138,17 @@ def _kind(value: object) -> str:
 
 def why_not_json(value: object, where: str) -> str | None:
     """What in ``value`` would not come back from JSON as itself, or ``None``."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON cannot hold"
     if isinstance(value, list):
         items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
     elif isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
                 return f"{where} has the key {key!r} ({type(key).__name__}): JSON keys are strings"
+            if not (key.isascii() or _is_unicode(key)):
+                return f"{where} has a key {key!r} with a lone surrogate, not text"
         items = [(f"{where}[{key!r}]", item) for key, item in value.items()]
     else:
-        kind = type(value).__name__
-        return f"{where} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+        return _why_not_json_scalar(value, where)
     reasons = (why_not_json(item, inner) for inner, item in items)
     return next((reason for reason in reasons if reason is not None), None)
 

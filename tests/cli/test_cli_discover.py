@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cli_support import assert_one_line_error, invoke
+import pytest
+from cli_support import DEAD_URL, assert_one_line_error, invoke
 
 
 def test_backends_lists_entry_points_without_importing_them() -> None:
@@ -71,6 +72,16 @@ def test_unimportable_plugin() -> None:
     assert_one_line_error(
         invoke("plugins", "-p", "no_such_plugin_module"),
         "plugin module 'no_such_plugin_module' cannot be imported",
+    )
+
+
+@pytest.mark.parametrize("command", [["plugins"], ["enqueue", "--url", DEAD_URL, "{}"]])
+def test_a_plugin_that_raises_at_import_is_named(command: list[str]) -> None:
+    """It was 'unexpected RuntimeError: ...', with no word of which module raised."""
+    assert_one_line_error(
+        invoke(*command, "-p", "qwtest_targets.broken_import"),
+        "plugin module 'qwtest_targets.broken_import': importing it raised RuntimeError",
+        "this module is broken on purpose",
     )
 
 

@@ -146,6 +146,8 @@ def test_environment_supplies_settings_and_flags_win(broker: Any, record_dir: Pa
         (["-"], "", ["stdin is empty"]),
         (["-"], " \n\t\n", ["stdin is empty"]),
         ([""], None, ["the DATA argument is empty"]),
+        (["-"], '{"n": 1}\n' + "[" * 1_000_000 + "]" * 1_000_000, ["stdin: line 2: nested too deeply"]),
+        (["-"], '{"n": 1}\n{"n": ' + "1" * 5000 + "}", ["stdin: line 2: a number too long to read"]),
     ],
 )
 def test_bad_input_queues_nothing(
@@ -204,6 +206,7 @@ def test_unreachable_redis_says_what_to_do() -> None:
         (["--manager", "a", "--worker", "a.1", "{}"], "give --manager or --worker, not both"),
         (["--timeout", "0", "{}"], "must be longer than 0"),
         (["--timeout", "soon", "{}"], "soon"),
+        (["--at", "0001-01-01T00:00:00", "{}"], "'0001-01-01T00:00:00' is out of range"),
     ],
 )
 def test_usage_errors(redis_db: Any, args: list[str], message: str) -> None:

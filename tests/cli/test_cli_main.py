@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from typing import Any
 
 import click
 import pytest
@@ -12,6 +13,7 @@ from cli_support import DEAD_URL, REDIS_URL, assert_one_line_error, invoke
 
 from qw_cli.main import SHORT_HELP, main
 from qw_core import __version__
+from qw_core.models import Failure, Job
 
 COMMANDS = sorted(main.list_commands(click.Context(main)))
 
@@ -155,6 +157,19 @@ def test_a_huge_id_is_not_echoed_whole(redis_db: object) -> None:
         assert line.startswith("qw: error: no failed job 'xxx"), line
         assert re.search(r"x\.\.\.\[1024\d characters\]", line), line
         assert len(line) < 400, args
+
+
+@pytest.mark.redis
+def test_an_empty_id_names_no_job(broker: Any, redis_db: Any) -> None:
+    """An empty id is the start of every id: ``qw failed purge "$ID"`` with ``ID`` unset
+    deleted the only failed job, and ``qw job ''`` or ``qw result ''`` showed another's."""
+    job = Job.new({"n": 1})
+    broker.queue_job(job)
+    [taken] = broker.take(manager="m", worker="m.1")
+    broker.fail_job(worker="m.1", job=taken, failure=Failure(exc_type="ValueError", message="no"))
+    for args in (["failed", "purge"], ["failed", "requeue"], ["failed", "show"], ["job"], ["result"]):
+        assert_one_line_error(invoke(*args, "", "--url", REDIS_URL), "an empty ID names no job")
+    assert broker.get_failed(job.id) is not None
 
 
 def test_a_delay_of_more_than_a_hundred_years_is_refused() -> None:

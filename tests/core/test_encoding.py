@@ -63,7 +63,13 @@ def test_a_failure_without_its_type_or_message_is_invalid() -> None:
 
 @pytest.mark.parametrize(
     ("data", "reason"),
-    [((1, 2), "tuple"), ({1: "a"}, "the key 1"), (float("nan"), "nan"), ({"s": {1}}, "set")],
+    [
+        ((1, 2), "tuple"),
+        ({1: "a"}, "the key 1"),
+        (float("nan"), "nan"),
+        ({"s": {1}}, "set"),
+        ({"n": [10**5000]}, r"data\['n'\]\[0\] holds an int too long to write as text"),
+    ],
 )
 def test_writing_refuses_what_would_not_come_back_equal(data: object, reason: str) -> None:
     with pytest.raises(InvalidJob, match=reason):

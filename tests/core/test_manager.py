@@ -20,7 +20,7 @@ import pytest
 from qwtest_wait import wait_for
 
 from qw_core.errors import BrokerUnavailable, ConfigurationError, TargetModuleNotFound
-from qw_core.manager import Manager
+from qw_core.manager import MAX_WORKERS, Manager
 from qw_core.memory import MemoryBroker
 from qw_core.models import Job
 from qw_core.plugins import PluginConfig
@@ -271,6 +271,13 @@ def test_an_unimportable_target_fails_before_any_worker_starts(broker: MemoryBro
 def test_worker_count_must_be_a_positive_integer(broker: MemoryBroker, count: Any) -> None:
     with pytest.raises(ConfigurationError, match="positive integer"):
         Manager("qwtest_targets:noop", broker, num_workers=count)
+
+
+def test_a_worker_count_over_the_limit_is_refused_before_any_worker_starts(broker: MemoryBroker) -> None:
+    """``qw run -w 100000`` (a slip for ``-w 10``) forked until the host ran out of memory."""
+    with pytest.raises(ConfigurationError, match=f"at most {MAX_WORKERS}, not {MAX_WORKERS + 1}"):
+        Manager("qwtest_targets:noop", broker, num_workers=MAX_WORKERS + 1)
+    assert Manager("qwtest_targets:noop", broker, num_workers=MAX_WORKERS).num_workers == MAX_WORKERS
 
 
 def test_spawn_start_method_loads_a_string_target_in_each_worker(broker: MemoryBroker, records: Path) -> None:

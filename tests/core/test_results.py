@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qw_core import Job
+from qw_core import Job, results
 from qw_core.errors import ConfigurationError, InvalidResult
 from qw_core.models import Outcome
 from qw_core.results import encode_value
@@ -100,3 +100,15 @@ def test_a_result_ttl_of_zero_keeps_nothing_and_finishes_the_job() -> None:
 def test_a_result_ttl_that_cannot_be_one_is_refused(ttl: float) -> None:
     with pytest.raises(ConfigurationError, match="a result's lifetime must be 0 or more seconds"):
         Worker(MemoryBroker(), resize, manager="m", result_ttl=ttl)
+
+
+def test_text_no_backend_can_store_is_refused() -> None:
+    with pytest.raises(InvalidResult, match=r"returned list, which is not JSON .*surrogates not allowed"):
+        encode_value(["fine", "\udc80"], "j1")
+
+
+def test_a_result_is_measured_in_utf8_bytes_against_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(results, "MAX_RESULT_SIZE", 10)
+    assert encode_value("é" * 4, "j1") == '"éééé"'  # 10 bytes: at the limit
+    with pytest.raises(InvalidResult, match="returned 12 bytes of JSON, over the limit of 10"):
+        encode_value("é" * 5, "j1")

@@ -182,6 +182,10 @@ def test_enqueue_queues_the_documented_job_data(router: Router, broker: MemoryBr
         (("a", (1, 2)), {}, r"argument width is a tuple"),
         ((["ok", {"deep": [1, object()]}],), {}, r"argument image\[1\]\['deep'\]\[1\] is an object"),
         (({1: "x"},), {}, r"argument image has the key 1 \(int\): JSON keys are strings"),
+        # Refused by the backend once (a ValueError or InvalidJob, not this error), if at all:
+        (("half \ud800",), {}, r"argument image holds a lone surrogate, not text"),
+        (({"\udc80": 1},), {}, r"argument image has a key '\\udc80' with a lone surrogate"),
+        (("a", [10**5000]), {}, r"argument width\[0\] is an int too long to write as text"),
     ],
 )
 def test_a_bad_call_is_refused_at_enqueue_time_and_nothing_is_queued(

@@ -18,7 +18,7 @@ from qwtest_postgres import SERVER_URL, schema_url
 from reliability_support import runs, stop_manager, wait_for
 
 import qw_postgres
-from qw_core.errors import BrokerUnavailable, ConfigurationError, QwError
+from qw_core.errors import BrokerUnavailable, ConfigurationError, InvalidJob, QwError
 from qw_core.models import Failure, Job
 from qw_postgres.broker import PostgresBroker
 from qw_postgres.migrate import SchemaNotReady, SchemaTooNew
@@ -148,6 +148,13 @@ def qw(*args: str) -> subprocess.CompletedProcess[str]:
         ("postgresql://postgres@127.0.0.1:5432/qw_no_such_db", "has no database 'qw_no_such_db'; create it"),
         ("redis://127.0.0.1:6379/0", "is not a PostgreSQL URL"),
         ("postgresql://postgres@127.0.0.1/postgres?schema=Bad-Name", "is not a lower-case SQL identifier"),
+        # Once "unexpected UnicodeError" (the host name's IDNA encoding, the URL's UTF-8).
+        (f"postgresql://postgres@{'a' * 64}:5432/postgres", "invalid PostgreSQL URL"),
+        (
+            "postgresql://postgres@a..b:5432/postgres",
+            "invalid PostgreSQL URL postgresql://postgres@a..b:5432/",
+        ),
+        ("postgresql://postgres@h\udcff:5432/postgres", ":5432/postgres: 'utf-8' codec can't encode"),
     ],
 )
 def test_bad_input_is_one_line_through_qw(url: str, expected: str) -> None:
@@ -225,6 +232,14 @@ def test_libpq_settings_in_the_url_reach_the_server_as_written(pg_schema: str) -
         assert broker._column("SHOW lock_timeout") == ["1234ms"]
     finally:
         broker.close()
+
+
+def test_an_int_too_long_to_write_as_text_is_an_invalid_job(pg_broker: PostgresBroker) -> None:
+    """json.dumps raises ValueError past Python's limit of digits (4300 by default): it
+    escaped queue_job as that, where every other value JSON cannot carry is InvalidJob."""
+    with pytest.raises(InvalidJob, match=r"data\['n'\] holds an int too long to write as text"):
+        pg_broker.queue_job(Job.new({"n": 10**5000}))
+    assert pg_broker.queued_job_ids() == []
 
 
 def test_a_bad_url_is_a_configuration_error() -> None:

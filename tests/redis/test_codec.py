@@ -191,12 +191,28 @@ def test_the_version_1_hash_written_before_1_0_is_still_read_exactly() -> None:
         ({"x": b"raw"}, "not JSON"),
         ([{"deep": [(1,)]}], "tuple"),
         ({"x": "\ud800"}, "unicode"),
+        ({"x": 10**5000}, r"job data\['x'\] is not JSON: Exceeds the limit"),  # was a bare ValueError
         ({"\ud800": "x"}, "unicode"),
     ],
 )
 def test_values_json_would_change_are_refused(data: Any, why: str) -> None:
     with pytest.raises(InvalidJob, match=why):
         codec.encode_job(Job(id="j", data=data))
+
+
+@pytest.mark.parametrize("depth", [300, 500, 700, 900, 2000, 100_000])
+def test_data_nested_however_deep_is_stored_or_refused_never_a_recursion_error(depth: int) -> None:
+    """The C encoder takes deeper nesting than the Python check after it, which used to
+    escape as a bare RecursionError (``qw enqueue`` said "unexpected RecursionError")."""
+    data: list[Any] = []
+    for _ in range(depth):
+        data = [data]
+    try:
+        codec.encode_job(Job(id="j", data=data), max_size=0)
+        outcome = "stored"
+    except InvalidJob as exc:
+        outcome = str(exc)
+    assert outcome in ("stored", "job data is nested too deeply")
 
 
 def test_non_json_meta_is_refused() -> None:

@@ -63,6 +63,9 @@ def test_unix_url_uses_the_socket_and_db_query() -> None:
         ("redis://user:hunter2/x@host:6379/0", "must be %-encoded"),
         ("unix://user:hunter2@", "socket path"),
         ("redis://user:hunter2@host:6379/0?socket_timeout=soon", "invalid Redis URL"),
+        # Host names no resolver takes: an encoding error at connection time, before.
+        (f"redis://user:hunter2@{'a' * 64}:6379/0", "is not a host name \\(label too long\\)"),
+        ("redis://user:hunter2@a..b:6379/0", "'a..b' is not a host name"),
     ],
 )
 def test_malformed_urls_are_configuration_errors_without_the_password(url: str, why: str) -> None:

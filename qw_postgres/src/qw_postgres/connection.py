@@ -124,6 +124,8 @@ def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
     ``with conn.transaction()`` groups some).
 
     :raises PostgresUnavailable: the server does not answer or refuses the connection.
+    :raises ConfigurationError: the URL names a host no resolver takes (a label over 63
+        characters, an empty one as in ``a..b``), or holds bytes that are not UTF-8.
     """
     try:
         return psycopg.connect(
@@ -134,6 +136,8 @@ def connect(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
         )
     except psycopg.Error as exc:
         raise unavailable(exc, settings.shown) from None
+    except UnicodeError as exc:  # from the host name's encoding (IDNA), or the URL's (UTF-8)
+        raise ConfigurationError(f"invalid PostgreSQL URL {settings.shown}: {exc.__cause__ or exc}") from None
 
 
 def unavailable(exc: psycopg.Error, shown: str) -> PostgresUnavailable:

@@ -142,9 +142,12 @@ def to_json(value: object, what: str) -> str:
     """
     try:
         text = _dumps(value)
-    except (TypeError, ValueError, RecursionError) as exc:
+        same = _plain(value) or json.loads(text) == value  # the round trip only when in doubt
+    except RecursionError:  # the C encoder goes deeper than _plain: either may say so
+        raise InvalidJob(f"{what} is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} is not JSON: {exc}") from exc
-    if not _plain(value) and json.loads(text) != value:  # the round trip only when in doubt
+    if not same:
         raise InvalidJob(f"{what} is not JSON: {_why_not_json(value)}")
     return text
 
@@ -213,7 +216,10 @@ def _scalar_json(value: object) -> str | None:
     """
     kind = type(value)
     if kind is int:
-        return int.__repr__(cast("int", value))
+        try:
+            return int.__repr__(cast("int", value))
+        except ValueError:  # more digits than Python writes: to_json says so
+            return None
     if kind is bool:
         return "true" if value else "false"
     if kind is float and math.isfinite(cast("float", value)):

@@ -120,6 +120,8 @@ def check_url(url: str) -> str:
         if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
             raise ValueError("'/', '?' and '#' in a user name or password must be %-encoded")
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        if parts.hostname:
+            _check_host(parts.hostname)
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {shown}: {_scrub(str(exc), url_secrets(url))}") from exc
     if parts.scheme not in _SCHEMES:
@@ -134,6 +136,18 @@ def check_url(url: str) -> str:
     elif not re.fullmatch(r"/?|/\d+", parts.path):
         raise ConfigurationError(f"invalid Redis URL {shown}: the path must be a database number, like /0")
     return url
+
+
+def _check_host(host: str) -> None:
+    """Refuse a host name no resolver takes (a label over 63 characters, an empty one as in
+    ``a..b``), which the connection would report as an encoding error.
+
+    :raises ValueError: saying why.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ValueError(f"{host!r} is not a host name ({exc.__cause__ or exc})") from None
 
 
 def url_secrets(url: str) -> list[str]:
