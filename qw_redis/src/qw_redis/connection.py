@@ -147,7 +147,9 @@ def _check_host(host: str) -> None:
     try:
         host.encode("idna")
     except UnicodeError as exc:
-        raise ValueError(f"{host!r} is not a host name ({exc.__cause__ or exc})") from None
+        # Python 3.13 prefixes the reason with the codec's words; the reason is the last part.
+        why = str(exc.__cause__ or exc).rsplit(": ", 1)[-1]
+        raise ValueError(f"{host!r} is not a host name ({why})") from None
 
 
 def url_secrets(url: str) -> list[str]:
