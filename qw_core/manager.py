@@ -69,7 +69,7 @@ from qw_core.models import Failure, ManagerInfo, WorkerInfo
 from qw_core.naming import check_manager_name, check_queues, claim_name, default_manager_name
 from qw_core.plugins import PluginConfig, make_plugin_manager
 from qw_core.policy import DEFAULT_FAILED_LIMITS, FailedLimits
-from qw_core.process import WorkerSpec, worker_main
+from qw_core.process import WorkerSpec, stop_signals_held, worker_main
 from qw_core.recycling import Recycling
 from qw_core.results import DEFAULT_RESULT_TTL, check_ttl
 from qw_core.scheduler import Scheduler, check_schedules
@@ -501,7 +501,8 @@ class Manager:
             name=f"qw-worker-{self.name}",
             daemon=False,
         )
-        process.start()
+        with stop_signals_held():  # the worker lets them through once its handlers are in place
+            process.start()
         self._spawned += 1
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
         slot.exit_fd = _pidfd(process.pid)

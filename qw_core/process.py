@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -94,6 +94,31 @@ def _open_broker(spec: WorkerSpec, parent_pid: int, stop: _StopRequests) -> Brok
                 return None
 
 
+#: The signals that stop a worker or its manager (see :func:`worker_main`).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT})
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Within the block, the calling thread holds the stop signals back (they stay pending,
+    not lost), and so does a process it forks, until :func:`worker_main` has put its own
+    handlers in place and lets them through.
+
+    Without it a worker forked from its manager runs the manager's handlers between the
+    fork and its first line: a SIGTERM sent then (the manager stopping just after it started
+    a worker, or replacing one) was taken by the manager's handler in the child and lost,
+    and the worker, never told to stop, kept its manager waiting for it for ever.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not on Windows, which does not fork
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class _StopRequests:
     """Remembers a stop asked for by a signal, and passes it on to the worker once it exists."""
 
@@ -133,6 +158,8 @@ def worker_main(spec: WorkerSpec, parent_pid: int, status: JobStatus | None = No
     stop = _StopRequests()
     signal.signal(signal.SIGTERM, stop.on_signal)
     signal.signal(signal.SIGHUP, stop.on_signal)
+    if hasattr(signal, "pthread_sigmask"):  # held back since the fork (stop_signals_held): now ours
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if not logging.getLogger().handlers:  # spawn: nothing configured logging in this process
         logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -312,3 +312,47 @@ def test_a_broken_failure_plugin_cannot_stop_the_manager_on_a_timeout(
         assert manager.join(timeout=20)
     assert (failed.job.id, failed.failure.kind) == (overrun.id, "timeout")
     assert manager.error is None
+
+
+def test_a_stop_signal_that_reaches_a_worker_before_its_own_handlers_is_not_lost(
+    broker: MemoryBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker forked from its manager has the manager's signal handlers until its own
+    first line puts its own in place. A SIGTERM that came in between (the manager stopping
+    right after it started or replaced a worker) was taken by the manager's handler in the
+    child and lost: the worker ran on and its manager waited for it for ever. The window is
+    held open here: each child reports its pid, then waits for the test's go."""
+    import qw_core.manager as manager_module
+
+    real_worker_main = manager_module.worker_main
+    go = tmp_path / "go"
+
+    def slow_start(*args: Any) -> None:
+        (tmp_path / f"forked-{os.getpid()}").touch()
+        while not go.exists():  # before worker_main: only what the fork left in place stands
+            time.sleep(0.01)
+        real_worker_main(*args)
+
+    monkeypatch.setattr(manager_module, "worker_main", slow_start)
+    manager = make_manager(broker, num_workers=1)
+    with manager.stopping_on_signals():  # the handlers a worker inherits, as under qw run
+        manager.start()
+        try:
+            forked = wait_for(lambda: list(tmp_path.glob("forked-*")), what="the worker to fork")
+            pid = int(forked[0].name.removeprefix("forked-"))
+            os.kill(pid, signal.SIGTERM)
+            go.touch()
+            wait_for(lambda: not _alive(pid), what=f"worker {pid} to stop on its early SIGTERM")
+        finally:
+            go.touch()
+            manager.stop(cold=True)
+            manager.join(timeout=20)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited and not yet reaped by its manager, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
