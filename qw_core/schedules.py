@@ -49,6 +49,7 @@ from cronsim import CronSim, CronSimError
 from qw_core.errors import ConfigurationError
 from qw_core.models import DEFAULT_QUEUE, JSON, Job, ScheduleInfo, TickState
 from qw_core.namerules import misleading_character
+from qw_core.policy import RETRY_META_KEY, RetryPolicy
 from qw_core.taskcalls import why_not_json
 from qw_core.unique import unique_of
 
@@ -133,6 +134,8 @@ def _queue(queue: str | None) -> str | None:
 def _meta(value: Mapping[str, JSON]) -> dict[str, JSON]:
     if not isinstance(value, Mapping):  # dict() would take a list of pairs, or fail with a riddle
         raise ConfigurationError(f"a schedule's meta must be an object (a mapping), not {value!r}")
+    if RETRY_META_KEY in value:  # refused now, not ignored with a warning at each failure
+        RetryPolicy().with_overrides(value[RETRY_META_KEY])
     return dict(value)
 
 

@@ -63,6 +63,9 @@ def test_a_schedule_reads_as_the_issue_writes_it() -> None:
         ({"cron": "* * * * *", "meta": {"unique": "k"}}, "meta\\['unique'\\] must be an object with a 'key'"),
         ({"cron": "* * * * *", "meta": "ab"}, "meta must be an object \\(a mapping\\), not 'ab'"),
         ({"cron": "* * * * *", "meta": [["retry", 1]]}, "meta must be an object"),
+        ({"cron": "* * * * *", "meta": {"retry": 3}}, "meta\\['retry'\\] must be a JSON object, not 3"),
+        ({"cron": "* * * * *", "meta": {"retry": {"max_retires": 3}}}, "unknown keys \\['max_retires'\\]"),
+        ({"cron": "* * * * *", "meta": {"retry": {"backoff": -1}}}, "meta\\['retry'\\] is invalid"),
         (
             {"cron": "* * * * *", "meta": {"unique": {"key": "k", "until": "later"}}},
             "held until 'end' or 'start'",
@@ -86,12 +89,12 @@ def test_a_schedules_file_entry_names_what_is_wrong() -> None:
 
 
 def test_a_tick_job_has_an_id_derived_from_the_schedule_and_the_tick() -> None:
-    schedule = Schedule("* * * * *", data={"x": 1}, id="s", meta={"retry": 2})
+    schedule = Schedule("* * * * *", data={"x": 1}, id="s", meta={"retry": {"max_retries": 2}})
     job = schedule.job(120.0)
     assert job.id == tick_job_id("s", 120.0) == schedule.job(120.0).id
     assert job.id not in {tick_job_id("s", 180.0), tick_job_id("t", 120.0)}
     assert job.data == {"x": 1}
-    assert dict(job.meta) == {"retry": 2, "schedule": "s", "tick": 120.0}
+    assert dict(job.meta) == {"retry": {"max_retries": 2}, "schedule": "s", "tick": 120.0}
 
 
 # -- ticks -----------------------------------------------------------------------------------
