@@ -68,15 +68,15 @@ def parse_lines(text: str, source: str) -> list[tuple[int, JSON]]:
             raise InvalidJob(
                 f"invalid JSON in {source}: line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
-        except _NotJson as exc:
+        except (_NotJson, RecursionError, ValueError) as exc:
+            if isinstance(exc, RecursionError):
+                why = "nested too deeply"
+            elif isinstance(exc, _NotJson):
+                why = str(exc)
+            else:  # an integer of more digits than Python reads (4300 by default)
+                why = "a number too long to read"
             line = text.count("\n", 0, start) + 1
-            raise InvalidJob(f"invalid JSON in {source}: line {line}: {exc}") from None
-        except RecursionError:
-            line = text.count("\n", 0, start) + 1
-            raise InvalidJob(f"invalid JSON in {source}: line {line}: nested too deeply") from None
-        except ValueError:  # an integer of more digits than Python reads (4300 by default)
-            line = text.count("\n", 0, start) + 1
-            raise InvalidJob(f"invalid JSON in {source}: line {line}: a number too long to read") from None
+            raise InvalidJob(f"invalid JSON in {source}: line {line}: {why}") from None
         documents.append((text.count("\n", 0, start) + 1, value))
         pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
     if not documents:

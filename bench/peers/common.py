@@ -143,7 +143,7 @@ def sync_task(t: float = 0) -> None:
 
 async def async_task(t: float = 0) -> None:
     """The task of a peer whose jobs are coroutines: in I/O mode ``await asyncio.sleep``
-    first, and the ``INCR`` awaited (the no-op mode keeps the blocking one of every peer)."""
+    first, and the ``INCR`` awaited (the no-op mode counts as every peer does: :func:`task`)."""
     if IO_WAIT is None:
         task(t)
         return
